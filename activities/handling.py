@@ -1,0 +1,68 @@
+"""How every activity handles a command: guard, load, call one method, save.
+
+`decide` runs the owner inside one database transaction that also writes the
+outbox rows and the processed-command record. A command id seen before returns
+its first result and decides nothing anew. A lost optimistic-concurrency race
+reloads and lets the owner decide again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from temporalio.exceptions import ApplicationError
+
+from activities.authorization import authorize
+from domain.contracts import Outcome
+from domain.shared.errors import ConcurrencyConflict, DomainError
+from domain.shared.messages import Command
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+RACE_RETRIES = 5  # in-process reloads before handing the conflict to Temporal's retry
+
+
+def decide(uow_factory: Callable[[], Any], command: Command, owner_decides: Callable[[Any], object]) -> Outcome:
+    """Run one decision to the end and record the command as processed."""
+    outcome, _ = _in_transaction(uow_factory, command, owner_decides, final=True)
+    assert outcome is not None
+    return outcome
+
+
+def prepare(uow_factory: Callable[[], Any], command: Command, owner_decides: Callable[[Any], T]) -> Outcome | T:
+    """First half of a decision around an external call: save what the owner
+    decided to ask, without marking the command processed. Returns the stored
+    Outcome instead if the command was already handled."""
+    outcome, value = _in_transaction(uow_factory, command, owner_decides, final=False)
+    return outcome if outcome is not None else value  # type: ignore[return-value]
+
+
+def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
+    try:
+        authorize(command)
+        for _ in range(RACE_RETRIES):
+            try:
+                with uow_factory() as uow:
+                    stored = uow.processed_result(command.command_id)
+                    if stored is not None:
+                        return Outcome.model_validate(stored), None
+                    value = owner_decides(uow)
+                    outcome = Outcome(command_id=command.command_id, events=uow.pending_events())
+                    if final:
+                        uow.commit(command, outcome.model_dump(mode="json"))
+                        return outcome, value
+                    uow.commit()
+                    return None, value
+            except ConcurrencyConflict:
+                log.info("lost a race on %s; reloading and deciding again", command.command_id)
+        raise ApplicationError(
+            f"{command.name()} kept losing concurrency races; retrying later", type="ConcurrencyConflict"
+        )
+    except DomainError as refused:
+        # The owner refused the command outright: nothing changed, and asking again
+        # cannot help, so Temporal must not retry it.
+        raise ApplicationError(
+            refused.message, refused.code, type=refused.kind, non_retryable=True
+        ) from refused

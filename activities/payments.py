@@ -1,0 +1,58 @@
+"""Payments' activities. Gateway calls happen between two short transactions:
+payments decides what to ask (saved), the gateway is asked (no transaction
+open), payments decides what the answer means (saved with the processed record)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.handling import decide, prepare
+from activities.ports import PaymentGateway
+from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
+from domain.contracts import Outcome
+from domain.payments.commands import CapturePayment, SendRefundToGateway
+from domain.payments.payment import Payment
+
+
+class PaymentsActivities:
+    def __init__(self, uow_factory: Callable[[], Any], gateway: PaymentGateway) -> None:
+        self.uow = uow_factory
+        self.gateway = gateway
+
+    @activity.defn(name=CapturePayment.activity_name())
+    def capture_payment(self, command: CapturePayment) -> Outcome:
+        request = prepare(self.uow, command, lambda uow: self._payment_for(uow, command).begin_capture(command))
+        if isinstance(request, Outcome):
+            return request
+        answer = self._ask(lambda: self.gateway.capture(request))
+        return decide(
+            self.uow, command, lambda uow: uow.payments.get(command.order_id).record_capture_answer(command, answer)
+        )
+
+    @activity.defn(name=SendRefundToGateway.activity_name())
+    def send_refund_to_gateway(self, command: SendRefundToGateway) -> Outcome:
+        request = prepare(self.uow, command, lambda uow: uow.payments.get(command.order_id).begin_refund(command))
+        if isinstance(request, Outcome):
+            return request
+        answer = self._ask(lambda: self.gateway.refund(request))
+        return decide(
+            self.uow, command, lambda uow: uow.payments.get(command.order_id).record_refund_answer(command, answer)
+        )
+
+    @staticmethod
+    def _payment_for(uow: Any, command: CapturePayment) -> Payment:
+        return uow.payments.find(command.order_id) or uow.payments.add(Payment.for_order(command))
+
+    @staticmethod
+    def _ask(call):
+        try:
+            return call()
+        except GatewayUnavailable as trouble:
+            # Retryable: Temporal asks again later with the same idempotency key.
+            raise ApplicationError(f"gateway unavailable: {trouble}", type="GatewayUnavailable") from trouble
+        except GatewayRefusedRequest as wrong:
+            raise ApplicationError(f"gateway refused the request: {wrong}", type="GatewayRefusedRequest", non_retryable=True) from wrong

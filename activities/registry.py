@@ -1,0 +1,32 @@
+"""Which activities each task queue serves. One task queue per owner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from activities.billing import BillingActivities
+from activities.fraud import FraudActivities
+from activities.notifications import NotificationsActivities
+from activities.payments import PaymentsActivities
+from activities.ports import Mailbox, PaymentGateway
+from activities.shipping import ShippingActivities
+
+OWNER_QUEUES = ("billing", "payments", "fraud", "shipping", "notifications")
+
+
+def activities_for(
+    queue: str, uow_factory: Callable[[], Any], gateway: PaymentGateway, mailbox: Mailbox
+) -> list[Callable[..., Any]]:
+    owner: object = {
+        "billing": lambda: BillingActivities(uow_factory),
+        "payments": lambda: PaymentsActivities(uow_factory, gateway),
+        "fraud": lambda: FraudActivities(uow_factory),
+        "shipping": lambda: ShippingActivities(uow_factory),
+        "notifications": lambda: NotificationsActivities(uow_factory, mailbox),
+    }[queue]()
+    return [
+        getattr(owner, name)
+        for name in dir(type(owner))
+        if hasattr(getattr(type(owner), name), "__temporal_activity_definition")
+    ]

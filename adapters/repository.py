@@ -1,0 +1,170 @@
+"""Repositories: aggregates loaded from and saved to their versioned document tables.
+
+A repository works inside the unit of work's transaction and never commits.
+It keeps an identity map, so that loading the same id twice in one unit of
+work gives the same object, and the unit of work knows what to save.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Row, Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from domain.shared.aggregate import AggregateRoot
+from domain.shared.errors import ConcurrencyConflict, InvalidCommand, NotFound
+
+A = TypeVar("A", bound=AggregateRoot)
+
+IndexColumns = Callable[[Any], Mapping[str, Any]]
+
+# Money goes to the database as integer minor units, never as a decimal string.
+STATE_CONTEXT = {"money": "minor_units"}
+
+
+def dump_state(aggregate: AggregateRoot) -> dict[str, Any]:
+    """The `state` document: everything but the id and version, which have columns."""
+    return aggregate.model_dump(mode="json", context=STATE_CONTEXT, exclude={"id", "version"})
+
+
+def load_state(aggregate_type: type[A], id: str, version: int, state: Mapping[str, Any]) -> A:
+    return aggregate_type.model_validate({**state, "id": id, "version": version})
+
+
+def describe(aggregate_type: type) -> str:
+    """`FraudReview` -> "fraud review", for messages people read."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", aggregate_type.__name__).lower()
+
+
+def is_unique_violation(error: IntegrityError) -> bool:
+    """A duplicate key, as opposed to any other broken constraint (which is a bug)."""
+    original = error.orig
+    sqlstate = getattr(original, "sqlstate", None)  # psycopg
+    if sqlstate is not None:
+        return sqlstate == "23505"
+    name = getattr(original, "sqlite_errorname", "")  # sqlite3
+    return name in {"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"}
+
+
+class SqlRepository(Generic[A]):
+    def __init__(
+        self,
+        connection: Connection,
+        table: Table,
+        aggregate_type: type[A],
+        index_columns: IndexColumns | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.connection = connection
+        self.table = table
+        self.aggregate_type = aggregate_type
+        self.index_columns = index_columns or (lambda _aggregate: {})
+        self.clock = clock
+        self.kind = describe(aggregate_type)
+        self._identity_map: dict[str, A] = {}
+
+    @property
+    def seen(self) -> list[A]:
+        """Every aggregate loaded or added through this repository, once each."""
+        return list(self._identity_map.values())
+
+    def get(self, id: str) -> A:
+        aggregate = self.find(id)
+        if aggregate is None:
+            raise NotFound(code="not_found", message=f"no {self.kind} {id!r}")
+        return aggregate
+
+    def find(self, id: str) -> A | None:
+        if id in self._identity_map:
+            return self._identity_map[id]
+        row = self.connection.execute(
+            select(self.table.c.id, self.table.c.version, self.table.c.state).where(self.table.c.id == id)
+        ).one_or_none()
+        return None if row is None else self._track(row)
+
+    def add(self, aggregate: A) -> A:
+        tracked = self._identity_map.get(aggregate.id)
+        if tracked is not None and tracked is not aggregate:
+            raise ValueError(f"another {self.kind} {aggregate.id!r} is already in this unit of work")
+        self._identity_map[aggregate.id] = aggregate
+        return aggregate
+
+    def add_new(self, aggregate: A) -> A:
+        """Add an aggregate that must not exist yet (placing an order, shipping a parcel)."""
+        if self.find(aggregate.id) is not None:
+            raise InvalidCommand("already_exists", f"{self.kind} {aggregate.id!r} already exists")
+        return self.add(aggregate)
+
+    def save(self, aggregate: A) -> int | None:
+        """Write one aggregate if it changed, checking its version; returns the new
+        version, or None when there was nothing to write.
+
+        A new aggregate (version 0) is inserted even without events: it came into
+        existence. A loaded one without pending events did not change.
+        """
+        if aggregate.version != 0 and not aggregate.pending_events:
+            return None
+        new_version = aggregate.version + 1
+        values = {
+            "state": dump_state(aggregate),
+            "updated_at": self.clock(),
+            **self.index_columns(aggregate),
+        }
+        if aggregate.version == 0:
+            self._insert(aggregate.id, values)
+        else:
+            self._update(aggregate.id, aggregate.version, values)
+        aggregate.version = new_version
+        return new_version
+
+    def _insert(self, id: str, values: dict[str, Any]) -> None:
+        try:
+            self.connection.execute(insert(self.table).values(id=id, version=1, **values))
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                raise ConcurrencyConflict(f"{self.kind} {id!r} was created by someone else") from error
+            raise
+
+    def _update(self, id: str, expected: int, values: dict[str, Any]) -> None:
+        result = self.connection.execute(
+            update(self.table)
+            .where(self.table.c.id == id, self.table.c.version == expected)
+            .values(version=self.table.c.version + 1, **values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrencyConflict(f"{self.kind} {id!r} changed since version {expected} was loaded")
+
+    def _track(self, row: Row[Any]) -> A:
+        # The identity map wins: an aggregate already in this unit of work may
+        # carry changes that are not saved yet.
+        if row.id not in self._identity_map:
+            self._identity_map[row.id] = load_state(self.aggregate_type, row.id, row.version, row.state)
+        return self._identity_map[row.id]
+
+    def _track_all(self, rows: list[Row[Any]]) -> list[A]:
+        return [self._track(row) for row in rows]
+
+    def _select_where(self, *criteria: Any) -> list[Row[Any]]:
+        statement = (
+            select(self.table.c.id, self.table.c.version, self.table.c.state)
+            .where(*criteria)
+            .order_by(self.table.c.id)
+        )
+        return list(self.connection.execute(statement).all())
+
+
+class FraudReviewRepository(SqlRepository[A]):
+    def for_customer(self, customer_id: str) -> list[A]:
+        """Every review of this customer's refunds (the screening looks at their history)."""
+        return self._track_all(self._select_where(self.table.c.customer_id == customer_id))
+
+
+class InvoiceRepository(SqlRepository[A]):
+    def for_order(self, order_id: str) -> A | None:
+        rows = self._select_where(self.table.c.order_id == order_id)
+        return self._track(rows[0]) if rows else None

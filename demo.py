@@ -1,0 +1,164 @@
+"""The demo scenarios (`python starter.py demo`, run by `make demo`).
+
+Each scenario is what a user would do from the command line: place an order,
+ship it, deliver it, ask for a refund; the workflows and owners do the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import TypedSearchAttributes
+
+from adapters.temporal import ui_link
+from domain.fraud.commands import ReviewDecision
+from domain.shared.actor import Actor, Role
+from domain.shared.money import Money
+from workflows.payment import OrderRequest, PaymentWorkflow
+from workflows.process import CUSTOMER_ID, FLOWS_QUEUE, ORDER_ID, REFUND_ID
+from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
+from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+
+WAREHOUSE = Actor(role=Role.WAREHOUSE, id="demo-warehouse")
+
+
+class Demo:
+    def __init__(self, client: Client, run: str) -> None:
+        self.client = client
+        self.run = run
+
+    async def _start(self, workflow, request, workflow_id: str, summary: str, **attrs: str) -> WorkflowHandle:
+        return await self.client.start_workflow(
+            workflow,
+            request,
+            id=workflow_id,
+            task_queue=FLOWS_QUEUE,
+            static_summary=summary,
+            search_attributes=TypedSearchAttributes([k.value_set(v) for k, v in attrs.items()]),
+        )
+
+    async def order(self, name: str, amount: str, card: str = "tok_visa", customer: str = "c-demo") -> str:
+        order_id = f"{self.run}-{name}"
+        total = Money.of(amount, "EUR")
+        handle = await self._start(
+            PaymentWorkflow,
+            OrderRequest(
+                order_id=order_id,
+                customer_id=customer,
+                amount=total,
+                card_token=card,
+                placed_by=Actor(role=Role.CUSTOMER, id=customer),
+            ),
+            f"payment-{order_id}",
+            f"Order {order_id}: capture {total} from {customer}",
+            **{ORDER_ID: order_id, CUSTOMER_ID: customer},
+        )
+        await handle.result()
+        return order_id
+
+    async def ship(self, order_id: str, at: datetime | None = None) -> None:
+        handle = await self._start(
+            ShipOrderWorkflow,
+            ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", shipped_at=at, requested_by=WAREHOUSE),
+            f"ship-{order_id}",
+            f"Ship order {order_id}",
+            **{ORDER_ID: order_id},
+        )
+        await handle.result()
+
+    async def deliver(self, order_id: str, at: datetime | None = None) -> None:
+        handle = await self._start(
+            ConfirmDeliveryWorkflow,
+            DeliveryRequest(order_id=order_id, delivered_at=at, requested_by=WAREHOUSE),
+            f"deliver-{order_id}",
+            f"Confirm delivery of order {order_id}",
+            **{ORDER_ID: order_id},
+        )
+        await handle.result()
+
+    async def refund(self, order_id: str, amount: str | None, reason: str, by: Actor) -> WorkflowHandle:
+        refund_id = f"{order_id}-r"
+        return await self._start(
+            RefundWorkflow,
+            RefundRequest(
+                refund_id=refund_id,
+                order_id=order_id,
+                amount=Money.of(amount, "EUR") if amount else None,
+                reason=reason,
+                requested_by=by,
+            ),
+            f"refund-{refund_id}",
+            f"Refund {refund_id} of order {order_id}: {amount or 'everything'} EUR, asked by {by}",
+            **{ORDER_ID: order_id, REFUND_ID: refund_id},
+        )
+
+    # -- the scenarios ----------------------------------------------------------------
+    async def completed_refund(self) -> WorkflowHandle:
+        order_id = await self.order("completed", "120.00")
+        await self.ship(order_id)
+        await self.deliver(order_id)
+        return await self.refund(order_id, "20.00", "one item arrived damaged", Actor.parse("customer:c-demo"))
+
+    async def rejected_refund(self) -> WorkflowHandle:
+        order_id = await self.order("late", "80.00")
+        now = datetime.now(timezone.utc)
+        await self.ship(order_id, at=now - timedelta(days=45))
+        await self.deliver(order_id, at=now - timedelta(days=40))  # the 30-day window has closed
+        return await self.refund(order_id, None, "changed my mind", Actor.parse("customer:c-demo"))
+
+    async def reviewed_refund(self) -> WorkflowHandle:
+        order_id = await self.order("reviewed", "1500.00", customer="c-big")
+        await self.ship(order_id)
+        await self.deliver(order_id)
+        handle = await self.refund(order_id, None, "wrong model delivered", Actor.parse("support:sam"))
+        await self._until_under_review(handle)
+        await handle.execute_update(
+            RefundWorkflow.resolve_review,
+            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("fraud_analyst:alice"), note="photos check out"),
+        )
+        return handle
+
+    async def declined_refund(self) -> WorkflowHandle:
+        order_id = await self.order("declined", "60.00", card="tok_refund_declined")
+        await self.ship(order_id)  # still on the road: billing also asks shipping to intercept it
+        return await self.refund(order_id, "60.00", "parcel lost", Actor.parse("support:sam"))
+
+    @staticmethod
+    async def _until_under_review(handle: WorkflowHandle) -> None:
+        for _ in range(300):
+            view = await handle.query("status")
+            if view["status"] == "under_review":
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{handle.id} never reached a fraud review")
+
+
+SCENARIOS = [
+    ("completed refund", Demo.completed_refund),
+    ("rejected refund (30-day window closed)", Demo.rejected_refund),
+    ("refund held for fraud review, approved by an analyst", Demo.reviewed_refund),
+    ("refund declined by the gateway, compensated", Demo.declined_refund),
+]
+
+
+async def run_demo(cli: Any) -> list[dict]:
+    client = await cli.client()
+    demo = Demo(client, run=f"demo-{datetime.now(timezone.utc):%m%d%H%M%S}")
+    results = []
+    for title, scenario in SCENARIOS:
+        handle = await scenario(demo)
+        outcome = (await handle.result()).model_dump(mode="json")
+        row = {
+            "scenario": title,
+            "workflow_id": handle.id,
+            "status": outcome["status"],
+            "reason": outcome.get("reason", ""),
+            "ui": ui_link(cli.settings, handle.id),
+        }
+        results.append(row)
+        reason = f" ({row['reason']})" if row["reason"] else ""
+        cli.out(f"{title}\n  {handle.id}: {row['status']}{reason}\n  {row['ui']}", **row)
+    return results

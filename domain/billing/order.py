@@ -1,0 +1,222 @@
+"""Order: billing's record of an order, and the owner of refund decisions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import ClassVar
+
+from domain.billing.commands import (
+    CancelRefund,
+    CompleteRefund,
+    FailRefund,
+    MarkOrderPaid,
+    OrderLine,
+    PlaceOrder,
+    RecordDelivery,
+    RecordShipment,
+    RequestRefund,
+)
+from domain.billing.events import (
+    DeliveryRecorded,
+    OrderPaid,
+    OrderPlaced,
+    RefundApproved,
+    RefundCancelled,
+    RefundCompleted,
+    RefundFailed,
+    RefundRejected,
+    ShipmentInterceptRequested,
+    ShipmentRecorded,
+)
+from domain.billing.refund import Refund, RefundStatus
+from domain.shared.actor import Role
+from domain.shared.aggregate import AggregateRoot
+from domain.shared.errors import InvalidCommand, NotAuthorized
+from domain.shared.money import Money, total
+
+
+class Fulfilment(StrEnum):
+    PENDING = "pending"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+
+
+class Order(AggregateRoot):
+    REFUND_WINDOW: ClassVar[timedelta] = timedelta(days=30)
+
+    customer_id: str
+    currency: str
+    lines: list[OrderLine]
+    total: Money
+    paid: Money
+    payment_reference: str = ""
+    fulfilment: Fulfilment = Fulfilment.PENDING
+    tracking: str = ""
+    delivered_at: datetime | None = None
+    refunds: dict[str, Refund] = {}
+
+    # -- placing and paying ----------------------------------------------------
+    @classmethod
+    def place(cls, command: PlaceOrder) -> Order:
+        currency = command.lines[0].amount.currency
+        order_total = total([line.amount for line in command.lines], currency)
+        if not order_total.is_positive:
+            raise InvalidCommand("empty_order", "an order must total more than zero")
+        order = cls(
+            id=command.order_id,
+            customer_id=command.customer_id,
+            currency=currency,
+            lines=command.lines,
+            total=order_total,
+            paid=Money.zero(currency),
+        )
+        order.record(command, OrderPlaced(order_id=order.id, customer_id=order.customer_id, total=order_total))
+        return order
+
+    def mark_paid(self, command: MarkOrderPaid) -> None:
+        if self.paid.is_positive:
+            raise InvalidCommand("already_paid", f"order {self.id} is already paid")
+        if command.amount != self.total:
+            raise InvalidCommand(
+                "amount_mismatch", f"payment of {command.amount} does not match the order total {self.total}"
+            )
+        self.paid = command.amount
+        self.payment_reference = command.payment_reference
+        self.record(command, OrderPaid(order_id=self.id, amount=command.amount))
+
+    # -- facts from shipping ---------------------------------------------------
+    def record_shipment(self, command: RecordShipment) -> None:
+        if self.fulfilment is not Fulfilment.PENDING:
+            raise InvalidCommand("already_shipped", f"order {self.id} is already {self.fulfilment.value}")
+        self.fulfilment = Fulfilment.SHIPPED
+        self.tracking = command.tracking
+        self.record(command, ShipmentRecorded(order_id=self.id, tracking=command.tracking))
+
+    def record_delivery(self, command: RecordDelivery) -> None:
+        if self.fulfilment is not Fulfilment.SHIPPED:
+            raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")
+        self.fulfilment = Fulfilment.DELIVERED
+        self.delivered_at = command.delivered_at
+        self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=command.delivered_at))
+
+    # -- refunds -----------------------------------------------------------------
+    @property
+    def refunded(self) -> Money:
+        return total([r.amount for r in self.refunds.values() if r.paid_out and r.amount], self.currency)
+
+    @property
+    def reserved(self) -> Money:
+        """Approved refunds still on their way to the customer."""
+        return total([r.amount for r in self.refunds.values() if r.in_flight and r.amount], self.currency)
+
+    @property
+    def refundable(self) -> Money:
+        return self.paid - self.refunded - self.reserved
+
+    def request_refund(self, command: RequestRefund) -> None:
+        """Approve or reject a refund. The time that counts is when it was asked
+        (`issued_at`), so a slow queue never changes the answer."""
+        if command.actor.role is Role.CUSTOMER and command.actor.id != self.customer_id:
+            raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
+        if command.refund_id in self.refunds:
+            raise InvalidCommand("duplicate_refund", f"refund {command.refund_id} was already requested")
+        if command.amount is not None:
+            if command.amount.currency != self.currency:
+                raise InvalidCommand(
+                    "currency_mismatch", f"order {self.id} is in {self.currency}, not {command.amount.currency}"
+                )
+            if not command.amount.is_positive:
+                raise InvalidCommand("amount_not_positive", "a refund amount must be greater than zero")
+
+        rejection = self._refund_rejection(command)
+        if rejection:
+            code, detail = rejection
+            self.refunds[command.refund_id] = Refund(
+                refund_id=command.refund_id,
+                requested_by=str(command.actor),
+                requested_at=command.issued_at,
+                reason=command.reason,
+                status=RefundStatus.REJECTED,
+                amount=command.amount,
+                outcome=code,
+            )
+            self.record(
+                command,
+                RefundRejected(
+                    order_id=self.id,
+                    refund_id=command.refund_id,
+                    customer_id=self.customer_id,
+                    reason_code=code,
+                    detail=detail,
+                ),
+            )
+            return
+
+        amount = command.amount or self.refundable
+        self.refunds[command.refund_id] = Refund(
+            refund_id=command.refund_id,
+            requested_by=str(command.actor),
+            requested_at=command.issued_at,
+            reason=command.reason,
+            status=RefundStatus.APPROVED,
+            amount=amount,
+        )
+        self.record(
+            command,
+            RefundApproved(
+                order_id=self.id, refund_id=command.refund_id, customer_id=self.customer_id, amount=amount
+            ),
+        )
+        if self.fulfilment is Fulfilment.SHIPPED:
+            # Still on the road: try to stop the parcel rather than pay for a return.
+            self.record(
+                command,
+                ShipmentInterceptRequested(order_id=self.id, refund_id=command.refund_id, tracking=self.tracking),
+            )
+
+    def _refund_rejection(self, command: RequestRefund) -> tuple[str, str] | None:
+        if self.fulfilment is Fulfilment.PENDING:
+            return "not_shipped", "only shipped or delivered orders can be refunded"
+        if self.delivered_at is not None and command.issued_at - self.delivered_at > self.REFUND_WINDOW:
+            return "refund_window_closed", f"refunds close {self.REFUND_WINDOW.days} days after delivery"
+        if not self.refundable.is_positive:
+            return "nothing_refundable", f"nothing of order {self.id} is left to refund"
+        if command.amount is not None and command.amount > self.refundable:
+            return "exceeds_refundable", f"{command.amount} is more than the {self.refundable} still refundable"
+        return None
+
+    def cancel_refund(self, command: CancelRefund) -> None:
+        refund = self._in_flight(command.refund_id)
+        self._settle(refund, RefundStatus.CANCELLED, command.reason)
+        self.record(command, RefundCancelled(**self._refund_facts(refund), reason=command.reason))
+
+    def complete_refund(self, command: CompleteRefund) -> None:
+        refund = self._in_flight(command.refund_id)
+        self._settle(refund, RefundStatus.COMPLETED, command.gateway_reference)
+        self.record(command, RefundCompleted(**self._refund_facts(refund)))
+
+    def fail_refund(self, command: FailRefund) -> None:
+        """The money did not go out: release the reservation so it can be asked for again."""
+        refund = self._in_flight(command.refund_id)
+        self._settle(refund, RefundStatus.FAILED, command.reason)
+        self.record(command, RefundFailed(**self._refund_facts(refund), reason=command.reason))
+
+    def _in_flight(self, refund_id: str) -> Refund:
+        refund = self.refunds.get(refund_id)
+        if refund is None:
+            raise InvalidCommand("unknown_refund", f"order {self.id} has no refund {refund_id}")
+        if not refund.in_flight:
+            raise InvalidCommand("refund_not_in_flight", f"refund {refund_id} is already {refund.status.value}")
+        return refund
+
+    def _settle(self, refund: Refund, status: RefundStatus, outcome: str) -> None:
+        self.refunds[refund.refund_id] = refund.model_copy(update={"status": status, "outcome": outcome})
+
+    def _refund_facts(self, refund: Refund) -> dict:
+        return {
+            "order_id": self.id,
+            "refund_id": refund.refund_id,
+            "customer_id": self.customer_id,
+            "amount": refund.amount,
+        }

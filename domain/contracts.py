@@ -1,0 +1,84 @@
+"""The message contracts every process sees: all commands, all events, and the
+Outcome an owner returns. Workflows import this module and nothing else of the
+domain, so they can react to event types without touching any owner's state."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.billing.commands import (  # noqa: F401  (re-exported contracts)
+    CancelRefund,
+    CompleteRefund,
+    FailRefund,
+    MarkOrderPaid,
+    OrderLine,
+    PlaceOrder,
+    RecordDelivery,
+    RecordShipment,
+    RequestRefund,
+)
+from domain.billing.events import (
+    DeliveryRecorded,
+    OrderPaid,
+    OrderPlaced,
+    RefundApproved,
+    RefundCancelled,
+    RefundCompleted,
+    RefundFailed,
+    RefundRejected,
+    ShipmentInterceptRequested,
+    ShipmentRecorded,
+)
+from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund  # noqa: F401
+from domain.fraud.events import FraudReviewOpened, RefundCleared, ReviewApproved, ReviewRejected
+from domain.notifications.commands import NotifyCustomer, NotifyTeam  # noqa: F401
+from domain.notifications.events import MessageSent
+from domain.payments.commands import CapturePayment, SendRefundToGateway  # noqa: F401
+from domain.payments.events import (
+    CaptureAttempted,
+    GatewayRefundDeclined,
+    GatewayRefundRequested,
+    GatewayRefundSettled,
+    PaymentCaptured,
+    PaymentDeclined,
+)
+from domain.shared.actor import Actor, Role  # noqa: F401
+from domain.shared.messages import Command, Event  # noqa: F401
+from domain.shared.money import Money  # noqa: F401
+from domain.shipping.commands import ConfirmDelivery, InterceptShipment, ShipOrder  # noqa: F401
+from domain.shipping.events import OrderDelivered, OrderShipped, ShipmentIntercepted, ShipmentInterceptFailed
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    OrderPlaced, OrderPaid, ShipmentRecorded, DeliveryRecorded, RefundApproved, RefundRejected,
+    ShipmentInterceptRequested, RefundCancelled, RefundCompleted, RefundFailed,
+    CaptureAttempted, PaymentCaptured, PaymentDeclined, GatewayRefundRequested, GatewayRefundSettled,
+    GatewayRefundDeclined,
+    RefundCleared, FraudReviewOpened, ReviewApproved, ReviewRejected,
+    OrderShipped, OrderDelivered, ShipmentIntercepted, ShipmentInterceptFailed,
+    MessageSent,
+)
+
+AnyEvent = Annotated[Union[EVENT_TYPES], Field(discriminator="type")]  # noqa: UP007
+
+E = TypeVar("E", bound=Event)
+
+
+class Outcome(BaseModel):
+    """What an owner decided for one command: the events it recorded (maybe none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command_id: str
+    events: list[AnyEvent] = []
+
+    def first(self, event_type: type[E]) -> E | None:
+        return next((e for e in self.events if isinstance(e, event_type)), None)
+
+    def has(self, event_type: type[Event]) -> bool:
+        return self.first(event_type) is not None
+
+    @property
+    def event_names(self) -> list[str]:
+        return [type(e).__name__ for e in self.events]

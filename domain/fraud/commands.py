@@ -1,0 +1,45 @@
+"""Commands fraud decides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import Field
+
+from domain.shared.actor import Role
+from domain.shared.messages import Command
+from domain.shared.money import Money
+
+
+class FraudCommand(Command):
+    owner: ClassVar[str] = "fraud"
+    refund_id: str = Field(min_length=1, max_length=200)
+
+
+class ScreenRefund(FraudCommand):
+    """Does this approved refund need a person to look at it?"""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    order_id: str
+    customer_id: str
+    amount: Money
+    approved_at: datetime
+
+
+class ReviewDecision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ResolveFraudReview(FraudCommand):
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.FRAUD_ANALYST})
+    decision: ReviewDecision
+    note: str = Field(default="", max_length=2000)
+
+
+class ExpireFraudReview(FraudCommand):
+    """Nobody decided in time; fraud says what that means."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})

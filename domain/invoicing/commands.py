@@ -1,0 +1,24 @@
+"""Commands invoicing decides."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from domain.billing.commands import OrderLine
+from domain.shared.actor import Role
+from domain.shared.messages import Command
+from domain.shared.money import Money
+
+
+class CreateInvoice(Command):
+    """Invoice a captured payment. One invoice per captured payment, however often asked."""
+
+    owner: ClassVar[str] = "invoicing"
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    order_id: str = Field(min_length=1, max_length=200)
+    customer_id: str
+    lines: list[OrderLine] = Field(min_length=1)
+    total: Money
+    payment_reference: str

@@ -1,0 +1,41 @@
+"""What each kind of message says. Facts are filled in; unknown kinds are refused."""
+
+from __future__ import annotations
+
+from domain.shared.errors import InvalidCommand
+
+TEMPLATES: dict[str, tuple[str, str]] = {
+    # refunds, to the customer
+    "refund_rejected": ("Your refund request", "We could not accept refund {refund_id} for order {order_id}: {detail}"),
+    "refund_completed": ("Your refund is on its way", "We refunded {amount} for order {order_id} (refund {refund_id})."),
+    "refund_cancelled": ("Your refund request", "Refund {refund_id} for order {order_id} was not approved after review."),
+    "refund_failed": (
+        "We could not pay your refund",
+        "Refund {refund_id} of {amount} for order {order_id} could not be paid out; our support team will contact you.",
+    ),
+    # refunds, to teams
+    "fraud_review_reminder": (
+        "Fraud review waiting",
+        "The review of refund {refund_id} ({amount}, order {order_id}) has waited 24 hours.",
+    ),
+    "refund_failed_support": (
+        "Refund needs attention",
+        "Refund {refund_id} of {amount} for order {order_id} failed: {reason}.",
+    ),
+    # payments
+    "payment_received": ("Payment received", "We received {amount} for order {order_id}."),
+    "payment_declined": (
+        "Your payment did not go through",
+        "Your card was declined ({reason}) for order {order_id}.",
+    ),
+}
+
+
+def render(kind: str, facts: dict[str, str]) -> tuple[str, str]:
+    if kind not in TEMPLATES:
+        raise InvalidCommand("unknown_message_kind", f"no message of kind {kind!r}")
+    title, body = TEMPLATES[kind]
+    try:
+        return title, body.format(**facts)
+    except KeyError as missing:
+        raise InvalidCommand("missing_fact", f"message {kind!r} needs the fact {missing}") from None

@@ -1,0 +1,32 @@
+"""Commands payments decides."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from domain.shared.actor import Role
+from domain.shared.messages import Command
+from domain.shared.money import Money
+
+
+class PaymentsCommand(Command):
+    owner: ClassVar[str] = "payments"
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    order_id: str = Field(min_length=1, max_length=200)
+
+
+class CapturePayment(PaymentsCommand):
+    """Take the order's money from the customer's card."""
+
+    customer_id: str
+    amount: Money
+    card_token: str = Field(min_length=1, max_length=200)
+
+
+class SendRefundToGateway(PaymentsCommand):
+    """Pay an approved refund back through the gateway; the refund id is the idempotency key."""
+
+    refund_id: str
+    amount: Money

@@ -1,0 +1,77 @@
+"""Commands and events: the messages that cross every boundary.
+
+A command asks one owner for one decision; an event is a fact the owner
+recorded. Both are immutable pydantic models so that Temporal, the outbox and
+the tests all see exactly the same shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from domain.shared.actor import Actor, Role
+
+EVENT_NAMESPACE = uuid.UUID("6f1d7a52-3f0e-4a55-9d2c-5e7a1c0b9a11")
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+
+
+class Command(Message):
+    """One request for one decision, with who asked and when."""
+
+    owner: ClassVar[str]  # the owner (and task queue) that decides
+    issued_by: ClassVar[frozenset[Role]]  # roles that may send it
+
+    command_id: str = Field(min_length=1, max_length=300)
+    actor: Actor
+    issued_at: datetime  # decisions use this time, never the clock of the moment
+    correlation_id: str = ""  # the process (workflow id) this command belongs to
+
+    @field_validator("issued_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("issued_at must carry a time zone")
+        return value
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.__name__
+
+    @classmethod
+    def activity_name(cls) -> str:
+        return f"{cls.owner}.{cls.__name__}"
+
+
+class Event(Message):
+    """A fact. Past tense, immutable; the trace fields say why it happened."""
+
+    event_id: str = ""
+    occurred_at: datetime | None = None
+    correlation_id: str = ""
+    causation_id: str = ""  # the command that caused it
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.__name__
+
+    def caused_by(self, command: Command, key: str) -> Event:
+        """Stamp the trace fields. Ids are derived from the command, so a
+        command decided again after a lost race records the same event ids."""
+        name = f"{command.command_id}#{key}#{type(self).__name__}"
+        return self.model_copy(
+            update={
+                "event_id": str(uuid.uuid5(EVENT_NAMESPACE, name)),
+                "occurred_at": command.issued_at,
+                "correlation_id": command.correlation_id,
+                "causation_id": command.command_id,
+            }
+        )

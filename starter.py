@@ -1,0 +1,384 @@
+"""settleflow's command line: start workflows, send Updates, query, list.
+
+    python starter.py place-order --order-id o-1 --customer c-1 --amount 120.00 --currency EUR
+    python starter.py ship --order-id o-1 --tracking TRK-1
+    python starter.py deliver --order-id o-1
+    python starter.py refund --order-id o-1 --amount 20.00 --reason "damaged" --as customer:c-1 --wait
+    python starter.py review REFUND_ID approve --as fraud_analyst:alice
+    python starter.py status refund-REFUND_ID
+    python starter.py order o-1
+    python starter.py list --status completed
+    python starter.py demo
+
+Every command checks its arguments before anything starts; a bad one exits with
+code 2 and a single line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, NoReturn
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from adapters import db
+from adapters.settings import Settings, load
+from adapters.temporal import connect, ui_link
+from adapters.views import OrderView, order_view
+from domain.fraud.commands import ReviewDecision
+from domain.shared.actor import Actor, Role
+from domain.shared.errors import DomainError
+from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
+from workflows.payment import OrderRequest, PaymentWorkflow
+from workflows.process import CUSTOMER_ID, FLOW_STATUS, FLOWS_QUEUE, ORDER_ID, REFUND_ID
+from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
+from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+
+MAX_ID = 200
+
+
+class UsageError(Exception):
+    """Bad input: one line, exit code 2, nothing started."""
+
+
+class CliParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one clear line instead of a usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# -- argument types: each refuses bad input with a one-line reason --------------------
+def identifier(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an id cannot be empty")
+    if len(text) > MAX_ID:
+        raise argparse.ArgumentTypeError(f"an id can have at most {MAX_ID} characters")
+    if any(ord(c) < 32 for c in text):
+        raise argparse.ArgumentTypeError("an id cannot contain control characters")
+    return text
+
+
+def amount(text: str) -> str:
+    try:
+        value = parse_amount(text)
+    except DomainError as bad:
+        raise argparse.ArgumentTypeError(bad.message) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"amount must be greater than zero, got {text}")
+    return text
+
+
+def currency(text: str) -> str:
+    if text not in CURRENCY_EXPONENTS:
+        raise argparse.ArgumentTypeError(f"unknown currency {text!r} (ISO 4217, e.g. EUR, USD, JPY)")
+    return text
+
+
+def actor(text: str) -> Actor:
+    try:
+        return Actor.parse(text)
+    except DomainError as bad:
+        raise argparse.ArgumentTypeError(bad.message) from None
+
+
+def instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def money_of(value: str, in_currency: str) -> Money:
+    try:
+        return Money.of(value, in_currency)
+    except DomainError as bad:
+        raise UsageError(bad.message) from None
+
+
+# -- the commands ------------------------------------------------------------------------
+class Cli:
+    def __init__(self, args: argparse.Namespace, settings: Settings) -> None:
+        self.args = args
+        self.settings = settings
+        self._client: Client | None = None
+
+    async def client(self) -> Client:
+        if self._client is None:
+            self._client = await connect(self.settings)
+        return self._client
+
+    def out(self, text: str, **data: Any) -> None:
+        print(json.dumps(data, default=str) if self.args.json else text, flush=True)
+
+    def existing_order(self, order_id: str) -> OrderView:
+        view = order_view(self.settings.database_url, order_id)
+        if view is None:
+            raise UsageError(f"no order {order_id!r}")
+        return view
+
+    async def start(self, workflow: Callable, request: Any, workflow_id: str, summary: str, **attributes: str):
+        client = await self.client()
+        search = [key.value_set(value) for key, value in attributes.items() if value]
+        try:
+            handle = await client.start_workflow(
+                workflow,
+                request,
+                id=workflow_id,
+                task_queue=FLOWS_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(search),
+                static_summary=summary,
+            )
+        except WorkflowAlreadyStartedError:
+            self.out(
+                f"{workflow_id} already exists; nothing new was started\n  {ui_link(self.settings, workflow_id)}",
+                workflow_id=workflow_id,
+                started=False,
+                ui=ui_link(self.settings, workflow_id),
+            )
+            return client.get_workflow_handle(workflow_id), False
+        self.out(
+            f"started {workflow_id}\n  {ui_link(self.settings, workflow_id)}",
+            workflow_id=workflow_id,
+            started=True,
+            ui=ui_link(self.settings, workflow_id),
+        )
+        return handle, True
+
+    async def wait_for(self, handle) -> dict:
+        result = await handle.result()
+        view = result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
+        self.out(_describe(handle.id, view), workflow_id=handle.id, **view)
+        return view
+
+    # place-order
+    async def place_order(self) -> dict | None:
+        a = self.args
+        total = money_of(a.amount, a.currency)
+        if order_view(self.settings.database_url, a.order_id) is not None:
+            raise UsageError(f"order {a.order_id!r} already exists")
+        request = OrderRequest(
+            order_id=a.order_id,
+            customer_id=a.customer,
+            amount=total,
+            card_token=a.card,
+            placed_by=Actor(role=Role.CUSTOMER, id=a.customer),
+        )
+        handle, _ = await self.start(
+            PaymentWorkflow,
+            request,
+            f"payment-{a.order_id}",
+            f"Order {a.order_id}: capture {total} from {a.customer}",
+            **{ORDER_ID: a.order_id, CUSTOMER_ID: a.customer, FLOW_STATUS: "capturing"},
+        )
+        return await self.wait_for(handle) if a.wait else None
+
+    async def ship(self) -> dict:
+        a = self.args
+        self.existing_order(a.order_id)
+        request = ShipmentRequest(order_id=a.order_id, tracking=a.tracking, shipped_at=a.at, requested_by=a.actor)
+        handle, _ = await self.start(
+            ShipOrderWorkflow, request, f"ship-{a.order_id}", f"Ship order {a.order_id} ({a.tracking})",
+            **{ORDER_ID: a.order_id},
+        )
+        return await self.wait_for(handle)
+
+    async def deliver(self) -> dict:
+        a = self.args
+        self.existing_order(a.order_id)
+        request = DeliveryRequest(order_id=a.order_id, delivered_at=a.at, requested_by=a.actor)
+        handle, _ = await self.start(
+            ConfirmDeliveryWorkflow, request, f"deliver-{a.order_id}", f"Confirm delivery of order {a.order_id}",
+            **{ORDER_ID: a.order_id},
+        )
+        return await self.wait_for(handle)
+
+    async def refund(self) -> dict | None:
+        a = self.args
+        order = self.existing_order(a.order_id)
+        refund_amount = money_of(a.amount, order.currency) if a.amount else None
+        refund_id = a.refund_id or f"r-{uuid.uuid4().hex[:10]}"
+        request = RefundRequest(
+            refund_id=refund_id, order_id=a.order_id, amount=refund_amount, reason=a.reason, requested_by=a.actor
+        )
+        what = str(refund_amount) if refund_amount else "everything refundable"
+        handle, _ = await self.start(
+            RefundWorkflow,
+            request,
+            f"refund-{refund_id}",
+            f"Refund {refund_id} of order {a.order_id}: {what}, asked by {a.actor}",
+            **{ORDER_ID: a.order_id, REFUND_ID: refund_id, FLOW_STATUS: "requested"},
+        )
+        return await self.wait_for(handle) if a.wait else None
+
+    async def review(self) -> str:
+        a = self.args
+        client = await self.client()
+        handle = client.get_workflow_handle(f"refund-{a.refund_id}")
+        try:
+            status = await handle.execute_update(
+                RefundWorkflow.resolve_review,
+                ReviewResolution(decision=ReviewDecision(a.decision), reviewer=a.actor, note=a.note),
+            )
+        except WorkflowUpdateFailedError as refused:
+            raise UsageError(f"review refused: {refused.cause or refused}") from None
+        except RPCError as missing:
+            raise UsageError(f"no refund {a.refund_id!r} to review: {missing.message}") from None
+        self.out(f"refund-{a.refund_id}: {a.decision}d by {a.actor}; refund is now {status}", status=status)
+        return status
+
+    async def status(self) -> dict:
+        client = await self.client()
+        handle = client.get_workflow_handle(self.args.workflow_id)
+        try:
+            description = await handle.describe()
+        except RPCError:
+            raise UsageError(f"no workflow {self.args.workflow_id!r}") from None
+        try:
+            view = (await handle.query("status")).copy()
+        except Exception:  # no worker to answer: fall back to what the server knows
+            flow = description.typed_search_attributes.get(FLOW_STATUS)
+            view = {"status": flow or description.status.name.lower(), "trail": []}
+        view["execution"] = description.status.name if description.status else "UNKNOWN"
+        self.out(_describe(self.args.workflow_id, view), workflow_id=self.args.workflow_id, **view)
+        return view
+
+    async def order(self) -> dict:
+        view = self.existing_order(self.args.order_id)
+        data = view.model_dump(mode="json")
+        self.out(view.describe(), **data)
+        return data
+
+    async def list(self) -> list[dict]:
+        client = await self.client()
+        query = f"FlowStatus = '{self.args.status}'" if self.args.status else ""
+        rows = []
+        async for execution in client.list_workflows(query):
+            rows.append(
+                {
+                    "workflow_id": execution.id,
+                    "type": execution.workflow_type,
+                    "flow_status": execution.typed_search_attributes.get(FLOW_STATUS) or "",
+                    "execution": execution.status.name if execution.status else "",
+                    "started": execution.start_time.isoformat(timespec="seconds"),
+                }
+            )
+        if self.args.json:
+            print(json.dumps(rows))
+        else:
+            for row in rows:
+                print(f"{row['workflow_id']:<40} {row['type']:<24} {row['flow_status']:<14} {row['execution']}")
+        return rows
+
+    async def demo(self) -> list[dict]:
+        from demo import run_demo
+
+        return await run_demo(self)
+
+    async def db_upgrade(self) -> None:
+        db.upgrade(self.settings.database_url)
+        self.out(f"database at {self.settings.database_url} is up to date", database=self.settings.database_url)
+
+
+def _describe(workflow_id: str, view: dict) -> str:
+    lines = [f"{workflow_id}: {view.get('status')}" + (f" ({view['reason']})" if view.get("reason") else "")]
+    lines += [f"  {i}. {step}" for i, step in enumerate(view.get("trail", []), 1)]
+    return "\n".join(lines)
+
+
+# -- the parser ------------------------------------------------------------------------------
+def build_parser() -> CliParser:
+    common = CliParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--address", help="Temporal address (default: $TEMPORAL_ADDRESS or localhost:7233)")
+    common.add_argument("--namespace", help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+
+    parser = CliParser(prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=CliParser)
+
+    p = verbs.add_parser("place-order", parents=[common], help="place an order and capture its payment")
+    p.add_argument("--order-id", required=True, type=identifier)
+    p.add_argument("--customer", required=True, type=identifier)
+    p.add_argument("--amount", required=True, type=amount)
+    p.add_argument("--currency", required=True, type=currency)
+    p.add_argument("--card", default="tok_visa", type=identifier, help="card token (default tok_visa)")
+    p.add_argument("--wait", action="store_true", help="wait for the payment's outcome")
+
+    p = verbs.add_parser("ship", parents=[common], help="the warehouse ships an order")
+    p.add_argument("--order-id", required=True, type=identifier)
+    p.add_argument("--tracking", required=True, type=identifier)
+    p.add_argument("--at", type=instant, help="when it left (ISO-8601; default now)")
+    p.add_argument("--as", dest="actor", type=actor, default=Actor(role=Role.WAREHOUSE, id="cli"))
+
+    p = verbs.add_parser("deliver", parents=[common], help="confirm an order's delivery")
+    p.add_argument("--order-id", required=True, type=identifier)
+    p.add_argument("--at", type=instant, help="when it arrived (ISO-8601; default now)")
+    p.add_argument("--as", dest="actor", type=actor, default=Actor(role=Role.WAREHOUSE, id="cli"))
+
+    p = verbs.add_parser("refund", parents=[common], help="ask for a refund")
+    p.add_argument("--order-id", required=True, type=identifier)
+    p.add_argument("--amount", type=amount, help="default: everything still refundable")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--as", dest="actor", required=True, type=actor, help="ROLE:ID, e.g. customer:c-1")
+    p.add_argument("--refund-id", type=identifier, help="default: a new id")
+    p.add_argument("--wait", action="store_true", help="wait for the final status")
+
+    p = verbs.add_parser("review", parents=[common], help="decide a fraud review")
+    p.add_argument("refund_id", type=identifier)
+    p.add_argument("decision", choices=[d.value for d in ReviewDecision])
+    p.add_argument("--as", dest="actor", required=True, type=actor, help="fraud_analyst:ID")
+    p.add_argument("--note", default="")
+
+    p = verbs.add_parser("status", parents=[common], help="a workflow's status and trail")
+    p.add_argument("workflow_id", type=identifier)
+
+    p = verbs.add_parser("order", parents=[common], help="billing's view of an order")
+    p.add_argument("order_id", type=identifier)
+
+    p = verbs.add_parser("list", parents=[common], help="list workflows")
+    p.add_argument("--status", type=identifier, help="only this flow status (e.g. completed, under_review)")
+
+    verbs.add_parser("demo", parents=[common], help="run the demo scenarios against a running worker")
+
+    p = verbs.add_parser("db", parents=[common], help="database maintenance")
+    p.add_argument("action", choices=["upgrade"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if getattr(args, "reason", None) is not None and not args.reason.strip():
+        parser.error("--reason cannot be empty")
+    settings = load()
+    if args.address:
+        settings.temporal_address = args.address
+    if args.namespace:
+        settings.temporal_namespace = args.namespace
+    cli = Cli(args, settings)
+    verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
+    try:
+        asyncio.run(getattr(cli, verb)())
+    except UsageError as bad:
+        print(f"starter.py: error: {bad}", file=sys.stderr)
+        return 2
+    except RPCError as trouble:
+        print(f"starter.py: cannot reach Temporal at {settings.temporal_address}: {trouble.message}", file=sys.stderr)
+        return 1
+    except RuntimeError as trouble:  # e.g. connection refused while connecting
+        print(f"starter.py: {trouble}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

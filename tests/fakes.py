@@ -1,0 +1,200 @@
+"""An in-memory unit of work for service-layer tests that need no database.
+
+It behaves like adapters.unit_of_work.SqlUnitOfWork where the tests can tell:
+aggregates are stored as the same JSON documents (so a loaded aggregate is a
+copy and unsaved changes never leak), versions are checked the same way, a
+command id or event id is recorded once, and a failed commit changes nothing.
+
+Two FakeUnitOfWork objects built on one FakeDatabase act like two workers on
+one database, which is how a test stages a lost race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from adapters.repository import dump_state, load_state
+from domain.shared.aggregate import AggregateRoot
+from domain.shared.errors import ConcurrencyConflict, InvalidCommand, NotFound
+from domain.shared.messages import Command, Event
+
+A = TypeVar("A", bound=AggregateRoot)
+
+
+@dataclass
+class StoredDocument:
+    aggregate_type: type[AggregateRoot]
+    version: int
+    state: dict[str, Any]
+
+    def load(self, id: str) -> AggregateRoot:
+        return load_state(self.aggregate_type, id, self.version, self.state)
+
+
+@dataclass
+class FakeDatabase:
+    tables: dict[str, dict[str, StoredDocument]] = field(default_factory=dict)
+    outbox: list[Event] = field(default_factory=list)
+    processed: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def table(self, name: str) -> dict[str, StoredDocument]:
+        return self.tables.setdefault(name, {})
+
+
+class FakeRepository(Generic[A]):
+    def __init__(self, database: FakeDatabase, table_name: str) -> None:
+        self.table_name = table_name
+        self.kind = table_name.removesuffix("s").replace("_", " ")  # "fraud_reviews" -> "fraud review"
+        self._rows = database.table(table_name)
+        self._identity_map: dict[str, A] = {}
+
+    @property
+    def seen(self) -> list[A]:
+        return list(self._identity_map.values())
+
+    def get(self, id: str) -> A:
+        aggregate = self.find(id)
+        if aggregate is None:
+            raise NotFound(code="not_found", message=f"no {self.kind} {id!r}")
+        return aggregate
+
+    def find(self, id: str) -> A | None:
+        if id in self._identity_map:
+            return self._identity_map[id]
+        document = self._rows.get(id)
+        return None if document is None else self._track(id, document)
+
+    def add(self, aggregate: A) -> A:
+        tracked = self._identity_map.get(aggregate.id)
+        if tracked is not None and tracked is not aggregate:
+            raise ValueError(f"another {self.kind} {aggregate.id!r} is already in this unit of work")
+        self._identity_map[aggregate.id] = aggregate
+        return aggregate
+
+    def add_new(self, aggregate: A) -> A:
+        if self.find(aggregate.id) is not None:
+            raise InvalidCommand("already_exists", f"{self.kind} {aggregate.id!r} already exists")
+        return self.add(aggregate)
+
+    def changed(self) -> list[A]:
+        """What a commit would write: new aggregates, and loaded ones with events."""
+        return [a for a in self.seen if a.version == 0 or a.pending_events]
+
+    def check(self, aggregate: A) -> None:
+        stored = self._rows.get(aggregate.id)
+        if aggregate.version == 0 and stored is not None:
+            raise ConcurrencyConflict(f"{self.kind} {aggregate.id!r} was created by someone else")
+        if aggregate.version != 0 and (stored is None or stored.version != aggregate.version):
+            raise ConcurrencyConflict(
+                f"{self.kind} {aggregate.id!r} changed since version {aggregate.version} was loaded"
+            )
+
+    def write(self, aggregate: A) -> None:
+        aggregate.version += 1
+        self._rows[aggregate.id] = StoredDocument(type(aggregate), aggregate.version, dump_state(aggregate))
+
+    def _track(self, id: str, document: StoredDocument) -> A:
+        if id not in self._identity_map:
+            self._identity_map[id] = document.load(id)  # type: ignore[assignment]
+        return self._identity_map[id]
+
+    def _where(self, predicate: Callable[[AggregateRoot], bool]) -> list[A]:
+        return [
+            self._track(id, document)
+            for id, document in sorted(self._rows.items())
+            if predicate(self._identity_map.get(id) or document.load(id))
+        ]
+
+
+class FakeFraudReviewRepository(FakeRepository[A]):
+    def for_customer(self, customer_id: str) -> list[A]:
+        return self._where(lambda review: review.customer_id == customer_id)  # type: ignore[attr-defined]
+
+
+class FakeInvoiceRepository(FakeRepository[A]):
+    def for_order(self, order_id: str) -> A | None:
+        found = self._where(lambda invoice: invoice.order_id == order_id)  # type: ignore[attr-defined]
+        return found[0] if found else None
+
+
+class FakeUnitOfWork:
+    orders: FakeRepository[Any]
+    payments: FakeRepository[Any]
+    fraud_reviews: FakeFraudReviewRepository[Any]
+    shipments: FakeRepository[Any]
+    notifications: FakeRepository[Any]
+    invoices: FakeInvoiceRepository[Any]
+
+    def __init__(self, database: FakeDatabase | None = None) -> None:
+        self.database = database or FakeDatabase()
+        self.committed = False  # did the last `with` block commit?
+        self._open = False
+
+    @property
+    def outbox(self) -> list[Event]:
+        return self.database.outbox
+
+    @property
+    def processed(self) -> dict[str, dict[str, Any]]:
+        return self.database.processed
+
+    def __enter__(self) -> Self:
+        database = self.database
+        self.orders = FakeRepository(database, "orders")
+        self.payments = FakeRepository(database, "payments")
+        self.fraud_reviews = FakeFraudReviewRepository(database, "fraud_reviews")
+        self.shipments = FakeRepository(database, "shipments")
+        self.notifications = FakeRepository(database, "notifications")
+        self.invoices = FakeInvoiceRepository(database, "invoices")
+        self.committed = False
+        self._open = True
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Nothing to roll back: uncommitted changes only ever lived in the loaded copies.
+        self._open = False
+
+    def pending_events(self) -> list[Event]:
+        return [e for repository in self._repositories() for a in repository.seen for e in a.pending_events]
+
+    def processed_result(self, command_id: str) -> dict[str, Any] | None:
+        self._require_open()
+        result = self.database.processed.get(command_id)
+        return None if result is None else dict(result)
+
+    def commit(self, command: Command | None = None, result: dict[str, Any] | None = None) -> list[Event]:
+        self._require_open()
+        changes = [(repo, aggregate) for repo in self._repositories() for aggregate in repo.changed()]
+        # Check everything first, so that a conflict leaves the database untouched.
+        for repository, aggregate in changes:
+            repository.check(aggregate)
+        events = [event for _, aggregate in changes for event in aggregate.pending_events]
+        known_events = {event.event_id for event in self.database.outbox}
+        if any(event.event_id in known_events for event in events):
+            raise ConcurrencyConflict("one of these events was already recorded")
+        if command is not None and command.command_id in self.database.processed:
+            raise ConcurrencyConflict(f"command {command.command_id!r} was already processed")
+
+        for repository, aggregate in changes:
+            repository.write(aggregate)
+            aggregate.clear_events()
+        self.database.outbox.extend(events)
+        if command is not None:
+            self.database.processed[command.command_id] = dict(result) if result is not None else {}
+        self.committed = True
+        return events
+
+    def _repositories(self) -> tuple[FakeRepository[Any], ...]:
+        return (self.orders, self.payments, self.fraud_reviews, self.shipments, self.notifications, self.invoices)
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise RuntimeError("open the unit of work first: `with uow: ...`")

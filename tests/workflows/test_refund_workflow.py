@@ -1,0 +1,240 @@
+"""RefundWorkflow on the time-skipping server: every branch, with real owners,
+a real database and the real gateway simulator. Days pass in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+
+from domain.fraud.commands import ReviewDecision
+from domain.shared.actor import Actor
+from tests.workflows.flows import delivered_order, deliver, place_order, ship, start_refund
+from workflows.refund import RefundWorkflow, ReviewResolution
+
+ANALYST = Actor.parse("fraud_analyst:alice")
+
+
+def refunds_in_ledger(harness, order_id: str) -> list[dict]:
+    charge = harness.payment(order_id).capture.gateway_reference
+    return [r for r in harness.ledger()["refunds"] if r["charge"] == charge]
+
+
+def kinds(messages: list[dict]) -> list[str]:
+    return sorted(m["kind"] for m in messages)
+
+
+async def test_a_delivered_order_is_refunded_once_and_the_customer_told_once(harness):
+    order_id = await delivered_order(harness)
+    handle = await start_refund(harness, order_id, "20.00")
+
+    result = await handle.result()
+
+    assert result.status == "completed"
+    assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["20.00"]
+    order = harness.order(order_id)
+    assert order.refunded.amount == Decimal("20.00")
+    assert order.refundable.amount == Decimal("100.00")
+    assert kinds(harness.messages("customer:c-1")) == ["payment_received", "refund_completed"]
+
+
+async def test_no_amount_refunds_everything_still_refundable(harness):
+    order_id = await delivered_order(harness)
+    await (await start_refund(harness, order_id, "20.00")).result()
+
+    result = await (await start_refund(harness, order_id)).result()
+
+    assert result.status == "completed"
+    assert result.amount.amount == Decimal("100.00")
+    assert harness.order(order_id).refundable.amount == Decimal("0.00")
+
+
+async def test_a_refund_after_the_30_day_window_is_rejected_and_no_money_moves(harness):
+    order_id, _ = await place_order(harness)
+    now = datetime.now(timezone.utc)
+    await ship(harness, order_id, at=now - timedelta(days=45))
+    await deliver(harness, order_id, at=now - timedelta(days=40))
+
+    result = await (await start_refund(harness, order_id, "20.00")).result()
+
+    assert (result.status, result.reason) == ("rejected", "refund_window_closed")
+    assert refunds_in_ledger(harness, order_id) == []
+    assert "refund_rejected" in kinds(harness.messages("customer:c-1"))
+
+
+async def test_a_refund_above_what_remains_is_rejected(harness):
+    order_id = await delivered_order(harness)
+    await (await start_refund(harness, order_id, "100.00")).result()
+
+    result = await (await start_refund(harness, order_id, "50.00")).result()
+
+    assert (result.status, result.reason) == ("rejected", "exceeds_refundable")
+    assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["100.00"]
+
+
+async def test_a_refund_of_a_parcel_in_transit_intercepts_it(harness):
+    order_id, _ = await place_order(harness)
+    await ship(harness, order_id)
+
+    result = await (await start_refund(harness, order_id)).result()
+
+    assert result.status == "completed"
+    assert any("InterceptShipment → shipping → ShipmentIntercepted" in step for step in result.trail)
+    with harness.uow_factory() as uow:
+        assert uow.shipments.get(order_id).status == "intercepted"
+
+
+async def test_a_customer_cannot_refund_another_customers_order(harness):
+    order_id = await delivered_order(harness)
+
+    result = await (await start_refund(harness, order_id, "20.00", by="customer:c-2")).result()
+
+    assert result.status == "rejected"
+    assert "belongs to another customer" in result.reason
+    assert harness.order(order_id).refunds == {}
+    assert refunds_in_ledger(harness, order_id) == []
+
+
+async def test_a_large_refund_waits_for_a_person_and_is_paid_after_approval(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    handle = await start_refund(harness, order_id)
+    await wait_for_status(handle, "under_review")
+
+    status = await handle.execute_update(
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST)
+    )
+    result = await handle.result()
+
+    assert status in {"sending", "completed"}
+    assert result.status == "completed"
+    assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["1500.00"]
+
+
+async def test_a_rejected_review_cancels_the_refund_and_releases_the_amount(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    handle = await start_refund(harness, order_id)
+    await wait_for_status(handle, "under_review")
+
+    await handle.execute_update(
+        RefundWorkflow.resolve_review,
+        ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST, note="pattern of abuse"),
+    )
+    result = await handle.result()
+
+    assert (result.status, result.reason) == ("cancelled", "rejected_by_analyst")
+    assert refunds_in_ledger(harness, order_id) == []
+    assert harness.order(order_id).refundable.amount == Decimal("1500.00")
+    assert "refund_cancelled" in kinds(harness.messages("customer:c-1"))
+
+
+async def test_a_review_decision_is_taken_once_and_only_by_a_fraud_analyst(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    handle = await start_refund(harness, order_id)
+    await wait_for_status(handle, "under_review")
+
+    with pytest.raises(WorkflowUpdateFailedError) as wrong_role:
+        await handle.execute_update(
+            RefundWorkflow.resolve_review,
+            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("support:sam")),
+        )
+    assert "a support cannot decide a fraud review" in str(wrong_role.value.cause)
+    # Two analysts decide at the same moment: exactly one decision is taken.
+    decisions = await asyncio.gather(
+        handle.execute_update(
+            RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
+        ),
+        handle.execute_update(
+            RefundWorkflow.resolve_review,
+            ReviewResolution(decision=ReviewDecision.REJECT, reviewer=Actor.parse("fraud_analyst:bob")),
+        ),
+        return_exceptions=True,
+    )
+    refused = [d for d in decisions if isinstance(d, WorkflowUpdateFailedError)]
+    assert len(refused) == 1 and "already been decided" in str(refused[0].cause)
+    assert (await handle.result()).status == "cancelled"
+    assert refunds_in_ledger(harness, order_id) == []
+
+
+async def test_an_unanswered_review_reminds_the_fraud_team_at_24h_and_expires_at_72h(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    handle = await start_refund(harness, order_id)
+    await wait_for_status(handle, "under_review")
+
+    await harness.env.sleep(timedelta(hours=23))
+    assert harness.messages("team:fraud") == []
+    await harness.env.sleep(timedelta(hours=2))
+    assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
+    assert (await handle.query(RefundWorkflow.status_view)).status == "under_review"
+
+    result = await handle.result()
+
+    assert (result.status, result.reason) == ("cancelled", "review_expired")
+    assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
+    assert refunds_in_ledger(harness, order_id) == []
+
+
+async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refundable_again(harness):
+    order_id = await delivered_order(harness, card="tok_refund_declined")
+
+    result = await (await start_refund(harness, order_id, "30.00")).result()
+
+    assert (result.status, result.reason) == ("failed", "declined:card_closed")
+    assert refunds_in_ledger(harness, order_id) == []
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+    assert "refund_failed" in kinds(harness.messages("customer:c-1"))
+    assert kinds(harness.messages("team:support")) == ["refund_failed_support"]
+
+
+async def test_a_gateway_down_for_a_day_is_retried_then_the_refund_fails(harness):
+    order_id = await delivered_order(harness, card="tok_refunds_unavailable")
+
+    result = await (await start_refund(harness, order_id, "30.00")).result()
+
+    assert (result.status, result.reason) == ("failed", "gateway_unavailable")
+    assert refunds_in_ledger(harness, order_id) == []
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+    assert kinds(harness.messages("team:support")) == ["refund_failed_support"]
+
+
+async def test_a_flaky_gateway_is_retried_and_the_money_moves_once(harness):
+    order_id = await delivered_order(harness, card="tok_flaky")
+
+    result = await (await start_refund(harness, order_id, "25.00")).result()
+
+    assert result.status == "completed"
+    assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["25.00"]
+
+
+async def test_a_gateway_timeout_after_the_money_moved_does_not_refund_twice(harness):
+    order_id = await delivered_order(harness, card="tok_timeout")
+
+    result = await (await start_refund(harness, order_id, "25.00")).result()
+
+    assert result.status == "completed"
+    assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["25.00"]
+    assert len([c for c in harness.ledger()["captures"] if c["reference"] == order_id]) == 1
+
+
+async def test_the_status_query_tells_the_trail_so_far(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    handle = await start_refund(harness, order_id)
+    await wait_for_status(handle, "under_review")
+
+    view = await handle.query(RefundWorkflow.status_view)
+
+    assert view.trail[:2] == [
+        "RequestRefund → billing → RefundApproved",
+        "ScreenRefund → fraud → FraudReviewOpened",
+    ]
+    await handle.terminate("test done")
+
+
+async def wait_for_status(handle, status: str) -> None:
+    for _ in range(200):
+        if (await handle.query(RefundWorkflow.status_view)).status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} never reached {status}")

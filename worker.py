@@ -1,0 +1,127 @@
+"""Run settleflow's workers.
+
+    python worker.py                      # every task queue
+    python worker.py --queue billing --queue payments   # a subset: scale owners separately
+
+Migrations are applied on start. SIGINT / SIGTERM shut down cleanly: no new
+tasks are taken, activities in flight get time to finish, and anything left is
+retried by Temporal on another worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.registry import OWNER_QUEUES, activities_for
+from adapters import db
+from adapters.gateway import HttpGatewayPort
+from adapters.gateway_client import HttpPaymentGateway
+from adapters.mailbox import FileMailbox
+from adapters.settings import Settings, load
+from adapters.temporal import connect
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from workflows.registry import FLOWS_QUEUE, WORKFLOWS
+
+ALL_QUEUES = (FLOWS_QUEUE, *OWNER_QUEUES)
+log = logging.getLogger("settleflow.worker")
+
+
+@dataclass
+class Dependencies:
+    """What the activities are given: a unit of work per command, the gateway, the mailbox."""
+
+    uow_factory: object
+    gateway: HttpGatewayPort
+    mailbox: FileMailbox
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Dependencies:
+        engine = db.make_engine(settings.database_url)
+        aggregates = default_aggregate_types()
+        return cls(
+            uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
+            gateway=HttpGatewayPort(HttpPaymentGateway(settings.gateway_url, settings.gateway_timeout_seconds)),
+            mailbox=FileMailbox(settings.mailbox_dir),
+        )
+
+
+def build_workers(
+    client: Client, deps: Dependencies, queues: list[str], executor: ThreadPoolExecutor, **options
+) -> list[Worker]:
+    workers = []
+    for queue in queues:
+        if queue == FLOWS_QUEUE:
+            workers.append(Worker(client, task_queue=queue, workflows=WORKFLOWS, **options))
+        else:
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=queue,
+                    activities=activities_for(queue, deps.uow_factory, deps.gateway, deps.mailbox),
+                    activity_executor=executor,
+                    max_concurrent_activities=executor._max_workers,
+                    **options,
+                )
+            )
+    return workers
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run settleflow workers (all task queues by default).")
+    parser.add_argument(
+        "--queue",
+        action="append",
+        choices=ALL_QUEUES,
+        help="serve only this task queue (repeatable); default: all of them",
+    )
+    parser.add_argument("--threads", type=int, default=16, help="threads for activities (default 16)")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> None:
+    settings = load()
+    db.upgrade(settings.database_url)
+    deps = Dependencies.from_settings(settings)
+    client = await connect(settings)
+    queues = args.queue or list(ALL_QUEUES)
+    with ThreadPoolExecutor(max_workers=args.threads, thread_name_prefix="activity") as executor:
+        workers = build_workers(
+            client, deps, queues, executor, graceful_shutdown_timeout=timedelta(seconds=15)
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        log.info("serving %s on %s (namespace %s)", ", ".join(queues), settings.temporal_address, settings.temporal_namespace)
+        print(f"worker ready: {', '.join(queues)}", flush=True)
+        done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *runs], return_when=asyncio.FIRST_COMPLETED)
+        log.info("shutting down")
+        await asyncio.gather(*(w.shutdown() for w in workers))
+        for run in runs:
+            if run.done() and run.exception():
+                raise run.exception()
+    deps.gateway.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

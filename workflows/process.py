@@ -1,0 +1,115 @@
+"""What every process manager shares: how a command is sent to its owner, and
+how the trail (command → owner → event) is kept for the status query and the UI.
+
+Nothing here decides a business question; it only moves commands and records
+which facts came back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from domain.contracts import Actor, Command, Outcome
+
+C = TypeVar("C", bound=Command)
+
+# Typed search attributes shown (and searchable) in the Temporal web UI.
+ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+REFUND_ID = SearchAttributeKey.for_keyword("RefundId")
+FLOW_STATUS = SearchAttributeKey.for_keyword("FlowStatus")
+SEARCH_ATTRIBUTES = (ORDER_ID, CUSTOMER_ID, REFUND_ID, FLOW_STATUS)
+
+FLOWS_QUEUE = "flows"  # where the process managers themselves run
+
+# Errors an owner raises when a command makes no sense; retrying cannot help.
+REFUSALS = ["InvalidCommand", "NotAuthorized", "NotFound"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Process concerns of one kind of step: how long it may take and how it is retried."""
+
+    start_to_close: timedelta
+    retry: RetryPolicy
+    schedule_to_close: timedelta | None = None
+
+
+def retry_until_done(maximum_interval: timedelta = timedelta(minutes=5)) -> RetryPolicy:
+    """For steps that must happen (recording a fact, compensation): retry without
+    a limit on transient trouble, stop at once when the owner refuses."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=maximum_interval,
+        non_retryable_error_types=REFUSALS,
+    )
+
+
+class TrailView(BaseModel):
+    status: str
+    trail: list[str]
+
+
+class Process:
+    """Base for process managers: sends commands, keeps the trail and the status."""
+
+    flow_name = "process"
+
+    def __init__(self) -> None:
+        self.status = "started"
+        self.trail: list[str] = []
+
+    # -- sending commands ---------------------------------------------------------
+    def command(self, command_type: type[C], step: str, actor: Actor | None = None, **fields: Any) -> C:
+        """A command with a deterministic id (`{workflow_id}/{step}`): an activity
+        retry, a worker crash or a replay sends the very same command."""
+        info = workflow.info()
+        return command_type(
+            command_id=f"{info.workflow_id}/{step}",
+            actor=actor or Actor.system(self.flow_name),
+            issued_at=workflow.now(),
+            correlation_id=info.workflow_id,
+            **fields,
+        )
+
+    async def send(self, command: Command, step: Step) -> Outcome:
+        summary = f"{command.name()} → {command.owner}"
+        outcome: Outcome = await workflow.execute_activity(
+            command.activity_name(),
+            command,
+            task_queue=command.owner,
+            result_type=Outcome,
+            start_to_close_timeout=step.start_to_close,
+            schedule_to_close_timeout=step.schedule_to_close,
+            retry_policy=step.retry,
+            summary=summary,
+        )
+        self.note(f"{summary} → {', '.join(outcome.event_names) or 'nothing new'}")
+        return outcome
+
+    # -- what people see ----------------------------------------------------------
+    def note(self, line: str) -> None:
+        self.trail.append(line)
+        self._show()
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        workflow.upsert_search_attributes([FLOW_STATUS.value_set(status)])
+        self._show()
+
+    def _show(self) -> None:
+        lines = "\n".join(f"{i}. {line}" for i, line in enumerate(self.trail, 1))
+        workflow.set_current_details(f"**{self.status}**\n\n{lines}")
+
+    async def finish(self) -> None:
+        # An Update still in flight must get its answer before the workflow closes.
+        await workflow.wait_condition(workflow.all_handlers_finished)

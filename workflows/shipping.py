@@ -1,0 +1,109 @@
+"""Command workflows for the warehouse: a parcel leaves, a parcel arrives.
+
+They start no longer process, but going through Temporal means the commands are
+retried and show in the web UI like everything else.
+
+  ShipOrder → shipping → OrderShipped → RecordShipment → billing → ShipmentRecorded
+  ConfirmDelivery → shipping → OrderDelivered → RecordDelivery → billing → DeliveryRecorded
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from domain.contracts import (
+        Actor,
+        ConfirmDelivery,
+        OrderDelivered,
+        OrderShipped,
+        RecordDelivery,
+        RecordShipment,
+        ShipOrder,
+    )
+    from workflows.process import Process, Step, TrailView, retry_until_done
+
+# -- Process concerns ------------------------------------------------------------
+DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
+
+
+class ShipmentRequest(BaseModel):
+    order_id: str
+    tracking: str
+    shipped_at: datetime | None = None
+    requested_by: Actor
+
+
+class DeliveryRequest(BaseModel):
+    order_id: str
+    delivered_at: datetime | None = None
+    requested_by: Actor
+
+
+@workflow.defn
+class ShipOrderWorkflow(Process):
+    flow_name = "shipping"
+
+    @workflow.run
+    async def run(self, request: ShipmentRequest) -> TrailView:
+        self.set_status("shipping")
+        shipped = await self.send(
+            self.command(
+                ShipOrder,
+                "ship",
+                actor=request.requested_by,
+                order_id=request.order_id,
+                tracking=request.tracking,
+                shipped_at=request.shipped_at,
+            ),
+            DECIDE,
+        )
+        fact = shipped.first(OrderShipped)
+        assert fact is not None
+        await self.send(
+            self.command(
+                RecordShipment, "record-shipment", order_id=fact.order_id, tracking=fact.tracking, shipped_at=fact.shipped_at
+            ),
+            DECIDE,
+        )
+        self.set_status("shipped")
+        return TrailView(status=self.status, trail=self.trail)
+
+    @workflow.query(name="status")
+    def status_view(self) -> TrailView:
+        return TrailView(status=self.status, trail=self.trail)
+
+
+@workflow.defn
+class ConfirmDeliveryWorkflow(Process):
+    flow_name = "shipping"
+
+    @workflow.run
+    async def run(self, request: DeliveryRequest) -> TrailView:
+        self.set_status("delivering")
+        delivered = await self.send(
+            self.command(
+                ConfirmDelivery,
+                "confirm-delivery",
+                actor=request.requested_by,
+                order_id=request.order_id,
+                delivered_at=request.delivered_at,
+            ),
+            DECIDE,
+        )
+        fact = delivered.first(OrderDelivered)
+        assert fact is not None
+        await self.send(
+            self.command(RecordDelivery, "record-delivery", order_id=fact.order_id, delivered_at=fact.delivered_at),
+            DECIDE,
+        )
+        self.set_status("delivered")
+        return TrailView(status=self.status, trail=self.trail)
+
+    @workflow.query(name="status")
+    def status_view(self) -> TrailView:
+        return TrailView(status=self.status, trail=self.trail)
