@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from adapters.temporal import ui_link
 from domain.fraud.commands import ReviewDecision
@@ -30,14 +30,16 @@ class Demo:
         self.client = client
         self.run = run
 
-    async def _start(self, workflow, request, workflow_id: str, summary: str, **attrs: str) -> WorkflowHandle:
+    async def _start(
+        self, workflow, request, workflow_id: str, summary: str, attrs: dict[SearchAttributeKey[str], str]
+    ) -> WorkflowHandle:
         return await self.client.start_workflow(
             workflow,
             request,
             id=workflow_id,
             task_queue=FLOWS_QUEUE,
             static_summary=summary,
-            search_attributes=TypedSearchAttributes([k.value_set(v) for k, v in attrs.items()]),
+            search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in attrs.items()]),
         )
 
     async def order(self, name: str, amount: str, card: str = "tok_visa", customer: str = "c-demo") -> str:
@@ -54,7 +56,7 @@ class Demo:
             ),
             f"payment-{order_id}",
             f"Order {order_id}: capture {total} from {customer}",
-            **{ORDER_ID: order_id, CUSTOMER_ID: customer},
+            {ORDER_ID: order_id, CUSTOMER_ID: customer},
         )
         await handle.result()
         return order_id
@@ -65,7 +67,7 @@ class Demo:
             ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", shipped_at=at, requested_by=WAREHOUSE),
             f"ship-{order_id}",
             f"Ship order {order_id}",
-            **{ORDER_ID: order_id},
+            {ORDER_ID: order_id},
         )
         await handle.result()
 
@@ -75,7 +77,7 @@ class Demo:
             DeliveryRequest(order_id=order_id, delivered_at=at, requested_by=WAREHOUSE),
             f"deliver-{order_id}",
             f"Confirm delivery of order {order_id}",
-            **{ORDER_ID: order_id},
+            {ORDER_ID: order_id},
         )
         await handle.result()
 
@@ -92,7 +94,7 @@ class Demo:
             ),
             f"refund-{refund_id}",
             f"Refund {refund_id} of order {order_id}: {amount or 'everything'} EUR, asked by {by}",
-            **{ORDER_ID: order_id, REFUND_ID: refund_id},
+            {ORDER_ID: order_id, REFUND_ID: refund_id},
         )
 
     # -- the scenarios ----------------------------------------------------------------

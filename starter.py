@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -110,6 +111,7 @@ class Cli:
         self.args = args
         self.settings = settings
         self._client: Client | None = None
+        self._started: dict[str, Any] = {}  # what start() did, merged into the --json --wait answer
 
     async def client(self) -> Client:
         if self._client is None:
@@ -125,9 +127,17 @@ class Cli:
             raise UsageError(f"no order {order_id!r}")
         return view
 
-    async def start(self, workflow: Callable, request: Any, workflow_id: str, summary: str, **attributes: str):
+    async def start(
+        self,
+        workflow: Callable,
+        request: Any,
+        workflow_id: str,
+        summary: str,
+        attributes: dict[SearchAttributeKey[str], str],
+    ):
         client = await self.client()
-        search = [key.value_set(value) for key, value in attributes.items() if value]
+        search = [SearchAttributePair(key, value) for key, value in attributes.items() if value]
+        ui = ui_link(self.settings, workflow_id)
         try:
             handle = await client.start_workflow(
                 workflow,
@@ -138,26 +148,19 @@ class Cli:
                 search_attributes=TypedSearchAttributes(search),
                 static_summary=summary,
             )
+            started, text = True, f"started {workflow_id}\n  {ui}"
         except WorkflowAlreadyStartedError:
-            self.out(
-                f"{workflow_id} already exists; nothing new was started\n  {ui_link(self.settings, workflow_id)}",
-                workflow_id=workflow_id,
-                started=False,
-                ui=ui_link(self.settings, workflow_id),
-            )
-            return client.get_workflow_handle(workflow_id), False
-        self.out(
-            f"started {workflow_id}\n  {ui_link(self.settings, workflow_id)}",
-            workflow_id=workflow_id,
-            started=True,
-            ui=ui_link(self.settings, workflow_id),
-        )
-        return handle, True
+            handle = client.get_workflow_handle_for(workflow.run, workflow_id)
+            started, text = False, f"{workflow_id} already exists; nothing new was started\n  {ui}"
+        self._started = {"workflow_id": workflow_id, "started": started, "ui": ui}
+        if not (self.args.json and getattr(self.args, "wait", True)):
+            self.out(text, **self._started)  # with --json --wait, wait_for prints one document
+        return handle, started
 
     async def wait_for(self, handle) -> dict:
         result = await handle.result()
         view = result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
-        self.out(_describe(handle.id, view), workflow_id=handle.id, **view)
+        self.out(_describe(handle.id, view), **{**self._started, "workflow_id": handle.id, **view})
         return view
 
     # place-order
@@ -178,7 +181,7 @@ class Cli:
             request,
             f"payment-{a.order_id}",
             f"Order {a.order_id}: capture {total} from {a.customer}",
-            **{ORDER_ID: a.order_id, CUSTOMER_ID: a.customer, FLOW_STATUS: "capturing"},
+            {ORDER_ID: a.order_id, CUSTOMER_ID: a.customer, FLOW_STATUS: "capturing"},
         )
         return await self.wait_for(handle) if a.wait else None
 
@@ -188,7 +191,7 @@ class Cli:
         request = ShipmentRequest(order_id=a.order_id, tracking=a.tracking, shipped_at=a.at, requested_by=a.actor)
         handle, _ = await self.start(
             ShipOrderWorkflow, request, f"ship-{a.order_id}", f"Ship order {a.order_id} ({a.tracking})",
-            **{ORDER_ID: a.order_id},
+            {ORDER_ID: a.order_id},
         )
         return await self.wait_for(handle)
 
@@ -198,7 +201,7 @@ class Cli:
         request = DeliveryRequest(order_id=a.order_id, delivered_at=a.at, requested_by=a.actor)
         handle, _ = await self.start(
             ConfirmDeliveryWorkflow, request, f"deliver-{a.order_id}", f"Confirm delivery of order {a.order_id}",
-            **{ORDER_ID: a.order_id},
+            {ORDER_ID: a.order_id},
         )
         return await self.wait_for(handle)
 
@@ -216,7 +219,7 @@ class Cli:
             request,
             f"refund-{refund_id}",
             f"Refund {refund_id} of order {a.order_id}: {what}, asked by {a.actor}",
-            **{ORDER_ID: a.order_id, REFUND_ID: refund_id, FLOW_STATUS: "requested"},
+            {ORDER_ID: a.order_id, REFUND_ID: refund_id, FLOW_STATUS: "requested"},
         )
         return await self.wait_for(handle) if a.wait else None
 
@@ -374,11 +377,28 @@ def main(argv: list[str] | None = None) -> int:
     except RPCError as trouble:
         print(f"starter.py: cannot reach Temporal at {settings.temporal_address}: {trouble.message}", file=sys.stderr)
         return 1
+    except WorkflowFailureError as failed:
+        print(f"starter.py: {failed}: {failed.cause}", file=sys.stderr)
+        return 1
     except RuntimeError as trouble:  # e.g. connection refused while connecting
         print(f"starter.py: {trouble}", file=sys.stderr)
         return 1
     return 0
 
 
+def run() -> None:
+    """The script's entry point: main(), then exit without interpreter teardown.
+
+    The Temporal client's Rust threads can outlive asyncio.run(); when CPython then
+    finalizes, the process may abort with "PyGILState_Release: thread state ... must
+    be current" (exit 134) after all the work is done (temporalio/sdk-python#300).
+    Everything is flushed first, so nothing printed is lost.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -100,3 +102,16 @@ async def start_refund(
         id=f"refund-{refund_id}",
         task_queue=FLOWS_QUEUE,
     )
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def keep_history(handle: WorkflowHandle, name: str) -> None:
+    """With SETTLEFLOW_RECORD_HISTORIES=1, save this run's history for the replay
+    tests: a later change that breaks determinism then fails `test_replay.py`."""
+    if os.environ.get("SETTLEFLOW_RECORD_HISTORIES") != "1":
+        return
+    history = await handle.fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())

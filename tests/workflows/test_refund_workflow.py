@@ -12,7 +12,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor
-from tests.workflows.flows import delivered_order, deliver, place_order, ship, start_refund
+from tests.workflows.flows import delivered_order, deliver, keep_history, place_order, ship, start_refund
 from workflows.refund import RefundWorkflow, ReviewResolution
 
 ANALYST = Actor.parse("fraud_analyst:alice")
@@ -32,6 +32,7 @@ async def test_a_delivered_order_is_refunded_once_and_the_customer_told_once(har
     handle = await start_refund(harness, order_id, "20.00")
 
     result = await handle.result()
+    await keep_history(handle, "refund_completed")
 
     assert result.status == "completed"
     assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["20.00"]
@@ -58,7 +59,9 @@ async def test_a_refund_after_the_30_day_window_is_rejected_and_no_money_moves(h
     await ship(harness, order_id, at=now - timedelta(days=45))
     await deliver(harness, order_id, at=now - timedelta(days=40))
 
-    result = await (await start_refund(harness, order_id, "20.00")).result()
+    handle = await start_refund(harness, order_id, "20.00")
+    result = await handle.result()
+    await keep_history(handle, "refund_rejected")
 
     assert (result.status, result.reason) == ("rejected", "refund_window_closed")
     assert refunds_in_ledger(harness, order_id) == []
@@ -79,7 +82,9 @@ async def test_a_refund_of_a_parcel_in_transit_intercepts_it(harness):
     order_id, _ = await place_order(harness)
     await ship(harness, order_id)
 
-    result = await (await start_refund(harness, order_id)).result()
+    handle = await start_refund(harness, order_id)
+    result = await handle.result()
+    await keep_history(handle, "refund_intercepted")
 
     assert result.status == "completed"
     assert any("InterceptShipment → shipping → ShipmentIntercepted" in step for step in result.trail)
@@ -107,6 +112,7 @@ async def test_a_large_refund_waits_for_a_person_and_is_paid_after_approval(harn
         RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST)
     )
     result = await handle.result()
+    await keep_history(handle, "refund_review_approved")
 
     assert status in {"sending", "completed"}
     assert result.status == "completed"
@@ -123,6 +129,7 @@ async def test_a_rejected_review_cancels_the_refund_and_releases_the_amount(harn
         ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST, note="pattern of abuse"),
     )
     result = await handle.result()
+    await keep_history(handle, "refund_review_rejected")
 
     assert (result.status, result.reason) == ("cancelled", "rejected_by_analyst")
     assert refunds_in_ledger(harness, order_id) == []
@@ -170,6 +177,7 @@ async def test_an_unanswered_review_reminds_the_fraud_team_at_24h_and_expires_at
     assert (await handle.query(RefundWorkflow.status_view)).status == "under_review"
 
     result = await handle.result()
+    await keep_history(handle, "refund_review_expired")
 
     assert (result.status, result.reason) == ("cancelled", "review_expired")
     assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
@@ -179,7 +187,9 @@ async def test_an_unanswered_review_reminds_the_fraud_team_at_24h_and_expires_at
 async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refundable_again(harness):
     order_id = await delivered_order(harness, card="tok_refund_declined")
 
-    result = await (await start_refund(harness, order_id, "30.00")).result()
+    handle = await start_refund(harness, order_id, "30.00")
+    result = await handle.result()
+    await keep_history(handle, "refund_gateway_declined")
 
     assert (result.status, result.reason) == ("failed", "declined:card_closed")
     assert refunds_in_ledger(harness, order_id) == []
@@ -191,7 +201,9 @@ async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refunda
 async def test_a_gateway_down_for_a_day_is_retried_then_the_refund_fails(harness):
     order_id = await delivered_order(harness, card="tok_refunds_unavailable")
 
-    result = await (await start_refund(harness, order_id, "30.00")).result()
+    handle = await start_refund(harness, order_id, "30.00")
+    result = await handle.result()
+    await keep_history(handle, "refund_gateway_unavailable")
 
     assert (result.status, result.reason) == ("failed", "gateway_unavailable")
     assert refunds_in_ledger(harness, order_id) == []

@@ -1,0 +1,40 @@
+# settleflow — the two commands a new user needs are `make demo` and `make test`.
+# Both create .venv and install the pinned dependencies first when needed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo up test unit histories clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## A local Temporal dev server (web UI on :8233), the gateway simulator, a worker,
+## and the demo scenarios; everything keeps running until Ctrl-C.
+demo: install
+	$(PY) devstack.py demo
+
+## The same stack without the demo.
+up: install
+	$(PY) devstack.py up
+
+## The whole test suite (PostgreSQL tests run when SETTLEFLOW_TEST_POSTGRES_URL is set).
+test: install
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest tests/unit -q
+
+## Re-record the workflow histories the replay tests check (commit the result).
+histories: install
+	SETTLEFLOW_RECORD_HISTORIES=1 $(PY) -m pytest tests/workflows -q
+
+clean:
+	rm -rf var .pytest_cache .hypothesis

@@ -1,0 +1,34 @@
+"""Determinism guard: every recorded history must replay with today's workflow code.
+
+Histories are recorded by running the workflow tests with
+SETTLEFLOW_RECORD_HISTORIES=1 (see `make histories`). A change that would make a
+running workflow take a different path on replay fails here, before it ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.registry import WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_every_workflow_has_a_recorded_history():
+    recorded = {WorkflowHistory.from_json("x", p.read_text()).events[0].workflow_execution_started_event_attributes.workflow_type.name for p in HISTORIES}
+    assert recorded >= {w.__name__ for w in WORKFLOWS}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_history_replays_with_current_code(path: Path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"
