@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 MAX_ID = 200
+PLAIN_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 class UsageError(Exception):
@@ -74,7 +76,9 @@ def amount(text: str) -> str:
         raise argparse.ArgumentTypeError(bad.message) from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"amount must be greater than zero, got {text}")
-    return text
+    if not PLAIN_AMOUNT.fullmatch(text.strip()):  # "1e2", "+5", "1_000" are numbers, not prices
+        raise argparse.ArgumentTypeError(f"write the amount as a plain decimal like 20.00, got {text!r}")
+    return text.strip()
 
 
 def currency(text: str) -> str:

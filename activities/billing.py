@@ -9,6 +9,7 @@ from temporalio import activity
 
 from activities.handling import decide
 from domain.billing.commands import (
+    CancelOrder,
     CancelRefund,
     CompleteRefund,
     FailRefund,
@@ -33,6 +34,10 @@ class BillingActivities:
     @activity.defn(name=MarkOrderPaid.activity_name())
     def mark_order_paid(self, command: MarkOrderPaid) -> Outcome:
         return decide(self.uow, command, lambda uow: uow.orders.get(command.order_id).mark_paid(command))
+
+    @activity.defn(name=CancelOrder.activity_name())
+    def cancel_order(self, command: CancelOrder) -> Outcome:
+        return decide(self.uow, command, lambda uow: uow.orders.get(command.order_id).cancel(command))
 
     @activity.defn(name=RecordShipment.activity_name())
     def record_shipment(self, command: RecordShipment) -> Outcome:

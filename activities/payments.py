@@ -14,7 +14,7 @@ from activities.handling import decide, prepare
 from activities.ports import PaymentGateway
 from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from domain.contracts import Outcome
-from domain.payments.commands import CapturePayment, SendRefundToGateway
+from domain.payments.commands import CapturePayment, RetryPaymentCapture, SendRefundToGateway, UpdatePaymentMethod
 from domain.payments.payment import Payment
 
 
@@ -25,7 +25,18 @@ class PaymentsActivities:
 
     @activity.defn(name=CapturePayment.activity_name())
     def capture_payment(self, command: CapturePayment) -> Outcome:
-        request = prepare(self.uow, command, lambda uow: self._payment_for(uow, command).begin_capture(command))
+        return self._capture(command, lambda uow: self._payment_for(uow, command))
+
+    @activity.defn(name=RetryPaymentCapture.activity_name())
+    def retry_payment_capture(self, command: RetryPaymentCapture) -> Outcome:
+        return self._capture(command, lambda uow: uow.payments.get(command.order_id))
+
+    @activity.defn(name=UpdatePaymentMethod.activity_name())
+    def update_payment_method(self, command: UpdatePaymentMethod) -> Outcome:
+        return decide(self.uow, command, lambda uow: uow.payments.get(command.order_id).update_payment_method(command))
+
+    def _capture(self, command: CapturePayment | RetryPaymentCapture, load: Callable[[Any], Payment]) -> Outcome:
+        request = prepare(self.uow, command, lambda uow: load(uow).begin_capture(command))
         if isinstance(request, Outcome):
             return request
         answer = self._ask(lambda: self.gateway.capture(request))

@@ -7,12 +7,13 @@ from typing import Any
 
 from activities.billing import BillingActivities
 from activities.fraud import FraudActivities
+from activities.invoicing import InvoicingActivities
 from activities.notifications import NotificationsActivities
 from activities.payments import PaymentsActivities
 from activities.ports import Mailbox, PaymentGateway
 from activities.shipping import ShippingActivities
 
-OWNER_QUEUES = ("billing", "payments", "fraud", "shipping", "notifications")
+OWNER_QUEUES = ("billing", "payments", "fraud", "shipping", "invoicing", "notifications")
 
 
 def activities_for(
@@ -23,6 +24,7 @@ def activities_for(
         "payments": lambda: PaymentsActivities(uow_factory, gateway),
         "fraud": lambda: FraudActivities(uow_factory),
         "shipping": lambda: ShippingActivities(uow_factory),
+        "invoicing": lambda: InvoicingActivities(uow_factory),
         "notifications": lambda: NotificationsActivities(uow_factory, mailbox),
     }[queue]()
     return [

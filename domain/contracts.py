@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.billing.commands import (  # noqa: F401  (re-exported contracts)
+    CancelOrder,
     CancelRefund,
     CompleteRefund,
     FailRefund,
@@ -21,28 +22,39 @@ from domain.billing.commands import (  # noqa: F401  (re-exported contracts)
 )
 from domain.billing.events import (
     DeliveryRecorded,
+    OrderCancelled,
     OrderPaid,
     OrderPlaced,
     RefundApproved,
     RefundCancelled,
     RefundCompleted,
     RefundFailed,
+    RefundOwed,
     RefundRejected,
     ShipmentInterceptRequested,
     ShipmentRecorded,
 )
 from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund  # noqa: F401
 from domain.fraud.events import FraudReviewOpened, RefundCleared, ReviewApproved, ReviewRejected
+from domain.invoicing.commands import CreateInvoice  # noqa: F401
+from domain.invoicing.events import InvoiceCreated
 from domain.notifications.commands import NotifyCustomer, NotifyTeam  # noqa: F401
 from domain.notifications.events import MessageSent
-from domain.payments.commands import CapturePayment, SendRefundToGateway  # noqa: F401
+from domain.payments.commands import (  # noqa: F401
+    CapturePayment,
+    RetryPaymentCapture,
+    SendRefundToGateway,
+    UpdatePaymentMethod,
+)
 from domain.payments.events import (
     CaptureAttempted,
     GatewayRefundDeclined,
     GatewayRefundRequested,
     GatewayRefundSettled,
+    PaymentAbandoned,
     PaymentCaptured,
     PaymentDeclined,
+    PaymentMethodUpdated,
 )
 from domain.shared.actor import Actor, Role  # noqa: F401
 from domain.shared.messages import Command, Event  # noqa: F401
@@ -52,9 +64,10 @@ from domain.shipping.events import OrderDelivered, OrderShipped, ShipmentInterce
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     OrderPlaced, OrderPaid, ShipmentRecorded, DeliveryRecorded, RefundApproved, RefundRejected,
-    ShipmentInterceptRequested, RefundCancelled, RefundCompleted, RefundFailed,
-    CaptureAttempted, PaymentCaptured, PaymentDeclined, GatewayRefundRequested, GatewayRefundSettled,
-    GatewayRefundDeclined,
+    ShipmentInterceptRequested, RefundCancelled, RefundCompleted, RefundFailed, OrderCancelled, RefundOwed,
+    CaptureAttempted, PaymentCaptured, PaymentDeclined, PaymentAbandoned, PaymentMethodUpdated,
+    GatewayRefundRequested, GatewayRefundSettled, GatewayRefundDeclined,
+    InvoiceCreated,
     RefundCleared, FraudReviewOpened, ReviewApproved, ReviewRejected,
     OrderShipped, OrderDelivered, ShipmentIntercepted, ShipmentInterceptFailed,
     MessageSent,

@@ -1,43 +1,65 @@
-"""PaymentWorkflow — an order is placed and its money captured.
+"""PaymentWorkflow — an order's money is captured, invoiced, recovered when a
+card fails, and given back when the order is cancelled.
 
 Read top to bottom:
   PlaceOrder → billing → OrderPlaced
-  CapturePayment → payments → PaymentCaptured | PaymentDeclined
-  PaymentCaptured → MarkOrderPaid → billing → OrderPaid, NotifyCustomer. Done.
-  PaymentDeclined → NotifyCustomer. Done (failed-payment recovery comes later).
+  CapturePayment → payments → PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
+  PaymentCaptured → MarkOrderPaid → billing, CreateInvoice → invoicing,
+      NotifyCustomer (payment received, invoice number)
+  PaymentDeclined → NotifyCustomer, wait 1, 3, 7 days — or less when the Update
+      `update_payment_method` brings a new card (UpdatePaymentMethod → payments) —
+      then RetryPaymentCapture → payments, which decides whether another attempt
+      is allowed (at most 4; hard declines stop at once)
+  PaymentAbandoned → compensation: CancelOrder (system, payment_failed) → billing,
+      NotifyCustomer. Done.
+  Update `cancel_order` (until delivery) → CancelOrder → billing → OrderCancelled
+      (+ RefundOwed when it had been paid → RequestRefund by system, as a child
+      RefundWorkflow, which also intercepts a parcel in transit). Done.
+  Signal `order_delivered` (from ConfirmDeliveryWorkflow): nothing left to cancel. Done.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from domain.contracts import (
         Actor,
+        CancelOrder,
         CapturePayment,
+        CreateInvoice,
+        InvoiceCreated,
         MarkOrderPaid,
         Money,
         NotifyCustomer,
         OrderLine,
+        Outcome,
+        PaymentAbandoned,
         PaymentCaptured,
         PaymentDeclined,
         PlaceOrder,
+        RefundOwed,
+        RetryPaymentCapture,
+        UpdatePaymentMethod,
     )
     from workflows.process import REFUSALS, Process, Step, TrailView, retry_until_done
+    from workflows.refund import RefundRequest, RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
 NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
 CAPTURE = Step(
     # Transient gateway trouble is retried with the same attempt id (the idempotency
-    # key), so a retry can never capture twice. A decline is an answer, not an error.
+    # key), so a retry can never capture twice. An attempt whose answer is unknown may
+    # have charged the card, so it is never given up: it is asked again until the
+    # gateway answers. A decline is an answer (an event), not an error.
     start_to_close=timedelta(seconds=60),
-    schedule_to_close=timedelta(hours=24),
     retry=RetryPolicy(
         initial_interval=timedelta(seconds=5),
         backoff_coefficient=2.0,
@@ -45,8 +67,15 @@ CAPTURE = Step(
         non_retryable_error_types=REFUSALS,
     ),
 )
+# Waits between capture attempts after a decline; the last one repeats for as long
+# as payments still allows attempts.
+RECOVERY_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
+# How long a paid order's process stays open for a cancellation when no delivery is
+# ever confirmed.
+OPEN_FOR_CANCELLATION = timedelta(days=90)
 
 
+# -- Messages of this process -------------------------------------------------------
 class OrderRequest(BaseModel):
     order_id: str
     customer_id: str
@@ -55,10 +84,25 @@ class OrderRequest(BaseModel):
     placed_by: Actor
 
 
+class NewPaymentMethod(BaseModel):
+    card_token: str
+    given_by: Actor | None = None
+
+
+class CancellationRequest(BaseModel):
+    requested_by: Actor
+    reason: str = "cancelled on request"
+
+
 class PaymentStatus(TrailView):
     order_id: str
     amount: Money
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
     decline_code: str = ""
+    invoice_number: str = ""
+    refund_workflow_id: str = ""
+    reason: str = ""
 
 
 @workflow.defn
@@ -68,7 +112,16 @@ class PaymentWorkflow(Process):
     def __init__(self) -> None:
         super().__init__()
         self.order: OrderRequest | None = None
+        self.attempts = 0
+        self.next_attempt_at: datetime | None = None
         self.decline_code = ""
+        self.invoice_number = ""
+        self.refund_workflow_id = ""
+        self.reason = ""
+        self.new_card: NewPaymentMethod | None = None
+        self.cancellation: CancellationRequest | None = None
+        self.cancellation_answer: str | None = None  # billing's refusal, for the Update
+        self.delivered = False
 
     @workflow.run
     async def run(self, order: OrderRequest) -> PaymentStatus:
@@ -85,7 +138,7 @@ class PaymentWorkflow(Process):
             ),
             DECIDE,
         )
-        captured = await self.send(
+        outcome = await self.attempt(
             self.command(
                 CapturePayment,
                 "capture",
@@ -93,44 +146,226 @@ class PaymentWorkflow(Process):
                 customer_id=order.customer_id,
                 amount=order.amount,
                 card_token=order.card_token,
-            ),
-            CAPTURE,
+            )
         )
-        if declined := captured.first(PaymentDeclined):
-            self.decline_code = declined.decline_code
-            await self.notify("payment_declined", reason=declined.decline_code)
-            return await self.end("declined")
+        while (declined := outcome.first(PaymentDeclined)) and not outcome.has(PaymentAbandoned):
+            outcome = await self.recover(declined)
+            if outcome is None:  # cancelled while recovering
+                return await self.end("cancelled")
 
-        payment = captured.first(PaymentCaptured)
-        assert payment is not None, "payments answers a capture with a capture or a decline"
+        if abandoned := outcome.first(PaymentAbandoned):
+            return await self.give_up(abandoned)
+
+        captured = outcome.first(PaymentCaptured)
+        assert captured is not None, "payments answers with a capture, a decline or abandonment"
+        await self.after_capture(captured)
+        return await self.stay_open_for_cancellation()
+
+    # -- capture and recovery ---------------------------------------------------------
+    async def attempt(self, command: CapturePayment | RetryPaymentCapture) -> Outcome:
+        self.attempts += 1
+        self.next_attempt_at = None
+        return await self.send(command, CAPTURE)
+
+    async def recover(self, declined: PaymentDeclined) -> Outcome | None:
+        assert self.order is not None
+        self.decline_code = declined.decline_code
+        await self.notify("payment_declined", subject=declined.attempt_id, reason=declined.decline_code)
+        wait = RECOVERY_SCHEDULE[min(self.attempts - 1, len(RECOVERY_SCHEDULE) - 1)]
+        self.next_attempt_at = workflow.now() + wait
+        self.set_status("recovering")
+        self.note(f"attempt {self.attempts} declined ({declined.decline_code}); next attempt in {wait.days} day(s)")
+        while (remaining := self.next_attempt_at - workflow.now()) > timedelta(0):
+            await self.wait_for(lambda: self.new_card is not None or self.cancellation is not None, remaining)
+            if self.cancellation is not None:
+                if await self.cancel():
+                    return None
+                continue  # billing refused: keep waiting for the same attempt
+            break
+        if self.new_card is not None:
+            await self.send(
+                self.command(
+                    UpdatePaymentMethod,
+                    f"update-payment-method-{self.attempts}",
+                    actor=self.new_card.given_by,
+                    order_id=self.order.order_id,
+                    card_token=self.new_card.card_token,
+                ),
+                DECIDE,
+            )
+            self.new_card = None
+        return await self.attempt(
+            self.command(RetryPaymentCapture, f"retry-{self.attempts}", order_id=self.order.order_id)
+        )
+
+    async def after_capture(self, captured: PaymentCaptured) -> None:
+        assert self.order is not None
         await self.send(
             self.command(
                 MarkOrderPaid,
                 "mark-paid",
-                order_id=order.order_id,
-                amount=payment.amount,
-                payment_reference=payment.gateway_reference,
+                order_id=captured.order_id,
+                amount=captured.amount,
+                payment_reference=captured.gateway_reference,
             ),
             DECIDE,
         )
-        await self.notify("payment_received", amount=str(payment.amount))
-        return await self.end("paid")
+        invoiced = await self.send(
+            self.command(
+                CreateInvoice,
+                "invoice",
+                order_id=captured.order_id,
+                customer_id=captured.customer_id,
+                lines=[OrderLine(description=f"Order {captured.order_id}", amount=captured.amount)],
+                total=captured.amount,
+                payment_reference=captured.gateway_reference,
+            ),
+            DECIDE,
+        )
+        invoice = invoiced.first(InvoiceCreated)
+        self.invoice_number = invoice.invoice_number if invoice else ""
+        await self.notify("payment_received", amount=str(captured.amount), invoice_number=self.invoice_number)
+        self.set_status("paid")
 
-    async def notify(self, kind: str, **facts: str) -> None:
+    # -- giving up and cancelling --------------------------------------------------------
+    async def give_up(self, abandoned: PaymentAbandoned) -> PaymentStatus:
+        """Compensation: payments gave up, so billing cancels the order."""
+        assert self.order is not None
+        self.reason = abandoned.reason
+        await self.send(
+            self.command(
+                CancelOrder, "cancel-unpaid", order_id=self.order.order_id, reason="payment_failed"
+            ),
+            DECIDE,
+        )
+        # Captures go straight through the gateway: no separate authorization is held
+        # that would need voiding.
+        await self.notify("payment_abandoned", reason=abandoned.reason)
+        return await self.end("abandoned")
+
+    async def stay_open_for_cancellation(self) -> PaymentStatus:
+        while True:
+            arrived = await self.wait_for(
+                lambda: self.cancellation is not None or self.delivered, OPEN_FOR_CANCELLATION
+            )
+            if self.cancellation is not None:
+                if await self.cancel():
+                    return await self.end(self.status)
+                continue
+            if not arrived or self.delivered:
+                return await self.end("paid")
+
+    async def cancel(self) -> bool:
+        """Ask billing to cancel. Returns False (and answers the Update) when billing refuses."""
+        assert self.order is not None and self.cancellation is not None
+        request = self.cancellation
+        try:
+            cancelled = await self.send(
+                self.command(
+                    CancelOrder,
+                    f"cancel-{len(self.trail)}",
+                    actor=request.requested_by,
+                    order_id=self.order.order_id,
+                    reason=request.reason,
+                ),
+                DECIDE,
+            )
+        except ActivityError as refused:
+            self.cancellation_answer = f"refused: {refused.cause.message if isinstance(refused.cause, ApplicationError) else refused}"
+            self.note(f"cancellation refused by billing: {self.cancellation_answer}")
+            self.cancellation = None
+            return False
+        self.reason = request.reason
+        await self.notify("order_cancelled", reason=request.reason)
+        if owed := cancelled.first(RefundOwed):
+            await self.refund(owed)
+        else:
+            self.set_status("cancelled")
+        self.cancellation_answer = self.status
+        return True
+
+    async def refund(self, owed: RefundOwed) -> None:
+        """Policy: a cancelled order that was paid gets its money back, as a refund of its own."""
+        self.refund_workflow_id = f"refund-{owed.order_id}-cancellation"
+        result = await workflow.execute_child_workflow(
+            RefundWorkflow.run,
+            RefundRequest(
+                refund_id=f"{owed.order_id}-cancellation",
+                order_id=owed.order_id,
+                amount=None,  # billing refunds everything still refundable
+                reason="order cancelled",
+                requested_by=Actor.system("cancellation-refund"),
+            ),
+            id=self.refund_workflow_id,
+            static_summary=f"Refund of cancelled order {owed.order_id}",
+        )
+        self.note(f"child {self.refund_workflow_id} ended {result.status}")
+        self.set_status("refunded" if result.status == "completed" else "cancelled")
+
+    # -- people ---------------------------------------------------------------------------
+    @workflow.update
+    async def update_payment_method(self, method: NewPaymentMethod) -> str:
+        """Answers once the attempt with the new card has an outcome."""
+        attempts_before = self.attempts
+        self.new_card = method
+        await workflow.wait_condition(
+            lambda: self.attempts > attempts_before
+            and (self.next_attempt_at is not None or self.status != "recovering")
+        )
+        return self.status
+
+    @update_payment_method.validator
+    def check_payment_method(self, method: NewPaymentMethod) -> None:
+        if not method.card_token.strip():
+            raise ValueError("a card token is required")
+        if self.status != "recovering" or self.new_card is not None:
+            raise ValueError(f"order is {self.status}; a new payment method is only taken while recovering")
+
+    @workflow.update
+    async def cancel_order(self, request: CancellationRequest) -> str:
+        self.cancellation_answer = None
+        self.cancellation = request
+        await workflow.wait_condition(lambda: self.cancellation_answer is not None)
+        if self.cancellation_answer.startswith("refused"):
+            raise ApplicationError(self.cancellation_answer, type="CancellationRefused")
+        return self.cancellation_answer
+
+    @cancel_order.validator
+    def check_cancellation(self, request: CancellationRequest) -> None:
+        if self.cancellation is not None:
+            raise ValueError("a cancellation is already being handled")
+        if self.status not in {"capturing", "recovering", "paid"}:
+            raise ValueError(f"order is {self.status}; there is nothing to cancel")
+
+    @workflow.signal
+    def order_delivered(self) -> None:
+        self.delivered = True
+
+    # -- small helpers ---------------------------------------------------------------------
+    @staticmethod
+    async def wait_for(condition, timeout: timedelta) -> bool:
+        try:
+            await workflow.wait_condition(condition, timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def notify(self, kind: str, subject: str | None = None, **facts: str) -> None:
         assert self.order is not None
         await self.send(
             self.command(
                 NotifyCustomer,
-                f"notify-{kind}",
+                f"notify-{kind}-{subject or self.order.order_id}",
                 customer_id=self.order.customer_id,
                 kind=kind,
-                subject=self.order.order_id,
+                subject=subject or self.order.order_id,
                 facts={"order_id": self.order.order_id, **facts},
             ),
             NOTIFY,
         )
 
     async def end(self, status: str) -> PaymentStatus:
+        self.next_attempt_at = None
         self.set_status(status)
         await self.finish()
         return self.current()
@@ -146,5 +381,10 @@ class PaymentWorkflow(Process):
             trail=self.trail,
             order_id=self.order.order_id,
             amount=self.order.amount,
+            attempts=self.attempts,
+            next_attempt_at=self.next_attempt_at,
             decline_code=self.decline_code,
+            invoice_number=self.invoice_number,
+            refund_workflow_id=self.refund_workflow_id,
+            reason=self.reason,
         )

@@ -101,6 +101,12 @@ class ConfirmDeliveryWorkflow(Process):
             self.command(RecordDelivery, "record-delivery", order_id=fact.order_id, delivered_at=fact.delivered_at),
             DECIDE,
         )
+        # The order's payment process stays open for cancellations until delivery.
+        try:
+            await workflow.get_external_workflow_handle(f"payment-{fact.order_id}").signal("order_delivered")
+            self.note("told payment process: delivered")
+        except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
+            self.note("payment process already closed")
         self.set_status("delivered")
         return TrailView(status=self.status, trail=self.trail)
 

@@ -74,3 +74,10 @@ class FailRefund(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
     refund_id: str
     reason: str
+
+
+class CancelOrder(BillingCommand):
+    """Customer, support, or a policy (payment abandoned) asks to cancel the order."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
+    reason: str = Field(min_length=1, max_length=2000)

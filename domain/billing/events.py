@@ -82,3 +82,20 @@ class RefundFailed(Event):
     customer_id: str
     amount: Money
     reason: str
+
+
+class OrderCancelled(Event):
+    type: Literal["OrderCancelled"] = "OrderCancelled"
+    order_id: str
+    customer_id: str
+    reason: str
+    cancelled_by: str
+
+
+class RefundOwed(Event):
+    """A cancelled order had been paid: the money still refundable must go back."""
+
+    type: Literal["RefundOwed"] = "RefundOwed"
+    order_id: str
+    customer_id: str
+    amount: Money

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from domain.billing.commands import (
+    CancelOrder,
     CancelRefund,
     CompleteRefund,
     FailRefund,
@@ -19,12 +20,14 @@ from domain.billing.commands import (
 )
 from domain.billing.events import (
     DeliveryRecorded,
+    OrderCancelled,
     OrderPaid,
     OrderPlaced,
     RefundApproved,
     RefundCancelled,
     RefundCompleted,
     RefundFailed,
+    RefundOwed,
     RefundRejected,
     ShipmentInterceptRequested,
     ShipmentRecorded,
@@ -54,6 +57,8 @@ class Order(AggregateRoot):
     fulfilment: Fulfilment = Fulfilment.PENDING
     tracking: str = ""
     delivered_at: datetime | None = None
+    cancelled: bool = False
+    cancellation_reason: str = ""
     refunds: dict[str, Refund] = {}
 
     # -- placing and paying ----------------------------------------------------
@@ -75,6 +80,8 @@ class Order(AggregateRoot):
         return order
 
     def mark_paid(self, command: MarkOrderPaid) -> None:
+        if self.cancelled:
+            raise InvalidCommand("order_cancelled", f"order {self.id} was cancelled")
         if self.paid.is_positive:
             raise InvalidCommand("already_paid", f"order {self.id} is already paid")
         if command.amount != self.total:
@@ -84,6 +91,27 @@ class Order(AggregateRoot):
         self.paid = command.amount
         self.payment_reference = command.payment_reference
         self.record(command, OrderPaid(order_id=self.id, amount=command.amount))
+
+    # -- cancelling -----------------------------------------------------------------
+    def cancel(self, command: CancelOrder) -> None:
+        """Customers may cancel their own order until it ships, support until it is
+        delivered, nobody after delivery (that is a refund)."""
+        who = command.actor
+        if who.role is Role.CUSTOMER and who.id != self.customer_id:
+            raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
+        if self.cancelled:
+            raise InvalidCommand("already_cancelled", f"order {self.id} is already cancelled")
+        if self.fulfilment is Fulfilment.DELIVERED:
+            raise InvalidCommand("already_delivered", f"order {self.id} was delivered; ask for a refund instead")
+        if self.fulfilment is Fulfilment.SHIPPED and who.role is Role.CUSTOMER:
+            raise InvalidCommand("already_shipped", f"order {self.id} has shipped; only support can cancel it now")
+        self.cancelled, self.cancellation_reason = True, command.reason
+        self.record(
+            command,
+            OrderCancelled(order_id=self.id, customer_id=self.customer_id, reason=command.reason, cancelled_by=str(who)),
+        )
+        if self.refundable.is_positive:
+            self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.refundable))
 
     # -- facts from shipping ---------------------------------------------------
     def record_shipment(self, command: RecordShipment) -> None:
@@ -176,10 +204,16 @@ class Order(AggregateRoot):
             )
 
     def _refund_rejection(self, command: RequestRefund) -> tuple[str, str] | None:
+        if self.cancelled:
+            # A cancelled order owes back what was paid, whatever its shipping state.
+            return self._amount_rejection(command)
         if self.fulfilment is Fulfilment.PENDING:
             return "not_shipped", "only shipped or delivered orders can be refunded"
         if self.delivered_at is not None and command.issued_at - self.delivered_at > self.REFUND_WINDOW:
             return "refund_window_closed", f"refunds close {self.REFUND_WINDOW.days} days after delivery"
+        return self._amount_rejection(command)
+
+    def _amount_rejection(self, command: RequestRefund) -> tuple[str, str] | None:
         if not self.refundable.is_positive:
             return "nothing_refundable", f"nothing of order {self.id} is left to refund"
         if command.amount is not None and command.amount > self.refundable:

@@ -23,11 +23,16 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Refund {refund_id} of {amount} for order {order_id} failed: {reason}.",
     ),
     # payments
-    "payment_received": ("Payment received", "We received {amount} for order {order_id}."),
+    "payment_received": ("Payment received", "We received {amount} for order {order_id}. Invoice {invoice_number}."),
     "payment_declined": (
         "Your payment did not go through",
-        "Your card was declined ({reason}) for order {order_id}.",
+        "Your card was declined ({reason}) for order {order_id}. You can give us another card at any time.",
     ),
+    "payment_abandoned": (
+        "Your order was cancelled",
+        "We could not take the payment for order {order_id} ({reason}), so the order is cancelled.",
+    ),
+    "order_cancelled": ("Your order was cancelled", "Order {order_id} is cancelled: {reason}."),
 }
 
 

@@ -30,3 +30,14 @@ class SendRefundToGateway(PaymentsCommand):
 
     refund_id: str
     amount: Money
+
+
+class RetryPaymentCapture(PaymentsCommand):
+    """Another attempt after a decline; payments decides whether one is still allowed."""
+
+
+class UpdatePaymentMethod(PaymentsCommand):
+    """The customer gave a new card during recovery."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
+    card_token: str = Field(min_length=1, max_length=200)

@@ -58,3 +58,19 @@ class GatewayRefundDeclined(Event):
     refund_id: str
     amount: Money
     decline_code: str
+
+
+class PaymentAbandoned(Event):
+    """Payments gives up: a hard decline, or no attempts left."""
+
+    type: Literal["PaymentAbandoned"] = "PaymentAbandoned"
+    order_id: str
+    customer_id: str
+    reason: str  # "hard_decline:<code>" or "attempts_exhausted"
+    attempts: int
+
+
+class PaymentMethodUpdated(Event):
+    type: Literal["PaymentMethodUpdated"] = "PaymentMethodUpdated"
+    order_id: str
+    card_token: str

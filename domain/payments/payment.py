@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import BaseModel
 
-from domain.payments.commands import CapturePayment, SendRefundToGateway
+from domain.payments.commands import CapturePayment, RetryPaymentCapture, SendRefundToGateway, UpdatePaymentMethod
 from domain.payments.events import (
     CaptureAttempted,
     GatewayRefundDeclined,
     GatewayRefundRequested,
     GatewayRefundSettled,
+    PaymentAbandoned,
     PaymentCaptured,
     PaymentDeclined,
+    PaymentMethodUpdated,
 )
 from domain.payments.gateway import Accepted, CaptureRequest, Declined, GatewayAnswer, RefundRequest
 from domain.shared.aggregate import AggregateRoot
-from domain.shared.errors import InvalidCommand
+from domain.shared.actor import Role
+from domain.shared.errors import InvalidCommand, NotAuthorized
 from domain.shared.money import Money, total
 
 
@@ -50,15 +54,40 @@ class GatewayRefund(BaseModel):
     gateway_reference: str = ""
 
 
+CaptureCommand = CapturePayment | RetryPaymentCapture
+
+
 class Payment(AggregateRoot):
+    MAX_ATTEMPTS: ClassVar[int] = 4
+    # Declines that no retry will ever turn into a payment.
+    HARD_DECLINES: ClassVar[frozenset[str]] = frozenset({"card_stolen", "card_lost", "fraudulent"})
+
     customer_id: str
     amount: Money
+    card_token: str = ""
+    abandoned: bool = False
     attempts: list[CaptureAttempt] = []
     refunds: dict[str, GatewayRefund] = {}
 
     @classmethod
     def for_order(cls, command: CapturePayment) -> Payment:
-        return cls(id=command.order_id, customer_id=command.customer_id, amount=command.amount)
+        return cls(
+            id=command.order_id, customer_id=command.customer_id, amount=command.amount, card_token=command.card_token
+        )
+
+    # -- recovery ------------------------------------------------------------------
+    def update_payment_method(self, command: UpdatePaymentMethod) -> None:
+        if command.actor.role is Role.CUSTOMER and command.actor.id != self.customer_id:
+            raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
+        self._must_be_recoverable()
+        self.card_token = command.card_token
+        self.record(command, PaymentMethodUpdated(order_id=self.id, card_token=command.card_token))
+
+    def _must_be_recoverable(self) -> None:
+        if self.capture is not None:
+            raise InvalidCommand("already_captured", f"the payment of order {self.id} is already captured")
+        if self.abandoned:
+            raise InvalidCommand("payment_abandoned", f"payments gave up on order {self.id}")
 
     # -- capture -----------------------------------------------------------------
     @property
@@ -69,23 +98,28 @@ class Payment(AggregateRoot):
     def captured(self) -> Money:
         return self.capture.amount if self.capture else Money.zero(self.amount.currency)
 
-    def begin_capture(self, command: CapturePayment) -> CaptureRequest:
+    def begin_capture(self, command: CaptureCommand) -> CaptureRequest:
         """Decide what the gateway is asked. Asking again for the same attempt
         (an activity retry) asks the same thing with the same key."""
         attempt = self._attempt(command.command_id)
         if attempt is None:
-            if self.capture is not None:
-                raise InvalidCommand("already_captured", f"the payment of order {self.id} is already captured")
-            if command.amount != self.amount:
+            self._must_be_recoverable()
+            if isinstance(command, CapturePayment) and command.amount != self.amount:
                 raise InvalidCommand("amount_mismatch", f"order {self.id} is for {self.amount}, not {command.amount}")
-            attempt = CaptureAttempt(attempt_id=command.command_id, amount=command.amount, card_token=command.card_token)
+            if any(a.status is AttemptStatus.SENT for a in self.attempts):
+                # The earlier attempt's answer is unknown (it may have charged): it must be
+                # settled with its own key before anyone tries again.
+                raise InvalidCommand("attempt_in_flight", f"order {self.id} has a capture attempt awaiting its answer")
+            if len(self.attempts) >= self.MAX_ATTEMPTS:
+                raise InvalidCommand("no_attempts_left", f"order {self.id} had its {self.MAX_ATTEMPTS} attempts")
+            attempt = CaptureAttempt(attempt_id=command.command_id, amount=self.amount, card_token=self.card_token)
             self.attempts.append(attempt)
             self.record(command, CaptureAttempted(order_id=self.id, attempt_id=attempt.attempt_id, amount=attempt.amount))
         return CaptureRequest(
             idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id
         )
 
-    def record_capture_answer(self, command: CapturePayment, answer: GatewayAnswer) -> None:
+    def record_capture_answer(self, command: CaptureCommand, answer: GatewayAnswer) -> None:
         """Decide what the gateway's answer means."""
         attempt = self._attempt(command.command_id)
         if attempt is None or attempt.status is not AttemptStatus.SENT:
@@ -114,6 +148,15 @@ class Payment(AggregateRoot):
                     decline_code=answer.code,
                 ),
             )
+            if answer.code in self.HARD_DECLINES or len(self.attempts) >= self.MAX_ATTEMPTS:
+                self.abandoned = True
+                reason = f"hard_decline:{answer.code}" if answer.code in self.HARD_DECLINES else "attempts_exhausted"
+                self.record(
+                    command,
+                    PaymentAbandoned(
+                        order_id=self.id, customer_id=self.customer_id, reason=reason, attempts=len(self.attempts)
+                    ),
+                )
 
     def _attempt(self, attempt_id: str) -> CaptureAttempt | None:
         return next((a for a in self.attempts if a.attempt_id == attempt_id), None)

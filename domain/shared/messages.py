@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain.shared.actor import Actor, Role
 
@@ -22,6 +22,16 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: int = 1
+
+    @model_validator(mode="after")
+    def _times_carry_a_zone(self) -> Message:
+        # A time without a zone cannot be compared with one that has it; refuse it
+        # at the door rather than crash an owner's decision later.
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError(f"{name} must carry a time zone")
+        return self
 
 
 class Command(Message):

@@ -30,6 +30,9 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 }
 
 
+MAX_AMOUNT = Decimal(10) ** 15  # far above any payment; keeps minor units in a 64-bit integer
+
+
 def parse_amount(text: str) -> Decimal:
     """A decimal amount written by a person ("120.00"), or InvalidCommand."""
     try:
@@ -89,10 +92,13 @@ class Money(BaseModel):
         if not self.amount.is_finite():
             raise ValueError("amount must be a finite number")
         exponent = CURRENCY_EXPONENTS[self.currency]
-        if self.amount != self.amount.quantize(Decimal(1).scaleb(-exponent)):
+        if abs(self.amount) >= MAX_AMOUNT:
+            raise ValueError(f"amount {self.amount} is beyond any real payment")
+        unit = Decimal(1).scaleb(-exponent)
+        if self.amount != self.amount.quantize(unit):
             raise ValueError(f"{self.currency} has {exponent} decimals; {self.amount} has more")
-        # Normalise the scale so that 5 EUR and 5.00 EUR compare, hash and print alike.
-        object.__setattr__(self, "amount", self.amount.quantize(Decimal(1).scaleb(-exponent)))
+        # Normalise the scale (and -0) so that 5 EUR and 5.00 EUR compare, hash and print alike.
+        object.__setattr__(self, "amount", self.amount.quantize(unit) + Decimal(0))
         return self
 
     # -- construction -------------------------------------------------------
@@ -111,7 +117,7 @@ class Money(BaseModel):
 
     @classmethod
     def from_minor(cls, minor: int, currency: str) -> Money:
-        return cls(amount=Decimal(minor).scaleb(-CURRENCY_EXPONENTS[currency]), currency=currency)
+        return cls.model_validate({"minor": minor, "currency": currency})
 
     def to_minor(self) -> int:
         return int(self.amount.scaleb(CURRENCY_EXPONENTS[self.currency]))

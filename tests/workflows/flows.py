@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -29,9 +30,10 @@ def new_id(prefix: str) -> str:
 async def place_order(
     harness, amount: str = "120.00", card: str = "tok_visa", customer: str = "c-1", currency: str = "EUR"
 ) -> tuple[str, dict]:
+    """Place an order and wait (in real time) until its payment has an answer.
+    The payment process itself stays open afterwards, for cancellations."""
     order_id = new_id("o")
-    async with real_time(harness.env):
-        result = await _execute(harness.client,
+    handle = await harness.client.start_workflow(
         PaymentWorkflow.run,
         OrderRequest(
             order_id=order_id,
@@ -40,9 +42,28 @@ async def place_order(
             card_token=card,
             placed_by=Actor(role=Role.CUSTOMER, id=customer),
         ),
-        f"payment-{order_id}",
+        id=f"payment-{order_id}",
+        task_queue=FLOWS_QUEUE,
     )
-    return order_id, result.model_dump(mode="json")
+    async with real_time(harness.env):
+        view = await wait_for_status(handle, "paid", "recovering", "abandoned")
+    return order_id, view.model_dump(mode="json")
+
+
+async def wait_for_status(handle: WorkflowHandle, *statuses: str, tries: int = 400):
+    for _ in range(tries):
+        view = await handle.query("status", result_type=_status_type(handle))
+        if view.status in statuses:
+            return view
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{handle.id} never reached {' or '.join(statuses)}")
+
+
+def _status_type(handle: WorkflowHandle):
+    from workflows.payment import PaymentStatus
+    from workflows.refund import RefundStatus
+
+    return PaymentStatus if handle.id.startswith("payment-") else RefundStatus
 
 
 async def ship(harness, order_id: str, at: datetime | None = None) -> None:

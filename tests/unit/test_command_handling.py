@@ -1,0 +1,841 @@
+"""The service layer, outside Temporal: guard, load, let the owner decide, save.
+
+`activities.handling.decide` / `prepare` and the activity classes run here on a
+FakeUnitOfWork. Refusals become `temporalio.exceptions.ApplicationError`, which
+is exactly what a worker would hand to Temporal.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from temporalio.exceptions import ApplicationError
+
+import domain.contracts as contracts
+from activities.authorization import authorize
+from activities.billing import BillingActivities
+from activities.fraud import FraudActivities
+from activities.handling import RACE_RETRIES, decide, prepare
+from activities.invoicing import InvoicingActivities
+from activities.notifications import NotificationsActivities
+from activities.payments import PaymentsActivities
+from activities.shipping import ShippingActivities
+from domain.billing.commands import (
+    CancelRefund,
+    CompleteRefund,
+    MarkOrderPaid,
+    OrderLine,
+    RecordDelivery,
+    RecordShipment,
+    RequestRefund,
+)
+from domain.billing.order import Order
+from domain.billing.refund import RefundStatus
+from domain.contracts import Outcome
+from domain.billing.events import RefundApproved, RefundRejected
+from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund
+from domain.invoicing.commands import CreateInvoice
+from domain.notifications.commands import NotifyCustomer, NotifyTeam
+from domain.notifications.events import MessageSent
+from domain.payments.commands import CapturePayment, RetryPaymentCapture, SendRefundToGateway, UpdatePaymentMethod
+from domain.payments.gateway import (
+    Accepted,
+    CaptureRequest,
+    Declined,
+    GatewayRefusedRequest,
+    GatewayUnavailable,
+    RefundRequest,
+)
+from domain.payments.payment import Payment
+from domain.shared.actor import Actor, Role
+from domain.shared.errors import InvalidCommand, NotAuthorized
+from domain.shared.messages import Command
+from domain.shipping.commands import ConfirmDelivery, InterceptShipment, ShipOrder
+from tests.fakes import FakeDatabase, FakeUnitOfWork
+from tests.unit.builders import (
+    CUSTOMER,
+    CUSTOMER_ID,
+    DELIVERED_AT,
+    FRAUD_ANALYST,
+    ORDER_ID,
+    OTHER_CUSTOMER,
+    SUPPORT,
+    T0,
+    WAREHOUSE,
+    command,
+    days,
+    eur,
+    names,
+    place_order,
+)
+
+
+# -- the fake database, seen from the outside -------------------------------------------------------------
+@dataclass
+class Service:
+    db: FakeDatabase = field(default_factory=FakeDatabase)
+
+    def uow(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self.db)
+
+    def snapshot(self) -> dict[str, Any]:
+        return copy.deepcopy(
+            {
+                "tables": {
+                    name: {id: (doc.version, doc.state) for id, doc in rows.items()} for name, rows in self.db.tables.items()
+                },
+                "outbox": [event.model_dump() for event in self.db.outbox],
+                "processed": self.db.processed,
+            }
+        )
+
+    def order(self, order_id: str = ORDER_ID) -> Order:
+        with self.uow() as uow:
+            return uow.orders.get(order_id)
+
+
+@pytest.fixture
+def service() -> Service:
+    return Service()
+
+
+@pytest.fixture
+def billing(service: Service) -> BillingActivities:
+    return BillingActivities(service.uow)
+
+
+def delivered(billing: BillingActivities, total: str = "100.00") -> None:
+    """An order placed, paid, shipped and delivered, through billing's activities."""
+    billing.place_order(place_order(total))
+    billing.mark_order_paid(command(MarkOrderPaid, order_id=ORDER_ID, amount=eur(total), payment_reference="ch_1"))
+    billing.record_shipment(command(RecordShipment, order_id=ORDER_ID, tracking="TRK-1", shipped_at=T0))
+    billing.record_delivery(command(RecordDelivery, order_id=ORDER_ID, delivered_at=DELIVERED_AT))
+
+
+def refund_request(refund_id: str = "r-1", amount: str | None = "30.00", actor: Actor = CUSTOMER, **fields) -> RequestRefund:
+    return command(
+        RequestRefund,
+        actor=actor,
+        issued_at=DELIVERED_AT + days(1),
+        order_id=fields.pop("order_id", ORDER_ID),
+        refund_id=refund_id,
+        amount=eur(amount) if amount else None,
+        reason="broken",
+        **fields,
+    )
+
+
+def refuses(call: Callable[[], object]) -> ApplicationError:
+    with pytest.raises(ApplicationError) as refused:
+        call()
+    return refused.value
+
+
+# == delivered twice =====================================================================================
+def test_a_command_delivered_twice_returns_the_first_outcome_and_records_nothing_twice(service, billing):
+    delivered(billing)
+    cmd = refund_request()
+    first = billing.request_refund(cmd)
+    after_first = service.snapshot()
+    again = billing.request_refund(cmd)
+    assert again == first
+    assert names(again.events) == ["RefundApproved"]
+    assert service.snapshot() == after_first
+    assert len(service.db.outbox) == len(after_first["outbox"])
+
+
+def test_a_command_delivered_twice_is_not_decided_anew(service):
+    asked = []
+    cmd = command(CompleteRefund, order_id=ORDER_ID, refund_id="r-1", gateway_reference="re_1")
+    decide(service.uow, cmd, lambda uow: asked.append(1))
+    decide(service.uow, cmd, lambda uow: asked.append(2))
+    assert asked == [1]
+
+
+def test_a_command_delivered_again_later_gets_its_first_answer_although_the_state_moved_on(service, billing):
+    delivered(billing)
+    everything = refund_request("r-1", amount=None)
+    assert names(billing.request_refund(everything).events) == ["RefundApproved"]
+    # decided now, the same request would be a duplicate refund id with nothing left to refund
+    assert names(billing.request_refund(everything).events) == ["RefundApproved"]
+    assert billing.request_refund(everything).events[0].amount == eur("100")
+
+
+def test_the_stored_outcome_reads_back_equal_to_the_one_first_returned(service, billing):
+    delivered(billing)
+    cmd = refund_request()
+    first = billing.request_refund(cmd)
+    assert Outcome.model_validate(service.db.processed[cmd.command_id]) == first
+
+
+def test_every_processed_command_is_remembered_once(service, billing):
+    delivered(billing)
+    assert len(service.db.processed) == 4
+    assert len(service.db.outbox) == 4
+    assert names(service.db.outbox) == ["OrderPlaced", "OrderPaid", "ShipmentRecorded", "DeliveryRecorded"]
+
+
+# == refusals ===============================================================================================
+REFUSALS: dict[str, tuple[Callable[[], Command], str, str]] = {
+    "amount_not_positive": (lambda: refund_request(amount="0.00"), "InvalidCommand", "amount_not_positive"),
+    "currency_mismatch": (
+        lambda: refund_request(amount=None).model_copy(update={"amount": contracts.Money.of("1", "USD")}),
+        "InvalidCommand",
+        "currency_mismatch",
+    ),
+    "someone_elses_order": (lambda: refund_request(actor=OTHER_CUSTOMER), "NotAuthorized", "not_your_order"),
+    "role_not_allowed": (lambda: refund_request(actor=WAREHOUSE), "NotAuthorized", "role_not_allowed"),
+    "unknown_order": (lambda: refund_request(order_id="o-404"), "NotFound", "not_found"),
+}
+
+
+@pytest.mark.parametrize(("build", "kind", "code"), REFUSALS.values(), ids=REFUSALS.keys())
+def test_a_refused_command_fails_for_good_and_leaves_the_database_unchanged(service, billing, build, kind, code):
+    delivered(billing)
+    before = service.snapshot()
+    cmd = build()
+    error = refuses(lambda: billing.request_refund(cmd))
+    assert error.type == kind
+    assert error.non_retryable is True
+    assert error.details == (code,)
+    assert service.snapshot() == before
+    assert cmd.command_id not in service.db.processed
+
+
+def test_a_refused_command_may_be_asked_again_and_is_refused_again(service, billing):
+    delivered(billing)
+    cmd = refund_request(actor=OTHER_CUSTOMER)
+    assert refuses(lambda: billing.request_refund(cmd)).type == "NotAuthorized"
+    assert refuses(lambda: billing.request_refund(cmd)).type == "NotAuthorized"
+
+
+def test_a_second_order_with_the_same_id_is_refused_and_the_first_is_kept(service, billing):
+    billing.place_order(place_order("100.00"))
+    before = service.snapshot()
+    error = refuses(lambda: billing.place_order(place_order("5.00")))
+    assert (error.type, error.details, error.non_retryable) == ("InvalidCommand", ("already_exists",), True)
+    assert service.snapshot() == before
+    assert service.order().total == eur("100")
+
+
+def test_a_business_no_is_an_outcome_not_a_failure(service, billing):
+    delivered(billing)
+    outcome = billing.request_refund(refund_request(amount="100.01"))
+    assert names(outcome.events) == ["RefundRejected"]
+    assert outcome.events[0].reason_code == "exceeds_refundable"
+    assert service.order().refunds["r-1"].status is RefundStatus.REJECTED
+
+
+# == the authorization guard ==================================================================================
+def test_the_guard_refuses_a_role_the_command_does_not_allow_before_the_owner_is_called(service, billing):
+    delivered(billing)
+    billing.request_refund(refund_request("r-1"))
+    before = service.snapshot()
+    asked = []
+    by_customer = command(CompleteRefund, actor=CUSTOMER, order_id=ORDER_ID, refund_id="r-1", gateway_reference="re_x")
+    error = refuses(lambda: decide(service.uow, by_customer, lambda uow: asked.append(uow)))
+    assert asked == []
+    assert (error.type, error.details, error.non_retryable) == ("NotAuthorized", ("role_not_allowed",), True)
+    assert "customer may not send CompleteRefund" in error.message
+    assert refuses(lambda: billing.complete_refund(by_customer)).type == "NotAuthorized"
+    assert service.snapshot() == before
+    assert service.order().refunds["r-1"].status is RefundStatus.APPROVED
+
+
+def test_the_guard_also_runs_before_prepare(service):
+    asked = []
+    cmd = command(
+        CapturePayment, actor=CUSTOMER, order_id=ORDER_ID, customer_id=CUSTOMER_ID, amount=eur("1"), card_token="tok"
+    )
+    assert refuses(lambda: prepare(service.uow, cmd, lambda uow: asked.append(uow))).type == "NotAuthorized"
+    assert asked == []
+
+
+def all_commands() -> list[type[Command]]:
+    """Every concrete command of the domain (a class that says who may issue it)."""
+    import domain
+
+    for module in pkgutil.walk_packages(domain.__path__, "domain."):
+        importlib.import_module(module.name)
+    found, todo = set(), [Command]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__module__.startswith("domain.") and hasattr(sub, "issued_by") and not sub.__subclasses__():
+                found.add(sub)
+    return sorted(found, key=lambda cls: cls.__name__)
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize("command_type", all_commands(), ids=lambda cls: cls.__name__)
+def test_the_guard_lets_through_exactly_the_roles_a_command_is_issued_by(command_type, role):
+    cmd = command_type.model_construct(actor=Actor(role=role, id="someone"))
+    if role in command_type.issued_by:
+        authorize(cmd)
+    else:
+        with pytest.raises(NotAuthorized) as refused:
+            authorize(cmd)
+        assert refused.value.code == "role_not_allowed"
+
+
+S, C, SU, W, F = Role.SYSTEM, Role.CUSTOMER, Role.SUPPORT, Role.WAREHOUSE, Role.FRAUD_ANALYST
+WHO_MAY_SEND = {
+    "PlaceOrder": {C, SU, S},
+    "RequestRefund": {C, SU, S},
+    "CancelOrder": {C, SU, S},
+    "MarkOrderPaid": {S},
+    "RecordShipment": {S},
+    "RecordDelivery": {S},
+    "CompleteRefund": {S},
+    "FailRefund": {S},
+    "CancelRefund": {S},
+    "CapturePayment": {S},
+    "RetryPaymentCapture": {S},
+    "UpdatePaymentMethod": {C, SU, S},
+    "SendRefundToGateway": {S},
+    "ScreenRefund": {S},
+    "ResolveFraudReview": {F},
+    "ExpireFraudReview": {S},
+    "ShipOrder": {W, SU},
+    "ConfirmDelivery": {W, SU},
+    "InterceptShipment": {S},
+    "NotifyCustomer": {S},
+    "NotifyTeam": {S},
+    "CreateInvoice": {S},
+}
+
+
+@pytest.mark.parametrize("command_type", all_commands(), ids=lambda cls: cls.__name__)
+def test_each_command_is_issued_by_the_roles_the_design_names(command_type):
+    assert command_type.name() in WHO_MAY_SEND, f"{command_type.name()} has no entry in WHO_MAY_SEND"
+    assert set(command_type.issued_by) == WHO_MAY_SEND[command_type.name()]
+
+
+# == lost races ================================================================================================
+def test_a_lost_race_reloads_and_lets_the_owner_decide_again_on_fresh_state(service, billing):
+    delivered(billing)
+    rival_cmd = refund_request("r-rival", amount="80.00", actor=SUPPORT)
+    ours = refund_request("r-ours", amount="50.00")
+    seen_refundable = []
+
+    def owner_decides(uow):
+        order = uow.orders.get(ORDER_ID)
+        seen_refundable.append(order.refundable)
+        if len(seen_refundable) == 1:
+            # another worker, on the same database, commits first
+            rival = FakeUnitOfWork(service.db)
+            with rival:
+                rival.orders.get(ORDER_ID).request_refund(rival_cmd)
+                rival.commit(rival_cmd, {})
+        order.request_refund(ours)
+
+    outcome = decide(service.uow, ours, owner_decides)
+    assert seen_refundable == [eur("100"), eur("20")]
+    assert names(outcome.events) == ["RefundRejected"]
+    assert outcome.events[0].reason_code == "exceeds_refundable"
+    order = service.order()
+    assert order.refunds["r-rival"].status is RefundStatus.APPROVED
+    assert order.refunds["r-ours"].status is RefundStatus.REJECTED
+    assert names(service.db.outbox)[-2:] == ["RefundApproved", "RefundRejected"]
+    assert ours.command_id in service.db.processed
+
+
+def test_a_command_that_keeps_losing_races_is_handed_back_to_temporal_to_retry(service, billing):
+    delivered(billing)
+    attempts = []
+
+    def owner_decides(uow):
+        order = uow.orders.get(ORDER_ID)
+        attempts.append(1)
+        rival_cmd = refund_request(f"r-rival-{len(attempts)}", amount="1.00", actor=SUPPORT)
+        with FakeUnitOfWork(service.db) as rival:
+            rival.orders.get(ORDER_ID).request_refund(rival_cmd)
+            rival.commit(rival_cmd, {})
+        order.request_refund(refund_request("r-ours", amount="1.00"))
+
+    ours = refund_request("r-ours", amount="1.00")
+    error = refuses(lambda: decide(service.uow, ours, owner_decides))
+    assert error.type == "ConcurrencyConflict"
+    assert error.non_retryable is False
+    assert len(attempts) == RACE_RETRIES
+    assert "r-ours" not in service.order().refunds
+    assert ours.command_id not in service.db.processed
+
+
+def test_the_same_command_racing_itself_is_decided_once(service, billing):
+    delivered(billing)
+    cmd = refund_request("r-1", amount="30.00")
+
+    def owner_decides(uow):
+        order = uow.orders.get(ORDER_ID)
+        if cmd.command_id not in service.db.processed:
+            # the same command, delivered twice at once, finishes first elsewhere
+            other = BillingActivities(service.uow)
+            other.request_refund(cmd)
+        order.request_refund(cmd)
+
+    outcome = decide(service.uow, cmd, owner_decides)
+    assert names(outcome.events) == ["RefundApproved"]
+    assert names(service.db.outbox).count("RefundApproved") == 1
+    assert service.order().refundable == eur("70")
+
+
+# == the trace on every event ===================================================================================
+def test_events_carry_the_correlation_and_causation_ids_of_their_command(service, billing):
+    delivered(billing)
+    cmd = refund_request(correlation_id="refund-r-1")
+    outcome = billing.request_refund(cmd)
+    recorded = service.db.outbox[-1]
+    for event in (*outcome.events, recorded):
+        assert event.correlation_id == "refund-r-1"
+        assert event.causation_id == cmd.command_id
+        assert event.occurred_at == cmd.issued_at
+    assert recorded.event_id == outcome.events[0].event_id
+
+
+def test_event_ids_are_derived_from_the_command_so_deciding_again_gives_the_same_ids():
+    def run() -> list[str]:
+        billing = BillingActivities(Service().uow)
+        billing.place_order(place_order("100.00").model_copy(update={"command_id": "place-1"}))
+        billing.mark_order_paid(
+            command(MarkOrderPaid, command_id="pay-1", order_id=ORDER_ID, amount=eur("100"), payment_reference="ch")
+        )
+        billing.record_shipment(
+            command(RecordShipment, command_id="ship-1", order_id=ORDER_ID, tracking="TRK", shipped_at=T0)
+        )
+        outcome = billing.request_refund(refund_request(command_id="refund-1"))
+        return [event.event_id for event in outcome.events]
+
+    first, second = run(), run()
+    assert first == second
+    assert len(first) == 2 and len(set(first)) == 2  # RefundApproved, ShipmentInterceptRequested
+
+
+def test_different_commands_record_different_event_ids(service, billing):
+    delivered(billing)
+    ids = [event.event_id for event in service.db.outbox]
+    assert len(set(ids)) == len(ids)
+    assert all(ids)
+
+
+# == prepare: the first half of a decision around a gateway call =================================================
+def capture(command_id: str = "capture-1") -> CapturePayment:
+    return command(
+        CapturePayment,
+        command_id=command_id,
+        order_id=ORDER_ID,
+        customer_id=CUSTOMER_ID,
+        amount=eur("100"),
+        card_token="tok_visa",
+    )
+
+
+def begin(uow, cmd: CapturePayment) -> CaptureRequest:
+    payment = uow.payments.find(cmd.order_id) or uow.payments.add(Payment.for_order(cmd))
+    return payment.begin_capture(cmd)
+
+
+def test_prepare_saves_what_the_owner_decided_to_ask_without_marking_the_command_processed(service):
+    cmd = capture()
+    request = prepare(service.uow, cmd, lambda uow: begin(uow, cmd))
+    assert isinstance(request, CaptureRequest) and request.idempotency_key == "capture-1"
+    assert names(service.db.outbox) == ["CaptureAttempted"]
+    assert cmd.command_id not in service.db.processed
+    with service.uow() as uow:
+        assert uow.payments.get(ORDER_ID).attempts[0].attempt_id == "capture-1"
+
+
+def test_prepare_asked_again_asks_the_same_thing_and_records_nothing_new(service):
+    cmd = capture()
+    first = prepare(service.uow, cmd, lambda uow: begin(uow, cmd))
+    before = service.snapshot()
+    assert prepare(service.uow, cmd, lambda uow: begin(uow, cmd)) == first
+    assert service.snapshot() == before
+
+
+def test_once_the_decision_is_finished_prepare_returns_the_stored_outcome(service):
+    cmd = capture()
+    prepare(service.uow, cmd, lambda uow: begin(uow, cmd))
+    outcome = decide(service.uow, cmd, lambda uow: uow.payments.get(ORDER_ID).record_capture_answer(cmd, Accepted("ch")))
+    assert names(outcome.events) == ["PaymentCaptured"]
+    asked = []
+    assert prepare(service.uow, cmd, lambda uow: asked.append(uow)) == outcome
+    assert asked == []
+
+
+def test_a_refusal_in_prepare_is_final_and_saves_nothing(service):
+    cmd = capture()
+    prepare(service.uow, cmd, lambda uow: begin(uow, cmd))
+    decide(service.uow, cmd, lambda uow: uow.payments.get(ORDER_ID).record_capture_answer(cmd, Accepted("ch")))
+    before = service.snapshot()
+    second = capture("capture-2")
+    error = refuses(lambda: prepare(service.uow, second, lambda uow: begin(uow, second)))
+    assert (error.type, error.details, error.non_retryable) == ("InvalidCommand", ("already_captured",), True)
+    assert service.snapshot() == before
+
+
+# == the activity classes, called directly ========================================================================
+def test_billing_activities_run_a_refund_from_request_to_completion(service, billing):
+    delivered(billing)
+    approved = billing.request_refund(refund_request("r-1", amount="30.00"))
+    assert names(approved.events) == ["RefundApproved"]
+    assert service.order().refundable == eur("70")
+    completed = billing.complete_refund(
+        command(CompleteRefund, order_id=ORDER_ID, refund_id="r-1", gateway_reference="re_1")
+    )
+    assert names(completed.events) == ["RefundCompleted"]
+    order = service.order()
+    assert order.refunds["r-1"].status is RefundStatus.COMPLETED
+    assert order.refunded == eur("30") and order.version == 6
+
+
+def test_billing_activities_cancel_a_refund_and_free_its_amount(service, billing):
+    delivered(billing)
+    billing.request_refund(refund_request("r-1", amount="30.00"))
+    outcome = billing.cancel_refund(command(CancelRefund, order_id=ORDER_ID, refund_id="r-1", reason="review_rejected"))
+    assert names(outcome.events) == ["RefundCancelled"]
+    assert service.order().refundable == eur("100")
+
+
+def test_billing_activities_refuse_a_refund_that_is_no_longer_in_flight(service, billing):
+    delivered(billing)
+    billing.request_refund(refund_request("r-1", amount="30.00"))
+    billing.complete_refund(command(CompleteRefund, order_id=ORDER_ID, refund_id="r-1", gateway_reference="re_1"))
+    before = service.snapshot()
+    error = refuses(
+        lambda: billing.fail_refund(
+            command(contracts.FailRefund, order_id=ORDER_ID, refund_id="r-1", reason="late decline")
+        )
+    )
+    assert (error.type, error.details) == ("InvalidCommand", ("refund_not_in_flight",))
+    assert service.snapshot() == before
+
+
+def test_billing_activities_cancel_a_paid_order_and_say_a_refund_is_owed(service, billing):
+    billing.place_order(place_order("100.00"))
+    billing.mark_order_paid(command(MarkOrderPaid, order_id=ORDER_ID, amount=eur("100"), payment_reference="ch_1"))
+    outcome = billing.cancel_order(command(contracts.CancelOrder, actor=CUSTOMER, order_id=ORDER_ID, reason="too slow"))
+    assert names(outcome.events) == ["OrderCancelled", "RefundOwed"]
+    assert service.order().cancelled
+
+
+@dataclass
+class FakeGateway:
+    """Answers like a card processor would; remembers every request it saw."""
+
+    answers: list[Any] = field(default_factory=list)
+    captures: list[CaptureRequest] = field(default_factory=list)
+    refunds: list[RefundRequest] = field(default_factory=list)
+
+    def capture(self, request: CaptureRequest):
+        self.captures.append(request)
+        return self._answer()
+
+    def refund(self, request: RefundRequest):
+        self.refunds.append(request)
+        return self._answer()
+
+    def _answer(self):
+        answer = self.answers.pop(0) if self.answers else Accepted("gw_1")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_payments_activities_capture_once_however_often_the_command_is_delivered(service):
+    gateway = FakeGateway(answers=[Accepted("ch_1")])
+    payments = PaymentsActivities(service.uow, gateway)
+    cmd = capture()
+    first = payments.capture_payment(cmd)
+    assert names(first.events) == ["PaymentCaptured"]
+    assert payments.capture_payment(cmd) == first
+    assert len(gateway.captures) == 1
+    assert names(service.db.outbox) == ["CaptureAttempted", "PaymentCaptured"]
+
+
+def test_payments_activities_record_a_decline_with_its_code(service):
+    payments = PaymentsActivities(service.uow, FakeGateway(answers=[Declined("insufficient_funds")]))
+    outcome = payments.capture_payment(capture())
+    assert names(outcome.events) == ["PaymentDeclined"]
+    assert outcome.events[0].decline_code == "insufficient_funds"
+
+
+def test_an_unavailable_gateway_is_retried_with_the_same_idempotency_key(service):
+    gateway = FakeGateway(answers=[GatewayUnavailable("503"), Accepted("ch_1")])
+    payments = PaymentsActivities(service.uow, gateway)
+    cmd = capture()
+    error = refuses(lambda: payments.capture_payment(cmd))
+    assert error.type == "GatewayUnavailable" and error.non_retryable is False
+    assert cmd.command_id not in service.db.processed
+    outcome = payments.capture_payment(cmd)  # Temporal's retry: the same command
+    assert names(outcome.events) == ["PaymentCaptured"]
+    assert [r.idempotency_key for r in gateway.captures] == ["capture-1", "capture-1"]
+    assert names(service.db.outbox) == ["CaptureAttempted", "PaymentCaptured"]
+
+
+def test_payments_activities_send_a_refund_against_the_capture(service):
+    gateway = FakeGateway(answers=[Accepted("ch_1"), Accepted("re_1")])
+    payments = PaymentsActivities(service.uow, gateway)
+    payments.capture_payment(capture())
+    send = command(SendRefundToGateway, order_id=ORDER_ID, refund_id="r-1", amount=eur("30"))
+    outcome = payments.send_refund_to_gateway(send)
+    assert names(outcome.events) == ["GatewayRefundSettled"]  # the request itself was saved by `prepare`
+    assert names(service.db.outbox)[-2:] == ["GatewayRefundRequested", "GatewayRefundSettled"]
+    assert gateway.refunds == [RefundRequest(idempotency_key="r-1", charge="ch_1", amount=eur("30"), reference="r-1")]
+    assert payments.send_refund_to_gateway(send) == outcome
+    assert len(gateway.refunds) == 1
+
+
+@dataclass
+class FakeMailbox:
+    delivered: list[MessageSent] = field(default_factory=list)
+
+    def deliver(self, message: MessageSent) -> None:
+        self.delivered.append(message)
+
+
+def test_the_customer_gets_exactly_one_message_however_often_it_is_asked_for(service):
+    mailbox = FakeMailbox()
+    notifications = NotificationsActivities(service.uow, mailbox)
+
+    def notify() -> NotifyCustomer:
+        return command(
+            NotifyCustomer,
+            customer_id=CUSTOMER_ID,
+            kind="refund_completed",
+            subject="r-1",
+            facts={"refund_id": "r-1", "order_id": ORDER_ID, "amount": "30.00 EUR"},
+        )
+
+    first = notifications.notify_customer(notify())
+    second = notifications.notify_customer(notify())  # another command: another step asked again
+    assert names(first.events) == ["MessageSent"] and second.events == []
+    assert len(mailbox.delivered) == 1
+    assert names(service.db.outbox).count("MessageSent") == 1
+
+
+def test_a_message_that_cannot_be_rendered_is_neither_delivered_nor_saved(service):
+    mailbox = FakeMailbox()
+    notifications = NotificationsActivities(service.uow, mailbox)
+    cmd = command(NotifyCustomer, customer_id=CUSTOMER_ID, kind="refund_completed", subject="r-1", facts={})
+    error = refuses(lambda: notifications.notify_customer(cmd))
+    assert (error.type, error.details) == ("InvalidCommand", ("missing_fact",))
+    assert mailbox.delivered == [] and service.snapshot()["tables"].get("notifications", {}) == {}
+
+
+def test_an_order_is_invoiced_once_however_often_it_is_asked(service):
+    invoicing = InvoicingActivities(service.uow)
+
+    def create() -> CreateInvoice:
+        return command(
+            CreateInvoice,
+            order_id=ORDER_ID,
+            customer_id=CUSTOMER_ID,
+            lines=[OrderLine(description="book", amount=eur("100"))],
+            total=eur("100"),
+            payment_reference="ch_1",
+        )
+
+    first = invoicing.create_invoice(create())
+    second = invoicing.create_invoice(create())
+    assert names(first.events) == ["InvoiceCreated"] and second.events == []
+    assert len(service.db.tables["invoices"]) == 1
+
+
+def test_fraud_activities_screen_against_the_customers_recorded_history(service):
+    fraud = FraudActivities(service.uow)
+
+    def screen(refund_id: str, days_ago: int) -> ScreenRefund:
+        return command(
+            ScreenRefund,
+            refund_id=refund_id,
+            order_id=f"o-{refund_id}",
+            customer_id=CUSTOMER_ID,
+            amount=eur("10"),
+            approved_at=T0 - days(days_ago),
+        )
+
+    assert names(fraud.screen_refund(screen("r-1", 2)).events) == ["RefundCleared"]
+    assert names(fraud.screen_refund(screen("r-2", 1)).events) == ["RefundCleared"]
+    third = fraud.screen_refund(screen("r-3", 0))
+    assert names(third.events) == ["FraudReviewOpened"]
+    assert third.events[0].reasons == ["frequent_refunds"]
+    error = refuses(lambda: fraud.screen_refund(screen("r-3", 0)))  # another command for the same refund
+    assert (error.type, error.details) == ("InvalidCommand", ("already_exists",))
+
+
+def test_shipping_activities_ship_and_intercept_a_parcel(service):
+    shipping = ShippingActivities(service.uow)
+    shipped = shipping.ship_order(command(ShipOrder, actor=WAREHOUSE, order_id=ORDER_ID, tracking="TRK-1"))
+    assert names(shipped.events) == ["OrderShipped"]
+    stopped = shipping.intercept_shipment(command(InterceptShipment, order_id=ORDER_ID, refund_id="r-1"))
+    assert names(stopped.events) == ["ShipmentIntercepted"]
+    error = refuses(
+        lambda: shipping.intercept_shipment(command(InterceptShipment, order_id="o-404", refund_id="r-1"))
+    )
+    assert error.type == "NotFound"
+
+
+# == the messages themselves ==========================================================================================
+def test_a_command_must_say_when_it_was_issued_with_a_time_zone():
+    with pytest.raises(ValidationError):
+        command(CompleteRefund, issued_at=datetime(2025, 3, 1, 9, 0), order_id=ORDER_ID, refund_id="r", gateway_reference="g")
+
+
+def test_a_command_needs_an_id_and_takes_no_unknown_fields():
+    with pytest.raises(ValidationError):
+        command(CompleteRefund, command_id="", order_id=ORDER_ID, refund_id="r", gateway_reference="g")
+    with pytest.raises(ValidationError):
+        command(CompleteRefund, order_id=ORDER_ID, refund_id="r", gateway_reference="g", surprise=1)
+
+
+def test_commands_and_events_are_immutable():
+    cmd = refund_request()
+    with pytest.raises(ValidationError):
+        cmd.amount = eur("1")  # type: ignore[misc]
+
+
+def test_a_command_names_its_owners_activity():
+    assert RequestRefund.activity_name() == "billing.RequestRefund"
+    assert CapturePayment.activity_name() == "payments.CapturePayment"
+    assert ScreenRefund.activity_name() == "fraud.ScreenRefund"
+    assert ShipOrder.activity_name() == "shipping.ShipOrder"
+    assert CreateInvoice.activity_name() == "invoicing.CreateInvoice"
+    assert NotifyCustomer.activity_name() == "notifications.NotifyCustomer"
+
+
+def test_an_actor_is_written_role_colon_id():
+    assert Actor.parse("customer:c-1") == CUSTOMER
+    assert str(SUPPORT) == "support:agent-7"
+    assert Actor.system("payment-recovery") == Actor(role=Role.SYSTEM, id="payment-recovery")
+
+
+@pytest.mark.parametrize(("text", "code"), [("c-1", "invalid_actor"), ("customer:", "invalid_actor"), ("boss:b-1", "unknown_role")])
+def test_an_actor_that_cannot_be_read_is_refused(text, code):
+    with pytest.raises(InvalidCommand) as refused:
+        Actor.parse(text)
+    assert refused.value.code == code
+
+
+def test_an_actor_needs_an_id():
+    with pytest.raises(ValidationError):
+        Actor(role=Role.CUSTOMER, id="  ")
+
+
+# == the remaining activities ===========================================================================================
+def test_fraud_activities_resolve_and_expire_reviews(service):
+    fraud = FraudActivities(service.uow)
+    for refund_id in ("r-big-1", "r-big-2"):
+        opened = fraud.screen_refund(
+            command(
+                ScreenRefund,
+                refund_id=refund_id,
+                order_id=f"o-{refund_id}",
+                customer_id=f"c-{refund_id}",
+                amount=eur("2500"),
+                approved_at=T0,
+            )
+        )
+        assert names(opened.events) == ["FraudReviewOpened"]
+    approved = fraud.resolve_fraud_review(
+        command(ResolveFraudReview, actor=FRAUD_ANALYST, refund_id="r-big-1", decision=ReviewDecision.APPROVE)
+    )
+    assert names(approved.events) == ["ReviewApproved"]
+    expired = fraud.expire_fraud_review(command(ExpireFraudReview, refund_id="r-big-2", issued_at=T0 + days(3)))
+    assert names(expired.events) == ["ReviewRejected"] and expired.events[0].reason == "review_expired"
+    before = service.snapshot()
+    error = refuses(lambda: fraud.expire_fraud_review(command(ExpireFraudReview, refund_id="r-big-1")))
+    assert (error.type, error.details) == ("InvalidCommand", ("review_not_open",))
+    assert service.snapshot() == before
+    by_support = command(ResolveFraudReview, actor=SUPPORT, refund_id="r-big-2", decision=ReviewDecision.APPROVE)
+    assert refuses(lambda: fraud.resolve_fraud_review(by_support)).type == "NotAuthorized"
+
+
+def test_a_team_gets_exactly_one_alert_however_often_it_is_asked_for(service):
+    mailbox = FakeMailbox()
+    notifications = NotificationsActivities(service.uow, mailbox)
+
+    def alert() -> NotifyTeam:
+        return command(
+            NotifyTeam,
+            team="fraud",
+            kind="fraud_review_reminder",
+            subject="r-1",
+            facts={"refund_id": "r-1", "order_id": ORDER_ID, "amount": "2500.00 EUR"},
+        )
+
+    assert names(notifications.notify_team(alert()).events) == ["MessageSent"]
+    assert notifications.notify_team(alert()).events == []
+    assert [m.recipient for m in mailbox.delivered] == ["team:fraud"]
+
+
+def test_payments_activities_retry_a_declined_capture_with_the_new_card(service):
+    gateway = FakeGateway(answers=[Declined("insufficient_funds"), Accepted("ch_2")])
+    payments = PaymentsActivities(service.uow, gateway)
+    payments.capture_payment(capture())
+    updated = payments.update_payment_method(
+        command(UpdatePaymentMethod, actor=CUSTOMER, order_id=ORDER_ID, card_token="tok_new")
+    )
+    assert names(updated.events) == ["PaymentMethodUpdated"]
+    retry = command(RetryPaymentCapture, order_id=ORDER_ID)
+    outcome = payments.retry_payment_capture(retry)
+    assert names(outcome.events) == ["PaymentCaptured"]
+    assert [r.card_token for r in gateway.captures] == ["tok_visa", "tok_new"]
+    assert [r.idempotency_key for r in gateway.captures] == ["capture-1", retry.command_id]
+
+
+def test_a_retry_for_an_order_without_a_payment_is_not_found(service):
+    payments = PaymentsActivities(service.uow, FakeGateway())
+    error = refuses(lambda: payments.retry_payment_capture(command(RetryPaymentCapture, order_id="o-404")))
+    assert (error.type, error.non_retryable) == ("NotFound", True)
+
+
+def test_a_request_the_gateway_calls_wrong_is_not_retried(service):
+    gateway = FakeGateway(answers=[GatewayRefusedRequest("unknown card token")])
+    payments = PaymentsActivities(service.uow, gateway)
+    error = refuses(lambda: payments.capture_payment(capture()))
+    assert (error.type, error.non_retryable) == ("GatewayRefusedRequest", True)
+    assert capture().command_id not in service.db.processed
+
+
+def test_shipping_activities_confirm_a_delivery(service):
+    shipping = ShippingActivities(service.uow)
+    shipping.ship_order(command(ShipOrder, actor=WAREHOUSE, order_id=ORDER_ID, tracking="TRK-1", issued_at=T0))
+    arrived = shipping.confirm_delivery(
+        command(ConfirmDelivery, actor=WAREHOUSE, order_id=ORDER_ID, issued_at=T0 + days(2))
+    )
+    assert names(arrived.events) == ["OrderDelivered"] and arrived.events[0].delivered_at == T0 + days(2)
+    late = shipping.intercept_shipment(command(InterceptShipment, order_id=ORDER_ID, refund_id="r-1"))
+    assert names(late.events) == ["ShipmentInterceptFailed"]
+
+
+def test_an_outcome_answers_which_events_it_holds(service, billing):
+    delivered(billing)
+    outcome = billing.request_refund(refund_request(amount="500.00"))
+    assert outcome.has(RefundRejected) and not outcome.has(RefundApproved)
+    assert outcome.first(RefundRejected).reason_code == "exceeds_refundable"
+    assert outcome.first(RefundApproved) is None
+    assert outcome.event_names == ["RefundRejected"] == [RefundRejected.name()]
+
+
+def test_every_command_is_served_on_its_owners_task_queue_and_nowhere_else():
+    from activities.registry import OWNER_QUEUES, activities_for
+
+    served = {
+        queue: {
+            getattr(fn, "__temporal_activity_definition").name
+            for fn in activities_for(queue, Service().uow, FakeGateway(), FakeMailbox())
+        }
+        for queue in OWNER_QUEUES
+    }
+    for command_type in all_commands():
+        queues = [queue for queue, names_ in served.items() if command_type.activity_name() in names_]
+        assert queues == [command_type.owner], f"{command_type.name()} is served on {queues}"
