@@ -7,11 +7,14 @@ ship it, deliver it, ask for a refund; the workflows and owners do the rest.
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError
 
 from adapters.temporal import ui_link
 from domain.fraud.commands import ReviewDecision
@@ -29,6 +32,7 @@ class Demo:
     def __init__(self, client: Client, run: str) -> None:
         self.client = client
         self.run = run
+        self.notes: dict[str, str] = {}  # workflow id -> what a person did along the way
 
     async def _start(
         self, workflow, request, workflow_id: str, summary: str, attrs: dict[SearchAttributeKey[str], str]
@@ -58,7 +62,7 @@ class Demo:
             f"Order {order_id}: capture {total} from {customer}",
             {ORDER_ID: order_id, CUSTOMER_ID: customer},
         )
-        await handle.result()
+        await status_when(handle, lambda status: status != "capturing")  # it stays open until delivery
         return order_id
 
     async def ship(self, order_id: str, at: datetime | None = None) -> None:
@@ -117,10 +121,12 @@ class Demo:
         await self.deliver(order_id)
         handle = await self.refund(order_id, None, "wrong model delivered", Actor.parse("support:sam"))
         await self._until_under_review(handle)
+        reviewer = Actor.parse("fraud_analyst:alice")
         await handle.execute_update(
             RefundWorkflow.resolve_review,
-            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("fraud_analyst:alice"), note="photos check out"),
+            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=reviewer, note="photos check out"),
         )
+        self.notes[handle.id] = f"reviewed: approved by {reviewer}"
         return handle
 
     async def declined_refund(self) -> WorkflowHandle:
@@ -130,12 +136,35 @@ class Demo:
 
     @staticmethod
     async def _until_under_review(handle: WorkflowHandle) -> None:
-        for _ in range(300):
+        view = await status_when(handle, lambda status: status != "requested", timeout=30)
+        if view["status"] != "under_review":
+            raise RuntimeError(f"{handle.id} never reached a fraud review: it is {view['status']}")
+
+
+async def status_when(
+    handle: WorkflowHandle, done: Callable[[str], bool], timeout: float | None = None, interval: float = 0.1
+) -> dict:
+    """Poll a workflow's `status` query until `done(status)`, or until it closes.
+
+    For processes that stay open after the part a user waits for (a paid order's
+    PaymentWorkflow stays open for cancellations until delivery).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    unanswered_until = loop.time() + 10  # how long a query may fail before that is an error
+    while True:
+        try:
             view = await handle.query("status")
-            if view["status"] == "under_review":
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"{handle.id} never reached a fraud review")
+        except (RPCError, WorkflowQueryFailedError):  # its first workflow task may not have run yet
+            if loop.time() > unanswered_until:
+                raise
+            view = None
+        if view is not None:
+            if done(view["status"]) or (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return view
+        if deadline is not None and loop.time() > deadline:
+            raise TimeoutError(f"{handle.id} is still {view['status'] if view else 'starting'} after {timeout:.0f} s")
+        await asyncio.sleep(interval)
 
 
 SCENARIOS = [
@@ -148,7 +177,7 @@ SCENARIOS = [
 
 async def run_demo(cli: Any) -> list[dict]:
     client = await cli.client()
-    demo = Demo(client, run=f"demo-{datetime.now(timezone.utc):%m%d%H%M%S}")
+    demo = Demo(client, run=f"demo-{datetime.now(timezone.utc):%m%d%H%M%S}-{uuid.uuid4().hex[:4]}")
     results = []
     for title, scenario in SCENARIOS:
         handle = await scenario(demo)
@@ -158,9 +187,11 @@ async def run_demo(cli: Any) -> list[dict]:
             "workflow_id": handle.id,
             "status": outcome["status"],
             "reason": outcome.get("reason", ""),
+            "note": demo.notes.get(handle.id, ""),
             "ui": ui_link(cli.settings, handle.id),
         }
         results.append(row)
-        reason = f" ({row['reason']})" if row["reason"] else ""
-        cli.out(f"{title}\n  {handle.id}: {row['status']}{reason}\n  {row['ui']}", **row)
+        why = ", ".join(part for part in (row["reason"], row["note"]) if part)
+        why = f" ({why})" if why else ""
+        cli.out(f"{title}\n  {handle.id}: {row['status']}{why}\n  {row['ui']}", **row)
     return results

@@ -24,10 +24,10 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, NoReturn
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -36,6 +36,7 @@ from adapters import db
 from adapters.settings import Settings, load
 from adapters.temporal import connect, ui_link
 from adapters.views import OrderView, order_view
+from demo import run_demo, status_when
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import DomainError
@@ -187,7 +188,13 @@ class Cli:
             f"Order {a.order_id}: capture {total} from {a.customer}",
             {ORDER_ID: a.order_id, CUSTOMER_ID: a.customer, FLOW_STATUS: "capturing"},
         )
-        return await self.wait_for(handle) if a.wait else None
+        if not a.wait:
+            return None
+        # A paid order's process stays open (for cancellations) until delivery: wait
+        # for the capture's outcome, not for the workflow to end.
+        view = await status_when(handle, lambda status: status != "capturing")
+        self.out(_describe(handle.id, view), **{**self._started, **view})
+        return view
 
     async def ship(self) -> dict:
         a = self.args
@@ -287,8 +294,6 @@ class Cli:
         return rows
 
     async def demo(self) -> list[dict]:
-        from demo import run_demo
-
         return await run_demo(self)
 
     async def db_upgrade(self) -> None:
