@@ -80,6 +80,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different free ports."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]") or "localhost", int(port)
@@ -164,24 +174,32 @@ class Stack:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Stack:
-        """The stack `make demo` runs: settings from the environment, defaults as adapters.settings."""
+    def from_env(cls, environ: dict[str, str] | None = None, var_dir: str | Path | None = None, **overrides) -> Stack:
+        """The stack `make demo` runs: settings from the environment, defaults as adapters.settings.
+
+        Files the environment does not place (the server's database, logs, and the
+        default SQLite database and mailbox) go under `var_dir` (default ./var).
+        """
         env = os.environ if environ is None else environ
+        var = Path(var_dir).resolve() if var_dir else None
         options = {
             "temporal_address": env.get("TEMPORAL_ADDRESS") or "localhost:7233",
             "web_ui": env.get("SETTLEFLOW_WEB_UI") or "http://localhost:8233",
             "gateway_url": env.get("SETTLEFLOW_GATEWAY_URL") or "http://127.0.0.1:8099",
-            "database_url": env.get("DATABASE_URL") or "sqlite:///var/settleflow.db",
-            "mailbox_dir": env.get("SETTLEFLOW_MAILBOX_DIR") or "var/mailbox",
+            "database_url": env.get("DATABASE_URL")
+            or (f"sqlite:///{var / 'settleflow.db'}" if var else "sqlite:///var/settleflow.db"),
+            "mailbox_dir": env.get("SETTLEFLOW_MAILBOX_DIR") or (var / "mailbox" if var else "var/mailbox"),
             "namespace": env.get("TEMPORAL_NAMESPACE") or "default",
         }
+        if var:
+            options |= {"temporal_db": var / "temporal.db", "log_dir": var / "logs"}
         return cls(**{**options, **overrides})
 
     @classmethod
     def private(cls, base_dir: str | Path, **overrides) -> Stack:
         """A stack of its own on free ports, with every file under `base_dir` (for tests)."""
         base = Path(base_dir).resolve()
-        grpc, ui, gateway = free_port(), free_port(), free_port()
+        grpc, ui, gateway = free_ports(3)
         options = {
             "temporal_address": f"127.0.0.1:{grpc}",
             "web_ui": f"http://localhost:{ui}",
@@ -221,12 +239,12 @@ class Stack:
             if not self.reuse_running:
                 raise StartupError("Temporal", f"port {port} is already in use")
             if not self._temporal_healthy(cli):
-                raise StartupError("Temporal", f"something listens at {self.temporal_address} but it is not a Temporal server")
+                raise StartupError("Temporal", f"{self.temporal_address} answers, but not as a Temporal server")
             self._register_search_attributes(cli)
             self._say(f"Temporal: using the server at {self.temporal_address}")
             return None
         if host not in LOCAL_HOSTS:
-            raise StartupError("Temporal", f"no server at {self.temporal_address}, and it is not a local address to start one on")
+            raise StartupError("Temporal", f"nothing at {self.temporal_address}, and it is not local: cannot start one")
         ui_port = urlsplit(self.web_ui).port or port + 1000
         self.temporal_db.parent.mkdir(parents=True, exist_ok=True)
         command = [
@@ -255,7 +273,7 @@ class Stack:
             if not self.reuse_running:
                 raise StartupError("gateway simulator", f"port {port} is already in use")
             if not http_ok(health, timeout=3):
-                raise StartupError("gateway simulator", f"something listens at {self.gateway_url} but {health} does not answer")
+                raise StartupError("gateway simulator", f"{self.gateway_url} is taken, but {health} does not answer")
             self._say(f"gateway: using the one at {self.gateway_url}")
             return None
         if (url.hostname or "") not in LOCAL_HOSTS:
@@ -420,7 +438,7 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 
 # -- the command line -----------------------------------------------------------------------
-def _stop_on_sigterm(*_: object) -> None:
+def _stop_on_signal(*_: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -458,11 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="start the stack, run the demo scenarios, keep running")
     demo.add_argument("--no-wait", action="store_true", help="stop everything right after the demo")
-    commands.add_parser("up", help="start the stack and keep it running until Ctrl-C")
+    up = commands.add_parser("up", help="start the stack and keep it running until Ctrl-C")
+    for command in (demo, up):
+        command.add_argument("--var-dir", help="where the server's database, logs (and the default SQLite "
+                             "database and mailbox) go; default ./var")
     args = parser.parse_args(argv)
 
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    stack = Stack.from_env()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (`cmd &`)
+        signal.signal(sig, _stop_on_signal)
+    stack = Stack.from_env(var_dir=args.var_dir)
     code = 0
     try:
         stack.up()

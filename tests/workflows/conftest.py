@@ -7,7 +7,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,20 @@ class Harness:
     mailbox: FileMailbox
     gateway_url: str
     engine: object
+    started: list = field(default_factory=list)  # handles to close when the test ends
+
+    def track(self, handle):
+        self.started.append(handle)
+        return handle
+
+    async def close_open_workflows(self) -> None:
+        """A process left open (a paid order waiting 90 days for a cancellation) must
+        not wake up in a later test, against that test's database."""
+        for handle in self.started:
+            try:
+                await handle.terminate("test finished")
+            except Exception:  # noqa: BLE001 - already closed is fine
+                pass
 
     def ledger(self) -> dict:
         return read_ledger(self.gateway_url)
@@ -94,5 +108,7 @@ async def harness(env: WorkflowEnvironment, gateway_url: str, tmp_path: Path) ->
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
         for worker in build_workers(env.client, deps, list(ALL_QUEUES), executor):
             await stack.enter_async_context(worker)
-        yield Harness(env.client, env, deps.uow_factory, deps.mailbox, gateway_url, engine)
+        harness = Harness(env.client, env, deps.uow_factory, deps.mailbox, gateway_url, engine)
+        yield harness
+        await harness.close_open_workflows()
     engine.dispose()

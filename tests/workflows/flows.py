@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -33,7 +33,7 @@ async def place_order(
     """Place an order and wait (in real time) until its payment has an answer.
     The payment process itself stays open afterwards, for cancellations."""
     order_id = new_id("o")
-    handle = await harness.client.start_workflow(
+    handle = harness.track(await harness.client.start_workflow(
         PaymentWorkflow.run,
         OrderRequest(
             order_id=order_id,
@@ -44,18 +44,22 @@ async def place_order(
         ),
         id=f"payment-{order_id}",
         task_queue=FLOWS_QUEUE,
-    )
-    async with real_time(harness.env):
-        view = await wait_for_status(handle, "paid", "recovering", "abandoned")
+    ))
+    view = await wait_for_status(handle, "paid", "recovering", "abandoned", env=harness.env)
     return order_id, view.model_dump(mode="json")
 
 
-async def wait_for_status(handle: WorkflowHandle, *statuses: str, tries: int = 400):
+async def wait_for_status(handle: WorkflowHandle, *statuses: str, env: WorkflowEnvironment | None = None, tries: int = 400):
+    """Poll the status query. With `env`, each poll lets one second of workflow time
+    pass (so retry backoffs elapse); without it, nothing is skipped."""
     for _ in range(tries):
         view = await handle.query("status", result_type=_status_type(handle))
         if view.status in statuses:
             return view
-        await asyncio.sleep(0.025)
+        if env is not None:
+            await env.sleep(timedelta(seconds=1))
+        else:
+            await asyncio.sleep(0.025)
     raise AssertionError(f"{handle.id} never reached {' or '.join(statuses)}")
 
 
@@ -111,7 +115,7 @@ async def start_refund(
     currency: str = "EUR",
 ) -> WorkflowHandle:
     refund_id = refund_id or new_id("r")
-    return await harness.client.start_workflow(
+    return harness.track(await harness.client.start_workflow(
         RefundWorkflow.run,
         RefundRequest(
             refund_id=refund_id,
@@ -122,7 +126,7 @@ async def start_refund(
         ),
         id=f"refund-{refund_id}",
         task_queue=FLOWS_QUEUE,
-    )
+    ))
 
 
 HISTORIES = Path(__file__).parent / "histories"

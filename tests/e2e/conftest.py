@@ -1,0 +1,45 @@
+"""End-to-end fixtures: a private stack (dev server, gateway simulator, worker) on free
+ports with every file in a temporary folder, and starter.py run as a separate process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devstack import Stack, log_tail
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack.private(tmp_path_factory.mktemp("stack")) as private:
+        try:
+            private.up()
+        except RuntimeError as failed:
+            pytest.fail(f"{failed}\n{getattr(failed, 'tail', lambda: '')()}")
+        yield private
+        for managed in private.exited():  # a part that died mid-test explains odd failures
+            print(f"{managed.name} exited with {managed.process.returncode}:\n{log_tail(managed.log)}")
+
+
+def run(stack: Stack, *args: str, expect: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python starter.py ARGS` against the private stack; checks the exit code unless `expect` is None."""
+    done = stack.run_starter(*args, timeout=timeout)
+    if expect is not None:
+        assert done.returncode == expect, (
+            f"starter.py {' '.join(args)} exited {done.returncode}, expected {expect}\n"
+            f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
+    return done
+
+
+def run_json(stack: Stack, *args: str) -> Any:
+    """Run a --json command and parse its one JSON document."""
+    out = run(stack, *args, "--json").stdout
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        pytest.fail(f"starter.py {' '.join(args)} --json did not print one JSON document:\n{out}")

@@ -1,0 +1,176 @@
+"""A refund as a user runs it: dev server, gateway simulator, `worker.py` and
+`starter.py` are separate processes on a private stack (free ports, files in tmp).
+
+Results are checked where they land: billing's view of the order, the workflow's
+trail, the visibility store, the gateway's ledger and the customer's mailbox.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+
+from adapters.gateway_client import read_ledger
+from adapters.mailbox import FileMailbox
+from devstack import ROOT, Stack, listening, split_address, temporal_cli
+from tests.e2e.conftest import run, run_json
+
+pytestmark = pytest.mark.e2e
+
+ORDER = "o-e2e"
+REFUND = "r-e2e"
+REFUND_ARGS = (
+    "refund", "--order-id", ORDER, "--amount", "20.00", "--reason", "damaged",
+    "--as", "customer:c-1", "--refund-id", REFUND,
+)
+
+
+@pytest.fixture(scope="module")
+def refund(stack: Stack) -> dict:
+    """Order, ship, deliver, refund: the JSON answer of `refund ... --wait --json`."""
+    placed = run_json(
+        stack, "place-order", "--order-id", ORDER, "--customer", "c-1",
+        "--amount", "120.00", "--currency", "EUR", "--wait",
+    )
+    assert placed["status"] == "paid", placed
+    run(stack, "ship", "--order-id", ORDER, "--tracking", "T1")
+    run(stack, "deliver", "--order-id", ORDER)
+    return run_json(stack, *REFUND_ARGS, "--wait")
+
+
+def test_refund_completes(refund: dict) -> None:
+    assert refund["workflow_id"] == f"refund-{REFUND}"
+    assert refund["started"] is True
+    assert refund["status"] == "completed", refund
+    assert refund["amount"] == {"amount": "20.00", "currency": "EUR"}
+
+
+def test_order_shows_the_refund(stack: Stack, refund: dict) -> None:
+    order = run_json(stack, "order", ORDER)
+    assert order["refunded"] == "20.00 EUR"
+    assert order["refundable"] == "100.00 EUR"
+    refunds = [(r["refund_id"], r["status"], r["amount"]) for r in order["refunds"]]
+    assert refunds == [(REFUND, "completed", "20.00 EUR")]
+
+
+def test_status_shows_the_trail(stack: Stack, refund: dict) -> None:
+    status = run_json(stack, "status", f"refund-{REFUND}")
+    assert status["status"] == "completed"
+    assert status["execution"] == "COMPLETED"
+    steps = [step.split(" → ")[0] for step in status["trail"]]
+    assert steps == ["RequestRefund", "ScreenRefund", "SendRefundToGateway", "CompleteRefund", "NotifyCustomer"]
+    assert status["trail"][0] == "RequestRefund → billing → RefundApproved"
+
+
+def test_list_shows_the_completed_refund(stack: Stack, refund: dict) -> None:
+    deadline = time.monotonic() + 10  # visibility may lag a moment behind the workflow
+    while True:
+        rows = run_json(stack, "list", "--status", "completed")
+        if any(row["workflow_id"] == f"refund-{REFUND}" for row in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    ours = [row for row in rows if row["workflow_id"] == f"refund-{REFUND}"]
+    assert ours and ours[0]["flow_status"] == "completed" and ours[0]["execution"] == "COMPLETED", rows
+
+
+def test_the_same_refund_id_starts_nothing_new(stack: Stack, refund: dict) -> None:
+    again = run(stack, *REFUND_ARGS)
+    assert f"refund-{REFUND} already exists; nothing new was started" in again.stdout
+    answer = run_json(stack, *REFUND_ARGS, "--wait")
+    assert answer["started"] is False
+    assert answer["status"] == "completed"  # the first refund's outcome
+
+
+def test_the_gateway_moved_the_money_once(stack: Stack, refund: dict) -> None:
+    run(stack, *REFUND_ARGS)  # asked again: still one refund
+    refunds = read_ledger(stack.gateway_url)["refunds"]
+    assert [(Decimal(r["amount"]), r["currency"]) for r in refunds] == [(Decimal("20.00"), "EUR")]
+
+
+def test_the_customer_got_one_message(stack: Stack, refund: dict) -> None:
+    messages = FileMailbox(stack.mailbox_dir).messages("customer:c-1")
+    completed = [m for m in messages if m["kind"] == "refund_completed"]
+    assert len(completed) == 1, messages
+    assert completed[0]["subject"] == REFUND
+
+
+# -- bad input: exit code 2, one line on stderr, nothing started ---------------------------
+BAD_INPUT = {
+    "negative amount": ("refund", "--order-id", ORDER, "--amount", "-5"),
+    "too many decimals": ("refund", "--order-id", ORDER, "--amount", "1.234"),
+    "not a number": ("refund", "--order-id", ORDER, "--amount", "abc"),
+    "unknown currency": (
+        "place-order", "--order-id", "o-bad", "--customer", "c-1", "--amount", "10.00", "--currency", "XXX",
+    ),
+    "unknown role": ("refund", "--order-id", ORDER, "--amount", "5.00", "--as", "pirate:x"),
+    "no such order": ("refund", "--order-id", "no-such-order", "--amount", "5.00"),
+}
+REFUND_DEFAULTS = {"--reason": "bad input", "--as": "customer:c-1"}
+
+
+@pytest.fixture(scope="module")
+def workflows_before(stack: Stack, refund: dict) -> int:
+    """How many workflows exist before the bad input, once visibility has caught up."""
+    deadline = time.monotonic() + 10
+    while True:
+        rows = run_json(stack, "list")
+        if len(rows) >= 4 or time.monotonic() > deadline:  # payment, ship, deliver, refund
+            return len(rows)
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_is_refused(stack: Stack, workflows_before: int, case: str) -> None:
+    args = list(BAD_INPUT[case])
+    if args[0] == "refund":
+        for option, value in REFUND_DEFAULTS.items():
+            if option not in args:
+                args += [option, value]
+        refund_id = "r-bad-" + case.replace(" ", "-")
+        args += ["--refund-id", refund_id]
+        would_start = f"refund-{refund_id}"
+    else:
+        would_start = "payment-o-bad"
+    done = run(stack, *args, expect=2)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0], done.stderr
+    assert done.stdout == ""
+    # Nothing started: not the workflow this command would have started (read from the
+    # server, no visibility lag) ...
+    described = subprocess.run(
+        [temporal_cli(), "workflow", "describe", "--workflow-id", would_start, "--address", stack.temporal_address],
+        capture_output=True, text=True, timeout=15,
+    )
+    assert described.returncode != 0 and "not found" in (described.stdout + described.stderr).lower()
+    # ... and nothing else either.
+    assert len(run_json(stack, "list")) == workflows_before
+
+
+# -- the demo, as `make demo` runs it ----------------------------------------------------------
+def test_devstack_demo(tmp_path) -> None:
+    private = Stack.private(tmp_path)  # only for its free ports and files: devstack starts the parts
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "devstack.py"), "demo", "--no-wait", "--var-dir", str(tmp_path)],
+        cwd=ROOT, env=private.env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+
+    outcome = re.findall(r"^  (refund-\S+): (.+)\n  (\S+)$", done.stdout, re.MULTILINE)
+    assert len(outcome) == 4, done.stdout
+    statuses = [status for _, status, _ in outcome]
+    assert statuses[0] == "completed"
+    assert statuses[1].startswith("rejected")
+    assert re.fullmatch(r"completed \(reviewed.*\)", statuses[2])
+    assert statuses[3].startswith("failed")
+    for workflow_id, _, link in outcome:
+        assert link == f"{private.web_ui}/namespaces/default/workflows/{workflow_id}"
+    for title in ("completed refund", "rejected refund", "fraud review", "declined by the gateway"):
+        assert title in done.stdout
+    # Everything it started is stopped again.
+    assert not listening(*split_address(private.temporal_address))
+    assert not listening("127.0.0.1", int(private.gateway_url.rsplit(":", 1)[1]))
