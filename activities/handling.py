@@ -9,6 +9,8 @@ reloads and lets the owner decide again.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +23,7 @@ from domain.shared.messages import Command
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-RACE_RETRIES = 5  # in-process reloads before handing the conflict to Temporal's retry
+RACE_RETRIES = 20  # in-process reloads before handing the conflict to Temporal's retry
 
 
 def decide(uow_factory: Callable[[], Any], command: Command, owner_decides: Callable[[Any], object]) -> Outcome:
@@ -42,7 +44,7 @@ def prepare(uow_factory: Callable[[], Any], command: Command, owner_decides: Cal
 def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
     try:
         authorize(command)
-        for _ in range(RACE_RETRIES):
+        for attempt in range(RACE_RETRIES):
             try:
                 with uow_factory() as uow:
                     stored = uow.processed_result(command.command_id)
@@ -57,6 +59,9 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
                     return None, value
             except ConcurrencyConflict:
                 log.info("lost a race on %s; reloading and deciding again", command.command_id)
+                # A short random pause, growing with each loss, so that racing writers
+                # spread out instead of colliding again in lockstep.
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise ApplicationError(
             f"{command.name()} kept losing concurrency races; retrying later", type="ConcurrencyConflict"
         )

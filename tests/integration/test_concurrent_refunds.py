@@ -1,0 +1,63 @@
+"""Fifty refund requests for one order at once, through the real billing activity
+on SQLite and PostgreSQL: the total approved never exceeds what was paid, no
+update is lost, and lock contention never surfaces as a failure."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from activities.billing import BillingActivities
+from adapters.db import make_engine, upgrade
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from domain.billing.commands import MarkOrderPaid, OrderLine, PlaceOrder, RecordDelivery, RecordShipment, RequestRefund
+from domain.contracts import RefundApproved, RefundRejected
+from domain.shared.actor import Actor
+from domain.shared.money import Money
+
+T0 = datetime(2026, 11, 1, 12, tzinfo=timezone.utc)
+SYSTEM = Actor.system("test")
+
+
+def command(kind, step: str, **fields):
+    return kind(command_id=f"test/{step}", actor=SYSTEM, issued_at=T0 + timedelta(hours=1), **fields)
+
+
+def delivered_order(billing: BillingActivities, order_id: str, total: str) -> None:
+    amount = Money.of(total, "EUR")
+    billing.place_order(
+        command(PlaceOrder, f"{order_id}/place", order_id=order_id, customer_id="c-1",
+                lines=[OrderLine(description="goods", amount=amount)])
+    )
+    billing.mark_order_paid(command(MarkOrderPaid, f"{order_id}/paid", order_id=order_id, amount=amount, payment_reference="ch"))
+    billing.record_shipment(command(RecordShipment, f"{order_id}/ship", order_id=order_id, tracking="T", shipped_at=T0))
+    billing.record_delivery(command(RecordDelivery, f"{order_id}/deliver", order_id=order_id, delivered_at=T0))
+
+
+def test_fifty_simultaneous_refund_requests_never_approve_more_than_was_paid(database_url):
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    aggregates = default_aggregate_types()
+    billing = BillingActivities(lambda: SqlUnitOfWork(engine, aggregates))
+    delivered_order(billing, "o-busy", "100.00")
+
+    def request(i: int):
+        return billing.request_refund(
+            command(RequestRefund, f"refund-{i}/request", order_id="o-busy", refund_id=f"r-{i}",
+                    amount=Money.of("7.00", "EUR"), reason="race")
+        )
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(request, range(50)))  # any exception here fails the test
+
+    approved = [o for o in outcomes if o.has(RefundApproved)]
+    rejected = [o for o in outcomes if o.has(RefundRejected)]
+    assert len(approved) + len(rejected) == 50
+    assert len(approved) == 14  # 14 × 7.00 = 98.00 ≤ 100.00 < 15 × 7.00
+    with SqlUnitOfWork(engine, aggregates) as uow:
+        order = uow.orders.get("o-busy")
+    assert len(order.refunds) == 50  # every decision was saved: no lost update
+    assert order.reserved.amount == Decimal("98.00")
+    assert order.refundable.amount == Decimal("2.00")
+    engine.dispose()
