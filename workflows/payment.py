@@ -176,7 +176,9 @@ class PaymentWorkflow(Process):
         self.set_status("recovering")
         self.note(f"attempt {self.attempts} declined ({declined.decline_code}); next attempt in {wait.days} day(s)")
         while (remaining := self.next_attempt_at - workflow.now()) > timedelta(0):
-            await self.wait_for(lambda: self.new_card is not None or self.cancellation is not None, remaining)
+            await self.wait_for(
+                lambda: self.new_card is not None or self.cancellation is not None, remaining, "next capture attempt"
+            )
             if self.cancellation is not None:
                 if await self.cancel():
                     return None
@@ -246,7 +248,7 @@ class PaymentWorkflow(Process):
     async def stay_open_for_cancellation(self) -> PaymentStatus:
         while True:
             arrived = await self.wait_for(
-                lambda: self.cancellation is not None or self.delivered, OPEN_FOR_CANCELLATION
+                lambda: self.cancellation is not None or self.delivered, OPEN_FOR_CANCELLATION, "open for cancellation"
             )
             if self.cancellation is not None:
                 if await self.cancel():
@@ -342,14 +344,6 @@ class PaymentWorkflow(Process):
         self.delivered = True
 
     # -- small helpers ---------------------------------------------------------------------
-    @staticmethod
-    async def wait_for(condition, timeout: timedelta) -> bool:
-        try:
-            await workflow.wait_condition(condition, timeout=timeout)
-            return True
-        except TimeoutError:
-            return False
-
     async def notify(self, kind: str, subject: str | None = None, **facts: str) -> None:
         assert self.order is not None
         await self.send(

@@ -96,6 +96,15 @@ class Process:
         self.note(f"{summary} → {', '.join(outcome.event_names) or 'nothing new'}")
         return outcome
 
+    @staticmethod
+    async def wait_for(condition: Any, timeout: timedelta, summary: str | None = None) -> bool:
+        """Wait for a person (or another process); False when the time ran out."""
+        try:
+            await workflow.wait_condition(condition, timeout=timeout, timeout_summary=summary)
+            return True
+        except TimeoutError:
+            return False
+
     # -- what people see ----------------------------------------------------------
     def note(self, line: str) -> None:
         self.trail.append(line)

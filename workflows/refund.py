@@ -172,7 +172,7 @@ class RefundWorkflow(Process):
         self.set_status("under_review")
         self.note("waiting for a fraud analyst (reminder after 24 h, expiry after 72 h)")
         decided = lambda: self.resolution is not None  # noqa: E731
-        if not await self.wait(decided, REVIEW_REMINDER_AFTER, "fraud review reminder"):
+        if not await self.wait_for(decided, REVIEW_REMINDER_AFTER, "fraud review reminder"):
             await self.send(
                 self.command(
                     NotifyTeam,
@@ -184,7 +184,7 @@ class RefundWorkflow(Process):
                 ),
                 NOTIFY,
             )
-            if not await self.wait(decided, REVIEW_EXPIRES_AFTER - REVIEW_REMINDER_AFTER, "fraud review expiry"):
+            if not await self.wait_for(decided, REVIEW_EXPIRES_AFTER - REVIEW_REMINDER_AFTER, "fraud review expiry"):
                 self.review_closed = True
                 return await self.send(
                     self.command(ExpireFraudReview, "expire-review", refund_id=approved.refund_id), DECIDE
@@ -202,14 +202,6 @@ class RefundWorkflow(Process):
             ),
             DECIDE,
         )
-
-    @staticmethod
-    async def wait(condition, timeout: timedelta, summary: str) -> bool:
-        try:
-            await workflow.wait_condition(condition, timeout=timeout, timeout_summary=summary)
-            return True
-        except TimeoutError:
-            return False
 
     @workflow.update
     async def resolve_review(self, resolution: ReviewResolution) -> str:
