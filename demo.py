@@ -26,12 +26,17 @@ from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 WAREHOUSE = Actor(role=Role.WAREHOUSE, id="demo-warehouse")
+SCENARIO_TIMEOUT = 120.0  # seconds; each takes one or two when a worker is running
 
 
 class Demo:
     def __init__(self, client: Client, run: str) -> None:
         self.client = client
         self.run = run
+        # Customers of this run only: fraud screening counts a customer's recent refunds,
+        # so a shared customer would send the next run's refunds to a review.
+        self.customer = f"c-{run}"
+        self.as_customer = Actor(role=Role.CUSTOMER, id=self.customer)
         self.notes: dict[str, str] = {}  # workflow id -> what a person did along the way
 
     async def _start(
@@ -46,8 +51,9 @@ class Demo:
             search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in attrs.items()]),
         )
 
-    async def order(self, name: str, amount: str, card: str = "tok_visa", customer: str = "c-demo") -> str:
+    async def order(self, name: str, amount: str, card: str = "tok_visa", customer: str | None = None) -> str:
         order_id = f"{self.run}-{name}"
+        customer = customer or self.customer
         total = Money.of(amount, "EUR")
         handle = await self._start(
             PaymentWorkflow,
@@ -106,17 +112,17 @@ class Demo:
         order_id = await self.order("completed", "120.00")
         await self.ship(order_id)
         await self.deliver(order_id)
-        return await self.refund(order_id, "20.00", "one item arrived damaged", Actor.parse("customer:c-demo"))
+        return await self.refund(order_id, "20.00", "one item arrived damaged", self.as_customer)
 
     async def rejected_refund(self) -> WorkflowHandle:
         order_id = await self.order("late", "80.00")
         now = datetime.now(timezone.utc)
         await self.ship(order_id, at=now - timedelta(days=45))
         await self.deliver(order_id, at=now - timedelta(days=40))  # the 30-day window has closed
-        return await self.refund(order_id, None, "changed my mind", Actor.parse("customer:c-demo"))
+        return await self.refund(order_id, None, "changed my mind", self.as_customer)
 
     async def reviewed_refund(self) -> WorkflowHandle:
-        order_id = await self.order("reviewed", "1500.00", customer="c-big")
+        order_id = await self.order("reviewed", "1500.00", customer=f"c-big-{self.run}")
         await self.ship(order_id)
         await self.deliver(order_id)
         handle = await self.refund(order_id, None, "wrong model delivered", Actor.parse("support:sam"))
@@ -155,9 +161,12 @@ async def status_when(
     while True:
         try:
             view = await handle.query("status")
-        except (RPCError, WorkflowQueryFailedError):  # its first workflow task may not have run yet
+        except (RPCError, WorkflowQueryFailedError) as unanswered:  # its first workflow task may not have run yet
             if loop.time() > unanswered_until:
-                raise
+                raise RuntimeError(
+                    f"{handle.id} does not answer its status query ({unanswered}); "
+                    "is a worker running, and are its workflow tasks failing (see the worker's log)?"
+                ) from None
             view = None
         if view is not None:
             if done(view["status"]) or (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
@@ -180,8 +189,14 @@ async def run_demo(cli: Any) -> list[dict]:
     demo = Demo(client, run=f"demo-{datetime.now(timezone.utc):%m%d%H%M%S}-{uuid.uuid4().hex[:4]}")
     results = []
     for title, scenario in SCENARIOS:
-        handle = await scenario(demo)
-        outcome = (await handle.result()).model_dump(mode="json")
+        try:
+            handle = await asyncio.wait_for(scenario(demo), SCENARIO_TIMEOUT)
+            outcome = (await asyncio.wait_for(handle.result(), SCENARIO_TIMEOUT)).model_dump(mode="json")
+        except TimeoutError:
+            raise RuntimeError(
+                f"demo scenario {title!r} did not finish within {SCENARIO_TIMEOUT:.0f} s "
+                "(is a worker running? see its log)"
+            ) from None
         row = {
             "scenario": title,
             "workflow_id": handle.id,

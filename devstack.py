@@ -3,6 +3,7 @@
     python devstack.py demo            # start what is missing, run the demo, keep running until Ctrl-C
     python devstack.py demo --no-wait  # the same, then stop everything it started (tests, CI)
     python devstack.py up              # start the stack and keep it running until Ctrl-C
+    ... --var-dir DIR                  # the server's database and the logs under DIR, not ./var
 
 A Temporal server already listening on $TEMPORAL_ADDRESS (default localhost:7233) is
 used as it is (the search attributes are registered on it); otherwise `temporal server
@@ -323,14 +324,14 @@ class Stack:
         return process.returncode
 
     def stop(self) -> None:
-        """Stop what this Stack started: workers first (they drain), then the simulator and server together."""
-        for managed in [m for m in self.managed if m.kind == "worker"]:
-            self.stop_process(managed.process)
-        rest = list(self.managed)
-        for managed in rest:
-            _signal_group(managed.process, signal.SIGTERM)
-        for managed in rest:
-            self._reap(managed.process)
+        """Stop what this Stack started: the workers first (they drain while the server and the
+        simulator still answer), then the simulator and the server together."""
+        workers = [m for m in self.managed if m.kind == "worker"]
+        for group in (workers, [m for m in self.managed if m not in workers]):
+            for managed in group:
+                _signal_group(managed.process, signal.SIGTERM)
+            for managed in group:
+                self._reap(managed.process)
 
     def running(self) -> list[Managed]:
         return [m for m in self.managed if m.process.poll() is None]

@@ -24,13 +24,13 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from adapters import db
 from adapters.settings import Settings, load
@@ -255,10 +255,12 @@ class Cli:
         handle = client.get_workflow_handle(self.args.workflow_id)
         try:
             description = await handle.describe()
-        except RPCError:
+        except RPCError as missing:
+            if missing.status != RPCStatusCode.NOT_FOUND:
+                raise
             raise UsageError(f"no workflow {self.args.workflow_id!r}") from None
         try:
-            view = (await handle.query("status")).copy()
+            view = (await handle.query("status", rpc_timeout=timedelta(seconds=5))).copy()
         except Exception:  # no worker to answer: fall back to what the server knows
             flow = description.typed_search_attributes.get(FLOW_STATUS)
             view = {"status": flow or description.status.name.lower(), "trail": []}
@@ -390,7 +392,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starter.py: {failed}: {failed.cause}", file=sys.stderr)
         return 1
     except RuntimeError as trouble:  # e.g. connection refused while connecting
-        print(f"starter.py: {trouble}", file=sys.stderr)
+        if str(trouble).startswith("Failed client connect"):
+            print(
+                f"starter.py: cannot reach Temporal at {settings.temporal_address} "
+                "(is it running? `python devstack.py up` starts one)",
+                file=sys.stderr,
+            )
+        else:
+            print(f"starter.py: {trouble}", file=sys.stderr)
         return 1
     return 0
 

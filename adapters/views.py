@@ -33,15 +33,20 @@ class OrderView(BaseModel):
     reserved: str
     refundable: str
     fulfilment: str
+    cancelled: bool = False
     refunds: list[RefundLine]
     captures: list[dict[str, str]] = []
+    invoice_number: str = ""
 
     def describe(self) -> str:
         lines = [
-            f"order {self.order_id} (customer {self.customer_id}), {self.fulfilment}",
+            f"order {self.order_id} (customer {self.customer_id}), {self.fulfilment}"
+            + (", cancelled" if self.cancelled else ""),
             f"  total {self.total}  paid {self.paid}  refunded {self.refunded}  "
             f"in flight {self.reserved}  refundable {self.refundable}",
         ]
+        if self.invoice_number:
+            lines.append(f"  invoice {self.invoice_number}")
         for c in self.captures:
             lines.append(f"  payment attempt {c['attempt_id']}: {c['status']} {c['detail']}".rstrip())
         for r in self.refunds:
@@ -63,6 +68,7 @@ def order_view(database_url: str, order_id: str) -> OrderView | None:
         if order is None:
             return None
         payment = uow.payments.find(order_id)
+        invoice = uow.invoices.for_order(order_id)
     money = lambda m: str(m) if m is not None else "—"  # noqa: E731
     return OrderView(
         order_id=order.id,
@@ -74,6 +80,8 @@ def order_view(database_url: str, order_id: str) -> OrderView | None:
         reserved=money(order.reserved),
         refundable=money(order.refundable),
         fulfilment=order.fulfilment.value,
+        cancelled=order.cancelled,
+        invoice_number=invoice.id if invoice else "",
         refunds=[
             RefundLine(
                 refund_id=r.refund_id,

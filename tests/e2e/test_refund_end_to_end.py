@@ -152,25 +152,41 @@ def test_bad_input_is_refused(stack: Stack, workflows_before: int, case: str) ->
 
 
 # -- the demo, as `make demo` runs it ----------------------------------------------------------
-def test_devstack_demo(tmp_path) -> None:
-    private = Stack.private(tmp_path)  # only for its free ports and files: devstack starts the parts
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "devstack.py"), "demo", "--no-wait", "--var-dir", str(tmp_path)],
-        cwd=ROOT, env=private.env, capture_output=True, text=True, timeout=120,
+def run_devstack(*args: str, env: dict[str, str], timeout: float = 150) -> subprocess.CompletedProcess:
+    """`python devstack.py ARGS`; when it takes too long it gets SIGTERM (and so stops what
+    it started) rather than the SIGKILL of subprocess.run, which would orphan its children."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "devstack.py"), *args], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        stdout, stderr = process.communicate(timeout=60)
+        pytest.fail(f"devstack.py {' '.join(args)} took over {timeout:.0f} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
-    outcome = re.findall(r"^  (refund-\S+): (.+)\n  (\S+)$", done.stdout, re.MULTILINE)
-    assert len(outcome) == 4, done.stdout
-    statuses = [status for _, status, _ in outcome]
-    assert statuses[0] == "completed"
-    assert statuses[1].startswith("rejected")
-    assert re.fullmatch(r"completed \(reviewed.*\)", statuses[2])
-    assert statuses[3].startswith("failed")
-    for workflow_id, _, link in outcome:
-        assert link == f"{private.web_ui}/namespaces/default/workflows/{workflow_id}"
-    for title in ("completed refund", "rejected refund", "fraud review", "declined by the gateway"):
-        assert title in done.stdout
-    # Everything it started is stopped again.
-    assert not listening(*split_address(private.temporal_address))
-    assert not listening("127.0.0.1", int(private.gateway_url.rsplit(":", 1)[1]))
+
+def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
+    """`devstack.py demo --no-wait` on private ports; the second run finds the first run's
+    server database, SQLite database and mailbox (as a second `make demo` does)."""
+    private = Stack.private(tmp_path)  # only for its free ports and files: devstack starts the parts
+    for run in (1, 2):
+        done = run_devstack("demo", "--no-wait", "--var-dir", str(tmp_path), env=private.env)
+        assert done.returncode == 0, f"run {run}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+
+        outcome = re.findall(r"^  (refund-\S+): (.+)\n  (\S+)$", done.stdout, re.MULTILINE)
+        assert len(outcome) == 4, done.stdout
+        statuses = [status for _, status, _ in outcome]
+        assert statuses[0] == "completed", done.stdout
+        assert statuses[1].startswith("rejected"), done.stdout
+        assert re.fullmatch(r"completed \(reviewed.*\)", statuses[2]), done.stdout
+        assert statuses[3].startswith("failed"), done.stdout
+        for workflow_id, _, link in outcome:
+            assert link == f"{private.web_ui}/namespaces/default/workflows/{workflow_id}"
+        for title in ("completed refund", "rejected refund", "fraud review", "declined by the gateway"):
+            assert title in done.stdout
+        # Everything it started is stopped again.
+        assert not listening(*split_address(private.temporal_address))
+        assert not listening("127.0.0.1", int(private.gateway_url.rsplit(":", 1)[1]))
