@@ -41,7 +41,7 @@ from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import DomainError
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
-from workflows.payment import OrderRequest, PaymentWorkflow
+from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import CUSTOMER_ID, FLOW_STATUS, FLOWS_QUEUE, ORDER_ID, REFUND_ID
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
@@ -85,6 +85,13 @@ def amount(text: str) -> str:
 def currency(text: str) -> str:
     if text not in CURRENCY_EXPONENTS:
         raise argparse.ArgumentTypeError(f"unknown currency {text!r} (ISO 4217, e.g. EUR, USD, JPY)")
+    return text
+
+
+def flow_status(text: str) -> str:
+    # Goes into a visibility query: only plain status words, never quotes.
+    if not re.fullmatch(r"[a-z_]{1,40}", text):
+        raise argparse.ArgumentTypeError(f"not a flow status: {text!r} (e.g. completed, under_review, recovering)")
     return text
 
 
@@ -250,6 +257,41 @@ class Cli:
         self.out(f"refund-{a.refund_id}: {a.decision}d by {a.actor}; refund is now {status}", status=status)
         return status
 
+    async def update_payment_method(self) -> str:
+        a = self.args
+        order = self.existing_order(a.order_id)
+        given_by = a.actor or Actor(role=Role.CUSTOMER, id=order.customer_id)
+        status = await self._update_payment(
+            PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token=a.card, given_by=given_by), "new card"
+        )
+        self.out(f"payment-{a.order_id}: new card taken; the order is now {status}", status=status)
+        return status
+
+    async def cancel(self) -> str:
+        a = self.args
+        self.existing_order(a.order_id)
+        status = await self._update_payment(
+            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=a.actor, reason=a.reason), "cancellation"
+        )
+        self.out(f"payment-{a.order_id}: cancelled by {a.actor}; the order is now {status}", status=status)
+        return status
+
+    async def _update_payment(self, update, request, what: str) -> str:
+        """Send an Update to the order's payment process; its validator and the
+        owners behind it answer, and a refusal is one clear line."""
+        client = await self.client()
+        handle = client.get_workflow_handle(f"payment-{self.args.order_id}")
+        try:
+            return await handle.execute_update(update, request)
+        except WorkflowUpdateFailedError as refused:
+            raise UsageError(f"{what} refused: {refused.cause or refused}") from None
+        except RPCError as closed:
+            if closed.status == RPCStatusCode.NOT_FOUND:
+                raise UsageError(
+                    f"the payment process of order {self.args.order_id!r} has ended; nothing to change there"
+                ) from None
+            raise
+
     async def status(self) -> dict:
         client = await self.client()
         handle = client.get_workflow_handle(self.args.workflow_id)
@@ -305,6 +347,14 @@ class Cli:
 
 def _describe(workflow_id: str, view: dict) -> str:
     lines = [f"{workflow_id}: {view.get('status')}" + (f" ({view['reason']})" if view.get("reason") else "")]
+    if view.get("attempts"):
+        lines.append(f"  capture attempts: {view['attempts']}")
+    if view.get("next_attempt_at"):
+        lines.append(f"  next attempt at: {view['next_attempt_at']}")
+    if view.get("invoice_number"):
+        lines.append(f"  invoice: {view['invoice_number']}")
+    if view.get("refund_workflow_id"):
+        lines.append(f"  refund: {view['refund_workflow_id']}")
     lines += [f"  {i}. {step}" for i, step in enumerate(view.get("trail", []), 1)]
     return "\n".join(lines)
 
@@ -352,6 +402,16 @@ def build_parser() -> CliParser:
     p.add_argument("--as", dest="actor", required=True, type=actor, help="fraud_analyst:ID")
     p.add_argument("--note", default="")
 
+    p = verbs.add_parser("update-payment-method", parents=[common], help="give a recovering order a new card")
+    p.add_argument("--order-id", required=True, type=identifier)
+    p.add_argument("--card", required=True, type=identifier, help="the new card token")
+    p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID (default: the order's customer)")
+
+    p = verbs.add_parser("cancel", parents=[common], help="cancel an order (billing decides)")
+    p.add_argument("--order-id", required=True, type=identifier)
+    p.add_argument("--as", dest="actor", required=True, type=actor, help="ROLE:ID, e.g. customer:c-1 or support:sam")
+    p.add_argument("--reason", default="cancelled on request")
+
     p = verbs.add_parser("status", parents=[common], help="a workflow's status and trail")
     p.add_argument("workflow_id", type=identifier)
 
@@ -359,7 +419,7 @@ def build_parser() -> CliParser:
     p.add_argument("order_id", type=identifier)
 
     p = verbs.add_parser("list", parents=[common], help="list workflows")
-    p.add_argument("--status", type=identifier, help="only this flow status (e.g. completed, under_review)")
+    p.add_argument("--status", type=flow_status, help="only this flow status (e.g. completed, under_review)")
 
     verbs.add_parser("demo", parents=[common], help="run the demo scenarios against a running worker")
 

@@ -278,12 +278,11 @@ class PaymentWorkflow(Process):
             self.cancellation = None
             return False
         self.reason = request.reason
+        self.set_status("cancelled")
+        self.cancellation_answer = self.status  # the Update answers now; a refund may follow
         await self.notify("order_cancelled", reason=request.reason)
         if owed := cancelled.first(RefundOwed):
             await self.refund(owed)
-        else:
-            self.set_status("cancelled")
-        self.cancellation_answer = self.status
         return True
 
     async def refund(self, owed: RefundOwed) -> None:
@@ -302,7 +301,8 @@ class PaymentWorkflow(Process):
             static_summary=f"Refund of cancelled order {owed.order_id}",
         )
         self.note(f"child {self.refund_workflow_id} ended {result.status}")
-        self.set_status("refunded" if result.status == "completed" else "cancelled")
+        if result.status == "completed":
+            self.set_status("refunded")
 
     # -- people ---------------------------------------------------------------------------
     @workflow.update

@@ -99,6 +99,32 @@ def test_the_customer_got_one_message(stack: Stack, refund: dict) -> None:
     assert completed[0]["subject"] == REFUND
 
 
+# -- a payment recovered with a new card ------------------------------------------------------
+def test_a_declined_payment_is_recovered_with_a_new_card(stack: Stack) -> None:
+    placed = run_json(
+        stack, "place-order", "--order-id", "o-recover", "--customer", "c-9",
+        "--amount", "45.00", "--currency", "EUR", "--card", "tok_capture_declined", "--wait",
+    )
+    assert (placed["status"], placed["attempts"], placed["next_attempt_at"] is not None) == ("recovering", 1, True)
+
+    answer = run_json(stack, "update-payment-method", "--order-id", "o-recover", "--card", "tok_visa")
+    status = run_json(stack, "status", "payment-o-recover")
+    order = run_json(stack, "order", "o-recover")
+
+    assert answer["status"] == "paid"
+    assert (status["status"], status["attempts"]) == ("paid", 2)
+    assert order["paid"] == "45.00 EUR" and order["invoice_number"] == status["invoice_number"] != ""
+    assert [c["status"] for c in order["captures"]] == ["declined", "captured"]
+    captures = [c for c in read_ledger(stack.gateway_url)["captures"] if c["reference"] == "o-recover"]
+    assert len(captures) == 1
+
+
+def test_a_delivered_order_can_no_longer_be_cancelled(stack: Stack, refund: dict) -> None:
+    done = run(stack, "cancel", "--order-id", ORDER, "--as", "customer:c-1", expect=2)
+    assert "has ended" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert run_json(stack, "order", ORDER)["cancelled"] is False
+
+
 # -- bad input: exit code 2, one line on stderr, nothing started ---------------------------
 BAD_INPUT = {
     "negative amount": ("refund", "--order-id", ORDER, "--amount", "-5"),
@@ -176,16 +202,22 @@ def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
         done = run_devstack("demo", "--no-wait", "--var-dir", str(tmp_path), env=private.env)
         assert done.returncode == 0, f"run {run}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
 
-        outcome = re.findall(r"^  (refund-\S+): (.+)\n  (\S+)$", done.stdout, re.MULTILINE)
-        assert len(outcome) == 4, done.stdout
+        outcome = re.findall(r"^  ((?:refund|payment)-\S+): (.+)\n  (\S+)$", done.stdout, re.MULTILINE)
+        assert len(outcome) == 7, done.stdout
         statuses = [status for _, status, _ in outcome]
         assert statuses[0] == "completed", done.stdout
         assert statuses[1].startswith("rejected"), done.stdout
         assert re.fullmatch(r"completed \(reviewed.*\)", statuses[2]), done.stdout
         assert statuses[3].startswith("failed"), done.stdout
+        assert statuses[4].startswith("paid (declined, then paid with a new card"), done.stdout
+        assert statuses[5].startswith("abandoned (hard_decline:card_stolen"), done.stdout
+        assert statuses[6].startswith("refunded"), done.stdout
         for workflow_id, _, link in outcome:
             assert link == f"{private.web_ui}/namespaces/default/workflows/{workflow_id}"
-        for title in ("completed refund", "rejected refund", "fraud review", "declined by the gateway"):
+        for title in (
+            "completed refund", "rejected refund", "fraud review", "declined by the gateway",
+            "recovered with a new card", "hard decline", "cancelled in transit",
+        ):
             assert title in done.stdout
         # Everything it started is stopped again.
         assert not listening(*split_address(private.temporal_address))

@@ -112,7 +112,7 @@ async def test_cancelling_a_paid_order_in_transit_refunds_it_and_intercepts_the_
     result = await handle.result()
     await keep_history(handle, "payment_cancelled_and_refunded")
 
-    assert (answer, result.status) == ("refunded", "refunded")
+    assert (answer, result.status) == ("cancelled", "refunded")
     child = await harness.client.get_workflow_handle(result.refund_workflow_id).query("status")
     assert child["status"] == "completed"
     charge = harness.payment(order_id).capture.gateway_reference
