@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -15,14 +16,26 @@ from devstack import Stack, log_tail
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack.private(tmp_path_factory.mktemp("stack")) as private:
-        try:
-            private.up()
-        except RuntimeError as failed:
-            pytest.fail(f"{failed}\n{getattr(failed, 'tail', lambda: '')()}")
+    with _started_private_stack(tmp_path_factory) as private:
         yield private
-        for managed in private.exited():  # a part that died mid-test explains odd failures
-            print(f"{managed.name} exited with {managed.process.returncode}:\n{log_tail(managed.log)}")
+
+
+@contextmanager
+def _started_private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Free ports are only free when chosen: another process may take one before our
+    server binds it. Then start over on other ports (three tries)."""
+    for attempt in range(3):
+        with Stack.private(tmp_path_factory.mktemp("stack")) as private:
+            try:
+                private.up()
+            except RuntimeError as failed:
+                if "already in use" in str(failed) and attempt < 2:
+                    continue
+                pytest.fail(f"{failed}\n{getattr(failed, 'tail', lambda: '')()}")
+            yield private
+            for managed in private.exited():  # a part that died mid-test explains odd failures
+                print(f"{managed.name} exited with {managed.process.returncode}:\n{log_tail(managed.log)}")
+            return
 
 
 def run(stack: Stack, *args: str, expect: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess:
