@@ -31,6 +31,9 @@ class Message(BaseModel):
             value = getattr(self, name)
             if isinstance(value, datetime) and value.tzinfo is None:
                 raise ValueError(f"{name} must carry a time zone")
+            # Text is stored verbatim, but no database stores a NUL character.
+            if isinstance(value, str) and "\x00" in value:
+                raise ValueError(f"{name} contains a NUL character")
         return self
 
 
