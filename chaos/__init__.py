@@ -1,0 +1,1 @@
+"""Chaos harness for settleflow: `python -m chaos.run` (see chaos/README.md)."""
