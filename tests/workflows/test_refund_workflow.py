@@ -250,3 +250,20 @@ async def wait_for_status(handle, status: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{handle.id} never reached {status}")
+
+
+async def test_a_review_decision_the_workflow_does_not_know_is_refused_and_changes_nothing(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    handle = await start_refund(harness, order_id)
+    await wait_for_status(handle, "under_review")
+
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(
+            "resolve_review", {"decision": "maybe", "reviewer": {"role": "fraud_analyst", "id": "a"}}
+        )
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update("resolve_review", {"decision": "approve", "reviewer": {"role": "pirate", "id": "x"}})
+
+    assert (await handle.query(RefundWorkflow.status_view)).status == "under_review"
+    with harness.uow_factory() as uow:
+        assert uow.fraud_reviews.get(handle.id.removeprefix("refund-")).status == "open"
