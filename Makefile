@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo up test unit histories clean
+.PHONY: install demo up test unit histories bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ unit: install
 ## Re-record the workflow histories the replay tests check (commit the result).
 histories: install
 	SETTLEFLOW_RECORD_HISTORIES=1 $(PY) -m pytest tests/workflows -q
+
+## Refund throughput against a no-op baseline on the same dev server (figures printed).
+bench: install
+	$(PY) -m bench.refund_throughput
+
+## Faults under load: worker SIGKILLs, a server restart, gateway 5xx/timeouts; checks money moved once.
+chaos: install
+	$(PY) -m chaos.run
 
 clean:
 	rm -rf var .pytest_cache .hypothesis

@@ -62,6 +62,7 @@ class Run:
     outbox_per: list[int] = field(default_factory=list)
     inbox_per: list[int] = field(default_factory=list)
     history_per: list[int] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per part during the run
 
     @property
     def rate(self) -> float:
@@ -129,10 +130,12 @@ class Bench:
             result = await handle.result()
             return time.monotonic() - t0, result.status, handle.id
 
+        cpu0 = cpu_by_kind(self.stack)
         started = time.monotonic()
         done = await asyncio.gather(*(one(o, c) for o, c in orders))
         seconds = time.monotonic() - started
         run = Run(label, len(orders), workers, seconds, [d[0] for d in done])
+        run.cpu = cpu_delta(cpu0, cpu_by_kind(self.stack))
         for _, status, _ in done:
             run.statuses[status] = run.statuses.get(status, 0) + 1
         ids = self.last_ids = [d[2] for d in done]
@@ -172,18 +175,67 @@ class Bench:
             assert done == calls
             return time.monotonic() - t0
 
+        cpu0 = cpu_by_kind(self.stack)
         started = time.monotonic()
         latencies = await asyncio.gather(*(one(i) for i in range(n)))
         run = Run(label, n, workers, time.monotonic() - started, list(latencies))
+        run.cpu = cpu_delta(cpu0, cpu_by_kind(self.stack))
         run.history_per = await self.history_lengths([f"baseline-{self.tag}-{label}-{i}" for i in range(n)])
         log(f"{label}: {n} baseline workflows in {run.seconds:.1f} s = {run.rate:.2f}/s")
         return run
+
+
+FOREIGN: list[str] = []  # other stacks' processes seen when ours came up
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_kind(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each kind of part this stack started (summed over
+    each part's process group), plus this benchmark process itself ("client")."""
+    groups = {m.process.pid: m.kind for m in stack.managed}
+    used: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = groups.get(int(fields[2]))  # fields[2] = pgrp
+        if kind:
+            used[kind] = used.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    own = os.times()
+    used["client"] = own.user + own.system
+    return used
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("temporal", "worker", "gateway", "client")}
 
 
 def start_baseline_worker(stack: Stack):
     managed = stack._spawn("worker", [sys.executable, "-m", "bench.baseline_worker", "--threads", str(THREADS)])
     stack._wait(managed, lambda: READY_LINE in managed.log.read_text(errors="replace"), f'no "{READY_LINE}" line')
     return managed.process
+
+
+def foreign_load(stack: Stack) -> list[str]:
+    """Other Temporal servers / settleflow workers on this machine (not ours): they share the cores."""
+    ours = {m.process.pid for m in stack.managed} | {os.getpid()}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            pgrp = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2])
+        except (OSError, IndexError, ValueError):
+            continue
+        if pgrp in ours or int(entry.name) in ours:
+            continue
+        if ("start-dev" in cmd and "temporal" in cmd) or "worker.py" in cmd or "gateway_sim" in cmd:
+            found.append(cmd.strip()[:90])
+    return found
 
 
 def machine() -> list[str]:
@@ -219,6 +271,12 @@ def report(runs: list[Run], baselines: list[Run], calls: int, n: int) -> None:
     print("settleflow refund throughput")
     for line in machine():
         print("  " + line)
+    print(f"  load average at the end: {Path('/proc/loadavg').read_text().split()[:3]}")
+    if FOREIGN:
+        print(f"  WARNING: {len(FOREIGN)} other Temporal/settleflow processes were running on this machine "
+              "(they share the cores; figures are noisier):")
+        for line in FOREIGN[:5]:
+            print(f"    {line}")
     print(f"  worker threads: {THREADS}; warm-up per measurement: {WARMUP}; database: SQLite (WAL)")
     print(f"  activity calls per happy-path refund (ActivityTaskScheduled in its history): {calls}")
     print()
@@ -229,6 +287,17 @@ def report(runs: list[Run], baselines: list[Run], calls: int, n: int) -> None:
     for r in [*runs, *baselines]:
         print(f"{r.label:<30}{r.n:>5}{r.workers:>8}{r.seconds:>8.2f}{r.rate:>8.2f}{r.pct(50):>8.2f}{r.pct(95):>8.2f}"
               f"{spread(r.outbox_per):>11}{spread(r.inbox_per):>10}{spread(r.history_per):>11}")
+    print()
+    print("CPU seconds used during each run (summed over each part's processes), and cores kept busy:")
+    head2 = f"{'run':<30}{'temporal':>10}{'workers':>10}{'gateway':>10}{'client':>10}{'total':>8}{'cores':>7}" \
+            f"{'ms CPU/wf':>11}"
+    print(head2)
+    print("-" * len(head2))
+    for r in [*runs, *baselines]:
+        total = sum(r.cpu.values())
+        print(f"{r.label:<30}{r.cpu.get('temporal', 0):>10.2f}{r.cpu.get('worker', 0):>10.2f}"
+              f"{r.cpu.get('gateway', 0):>10.2f}{r.cpu.get('client', 0):>10.2f}{total:>8.2f}"
+              f"{total / r.seconds:>7.2f}{1000 * total / r.n:>11.1f}")
     print()
     by = {r.label: r for r in [*runs, *baselines]}
     for r in runs:
@@ -262,6 +331,7 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         stack.start_gateway()
         primary = 2 if args.workers == "2" else 1
         worker_procs = [stack.start_worker() for _ in range(primary)]
+        FOREIGN.extend(foreign_load(stack))
         log(f"stack up: Temporal {stack.temporal_address}, {primary} worker.py process(es), files in {base}")
         client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
                                       data_converter=pydantic_data_converter)
