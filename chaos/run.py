@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -42,12 +41,12 @@ from temporalio.client import (  # noqa: E402
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.exceptions import WorkflowAlreadyStartedError  # noqa: E402
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
 from adapters import db  # noqa: E402
 from adapters.gateway_client import configure, read_ledger  # noqa: E402
 from adapters.inspection import outbox_rows  # noqa: E402
-from adapters.mailbox import FileMailbox  # noqa: E402
 from adapters.tables import notifications  # noqa: E402
 from adapters.views import order_view  # noqa: E402
 from devstack import Stack  # noqa: E402
@@ -112,6 +111,7 @@ class Config:
     timeout: float
     refund_share: float = 0.85
     duplicate_share: float = 0.5
+    late_refund_share: float = 0.15
     keep: bool = False
 
 
@@ -128,7 +128,7 @@ class Chaos:
         self.run_tag = f"{cfg.seed}"
         self.workers: list[Any] = []
         self.temporal: Any = None
-        self.driving_done = asyncio.Event()
+        self.worker_lock = asyncio.Lock()  # one change to the worker list at a time
         self.deadline = 0.0
 
     # -- resilient client calls ----------------------------------------------------------
@@ -277,6 +277,20 @@ class Chaos:
             refunds.append(refund)
         for refund in refunds:
             await self.until(refund, lambda s: s in REFUND_FINAL, closed_too=True)
+        if self.rng.random() < self.cfg.duplicate_share / 2:
+            # the same refund id again after it closed: REJECT_DUPLICATE still refuses it
+            await self.duplicate_start(request, f"refund-{request.refund_id}", attrs)
+        if self.rng.random() < self.cfg.late_refund_share:
+            # the whole amount once more: billing rejects it (or, after a declined refund,
+            # approves it and the gateway declines it again)
+            refund_id = f"{order.order_id}-late"
+            order.refund_ids.append(refund_id)
+            request = RefundRequest(refund_id=refund_id, order_id=order.order_id,
+                                    amount=Money.of(order.amount, CURRENCY),
+                                    reason="chaos: asked again", requested_by=customer)
+            late = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund",
+                                    {ORDER_ID: order.order_id, REFUND_ID: refund_id})
+            await self.until(late, lambda s: s in REFUND_FINAL, closed_too=True)
 
     async def recover(self, handle: WorkflowHandle, card: str, customer: Actor) -> dict:
         """Give a recovering payment a new card until it is paid or abandoned."""
@@ -309,14 +323,15 @@ class Chaos:
 
     # -- faults ----------------------------------------------------------------------------
     async def kill_a_worker(self) -> None:
-        index = self.rng.randrange(len(self.workers))
-        victim = self.workers[index]
-        log(f"fault: SIGKILL worker pid {victim.pid}")
-        await asyncio.to_thread(self.stack.kill_process, victim)
-        self.faults.kills += 1
-        await asyncio.sleep(self.rng.uniform(0.5, 3.0))
-        self.workers[index] = await asyncio.to_thread(self.stack.start_worker)
-        log(f"worker restarted as pid {self.workers[index].pid}")
+        async with self.worker_lock:
+            index = self.rng.randrange(len(self.workers))
+            victim = self.workers[index]
+            log(f"fault: SIGKILL worker pid {victim.pid}")
+            await asyncio.to_thread(self.stack.kill_process, victim)
+            self.faults.kills += 1
+            await asyncio.sleep(self.rng.uniform(0.5, 3.0))  # down for a moment: its tasks time out
+            self.workers[index] = await asyncio.to_thread(self.stack.start_worker)
+            log(f"worker restarted as pid {self.workers[index].pid}")
 
     async def restart_server(self) -> None:
         hard = self.rng.random() < 0.5
@@ -335,12 +350,13 @@ class Chaos:
         """Workers that exit by themselves (e.g. while the server is down) are restarted."""
         while True:
             await asyncio.sleep(2.0)
-            for index, worker in enumerate(list(self.workers)):
-                if worker.poll() is not None:
-                    log(f"worker pid {worker.pid} exited by itself (code {worker.returncode}): restarting")
-                    self.faults.worker_exits_restarted += 1
-                    self.stack._forget(worker)  # noqa: SLF001 — release its log file
-                    self.workers[index] = await asyncio.to_thread(self.stack.start_worker)
+            async with self.worker_lock:
+                for index, worker in enumerate(list(self.workers)):
+                    if worker.poll() is not None:
+                        log(f"worker pid {worker.pid} exited by itself (code {worker.returncode}): restarting")
+                        self.faults.worker_exits_restarted += 1
+                        self.stack._forget(worker)  # noqa: SLF001 — release its log file
+                        self.workers[index] = await asyncio.to_thread(self.stack.start_worker)
 
     async def inject(self, started: float) -> None:
         low, high = self.cfg.fault_window
@@ -579,8 +595,11 @@ async def amain(cfg: Config, stack: Stack) -> int:
     await asyncio.to_thread(stack.start_gateway)
     knobs = configure(stack.gateway_url, error_rate=0.1, latency_ms=25, hang_seconds=5, seed=cfg.seed)
     workers = [await asyncio.to_thread(stack.start_worker) for _ in range(2)]
+    # the client's core logs every retried call while the server is down: keep errors only
+    quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+        filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
     client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
-                                  data_converter=pydantic_data_converter)
+                                  data_converter=pydantic_data_converter, runtime=quiet)
     chaos = Chaos(cfg, stack, client)
     chaos.temporal, chaos.workers = chaos_temporal, workers
     chaos.faults.error_rate, chaos.faults.latency_ms = knobs.get("error_rate", 0.1), knobs.get("latency_ms", 25)
@@ -643,8 +662,8 @@ def parse(argv: list[str] | None) -> Config:
     seed = args.seed if args.seed is not None else int(time.time()) % 100000
     if args.quick:
         return Config(orders=args.orders or 20, kills=args.kills if args.kills is not None else 2, seed=seed,
-                      concurrency=args.concurrency or 20, fault_window=(2.0, 12.0),
-                      timeout=args.timeout or 100.0, keep=args.keep)
+                      concurrency=args.concurrency or 20, fault_window=(1.0, 8.0),
+                      timeout=args.timeout or 150.0, keep=args.keep)
     kills = args.kills if args.kills is not None else 5
     return Config(orders=args.orders or 200, kills=kills, seed=seed, concurrency=args.concurrency or 25,
                   fault_window=(5.0, 5.0 + 12.0 * max(kills, 2)), timeout=args.timeout or 900.0, keep=args.keep)
