@@ -22,6 +22,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -40,13 +41,15 @@ from demo import run_demo, status_when
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import DomainError
+from domain.shared.messages import ID_MAX
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
 from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import CUSTOMER_ID, FLOW_STATUS, FLOWS_QUEUE, ORDER_ID, REFUND_ID
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
-MAX_ID = 200
+MAX_ID = ID_MAX  # the domain's limit for ids people give
+MAX_TEXT = 2000  # a reason or a note: what the owners' commands accept
 PLAIN_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
@@ -65,8 +68,23 @@ def identifier(text: str) -> str:
         raise argparse.ArgumentTypeError("an id cannot be empty")
     if len(text) > MAX_ID:
         raise argparse.ArgumentTypeError(f"an id can have at most {MAX_ID} characters")
-    if any(ord(c) < 32 for c in text):
-        raise argparse.ArgumentTypeError("an id cannot contain control characters")
+    # Cc: C0, DEL and C1 controls; Zl, Zp: Unicode line and paragraph separators.
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
+        raise argparse.ArgumentTypeError("an id cannot contain control characters or line breaks")
+    return text
+
+
+def reason(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a reason cannot be empty")
+    if len(text) > MAX_TEXT:
+        raise argparse.ArgumentTypeError(f"a reason can have at most {MAX_TEXT} characters")
+    return text
+
+
+def note(text: str) -> str:
+    if len(text) > MAX_TEXT:
+        raise argparse.ArgumentTypeError(f"a note can have at most {MAX_TEXT} characters")
     return text
 
 
@@ -96,6 +114,9 @@ def flow_status(text: str) -> str:
 
 
 def actor(text: str) -> Actor:
+    _, sep, actor_id = text.partition(":")
+    if sep and actor_id:
+        identifier(actor_id)  # the same rules as any other id
     try:
         return Actor.parse(text)
     except DomainError as bad:
@@ -391,7 +412,7 @@ def build_parser() -> CliParser:
     p = verbs.add_parser("refund", parents=[common], help="ask for a refund")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--amount", type=amount, help="default: everything still refundable")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, type=reason)
     p.add_argument("--as", dest="actor", required=True, type=actor, help="ROLE:ID, e.g. customer:c-1")
     p.add_argument("--refund-id", type=identifier, help="default: a new id")
     p.add_argument("--wait", action="store_true", help="wait for the final status")
@@ -400,7 +421,7 @@ def build_parser() -> CliParser:
     p.add_argument("refund_id", type=identifier)
     p.add_argument("decision", choices=[d.value for d in ReviewDecision])
     p.add_argument("--as", dest="actor", required=True, type=actor, help="fraud_analyst:ID")
-    p.add_argument("--note", default="")
+    p.add_argument("--note", default="", type=note)
 
     p = verbs.add_parser("update-payment-method", parents=[common], help="give a recovering order a new card")
     p.add_argument("--order-id", required=True, type=identifier)
@@ -410,7 +431,7 @@ def build_parser() -> CliParser:
     p = verbs.add_parser("cancel", parents=[common], help="cancel an order (billing decides)")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--as", dest="actor", required=True, type=actor, help="ROLE:ID, e.g. customer:c-1 or support:sam")
-    p.add_argument("--reason", default="cancelled on request")
+    p.add_argument("--reason", default="cancelled on request", type=reason)
 
     p = verbs.add_parser("status", parents=[common], help="a workflow's status and trail")
     p.add_argument("workflow_id", type=identifier)
@@ -431,8 +452,6 @@ def build_parser() -> CliParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if getattr(args, "reason", None) is not None and not args.reason.strip():
-        parser.error("--reason cannot be empty")
     settings = load()
     if args.address:
         settings.temporal_address = args.address

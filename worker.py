@@ -62,7 +62,21 @@ def build_workers(
     workers = []
     for queue in queues:
         if queue == FLOWS_QUEUE:
-            workers.append(Worker(client, task_queue=queue, workflows=WORKFLOWS, **options))
+            # The process managers, and every owner's activities for the steps they run
+            # as local activities (Step.local): those never leave this worker.
+            local = [a for owner in OWNER_QUEUES for a in activities_for(owner, deps.uow_factory, deps.gateway, deps.mailbox)]
+            workers.append(
+                Worker(
+                    client,
+                    task_queue=queue,
+                    workflows=WORKFLOWS,
+                    activities=local,
+                    activity_executor=executor,
+                    max_concurrent_local_activities=executor._max_workers,
+                    max_concurrent_activities=1,  # nothing is scheduled on this queue remotely
+                    **options,
+                )
+            )
         else:
             workers.append(
                 Worker(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Row, Table, insert, select, update
+from sqlalchemy import Connection, Row, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.shared.aggregate import AggregateRoot
@@ -48,6 +48,9 @@ def is_unique_violation(error: IntegrityError) -> bool:
         return sqlstate == "23505"
     name = getattr(original, "sqlite_errorname", "")  # sqlite3
     return name in {"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"}
+
+
+CUSTOMER_SCREENING_LOCK = 0x5F5C  # the advisory-lock key space of per-customer fraud screening
 
 
 class SqlRepository(Generic[A]):
@@ -160,7 +163,18 @@ class SqlRepository(Generic[A]):
 
 class FraudReviewRepository(SqlRepository[A]):
     def for_customer(self, customer_id: str) -> list[A]:
-        """Every review of this customer's refunds (the screening looks at their history)."""
+        """Every review of this customer's refunds (the screening looks at their history).
+
+        Screening reads this history and adds a review to it; two screenings of the same
+        customer at once would each miss the other ("a third refund within 7 days" could
+        slip through). So the read holds a per-customer lock until the transaction ends:
+        a transaction-level advisory lock on PostgreSQL; on SQLite every unit of work
+        already begins with BEGIN IMMEDIATE, one writer at a time."""
+        if self.connection.dialect.name == "postgresql":
+            self.connection.execute(
+                text("SELECT pg_advisory_xact_lock(:space, hashtext(:customer))"),
+                {"space": CUSTOMER_SCREENING_LOCK, "customer": customer_id},
+            )
         return self._track_all(self._select_where(self.table.c.customer_id == customer_id))
 
 

@@ -41,8 +41,10 @@ from workflows.refund import RefundRequest, RefundWorkflow
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 from bench.baseline import BASELINE_FLOWS_QUEUE, BaselineWorkflow
+from bench.profile import Profiler, summarize
 
 THREADS = 16  # worker.py's default --threads; the baseline worker gets the same
+LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the SDK's marker for a local activity's result
 WARMUP = 3  # refunds / baseline workflows run (and not counted) before each measurement
 PREP_CONCURRENCY = 40  # orders prepared at once
 
@@ -117,7 +119,8 @@ class Bench:
         return list(orders)
 
     # -- refunds ---------------------------------------------------------------------------------
-    async def refunds(self, label: str, orders: list[tuple[str, str]], workers: int) -> Run:
+    async def refunds(self, label: str, orders: list[tuple[str, str]], workers: int,
+                      profiler: Profiler | None = None) -> Run:
         async def one(order_id: str, customer: str) -> tuple[float, str, str]:
             refund_id = f"{order_id}-r"
             t0 = time.monotonic()
@@ -132,7 +135,11 @@ class Bench:
 
         cpu0 = cpu_by_kind(self.stack)
         started = time.monotonic()
-        done = await asyncio.gather(*(one(o, c) for o, c in orders))
+        if profiler:
+            with profiler:
+                done = await asyncio.gather(*(one(o, c) for o, c in orders))
+        else:
+            done = await asyncio.gather(*(one(o, c) for o, c in orders))
         seconds = time.monotonic() - started
         run = Run(label, len(orders), workers, seconds, [d[0] for d in done])
         run.cpu = cpu_delta(cpu0, cpu_by_kind(self.stack))
@@ -162,8 +169,12 @@ class Bench:
         return outbox, inbox
 
     async def activity_calls(self, workflow_id: str) -> int:
+        """Activity calls in one refund: scheduled activities plus local activities (one marker each)."""
         history = await self.client.get_workflow_handle(workflow_id).fetch_history()
-        return sum(1 for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        return sum(1 for e in history.events
+                   if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                   or (e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                       and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER))
 
     # -- baseline --------------------------------------------------------------------------------
     async def baseline(self, label: str, n: int, calls: int, workers: int) -> Run:
@@ -278,7 +289,7 @@ def report(runs: list[Run], baselines: list[Run], calls: int, n: int) -> None:
         for line in FOREIGN[:5]:
             print(f"    {line}")
     print(f"  worker threads: {THREADS}; warm-up per measurement: {WARMUP}; database: SQLite (WAL)")
-    print(f"  activity calls per happy-path refund (ActivityTaskScheduled in its history): {calls}")
+    print(f"  activity calls per happy-path refund (scheduled activities + local-activity markers): {calls}")
     print()
     head = f"{'run':<30}{'N':>5}{'workers':>8}{'wall s':>8}{'per s':>8}{'p50 s':>8}{'p95 s':>8}" \
            f"{'outbox/wf':>11}{'inbox/wf':>10}{'events/wf':>11}"
@@ -344,7 +355,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         runs: list[Run] = []
         await b.refunds("warm-up", take(WARMUP), primary)
         label = f"{primary} worker{'s' if primary > 1 else ''}"
-        runs.append(await b.refunds(f"refunds N={n}, {label}", take(n), primary))
+        profiler = Profiler([p.pid for p in worker_procs], base) if args.profile else None
+        runs.append(await b.refunds(f"refunds N={n}, {label}", take(n), primary, profiler))
         calls = await b.activity_calls(b.last_ids[0])
         runs.append(await b.refunds(f"refunds 4N={4 * n}, {label}", take(4 * n), primary))
         if extra_two:
@@ -368,6 +380,9 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
             for proc in procs:
                 stack.stop_process(proc)
         report(runs, baselines, calls, n)
+        if profiler:
+            print(f"\nrun profiled: {runs[0].label} (py-spy, so its figures above are a little lower)")
+            print("\n".join(summarize(profiler.stacks())))
         log(f"whole run: {time.monotonic() - t_all:.0f} s")
     finally:
         stack.stop()
@@ -378,6 +393,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=30, help="refunds per measured run (default 30; 4N are run too)")
     parser.add_argument("--workers", choices=["1", "2", "both"], default="both",
                         help="worker.py processes: 1, 2, or both configurations (default both)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the worker.py processes with py-spy during the first measured run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="settleflow-bench-"))

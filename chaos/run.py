@@ -48,13 +48,19 @@ from adapters import db  # noqa: E402
 from adapters.gateway_client import configure, read_ledger  # noqa: E402
 from adapters.inspection import outbox_rows  # noqa: E402
 from adapters.tables import notifications  # noqa: E402
+from adapters.gateway import HttpGatewayPort  # noqa: E402
+from adapters.gateway_client import HttpPaymentGateway  # noqa: E402
+from adapters.mailbox import FileMailbox  # noqa: E402
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types  # noqa: E402
 from adapters.views import order_view  # noqa: E402
+from chaos.redelivery import Redelivery  # noqa: E402
 from devstack import Stack  # noqa: E402
 from domain.shared.actor import Actor, Role  # noqa: E402
 from domain.shared.money import Money  # noqa: E402
 from workflows.payment import NewPaymentMethod, OrderRequest, PaymentWorkflow  # noqa: E402
 from workflows.process import FLOWS_QUEUE, ORDER_ID, REFUND_ID  # noqa: E402
 from workflows.refund import RefundRequest, RefundWorkflow  # noqa: E402
+from worker import Dependencies  # noqa: E402
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow  # noqa: E402
 
 REFUND_FINAL = {"completed", "rejected", "failed", "cancelled"}
@@ -117,7 +123,7 @@ class Config:
 
 # -- the harness ---------------------------------------------------------------------------
 class Chaos:
-    def __init__(self, cfg: Config, stack: Stack, client: Client) -> None:
+    def __init__(self, cfg: Config, stack: Stack, client: Client, deps: Dependencies) -> None:
         self.cfg = cfg
         self.stack = stack
         self.client = client
@@ -130,6 +136,8 @@ class Chaos:
         self.temporal: Any = None
         self.worker_lock = asyncio.Lock()  # one change to the worker list at a time
         self.deadline = 0.0
+        self.redelivery = Redelivery(deps)
+        self.redeliveries: list[asyncio.Task] = []
 
     # -- resilient client calls ----------------------------------------------------------
     async def rpc(self, what: str, call: Callable[[], Awaitable[Any]], retry_on: tuple = ()) -> Any:
@@ -274,9 +282,19 @@ class Chaos:
             refund = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund", attrs)
             if self.rng.random() < self.cfg.duplicate_share:
                 await self.duplicate_start(request, f"refund-{refund_id}", attrs)
+            if self.rng.random() < self.cfg.duplicate_share:
+                # a second copy of the workflow's RequestRefund, racing the first
+                self.redeliveries.append(asyncio.create_task(asyncio.to_thread(
+                    self.redelivery.request_refund, refund.id, refund_id, order.order_id, request.amount,
+                    request.reason, customer)))
             refunds.append(refund)
         for refund in refunds:
-            await self.until(refund, lambda s: s in REFUND_FINAL, closed_too=True)
+            view = await self.until(refund, lambda s: s in REFUND_FINAL, closed_too=True)
+            if view["status"] == "completed" and self.rng.random() < self.cfg.duplicate_share:
+                # second copies of the payout and of the customer's message, after the fact
+                await asyncio.to_thread(
+                    self.redelivery.completed_refund, refund.id, view["refund_id"], order.order_id,
+                    Money.model_validate(view["amount"]), order.customer_id)
         if self.rng.random() < self.cfg.duplicate_share / 2:
             # the same refund id again after it closed: REJECT_DUPLICATE still refuses it
             await self.duplicate_start(request, f"refund-{request.refund_id}", attrs)
@@ -561,6 +579,11 @@ def run_checks(chaos: Chaos, finals: dict[str, tuple[str, str]]) -> list[tuple[s
     f = chaos.faults
     checks.append(("duplicate refund starts rejected (REJECT_DUPLICATE)", f.duplicate_starts,
                    [f"{w}: second start was accepted" for w in f.duplicate_accepted]))
+
+    # 8. a command delivered twice is answered with its first outcome
+    again = chaos.redelivery
+    checks.append(("command delivered twice: answered with its first outcome",
+                   len(again.answers) + len(again.refused), again.check(engine)))
     return checks
 
 
@@ -600,7 +623,13 @@ async def amain(cfg: Config, stack: Stack) -> int:
         filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
     client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
                                   data_converter=pydantic_data_converter, runtime=quiet)
-    chaos = Chaos(cfg, stack, client)
+    engine = db.make_engine(stack.database_url)
+    deps = Dependencies(  # the owners' handlers, for second copies of commands (chaos/redelivery.py)
+        uow_factory=lambda: SqlUnitOfWork(engine, default_aggregate_types()),
+        gateway=HttpGatewayPort(HttpPaymentGateway(stack.gateway_url, timeout_seconds=3.0)),
+        mailbox=FileMailbox(stack.mailbox_dir),
+    )
+    chaos = Chaos(cfg, stack, client, deps)
     chaos.temporal, chaos.workers = chaos_temporal, workers
     chaos.faults.error_rate, chaos.faults.latency_ms = knobs.get("error_rate", 0.1), knobs.get("latency_ms", 25)
     chaos.deadline = time.monotonic() + cfg.timeout
@@ -613,6 +642,7 @@ async def amain(cfg: Config, stack: Stack) -> int:
     injector = asyncio.create_task(chaos.inject(drive_started))
     try:
         await chaos.drive()
+        await asyncio.gather(*chaos.redeliveries)
         await injector  # every planned fault happens, even if the flows were quicker
     finally:
         injector.cancel()
@@ -634,6 +664,8 @@ async def amain(cfg: Config, stack: Stack) -> int:
     print(f"  server restarts              {f.server_restarts} ({f.server_signal})")
     print(f"  workers that exited alone    {f.worker_exits_restarted} (restarted)")
     print(f"  duplicate refund starts      {f.duplicate_starts} ({f.duplicate_rejected} rejected)")
+    print(f"  commands delivered twice     {len(chaos.redelivery.answers) + len(chaos.redelivery.refused)} "
+          "(RequestRefund racing its workflow; SendRefundToGateway, NotifyCustomer after completion)")
     print(f"  simulator                    error_rate {f.error_rate}, latency {f.latency_ms} ms, "
           f"tok_timeout hang {knobs.get('hang_seconds')} s (client timeout "
           f"{stack.env.get('SETTLEFLOW_GATEWAY_TIMEOUT', '10')} s)")

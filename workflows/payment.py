@@ -24,11 +24,9 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
     from domain.contracts import (
         Actor,
         CancelOrder,
@@ -36,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         CreateInvoice,
         InvoiceCreated,
         MarkOrderPaid,
-        Money,
         NotifyCustomer,
         OrderLine,
         Outcome,
@@ -48,18 +45,19 @@ with workflow.unsafe.imports_passed_through():
         RetryPaymentCapture,
         UpdatePaymentMethod,
     )
-    from workflows.process import REFUSALS, Process, Step, TrailView, retry_until_done
-    from workflows.refund import RefundRequest, RefundWorkflow
+    from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
+    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, retry_until_done
+    from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
-DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
-NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
+DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
+NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
 CAPTURE = Step(
     # Transient gateway trouble is retried with the same attempt id (the idempotency
     # key), so a retry can never capture twice. An attempt whose answer is unknown may
     # have charged the card, so it is never given up: it is asked again until the
     # gateway answers. A decline is an answer (an event), not an error.
-    start_to_close=timedelta(seconds=60),
+    start_to_close=timedelta(seconds=30),  # the gateway client gives up after 10 s
     retry=RetryPolicy(
         initial_interval=timedelta(seconds=5),
         backoff_coefficient=2.0,
@@ -75,37 +73,7 @@ RECOVERY_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
 OPEN_FOR_CANCELLATION = timedelta(days=90)
 
 
-# -- Messages of this process -------------------------------------------------------
-class OrderRequest(BaseModel):
-    order_id: str
-    customer_id: str
-    amount: Money
-    card_token: str
-    placed_by: Actor
-
-
-class NewPaymentMethod(BaseModel):
-    card_token: str
-    given_by: Actor | None = None
-
-
-class CancellationRequest(BaseModel):
-    requested_by: Actor
-    reason: str = "cancelled on request"
-
-
-class PaymentStatus(TrailView):
-    order_id: str
-    amount: Money
-    attempts: int = 0
-    next_attempt_at: datetime | None = None
-    decline_code: str = ""
-    invoice_number: str = ""
-    refund_workflow_id: str = ""
-    reason: str = ""
-
-
-@workflow.defn
+@workflow.defn(failure_exception_types=INVALID_REQUEST)
 class PaymentWorkflow(Process):
     flow_name = "payment"
 
@@ -272,8 +240,8 @@ class PaymentWorkflow(Process):
                 ),
                 DECIDE,
             )
-        except ActivityError as refused:
-            self.cancellation_answer = f"refused: {refused.cause.message if isinstance(refused.cause, ApplicationError) else refused}"
+        except Refused as refused:
+            self.cancellation_answer = f"refused: {refused.message}"
             self.note(f"cancellation refused by billing: {self.cancellation_answer}")
             self.cancellation = None
             return False

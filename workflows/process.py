@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
     from domain.contracts import Actor, Command, Outcome
+    from workflows.messages import InvalidRequest
 
 C = TypeVar("C", bound=Command)
 
@@ -30,6 +30,17 @@ SEARCH_ATTRIBUTES = (ORDER_ID, CUSTOMER_ID, REFUND_ID, FLOW_STATUS)
 
 FLOWS_QUEUE = "flows"  # where the process managers themselves run
 
+# Workflows started before local activities came in replay with remote activities
+# only: the marker this patch records tells the two apart (see Step.local).
+LOCAL_DECISIONS = "local-decisions"
+
+# A start request that does not fit its message (JSON with a wrong type or a missing
+# field, from the web UI or `temporal workflow start --input`) fails the workflow at once
+# with the reason, before any owner is asked, instead of failing its first task forever.
+# Only InvalidRequest, raised by the start requests themselves: any other error later in
+# a flow still fails just the task, which a fixed deployment can retry.
+INVALID_REQUEST = [InvalidRequest]
+
 # Errors an owner raises when a command makes no sense; retrying cannot help.
 REFUSALS = ["InvalidCommand", "NotAuthorized", "NotFound"]
 
@@ -41,6 +52,11 @@ class Step:
     start_to_close: timedelta
     retry: RetryPolicy
     schedule_to_close: timedelta | None = None
+    # Run as a local activity, inside the workflow's own task on the flows worker, instead
+    # of a round trip through the owner's task queue. Only for short, database-only steps
+    # whose owner is idempotent by command id: a crash re-runs the step and the owner
+    # answers with its first outcome. Never for a call to the gateway.
+    local: bool = False
 
 
 def retry_until_done(maximum_interval: timedelta = timedelta(minutes=5)) -> RetryPolicy:
@@ -54,9 +70,22 @@ def retry_until_done(maximum_interval: timedelta = timedelta(minutes=5)) -> Retr
     )
 
 
-class TrailView(BaseModel):
-    status: str
-    trail: list[str]
+class Refused(ApplicationError):
+    """The owner refused the command (not authorized, invalid, not found): nothing changed,
+    and asking again cannot help. Uncaught, it fails the workflow with the owner's words."""
+
+    def __init__(self, refusal: ApplicationError) -> None:
+        super().__init__(refusal.message, type=refusal.type, non_retryable=True)
+        self.kind = refusal.type or "Refused"
+
+    @classmethod
+    def from_failure(cls, failure: BaseException) -> Refused | None:
+        # A remote activity wraps the owner's error in an ActivityError; a local activity
+        # hands it over as it is. Either way the workflow sees one kind of refusal.
+        cause = failure.cause if isinstance(failure, ActivityError) else failure
+        if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
+            return cls(cause)
+        return None
 
 
 class Process:
@@ -82,18 +111,40 @@ class Process:
         )
 
     async def send(self, command: Command, step: Step) -> Outcome:
+        """Send a command to its owner and return the owner's outcome. Raises Refused when
+        the owner refuses it, ActivityError when the step ran out of time or retries."""
+        try:
+            outcome = await self._execute(command, step)
+        except (ActivityError, ApplicationError) as failed:
+            if refused := Refused.from_failure(failed):
+                raise refused from failed
+            raise
+        self.note(f"{command.name()} → {command.owner} → {', '.join(outcome.event_names) or 'nothing new'}")
+        return outcome
+
+    async def _execute(self, command: Command, step: Step) -> Outcome:
         summary = f"{command.name()} → {command.owner}"
-        outcome: Outcome = await workflow.execute_activity(
-            command.activity_name(),
-            command,
-            task_queue=command.owner,
-            result_type=Outcome,
-            start_to_close_timeout=step.start_to_close,
-            schedule_to_close_timeout=step.schedule_to_close,
-            retry_policy=step.retry,
-            summary=summary,
-        )
-        self.note(f"{summary} → {', '.join(outcome.event_names) or 'nothing new'}")
+        if step.local and workflow.patched(LOCAL_DECISIONS):
+            outcome: Outcome = await workflow.execute_local_activity(
+                command.activity_name(),
+                command,
+                result_type=Outcome,
+                start_to_close_timeout=step.start_to_close,
+                schedule_to_close_timeout=step.schedule_to_close,
+                retry_policy=step.retry,
+                summary=summary,
+            )
+        else:
+            outcome = await workflow.execute_activity(
+                command.activity_name(),
+                command,
+                task_queue=command.owner,
+                result_type=Outcome,
+                start_to_close_timeout=step.start_to_close,
+                schedule_to_close_timeout=step.schedule_to_close,
+                retry_policy=step.retry,
+                summary=summary,
+            )
         return outcome
 
     @staticmethod

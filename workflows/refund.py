@@ -20,13 +20,10 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
     from domain.contracts import (
-        Actor,
         CancelRefund,
         CompleteRefund,
         ExpireFraudReview,
@@ -43,28 +40,21 @@ with workflow.unsafe.imports_passed_through():
         RefundRejected,
         RequestRefund,
         ResolveFraudReview,
-        ReviewDecision,
         ReviewRejected,
         ScreenRefund,
         SendRefundToGateway,
         ShipmentInterceptRequested,
     )
-    from workflows.process import (
-        CUSTOMER_ID,
-        REFUSALS,
-        Process,
-        Step,
-        TrailView,
-        retry_until_done,
-    )
+    from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
+    from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
 
 # -- Process concerns, all in one place ------------------------------------------
-DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
-NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
+DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
+NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
 GATEWAY = Step(
     # A slow or failing gateway is retried with backoff for up to a day; a decline
     # is an answer (an event), not an error, so it is never retried.
-    start_to_close=timedelta(seconds=60),
+    start_to_close=timedelta(seconds=30),  # the gateway client gives up after 10 s
     schedule_to_close=timedelta(hours=24),
     retry=RetryPolicy(
         initial_interval=timedelta(seconds=5),
@@ -77,29 +67,7 @@ REVIEW_REMINDER_AFTER = timedelta(hours=24)
 REVIEW_EXPIRES_AFTER = timedelta(hours=72)
 
 
-# -- Messages of this process -------------------------------------------------------
-class RefundRequest(BaseModel):
-    refund_id: str
-    order_id: str
-    amount: Money | None = None  # None: everything still refundable
-    reason: str
-    requested_by: Actor
-
-
-class ReviewResolution(BaseModel):
-    decision: ReviewDecision
-    reviewer: Actor
-    note: str = ""
-
-
-class RefundStatus(TrailView):
-    refund_id: str
-    order_id: str
-    amount: Money | None = None
-    reason: str = ""  # why it ended as it did (rejection code, decline code ...)
-
-
-@workflow.defn
+@workflow.defn(failure_exception_types=INVALID_REQUEST)
 class RefundWorkflow(Process):
     flow_name = "refund"
 
@@ -128,9 +96,9 @@ class RefundWorkflow(Process):
                 ),
                 DECIDE,
             )
-        except ActivityError as refused:
+        except Refused as refused:
             # Billing refused the command itself (not your order, bad amount ...).
-            return await self.end("rejected", reason=str(refused.cause or refused))
+            return await self.end("rejected", reason=str(refused))
 
         if rejected := decided.first(RefundRejected):
             workflow.upsert_search_attributes([CUSTOMER_ID.value_set(rejected.customer_id)])
@@ -233,10 +201,12 @@ class RefundWorkflow(Process):
                 ),
                 GATEWAY,
             )
+        except Refused as refused:
+            self.note(f"no answer from payments: {refused}")
+            return await self.fail(approved, f"refused:{refused.kind}")
         except ActivityError as gave_up:
             self.note(f"no answer from payments: {gave_up.cause or gave_up}")
-            refused = isinstance(gave_up.cause, ApplicationError) and gave_up.cause.type in REFUSALS
-            return await self.fail(approved, f"refused:{gave_up.cause.type}" if refused else "gateway_unavailable")
+            return await self.fail(approved, "gateway_unavailable")
         if declined := sent.first(GatewayRefundDeclined):
             return await self.fail(approved, f"declined:{declined.decline_code}")
         settled = sent.first(GatewayRefundSettled)

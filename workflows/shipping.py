@@ -9,15 +9,12 @@ retried and show in the web UI like everything else.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
     from domain.contracts import (
-        Actor,
         ConfirmDelivery,
         OrderDelivered,
         OrderShipped,
@@ -25,26 +22,14 @@ with workflow.unsafe.imports_passed_through():
         RecordShipment,
         ShipOrder,
     )
-    from workflows.process import Process, Step, TrailView, retry_until_done
+    from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView
+    from workflows.process import INVALID_REQUEST, Process, Step, retry_until_done
 
 # -- Process concerns ------------------------------------------------------------
-DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done())
+DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
 
 
-class ShipmentRequest(BaseModel):
-    order_id: str
-    tracking: str
-    shipped_at: datetime | None = None
-    requested_by: Actor
-
-
-class DeliveryRequest(BaseModel):
-    order_id: str
-    delivered_at: datetime | None = None
-    requested_by: Actor
-
-
-@workflow.defn
+@workflow.defn(failure_exception_types=INVALID_REQUEST)
 class ShipOrderWorkflow(Process):
     flow_name = "shipping"
 
@@ -78,7 +63,7 @@ class ShipOrderWorkflow(Process):
         return TrailView(status=self.status, trail=self.trail)
 
 
-@workflow.defn
+@workflow.defn(failure_exception_types=INVALID_REQUEST)
 class ConfirmDeliveryWorkflow(Process):
     flow_name = "shipping"
 

@@ -9,13 +9,13 @@ from typing import ClassVar
 from pydantic import Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import Command
+from domain.shared.messages import DERIVED_ID_MAX, Command
 from domain.shared.money import Money
 
 
 class FraudCommand(Command):
     owner: ClassVar[str] = "fraud"
-    refund_id: str = Field(min_length=1, max_length=200)
+    refund_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)  # a cancellation's refund id is derived
 
 
 class ScreenRefund(FraudCommand):

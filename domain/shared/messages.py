@@ -37,13 +37,18 @@ class Message(BaseModel):
         return self
 
 
+ID_MAX = 200  # ids people give: orders, customers, refunds, card tokens
+DERIVED_ID_MAX = 1000  # ids made from them, e.g. a cancellation's refund `{order_id}-cancellation`
+
+
 class Command(Message):
     """One request for one decision, with who asked and when."""
 
     owner: ClassVar[str]  # the owner (and task queue) that decides
     issued_by: ClassVar[frozenset[Role]]  # roles that may send it
 
-    command_id: str = Field(min_length=1, max_length=300)
+    # Derived, `{workflow id}/{step}`: both halves may embed ids of up to ID_MAX characters.
+    command_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
     actor: Actor
     issued_at: datetime  # decisions use this time, never the clock of the moment
     correlation_id: str = ""  # the process (workflow id) this command belongs to

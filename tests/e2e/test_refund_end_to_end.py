@@ -177,6 +177,18 @@ def test_bad_input_is_refused(stack: Stack, workflows_before: int, case: str) ->
     assert len(run_json(stack, "list")) == workflows_before
 
 
+# -- strings from outside are stored verbatim, never executed ------------------------------
+def test_ids_with_quotes_and_sql_come_back_verbatim_and_the_order_is_paid(stack: Stack) -> None:
+    order_id, customer = "o-'; DROP TABLE orders;--", 'c-"x"'
+    placed = run_json(
+        stack, "place-order", "--order-id", order_id, "--customer", customer,
+        "--amount", "30.00", "--currency", "EUR", "--wait",
+    )
+    assert (placed["workflow_id"], placed["status"]) == (f"payment-{order_id}", "paid"), placed
+    order = run_json(stack, "order", order_id)
+    assert (order["order_id"], order["customer_id"], order["paid"]) == (order_id, customer, "30.00 EUR"), order
+
+
 # -- the demo, as `make demo` runs it ----------------------------------------------------------
 def run_devstack(*args: str, env: dict[str, str], timeout: float = 150) -> subprocess.CompletedProcess:
     """`python devstack.py ARGS`; when it takes too long it gets SIGTERM (and so stops what

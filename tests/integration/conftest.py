@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'settleflow.db'}"
         return
 
-    server_url = request.getfixturevalue("postgres_server_url")
+    with fresh_schema(request.getfixturevalue("postgres_server_url")) as url:
+        yield url
+
+
+@contextmanager
+def fresh_schema(server_url: str) -> Iterator[str]:
+    """A URL whose connections see only a new, empty schema, dropped afterwards."""
     schema = f"test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:

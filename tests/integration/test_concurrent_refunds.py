@@ -61,3 +61,35 @@ def test_fifty_simultaneous_refund_requests_never_approve_more_than_was_paid(dat
     assert order.reserved.amount == Decimal("98.00")
     assert order.refundable.amount == Decimal("2.00")
     engine.dispose()
+
+
+def test_three_refunds_of_one_customer_screened_at_once_still_send_the_third_to_review(database_url):
+    """Screening reads the customer's history and adds to it; screenings of one customer
+    at the same moment must not each miss the others (per-customer lock)."""
+    from threading import Barrier
+
+    from activities.fraud import FraudActivities
+    from domain.contracts import FraudReviewOpened, RefundCleared
+    from domain.fraud.commands import ScreenRefund
+
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    fraud = FraudActivities(lambda: SqlUnitOfWork(engine, default_aggregate_types()))
+    rounds = 8
+    start = Barrier(3)
+
+    def screen(customer: int, n: int):
+        command = ScreenRefund(
+            command_id=f"refund-c{customer}-r{n}/screen", actor=SYSTEM, issued_at=T0, customer_id=f"c-{customer}",
+            refund_id=f"c{customer}-r{n}", order_id=f"o-c{customer}-{n}", amount=Money.of("20.00", "EUR"),
+            approved_at=T0,
+        )
+        start.wait()
+        return fraud.screen_refund(command)
+
+    for customer in range(rounds):
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            outcomes = list(pool.map(lambda n: screen(customer, n), range(3)))
+        opened = [o for o in outcomes if o.has(FraudReviewOpened)]
+        cleared = [o for o in outcomes if o.has(RefundCleared)]
+        assert (len(cleared), len(opened)) == (2, 1), f"customer c-{customer}: {[o.event_names for o in outcomes]}"

@@ -3,6 +3,7 @@ temporary SQLite database and the real gateway simulator as its own process."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from adapters.gateway import HttpGatewayPort
 from adapters.gateway_client import HttpPaymentGateway, read_ledger
 from adapters.mailbox import FileMailbox
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from devstack import temporal_cli
 from tests.gateway_process import gateway_simulator
 from worker import ALL_QUEUES, Dependencies, build_workers
 from workflows.process import SEARCH_ATTRIBUTES
@@ -35,6 +37,16 @@ def test_server_path() -> str:
 
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
+    if os.environ.get("SETTLEFLOW_WORKFLOW_SERVER") == "dev":
+        # Debugging aid: the same tests on the real dev server (no time skipping, so the
+        # tests that wait days of workflow time cannot pass there).
+        environment = await WorkflowEnvironment.start_local(
+            data_converter=pydantic_data_converter, dev_server_existing_path=temporal_cli(),
+            search_attributes=list(SEARCH_ATTRIBUTES),
+        )
+        yield environment
+        await environment.shutdown()
+        return
     environment = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter, test_server_existing_path=test_server_path()
     )

@@ -9,6 +9,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from domain.shared.actor import Actor
+from domain.shared.messages import ID_MAX
 from tests.workflows.flows import keep_history, place_order, ship, wait_for_status
 from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
 
@@ -121,6 +122,22 @@ async def test_cancelling_a_paid_order_in_transit_refunds_it_and_intercepts_the_
         assert uow.shipments.get(order_id).status == "intercepted"
     order = harness.order(order_id)
     assert (order.cancelled, order.refunded.amount) == (True, Decimal("120.00"))
+
+
+async def test_the_longest_ids_a_person_may_give_fit_every_id_the_flows_derive_from_them(harness):
+    """Command ids (`payment-{id}/notify-payment_received-{id}`) and a cancellation's refund
+    id (`{id}-cancellation`) are longer than the ids they are made of: they still fit."""
+    order_id = ("o-'quoted'; DROP TABLE orders;--" + "x" * ID_MAX)[:ID_MAX]
+    await place_order(harness, order_id=order_id, customer="c-" + "y" * (ID_MAX - 2))
+    await ship(harness, order_id)
+    handle = handle_of(harness, order_id)
+
+    await handle.execute_update(PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT))
+    result = await handle.result()
+
+    assert result.status == "refunded"
+    assert harness.order(order_id).refunded.amount == Decimal("120.00")
+    assert [m["kind"] for m in harness.messages()].count("refund_completed") == 1
 
 
 async def test_billing_refuses_a_customer_cancelling_after_shipping_or_someone_elses_order(harness):

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor
-from tests.workflows.flows import delivered_order, deliver, keep_history, place_order, ship, start_refund
+from tests.workflows.flows import delivered_order, deliver, finished, keep_history, place_order, ship, start_refund
 from workflows.refund import RefundWorkflow, ReviewResolution
 
 ANALYST = Actor.parse("fraud_analyst:alice")
@@ -31,7 +31,7 @@ async def test_a_delivered_order_is_refunded_once_and_the_customer_told_once(har
     order_id = await delivered_order(harness)
     handle = await start_refund(harness, order_id, "20.00")
 
-    result = await handle.result()
+    result = await finished(harness, handle)
     await keep_history(handle, "refund_completed")
 
     assert result.status == "completed"
@@ -44,9 +44,9 @@ async def test_a_delivered_order_is_refunded_once_and_the_customer_told_once(har
 
 async def test_no_amount_refunds_everything_still_refundable(harness):
     order_id = await delivered_order(harness)
-    await (await start_refund(harness, order_id, "20.00")).result()
+    await finished(harness, await start_refund(harness, order_id, "20.00"))
 
-    result = await (await start_refund(harness, order_id)).result()
+    result = await finished(harness, await start_refund(harness, order_id))
 
     assert result.status == "completed"
     assert result.amount.amount == Decimal("100.00")
@@ -60,7 +60,7 @@ async def test_a_refund_after_the_30_day_window_is_rejected_and_no_money_moves(h
     await deliver(harness, order_id, at=now - timedelta(days=40))
 
     handle = await start_refund(harness, order_id, "20.00")
-    result = await handle.result()
+    result = await finished(harness, handle)
     await keep_history(handle, "refund_rejected")
 
     assert (result.status, result.reason) == ("rejected", "refund_window_closed")
@@ -70,9 +70,9 @@ async def test_a_refund_after_the_30_day_window_is_rejected_and_no_money_moves(h
 
 async def test_a_refund_above_what_remains_is_rejected(harness):
     order_id = await delivered_order(harness)
-    await (await start_refund(harness, order_id, "100.00")).result()
+    await finished(harness, await start_refund(harness, order_id, "100.00"))
 
-    result = await (await start_refund(harness, order_id, "50.00")).result()
+    result = await finished(harness, await start_refund(harness, order_id, "50.00"))
 
     assert (result.status, result.reason) == ("rejected", "exceeds_refundable")
     assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["100.00"]
@@ -83,7 +83,7 @@ async def test_a_refund_of_a_parcel_in_transit_intercepts_it(harness):
     await ship(harness, order_id)
 
     handle = await start_refund(harness, order_id)
-    result = await handle.result()
+    result = await finished(harness, handle)
     await keep_history(handle, "refund_intercepted")
 
     assert result.status == "completed"
@@ -95,7 +95,7 @@ async def test_a_refund_of_a_parcel_in_transit_intercepts_it(harness):
 async def test_a_customer_cannot_refund_another_customers_order(harness):
     order_id = await delivered_order(harness)
 
-    result = await (await start_refund(harness, order_id, "20.00", by="customer:c-2")).result()
+    result = await finished(harness, await start_refund(harness, order_id, "20.00", by="customer:c-2"))
 
     assert result.status == "rejected"
     assert "belongs to another customer" in result.reason

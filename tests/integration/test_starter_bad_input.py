@@ -1,0 +1,382 @@
+"""Bad input to the command line: `starter.py` refuses it with exit code 2 and one line
+on stderr naming the problem, before anything starts, and the database is unchanged.
+
+Every case runs starter.py's `main` in a process of its own (forked from
+`tests/starter_forkserver.py`, which has imported starter once: a fresh interpreter per
+case would cost a second of imports each), with the case's own environment, on its own
+copy of a migrated SQLite database that holds a few orders (so that checks against
+billing's view, such as the currency's decimals, are reached). TEMPORAL_ADDRESS points
+at a local port that refuses connections: a command that got past validation would fail
+there with exit code 1 ("cannot reach Temporal"), so it cannot pass for a refusal. The
+valid base calls run as `python starter.py ...`, exactly as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, select
+
+from activities.billing import BillingActivities
+from adapters.db import make_engine, upgrade
+from adapters.tables import metadata
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from domain.billing.commands import OrderLine, PlaceOrder
+from domain.shared.actor import Actor
+from domain.shared.money import Money
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_FUNCTION = "test_bad_input_exits_2_with_one_line_naming_the_problem_and_changes_nothing"
+
+# Orders billing already knows, one per number of decimals.
+EUR_ORDER, JPY_ORDER, BHD_ORDER = "o-eur", "o-jpy", "o-bhd"
+SEEDED = {EUR_ORDER: ("c-1", "120.00", "EUR"), JPY_ORDER: ("c-2", "5000", "JPY"), BHD_ORDER: ("c-3", "10.000", "BHD")}
+
+# A valid call per verb; each case changes one thing (None drops an option, True is a
+# flag without a value). Keys without a leading dash are positional arguments.
+VALID: dict[str, dict[str, Any]] = {
+    "place-order": {"--order-id": "o-new", "--customer": "c-1", "--amount": "10.00", "--currency": "EUR"},
+    "ship": {"--order-id": EUR_ORDER, "--tracking": "T-1"},
+    "deliver": {"--order-id": EUR_ORDER},
+    "refund": {"--order-id": EUR_ORDER, "--amount": "5.00", "--reason": "damaged", "--as": "customer:c-1",
+               "--refund-id": "r-1"},
+    "review": {"refund_id": "r-1", "decision": "approve", "--as": "fraud_analyst:alice"},
+    "update-payment-method": {"--order-id": EUR_ORDER, "--card": "tok_visa"},
+    "cancel": {"--order-id": EUR_ORDER, "--as": "customer:c-1"},
+    "status": {"workflow_id": "refund-r-1"},
+    "order": {"order_id": EUR_ORDER},
+    "list": {"--status": "completed"},
+}
+
+
+def argv(verb: str, changes: dict[str, Any] | None = None) -> list[str]:
+    merged = {**VALID[verb], **(changes or {})}
+    positional = [value for key, value in merged.items() if not key.startswith("-") and value is not None]
+    options: list[str] = []
+    for key, value in merged.items():
+        if key.startswith("-") and value is not None:
+            options += [key] if value is True else [key, value]
+    return [verb, *positional, *options]
+
+
+# -- the table: case name -> (arguments, words the error line must contain) ----------------
+# The argument types are shared by the verbs, so every verb gets each kind of bad input
+# that applies to it once, and each kind gets its full range of values on one verb.
+BAD_INPUT: dict[str, tuple[list[str], tuple[str, ...]]] = {}
+
+
+def bad(name: str, args: list[str], *words: str) -> None:
+    assert name not in BAD_INPUT, name
+    BAD_INPUT[name] = (args, words)
+
+
+# Amounts: plain positive decimals only.
+MALFORMED_AMOUNTS = {
+    "letters": "abc",
+    "a decimal comma": "1,50",
+    "exponent notation": "1e3",
+    "an empty string": "",
+    "only a space": " ",
+    "NaN": "NaN",
+    "Infinity": "Infinity",
+    "hexadecimal": "0x10",
+    "a plus sign": "+5",
+    "non-ASCII digits": "\u0663",  # ARABIC-INDIC DIGIT THREE, which Decimal() reads as 3
+    "a currency sign": "€5",
+}
+for label, text in MALFORMED_AMOUNTS.items():
+    bad(f"refund: amount written as {label}", argv("refund", {"--amount": text}), "amount")
+for label, text in {"zero": "0.00", "a negative amount": "-5"}.items():
+    bad(f"refund: {label}", argv("refund", {"--amount": text}), "amount", "greater than zero")
+bad("place-order: amount written as letters", argv("place-order", {"--amount": "abc"}), "amount")
+bad("place-order: a negative amount", argv("place-order", {"--amount": "-0.01"}), "amount", "greater than zero")
+bad("place-order: an amount beyond any real payment", argv("place-order", {"--amount": "1000000000000000"}), "amount")
+
+# More decimals than the currency has (domain/shared/money.py): place-order names the
+# currency; a refund is in its order's currency.
+for currency, amount in {"EUR": "1.234", "JPY": "1.5", "BHD": "1.2345"}.items():
+    bad(f"place-order: too many decimals for {currency}",
+        argv("place-order", {"--amount": amount, "--currency": currency}), "decimals", currency)
+bad("refund: too many decimals for an EUR order", argv("refund", {"--amount": "1.234"}), "decimals", "EUR")
+bad("refund: too many decimals for a JPY order", argv("refund", {"--order-id": JPY_ORDER, "--amount": "1.5"}),
+    "decimals", "JPY")
+
+# Currencies: known ISO 4217 codes, written exactly.
+for label, text in {"an unknown code": "XXX", "lowercase": "eur", "empty": "",
+                    "SQL": "EUR'; DROP TABLE orders;--"}.items():
+    bad(f"place-order: currency {label}", argv("place-order", {"--currency": text}), "currency")
+bad("refund: there is no --currency, the order's currency is used", argv("refund", {"--currency": "EUR"}),
+    "unrecognized arguments")
+
+# Who is asking: ROLE:ID with a known role and a proper id.
+ACTORS = {
+    "an unknown role": ("pirate:x", "unknown role"),
+    "a role in capitals": ("Customer:c-1", "unknown role"),
+    "an id without a role": (":x", "unknown role"),
+    "a role without an id": ("customer:", "ROLE:ID"),
+    "no colon at all": ("customer", "ROLE:ID"),
+    "a blank id": ("customer:   ", "id", "empty"),
+    "an over-long id": ("customer:" + "c" * 201, "id", "200"),
+    "a control character in the id": ("customer:c-\x1b[31m", "id", "control"),
+}
+for label, (text, *words) in ACTORS.items():
+    bad(f"refund: --as with {label}", argv("refund", {"--as": text}), *words)
+for verb, (label, text, *words) in {
+    "ship": ("an unknown role", "pirate:x", "unknown role"),
+    "deliver": ("a role without an id", "warehouse:", "ROLE:ID"),
+    "review": ("an over-long id", "fraud_analyst:" + "a" * 201, "id", "200"),
+    "update-payment-method": ("no colon at all", "customer", "ROLE:ID"),
+    "cancel": ("a blank id", "support: ", "id", "empty"),
+}.items():
+    bad(f"{verb}: --as with {label}", argv(verb, {"--as": text}), *words)
+
+# Ids: not blank, at most 200 characters, no control characters or line breaks.
+IDS = {
+    "empty": ("", "id", "empty"),
+    "a newline": ("o-1\nstarter.py: ok", "id", "control"),
+    "a DEL character": ("o-1\x7f", "id", "control"),
+    "a C1 control character": ("o-1\x85", "id", "control"),
+    "a Unicode line separator": ("o-1\u2028x", "id", "control"),
+    "201 characters": ("o" * 201, "id", "200"),
+    "10,000 characters": ("o" * 10_000, "id", "200"),
+}
+for label, (text, *words) in IDS.items():
+    bad(f"refund: order id with {label}", argv("refund", {"--order-id": text}), *words)
+for verb, option, (label, (text, *words)) in (
+    ("place-order", "--order-id", ("only spaces", ("   ", "id", "empty"))),
+    ("place-order", "--customer", ("a newline", IDS["a newline"])),
+    ("place-order", "--card", ("201 characters", IDS["201 characters"])),
+    ("ship", "--tracking", ("empty", IDS["empty"])),
+    ("deliver", "--order-id", ("a tab", ("o-\t1", "id", "control"))),
+    ("refund", "--refund-id", ("201 characters", IDS["201 characters"])),
+    ("review", "refund_id", ("empty", IDS["empty"])),
+    ("update-payment-method", "--card", ("a DEL character", IDS["a DEL character"])),
+    ("cancel", "--order-id", ("201 characters", IDS["201 characters"])),
+    ("status", "workflow_id", ("only spaces", ("   ", "id", "empty"))),
+    ("order", "order_id", ("201 characters", IDS["201 characters"])),
+):
+    bad(f"{verb}: {option.lstrip('-').replace('_', ' ')} with {label}", argv(verb, {option: text}), *words)
+
+# Quotes and SQL in the id of an order that does not exist: "no order", nothing executed.
+NASTY_IDS = {
+    "SQL that drops a table": "o-'; DROP TABLE orders;--",
+    "double quotes": 'o-"quoted"',
+    "an always-true condition": "o-1' OR '1'='1",
+    "SQL that empties the outbox": "x\"); DELETE FROM outbox; --",
+}
+for label, text in NASTY_IDS.items():
+    bad(f"refund: no such order, id with {label}", argv("refund", {"--order-id": text}), "no order")
+for verb, label in (("cancel", "SQL that drops a table"), ("cancel", "double quotes"),
+                    ("ship", "SQL that drops a table"), ("deliver", "an always-true condition"),
+                    ("update-payment-method", "SQL that empties the outbox")):
+    bad(f"{verb}: no such order, id with {label}", argv(verb, {"--order-id": NASTY_IDS[label]}), "no order")
+bad("order: no such order, id with SQL that drops a table",
+    argv("order", {"order_id": NASTY_IDS["SQL that drops a table"]}), "no order")
+bad("place-order: an order id that already exists", argv("place-order", {"--order-id": EUR_ORDER}), "already exists")
+
+# Times: ISO-8601.
+for verb, label, text in (("ship", "a word", "yesterday"), ("ship", "a Unix timestamp", "1767225600"),
+                          ("deliver", "month 13", "2026-13-01T10:00:00+00:00")):
+    bad(f"{verb}: --at with {label}", argv(verb, {"--at": text}), "ISO-8601")
+
+# Free text: a reason must say something and has a limit (as the owners' commands do); so has a note.
+for verb in ("refund", "cancel"):
+    bad(f"{verb}: an empty reason", argv(verb, {"--reason": ""}), "reason", "empty")
+    bad(f"{verb}: a reason over 2000 characters", argv(verb, {"--reason": "r" * 2001}), "reason", "2000")
+bad("refund: a blank reason", argv("refund", {"--reason": " \t "}), "reason", "empty")
+bad("review: a note over 2000 characters", argv("review", {"--note": "n" * 2001}), "note", "2000")
+
+# Words from a fixed list: review decisions and flow statuses.
+for label, text in {"an unknown decision": "maybe", "a decision in capitals": "APPROVE"}.items():
+    bad(f"review: {label}", argv("review", {"decision": text}), "decision", "invalid choice")
+for label, text in {"SQL in the status": "completed' OR '1'='1", "a status in capitals": "COMPLETED"}.items():
+    bad(f"list: {label}", argv("list", {"--status": text}), "status")
+
+# Missing arguments, options without values, unknown flags and verbs.
+for verb, option in (("place-order", "--currency"), ("ship", "--tracking"), ("deliver", "--order-id"),
+                     ("refund", "--reason"), ("refund", "--as"), ("review", "decision"),
+                     ("update-payment-method", "--card"), ("cancel", "--as"), ("status", "workflow_id"),
+                     ("order", "order_id")):
+    bad(f"{verb}: without {option.lstrip('-').replace('_', ' ')}", argv(verb, {option: None}), "required", option)
+bad("refund: --amount as the last word, without its value", [*argv("refund", {"--amount": None}), "--amount"],
+    "expected one argument", "--amount")
+for verb in VALID:
+    bad(f"{verb}: an unknown flag", argv(verb, {"--bogus": True}), "unrecognized arguments", "--bogus")
+bad("place-order: a flag given a value", argv("place-order", {"--wait=yes": True}), "--wait")
+bad("no verb at all", [], "required", "verb")
+bad("an unknown verb", ["refnud", "--order-id", EUR_ORDER], "invalid choice", "refnud")
+
+
+# -- running the cases -------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+    database: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def refusing_port() -> Iterator[int]:
+    """A local port that refuses connections: bound (so nobody else takes it), never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def seeded_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file with the orders in SEEDED (placed; outbox and inbox rows too)."""
+    path = tmp_path_factory.mktemp("seed") / "settleflow.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    engine = make_engine(url)
+    aggregates = default_aggregate_types()
+    billing = BillingActivities(lambda: SqlUnitOfWork(engine, aggregates))
+    for order_id, (customer_id, amount, currency) in SEEDED.items():
+        billing.place_order(PlaceOrder(
+            command_id=f"payment-{order_id}/place", actor=Actor.system("test"),
+            issued_at=datetime(2026, 11, 1, 12, tzinfo=timezone.utc), order_id=order_id, customer_id=customer_id,
+            lines=[OrderLine(description=f"Order {order_id}", amount=Money.of(amount, currency))],
+        ))
+    engine.dispose()  # the last connection checkpoints the WAL: the file alone is the database
+    return path
+
+
+def snapshot(path: Path) -> dict[str, Any]:
+    """Every table there is, and every row of every table in adapters.tables."""
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            rows = {
+                table.name: sorted((tuple(row) for row in connection.execute(select(table))), key=repr)
+                for table in metadata.sorted_tables
+            }
+        return {"tables": sorted(inspect(engine).get_table_names()), "rows": rows}
+    finally:
+        engine.dispose()
+
+
+def env_for(database: Path, tmp: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "SETTLEFLOW_", "DATABASE_"))}
+    return {
+        **env,
+        "DATABASE_URL": f"sqlite:///{database}",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{port}",
+        "SETTLEFLOW_GATEWAY_URL": f"http://127.0.0.1:{port}",
+        "SETTLEFLOW_MAILBOX_DIR": str(tmp / "mailbox"),
+    }
+
+
+def run_starter(args: list[str], seed: Path, folder: Path, port: int) -> Outcome:
+    """`python starter.py ARGS` on a fresh copy of the seeded database in `folder`."""
+    database = fresh_copy(seed, folder)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), *args],
+        cwd=ROOT, env=env_for(database, folder, port), capture_output=True, text=True, timeout=120,
+    )
+    return Outcome(done.returncode, done.stdout, done.stderr, snapshot(database))
+
+
+def fresh_copy(seed: Path, folder: Path) -> Path:
+    folder.mkdir()
+    database = folder / "settleflow.db"
+    shutil.copyfile(seed, database)
+    return database
+
+
+class ForkServer:
+    """Runs cases through tests/starter_forkserver.py: a process per case, forked."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "starter_forkserver.py")],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+
+    def run(self, args: list[str], seed: Path, folder: Path, port: int) -> Outcome:
+        database = fresh_copy(seed, folder)
+        out, err = folder / "stdout", folder / "stderr"
+        request = {"args": args, "env": env_for(database, folder, port), "stdout": str(out), "stderr": str(err)}
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        return Outcome(answer["returncode"], out.read_text(), err.read_text(), snapshot(database))
+
+    def close(self) -> None:
+        assert self.process.stdin
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, seeded_database: Path, refusing_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Outcome]:
+    """Runs the selected cases, one process each, each on its own copy of the database."""
+    selected = [
+        item.callspec.params["case"] for item in request.session.items
+        if getattr(item, "originalname", None) == TEST_FUNCTION and hasattr(item, "callspec")
+    ]
+    root = tmp_path_factory.mktemp("cases")
+    server = ForkServer()
+    try:
+        return {case: server.run(BAD_INPUT[case][0], seeded_database, root / f"case-{n}", refusing_port)
+                for n, case in enumerate(selected)}
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def seeded_snapshot(seeded_database: Path) -> dict[str, Any]:
+    before = snapshot(seeded_database)
+    assert len(before["rows"]["orders"]) == len(SEEDED) and before["rows"]["outbox"]
+    return before
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line_naming_the_problem_and_changes_nothing(
+    case: str, outcomes: dict[str, Outcome], seeded_snapshot: dict[str, Any]
+) -> None:
+    args, words = BAD_INPUT[case]
+    done = outcomes[case]
+    shown = (f"starter.py {' '.join(map(repr, args))[:300]}\n"
+             f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
+    assert done.returncode == 2, shown
+    assert done.stdout == "", shown
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and done.stderr.endswith("\n"), shown
+    assert "error" in lines[0], shown
+    for word in words:
+        assert word.lower() in lines[0].lower(), f"the error line should name the problem ({word!r})\n{shown}"
+    assert len(lines[0]) < 800, shown  # one readable line, even for a 10,000-character id
+    assert done.database == seeded_snapshot, f"the database changed\n{shown}"
+
+
+@pytest.mark.parametrize("verb", list(VALID))
+def test_each_valid_base_call_gets_past_validation_so_every_case_fails_for_its_own_reason(
+    verb: str, seeded_database: Path, refusing_port: int, tmp_path: Path, seeded_snapshot: dict[str, Any]
+) -> None:
+    """The base calls the cases change are valid: they reach Temporal (refused here, exit 1),
+    and `order` answers from billing's view alone. So a case exiting 2 was refused for what it changed."""
+    done = run_starter(argv(verb), seeded_database, tmp_path / "run", refusing_port)
+    if verb == "order":
+        assert (done.returncode, done.stderr) == (0, ""), done
+        assert done.stdout.startswith(f"order {EUR_ORDER} (customer c-1)"), done
+    else:
+        assert done.returncode == 1, done
+        assert done.stderr == f"starter.py: cannot reach Temporal at 127.0.0.1:{refusing_port}" \
+            " (is it running? `python devstack.py up` starts one)\n", done
+    assert done.database == seeded_snapshot
