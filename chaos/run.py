@@ -55,17 +55,19 @@ from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types  # noqa
 from adapters.views import order_view  # noqa: E402
 from chaos.redelivery import Redelivery  # noqa: E402
 from devstack import Stack  # noqa: E402
+from domain.fraud.commands import ReviewDecision  # noqa: E402
 from domain.shared.actor import Actor, Role  # noqa: E402
 from domain.shared.money import Money  # noqa: E402
 from workflows.payment import NewPaymentMethod, OrderRequest, PaymentWorkflow  # noqa: E402
 from workflows.process import FLOWS_QUEUE, ORDER_ID, REFUND_ID  # noqa: E402
-from workflows.refund import RefundRequest, RefundWorkflow  # noqa: E402
+from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution  # noqa: E402
 from worker import Dependencies  # noqa: E402
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow  # noqa: E402
 
 REFUND_FINAL = {"completed", "rejected", "failed", "cancelled"}
 PAYMENT_FINAL = {"paid", "abandoned"}
 WAREHOUSE = Actor(role=Role.WAREHOUSE, id="chaos-warehouse")
+ANALYST = Actor(role=Role.FRAUD_ANALYST, id="chaos-analyst")
 CURRENCY = "EUR"
 CENT = Decimal("0.01")
 
@@ -100,6 +102,7 @@ class Faults:
     server_signal: str = ""
     worker_exits_restarted: int = 0   # workers that exited by themselves and were restarted
     duplicate_starts: int = 0
+    reviews_decided: int = 0  # refunds held for fraud review, decided by the driver as an analyst
     duplicate_rejected: int = 0
     duplicate_accepted: list[str] = field(default_factory=list)
     rpc_retries: int = 0
@@ -289,7 +292,7 @@ class Chaos:
                     request.reason, customer)))
             refunds.append(refund)
         for refund in refunds:
-            view = await self.until(refund, lambda s: s in REFUND_FINAL, closed_too=True)
+            view = await self.refund_outcome(refund)
             if view["status"] == "completed" and self.rng.random() < self.cfg.duplicate_share:
                 # second copies of the payout and of the customer's message, after the fact
                 await asyncio.to_thread(
@@ -308,7 +311,24 @@ class Chaos:
                                     reason="chaos: asked again", requested_by=customer)
             late = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund",
                                     {ORDER_ID: order.order_id, REFUND_ID: refund_id})
-            await self.until(late, lambda s: s in REFUND_FINAL, closed_too=True)
+            await self.refund_outcome(late)
+
+    async def refund_outcome(self, handle: WorkflowHandle) -> dict:
+        """Wait for a refund's final status. One sent to fraud review (a customer's third
+        approved refund within 7 days, e.g. after two declined payouts) is decided by an
+        analyst through the `resolve_review` Update, as a person would."""
+        view = await self.until(handle, lambda s: s in REFUND_FINAL or s == "under_review")
+        if view["status"] == "under_review":
+            decision = self.rng.choice([ReviewDecision.APPROVE, ReviewDecision.REJECT])
+            self.faults.reviews_decided += 1
+            try:
+                await self.rpc(f"review {handle.id}", lambda: handle.start_update(
+                    RefundWorkflow.resolve_review, ReviewResolution(decision=decision, reviewer=ANALYST),
+                    id=f"chaos-review-{handle.id}", wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                ))
+            except WorkflowUpdateFailedError:
+                pass  # the review closed meanwhile: the final status tells
+        return await self.until(handle, lambda s: s in REFUND_FINAL, closed_too=True)
 
     async def recover(self, handle: WorkflowHandle, card: str, customer: Actor) -> dict:
         """Give a recovering payment a new card until it is paid or abandoned."""
@@ -670,6 +690,7 @@ async def amain(cfg: Config, stack: Stack) -> int:
           f"tok_timeout hang {knobs.get('hang_seconds')} s (client timeout "
           f"{stack.env.get('SETTLEFLOW_GATEWAY_TIMEOUT', '10')} s)")
     print(f"  client calls retried         {f.rpc_retries} (server unavailable)")
+    print(f"  fraud reviews decided        {f.reviews_decided} (by the driver, as an analyst)")
     print("flows run:")
     print(f"  orders {len(chaos.orders)} ({tally(cards)})")
     print(f"  workflows {len(chaos.workflow_ids)} ({tally(kinds)})")
