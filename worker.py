@@ -19,7 +19,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -44,15 +46,25 @@ class Dependencies:
     uow_factory: object
     gateway: HttpGatewayPort
     mailbox: FileMailbox
+    engine: Engine | None = None  # the database the units of work use (disposed by whoever made it)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Dependencies:
-        engine = db.make_engine(settings.database_url)
+        return cls.connect(
+            settings.database_url, settings.gateway_url, settings.mailbox_dir, settings.gateway_timeout_seconds
+        )
+
+    @classmethod
+    def connect(
+        cls, database_url: str, gateway_url: str, mailbox_dir: str | Path, gateway_timeout_seconds: float = 10.0
+    ) -> Dependencies:
+        engine = db.make_engine(database_url)
         aggregates = default_aggregate_types()
         return cls(
             uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
-            gateway=HttpGatewayPort(HttpPaymentGateway(settings.gateway_url, settings.gateway_timeout_seconds)),
-            mailbox=FileMailbox(settings.mailbox_dir),
+            gateway=HttpGatewayPort(HttpPaymentGateway(gateway_url, gateway_timeout_seconds)),
+            mailbox=FileMailbox(mailbox_dir),
+            engine=engine,
         )
 
 

@@ -48,10 +48,6 @@ from adapters import db  # noqa: E402
 from adapters.gateway_client import configure, read_ledger  # noqa: E402
 from adapters.inspection import outbox_rows  # noqa: E402
 from adapters.tables import notifications  # noqa: E402
-from adapters.gateway import HttpGatewayPort  # noqa: E402
-from adapters.gateway_client import HttpPaymentGateway  # noqa: E402
-from adapters.mailbox import FileMailbox  # noqa: E402
-from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types  # noqa: E402
 from adapters.views import order_view  # noqa: E402
 from chaos.redelivery import Redelivery  # noqa: E402
 from devstack import Stack  # noqa: E402
@@ -643,12 +639,8 @@ async def amain(cfg: Config, stack: Stack) -> int:
         filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
     client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
                                   data_converter=pydantic_data_converter, runtime=quiet)
-    engine = db.make_engine(stack.database_url)
-    deps = Dependencies(  # the owners' handlers, for second copies of commands (chaos/redelivery.py)
-        uow_factory=lambda: SqlUnitOfWork(engine, default_aggregate_types()),
-        gateway=HttpGatewayPort(HttpPaymentGateway(stack.gateway_url, timeout_seconds=3.0)),
-        mailbox=FileMailbox(stack.mailbox_dir),
-    )
+    # the owners' handlers, for second copies of commands (chaos/redelivery.py)
+    deps = Dependencies.connect(stack.database_url, stack.gateway_url, stack.mailbox_dir, gateway_timeout_seconds=3.0)
     chaos = Chaos(cfg, stack, client, deps)
     chaos.temporal, chaos.workers = chaos_temporal, workers
     chaos.faults.error_rate, chaos.faults.latency_ms = knobs.get("error_rate", 0.1), knobs.get("latency_ms", 25)

@@ -19,10 +19,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from adapters import db
-from adapters.gateway import HttpGatewayPort
-from adapters.gateway_client import HttpPaymentGateway, read_ledger
+from adapters.gateway_client import read_ledger
 from adapters.mailbox import FileMailbox
-from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from devstack import temporal_cli
 from tests.gateway_process import gateway_simulator
 from worker import ALL_QUEUES, Dependencies, build_workers
@@ -109,13 +107,8 @@ class Harness:
 async def harness(env: WorkflowEnvironment, gateway_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     url = f"sqlite:///{tmp_path / 'settleflow.db'}"
     db.upgrade(url)
-    engine = db.make_engine(url)
-    aggregates = default_aggregate_types()
-    deps = Dependencies(
-        uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
-        gateway=HttpGatewayPort(HttpPaymentGateway(gateway_url, timeout_seconds=0.5)),
-        mailbox=FileMailbox(tmp_path / "mailbox"),
-    )
+    deps = Dependencies.connect(url, gateway_url, tmp_path / "mailbox", gateway_timeout_seconds=0.5)
+    engine = deps.engine
     async with AsyncExitStack() as stack:
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
         for worker in build_workers(env.client, deps, list(ALL_QUEUES), executor):

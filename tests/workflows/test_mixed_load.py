@@ -29,10 +29,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from adapters import db
-from adapters.gateway import HttpGatewayPort
-from adapters.gateway_client import HttpPaymentGateway, read_ledger
-from adapters.mailbox import FileMailbox
-from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from adapters.gateway_client import read_ledger
 from adapters.views import order_view
 from domain.contracts import CapturePayment, RetryPaymentCapture, SendRefundToGateway
 from domain.shared.actor import Actor
@@ -179,13 +176,8 @@ async def load(
 ) -> AsyncIterator[LoadResult]:
     url = load_database_url
     db.upgrade(url)
-    engine = db.make_engine(url)
-    aggregates = default_aggregate_types()
-    deps = Dependencies(
-        uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
-        gateway=HttpGatewayPort(HttpPaymentGateway(gateway_url, timeout_seconds=1.0)),
-        mailbox=FileMailbox(tmp_path_factory.mktemp("mailbox")),
-    )
+    deps = Dependencies.connect(url, gateway_url, tmp_path_factory.mktemp("mailbox"), gateway_timeout_seconds=1.0)
+    engine = deps.engine
     async with AsyncExitStack() as stack:
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
         for worker in build_workers(env.client, deps, list(ALL_QUEUES), executor):
