@@ -41,7 +41,7 @@ from demo import run_demo, status_when
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import DomainError
-from domain.shared.messages import ID_MAX
+from domain.shared.messages import ID_MAX, TEXT_MAX
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
 from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import CUSTOMER_ID, FLOW_STATUS, FLOWS_QUEUE, ORDER_ID, REFUND_ID
@@ -49,7 +49,7 @@ from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 MAX_ID = ID_MAX  # the domain's limit for ids people give
-MAX_TEXT = 2000  # a reason or a note: what the owners' commands accept
+MAX_TEXT = TEXT_MAX  # a reason or a note: what the owners' commands accept
 PLAIN_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 

@@ -16,10 +16,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from domain.contracts import Actor, Money, ReviewDecision
-from domain.shared.messages import DERIVED_ID_MAX, ID_MAX
+from domain.shared.messages import DERIVED_ID_MAX, ID_MAX, TEXT_MAX
 
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX)]
-Reason = Annotated[str, Field(min_length=1, max_length=2000)]
+Reason = Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
 
 
 class InvalidRequest(Exception):

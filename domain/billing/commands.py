@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import DERIVED_ID_MAX, Command, Message
+from domain.shared.messages import DERIVED_ID_MAX, TEXT_MAX, Command, Message
 from domain.shared.money import Money
 
 
@@ -51,7 +51,7 @@ class RequestRefund(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
     refund_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)  # a cancellation's refund id is derived
     amount: Money | None = None  # None: everything still refundable
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: str = Field(min_length=1, max_length=TEXT_MAX)
 
 
 class CancelRefund(BillingCommand):
@@ -80,4 +80,4 @@ class CancelOrder(BillingCommand):
     """Customer, support, or a policy (payment abandoned) asks to cancel the order."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: str = Field(min_length=1, max_length=TEXT_MAX)

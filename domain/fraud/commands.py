@@ -9,7 +9,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import DERIVED_ID_MAX, Command
+from domain.shared.messages import DERIVED_ID_MAX, TEXT_MAX, Command
 from domain.shared.money import Money
 
 
@@ -36,7 +36,7 @@ class ReviewDecision(StrEnum):
 class ResolveFraudReview(FraudCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.FRAUD_ANALYST})
     decision: ReviewDecision
-    note: str = Field(default="", max_length=2000)
+    note: str = Field(default="", max_length=TEXT_MAX)
 
 
 class ExpireFraudReview(FraudCommand):

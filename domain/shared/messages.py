@@ -39,6 +39,7 @@ class Message(BaseModel):
 
 ID_MAX = 200  # ids people give: orders, customers, refunds, card tokens
 DERIVED_ID_MAX = 1000  # ids made from them, e.g. a cancellation's refund `{order_id}-cancellation`
+TEXT_MAX = 2000  # free text people give: a reason, a reviewer's note
 
 
 class Command(Message):
