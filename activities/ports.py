@@ -7,16 +7,26 @@ and small fakes where a unit test needs no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Protocol
 
 from domain.notifications.events import MessageSent
-from domain.payments.gateway import CaptureRequest, GatewayAnswer, RefundRequest
+from domain.payments.gateway import CaptureRequest, GatewayAnswer, LookupAnswer, RefundRequest, SettlementLine
 
 
 class PaymentGateway(Protocol):
     def capture(self, request: CaptureRequest) -> GatewayAnswer: ...
 
     def refund(self, request: RefundRequest) -> GatewayAnswer: ...
+
+    # Look-ups for reconciliation: what really happened to a request sent earlier, found by
+    # the same request (its business id is the idempotency key). They never move money.
+    def find_capture(self, request: CaptureRequest) -> LookupAnswer: ...
+
+    def find_refund(self, request: RefundRequest) -> LookupAnswer: ...
+
+    def settlements(self, day: date) -> list[SettlementLine]:
+        """Every capture and refund the gateway settled on `day` (UTC)."""
 
 
 class Mailbox(Protocol):

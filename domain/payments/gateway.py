@@ -8,6 +8,8 @@ aggregate and outside any database transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 from domain.shared.money import Money
 
@@ -39,6 +41,29 @@ class Declined:
 
 
 GatewayAnswer = Accepted | Declined
+
+
+@dataclass(frozen=True)
+class NotFound:
+    """The gateway confirms it holds nothing under this business id: no money moved.
+    Only this answer (or a Declined) may free money that an unknown request reserved."""
+
+
+# What a look-up by business id can tell (reconciliation). A look-up never moves money;
+# when the gateway still cannot say (pending, unreachable) it raises GatewayUnavailable.
+LookupAnswer = Accepted | Declined | NotFound
+
+
+@dataclass(frozen=True)
+class SettlementLine:
+    """One movement of money in the gateway's settlement listing for a day."""
+
+    kind: Literal["capture", "refund"]
+    business_id: str  # settleflow's id: the attempt id of a capture, the refund id of a refund
+    order_id: str
+    reference: str  # the gateway's own id
+    amount: Money  # always positive; `kind` says which way it went
+    settled_at: datetime
 
 
 class GatewayUnavailable(Exception):
