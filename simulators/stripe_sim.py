@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import secrets
@@ -690,7 +691,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--hang-seconds", type=float, default=3.0)
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY, help="the secret key callers must send (Bearer)")
+    parser.add_argument("--api-key", default=os.environ.get("STRIPE_API_KEY") or DEFAULT_API_KEY,
+                        help="the secret key callers must send as Bearer (default: $STRIPE_API_KEY, else "
+                        f"{DEFAULT_API_KEY})")
     args = parser.parse_args(argv)
     try:
         config = SimConfig(args.latency_ms, args.error_rate, args.hang_seconds, args.seed, args.api_key)
