@@ -91,6 +91,18 @@ def from_stripe_amount(amount: int, currency: str) -> Money:
     return Money.of(Decimal(abs(amount)).scaleb(-stripe_exponent(code)), code)
 
 
+class _HttpxClient(stripe.HTTPXClient):
+    """The SDK's httpx transport, sending the form body as `content` (httpx deprecates
+    `data=<str>`); everything else is the SDK's own (stripe==16.1.0)."""
+
+    def _get_request_args_kwargs(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        body = kwargs.pop("data", None)
+        if body:
+            kwargs["content"] = body
+        return args, kwargs
+
+
 class StripeGateway:
     """Thread-safe (one StripeClient over one httpx connection pool); calls are synchronous
     because the payments activities run in a thread pool."""
@@ -98,7 +110,7 @@ class StripeGateway:
     def __init__(self, api_key: str, base_url: str | None = None, timeout_seconds: float = 10.0) -> None:
         if not api_key:
             raise ValueError("a Stripe secret key is required (STRIPE_API_KEY)")
-        self._http = stripe.HTTPXClient(timeout=timeout_seconds, allow_sync_methods=True)
+        self._http = _HttpxClient(timeout=timeout_seconds, allow_sync_methods=True)
         api_base = (base_url or "").rstrip("/") or STRIPE_API
         self._client = stripe.StripeClient(
             api_key,
