@@ -8,8 +8,9 @@
 
 Every call that moves money sends settleflow's business id as the `Idempotency-Key`
 (the capture attempt id, the refund id) and the ids as metadata (order_id and
-attempt_id on a PaymentIntent, order_id and refund_id on a Refund). Look-ups are GETs:
-they never move money.
+attempt_id on a PaymentIntent, order_id and refund_id on a Refund); an id longer than
+Stripe's 255-character key is sent as its digest (`stripe_business_id`). Look-ups are
+GETs: they never move money.
 
 One call is one HTTP request: the SDK's own network retries are OFF
 (`max_network_retries=0`). Temporal already retries the activity with the same
@@ -42,6 +43,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import hashlib
+
 import stripe
 
 from domain.payments.gateway import (
@@ -67,11 +70,24 @@ ZERO_DECIMAL = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XA
 THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
 WHOLE_UNITS_IN_TWO_DECIMALS = frozenset({"ISK"})  # zero-decimal, written as two: 100 ISK -> 10000
 
+# Stripe's limits: an Idempotency-Key has at most 255 characters, a metadata value 500.
+KEY_MAX = 255
+
 # Metadata keys on Stripe's objects; search and list match on them.
 ORDER_ID, ATTEMPT_ID, REFUND_ID = "order_id", "attempt_id", "refund_id"
 
 CAPTURE_TYPES = frozenset({"charge", "payment"})  # balance transaction types of a captured card payment
 REFUND_TYPES = frozenset({"refund", "payment_refund"})
+
+
+def stripe_business_id(business_id: str) -> str:
+    """The business id as Stripe holds it (Idempotency-Key, metadata): itself, or for ids
+    longer than Stripe's 255-character key, "sha256:" and its digest. Deterministic, so a
+    retry sends the same key and a look-up finds the same object; settlement lines carry
+    this form."""
+    if len(business_id) <= KEY_MAX:
+        return business_id
+    return "sha256:" + hashlib.sha256(business_id.encode("utf-8")).hexdigest()
 
 
 def stripe_exponent(currency: str) -> int:
@@ -123,27 +139,28 @@ class StripeGateway:
     # -- money-moving calls ----------------------------------------------------------
 
     def capture(self, request: CaptureRequest) -> GatewayAnswer:
+        key = stripe_business_id(request.idempotency_key)
         params: dict[str, Any] = {
             "amount": to_stripe_amount(request.amount),
             "currency": request.amount.currency.lower(),
             "confirm": True,
             "payment_method_types": ["card"],
             "description": f"settleflow order {request.reference}",
-            "metadata": {ORDER_ID: request.reference, ATTEMPT_ID: request.idempotency_key},
+            "metadata": {ORDER_ID: request.reference, ATTEMPT_ID: key},
             **_card(request.card_token),
         }
         try:
-            intent = _ask(lambda: self._client.v1.payment_intents.create(
-                params, {"idempotency_key": request.idempotency_key}))
+            intent = _ask(lambda: self._client.v1.payment_intents.create(params, {"idempotency_key": key}))
         except stripe.CardError as declined:
             return Declined(_decline_code(declined))
         if intent.status == "processing":
             intent = _ask(lambda: self._client.v1.payment_intents.retrieve(intent.id))
-        return _capture_answer(_plain(intent), request.idempotency_key)
+        return _capture_answer(_plain(intent), key)
 
     def refund(self, request: RefundRequest) -> GatewayAnswer:
         # Read the payment first: a refund crosses in the payment's currency, so a request in
         # another currency would move a wrong amount. The read moves nothing.
+        key = stripe_business_id(request.idempotency_key)
         intent = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(request.charge)))
         if intent["currency"].upper() != request.amount.currency:
             raise GatewayRefusedRequest(
@@ -153,23 +170,24 @@ class StripeGateway:
             "payment_intent": request.charge,
             "amount": to_stripe_amount(request.amount),
             "reason": "requested_by_customer",
-            "metadata": {REFUND_ID: request.idempotency_key,
+            "metadata": {REFUND_ID: key,
                          ORDER_ID: (intent.get("metadata") or {}).get(ORDER_ID, "")},
         }
         try:
-            refund = _ask(lambda: self._client.v1.refunds.create(params, {"idempotency_key": request.idempotency_key}))
+            refund = _ask(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key}))
         except stripe.CardError as declined:
             return Declined(_decline_code(declined))
         if refund.status in ("pending", "requires_action"):
             refund = _ask(lambda: self._client.v1.refunds.retrieve(refund.id))
-        return _refund_answer(_plain(refund), request.idempotency_key)
+        return _refund_answer(_plain(refund), key)
 
     # -- look-ups (never move money) -------------------------------------------------
 
     def find_capture(self, request: CaptureRequest) -> LookupAnswer:
         """The PaymentIntent made under this attempt id. On Stripe, search is eventually
         consistent (usually under a minute): ask about attempts older than that."""
-        query = f"metadata['{ATTEMPT_ID}']:'{_quoted(request.idempotency_key)}'"
+        key = stripe_business_id(request.idempotency_key)
+        query = f"metadata['{ATTEMPT_ID}']:'{_quoted(key)}'"
         found = _ask(lambda: list(self._client.v1.payment_intents.search({"query": query, "limit": 100})
                                   .auto_paging_iter()))
         intents = [_plain(i) for i in found]
@@ -179,8 +197,8 @@ class StripeGateway:
         if succeeded:
             return Accepted(succeeded[0]["id"])
         if any(i["status"] == "processing" for i in intents):
-            raise GatewayUnavailable(f"capture {request.idempotency_key} is still processing at Stripe")
-        return _capture_answer(intents[0], request.idempotency_key)
+            raise GatewayUnavailable(f"capture {key} is still processing at Stripe")
+        return _capture_answer(intents[0], key)
 
     def find_refund(self, request: RefundRequest) -> LookupAnswer:
         """The refund made under this refund id, among the refunds of its PaymentIntent."""
@@ -191,13 +209,14 @@ class StripeGateway:
             if "resource_missing" in str(refused):
                 return NotFound()  # no such payment: no refund of it either
             raise
-        mine = [r for r in map(_plain, refunds) if (r.get("metadata") or {}).get(REFUND_ID) == request.idempotency_key]
+        key = stripe_business_id(request.idempotency_key)
+        mine = [r for r in map(_plain, refunds) if (r.get("metadata") or {}).get(REFUND_ID) == key]
         if not mine:
             return NotFound()
         succeeded = [r for r in mine if r["status"] == "succeeded"]
         if succeeded:
             return Accepted(succeeded[0]["id"])
-        return _refund_answer(mine[0], request.idempotency_key)
+        return _refund_answer(mine[0], key)
 
     def settlements(self, day: date) -> list[SettlementLine]:
         """Every capture and refund settleflow made that Stripe booked on `day` (UTC), oldest

@@ -237,6 +237,10 @@ def _metadata(params: dict[str, Any]) -> dict[str, str]:
         return {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _Invalid("parameter_invalid", "metadata must be a hash of strings", "metadata")
+    for name, value in metadata.items():
+        if len(name) > 40 or len(value) > 500:
+            raise _Invalid("parameter_invalid", "Metadata keys have at most 40 characters, values at most 500.",
+                           f"metadata[{name[:40]}]")
     return dict(metadata)
 
 
@@ -551,6 +555,8 @@ def create_app(config: SimConfig) -> Starlette:
         try:
             if not key:
                 raise _Invalid("idempotency_key_missing", "Send an Idempotency-Key header with every payment request.")
+            if len(key) > 255:
+                raise _Invalid("idempotency_key_too_long", "Idempotency keys have at most 255 characters.")
             params = decode_form((await request.body()).decode("utf-8"))
         except (_Invalid, UnicodeDecodeError) as invalid:
             bad = invalid if isinstance(invalid, _Invalid) else _Invalid("invalid_body", "the body must be UTF-8")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from adapters.settings import SIMULATOR_API_KEY
-from adapters.stripe_gateway import StripeGateway
+from adapters.stripe_gateway import StripeGateway, stripe_business_id
 from domain.payments.gateway import (
     Accepted,
     CaptureRequest,
@@ -462,3 +462,17 @@ def test_an_unreachable_gateway_is_unavailable():
             nowhere.capture(capture_of())
     finally:
         nowhere.close()
+
+
+def test_a_business_id_longer_than_stripes_key_limit_still_moves_money_once_and_is_found(
+        gateway: StripeGateway, base_url: str):
+    request = capture_of(key="attempt/" + "x" * 990)  # settleflow's derived ids may have 1000 characters
+    too_long = post(base_url, "/v1/payment_intents", VISA_FORM, key=request.idempotency_key)
+    assert too_long.status_code == 400  # as Stripe: at most 255 characters
+
+    first, again = gateway.capture(request), gateway.capture(request)
+
+    assert first == again == gateway.find_capture(request)
+    [line] = gateway.settlements(datetime.now(timezone.utc).date())
+    assert line.business_id == stripe_business_id(request.idempotency_key) != request.idempotency_key
+    assert len(read_ledger(base_url)["captures"]) == 1
