@@ -184,8 +184,9 @@ class StripeGateway:
     # -- look-ups (never move money) -------------------------------------------------
 
     def find_capture(self, request: CaptureRequest) -> LookupAnswer:
-        """The PaymentIntent made under this attempt id. On Stripe, search is eventually
-        consistent (usually under a minute): ask about attempts older than that."""
+        """The PaymentIntent made under this attempt id (only `idempotency_key` is used).
+        On Stripe, search is eventually consistent (usually under a minute): ask about
+        attempts older than that."""
         key = stripe_business_id(request.idempotency_key)
         query = f"metadata['{ATTEMPT_ID}']:'{_quoted(key)}'"
         found = _ask(lambda: list(self._client.v1.payment_intents.search({"query": query, "limit": 100})
@@ -201,7 +202,8 @@ class StripeGateway:
         return _capture_answer(intents[0], key)
 
     def find_refund(self, request: RefundRequest) -> LookupAnswer:
-        """The refund made under this refund id, among the refunds of its PaymentIntent."""
+        """The refund made under this refund id (`idempotency_key`), among the refunds of
+        its PaymentIntent (`charge`)."""
         try:
             refunds = _ask(lambda: list(self._client.v1.refunds.list({"payment_intent": request.charge, "limit": 100})
                                         .auto_paging_iter()))

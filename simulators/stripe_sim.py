@@ -46,6 +46,7 @@ Behaviour by card (the PaymentIntent's `payment_method`, or the token in
     tok_timeout               runs and is stored at once, but the first answer of each key
                               comes only after `hang_seconds`; a retry gets the stored answer
     tok_unavailable           every capture 503 (nothing runs)
+    tok_rate_limited          every capture and refund 429 rate_limit (nothing runs)
     tok_refunds_unavailable   capture succeeds, every refund 503 (nothing runs)
     tok_capture_answer_lost   the capture runs (money moves) but every answer, replays
                               included, hangs `hang_seconds` and then is a 503
@@ -118,6 +119,7 @@ CAPTURE_DECLINES = {
 REFUND_DECLINED_TOKEN, REFUND_FAILURE_REASON = "tok_refund_declined", "expired_or_canceled_card"
 FLAKY_TOKEN, FLAKY_FAILURES = "tok_flaky", 2
 TIMEOUT_TOKEN = "tok_timeout"
+RATE_LIMITED_TOKEN = "tok_rate_limited"
 UNAVAILABLE = {"payment_intents": {"tok_unavailable"}, "refunds": {"tok_refunds_unavailable"}}
 ANSWER_LOST = {"payment_intents": "tok_capture_answer_lost", "refunds": "tok_refund_answer_lost"}
 NEVER_ARRIVES = {"payment_intents": "tok_capture_never_arrives", "refunds": "tok_refund_never_arrives"}
@@ -332,6 +334,9 @@ class Simulator:
                     return _Outcome(*_unavailable("the answer was lost"), hang=hang)
                 return _Outcome(*record.answer, replayed=True)
             record.attempts += 1
+            if token == RATE_LIMITED_TOKEN:
+                return _Outcome(*_error(429, "invalid_request_error", "rate_limit", "Too many requests hit the API too "
+                                        "quickly. We recommend an exponential backoff of your requests."))
             if token in UNAVAILABLE[resource]:
                 return _Outcome(*_unavailable("the processor for this card is down"))
             if token == FLAKY_TOKEN and record.attempts <= FLAKY_FAILURES:

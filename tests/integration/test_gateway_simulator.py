@@ -476,3 +476,27 @@ def test_a_business_id_longer_than_stripes_key_limit_still_moves_money_once_and_
     [line] = gateway.settlements(datetime.now(timezone.utc).date())
     assert line.business_id == stripe_business_id(request.idempotency_key) != request.idempotency_key
     assert len(read_ledger(base_url)["captures"]) == 1
+
+
+def test_a_rate_limit_is_unavailable_and_retried_later_not_refused(gateway: StripeGateway, base_url: str):
+    answer = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": "tok_rate_limited"}, key=_key())
+    assert (answer.status_code, answer.json()["error"]["code"]) == (429, "rate_limit")
+
+    with pytest.raises(GatewayUnavailable, match="RateLimitError"):
+        gateway.capture(capture_of("tok_rate_limited"))
+
+    assert read_ledger(base_url)["captures"] == []
+
+
+def test_with_no_hang_a_lost_answer_is_an_immediate_503_and_the_refund_still_moved(
+        gateway: StripeGateway, base_url: str):
+    configure(base_url, hang_seconds=0)
+    payment = paid(gateway, "tok_refund_answer_lost")
+    request = refund_of(payment, "20.00")
+    started = time.monotonic()
+
+    with pytest.raises(GatewayUnavailable, match="503"):
+        gateway.refund(request)
+
+    assert time.monotonic() - started < HANG_SECONDS
+    assert gateway.find_refund(request) == Accepted(read_ledger(base_url)["refunds"][0]["id"])
