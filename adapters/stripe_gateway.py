@@ -325,7 +325,7 @@ def _plain(obj: Any) -> dict[str, Any]:
 
 
 def _message(error: stripe.StripeError) -> str:
-    return str(error.user_message or error._message or "")
+    return str(error.user_message or "")
 
 
 def _describe(error: stripe.StripeError) -> str:

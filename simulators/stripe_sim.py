@@ -182,7 +182,7 @@ def decode_form(text: str) -> dict[str, Any]:
         head, _, rest = key.partition("[")
         parts = [head] + ([p for p in rest.rstrip("]").split("][")] if rest else [])
         node = root
-        for name, following in zip(parts, parts[1:]):
+        for name in parts[:-1]:
             node = node.setdefault(name or str(len(node)), {})
             if not isinstance(node, dict):
                 raise _Invalid("parameter_invalid", f"{key} mixes a value and nested parameters", key)
@@ -307,7 +307,7 @@ class Simulator:
             return self._rng.random() < self.config.error_rate
 
     def _now(self) -> int:
-        # Strictly increasing per object, so "newest first" lists have one order.
+        # Never earlier than the last object's: "newest first" lists keep creation order.
         self._last_created = max(int(time.time()), self._last_created)
         return self._last_created
 
