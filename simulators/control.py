@@ -32,7 +32,8 @@ def reset(base_url: str) -> None:
 
 
 def configure(base_url: str, **knobs: float | int | None) -> dict[str, Any]:
-    """Change latency_ms / error_rate / hang_seconds (and seed) at runtime; returns the new config."""
+    """Change latency_ms / error_rate / hang_seconds / seed / frozen_time (epoch seconds or None)
+    at runtime; returns the new config."""
     response = httpx.post(base_url.rstrip("/") + "/_sim/config", json=knobs, timeout=_CONTROL_TIMEOUT)
     response.raise_for_status()
     return response.json()

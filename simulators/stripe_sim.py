@@ -61,7 +61,9 @@ finds the payment or refund, after "never arrives" or "refused" it finds nothing
 
 Knobs (also at runtime through /_sim/config): `latency_ms` delays every /v1 answer,
 `error_rate` answers 503 to that share of POSTs before they touch anything (seeded RNG),
-`hang_seconds` is the delay of the hanging tokens. Reads and control endpoints never
+`hang_seconds` is the delay of the hanging tokens (at 0 they answer at once),
+`frozen_time` (epoch seconds, or null for the clock) is the `created` time of every new
+object, so tests on a time-skipping server can settle on the day they ask about. Reads and control endpoints never
 fail on purpose, so tests can always observe the truth.
 """
 
@@ -77,7 +79,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -137,6 +139,7 @@ class SimConfig:
     error_rate: float = 0.0
     hang_seconds: float = 3.0
     seed: int | None = None
+    frozen_time: int | None = None  # epoch seconds every new object is created at; None: the clock
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
 
     def __post_init__(self) -> None:
@@ -308,6 +311,8 @@ class Simulator:
 
     def _now(self) -> int:
         # Never earlier than the last object's: "newest first" lists keep creation order.
+        if self.config.frozen_time is not None:
+            return self.config.frozen_time
         self._last_created = max(int(time.time()), self._last_created)
         return self._last_created
 
@@ -681,21 +686,27 @@ def _config_problem(changes: Any) -> str | None:
     """Why a /_sim/config body is unacceptable, or None. `seed` (int or null) reseeds the RNG."""
     if not isinstance(changes, dict):
         return "the body must be a JSON object"
-    unknown = sorted(set(changes) - {*KNOBS, "seed"})
+    unknown = sorted(set(changes) - {*KNOBS, "seed", "frozen_time"})
     if unknown:
         return f"unknown setting(s): {', '.join(unknown)}"
     for name in KNOBS:
         value = changes.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"{name} must be a number"
-    seed = changes.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        return "seed must be an integer or null"
+    for name in ("seed", "frozen_time"):
+        value = changes.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{name} must be an integer or null"
     return None
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one clear line, exit 2, nothing started
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulators.stripe_sim", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m simulators.stripe_sim", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--latency-ms", type=float, default=0.0)
@@ -707,7 +718,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"{DEFAULT_API_KEY})")
     args = parser.parse_args(argv)
     try:
-        config = SimConfig(args.latency_ms, args.error_rate, args.hang_seconds, args.seed, args.api_key)
+        config = SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate, hang_seconds=args.hang_seconds,
+                           seed=args.seed, api_key=args.api_key)
     except ValueError as exc:
         parser.error(str(exc))
     # A short graceful shutdown: hanging answers must not hold up a terminate.

@@ -8,6 +8,8 @@ they are proven here rather than in the contract suite.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -500,3 +502,25 @@ def test_with_no_hang_a_lost_answer_is_an_immediate_503_and_the_refund_still_mov
 
     assert time.monotonic() - started < HANG_SECONDS
     assert gateway.find_refund(request) == Accepted(read_ledger(base_url)["refunds"][0]["id"])
+
+
+def test_a_frozen_clock_puts_new_payments_on_the_day_a_test_settles(gateway: StripeGateway, base_url: str):
+    day = date(2031, 2, 3)
+    configure(base_url, frozen_time=int(datetime(2031, 2, 3, 23, 59, 59, tzinfo=timezone.utc).timestamp()))
+    try:
+        payment = paid(gateway)
+    finally:
+        configure(base_url, frozen_time=None)
+
+    assert [line.reference for line in gateway.settlements(day)] == [payment]
+    assert gateway.settlements(date(2031, 2, 4)) == []
+
+
+@pytest.mark.parametrize("arguments", [[], ["--port", "x"], ["--port", "1", "--error-rate", "2"],
+                                       ["--port", "1", "--hang-seconds", "-1"], ["--port", "1", "--api-key", ""]])
+def test_bad_simulator_arguments_are_one_line_and_exit_2(arguments: list[str]):
+    done = subprocess.run([sys.executable, "-m", "simulators.stripe_sim", *arguments],
+                          capture_output=True, text=True, timeout=30)
+
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("python -m simulators.stripe_sim: error: ")
