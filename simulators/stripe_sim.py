@@ -19,7 +19,9 @@ POST /_sim/reset, GET /_sim/ledger (every capture and refund that moved money, i
 Errors are Stripe's bodies, {"error": {"type", "code", "decline_code", "message", "param"}}:
 402 card_error (declines), 400 invalid_request_error (bad parameters, idempotency_error for a
 key reused with other parameters), 401 (no or wrong API key), 404 (no such object),
-503 api_error (injected faults).
+429 (tok_rate_limited), 503 api_error (injected faults). No 409: a request runs and is
+stored under its key before any hang, so a concurrent retry replays it (Stripe answers
+409 while a request with the key is still in flight; the adapter retries that later).
 
 Idempotency as Stripe's: a POST's `Idempotency-Key` is bound to its path and parameters.
 The same key with the same parameters replays the stored answer (header
