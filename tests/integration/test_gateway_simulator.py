@@ -48,7 +48,7 @@ def base_url() -> Iterator[str]:
 def clean_simulator(base_url: str) -> None:
     # Each test starts from an empty account and default knobs, so ledger counts are exact.
     reset(base_url)
-    configure(base_url, latency_ms=0, error_rate=0.0, hang_seconds=HANG_SECONDS)
+    configure(base_url, latency_ms=0, error_rate=0.0, hang_seconds=HANG_SECONDS, frozen_time=None)
 
 
 @pytest.fixture
