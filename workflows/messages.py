@@ -11,15 +11,17 @@ per process.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError, model_validator
 
 from domain.contracts import Actor, Money, ReviewDecision
-from domain.shared.messages import DERIVED_ID_MAX, ID_MAX, TEXT_MAX
+from domain.shared.messages import DerivedId, Id, Note, Text
 
-Id = Annotated[str, Field(min_length=1, max_length=ID_MAX)]
-Reason = Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
+# One definition of an id and a text: the very types the owners' commands use
+# (domain/shared/text.py), so a request or an Update that passes here can always
+# be turned into a command and recorded.
+Reason = Text
 
 
 class InvalidRequest(Exception):
@@ -28,8 +30,9 @@ class InvalidRequest(Exception):
 
 
 class Request(BaseModel):
-    """What starts a process. One that does not validate raises InvalidRequest, naming
-    every field that is wrong, on one line."""
+    """What starts a process, or what an Update carries. One that does not validate raises
+    InvalidRequest, naming every field that is wrong, on one line: a start request fails
+    the workflow with it, an Update is refused with it."""
 
     @model_validator(mode="wrap")
     @classmethod
@@ -52,17 +55,19 @@ class TrailView(BaseModel):
 
 # -- RefundWorkflow -----------------------------------------------------------------
 class RefundRequest(Request):
-    refund_id: Annotated[str, Field(min_length=1, max_length=DERIVED_ID_MAX)]  # a cancellation's is derived
+    refund_id: DerivedId  # a cancellation's is derived
     order_id: Id
     amount: Money | None = None  # None: everything still refundable
     reason: Reason
     requested_by: Actor
 
 
-class ReviewResolution(BaseModel):
+class ReviewResolution(Request):
+    """An Update's argument: one that does not validate is refused before the validator runs."""
+
     decision: ReviewDecision
     reviewer: Actor
-    note: str = ""
+    note: Note = ""
 
 
 class RefundStatus(TrailView):
@@ -81,14 +86,14 @@ class OrderRequest(Request):
     placed_by: Actor
 
 
-class NewPaymentMethod(BaseModel):
-    card_token: str
+class NewPaymentMethod(Request):
+    card_token: Id
     given_by: Actor | None = None
 
 
-class CancellationRequest(BaseModel):
+class CancellationRequest(Request):
     requested_by: Actor
-    reason: str = "cancelled on request"
+    reason: Reason = "cancelled on request"
 
 
 class PaymentStatus(TrailView):

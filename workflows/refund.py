@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
+    from workflows.process import refuse_role
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -183,9 +184,7 @@ class RefundWorkflow(Process):
             raise ValueError("this review has already been decided")
         if self.status != "under_review" or self.review_closed:
             raise ValueError(f"refund is {self.status}; no review is waiting for a decision")
-        if resolution.reviewer.role not in ResolveFraudReview.issued_by:
-            allowed = ", ".join(sorted(r.value for r in ResolveFraudReview.issued_by))
-            raise ValueError(f"a {resolution.reviewer.role.value} cannot decide a fraud review (needs {allowed})")
+        refuse_role(resolution.reviewer, ResolveFraudReview, "decide a fraud review")
 
     # -- money out ---------------------------------------------------------------------
     async def pay_out(self, approved: RefundApproved) -> RefundStatus:
