@@ -4,7 +4,7 @@ a real database and the real gateway simulator. Days pass in milliseconds."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
