@@ -46,6 +46,19 @@ class Request(BaseModel):
             raise InvalidRequest(f"invalid {cls.__name__}: {problems}") from None
 
 
+# Every status a process shows (its `status` query and the FlowStatus search attribute):
+# what `starter.py list --status` accepts. A test keeps it in step with the workflows.
+FLOW_STATUSES = frozenset({
+    "started",
+    # RefundWorkflow
+    "requested", "under_review", "sending", "completed", "rejected", "cancelled", "failed",
+    # PaymentWorkflow
+    "capturing", "recovering", "paid", "refunded", "abandoned",
+    # ShipOrderWorkflow, ConfirmDeliveryWorkflow
+    "shipping", "shipped", "delivering", "delivered",
+})
+
+
 class TrailView(BaseModel):
     """What every process shows: its status and the trail command → owner → event."""
 
@@ -84,6 +97,7 @@ class OrderRequest(Request):
     amount: Money
     card_token: Id
     placed_by: Actor
+    placed_at: datetime | None = None  # None: placed when the request reached settleflow
 
 
 class NewPaymentMethod(Request):

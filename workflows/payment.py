@@ -103,6 +103,7 @@ class PaymentWorkflow(Process):
                 order_id=order.order_id,
                 customer_id=order.customer_id,
                 lines=[OrderLine(description=f"Order {order.order_id}", amount=order.amount)],
+                placed_at=order.placed_at,
             ),
             DECIDE,
         )

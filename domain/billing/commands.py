@@ -26,6 +26,7 @@ class PlaceOrder(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
     customer_id: Id
     lines: list[OrderLine] = Field(min_length=1)
+    placed_at: datetime | None = None  # None: placed when the command was issued
 
 
 class MarkOrderPaid(BillingCommand):

@@ -66,6 +66,9 @@ class Order(AggregateRoot):
     # -- placing and paying ----------------------------------------------------
     @classmethod
     def place(cls, command: PlaceOrder) -> Order:
+        placed_at = command.placed_at or command.issued_at
+        if placed_at > command.issued_at:
+            raise InvalidCommand("placed_in_future", "an order cannot be recorded as placed before it is")
         currency = command.lines[0].amount.currency
         order_total = total([line.amount for line in command.lines], currency)
         if not order_total.is_positive:
@@ -80,7 +83,7 @@ class Order(AggregateRoot):
             lines=command.lines,
             total=order_total,
             paid=Money.zero(currency),
-            placed_at=command.issued_at,
+            placed_at=placed_at,
         )
         order.record(command, OrderPlaced(order_id=order.id, customer_id=order.customer_id, total=order_total))
         return order

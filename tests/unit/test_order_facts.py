@@ -50,3 +50,15 @@ def test_every_order_line_must_be_greater_than_zero_not_only_the_total(amounts):
 def test_an_order_of_positive_lines_totals_them():
     order = Order.place(place_order("20.00", "0.01"))
     assert order.total == eur("20.01") and order.placed_at == T0
+
+
+def test_an_order_placed_earlier_keeps_that_date_and_takes_a_shipment_after_it():
+    order = Order.place(place_order(placed_at=T0).model_copy(update={"placed_at": T0 - days(50)}))
+    order.record_shipment(command(RecordShipment, order_id=order.id, tracking="TRK-1", shipped_at=T0 - days(45)))
+    assert order.placed_at == T0 - days(50) and order.fulfilment is Fulfilment.SHIPPED
+
+
+def test_an_order_cannot_be_recorded_as_placed_in_the_future():
+    with pytest.raises(InvalidCommand) as refused:
+        Order.place(place_order().model_copy(update={"placed_at": T0 + days(1)}))
+    assert refused.value.code == "placed_in_future"
