@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from domain.shared.actor import Role
-from domain.shared.messages import Command, DerivedId, Id, Note
+from domain.shared.messages import Command, DerivedId, Id, Note, Text
 from domain.shared.money import Money
 
 
@@ -41,3 +41,11 @@ class ExpireFraudReview(FraudCommand):
     """Nobody decided in time; fraud says what that means."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+
+
+class WithdrawRefund(FraudCommand):
+    """The refund will not be paid after all (cancelled, or declined by the gateway):
+    fraud no longer counts it among the customer's refunds."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    reason: Text
