@@ -7,10 +7,10 @@ Read top to bottom:
   RefundApproved → ScreenRefund → fraud → RefundCleared | FraudReviewOpened
   FraudReviewOpened → wait for a person (Update `resolve_review`): 24 h reminder,
       72 h ExpireFraudReview → ReviewApproved | ReviewRejected
-  ReviewRejected → compensation: CancelRefund → billing, NotifyCustomer. Done.
+  ReviewRejected → compensation: CancelRefund → billing, WithdrawRefund → fraud, NotifyCustomer. Done.
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
   Settled → CompleteRefund → billing → NotifyCustomer. Done.
-  Declined or out of retries → compensation: FailRefund → billing,
+  Declined or out of retries → compensation: FailRefund → billing, WithdrawRefund → fraud,
       NotifyCustomer, NotifyTeam(support). Done.
 """
 
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ScreenRefund,
         SendRefundToGateway,
         ShipmentInterceptRequested,
+        WithdrawRefund,
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
@@ -66,6 +67,9 @@ GATEWAY = Step(
 )
 REVIEW_REMINDER_AFTER = timedelta(hours=24)
 REVIEW_EXPIRES_AFTER = timedelta(hours=72)
+
+# Flows recorded before fraud heard of refunds that are not paid replay without telling it.
+FRAUD_HEARS_UNPAID = "fraud-hears-unpaid-refunds"
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
@@ -232,6 +236,7 @@ class RefundWorkflow(Process):
             ),
             DECIDE,
         )
+        await self.withdraw_from_fraud(approved, reason)
         await self.notify_customer(approved.customer_id, "refund_cancelled", **self.facts(approved))
         return await self.end("cancelled", reason=reason)
 
@@ -240,6 +245,7 @@ class RefundWorkflow(Process):
             self.command(FailRefund, "fail", order_id=approved.order_id, refund_id=approved.refund_id, reason=reason),
             DECIDE,
         )
+        await self.withdraw_from_fraud(approved, reason)
         await self.notify_customer(approved.customer_id, "refund_failed", **self.facts(approved))
         await self.send(
             self.command(
@@ -253,6 +259,15 @@ class RefundWorkflow(Process):
             NOTIFY,
         )
         return await self.end("failed", reason=reason)
+
+    async def withdraw_from_fraud(self, approved: RefundApproved, reason: str) -> None:
+        """Fraud's "third refund within seven days" counts only refunds that are paid:
+        tell it this one is not (fraud decides what that changes)."""
+        if workflow.patched(FRAUD_HEARS_UNPAID):
+            await self.send(
+                self.command(WithdrawRefund, "withdraw-from-fraud", refund_id=approved.refund_id, reason=reason),
+                DECIDE,
+            )
 
     # -- small helpers -------------------------------------------------------------------
     async def notify_customer(self, customer_id: str, kind: str, **facts: str) -> None:
