@@ -44,6 +44,7 @@ from domain.payments.commands import UpdatePaymentMethod
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import DomainError
 from domain.shared.messages import ID_MAX, TEXT_MAX, Command
+from domain.shared.text import storable
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
 from domain.shipping.commands import ConfirmDelivery, ShipOrder
 from workflows.messages import FLOW_STATUSES
@@ -78,7 +79,17 @@ class CliParser(argparse.ArgumentParser):
 
 
 # -- argument types: each refuses bad input with a one-line reason --------------------
+def stored_as_is(text: str, what: str) -> str:
+    """The domain's own rule for text (domain/shared/text.py): a byte that is not UTF-8 on
+    the command line arrives as a lone surrogate, which no database can store."""
+    try:
+        return storable(text)
+    except ValueError as bad:
+        raise argparse.ArgumentTypeError(f"{what} {bad}") from None
+
+
 def identifier(text: str) -> str:
+    stored_as_is(text, "an id")
     if not text.strip():
         raise argparse.ArgumentTypeError("an id cannot be empty")
     if len(text) > MAX_ID:
@@ -90,6 +101,7 @@ def identifier(text: str) -> str:
 
 
 def reason(text: str) -> str:
+    stored_as_is(text, "a reason")
     if not text.strip():
         raise argparse.ArgumentTypeError("a reason cannot be empty")
     if len(text) > MAX_TEXT:
@@ -98,6 +110,7 @@ def reason(text: str) -> str:
 
 
 def note(text: str) -> str:
+    stored_as_is(text, "a note")
     if len(text) > MAX_TEXT:
         raise argparse.ArgumentTypeError(f"a note can have at most {MAX_TEXT} characters")
     return text

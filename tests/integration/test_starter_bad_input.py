@@ -210,6 +210,11 @@ for verb in ("refund", "cancel"):
     bad(f"{verb}: a reason over 2000 characters", argv(verb, {"--reason": "r" * 2001}), "reason", "2000")
 bad("refund: a blank reason", argv("refund", {"--reason": " \t "}), "reason", "empty")
 bad("review: a note over 2000 characters", argv("review", {"--note": "n" * 2001}), "note", "2000")
+# Bytes that are not UTF-8 (they arrive as lone surrogates) cannot be stored by any database.
+bad("refund: a reason with a byte that is not UTF-8", argv("refund", {"--reason": "broken \udcff"}), "reason", "stored")
+bad("review: a note with a byte that is not UTF-8", argv("review", {"--note": "\udcff"}), "note", "stored")
+bad("place-order: a customer id with a byte that is not UTF-8", argv("place-order", {"--customer": "c-\udcff"}),
+    "id", "stored")
 
 # Words from a fixed list: review decisions and flow statuses.
 for label, text in {"an unknown decision": "maybe", "a decision in capitals": "APPROVE"}.items():
