@@ -234,3 +234,24 @@ def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
         # Everything it started is stopped again.
         assert not listening(*split_address(private.temporal_address))
         assert not listening("127.0.0.1", int(private.gateway_url.rsplit(":", 1)[1]))
+
+
+# -- a person decides a review from the command line -------------------------------------------
+def test_a_rejected_review_is_confirmed_in_plain_words(stack: Stack) -> None:
+    order_id, refund_id = "o-e2e-review", "r-e2e-review"
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-9",
+                      "--amount", "1500.00", "--currency", "EUR", "--wait")
+    assert placed["status"] == "paid", placed
+    run(stack, "ship", "--order-id", order_id, "--tracking", "T9")
+    run(stack, "deliver", "--order-id", order_id)
+    run(stack, "refund", "--order-id", order_id, "--reason", "damaged", "--as", "customer:c-9",
+        "--refund-id", refund_id)
+    deadline = time.monotonic() + 30
+    while run_json(stack, "status", f"refund-{refund_id}")["status"] != "under_review":
+        assert time.monotonic() < deadline, "the refund never went to review"
+        time.sleep(0.3)
+
+    done = run(stack, "review", refund_id, "reject", "--as", "fraud_analyst:B", "--note", "pattern")
+
+    assert done.stdout.startswith(f"refund-{refund_id}: rejected by fraud_analyst:B; refund is now "), done.stdout
+    assert run_json(stack, "order", order_id)["refunds"][0]["status"] == "cancelled"
