@@ -25,8 +25,9 @@ Reason = Text
 
 
 class InvalidRequest(Exception):
-    """A start request that does not fit its message. Deliberately not a ValueError, so
-    pydantic lets it through as it is, and the workflows fail on it (INVALID_REQUEST)."""
+    """A start request or an Update argument that does not fit its message. Deliberately
+    not a ValueError, so pydantic lets it through as it is: the workflows fail on it
+    (INVALID_REQUEST), and an Update is refused with it before its validator runs."""
 
 
 class Request(BaseModel):

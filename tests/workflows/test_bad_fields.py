@@ -114,8 +114,13 @@ async def test_a_bad_new_card_or_cancellation_is_refused_and_the_flow_still_take
     customer = {"role": "customer", "id": "c-1"}
 
     for card in ("tok\x00visa", "t" * (ID_MAX + 1), "", "  "):
-        with pytest.raises(WorkflowUpdateFailedError):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
             await handle.execute_update("update_payment_method", {"card_token": card, "given_by": customer})
+        assert "invalid NewPaymentMethod: card_token" in str(refused.value.cause)
+    for given_by in ({"role": "customer", "id": "c\x001"}, {"role": "customer", "id": "c" * (ID_MAX + 1)}):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update("update_payment_method", {"card_token": "tok_visa", "given_by": given_by})
+        assert "invalid NewPaymentMethod: given_by.id" in str(refused.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as wrong_role:
         await handle.execute_update(
             "update_payment_method", {"card_token": "tok_visa", "given_by": {"role": "warehouse", "id": "w"}})
