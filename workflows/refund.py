@@ -263,11 +263,17 @@ class RefundWorkflow(Process):
     async def withdraw_from_fraud(self, approved: RefundApproved, reason: str) -> None:
         """Fraud's "third refund within seven days" counts only refunds that are paid:
         tell it this one is not (fraud decides what that changes)."""
-        if workflow.patched(FRAUD_HEARS_UNPAID):
+        if not workflow.patched(FRAUD_HEARS_UNPAID):
+            return
+        try:
             await self.send(
-                self.command(WithdrawRefund, "withdraw-from-fraud", refund_id=approved.refund_id, reason=reason),
+                self.command(
+                    WithdrawRefund, "withdraw-from-fraud", refund_id=approved.refund_id, reason=reason or "not paid"
+                ),
                 DECIDE,
             )
+        except Refused as refused:  # fraud's history is not worth stopping a compensation for
+            self.note(f"fraud was not told: {refused.message}")
 
     # -- small helpers -------------------------------------------------------------------
     async def notify_customer(self, customer_id: str, kind: str, **facts: str) -> None:
