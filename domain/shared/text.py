@@ -22,8 +22,10 @@ def storable(value: str) -> str:
     and lone surrogates (they have no UTF-8 encoding)."""
     if "\x00" in value:
         raise ValueError("contains a NUL character")
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
-        raise ValueError("contains a character that cannot be stored (a lone surrogate)")
+    try:
+        value.encode("utf-8")  # fails only on a lone surrogate
+    except UnicodeEncodeError:
+        raise ValueError("contains a character that cannot be stored (a lone surrogate)") from None
     return value
 
 

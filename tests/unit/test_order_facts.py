@@ -4,8 +4,9 @@ are not worth anything: with a reason code, and without changing the order."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from domain.billing.commands import RecordDelivery, RecordShipment
+from domain.billing.commands import PlaceOrder, RecordDelivery, RecordShipment
 from domain.billing.order import Fulfilment, Order
 from domain.shared.errors import InvalidCommand
 from tests.unit.builders import T0, assert_refused, command, days, eur, paid_order, place_order, shipped_order
@@ -62,3 +63,18 @@ def test_an_order_cannot_be_recorded_as_placed_in_the_future():
     with pytest.raises(InvalidCommand) as refused:
         Order.place(place_order().model_copy(update={"placed_at": T0 + days(1)}))
     assert refused.value.code == "placed_in_future"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("order_id", "o-\x00", "NUL"),
+        ("order_id", "o-\udcff", "unicode"),
+        ("customer_id", "c" * 201, "at most 200"),
+        ("customer_id", "   ", "blank"),
+    ],
+)
+def test_a_command_with_an_id_no_database_can_store_cannot_even_be_asked_for(field, value, words):
+    with pytest.raises(ValidationError) as refused:
+        PlaceOrder.model_validate({**place_order().model_dump(), field: value})
+    assert words in str(refused.value)
