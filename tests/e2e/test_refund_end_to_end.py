@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -255,3 +256,22 @@ def test_a_rejected_review_is_confirmed_in_plain_words(stack: Stack) -> None:
 
     assert done.stdout.startswith(f"refund-{refund_id}: rejected by fraud_analyst:B; refund is now "), done.stdout
     assert run_json(stack, "order", order_id)["refunds"][0]["status"] == "cancelled"
+
+
+def test_an_order_placed_in_the_past_with_at_ships_and_delivers_after_that(stack: Stack) -> None:
+    now = datetime.now(UTC)
+    order_id = "o-e2e-past"
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-8", "--amount", "30.00",
+                      "--currency", "EUR", "--at", (now - timedelta(days=50)).isoformat(), "--wait")
+    assert placed["status"] == "paid", placed
+    run(stack, "ship", "--order-id", order_id, "--tracking", "T8", "--at", (now - timedelta(days=45)).isoformat())
+    run(stack, "deliver", "--order-id", order_id, "--at", (now - timedelta(days=40)).isoformat())
+    assert run_json(stack, "order", order_id)["fulfilment"] == "delivered"
+    # A parcel cannot leave before its order was placed: billing refuses, the starter says so.
+    early = "o-e2e-early"
+    run_json(stack, "place-order", "--order-id", early, "--customer", "c-8", "--amount", "30.00",
+             "--currency", "EUR", "--wait")
+    done = run(stack, "ship", "--order-id", early, "--tracking", "T7", "--at", (now - timedelta(days=1)).isoformat(),
+               expect=1)
+    assert "shipped_before_placed" in done.stderr or "cannot have shipped earlier" in done.stderr, done.stderr
+    assert run_json(stack, "order", early)["fulfilment"] == "pending"
