@@ -52,7 +52,9 @@ class Demo:
             search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in attrs.items()]),
         )
 
-    async def order(self, name: str, amount: str, card: str = "tok_visa", customer: str | None = None) -> str:
+    async def order(
+        self, name: str, amount: str, card: str = "tok_visa", customer: str | None = None, at: datetime | None = None
+    ) -> str:
         order_id = f"{self.run}-{name}"
         customer = customer or self.customer
         total = Money.of(amount, "EUR")
@@ -64,6 +66,7 @@ class Demo:
                 amount=total,
                 card_token=card,
                 placed_by=Actor(role=Role.CUSTOMER, id=customer),
+                placed_at=at,
             ),
             f"payment-{order_id}",
             f"Order {order_id}: capture {total} from {customer}",
@@ -116,8 +119,8 @@ class Demo:
         return await self.refund(order_id, "20.00", "one item arrived damaged", self.as_customer)
 
     async def rejected_refund(self) -> WorkflowHandle:
-        order_id = await self.order("late", "80.00")
         now = datetime.now(timezone.utc)
+        order_id = await self.order("late", "80.00", at=now - timedelta(days=50))  # nothing ships before it is placed
         await self.ship(order_id, at=now - timedelta(days=45))
         await self.deliver(order_id, at=now - timedelta(days=40))  # the 30-day window has closed
         return await self.refund(order_id, None, "changed my mind", self.as_customer)

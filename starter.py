@@ -36,13 +36,18 @@ from temporalio.service import RPCError, RPCStatusCode
 from adapters import db
 from adapters.settings import Settings, load
 from adapters.temporal import connect, ui_link
-from adapters.views import OrderView, order_view
+from adapters.views import DatabaseUnavailable, OrderView, order_view
 from demo import run_demo, status_when
-from domain.fraud.commands import ReviewDecision
+from domain.billing.commands import CancelOrder, RequestRefund
+from domain.fraud.commands import ResolveFraudReview, ReviewDecision
+from domain.payments.commands import UpdatePaymentMethod
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import DomainError
-from domain.shared.messages import ID_MAX, TEXT_MAX
+from domain.shared.messages import ID_MAX, TEXT_MAX, Command
+from domain.shared.text import storable
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
+from domain.shipping.commands import ConfirmDelivery, ShipOrder
+from workflows.messages import FLOW_STATUSES
 from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import CUSTOMER_ID, FLOW_STATUS, FLOWS_QUEUE, ORDER_ID, REFUND_ID
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
@@ -51,6 +56,17 @@ from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, Shipmen
 MAX_ID = ID_MAX  # the domain's limit for ids people give
 MAX_TEXT = TEXT_MAX  # a reason or a note: what the owners' commands accept
 PLAIN_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+# The command each verb's --as becomes the actor of: who may use the verb is who may
+# issue that command (its `issued_by`); `system` is settleflow's own, never given from outside.
+ACTS_AS = {
+    "ship": ShipOrder,
+    "deliver": ConfirmDelivery,
+    "refund": RequestRefund,
+    "review": ResolveFraudReview,
+    "update-payment-method": UpdatePaymentMethod,
+    "cancel": CancelOrder,
+}
 
 
 class UsageError(Exception):
@@ -63,7 +79,17 @@ class CliParser(argparse.ArgumentParser):
 
 
 # -- argument types: each refuses bad input with a one-line reason --------------------
+def stored_as_is(text: str, what: str) -> str:
+    """The domain's own rule for text (domain/shared/text.py): a byte that is not UTF-8 on
+    the command line arrives as a lone surrogate, which no database can store."""
+    try:
+        return storable(text)
+    except ValueError as bad:
+        raise argparse.ArgumentTypeError(f"{what} {bad}") from None
+
+
 def identifier(text: str) -> str:
+    stored_as_is(text, "an id")
     if not text.strip():
         raise argparse.ArgumentTypeError("an id cannot be empty")
     if len(text) > MAX_ID:
@@ -75,6 +101,7 @@ def identifier(text: str) -> str:
 
 
 def reason(text: str) -> str:
+    stored_as_is(text, "a reason")
     if not text.strip():
         raise argparse.ArgumentTypeError("a reason cannot be empty")
     if len(text) > MAX_TEXT:
@@ -83,6 +110,7 @@ def reason(text: str) -> str:
 
 
 def note(text: str) -> str:
+    stored_as_is(text, "a note")
     if len(text) > MAX_TEXT:
         raise argparse.ArgumentTypeError(f"a note can have at most {MAX_TEXT} characters")
     return text
@@ -107,10 +135,21 @@ def currency(text: str) -> str:
 
 
 def flow_status(text: str) -> str:
-    # Goes into a visibility query: only plain status words, never quotes.
-    if not re.fullmatch(r"[a-z_]{1,40}", text):
-        raise argparse.ArgumentTypeError(f"not a flow status: {text!r} (e.g. completed, under_review, recovering)")
+    # Goes into a visibility query: only the statuses the processes show, never quotes.
+    if text not in FLOW_STATUSES:
+        raise argparse.ArgumentTypeError(f"not a flow status: {text!r} (one of: {', '.join(sorted(FLOW_STATUSES))})")
     return text
+
+
+def may_act(verb: str, who: Actor | None) -> None:
+    """Refuse, before anything starts, a role that may not issue the verb's command."""
+    command: type[Command] | None = ACTS_AS.get(verb)
+    if command is None or who is None:
+        return
+    allowed = command.issued_by - {Role.SYSTEM}
+    if who.role not in allowed:
+        roles = ", ".join(sorted(r.value for r in allowed))
+        raise UsageError(f"argument --as: a {who.role.value} may not {verb} (one of: {roles})")
 
 
 def actor(text: str) -> Actor:
@@ -155,10 +194,16 @@ class Cli:
         print(json.dumps(data, default=str) if self.args.json else text, flush=True)
 
     def existing_order(self, order_id: str) -> OrderView:
-        view = order_view(self.settings.database_url, order_id)
+        view = self.order_view(order_id)
         if view is None:
             raise UsageError(f"no order {order_id!r}")
         return view
+
+    def order_view(self, order_id: str) -> OrderView | None:
+        try:
+            return order_view(self.settings.database_url, order_id)
+        except DatabaseUnavailable as missing:
+            raise UsageError(str(missing)) from None
 
     async def start(
         self,
@@ -200,7 +245,7 @@ class Cli:
     async def place_order(self) -> dict | None:
         a = self.args
         total = money_of(a.amount, a.currency)
-        if order_view(self.settings.database_url, a.order_id) is not None:
+        if self.order_view(a.order_id) is not None:
             raise UsageError(f"order {a.order_id!r} already exists")
         request = OrderRequest(
             order_id=a.order_id,
@@ -208,6 +253,7 @@ class Cli:
             amount=total,
             card_token=a.card,
             placed_by=Actor(role=Role.CUSTOMER, id=a.customer),
+            placed_at=a.at,
         )
         handle, _ = await self.start(
             PaymentWorkflow,
@@ -275,7 +321,8 @@ class Cli:
             raise UsageError(f"review refused: {refused.cause or refused}") from None
         except RPCError as missing:
             raise UsageError(f"no refund {a.refund_id!r} to review: {missing.message}") from None
-        self.out(f"refund-{a.refund_id}: {a.decision}d by {a.actor}; refund is now {status}", status=status)
+        done = {ReviewDecision.APPROVE: "approved", ReviewDecision.REJECT: "rejected"}[ReviewDecision(a.decision)]
+        self.out(f"refund-{a.refund_id}: {done} by {a.actor}; refund is now {status}", status=status)
         return status
 
     async def update_payment_method(self) -> str:
@@ -396,6 +443,7 @@ def build_parser() -> CliParser:
     p.add_argument("--amount", required=True, type=amount)
     p.add_argument("--currency", required=True, type=currency)
     p.add_argument("--card", default="tok_visa", type=identifier, help="card token (default tok_visa)")
+    p.add_argument("--at", type=instant, help="when it was placed (ISO-8601; default now)")
     p.add_argument("--wait", action="store_true", help="wait for the payment's outcome")
 
     p = verbs.add_parser("ship", parents=[common], help="the warehouse ships an order")
@@ -440,7 +488,8 @@ def build_parser() -> CliParser:
     p.add_argument("order_id", type=identifier)
 
     p = verbs.add_parser("list", parents=[common], help="list workflows")
-    p.add_argument("--status", type=flow_status, help="only this flow status (e.g. completed, under_review)")
+    p.add_argument("--status", type=flow_status, help="only this flow status (e.g. completed, under_review)",
+                   metavar="STATUS")
 
     verbs.add_parser("demo", parents=[common], help="run the demo scenarios against a running worker")
 
@@ -460,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = Cli(args, settings)
     verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
     try:
+        may_act(args.verb, getattr(args, "actor", None))
         asyncio.run(getattr(cli, verb)())
     except UsageError as bad:
         print(f"starter.py: error: {bad}", file=sys.stderr)

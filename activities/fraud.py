@@ -9,7 +9,7 @@ from temporalio import activity
 
 from activities.handling import decide
 from domain.contracts import Outcome
-from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ScreenRefund
+from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ScreenRefund, WithdrawRefund
 from domain.fraud.review import FraudReview
 from domain.fraud.screening import RefundScreening
 
@@ -36,3 +36,13 @@ class FraudActivities:
     @activity.defn(name=ExpireFraudReview.activity_name())
     def expire_fraud_review(self, command: ExpireFraudReview) -> Outcome:
         return decide(self.uow, command, lambda uow: uow.fraud_reviews.get(command.refund_id).expire(command))
+
+    @activity.defn(name=WithdrawRefund.activity_name())
+    def withdraw_refund(self, command: WithdrawRefund) -> Outcome:
+        # A refund fraud never screened (billing rejected it first) is in no history: nothing to do.
+        return decide(self.uow, command, lambda uow: self._withdraw(uow, command))
+
+    @staticmethod
+    def _withdraw(uow: Any, command: WithdrawRefund) -> None:
+        if (review := uow.fraud_reviews.find(command.refund_id)) is not None:
+            review.withdraw(command)

@@ -1,4 +1,4 @@
-"""The notifications owner's activities: decide once, deliver once."""
+"""The notifications owner's activities: decide once, commit, then deliver (once)."""
 
 from __future__ import annotations
 
@@ -22,19 +22,25 @@ class NotificationsActivities:
 
     @activity.defn(name=NotifyCustomer.activity_name())
     def notify_customer(self, command: NotifyCustomer) -> Outcome:
-        return decide(self.uow, command, lambda uow: self._send(uow, command))
+        return self._deliver(decide(self.uow, command, lambda uow: self._send(uow, command)))
 
     @activity.defn(name=NotifyTeam.activity_name())
     def notify_team(self, command: NotifyTeam) -> Outcome:
-        return decide(self.uow, command, lambda uow: self._send(uow, command))
+        return self._deliver(decide(self.uow, command, lambda uow: self._send(uow, command)))
 
-    def _send(self, uow: Any, command: NotificationsCommand) -> None:
+    @staticmethod
+    def _send(uow: Any, command: NotificationsCommand) -> None:
         notification = uow.notifications.find(notification_id(command)) or uow.notifications.add(
             Notification.new(command)
         )
         notification.send(command)
-        # Delivered inside the transaction, keyed by the notification id: if the
-        # commit then fails, the retry rewrites the same message rather than a second one.
-        for message in notification.pending_events:
+
+    def _deliver(self, outcome: Outcome) -> Outcome:
+        """Messages leave only after their record is committed. If delivery fails (or the
+        worker dies) after the commit, the activity is retried with the same command id:
+        `decide` then returns the stored outcome, whose messages are delivered again. The
+        mailbox keys each message by its notification id, so it still arrives once."""
+        for message in outcome.events:
             if isinstance(message, MessageSent):
                 self.mailbox.deliver(message)
+        return outcome

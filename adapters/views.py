@@ -5,10 +5,11 @@ Read straight from the owners' tables; nothing here decides anything.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from pathlib import Path
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, inspect
+from sqlalchemy import inspect, make_url
+from sqlalchemy.exc import OperationalError
 
 from adapters import db
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
@@ -54,21 +55,32 @@ class OrderView(BaseModel):
         return "\n".join(lines)
 
 
-@lru_cache(maxsize=4)
-def _engine(url: str) -> Engine:
-    return db.make_engine(url)
+class DatabaseUnavailable(Exception):
+    """The view's database is not there: no SQLite file, or a server that does not answer."""
 
 
 def order_view(database_url: str, order_id: str) -> OrderView | None:
-    engine = _engine(database_url)
-    if not inspect(engine).has_table("orders"):
-        return None  # nothing was ever migrated here, so no order exists
-    with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
-        order = uow.orders.find(order_id)
-        if order is None:
-            return None
-        payment = uow.payments.find(order_id)
-        invoice = uow.invoices.for_order(order_id)
+    """Billing's view of an order, or None when there is no such order. Raises
+    DatabaseUnavailable when there is no database to read (and never creates one)."""
+    normalised = db.normalise_url(database_url)
+    url = make_url(normalised)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        if not Path(url.database).is_file():  # opening it would create an empty file
+            raise DatabaseUnavailable(f"no database at {url.database} (run `starter.py db upgrade` first)")
+    engine = db.make_engine(normalised)
+    try:
+        if not inspect(engine).has_table("orders"):
+            return None  # nothing was ever migrated here, so no order exists
+        with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+            order = uow.orders.find(order_id)
+            if order is None:
+                return None
+            payment = uow.payments.find(order_id)
+            invoice = uow.invoices.for_order(order_id)
+    except OperationalError as trouble:
+        raise DatabaseUnavailable(f"cannot read the database: {str(trouble.orig).strip().splitlines()[0]}") from None
+    finally:
+        engine.dispose()
     money = lambda m: str(m) if m is not None else "—"  # noqa: E731
     return OrderView(
         order_id=order.id,

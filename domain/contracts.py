@@ -34,8 +34,14 @@ from domain.billing.events import (
     ShipmentInterceptRequested,
     ShipmentRecorded,
 )
-from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund  # noqa: F401
-from domain.fraud.events import FraudReviewOpened, RefundCleared, ReviewApproved, ReviewRejected
+from domain.fraud.commands import (  # noqa: F401
+    ExpireFraudReview,
+    ResolveFraudReview,
+    ReviewDecision,
+    ScreenRefund,
+    WithdrawRefund,
+)
+from domain.fraud.events import FraudReviewOpened, RefundCleared, RefundWithdrawn, ReviewApproved, ReviewRejected
 from domain.invoicing.commands import CreateInvoice  # noqa: F401
 from domain.invoicing.events import InvoiceCreated
 from domain.notifications.commands import NotifyCustomer, NotifyTeam  # noqa: F401
@@ -68,7 +74,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     CaptureAttempted, PaymentCaptured, PaymentDeclined, PaymentAbandoned, PaymentMethodUpdated,
     GatewayRefundRequested, GatewayRefundSettled, GatewayRefundDeclined,
     InvoiceCreated,
-    RefundCleared, FraudReviewOpened, ReviewApproved, ReviewRejected,
+    RefundCleared, FraudReviewOpened, ReviewApproved, ReviewRejected, RefundWithdrawn,
     OrderShipped, OrderDelivered, ShipmentIntercepted, ShipmentInterceptFailed,
     MessageSent,
 )

@@ -11,25 +11,29 @@ per process.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError, model_validator
 
 from domain.contracts import Actor, Money, ReviewDecision
-from domain.shared.messages import DERIVED_ID_MAX, ID_MAX, TEXT_MAX
+from domain.shared.messages import DerivedId, Id, Note, Text
 
-Id = Annotated[str, Field(min_length=1, max_length=ID_MAX)]
-Reason = Annotated[str, Field(min_length=1, max_length=TEXT_MAX)]
+# One definition of an id and a text: the very types the owners' commands use
+# (domain/shared/text.py), so a request or an Update that passes here can always
+# be turned into a command and recorded.
+Reason = Text
 
 
 class InvalidRequest(Exception):
-    """A start request that does not fit its message. Deliberately not a ValueError, so
-    pydantic lets it through as it is, and the workflows fail on it (INVALID_REQUEST)."""
+    """A start request or an Update argument that does not fit its message. Deliberately
+    not a ValueError, so pydantic lets it through as it is: the workflows fail on it
+    (INVALID_REQUEST), and an Update is refused with it before its validator runs."""
 
 
 class Request(BaseModel):
-    """What starts a process. One that does not validate raises InvalidRequest, naming
-    every field that is wrong, on one line."""
+    """What starts a process, or what an Update carries. One that does not validate raises
+    InvalidRequest, naming every field that is wrong, on one line: a start request fails
+    the workflow with it, an Update is refused with it."""
 
     @model_validator(mode="wrap")
     @classmethod
@@ -43,6 +47,19 @@ class Request(BaseModel):
             raise InvalidRequest(f"invalid {cls.__name__}: {problems}") from None
 
 
+# Every status a process shows (its `status` query and the FlowStatus search attribute):
+# what `starter.py list --status` accepts. A test keeps it in step with the workflows.
+FLOW_STATUSES = frozenset({
+    "started",
+    # RefundWorkflow
+    "requested", "under_review", "sending", "completed", "rejected", "cancelled", "failed",
+    # PaymentWorkflow
+    "capturing", "recovering", "paid", "refunded", "abandoned",
+    # ShipOrderWorkflow, ConfirmDeliveryWorkflow
+    "shipping", "shipped", "delivering", "delivered",
+})
+
+
 class TrailView(BaseModel):
     """What every process shows: its status and the trail command → owner → event."""
 
@@ -52,17 +69,19 @@ class TrailView(BaseModel):
 
 # -- RefundWorkflow -----------------------------------------------------------------
 class RefundRequest(Request):
-    refund_id: Annotated[str, Field(min_length=1, max_length=DERIVED_ID_MAX)]  # a cancellation's is derived
+    refund_id: DerivedId  # a cancellation's is derived
     order_id: Id
     amount: Money | None = None  # None: everything still refundable
     reason: Reason
     requested_by: Actor
 
 
-class ReviewResolution(BaseModel):
+class ReviewResolution(Request):
+    """An Update's argument: one that does not validate is refused before the validator runs."""
+
     decision: ReviewDecision
     reviewer: Actor
-    note: str = ""
+    note: Note = ""
 
 
 class RefundStatus(TrailView):
@@ -79,16 +98,17 @@ class OrderRequest(Request):
     amount: Money
     card_token: Id
     placed_by: Actor
+    placed_at: datetime | None = None  # None: placed when the request reached settleflow
 
 
-class NewPaymentMethod(BaseModel):
-    card_token: str
+class NewPaymentMethod(Request):
+    card_token: Id
     given_by: Actor | None = None
 
 
-class CancellationRequest(BaseModel):
+class CancellationRequest(Request):
     requested_by: Actor
-    reason: str = "cancelled on request"
+    reason: Reason = "cancelled on request"
 
 
 class PaymentStatus(TrailView):

@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         UpdatePaymentMethod,
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
-    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, retry_until_done
+    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, refuse_role, retry_until_done
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -103,6 +103,7 @@ class PaymentWorkflow(Process):
                 order_id=order.order_id,
                 customer_id=order.customer_id,
                 lines=[OrderLine(description=f"Order {order.order_id}", amount=order.amount)],
+                placed_at=order.placed_at,
             ),
             DECIDE,
         )
@@ -288,6 +289,8 @@ class PaymentWorkflow(Process):
     def check_payment_method(self, method: NewPaymentMethod) -> None:
         if not method.card_token.strip():
             raise ValueError("a card token is required")
+        if method.given_by is not None:
+            refuse_role(method.given_by, UpdatePaymentMethod, "give a new payment method")
         if self.status != "recovering" or self.new_card is not None:
             raise ValueError(f"order is {self.status}; a new payment method is only taken while recovering")
 
@@ -302,6 +305,7 @@ class PaymentWorkflow(Process):
 
     @cancel_order.validator
     def check_cancellation(self, request: CancellationRequest) -> None:
+        refuse_role(request.requested_by, CancelOrder, "cancel an order")
         if self.cancellation is not None:
             raise ValueError("a cancellation is already being handled")
         if self.status not in {"capturing", "recovering", "paid"}:

@@ -16,6 +16,8 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from domain.contracts import Actor, Command, Outcome
     from workflows.messages import InvalidRequest
 
@@ -79,6 +81,11 @@ class Refused(ApplicationError):
         self.kind = refusal.type or "Refused"
 
     @classmethod
+    def invalid(cls, command_name: str, bad: ValidationError) -> Refused:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or command_name}: {e['msg']}" for e in bad.errors())
+        return cls(ApplicationError(f"invalid {command_name}: {problems}", type="InvalidCommand"))
+
+    @classmethod
     def from_failure(cls, failure: BaseException) -> Refused | None:
         # A remote activity wraps the owner's error in an ActivityError; a local activity
         # hands it over as it is. Either way the workflow sees one kind of refusal.
@@ -86,6 +93,14 @@ class Refused(ApplicationError):
         if isinstance(cause, ApplicationError) and cause.type in REFUSALS:
             return cls(cause)
         return None
+
+
+def refuse_role(actor: Actor, command_type: type[Command], doing: str) -> None:
+    """For Update validators: refuse at the door an actor whose role may not issue the
+    command the Update would become (the roles come from the command's `issued_by`)."""
+    if actor.role not in command_type.issued_by:
+        allowed = ", ".join(sorted(r.value for r in command_type.issued_by))
+        raise ValueError(f"a {actor.role.value} cannot {doing} (needs {allowed})")
 
 
 class Process:
@@ -102,13 +117,18 @@ class Process:
         """A command with a deterministic id (`{workflow_id}/{step}`): an activity
         retry, a worker crash or a replay sends the very same command."""
         info = workflow.info()
-        return command_type(
-            command_id=f"{info.workflow_id}/{step}",
-            actor=actor or Actor.system(self.flow_name),
-            issued_at=workflow.now(),
-            correlation_id=info.workflow_id,
-            **fields,
-        )
+        try:
+            return command_type(
+                command_id=f"{info.workflow_id}/{step}",
+                actor=actor or Actor.system(self.flow_name),
+                issued_at=workflow.now(),
+                correlation_id=info.workflow_id,
+                **fields,
+            )
+        except ValidationError as bad:
+            # What cannot become a command can never succeed: refuse it as its owner would
+            # (failing the workflow, or only the Update that asked), never a task retried forever.
+            raise Refused.invalid(command_type.__name__, bad) from None
 
     async def send(self, command: Command, step: Step) -> Outcome:
         """Send a command to its owner and return the owner's outcome. Raises Refused when

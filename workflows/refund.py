@@ -7,10 +7,10 @@ Read top to bottom:
   RefundApproved → ScreenRefund → fraud → RefundCleared | FraudReviewOpened
   FraudReviewOpened → wait for a person (Update `resolve_review`): 24 h reminder,
       72 h ExpireFraudReview → ReviewApproved | ReviewRejected
-  ReviewRejected → compensation: CancelRefund → billing, NotifyCustomer. Done.
+  ReviewRejected → compensation: CancelRefund → billing, WithdrawRefund → fraud, NotifyCustomer. Done.
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
   Settled → CompleteRefund → billing → NotifyCustomer. Done.
-  Declined or out of retries → compensation: FailRefund → billing,
+  Declined or out of retries → compensation: FailRefund → billing, WithdrawRefund → fraud,
       NotifyCustomer, NotifyTeam(support). Done.
 """
 
@@ -44,9 +44,11 @@ with workflow.unsafe.imports_passed_through():
         ScreenRefund,
         SendRefundToGateway,
         ShipmentInterceptRequested,
+        WithdrawRefund,
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
+    from workflows.process import refuse_role
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -65,6 +67,9 @@ GATEWAY = Step(
 )
 REVIEW_REMINDER_AFTER = timedelta(hours=24)
 REVIEW_EXPIRES_AFTER = timedelta(hours=72)
+
+# Flows recorded before fraud heard of refunds that are not paid replay without telling it.
+FRAUD_HEARS_UNPAID = "fraud-hears-unpaid-refunds"
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
@@ -183,9 +188,7 @@ class RefundWorkflow(Process):
             raise ValueError("this review has already been decided")
         if self.status != "under_review" or self.review_closed:
             raise ValueError(f"refund is {self.status}; no review is waiting for a decision")
-        if resolution.reviewer.role not in ResolveFraudReview.issued_by:
-            allowed = ", ".join(sorted(r.value for r in ResolveFraudReview.issued_by))
-            raise ValueError(f"a {resolution.reviewer.role.value} cannot decide a fraud review (needs {allowed})")
+        refuse_role(resolution.reviewer, ResolveFraudReview, "decide a fraud review")
 
     # -- money out ---------------------------------------------------------------------
     async def pay_out(self, approved: RefundApproved) -> RefundStatus:
@@ -233,6 +236,7 @@ class RefundWorkflow(Process):
             ),
             DECIDE,
         )
+        await self.withdraw_from_fraud(approved, reason)
         await self.notify_customer(approved.customer_id, "refund_cancelled", **self.facts(approved))
         return await self.end("cancelled", reason=reason)
 
@@ -241,6 +245,7 @@ class RefundWorkflow(Process):
             self.command(FailRefund, "fail", order_id=approved.order_id, refund_id=approved.refund_id, reason=reason),
             DECIDE,
         )
+        await self.withdraw_from_fraud(approved, reason)
         await self.notify_customer(approved.customer_id, "refund_failed", **self.facts(approved))
         await self.send(
             self.command(
@@ -254,6 +259,21 @@ class RefundWorkflow(Process):
             NOTIFY,
         )
         return await self.end("failed", reason=reason)
+
+    async def withdraw_from_fraud(self, approved: RefundApproved, reason: str) -> None:
+        """Fraud's "third refund within seven days" counts only refunds that are paid:
+        tell it this one is not (fraud decides what that changes)."""
+        if not workflow.patched(FRAUD_HEARS_UNPAID):
+            return
+        try:
+            await self.send(
+                self.command(
+                    WithdrawRefund, "withdraw-from-fraud", refund_id=approved.refund_id, reason=reason or "not paid"
+                ),
+                DECIDE,
+            )
+        except Refused as refused:  # fraud's history is not worth stopping a compensation for
+            self.note(f"fraud was not told: {refused.message}")
 
     # -- small helpers -------------------------------------------------------------------
     async def notify_customer(self, customer_id: str, kind: str, **facts: str) -> None:

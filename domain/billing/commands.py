@@ -8,35 +8,36 @@ from typing import ClassVar
 from pydantic import Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import DERIVED_ID_MAX, TEXT_MAX, Command, Message
+from domain.shared.messages import Command, DerivedId, Id, Message, Text
 from domain.shared.money import Money
 
 
 class BillingCommand(Command):
     owner: ClassVar[str] = "billing"
-    order_id: str = Field(min_length=1, max_length=200)
+    order_id: Id
 
 
 class OrderLine(Message):
-    description: str = Field(min_length=1, max_length=500)
-    amount: Money
+    description: Text
+    amount: Money  # billing refuses a line that is not greater than zero (Order.place)
 
 
 class PlaceOrder(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
-    customer_id: str = Field(min_length=1, max_length=200)
+    customer_id: Id
     lines: list[OrderLine] = Field(min_length=1)
+    placed_at: datetime | None = None  # None: placed when the command was issued
 
 
 class MarkOrderPaid(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
     amount: Money
-    payment_reference: str
+    payment_reference: Id
 
 
 class RecordShipment(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    tracking: str
+    tracking: Id
     shipped_at: datetime
 
 
@@ -49,35 +50,35 @@ class RequestRefund(BillingCommand):
     """Customer, support or a policy asks for money back; billing decides."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
-    refund_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)  # a cancellation's refund id is derived
+    refund_id: DerivedId  # a cancellation's refund id is derived
     amount: Money | None = None  # None: everything still refundable
-    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+    reason: Text
 
 
 class CancelRefund(BillingCommand):
     """Compensation: the refund will not be paid (e.g. fraud review rejected)."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    refund_id: str
-    reason: str
+    refund_id: DerivedId
+    reason: Text
 
 
 class CompleteRefund(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    refund_id: str
-    gateway_reference: str
+    refund_id: DerivedId
+    gateway_reference: Id
 
 
 class FailRefund(BillingCommand):
     """Compensation: the gateway declined or never answered; the amount is refundable again."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    refund_id: str
-    reason: str
+    refund_id: DerivedId
+    reason: Text
 
 
 class CancelOrder(BillingCommand):
     """Customer, support, or a policy (payment abandoned) asks to cancel the order."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
-    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+    reason: Text

@@ -56,6 +56,8 @@ class Order(AggregateRoot):
     payment_reference: str = ""
     fulfilment: Fulfilment = Fulfilment.PENDING
     tracking: str = ""
+    placed_at: datetime | None = None  # None: placed before billing kept the date
+    shipped_at: datetime | None = None
     delivered_at: datetime | None = None
     cancelled: bool = False
     cancellation_reason: str = ""
@@ -64,10 +66,16 @@ class Order(AggregateRoot):
     # -- placing and paying ----------------------------------------------------
     @classmethod
     def place(cls, command: PlaceOrder) -> Order:
+        placed_at = command.placed_at or command.issued_at
+        if placed_at > command.issued_at:
+            raise InvalidCommand("placed_in_future", "an order cannot be recorded as placed before it is")
         currency = command.lines[0].amount.currency
         order_total = total([line.amount for line in command.lines], currency)
         if not order_total.is_positive:
             raise InvalidCommand("empty_order", "an order must total more than zero")
+        if bad := [line.description for line in command.lines if not line.amount.is_positive]:
+            # Each line, not only the total: a negative line would be a discount nobody decided.
+            raise InvalidCommand("line_not_positive", f"every order line must be greater than zero: {bad[0]!r} is not")
         order = cls(
             id=command.order_id,
             customer_id=command.customer_id,
@@ -75,6 +83,7 @@ class Order(AggregateRoot):
             lines=command.lines,
             total=order_total,
             paid=Money.zero(currency),
+            placed_at=placed_at,
         )
         order.record(command, OrderPlaced(order_id=order.id, customer_id=order.customer_id, total=order_total))
         return order
@@ -114,16 +123,33 @@ class Order(AggregateRoot):
             self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.refundable))
 
     # -- facts from shipping ---------------------------------------------------
+    def check_shipping_date(self, shipped_at: datetime) -> None:
+        """A fact dated before the fact it depends on is refused: no parcel leaves
+        before its order was placed."""
+        if self.placed_at is not None and shipped_at < self.placed_at:
+            raise InvalidCommand(
+                "shipped_before_placed",
+                f"order {self.id} was placed at {self.placed_at.isoformat()}; "
+                f"it cannot have shipped earlier, at {shipped_at.isoformat()}",
+            )
+
     def record_shipment(self, command: RecordShipment) -> None:
         if self.fulfilment is not Fulfilment.PENDING:
             raise InvalidCommand("already_shipped", f"order {self.id} is already {self.fulfilment.value}")
+        self.check_shipping_date(command.shipped_at)
         self.fulfilment = Fulfilment.SHIPPED
-        self.tracking = command.tracking
+        self.tracking, self.shipped_at = command.tracking, command.shipped_at
         self.record(command, ShipmentRecorded(order_id=self.id, tracking=command.tracking))
 
     def record_delivery(self, command: RecordDelivery) -> None:
         if self.fulfilment is not Fulfilment.SHIPPED:
             raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")
+        if self.shipped_at is not None and command.delivered_at < self.shipped_at:
+            raise InvalidCommand(
+                "delivered_before_shipped",
+                f"order {self.id} shipped at {self.shipped_at.isoformat()}; "
+                f"it cannot be delivered earlier, at {command.delivered_at.isoformat()}",
+            )
         self.fulfilment = Fulfilment.DELIVERED
         self.delivered_at = command.delivered_at
         self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=command.delivered_at))

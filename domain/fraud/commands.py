@@ -6,24 +6,22 @@ from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import Field
-
 from domain.shared.actor import Role
-from domain.shared.messages import DERIVED_ID_MAX, TEXT_MAX, Command
+from domain.shared.messages import Command, DerivedId, Id, Note, Text
 from domain.shared.money import Money
 
 
 class FraudCommand(Command):
     owner: ClassVar[str] = "fraud"
-    refund_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)  # a cancellation's refund id is derived
+    refund_id: DerivedId  # a cancellation's refund id is derived
 
 
 class ScreenRefund(FraudCommand):
     """Does this approved refund need a person to look at it?"""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    order_id: str
-    customer_id: str
+    order_id: Id
+    customer_id: Id
     amount: Money
     approved_at: datetime
 
@@ -36,10 +34,18 @@ class ReviewDecision(StrEnum):
 class ResolveFraudReview(FraudCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.FRAUD_ANALYST})
     decision: ReviewDecision
-    note: str = Field(default="", max_length=TEXT_MAX)
+    note: Note = ""
 
 
 class ExpireFraudReview(FraudCommand):
     """Nobody decided in time; fraud says what that means."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+
+
+class WithdrawRefund(FraudCommand):
+    """The refund will not be paid after all (cancelled, or declined by the gateway):
+    fraud no longer counts it among the customer's refunds."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    reason: Text

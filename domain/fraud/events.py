@@ -36,3 +36,11 @@ class ReviewRejected(Event):
     reviewer: str
     reason: str  # "rejected_by_analyst" or "review_expired"
     note: str
+
+
+class RefundWithdrawn(Event):
+    """A screened refund will not be paid: it no longer counts as one of the customer's refunds."""
+
+    type: Literal["RefundWithdrawn"] = "RefundWithdrawn"
+    refund_id: str
+    reason: str

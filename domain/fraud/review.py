@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund
-from domain.fraud.events import FraudReviewOpened, RefundCleared, ReviewApproved, ReviewRejected
+from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund, WithdrawRefund
+from domain.fraud.events import FraudReviewOpened, RefundCleared, RefundWithdrawn, ReviewApproved, ReviewRejected
 from domain.fraud.screening import RefundScreening
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import InvalidCommand
@@ -19,6 +19,12 @@ class ReviewStatus(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"  # cleared or approved, but then cancelled or failed: not paid
+
+
+# The refunds "the third refund within seven days" counts: approved for money and not
+# (yet) known to be rejected, cancelled or failed. An open review counts: it may be paid.
+COUNTED = frozenset({ReviewStatus.CLEARED, ReviewStatus.OPEN, ReviewStatus.APPROVED})
 
 
 class FraudReview(AggregateRoot):
@@ -35,8 +41,8 @@ class FraudReview(AggregateRoot):
     def screen(
         cls, command: ScreenRefund, customer_history: list[FraudReview], screening: RefundScreening
     ) -> FraudReview:
-        earlier = [r.approved_at for r in customer_history if r.id != command.refund_id]
-        verdict = screening.screen(command.amount, command.approved_at, earlier)
+        others = [r.approved_at for r in customer_history if r.id != command.refund_id and r.status in COUNTED]
+        verdict = screening.screen(command.amount, command.approved_at, others)
         review = cls(
             id=command.refund_id,
             order_id=command.order_id,
@@ -84,6 +90,14 @@ class FraudReview(AggregateRoot):
             command,
             ReviewRejected(refund_id=self.id, reviewer=self.decided_by, reason="review_expired", note=""),
         )
+
+    def withdraw(self, command: WithdrawRefund) -> None:
+        """The refund will not be paid. One fraud already rejected does not count anyway,
+        and hearing it twice changes nothing."""
+        if self.status not in COUNTED:
+            return
+        self.status = ReviewStatus.WITHDRAWN
+        self.record(command, RefundWithdrawn(refund_id=self.id, reason=command.reason))
 
     def _must_be_open(self) -> None:
         if self.status is not ReviewStatus.OPEN:

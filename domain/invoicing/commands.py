@@ -8,7 +8,7 @@ from pydantic import Field
 
 from domain.billing.commands import OrderLine
 from domain.shared.actor import Role
-from domain.shared.messages import Command
+from domain.shared.messages import Command, Id
 from domain.shared.money import Money
 
 
@@ -17,8 +17,8 @@ class CreateInvoice(Command):
 
     owner: ClassVar[str] = "invoicing"
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    order_id: str = Field(min_length=1, max_length=200)
-    customer_id: str
+    order_id: Id
+    customer_id: Id
     lines: list[OrderLine] = Field(min_length=1)
     total: Money
-    payment_reference: str
+    payment_reference: Id

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import DERIVED_ID_MAX, Command
+from domain.shared.messages import DERIVED_ID_MAX, Command, Id
 
 
 class NotificationsCommand(Command):
@@ -19,7 +19,7 @@ class NotificationsCommand(Command):
 
 
 class NotifyCustomer(NotificationsCommand):
-    customer_id: str = Field(min_length=1, max_length=200)
+    customer_id: Id
 
 
 class NotifyTeam(NotificationsCommand):

@@ -4,31 +4,29 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
-
 from domain.shared.actor import Role
-from domain.shared.messages import Command
+from domain.shared.messages import Command, DerivedId, Id
 from domain.shared.money import Money
 
 
 class PaymentsCommand(Command):
     owner: ClassVar[str] = "payments"
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    order_id: str = Field(min_length=1, max_length=200)
+    order_id: Id
 
 
 class CapturePayment(PaymentsCommand):
     """Take the order's money from the customer's card."""
 
-    customer_id: str
+    customer_id: Id
     amount: Money
-    card_token: str = Field(min_length=1, max_length=200)
+    card_token: Id
 
 
 class SendRefundToGateway(PaymentsCommand):
     """Pay an approved refund back through the gateway; the refund id is the idempotency key."""
 
-    refund_id: str
+    refund_id: DerivedId
     amount: Money
 
 
@@ -40,4 +38,4 @@ class UpdatePaymentMethod(PaymentsCommand):
     """The customer gave a new card during recovery."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.CUSTOMER, Role.SUPPORT, Role.SYSTEM})
-    card_token: str = Field(min_length=1, max_length=200)
+    card_token: Id

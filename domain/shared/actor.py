@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from domain.shared.errors import InvalidCommand
+from domain.shared.text import Id
 
 
 class Role(StrEnum):
@@ -21,14 +22,7 @@ class Actor(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     role: Role
-    id: str
-
-    @field_validator("id")
-    @classmethod
-    def _has_id(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("an actor needs an id")
-        return value
+    id: Id  # the same rule as every other id: not blank, at most ID_MAX, storable
 
     @classmethod
     def parse(cls, text: str) -> Actor:

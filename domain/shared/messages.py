@@ -11,9 +11,14 @@ import uuid
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from domain.shared.actor import Actor, Role
+from domain.shared.text import DERIVED_ID_MAX, ID_MAX, TEXT_MAX, DerivedId, Id, Note, Text, storable
+
+__all__ = [
+    "DERIVED_ID_MAX", "ID_MAX", "TEXT_MAX", "Command", "DerivedId", "Event", "Id", "Message", "Note", "Text",
+]
 
 EVENT_NAMESPACE = uuid.UUID("6f1d7a52-3f0e-4a55-9d2c-5e7a1c0b9a11")
 
@@ -31,15 +36,14 @@ class Message(BaseModel):
             value = getattr(self, name)
             if isinstance(value, datetime) and value.tzinfo is None:
                 raise ValueError(f"{name} must carry a time zone")
-            # Text is stored verbatim, but no database stores a NUL character.
-            if isinstance(value, str) and "\x00" in value:
-                raise ValueError(f"{name} contains a NUL character")
+            # Text is stored verbatim, but no database stores a NUL character (nor a lone
+            # surrogate): every text field, typed or not, is held to `storable`.
+            if isinstance(value, str):
+                try:
+                    storable(value)
+                except ValueError as bad:
+                    raise ValueError(f"{name} {bad}") from None
         return self
-
-
-ID_MAX = 200  # ids people give: orders, customers, refunds, card tokens
-DERIVED_ID_MAX = 1000  # ids made from them, e.g. a cancellation's refund `{order_id}-cancellation`
-TEXT_MAX = 2000  # free text people give: a reason, a reviewer's note
 
 
 class Command(Message):
@@ -49,7 +53,7 @@ class Command(Message):
     issued_by: ClassVar[frozenset[Role]]  # roles that may send it
 
     # Derived, `{workflow id}/{step}`: both halves may embed ids of up to ID_MAX characters.
-    command_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
+    command_id: DerivedId
     actor: Actor
     issued_at: datetime  # decisions use this time, never the clock of the moment
     correlation_id: str = ""  # the process (workflow id) this command belongs to

@@ -5,20 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import Field
-
 from domain.shared.actor import Role
-from domain.shared.messages import Command
+from domain.shared.messages import Command, DerivedId, Id
 
 
 class ShippingCommand(Command):
     owner: ClassVar[str] = "shipping"
-    order_id: str = Field(min_length=1, max_length=200)
+    order_id: Id
 
 
 class ShipOrder(ShippingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.WAREHOUSE, Role.SUPPORT})
-    tracking: str = Field(min_length=1, max_length=200)
+    tracking: Id
     shipped_at: datetime | None = None  # None: shipped when the command was issued
 
 
@@ -29,4 +27,4 @@ class ConfirmDelivery(ShippingCommand):
 
 class InterceptShipment(ShippingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
-    refund_id: str
+    refund_id: DerivedId

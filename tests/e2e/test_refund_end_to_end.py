@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -234,3 +235,43 @@ def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
         # Everything it started is stopped again.
         assert not listening(*split_address(private.temporal_address))
         assert not listening("127.0.0.1", int(private.gateway_url.rsplit(":", 1)[1]))
+
+
+# -- a person decides a review from the command line -------------------------------------------
+def test_a_rejected_review_is_confirmed_in_plain_words(stack: Stack) -> None:
+    order_id, refund_id = "o-e2e-review", "r-e2e-review"
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-9",
+                      "--amount", "1500.00", "--currency", "EUR", "--wait")
+    assert placed["status"] == "paid", placed
+    run(stack, "ship", "--order-id", order_id, "--tracking", "T9")
+    run(stack, "deliver", "--order-id", order_id)
+    run(stack, "refund", "--order-id", order_id, "--reason", "damaged", "--as", "customer:c-9",
+        "--refund-id", refund_id)
+    deadline = time.monotonic() + 30
+    while run_json(stack, "status", f"refund-{refund_id}")["status"] != "under_review":
+        assert time.monotonic() < deadline, "the refund never went to review"
+        time.sleep(0.3)
+
+    done = run(stack, "review", refund_id, "reject", "--as", "fraud_analyst:B", "--note", "pattern")
+
+    assert done.stdout.startswith(f"refund-{refund_id}: rejected by fraud_analyst:B; refund is now "), done.stdout
+    assert run_json(stack, "order", order_id)["refunds"][0]["status"] == "cancelled"
+
+
+def test_an_order_placed_in_the_past_with_at_ships_and_delivers_after_that(stack: Stack) -> None:
+    now = datetime.now(UTC)
+    order_id = "o-e2e-past"
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-8", "--amount", "30.00",
+                      "--currency", "EUR", "--at", (now - timedelta(days=50)).isoformat(), "--wait")
+    assert placed["status"] == "paid", placed
+    run(stack, "ship", "--order-id", order_id, "--tracking", "T8", "--at", (now - timedelta(days=45)).isoformat())
+    run(stack, "deliver", "--order-id", order_id, "--at", (now - timedelta(days=40)).isoformat())
+    assert run_json(stack, "order", order_id)["fulfilment"] == "delivered"
+    # A parcel cannot leave before its order was placed: billing refuses, the starter says so.
+    early = "o-e2e-early"
+    run_json(stack, "place-order", "--order-id", early, "--customer", "c-8", "--amount", "30.00",
+             "--currency", "EUR", "--wait")
+    done = run(stack, "ship", "--order-id", early, "--tracking", "T7", "--at", (now - timedelta(days=1)).isoformat(),
+               expect=1)
+    assert "shipped_before_placed" in done.stderr or "cannot have shipped earlier" in done.stderr, done.stderr
+    assert run_json(stack, "order", early)["fulfilment"] == "pending"

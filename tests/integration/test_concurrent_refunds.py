@@ -28,7 +28,7 @@ def delivered_order(billing: BillingActivities, order_id: str, total: str) -> No
     amount = Money.of(total, "EUR")
     billing.place_order(
         command(PlaceOrder, f"{order_id}/place", order_id=order_id, customer_id="c-1",
-                lines=[OrderLine(description="goods", amount=amount)])
+                lines=[OrderLine(description="goods", amount=amount)], placed_at=T0)
     )
     billing.mark_order_paid(command(MarkOrderPaid, f"{order_id}/paid", order_id=order_id, amount=amount, payment_reference="ch"))
     billing.record_shipment(command(RecordShipment, f"{order_id}/ship", order_id=order_id, tracking="T", shipped_at=T0))

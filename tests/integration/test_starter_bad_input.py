@@ -141,6 +141,19 @@ for verb, (label, text, *words) in {
 }.items():
     bad(f"{verb}: --as with {label}", argv(verb, {"--as": text}), *words)
 
+# Who may use a verb is who may issue its command (`issued_by`); `system` never comes from outside.
+for verb, (text, *words) in {
+    "refund": ("warehouse:w", "a warehouse may not refund", "customer, support"),
+    "ship": ("customer:c-1", "a customer may not ship", "support, warehouse"),
+    "deliver": ("fraud_analyst:a", "a fraud_analyst may not deliver"),
+    "review": ("support:sam", "a support may not review", "fraud_analyst"),
+    "update-payment-method": ("warehouse:w", "a warehouse may not update-payment-method"),
+    "cancel": ("system:policy", "a system may not cancel"),
+}.items():
+    bad(f"{verb}: --as a role that may not issue it", argv(verb, {"--as": text}), "--as", *words)
+bad("refund: --as system, which only settleflow's own flows are", argv("refund", {"--as": "system:x"}),
+    "a system may not refund")
+
 # Ids: not blank, at most 200 characters, no control characters or line breaks.
 IDS = {
     "empty": ("", "id", "empty"),
@@ -187,6 +200,7 @@ bad("place-order: an order id that already exists", argv("place-order", {"--orde
 
 # Times: ISO-8601.
 for verb, label, text in (("ship", "a word", "yesterday"), ("ship", "a Unix timestamp", "1767225600"),
+                          ("place-order", "a word", "last week"),
                           ("deliver", "month 13", "2026-13-01T10:00:00+00:00")):
     bad(f"{verb}: --at with {label}", argv(verb, {"--at": text}), "ISO-8601")
 
@@ -196,11 +210,17 @@ for verb in ("refund", "cancel"):
     bad(f"{verb}: a reason over 2000 characters", argv(verb, {"--reason": "r" * 2001}), "reason", "2000")
 bad("refund: a blank reason", argv("refund", {"--reason": " \t "}), "reason", "empty")
 bad("review: a note over 2000 characters", argv("review", {"--note": "n" * 2001}), "note", "2000")
+# Bytes that are not UTF-8 (they arrive as lone surrogates) cannot be stored by any database.
+bad("refund: a reason with a byte that is not UTF-8", argv("refund", {"--reason": "broken \udcff"}), "reason", "stored")
+bad("review: a note with a byte that is not UTF-8", argv("review", {"--note": "\udcff"}), "note", "stored")
+bad("place-order: a customer id with a byte that is not UTF-8", argv("place-order", {"--customer": "c-\udcff"}),
+    "id", "stored")
 
 # Words from a fixed list: review decisions and flow statuses.
 for label, text in {"an unknown decision": "maybe", "a decision in capitals": "APPROVE"}.items():
     bad(f"review: {label}", argv("review", {"decision": text}), "decision", "invalid choice")
-for label, text in {"SQL in the status": "completed' OR '1'='1", "a status in capitals": "COMPLETED"}.items():
+for label, text in {"SQL in the status": "completed' OR '1'='1", "a status in capitals": "COMPLETED",
+                    "a status no flow has": "nonsense"}.items():
     bad(f"list: {label}", argv("list", {"--status": text}), "status")
 
 # Missing arguments, options without values, unknown flags and verbs.
@@ -380,3 +400,27 @@ def test_each_valid_base_call_gets_past_validation_so_every_case_fails_for_its_o
         assert done.stderr == f"starter.py: cannot reach Temporal at 127.0.0.1:{refusing_port}" \
             " (is it running? `python devstack.py up` starts one)\n", done
     assert done.database == seeded_snapshot
+
+
+@pytest.mark.parametrize("args", [["order", EUR_ORDER], argv("refund"), argv("ship"), argv("place-order"),
+                                  argv("cancel"), argv("update-payment-method")], ids=lambda a: a[0])
+def test_a_view_without_its_database_exits_2_and_creates_no_database(
+    args: list[str], refusing_port: int, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "settleflow.db"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), *args],
+        cwd=ROOT, env=env_for(missing, tmp_path, refusing_port), capture_output=True, text=True, timeout=120,
+    )
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == f"starter.py: error: no database at {missing} (run `starter.py db upgrade` first)\n"
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_a_view_of_a_database_server_that_does_not_answer_exits_2(refusing_port: int, tmp_path: Path) -> None:
+    env = {**env_for(tmp_path / "unused.db", tmp_path, refusing_port),
+           "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{refusing_port}/settleflow"}
+    done = subprocess.run([sys.executable, str(ROOT / "starter.py"), "order", EUR_ORDER],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr.startswith("starter.py: error: cannot read the database:") and done.stderr.count("\n") == 1

@@ -30,7 +30,7 @@ def test_ids_and_reasons_with_sql_and_quotes_round_trip_unchanged(database_url):
         return kind(command_id=f"{NASTY_ID}/{step}", actor=system, issued_at=T0 + timedelta(hours=1), **fields)
 
     billing.place_order(cmd(PlaceOrder, "place", order_id=NASTY_ID, customer_id="c-'1'",
-                            lines=[OrderLine(description=NASTY_REASON, amount=amount)]))
+                            lines=[OrderLine(description=NASTY_REASON, amount=amount)], placed_at=T0))
     billing.mark_order_paid(cmd(MarkOrderPaid, "paid", order_id=NASTY_ID, amount=amount, payment_reference="ch"))
     billing.record_shipment(cmd(RecordShipment, "ship", order_id=NASTY_ID, tracking="T", shipped_at=T0))
     billing.record_delivery(cmd(RecordDelivery, "deliver", order_id=NASTY_ID, delivered_at=T0))

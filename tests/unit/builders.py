@@ -71,33 +71,38 @@ ORDER_ID = "o-1"
 
 
 def place_order(
-    *amounts: str, currency: str = "EUR", order_id: str = ORDER_ID, customer_id: str = CUSTOMER_ID
+    *amounts: str,
+    currency: str = "EUR",
+    order_id: str = ORDER_ID,
+    customer_id: str = CUSTOMER_ID,
+    placed_at: datetime = T0,
 ) -> PlaceOrder:
     amounts = amounts or ("60.00", "40.00")
     return command(
         PlaceOrder,
         actor=CUSTOMER,
+        issued_at=placed_at,
         order_id=order_id,
         customer_id=customer_id,
         lines=[OrderLine(description=f"item {i}", amount=Money.of(a, currency)) for i, a in enumerate(amounts, 1)],
     )
 
 
-def placed_order(*amounts: str, currency: str = "EUR") -> Order:
-    order = Order.place(place_order(*amounts, currency=currency))
+def placed_order(*amounts: str, currency: str = "EUR", placed_at: datetime = T0) -> Order:
+    order = Order.place(place_order(*amounts, currency=currency, placed_at=placed_at))
     order.clear_events()
     return order
 
 
-def paid_order(*amounts: str, currency: str = "EUR") -> Order:
-    order = placed_order(*amounts, currency=currency)
+def paid_order(*amounts: str, currency: str = "EUR", placed_at: datetime = T0) -> Order:
+    order = placed_order(*amounts, currency=currency, placed_at=placed_at)
     order.mark_paid(command(MarkOrderPaid, order_id=order.id, amount=order.total, payment_reference="ch_1"))
     order.clear_events()
     return order
 
 
 def shipped_order(*amounts: str, currency: str = "EUR", shipped_at: datetime = T0) -> Order:
-    order = paid_order(*amounts, currency=currency)
+    order = paid_order(*amounts, currency=currency, placed_at=min(T0, shipped_at))
     order.record_shipment(command(RecordShipment, order_id=order.id, tracking="TRK-1", shipped_at=shipped_at))
     order.clear_events()
     return order
@@ -107,7 +112,7 @@ DELIVERED_AT = T0 + days(2)
 
 
 def delivered_order(*amounts: str, currency: str = "EUR", delivered_at: datetime = DELIVERED_AT) -> Order:
-    order = shipped_order(*amounts, currency=currency)
+    order = shipped_order(*amounts, currency=currency, shipped_at=min(T0, delivered_at))
     order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=delivered_at, issued_at=delivered_at))
     order.clear_events()
     return order

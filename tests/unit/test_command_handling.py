@@ -304,6 +304,7 @@ WHO_MAY_SEND = {
     "ScreenRefund": {S},
     "ResolveFraudReview": {F},
     "ExpireFraudReview": {S},
+    "WithdrawRefund": {S},
     "ShipOrder": {W, SU},
     "ConfirmDelivery": {W, SU},
     "InterceptShipment": {S},

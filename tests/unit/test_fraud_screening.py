@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 import pytest
 
-from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund
+from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund, WithdrawRefund
 from domain.fraud.events import FraudReviewOpened, RefundCleared, ReviewApproved, ReviewRejected
 from domain.fraud.review import FraudReview, ReviewStatus
-from domain.fraud.screening import RefundScreening
+from domain.fraud.screening import LARGE_REFUND, RefundScreening
 from domain.shared.errors import InvalidCommand
-from domain.shared.money import Money
+from domain.shared.money import CURRENCY_EXPONENTS, Money
 from tests.unit.builders import FRAUD_ANALYST, SYSTEM, T0, assert_refused, command, days, money, names
 
 screening = RefundScreening()
@@ -30,13 +31,17 @@ def screen(amount: Money, earlier: list[datetime] = (), approved_at: datetime = 
         ("1000.00", "EUR", True),
         ("1000.01", "EUR", True),
         ("0.01", "EUR", False),
-        ("999", "JPY", False),
-        ("1000", "JPY", True),  # the threshold is in the order's own currency
-        ("999.999", "BHD", False),
-        ("1000.000", "BHD", True),
+        ("999.99", "USD", False),
+        ("1000.00", "GBP", True),
+        ("1000", "JPY", False),  # 1,000 yen is a few euros, not a large refund
+        ("149999", "JPY", False),
+        ("150000", "JPY", True),
+        ("299.999", "KWD", False),
+        ("300.000", "KWD", True),  # 999.999 KWD is about 3,000 EUR: large
+        ("999.999", "KWD", True),
     ],
 )
-def test_a_refund_of_one_thousand_or_more_in_the_orders_currency_needs_a_review(amount, currency, needs_review):
+def test_a_refund_at_or_above_its_currencys_threshold_needs_a_review(amount, currency, needs_review):
     verdict = screen(money(amount, currency))
     assert verdict.needs_review is needs_review
     assert verdict.reasons == (("large_amount",) if needs_review else ())
@@ -69,9 +74,15 @@ def test_a_refund_exactly_seven_days_earlier_still_counts():
     assert screen(SMALL, earlier).reasons == ("frequent_refunds",)
 
 
-def test_refunds_approved_after_this_one_do_not_count():
-    earlier = [APPROVED_AT + days(1), APPROVED_AT + timedelta(seconds=1)]
-    assert screen(SMALL, earlier).reasons == ()
+def test_refunds_approved_after_this_one_count_when_it_is_screened_late():
+    later = [APPROVED_AT + days(1), APPROVED_AT + timedelta(seconds=1)]
+    assert screen(SMALL, later).reasons == ("frequent_refunds",)
+
+
+def test_three_refunds_spread_over_more_than_seven_days_all_clear_whichever_is_screened():
+    times = [APPROVED_AT, APPROVED_AT + days(5), APPROVED_AT + days(10)]
+    for this in times:
+        assert screen(SMALL, [t for t in times if t != this], approved_at=this).reasons == ()
 
 
 def test_a_refund_approved_at_the_same_moment_counts():
@@ -236,3 +247,50 @@ def test_only_an_open_review_can_be_resolved(build, decision):
 def test_only_an_open_review_can_expire(build):
     review = build()
     assert_refused(review, lambda: review.expire(expire_cmd()), InvalidCommand, "review_not_open")
+
+
+def test_every_currency_settleflow_takes_has_a_large_refund_threshold():
+    assert set(LARGE_REFUND) == set(CURRENCY_EXPONENTS)
+
+
+# == the third refund within seven days: what counts, and in any order =======================================
+def test_rejected_expired_and_withdrawn_refunds_do_not_count_as_refunds():
+    rejected = open_review()
+    rejected.resolve(command(ResolveFraudReview, actor=FRAUD_ANALYST, refund_id="r-1", decision=ReviewDecision.REJECT))
+    expired = FraudReview.screen(screen_cmd("r-2", amount="1500.00", approved_at=APPROVED_AT - days(1)), [], screening)
+    expired.expire(command(ExpireFraudReview, refund_id="r-2"))
+    failed = reviewed("r-3", APPROVED_AT - days(2))
+    failed.withdraw(command(WithdrawRefund, refund_id="r-3", reason="declined by the gateway"))
+    cancelled = reviewed("r-4", APPROVED_AT - days(3))
+    cancelled.withdraw(command(WithdrawRefund, refund_id="r-4", reason="order cancelled"))
+
+    review = FraudReview.screen(screen_cmd("r-5"), [rejected, expired, failed, cancelled], screening)
+    assert names(review.pending_events) == ["RefundCleared"]
+
+
+def test_a_withdrawn_refund_is_recorded_once_and_a_rejected_one_not_at_all():
+    cleared = reviewed("r-1", APPROVED_AT)
+    cleared.withdraw(command(WithdrawRefund, refund_id="r-1", reason="declined"))
+    cleared.withdraw(command(WithdrawRefund, refund_id="r-1", reason="declined"))
+    assert names(cleared.pending_events) == ["RefundWithdrawn"] and cleared.status is ReviewStatus.WITHDRAWN
+
+    rejected = open_review()
+    rejected.expire(command(ExpireFraudReview, refund_id="r-1"))
+    rejected.clear_events()
+    rejected.withdraw(command(WithdrawRefund, refund_id="r-1", reason="review expired"))
+    assert rejected.pending_events == [] and rejected.status is ReviewStatus.EXPIRED
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))), ids=str)
+def test_three_refunds_within_seven_days_send_one_to_a_person_whatever_order_they_are_screened_in(order):
+    """In approval order the third is reviewed; screened in any other order, the last one
+    screened sees the other two and is reviewed: never all three cleared."""
+    approved = [APPROVED_AT, APPROVED_AT + days(2), APPROVED_AT + days(6)]
+    history: list[FraudReview] = []
+    verdicts = {}
+    for i in order:
+        review = FraudReview.screen(screen_cmd(f"r-{i}", approved_at=approved[i]), history, screening)
+        verdicts[i] = review.status
+        history.append(review)
+    assert sorted(verdicts.values()) == sorted([ReviewStatus.CLEARED, ReviewStatus.CLEARED, ReviewStatus.OPEN])
+    assert verdicts[order[-1]] is ReviewStatus.OPEN

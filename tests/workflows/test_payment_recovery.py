@@ -164,11 +164,11 @@ async def test_a_new_card_is_refused_without_a_token_or_once_the_order_is_paid(h
     handle = handle_of(harness, order_id)
 
     with pytest.raises(WorkflowUpdateFailedError) as empty:
-        await handle.execute_update(PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token=" "))
+        await handle.execute_update("update_payment_method", {"card_token": " "})
     await handle.execute_update(PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa"))
     with pytest.raises(WorkflowUpdateFailedError) as paid:
         await handle.execute_update(PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa"))
 
-    assert "a card token is required" in str(empty.value.cause)
+    assert "invalid NewPaymentMethod: card_token: Value error, must not be blank" in str(empty.value.cause)
     assert "only taken while recovering" in str(paid.value.cause)
     await handle.terminate("test done")

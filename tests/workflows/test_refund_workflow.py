@@ -4,7 +4,7 @@ a real database and the real gateway simulator. Days pass in milliseconds."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -12,7 +12,9 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor
+from tests.workflows import flows
 from tests.workflows.flows import delivered_order, deliver, finished, keep_history, place_order, ship, start_refund
+from tests.workflows.flows import real_time
 from workflows.refund import RefundWorkflow, ReviewResolution
 
 ANALYST = Actor.parse("fraud_analyst:alice")
@@ -55,9 +57,9 @@ async def test_no_amount_refunds_everything_still_refundable(harness):
 
 async def test_a_refund_after_the_30_day_window_is_rejected_and_no_money_moves(harness):
     order_id, _ = await place_order(harness)
-    now = datetime.now(timezone.utc)
-    await ship(harness, order_id, at=now - timedelta(days=45))
-    await deliver(harness, order_id, at=now - timedelta(days=40))
+    await ship(harness, order_id)  # a parcel never leaves before its order was placed
+    await deliver(harness, order_id)
+    await harness.env.sleep(timedelta(days=40))
 
     handle = await start_refund(harness, order_id, "20.00")
     result = await finished(harness, handle)
@@ -267,3 +269,22 @@ async def test_a_review_decision_the_workflow_does_not_know_is_refused_and_chang
     assert (await handle.query(RefundWorkflow.status_view)).status == "under_review"
     with harness.uow_factory() as uow:
         assert uow.fraud_reviews.get(handle.id.removeprefix("refund-")).status == "open"
+
+
+async def test_a_refund_the_gateway_declined_no_longer_counts_toward_the_customers_frequent_refunds(harness):
+    """Two refunds declined by the gateway, then a third within the week: only refunds
+    paid count, so the third is cleared rather than sent to a person."""
+    declined = []
+    for _ in range(2):
+        order_id = await delivered_order(harness, card="tok_refund_declined")
+        declined.append(await finished(harness, await start_refund(harness, order_id, "10.00")))
+    order_id = await delivered_order(harness)
+    handle = await start_refund(harness, order_id, "10.00")
+    async with real_time(harness.env):
+        third = await flows.wait_for_status(handle, "completed", "under_review")
+
+    assert [r.status for r in declined] == ["failed", "failed"]
+    assert third.status == "completed"
+    with harness.uow_factory() as uow:
+        statuses = sorted(r.status.value for r in uow.fraud_reviews.for_customer("c-1"))
+    assert statuses == ["cleared", "withdrawn", "withdrawn"]

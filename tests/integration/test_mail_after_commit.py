@@ -1,0 +1,72 @@
+"""A message to a customer leaves only after its record is committed, and exactly once:
+a commit that fails sends nothing; a delivery that fails after the commit is made good by
+the retry of the same command, which finds the stored outcome and delivers it again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from activities.notifications import NotificationsActivities
+from adapters import tables
+from adapters.mailbox import FileMailbox
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from domain.notifications.commands import NotifyCustomer
+from domain.notifications.events import MessageSent
+from tests.unit.builders import command
+
+FACTS = {"refund_id": "r-1", "order_id": "o-1", "amount": "30.00 EUR"}
+
+
+def notify() -> NotifyCustomer:
+    return command(NotifyCustomer, customer_id="c-1", kind="refund_completed", subject="r-1", facts=FACTS,
+                   command_id="refund-r-1/notify-completed")
+
+
+class DatabaseGoneAtCommit(SqlUnitOfWork):
+    def commit(self, *args, **kwargs):
+        raise ConnectionError("the database went away at commit")
+
+
+class MailboxDownOnce(FileMailbox):
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.down = True
+
+    def deliver(self, message: MessageSent) -> None:
+        if self.down:
+            self.down = False
+            raise ConnectionError("the mail server went away")
+        super().deliver(message)
+
+
+def notification_rows(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(tables.notifications)).scalar_one()
+
+
+def test_a_message_whose_record_is_not_committed_is_not_sent(engine, tmp_path):
+    mailbox = FileMailbox(tmp_path / "mailbox")
+    failing = NotificationsActivities(lambda: DatabaseGoneAtCommit(engine, default_aggregate_types()), mailbox)
+    with pytest.raises(ConnectionError):
+        failing.notify_customer(notify())
+    assert mailbox.messages() == []
+    assert notification_rows(engine) == 0
+
+
+def test_a_message_committed_but_not_delivered_is_delivered_by_the_retry_once(engine, tmp_path):
+    mailbox = MailboxDownOnce(tmp_path / "mailbox")
+    activities = NotificationsActivities(lambda: SqlUnitOfWork(engine, default_aggregate_types()), mailbox)
+    with pytest.raises(ConnectionError):
+        activities.notify_customer(notify())
+    assert notification_rows(engine) == 1 and mailbox.messages() == []
+
+    retried = activities.notify_customer(notify())  # Temporal retries the same command
+    again = activities.notify_customer(notify())
+
+    assert [type(e).__name__ for e in retried.events] == ["MessageSent"] == [type(e).__name__ for e in again.events]
+    [message] = mailbox.messages("customer:c-1")
+    assert message["title"] == "Your refund is on its way"
+    assert notification_rows(engine) == 1

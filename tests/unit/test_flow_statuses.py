@@ -1,0 +1,29 @@
+"""`starter.py list --status` accepts exactly the statuses the processes show: every
+status a workflow sets is in workflows.messages.FLOW_STATUSES."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from workflows.messages import FLOW_STATUSES
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+
+def statuses_set_in(source: str) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            if node.func.attr in {"set_status", "end"} and isinstance(node.args[0], ast.Constant):
+                found.add(node.args[0].value)
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            if any(isinstance(t, ast.Attribute) and t.attr == "status" for t in node.targets):
+                found.add(node.value.value)
+    return found
+
+
+def test_every_status_a_workflow_sets_is_one_the_command_line_accepts():
+    shown = set().union(*(statuses_set_in(path.read_text()) for path in WORKFLOWS.glob("*.py")))
+    assert shown, "no statuses found: has the way workflows set their status changed?"
+    assert shown <= FLOW_STATUSES, f"add to FLOW_STATUSES: {sorted(shown - FLOW_STATUSES)}"
