@@ -45,6 +45,22 @@ class RecordDelivery(BillingCommand):
     delivered_at: datetime
 
 
+class ClearOrderForShipping(BillingCommand):
+    """May this order's parcel leave? Billing answers before shipping acts."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+
+
+class RecordInterceptOutcome(BillingCommand):
+    """Shipping's answer to an intercept asked for by a refund: the parcel was stopped
+    (it comes back to the shop) or it could not be (it is still on its way, or arrived)."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    refund_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
+    intercepted: bool
+    reason: str = Field(default="", max_length=TEXT_MAX)  # why it could not be stopped
+
+
 class RequestRefund(BillingCommand):
     """Customer, support or a policy asks for money back; billing decides."""
 
