@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         NotifyCustomer,
         NotifyTeam,
         Outcome,
+        ParcelReturned,
         RefundApproved,
         RefundRejected,
         RequestRefund,
@@ -174,7 +175,7 @@ class RefundWorkflow(Process):
             failed = answered.first(ShipmentInterceptFailed)
             assert failed is not None, "shipping answers an intercept with success or failure"
             outcome = dict(intercepted=False, reason=failed.reason)
-        await self.send(
+        recorded = await self.send(
             self.command(
                 RecordInterceptOutcome,
                 "record-intercept",
@@ -184,6 +185,12 @@ class RefundWorkflow(Process):
             ),
             DECIDE,
         )
+        if recorded.has(ParcelReturned):
+            # The parcel comes back: the order's payment process has nothing left to cancel.
+            try:
+                await workflow.get_external_workflow_handle(f"payment-{requested.order_id}").signal("order_returned")
+            except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
+                pass
 
     # -- people: the fraud review ---------------------------------------------------
     async def wait_for_review(self, approved: RefundApproved) -> Outcome:
