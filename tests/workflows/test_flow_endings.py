@@ -132,6 +132,31 @@ async def test_a_cancelled_paid_orders_money_goes_back_even_when_its_review_woul
     assert order.cancelled and order.refundable.amount == Decimal("0.00")
 
 
+async def test_a_partial_refund_in_flight_at_cancellation_that_is_rejected_leaves_its_money_owed_and_tells_support(
+    harness,
+):
+    order_id, _ = await place_order(harness, amount="1500.00")
+    await ship(harness, order_id)
+    partial = await start_refund(harness, order_id, "1000.00")  # large: waits for a review
+    await wait_for_status(partial, "under_review")
+    payment = payment_handle(harness, order_id)
+    await payment.execute_update(
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="parcel lost")
+    )
+    cancelled = await finished(harness, payment)  # the rest (500.00) went back at once
+
+    await partial.execute_update(
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
+    )
+    rejected = await finished(harness, partial)
+
+    assert (cancelled.status, rejected.status) == ("refunded", "cancelled")
+    assert refunds_of(harness, order_id) == ["500.00"]
+    assert harness.order(order_id).owed.amount == Decimal("1000.00")
+    [told] = harness.messages("team:support")
+    assert told["kind"] == "refund_owed_support" and "1000.00" in told["body"]
+
+
 # == 3. every Update is refused or answered; an owner's refusal never fails the flow =====================
 async def test_an_update_refused_by_the_owner_leaves_the_flow_running(harness):
     order_id, _ = await place_order(harness, card="tok_capture_declined")
