@@ -6,14 +6,21 @@ the request reached settleflow. Time-skipping server, real activities, temporary
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.fraud import FraudActivities
+from activities.registry import OWNER_QUEUES, activities_for
 
 from adapters.gateway_client import configure
-from domain.contracts import ReviewDecision
+from domain.contracts import Outcome, ResolveFraudReview, ReviewDecision
 from domain.shared.actor import Actor
 from domain.shared.money import Money
 from tests.workflows.flows import (
@@ -32,6 +39,7 @@ from workflows.messages import RefundRequest
 from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
 from workflows.process import FLOWS_QUEUE
 from workflows.refund import RefundWorkflow, ReviewResolution
+from workflows.registry import WORKFLOWS
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 CUSTOMER = Actor.parse("customer:c-1")
@@ -338,3 +346,56 @@ async def ship_at(harness, order_id: str, at: datetime) -> None:
             id=f"ship-{order_id}",
             task_queue=FLOWS_QUEUE,
         )
+
+
+# -- an owner refusing a review decision (fraud refuses nothing today that the validator
+# lets through, so a stub stands in for it under the real activity's name) --------------
+async def test_a_review_decision_the_owner_refuses_is_answered_and_the_review_keeps_waiting(harness):
+    deps = harness.deps
+    fraud = FraudActivities(deps.uow_factory)
+
+    @activity.defn(name=ResolveFraudReview.activity_name())
+    def resolve_refusing_mallory(command: ResolveFraudReview) -> Outcome:
+        if command.actor.id == "mallory":
+            raise ApplicationError("mallory asked for this refund", type="NotAuthorized", non_retryable=True)
+        return fraud.resolve_fraud_review(command)
+
+    local = [
+        a
+        for owner in OWNER_QUEUES
+        for a in activities_for(owner, deps.uow_factory, deps.gateway, deps.mailbox)
+        if a.__temporal_activity_definition.name != ResolveFraudReview.activity_name()
+    ] + [resolve_refusing_mallory]
+    queue = f"{FLOWS_QUEUE}-stubbed-{new_id('q')}"
+    order_id = await delivered_order(harness, amount="1500.00")
+
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        async with Worker(harness.client, task_queue=queue, workflows=WORKFLOWS, activities=local,
+                          activity_executor=executor):
+            refund_id = new_id("r")
+            handle = harness.track(await harness.client.start_workflow(
+                RefundWorkflow.run,
+                RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="broken",
+                              requested_by=CUSTOMER),
+                id=f"refund-{refund_id}",
+                task_queue=queue,
+            ))
+            await wait_for_status(handle, "under_review")
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await asyncio.wait_for(
+                    handle.execute_update(
+                        RefundWorkflow.resolve_review,
+                        ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("fraud_analyst:mallory")),
+                    ),
+                    ANSWER_WITHIN,
+                )
+            assert "mallory asked for this refund" in str(refused.value.cause)
+            assert (await handle.query(RefundWorkflow.status_view)).status == "under_review"
+
+            await handle.execute_update(
+                RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST)
+            )
+            result = await finished(harness, handle)
+
+    assert result.status == "completed"
+    assert refunds_of(harness, order_id) == ["1500.00"]
