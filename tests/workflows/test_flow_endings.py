@@ -18,9 +18,10 @@ from temporalio.worker import Worker
 
 from activities.fraud import FraudActivities
 from activities.registry import OWNER_QUEUES, activities_for
+from activities.shipping import ShippingActivities
 
 from adapters.gateway_client import configure
-from domain.contracts import Outcome, ResolveFraudReview, ReviewDecision
+from domain.contracts import ConfirmDelivery, Outcome, ResolveFraudReview, ReviewDecision
 from domain.shared.actor import Actor
 from domain.shared.money import Money
 from tests.workflows.flows import (
@@ -120,6 +121,25 @@ async def test_an_intercepted_parcel_is_recorded_by_billing_as_returned_and_the_
     assert order.fulfilment == "returned" and order.returned_at is not None
     assert shipment_status(harness, order_id) == "intercepted"
     assert payment.status == "paid"  # closed: nothing left to cancel
+
+
+async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_way_and_the_money_goes_back(harness):
+    order_id, _ = await place_order(harness, amount="100.00")
+    await ship(harness, order_id)
+    # The parcel arrived; shipping knows it, billing does not yet (its delivery flow is late).
+    ShippingActivities(harness.uow_factory).confirm_delivery(
+        ConfirmDelivery(
+            command_id=f"scan-{order_id}", actor=WAREHOUSE, issued_at=await _workflow_now(harness), order_id=order_id
+        )
+    )
+
+    result = await finished(harness, await start_refund(harness, order_id))
+
+    assert result.status == "completed"
+    assert any("InterceptShipment → shipping → ShipmentInterceptFailed" in step for step in result.trail)
+    assert any("RecordInterceptOutcome → billing → ParcelStillInTransit" in step for step in result.trail)
+    assert harness.order(order_id).fulfilment == "shipped"  # its delivery, when recorded, opens the window
+    assert refunds_of(harness, order_id) == ["100.00"]
 
 
 # == 2. money owed after a cancellation goes back ========================================================
