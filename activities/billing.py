@@ -11,11 +11,13 @@ from activities.handling import decide
 from domain.billing.commands import (
     CancelOrder,
     CancelRefund,
+    ClearOrderForShipping,
     CompleteRefund,
     FailRefund,
     MarkOrderPaid,
     PlaceOrder,
     RecordDelivery,
+    RecordInterceptOutcome,
     RecordShipment,
     RequestRefund,
 )
@@ -38,6 +40,16 @@ class BillingActivities:
     @activity.defn(name=CancelOrder.activity_name())
     def cancel_order(self, command: CancelOrder) -> Outcome:
         return decide(self.uow, command, lambda uow: uow.orders.get(command.order_id).cancel(command))
+
+    @activity.defn(name=ClearOrderForShipping.activity_name())
+    def clear_order_for_shipping(self, command: ClearOrderForShipping) -> Outcome:
+        return decide(self.uow, command, lambda uow: uow.orders.get(command.order_id).clear_for_shipping(command))
+
+    @activity.defn(name=RecordInterceptOutcome.activity_name())
+    def record_intercept_outcome(self, command: RecordInterceptOutcome) -> Outcome:
+        return decide(
+            self.uow, command, lambda uow: uow.orders.get(command.order_id).record_intercept_outcome(command)
+        )
 
     @activity.defn(name=RecordShipment.activity_name())
     def record_shipment(self, command: RecordShipment) -> Outcome:

@@ -11,20 +11,26 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.billing.commands import (  # noqa: F401  (re-exported contracts)
     CancelOrder,
     CancelRefund,
+    ClearOrderForShipping,
     CompleteRefund,
     FailRefund,
     MarkOrderPaid,
     OrderLine,
     PlaceOrder,
     RecordDelivery,
+    RecordInterceptOutcome,
     RecordShipment,
     RequestRefund,
 )
 from domain.billing.events import (
+    DeliveryHeld,
     DeliveryRecorded,
     OrderCancelled,
+    OrderClearedForShipping,
     OrderPaid,
     OrderPlaced,
+    ParcelReturned,
+    ParcelStillInTransit,
     RefundApproved,
     RefundCancelled,
     RefundCompleted,
@@ -33,6 +39,7 @@ from domain.billing.events import (
     RefundRejected,
     ShipmentInterceptRequested,
     ShipmentRecorded,
+    ShippingRefused,
 )
 from domain.fraud.commands import (  # noqa: F401
     ExpireFraudReview,
@@ -71,6 +78,7 @@ from domain.shipping.events import OrderDelivered, OrderShipped, ShipmentInterce
 EVENT_TYPES: tuple[type[Event], ...] = (
     OrderPlaced, OrderPaid, ShipmentRecorded, DeliveryRecorded, RefundApproved, RefundRejected,
     ShipmentInterceptRequested, RefundCancelled, RefundCompleted, RefundFailed, OrderCancelled, RefundOwed,
+    DeliveryHeld, OrderClearedForShipping, ShippingRefused, ParcelReturned, ParcelStillInTransit,
     CaptureAttempted, PaymentCaptured, PaymentDeclined, PaymentAbandoned, PaymentMethodUpdated,
     GatewayRefundRequested, GatewayRefundSettled, GatewayRefundDeclined,
     InvoiceCreated,

@@ -56,7 +56,7 @@ FLOW_STATUSES = frozenset({
     # PaymentWorkflow
     "capturing", "recovering", "paid", "refunded", "abandoned",
     # ShipOrderWorkflow, ConfirmDeliveryWorkflow
-    "shipping", "shipped", "delivering", "delivered",
+    "shipping", "shipped", "refused", "delivering", "waiting_for_shipment", "delivered",
 })
 
 

@@ -12,10 +12,16 @@ Read top to bottom:
       is allowed (at most 4; hard declines stop at once)
   PaymentAbandoned → compensation: CancelOrder (system, payment_failed) → billing,
       NotifyCustomer. Done.
-  Update `cancel_order` (until delivery) → CancelOrder → billing → OrderCancelled
-      (+ RefundOwed when it had been paid → RequestRefund by system, as a child
-      RefundWorkflow, which also intercepts a parcel in transit). Done.
-  Signal `order_delivered` (from ConfirmDeliveryWorkflow): nothing left to cancel. Done.
+  Update `cancel_order` (until delivery, however long that takes) → CancelOrder → billing
+      → OrderCancelled (+ RefundOwed when it had been paid → RequestRefund by system, as a
+      child RefundWorkflow: fraud clears owed money, and whatever stays owed reaches
+      support). Done.
+  Signal `order_delivered` (from ConfirmDeliveryWorkflow) or `order_returned` (from a
+      RefundWorkflow whose intercept brought the parcel back): nothing left to cancel. Done.
+  Every Update is refused by its validator or answered, on every path; an owner's refusal
+  (UpdatePaymentMethod, CancelOrder) is the Update's answer and the flow goes on. Commands
+  caused by the start request carry the workflow's start time, those caused by an Update
+  the time it was accepted.
 """
 
 from __future__ import annotations
@@ -68,9 +74,13 @@ CAPTURE = Step(
 # Waits between capture attempts after a decline; the last one repeats for as long
 # as payments still allows attempts.
 RECOVERY_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
-# How long a paid order's process stays open for a cancellation when no delivery is
-# ever confirmed.
+# How long a paid order's process stayed open for a cancellation when no delivery was
+# ever confirmed, before OPEN_UNTIL_DELIVERED (flows started since stay open until the
+# order is delivered or returned).
 OPEN_FOR_CANCELLATION = timedelta(days=90)
+
+# Patch ids: flows started before these changes replay along their old path.
+OPEN_UNTIL_DELIVERED = "open-until-delivered"
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
@@ -87,9 +97,14 @@ class PaymentWorkflow(Process):
         self.refund_workflow_id = ""
         self.reason = ""
         self.new_card: NewPaymentMethod | None = None
+        self.new_card_at: datetime | None = None  # when the Update bringing it was accepted
+        self.card_refusal: tuple[NewPaymentMethod, str] | None = None  # payments refused it
+        self.cards_refused = 0
         self.cancellation: CancellationRequest | None = None
+        self.cancellation_at: datetime | None = None
         self.cancellation_answer: str | None = None  # billing's refusal, for the Update
         self.delivered = False
+        self.closed = False  # the flow is ending: every Update still waiting is answered
 
     @workflow.run
     async def run(self, order: OrderRequest) -> PaymentStatus:
@@ -104,6 +119,7 @@ class PaymentWorkflow(Process):
                 customer_id=order.customer_id,
                 lines=[OrderLine(description=f"Order {order.order_id}", amount=order.amount)],
                 placed_at=order.placed_at,
+                issued_at=self.started_at(),
             ),
             DECIDE,
         )
@@ -115,6 +131,7 @@ class PaymentWorkflow(Process):
                 customer_id=order.customer_id,
                 amount=order.amount,
                 card_token=order.card_token,
+                issued_at=self.started_at(),
             )
         )
         while (declined := outcome.first(PaymentDeclined)) and not outcome.has(PaymentAbandoned):
@@ -152,22 +169,40 @@ class PaymentWorkflow(Process):
                 if await self.cancel():
                     return None
                 continue  # billing refused: keep waiting for the same attempt
+            if self.new_card is not None and not await self.take_new_card():
+                continue  # payments refused the card: keep waiting for the same attempt
             break
-        if self.new_card is not None:
-            await self.send(
-                self.command(
-                    UpdatePaymentMethod,
-                    f"update-payment-method-{self.attempts}",
-                    actor=self.new_card.given_by,
-                    order_id=self.order.order_id,
-                    card_token=self.new_card.card_token,
-                ),
-                DECIDE,
-            )
-            self.new_card = None
+        if self.new_card is not None:  # arrived as the wait ran out
+            await self.take_new_card()
         return await self.attempt(
             self.command(RetryPaymentCapture, f"retry-{self.attempts}", order_id=self.order.order_id)
         )
+
+    async def take_new_card(self) -> bool:
+        """Give payments the new card. False (and the Update answered) when payments refuses it."""
+        assert self.order is not None and self.new_card is not None
+        card = self.new_card
+        step = f"update-payment-method-{self.attempts}" + (f"-{self.cards_refused}" if self.cards_refused else "")
+        try:
+            await self.send(
+                self.command(
+                    UpdatePaymentMethod,
+                    step,
+                    actor=card.given_by,
+                    issued_at=self.new_card_at,
+                    order_id=self.order.order_id,
+                    card_token=card.card_token,
+                ),
+                DECIDE,
+            )
+        except Refused as refused:
+            self.cards_refused += 1
+            self.card_refusal = (card, f"refused: {refused.message}")
+            self.note(f"new card refused by payments: {refused.message}")
+            return False
+        finally:
+            self.new_card, self.new_card_at = None, None
+        return True
 
     async def after_capture(self, captured: PaymentCaptured) -> None:
         assert self.order is not None
@@ -215,10 +250,18 @@ class PaymentWorkflow(Process):
         return await self.end("abandoned")
 
     async def stay_open_for_cancellation(self) -> PaymentStatus:
+        until_delivered = workflow.patched(OPEN_UNTIL_DELIVERED)
         while True:
-            arrived = await self.wait_for(
-                lambda: self.cancellation is not None or self.delivered, OPEN_FOR_CANCELLATION, "open for cancellation"
-            )
+            if until_delivered:
+                # An order can be cancelled until it is delivered (or its parcel came back),
+                # however long that takes: no timer closes this process.
+                await workflow.wait_condition(lambda: self.cancellation is not None or self.delivered)
+                arrived = True
+            else:
+                arrived = await self.wait_for(
+                    lambda: self.cancellation is not None or self.delivered, OPEN_FOR_CANCELLATION,
+                    "open for cancellation",
+                )
             if self.cancellation is not None:
                 if await self.cancel():
                     return await self.end(self.status)
@@ -236,6 +279,7 @@ class PaymentWorkflow(Process):
                     CancelOrder,
                     f"cancel-{len(self.trail)}",
                     actor=request.requested_by,
+                    issued_at=self.cancellation_at,
                     order_id=self.order.order_id,
                     reason=request.reason,
                 ),
@@ -276,13 +320,19 @@ class PaymentWorkflow(Process):
     # -- people ---------------------------------------------------------------------------
     @workflow.update
     async def update_payment_method(self, method: NewPaymentMethod) -> str:
-        """Answers once the attempt with the new card has an outcome."""
+        """Answers once the attempt with the new card has an outcome, with payments' refusal
+        of the card, or with the order's status when the flow ends first."""
         attempts_before = self.attempts
-        self.new_card = method
+        self.new_card, self.new_card_at = method, workflow.now()
+        refused = lambda: self.card_refusal is not None and self.card_refusal[0] is method  # noqa: E731
         await workflow.wait_condition(
-            lambda: self.attempts > attempts_before
-            and (self.next_attempt_at is not None or self.status != "recovering")
+            lambda: refused()
+            or self.closed
+            or (self.attempts > attempts_before and (self.next_attempt_at is not None or self.status != "recovering"))
         )
+        if refused():
+            assert self.card_refusal is not None
+            raise ApplicationError(self.card_refusal[1], type="PaymentMethodRefused", non_retryable=True)
         return self.status
 
     @update_payment_method.validator
@@ -293,11 +343,13 @@ class PaymentWorkflow(Process):
             refuse_role(method.given_by, UpdatePaymentMethod, "give a new payment method")
         if self.status != "recovering" or self.new_card is not None:
             raise ValueError(f"order is {self.status}; a new payment method is only taken while recovering")
+        if self.next_attempt_at is None:
+            raise ValueError("a capture attempt is under way; give the new card once it has an answer")
 
     @workflow.update
     async def cancel_order(self, request: CancellationRequest) -> str:
         self.cancellation_answer = None
-        self.cancellation = request
+        self.cancellation, self.cancellation_at = request, workflow.now()
         await workflow.wait_condition(lambda: self.cancellation_answer is not None)
         if self.cancellation_answer.startswith("refused"):
             raise ApplicationError(self.cancellation_answer, type="CancellationRefused")
@@ -313,6 +365,11 @@ class PaymentWorkflow(Process):
 
     @workflow.signal
     def order_delivered(self) -> None:
+        self.delivered = True
+
+    @workflow.signal
+    def order_returned(self) -> None:
+        """The parcel was intercepted for a full refund and comes back: nothing is left to cancel."""
         self.delivered = True
 
     # -- small helpers ---------------------------------------------------------------------
@@ -333,6 +390,10 @@ class PaymentWorkflow(Process):
     async def end(self, status: str) -> PaymentStatus:
         self.next_attempt_at = None
         self.set_status(status)
+        # Whatever ended the flow, an Update still waiting gets the order's final status.
+        self.closed = True
+        if self.cancellation is not None and self.cancellation_answer is None:
+            self.cancellation_answer = status
         await self.finish()
         return self.current()
 

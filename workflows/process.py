@@ -8,7 +8,7 @@ which facts came back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -113,15 +113,20 @@ class Process:
         self.trail: list[str] = []
 
     # -- sending commands ---------------------------------------------------------
-    def command(self, command_type: type[C], step: str, actor: Actor | None = None, **fields: Any) -> C:
+    def command(
+        self, command_type: type[C], step: str, actor: Actor | None = None, issued_at: datetime | None = None,
+        **fields: Any,
+    ) -> C:
         """A command with a deterministic id (`{workflow_id}/{step}`): an activity
-        retry, a worker crash or a replay sends the very same command."""
+        retry, a worker crash or a replay sends the very same command. `issued_at` is
+        when the request behind it reached settleflow (see `started_at`, or the time an
+        Update was accepted); without it, the time of this workflow task."""
         info = workflow.info()
         try:
             return command_type(
                 command_id=f"{info.workflow_id}/{step}",
                 actor=actor or Actor.system(self.flow_name),
-                issued_at=workflow.now(),
+                issued_at=issued_at or workflow.now(),
                 correlation_id=info.workflow_id,
                 **fields,
             )
@@ -129,6 +134,12 @@ class Process:
             # What cannot become a command can never succeed: refuse it as its owner would
             # (failing the workflow, or only the Update that asked), never a task retried forever.
             raise Refused.invalid(command_type.__name__, bad) from None
+
+    @staticmethod
+    def started_at() -> datetime:
+        """When the start request reached settleflow: the workflow's start, not the time
+        a worker first got to it (a worker outage or a backlog must not move a decision)."""
+        return workflow.info().workflow_start_time
 
     async def send(self, command: Command, step: Step) -> Outcome:
         """Send a command to its owner and return the owner's outcome. Raises Refused when

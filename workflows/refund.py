@@ -1,13 +1,19 @@
 """RefundWorkflow — a customer, support or a policy asks for money back.
 
 Read top to bottom:
-  RequestRefund → billing → RefundApproved | RefundRejected (+ ShipmentInterceptRequested)
+  RequestRefund (issued at the workflow's start) → billing → RefundApproved | RefundRejected
+      (+ ShipmentInterceptRequested when all of a parcel in transit is being refunded)
   RefundRejected → NotifyCustomer. Done.
-  ShipmentInterceptRequested → InterceptShipment → shipping
   RefundApproved → ScreenRefund → fraud → RefundCleared | FraudReviewOpened
+      (money owed by a cancellation is always cleared)
   FraudReviewOpened → wait for a person (Update `resolve_review`): 24 h reminder,
-      72 h ExpireFraudReview → ReviewApproved | ReviewRejected
-  ReviewRejected → compensation: CancelRefund → billing, WithdrawRefund → fraud, NotifyCustomer. Done.
+      72 h ExpireFraudReview → ReviewApproved | ReviewRejected; a decision the owner
+      refuses is answered as refused and the review keeps waiting
+  ReviewRejected → compensation: CancelRefund → billing, WithdrawRefund → fraud, NotifyCustomer
+      (+ RefundOwed → NotifyTeam(support)). Done.
+  Cleared or approved, with ShipmentInterceptRequested → InterceptShipment → shipping
+      → ShipmentIntercepted | ShipmentInterceptFailed → RecordInterceptOutcome → billing
+      → ParcelReturned | ParcelStillInTransit
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
   Settled → CompleteRefund → billing → NotifyCustomer. Done.
   Declined or out of retries → compensation: FailRefund → billing, WithdrawRefund → fraud,
@@ -16,11 +22,11 @@ Read top to bottom:
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
@@ -33,9 +39,11 @@ with workflow.unsafe.imports_passed_through():
         GatewayRefundSettled,
         InterceptShipment,
         Money,
+        RecordInterceptOutcome,
         NotifyCustomer,
         NotifyTeam,
         Outcome,
+        ParcelReturned,
         RefundApproved,
         RefundRejected,
         RequestRefund,
@@ -43,7 +51,10 @@ with workflow.unsafe.imports_passed_through():
         ReviewRejected,
         ScreenRefund,
         SendRefundToGateway,
+        ShipmentIntercepted,
+        ShipmentInterceptFailed,
         ShipmentInterceptRequested,
+        RefundOwed,
         WithdrawRefund,
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
@@ -68,6 +79,8 @@ GATEWAY = Step(
 REVIEW_REMINDER_AFTER = timedelta(hours=24)
 REVIEW_EXPIRES_AFTER = timedelta(hours=72)
 
+# Patch ids: flows started before these changes replay along their old path.
+INTERCEPT_AFTER_FRAUD = "intercept-after-fraud"  # the parcel is stopped only once fraud let the money go
 # Flows recorded before fraud heard of refunds that are not paid replay without telling it.
 FRAUD_HEARS_UNPAID = "fraud-hears-unpaid-refunds"
 
@@ -82,6 +95,9 @@ class RefundWorkflow(Process):
         self.amount: Money | None = None
         self.reason = ""
         self.resolution: ReviewResolution | None = None
+        self.resolution_at: datetime | None = None  # when the Update carrying it was accepted
+        self.review_refusal: tuple[ReviewResolution, str] | None = None  # fraud refused it: the Update's answer
+        self.refused_decisions = 0
         self.review_closed = False  # expiry started or a decision taken
 
     @workflow.run
@@ -98,6 +114,7 @@ class RefundWorkflow(Process):
                     refund_id=request.refund_id,
                     amount=request.amount,
                     reason=request.reason,
+                    issued_at=self.started_at(),
                 ),
                 DECIDE,
             )
@@ -115,7 +132,11 @@ class RefundWorkflow(Process):
         self.amount = approved.amount
         workflow.upsert_search_attributes([CUSTOMER_ID.value_set(approved.customer_id)])
 
-        if intercept := decided.first(ShipmentInterceptRequested):
+        intercept = decided.first(ShipmentInterceptRequested)
+        # Old flows stopped the parcel before fraud had looked; new ones only once the
+        # money is sure to go back.
+        after_fraud = intercept is not None and workflow.patched(INTERCEPT_AFTER_FRAUD)
+        if intercept is not None and not after_fraud:
             await self.send(
                 self.command(InterceptShipment, "intercept", order_id=intercept.order_id, refund_id=request.refund_id),
                 DECIDE,
@@ -130,6 +151,7 @@ class RefundWorkflow(Process):
                 customer_id=approved.customer_id,
                 amount=approved.amount,
                 approved_at=approved.occurred_at,
+                owed=approved.owed,
             ),
             DECIDE,
         )
@@ -138,48 +160,103 @@ class RefundWorkflow(Process):
             if rejection := reviewed.first(ReviewRejected):
                 return await self.cancel(approved, rejection.reason)
 
+        if intercept is not None and after_fraud:
+            await self.intercept(intercept)
         return await self.pay_out(approved)
+
+    # -- the parcel ------------------------------------------------------------------------
+    async def intercept(self, requested: ShipmentInterceptRequested) -> None:
+        """Ask shipping to stop the parcel, and tell billing what shipping answered."""
+        answered = await self.send(
+            self.command(
+                InterceptShipment, "intercept", order_id=requested.order_id, refund_id=requested.refund_id
+            ),
+            DECIDE,
+        )
+        if answered.has(ShipmentIntercepted):
+            outcome = dict(intercepted=True)
+        else:
+            failed = answered.first(ShipmentInterceptFailed)
+            assert failed is not None, "shipping answers an intercept with success or failure"
+            outcome = dict(intercepted=False, reason=failed.reason)
+        recorded = await self.send(
+            self.command(
+                RecordInterceptOutcome,
+                "record-intercept",
+                order_id=requested.order_id,
+                refund_id=requested.refund_id,
+                **outcome,
+            ),
+            DECIDE,
+        )
+        if recorded.has(ParcelReturned):
+            # The parcel comes back: the order's payment process has nothing left to cancel.
+            try:
+                await workflow.get_external_workflow_handle(f"payment-{requested.order_id}").signal("order_returned")
+            except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
+                pass
 
     # -- people: the fraud review ---------------------------------------------------
     async def wait_for_review(self, approved: RefundApproved) -> Outcome:
         self.set_status("under_review")
         self.note("waiting for a fraud analyst (reminder after 24 h, expiry after 72 h)")
         decided = lambda: self.resolution is not None  # noqa: E731
-        if not await self.wait_for(decided, REVIEW_REMINDER_AFTER, "fraud review reminder"):
-            await self.send(
-                self.command(
-                    NotifyTeam,
-                    "remind-fraud-team",
-                    team="fraud",
-                    kind="fraud_review_reminder",
-                    subject=approved.refund_id,
-                    facts=self.facts(approved),
-                ),
-                NOTIFY,
-            )
-            if not await self.wait_for(decided, REVIEW_EXPIRES_AFTER - REVIEW_REMINDER_AFTER, "fraud review expiry"):
+        remind_at, expires_at = workflow.now() + REVIEW_REMINDER_AFTER, workflow.now() + REVIEW_EXPIRES_AFTER
+        reminded = False
+        while True:  # once, unless fraud refuses a decision: then wait for the next one
+            expiry_wait = expires_at - workflow.now()
+            if not reminded and not await self.wait_for(decided, remind_at - workflow.now(), "fraud review reminder"):
+                reminded = True
+                await self.send(
+                    self.command(
+                        NotifyTeam,
+                        "remind-fraud-team",
+                        team="fraud",
+                        kind="fraud_review_reminder",
+                        subject=approved.refund_id,
+                        facts=self.facts(approved),
+                    ),
+                    NOTIFY,
+                )
+                expiry_wait = REVIEW_EXPIRES_AFTER - REVIEW_REMINDER_AFTER
+            if not decided() and not await self.wait_for(decided, expiry_wait, "fraud review expiry"):
                 self.review_closed = True
                 return await self.send(
                     self.command(ExpireFraudReview, "expire-review", refund_id=approved.refund_id), DECIDE
                 )
-        self.review_closed = True
-        assert self.resolution is not None
-        return await self.send(
-            self.command(
-                ResolveFraudReview,
-                "resolve-review",
-                actor=self.resolution.reviewer,
-                refund_id=approved.refund_id,
-                decision=self.resolution.decision,
-                note=self.resolution.note,
-            ),
-            DECIDE,
-        )
+            self.review_closed = True
+            resolution = self.resolution
+            assert resolution is not None
+            try:
+                return await self.send(
+                    self.command(
+                        ResolveFraudReview,
+                        "resolve-review" if not self.refused_decisions else f"resolve-review-{self.refused_decisions}",
+                        actor=resolution.reviewer,
+                        issued_at=self.resolution_at,
+                        refund_id=approved.refund_id,
+                        decision=resolution.decision,
+                        note=resolution.note,
+                    ),
+                    DECIDE,
+                )
+            except Refused as refused:
+                # Fraud refused this decision (e.g. the reviewer asked for the refund):
+                # the person is told, the flow goes on, and the review waits for another.
+                self.refused_decisions += 1
+                self.review_refusal = (resolution, f"refused: {refused.message}")
+                self.note(f"decision refused by fraud: {refused.message}")
+                self.resolution, self.resolution_at, self.review_closed = None, None, False
 
     @workflow.update
     async def resolve_review(self, resolution: ReviewResolution) -> str:
-        self.resolution = resolution
-        await workflow.wait_condition(lambda: self.status != "under_review")
+        """Answers with the refund's status once the decision is taken, or with fraud's refusal."""
+        self.resolution, self.resolution_at = resolution, workflow.now()
+        refused = lambda: self.review_refusal is not None and self.review_refusal[0] is resolution  # noqa: E731
+        await workflow.wait_condition(lambda: refused() or self.status != "under_review")
+        if refused():
+            assert self.review_refusal is not None
+            raise ApplicationError(self.review_refusal[1], type="DecisionRefused", non_retryable=True)
         return self.status
 
     @resolve_review.validator
@@ -230,7 +307,7 @@ class RefundWorkflow(Process):
 
     # -- compensation --------------------------------------------------------------------
     async def cancel(self, approved: RefundApproved, reason: str) -> RefundStatus:
-        await self.send(
+        cancelled = await self.send(
             self.command(
                 CancelRefund, "cancel", order_id=approved.order_id, refund_id=approved.refund_id, reason=reason
             ),
@@ -238,15 +315,32 @@ class RefundWorkflow(Process):
         )
         await self.withdraw_from_fraud(approved, reason)
         await self.notify_customer(approved.customer_id, "refund_cancelled", **self.facts(approved))
+        await self.tell_support_if_owed(cancelled, approved, reason)
         return await self.end("cancelled", reason=reason)
 
+    async def tell_support_if_owed(self, settled: Outcome, approved: RefundApproved, reason: str) -> None:
+        """Billing says money of a cancelled order is still owed: support decides how it goes back."""
+        if owed := settled.first(RefundOwed):
+            await self.send(
+                self.command(
+                    NotifyTeam,
+                    "tell-support-owed",
+                    team="support",
+                    kind="refund_owed_support",
+                    subject=approved.refund_id,
+                    facts={**self.facts(approved), "owed": str(owed.amount), "reason": reason},
+                ),
+                NOTIFY,
+            )
+
     async def fail(self, approved: RefundApproved, reason: str) -> RefundStatus:
-        await self.send(
+        failed = await self.send(
             self.command(FailRefund, "fail", order_id=approved.order_id, refund_id=approved.refund_id, reason=reason),
             DECIDE,
         )
         await self.withdraw_from_fraud(approved, reason)
         await self.notify_customer(approved.customer_id, "refund_failed", **self.facts(approved))
+        await self.tell_support_if_owed(failed, approved, reason)
         await self.send(
             self.command(
                 NotifyTeam,

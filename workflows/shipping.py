@@ -3,8 +3,17 @@
 They start no longer process, but going through Temporal means the commands are
 retried and show in the web UI like everything else.
 
+  ClearOrderForShipping → billing → OrderClearedForShipping | ShippingRefused (not paid,
+      cancelled: nothing ships. Done.)
   ShipOrder → shipping → OrderShipped → RecordShipment → billing → ShipmentRecorded
+      (+ DeliveryRecorded when the delivery came first) → signal `shipment_recorded` to a
+      delivery flow waiting for it
   ConfirmDelivery → shipping → OrderDelivered → RecordDelivery → billing → DeliveryRecorded
+      (or DeliveryHeld when billing has not recorded the shipment yet: applied with it)
+      Shipping has no parcel yet (NotFound): the delivery waits for `shipment_recorded`
+      (up to WAIT_FOR_SHIPMENT), then asks again — a delivery is never lost for arriving first.
+
+Both are judged at the time their request reached settleflow (the workflow's start).
 """
 
 from __future__ import annotations
@@ -12,21 +21,31 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
+        ClearOrderForShipping,
         ConfirmDelivery,
         OrderDelivered,
         OrderShipped,
         RecordDelivery,
         RecordShipment,
         ShipOrder,
+        ShippingRefused,
     )
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView
-    from workflows.process import INVALID_REQUEST, Process, Step, retry_until_done
+    from workflows.process import INVALID_REQUEST, Process, Refused, Step, retry_until_done
 
 # -- Process concerns ------------------------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
+# A delivery confirmed before its parcel was shipped waits this long for the shipment,
+# then fails with the reason (visible in the UI and to the starter), never silently.
+WAIT_FOR_SHIPMENT = timedelta(days=30)
+
+# Patch ids: flows started before these changes replay along their old path.
+BILLING_CLEARS_SHIPPING = "billing-clears-shipping"
+DELIVERY_WAITS_FOR_SHIPMENT = "delivery-waits-for-shipment"
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
@@ -36,11 +55,23 @@ class ShipOrderWorkflow(Process):
     @workflow.run
     async def run(self, request: ShipmentRequest) -> TrailView:
         self.set_status("shipping")
+        patched = workflow.patched(BILLING_CLEARS_SHIPPING)
+        if patched:
+            # Billing decides first whether the order may ship; shipping acts after.
+            cleared = await self.send(
+                self.command(ClearOrderForShipping, "clear", order_id=request.order_id, issued_at=self.started_at()),
+                DECIDE,
+            )
+            if refused := cleared.first(ShippingRefused):
+                self.set_status("refused")
+                self.note(f"may not ship: {refused.detail}")
+                return TrailView(status=self.status, trail=self.trail)
         shipped = await self.send(
             self.command(
                 ShipOrder,
                 "ship",
                 actor=request.requested_by,
+                issued_at=self.started_at(),
                 order_id=request.order_id,
                 tracking=request.tracking,
                 shipped_at=request.shipped_at,
@@ -55,6 +86,13 @@ class ShipOrderWorkflow(Process):
             ),
             DECIDE,
         )
+        if patched:
+            # A delivery that arrived first may be waiting for this shipment.
+            try:
+                await workflow.get_external_workflow_handle(f"deliver-{fact.order_id}").signal("shipment_recorded")
+                self.note("told the waiting delivery: shipped")
+            except Exception:  # noqa: BLE001 - no delivery is waiting: nothing to tell
+                pass
         self.set_status("shipped")
         return TrailView(status=self.status, trail=self.trail)
 
@@ -67,19 +105,25 @@ class ShipOrderWorkflow(Process):
 class ConfirmDeliveryWorkflow(Process):
     flow_name = "shipping"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.shipment_recorded = False
+
     @workflow.run
     async def run(self, request: DeliveryRequest) -> TrailView:
         self.set_status("delivering")
-        delivered = await self.send(
-            self.command(
-                ConfirmDelivery,
-                "confirm-delivery",
-                actor=request.requested_by,
-                order_id=request.order_id,
-                delivered_at=request.delivered_at,
-            ),
-            DECIDE,
+        confirm = self.command(
+            ConfirmDelivery,
+            "confirm-delivery",
+            actor=request.requested_by,
+            issued_at=self.started_at(),
+            order_id=request.order_id,
+            delivered_at=request.delivered_at,
         )
+        if workflow.patched(DELIVERY_WAITS_FOR_SHIPMENT):
+            delivered = await self.confirm_once_shipped(confirm)
+        else:
+            delivered = await self.send(confirm, DECIDE)
         fact = delivered.first(OrderDelivered)
         assert fact is not None
         await self.send(
@@ -94,6 +138,30 @@ class ConfirmDeliveryWorkflow(Process):
             self.note("payment process already closed")
         self.set_status("delivered")
         return TrailView(status=self.status, trail=self.trail)
+
+    async def confirm_once_shipped(self, confirm: ConfirmDelivery):
+        """Shipping knows no parcel for the order yet: keep the delivery (same command, same
+        time) until the shipment is recorded, then ask again."""
+        try:
+            return await self.send(confirm, DECIDE)
+        except Refused as refused:
+            if refused.kind != "NotFound":
+                raise
+        self.set_status("waiting_for_shipment")
+        self.note("no shipment yet: the delivery waits for it")
+        if not await self.wait_for(lambda: self.shipment_recorded, WAIT_FOR_SHIPMENT, "waiting for the shipment"):
+            raise ApplicationError(
+                f"no shipment of order {confirm.order_id} was recorded within {WAIT_FOR_SHIPMENT.days} days "
+                "of its delivery",
+                type="ShipmentNeverRecorded",
+                non_retryable=True,
+            )
+        self.set_status("delivering")
+        return await self.send(confirm.model_copy(update={"command_id": f"{confirm.command_id}-after-shipment"}), DECIDE)
+
+    @workflow.signal
+    def shipment_recorded(self) -> None:
+        self.shipment_recorded = True
 
     @workflow.query(name="status")
     def status_view(self) -> TrailView:

@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import Command, DerivedId, Id, Message, Text
+from domain.shared.messages import Command, DerivedId, Id, Message, Note, Text
 from domain.shared.money import Money
 
 
@@ -44,6 +44,22 @@ class RecordShipment(BillingCommand):
 class RecordDelivery(BillingCommand):
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
     delivered_at: datetime
+
+
+class ClearOrderForShipping(BillingCommand):
+    """May this order's parcel leave? Billing answers before shipping acts."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+
+
+class RecordInterceptOutcome(BillingCommand):
+    """Shipping's answer to an intercept asked for by a refund: the parcel was stopped
+    (it comes back to the shop) or it could not be (it is still on its way, or arrived)."""
+
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    refund_id: DerivedId
+    intercepted: bool
+    reason: Note = ""  # why it could not be stopped
 
 
 class RequestRefund(BillingCommand):

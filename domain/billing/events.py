@@ -34,12 +34,58 @@ class DeliveryRecorded(Event):
     delivered_at: datetime
 
 
+class DeliveryHeld(Event):
+    """A delivery arrived before billing knew the parcel had shipped: it is kept and
+    applied (DeliveryRecorded) as soon as the shipment is recorded."""
+
+    type: Literal["DeliveryHeld"] = "DeliveryHeld"
+    order_id: str
+    delivered_at: datetime
+
+
+class OrderClearedForShipping(Event):
+    type: Literal["OrderClearedForShipping"] = "OrderClearedForShipping"
+    order_id: str
+
+
+class ShippingRefused(Event):
+    """The order may not ship: not paid, or cancelled."""
+
+    type: Literal["ShippingRefused"] = "ShippingRefused"
+    order_id: str
+    reason_code: str
+    detail: str
+
+
+class ParcelReturned(Event):
+    """The parcel was intercepted on a refund's request: it goes back to the shop, and
+    the refund window counts from here."""
+
+    type: Literal["ParcelReturned"] = "ParcelReturned"
+    order_id: str
+    refund_id: str
+    returned_at: datetime
+
+
+class ParcelStillInTransit(Event):
+    """The parcel could not be stopped (already delivered, or already stopped): the
+    order stays as it was; its delivery, when recorded, starts the refund window."""
+
+    type: Literal["ParcelStillInTransit"] = "ParcelStillInTransit"
+    order_id: str
+    refund_id: str
+    reason: str
+
+
 class RefundApproved(Event):
     type: Literal["RefundApproved"] = "RefundApproved"
     order_id: str
     refund_id: str
     customer_id: str
     amount: Money
+    # Owed because the order was cancelled after it was paid: it goes back whatever a
+    # review or a timer says (fraud clears it without a review).
+    owed: bool = False
 
 
 class RefundRejected(Event):
@@ -93,7 +139,9 @@ class OrderCancelled(Event):
 
 
 class RefundOwed(Event):
-    """A cancelled order had been paid: the money still refundable must go back."""
+    """A cancelled order had been paid: the money still refundable must go back. Also
+    recorded when a refund of a cancelled order fails or is cancelled: that amount is
+    owed again, and support is told."""
 
     type: Literal["RefundOwed"] = "RefundOwed"
     order_id: str

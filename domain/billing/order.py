@@ -9,20 +9,26 @@ from typing import ClassVar
 from domain.billing.commands import (
     CancelOrder,
     CancelRefund,
+    ClearOrderForShipping,
     CompleteRefund,
     FailRefund,
     MarkOrderPaid,
     OrderLine,
     PlaceOrder,
     RecordDelivery,
+    RecordInterceptOutcome,
     RecordShipment,
     RequestRefund,
 )
 from domain.billing.events import (
+    DeliveryHeld,
     DeliveryRecorded,
     OrderCancelled,
+    OrderClearedForShipping,
     OrderPaid,
     OrderPlaced,
+    ParcelReturned,
+    ParcelStillInTransit,
     RefundApproved,
     RefundCancelled,
     RefundCompleted,
@@ -31,6 +37,7 @@ from domain.billing.events import (
     RefundRejected,
     ShipmentInterceptRequested,
     ShipmentRecorded,
+    ShippingRefused,
 )
 from domain.billing.refund import Refund, RefundStatus
 from domain.shared.actor import Role
@@ -43,6 +50,7 @@ class Fulfilment(StrEnum):
     PENDING = "pending"
     SHIPPED = "shipped"
     DELIVERED = "delivered"
+    RETURNED = "returned"  # intercepted on a refund's request: the parcel comes back
 
 
 class Order(AggregateRoot):
@@ -59,6 +67,8 @@ class Order(AggregateRoot):
     placed_at: datetime | None = None  # None: placed before billing kept the date
     shipped_at: datetime | None = None
     delivered_at: datetime | None = None
+    held_delivery_at: datetime | None = None  # a delivery that arrived before its shipment
+    returned_at: datetime | None = None
     cancelled: bool = False
     cancellation_reason: str = ""
     refunds: dict[str, Refund] = {}
@@ -112,7 +122,7 @@ class Order(AggregateRoot):
             raise InvalidCommand("already_cancelled", f"order {self.id} is already cancelled")
         if self.fulfilment is Fulfilment.DELIVERED:
             raise InvalidCommand("already_delivered", f"order {self.id} was delivered; ask for a refund instead")
-        if self.fulfilment is Fulfilment.SHIPPED and who.role is Role.CUSTOMER:
+        if self.fulfilment in (Fulfilment.SHIPPED, Fulfilment.RETURNED) and who.role is Role.CUSTOMER:
             raise InvalidCommand("already_shipped", f"order {self.id} has shipped; only support can cancel it now")
         self.cancelled, self.cancellation_reason = True, command.reason
         self.record(
@@ -133,6 +143,17 @@ class Order(AggregateRoot):
                 f"it cannot have shipped earlier, at {shipped_at.isoformat()}",
             )
 
+    def clear_for_shipping(self, command: ClearOrderForShipping) -> None:
+        """Only a paid order that is not cancelled may ship. A "no" is a fact too."""
+        if self.cancelled:
+            refusal = "order_cancelled", f"order {self.id} was cancelled"
+        elif not self.paid.is_positive:
+            refusal = "not_paid", f"order {self.id} is not paid"
+        else:
+            self.record(command, OrderClearedForShipping(order_id=self.id))
+            return
+        self.record(command, ShippingRefused(order_id=self.id, reason_code=refusal[0], detail=refusal[1]))
+
     def record_shipment(self, command: RecordShipment) -> None:
         if self.fulfilment is not Fulfilment.PENDING:
             raise InvalidCommand("already_shipped", f"order {self.id} is already {self.fulfilment.value}")
@@ -140,8 +161,17 @@ class Order(AggregateRoot):
         self.fulfilment = Fulfilment.SHIPPED
         self.tracking, self.shipped_at = command.tracking, command.shipped_at
         self.record(command, ShipmentRecorded(order_id=self.id, tracking=command.tracking))
+        if self.held_delivery_at is not None:
+            # The delivery came first; now that the parcel is known to have left, apply it.
+            self._deliver(command, self.held_delivery_at)
+            self.held_delivery_at = None
 
     def record_delivery(self, command: RecordDelivery) -> None:
+        if self.fulfilment is Fulfilment.PENDING and self.held_delivery_at is None:
+            # Facts can arrive out of order: keep the delivery until its shipment is recorded.
+            self.held_delivery_at = command.delivered_at
+            self.record(command, DeliveryHeld(order_id=self.id, delivered_at=command.delivered_at))
+            return
         if self.fulfilment is not Fulfilment.SHIPPED:
             raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")
         if self.shipped_at is not None and command.delivered_at < self.shipped_at:
@@ -150,9 +180,30 @@ class Order(AggregateRoot):
                 f"order {self.id} shipped at {self.shipped_at.isoformat()}; "
                 f"it cannot be delivered earlier, at {command.delivered_at.isoformat()}",
             )
+        self._deliver(command, command.delivered_at)
+
+    def _deliver(self, command: RecordDelivery | RecordShipment, delivered_at: datetime) -> None:
         self.fulfilment = Fulfilment.DELIVERED
-        self.delivered_at = command.delivered_at
-        self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=command.delivered_at))
+        self.delivered_at = delivered_at
+        self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=delivered_at))
+
+    def record_intercept_outcome(self, command: RecordInterceptOutcome) -> None:
+        """Shipping's answer to a refund's intercept. Stopped: the parcel comes back, and
+        the refund window counts from its return. Not stopped: nothing changes; the
+        delivery, when it is recorded, starts the window as usual."""
+        if command.refund_id not in self.refunds:
+            raise InvalidCommand("unknown_refund", f"order {self.id} has no refund {command.refund_id}")
+        if not command.intercepted:
+            self.record(
+                command, ParcelStillInTransit(order_id=self.id, refund_id=command.refund_id, reason=command.reason)
+            )
+            return
+        if self.fulfilment is not Fulfilment.SHIPPED:
+            raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")
+        self.fulfilment, self.returned_at = Fulfilment.RETURNED, command.issued_at
+        self.record(
+            command, ParcelReturned(order_id=self.id, refund_id=command.refund_id, returned_at=command.issued_at)
+        )
 
     # -- refunds -----------------------------------------------------------------
     @property
@@ -167,6 +218,12 @@ class Order(AggregateRoot):
     @property
     def refundable(self) -> Money:
         return self.paid - self.refunded - self.reserved
+
+    @property
+    def owed(self) -> Money:
+        """What settleflow owes back because it cancelled a paid order and no refund is
+        on its way for it yet (support sees it; a refund request pays it)."""
+        return self.refundable if self.cancelled else Money.zero(self.currency)
 
     def request_refund(self, command: RequestRefund) -> None:
         """Approve or reject a refund. The time that counts is when it was asked
@@ -219,11 +276,16 @@ class Order(AggregateRoot):
         self.record(
             command,
             RefundApproved(
-                order_id=self.id, refund_id=command.refund_id, customer_id=self.customer_id, amount=amount
+                order_id=self.id,
+                refund_id=command.refund_id,
+                customer_id=self.customer_id,
+                amount=amount,
+                owed=self.cancelled,
             ),
         )
-        if self.fulfilment is Fulfilment.SHIPPED:
-            # Still on the road: try to stop the parcel rather than pay for a return.
+        if self.fulfilment is Fulfilment.SHIPPED and not self.refundable.is_positive:
+            # Still on the road and all of its money is going back: try to stop the
+            # parcel rather than pay for a return. A partial refund leaves it moving.
             self.record(
                 command,
                 ShipmentInterceptRequested(order_id=self.id, refund_id=command.refund_id, tracking=self.tracking),
@@ -235,8 +297,10 @@ class Order(AggregateRoot):
             return self._amount_rejection(command)
         if self.fulfilment is Fulfilment.PENDING:
             return "not_shipped", "only shipped or delivered orders can be refunded"
-        if self.delivered_at is not None and command.issued_at - self.delivered_at > self.REFUND_WINDOW:
-            return "refund_window_closed", f"refunds close {self.REFUND_WINDOW.days} days after delivery"
+        # The window opens when the parcel reached the customer, or came back to the shop.
+        window_opened = self.delivered_at or self.returned_at
+        if window_opened is not None and command.issued_at - window_opened > self.REFUND_WINDOW:
+            return "refund_window_closed", f"refunds close {self.REFUND_WINDOW.days} days after delivery or return"
         return self._amount_rejection(command)
 
     def _amount_rejection(self, command: RequestRefund) -> tuple[str, str] | None:
@@ -250,6 +314,7 @@ class Order(AggregateRoot):
         refund = self._in_flight(command.refund_id)
         self._settle(refund, RefundStatus.CANCELLED, command.reason)
         self.record(command, RefundCancelled(**self._refund_facts(refund), reason=command.reason))
+        self._still_owed(command)
 
     def complete_refund(self, command: CompleteRefund) -> None:
         refund = self._in_flight(command.refund_id)
@@ -261,6 +326,12 @@ class Order(AggregateRoot):
         refund = self._in_flight(command.refund_id)
         self._settle(refund, RefundStatus.FAILED, command.reason)
         self.record(command, RefundFailed(**self._refund_facts(refund), reason=command.reason))
+        self._still_owed(command)
+
+    def _still_owed(self, command: CancelRefund | FailRefund) -> None:
+        """A cancelled order's money that a refund did not pay back is owed again."""
+        if self.owed.is_positive:
+            self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.owed))
 
     def _in_flight(self, refund_id: str) -> Refund:
         refund = self.refunds.get(refund_id)

@@ -24,6 +24,9 @@ class ScreenRefund(FraudCommand):
     customer_id: Id
     amount: Money
     approved_at: datetime
+    # Money settleflow owes back because it cancelled a paid order (billing says so):
+    # no review may hold it, so it is cleared without one.
+    owed: bool = False
 
 
 class ReviewDecision(StrEnum):

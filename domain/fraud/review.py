@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund, WithdrawRefund
 from domain.fraud.events import FraudReviewOpened, RefundCleared, RefundWithdrawn, ReviewApproved, ReviewRejected
-from domain.fraud.screening import RefundScreening
+from domain.fraud.screening import RefundScreening, Screening
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import InvalidCommand
 from domain.shared.money import Money
@@ -43,6 +43,9 @@ class FraudReview(AggregateRoot):
     ) -> FraudReview:
         others = [r.approved_at for r in customer_history if r.id != command.refund_id and r.status in COUNTED]
         verdict = screening.screen(command.amount, command.approved_at, others)
+        if command.owed:
+            # A person may decide how owed money goes back, never whether: no review.
+            verdict = Screening(reasons=())
         review = cls(
             id=command.refund_id,
             order_id=command.order_id,

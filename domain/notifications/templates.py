@@ -22,6 +22,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Refund needs attention",
         "Refund {refund_id} of {amount} for order {order_id} failed: {reason}.",
     ),
+    "refund_owed_support": (
+        "Money owed to a customer",
+        "Order {order_id} was cancelled after it was paid and {owed} is still owed to the customer "
+        "(refund {refund_id} ended {reason}). Decide how to pay it back.",
+    ),
     # payments
     "payment_received": ("Payment received", "We received {amount} for order {order_id}. Invoice {invoice_number}."),
     "payment_declined": (

@@ -73,6 +73,7 @@ class Harness:
     mailbox: FileMailbox
     gateway_url: str
     engine: object
+    deps: object = None  # the wiring, for a test that starts a worker of its own later
     started: list = field(default_factory=list)  # handles to close when the test ends
 
     def track(self, handle):
@@ -113,7 +114,7 @@ async def harness(env: WorkflowEnvironment, gateway_url: str, tmp_path: Path) ->
         executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
         for worker in build_workers(env.client, deps, list(ALL_QUEUES), executor):
             await stack.enter_async_context(worker)
-        harness = Harness(env.client, env, deps.uow_factory, deps.mailbox, gateway_url, engine)
+        harness = Harness(env.client, env, deps.uow_factory, deps.mailbox, gateway_url, engine, deps)
         yield harness
         await harness.close_open_workflows()
     engine.dispose()

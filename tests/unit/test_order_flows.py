@@ -1,0 +1,217 @@
+"""Billing's rules that keep every way a refund or an order can end a right one:
+which refunds stop a parcel, what an intercept's answer means, facts that arrive out of
+order, whether an order may ship, and money owed after a cancellation."""
+
+from __future__ import annotations
+
+from domain.billing.commands import (
+    CancelOrder,
+    CancelRefund,
+    ClearOrderForShipping,
+    CompleteRefund,
+    FailRefund,
+    RecordDelivery,
+    RecordInterceptOutcome,
+    RecordShipment,
+    RequestRefund,
+)
+from domain.billing.order import Fulfilment, Order
+from domain.fraud.commands import ScreenRefund
+from domain.fraud.events import RefundCleared
+from domain.fraud.review import FraudReview, ReviewStatus
+from domain.fraud.screening import RefundScreening
+from domain.shared.errors import InvalidCommand
+from domain.shared.money import Money
+from tests.unit.builders import (
+    CUSTOMER,
+    SUPPORT,
+    T0,
+    assert_refused,
+    command,
+    days,
+    eur,
+    names,
+    paid_order,
+    placed_order,
+    shipped_order,
+)
+
+
+def refund(order: Order, refund_id: str = "r-1", amount: str | None = None, at=T0 + days(1)) -> RequestRefund:
+    return command(
+        RequestRefund, actor=CUSTOMER, issued_at=at, order_id=order.id, refund_id=refund_id,
+        amount=eur(amount) if amount else None, reason="broken",
+    )
+
+
+def intercept_outcome(order: Order, intercepted: bool, at=T0 + days(1), refund_id: str = "r-1") -> RecordInterceptOutcome:
+    return command(
+        RecordInterceptOutcome, issued_at=at, order_id=order.id, refund_id=refund_id, intercepted=intercepted,
+        reason="" if intercepted else "parcel delivered",
+    )
+
+
+# == which refunds stop a parcel ====================================================================
+def test_a_partial_refund_of_a_parcel_in_transit_leaves_the_parcel_moving():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, amount="1.00"))
+    assert names(order.pending_events) == ["RefundApproved"]
+
+
+def test_the_refund_that_takes_the_last_of_a_parcels_money_stops_the_parcel():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, "r-1", amount="40.00"))
+    order.complete_refund(command(CompleteRefund, order_id=order.id, refund_id="r-1", gateway_reference="re_1"))
+    order.clear_events()
+    order.request_refund(refund(order, "r-2"))
+    assert names(order.pending_events) == ["RefundApproved", "ShipmentInterceptRequested"]
+    assert order.pending_events[0].amount == eur("60.00")
+
+
+# == what shipping's answer means =====================================================================
+def test_an_intercepted_parcel_is_recorded_as_returned_and_the_refund_window_counts_from_its_return():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    returned_at = T0 + days(2)
+    order.record_intercept_outcome(intercept_outcome(order, True, at=returned_at))
+    assert order.fulfilment is Fulfilment.RETURNED and order.returned_at == returned_at
+    assert names(order.pending_events)[-1] == "ParcelReturned"
+    # The refund fails: the money is refundable again, for 30 days after the return.
+    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    order.clear_events()
+    order.request_refund(refund(order, "r-2", at=returned_at + days(30)))
+    assert names(order.pending_events) == ["RefundApproved"]  # no second intercept: it is back
+
+
+def test_a_returned_parcels_refund_window_closes_thirty_days_after_the_return():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    returned_at = T0 + days(2)
+    order.record_intercept_outcome(intercept_outcome(order, True, at=returned_at))
+    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    order.clear_events()
+    order.request_refund(refund(order, "r-2", at=returned_at + days(31)))
+    assert order.pending_events[0].reason_code == "refund_window_closed"
+
+
+def test_a_parcel_that_could_not_be_stopped_stays_on_its_way_and_its_delivery_starts_the_window():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    order.clear_events()
+    order.record_intercept_outcome(intercept_outcome(order, False))
+    assert names(order.pending_events) == ["ParcelStillInTransit"]
+    assert order.fulfilment is Fulfilment.SHIPPED
+    order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=T0 + days(3)))
+    assert order.fulfilment is Fulfilment.DELIVERED
+
+
+def test_an_intercept_answer_for_a_refund_billing_never_approved_is_refused():
+    order = shipped_order("100.00")
+    assert_refused(
+        order, lambda: order.record_intercept_outcome(intercept_outcome(order, True, refund_id="r-x")),
+        InvalidCommand, "unknown_refund",
+    )
+
+
+# == facts out of order ===============================================================================
+def test_a_delivery_recorded_before_its_shipment_is_kept_and_applied_when_the_shipment_arrives():
+    order = paid_order("100.00")
+    delivered_at = T0 + days(3)
+    order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=delivered_at))
+    assert names(order.clear_events()) == ["DeliveryHeld"]
+    assert order.fulfilment is Fulfilment.PENDING
+    order.record_shipment(command(RecordShipment, order_id=order.id, tracking="TRK-1", shipped_at=T0 + days(1)))
+    assert names(order.pending_events) == ["ShipmentRecorded", "DeliveryRecorded"]
+    assert order.fulfilment is Fulfilment.DELIVERED and order.delivered_at == delivered_at
+    order.clear_events()
+    order.request_refund(refund(order, at=delivered_at + days(400)))
+    assert order.pending_events[0].reason_code == "refund_window_closed"
+
+
+def test_a_second_early_delivery_is_refused():
+    order = paid_order("100.00")
+    order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=T0 + days(3)))
+    order.clear_events()
+    assert_refused(
+        order, lambda: order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=T0 + days(4))),
+        InvalidCommand, "not_in_transit",
+    )
+
+
+# == may it ship =======================================================================================
+def test_a_paid_order_is_cleared_for_shipping():
+    order = paid_order("100.00")
+    order.clear_for_shipping(command(ClearOrderForShipping, order_id=order.id))
+    assert names(order.pending_events) == ["OrderClearedForShipping"]
+
+
+def test_an_unpaid_order_may_not_ship():
+    order = placed_order("100.00")
+    order.clear_for_shipping(command(ClearOrderForShipping, order_id=order.id))
+    [refused] = order.pending_events
+    assert names([refused]) == ["ShippingRefused"] and refused.reason_code == "not_paid"
+
+
+def test_a_cancelled_order_may_not_ship():
+    order = paid_order("100.00")
+    order.cancel(command(CancelOrder, actor=CUSTOMER, order_id=order.id, reason="changed my mind"))
+    order.clear_events()
+    order.clear_for_shipping(command(ClearOrderForShipping, order_id=order.id))
+    [refused] = order.pending_events
+    assert names([refused]) == ["ShippingRefused"] and refused.reason_code == "order_cancelled"
+
+
+# == money owed after a cancellation ===================================================================
+def test_a_refund_of_a_cancelled_paid_order_is_marked_owed():
+    order = paid_order("100.00")
+    order.cancel(command(CancelOrder, actor=SUPPORT, order_id=order.id, reason="out of stock"))
+    order.clear_events()
+    order.request_refund(command(
+        RequestRefund, order_id=order.id, refund_id="o-1-cancellation", amount=None, reason="order cancelled",
+    ))
+    [approved] = order.pending_events
+    assert approved.owed and approved.amount == eur("100.00")
+
+
+def test_an_ordinary_refund_is_not_owed():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, amount="10.00"))
+    assert order.pending_events[0].owed is False
+
+
+def test_a_partial_refund_in_flight_at_cancellation_that_fails_leaves_its_amount_owed():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, amount="30.00"))
+    order.cancel(command(CancelOrder, actor=SUPPORT, order_id=order.id, reason="lost parcel"))
+    assert order.pending_events[-1].amount == eur("70.00")  # RefundOwed for what was not in flight
+    order.clear_events()
+    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    assert names(order.pending_events) == ["RefundFailed", "RefundOwed"]
+    assert order.pending_events[-1].amount == eur("100.00") and order.owed == eur("100.00")
+
+
+def test_a_cancelled_refund_of_a_cancelled_order_leaves_its_amount_owed():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, amount="30.00"))
+    order.cancel(command(CancelOrder, actor=SUPPORT, order_id=order.id, reason="lost parcel"))
+    order.clear_events()
+    order.cancel_refund(command(CancelRefund, order_id=order.id, refund_id="r-1", reason="review_rejected"))
+    assert names(order.pending_events) == ["RefundCancelled", "RefundOwed"]
+
+
+def test_a_failed_refund_of_an_order_that_is_not_cancelled_owes_nothing():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, amount="30.00"))
+    order.clear_events()
+    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    assert names(order.pending_events) == ["RefundFailed"] and order.owed == Money.zero("EUR")
+
+
+def test_fraud_clears_owed_money_without_a_review_even_when_it_is_large():
+    cmd = command(
+        ScreenRefund, refund_id="o-1-cancellation", order_id="o-1", customer_id="c-1",
+        amount=eur("5000.00"), approved_at=T0, owed=True,
+    )
+    review = FraudReview.screen(cmd, [], RefundScreening())
+    assert review.status is ReviewStatus.CLEARED
+    assert [type(e) for e in review.pending_events] == [RefundCleared]

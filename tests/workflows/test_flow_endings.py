@@ -1,0 +1,421 @@
+"""Every way a refund or a payment can end is a right one: a parcel is stopped only when
+its money is sure to go back, money owed after a cancellation goes back, no Update hangs
+or kills a flow, a delivery that comes first is kept, and decisions are judged at the time
+the request reached settleflow. Time-skipping server, real activities, temporary database."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.fraud import FraudActivities
+from activities.registry import OWNER_QUEUES, activities_for
+from activities.shipping import ShippingActivities
+
+from adapters.gateway_client import configure
+from domain.contracts import ConfirmDelivery, Outcome, ResolveFraudReview, ReviewDecision
+from domain.shared.actor import Actor
+from domain.shared.money import Money
+from tests.workflows.flows import (
+    WAREHOUSE,
+    deliver,
+    delivered_order,
+    finished,
+    new_id,
+    place_order,
+    real_time,
+    ship,
+    start_refund,
+    wait_for_status,
+)
+from workflows.messages import RefundRequest
+from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
+from workflows.process import FLOWS_QUEUE
+from workflows.refund import RefundWorkflow, ReviewResolution
+from workflows.registry import WORKFLOWS
+from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+
+CUSTOMER = Actor.parse("customer:c-1")
+OTHER_CUSTOMER = Actor.parse("customer:c-2")
+SUPPORT = Actor.parse("support:sam")
+ANALYST = Actor.parse("fraud_analyst:alice")
+ANSWER_WITHIN = 30  # seconds of real time an Update may take before it counts as hanging
+
+
+def payment_handle(harness, order_id: str):
+    return harness.client.get_workflow_handle_for(PaymentWorkflow.run, f"payment-{order_id}")
+
+
+def shipment_status(harness, order_id: str) -> str:
+    with harness.uow_factory() as uow:
+        return uow.shipments.get(order_id).status
+
+
+def refunds_of(harness, order_id: str) -> list[str]:
+    charge = harness.payment(order_id).capture.gateway_reference
+    return [r["amount"] for r in harness.ledger()["refunds"] if r["charge"] == charge]
+
+
+class slow_gateway:
+    """Every gateway answer takes a little while (under the client's timeout), so that a
+    person can act while a capture is under way."""
+
+    def __init__(self, harness, latency_ms: int = 300) -> None:
+        self.url, self.latency_ms = harness.gateway_url, latency_ms
+
+    def __enter__(self) -> None:
+        configure(self.url, latency_ms=self.latency_ms)
+
+    def __exit__(self, *exc: object) -> None:
+        configure(self.url, latency_ms=0)
+
+
+# == 1. a parcel is stopped only when all its money is sure to go back ==================================
+async def test_a_review_rejected_on_an_in_transit_refund_leaves_the_parcel_moving(harness):
+    order_id, _ = await place_order(harness, amount="1500.00")
+    await ship(harness, order_id)
+    handle = await start_refund(harness, order_id)  # all of it: billing asks for an intercept
+    await wait_for_status(handle, "under_review")
+
+    await handle.execute_update(
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
+    )
+    result = await finished(harness, handle)
+
+    assert result.status == "cancelled"
+    assert shipment_status(harness, order_id) == "in_transit"
+    assert harness.order(order_id).fulfilment == "shipped"
+    assert refunds_of(harness, order_id) == []
+
+
+async def test_a_small_refund_of_a_parcel_in_transit_pays_it_back_and_leaves_the_parcel_moving(harness):
+    order_id, _ = await place_order(harness, amount="100.00")
+    await ship(harness, order_id)
+
+    result = await finished(harness, await start_refund(harness, order_id, "1.00"))
+
+    assert result.status == "completed"
+    assert not any("InterceptShipment" in step for step in result.trail)
+    assert shipment_status(harness, order_id) == "in_transit"
+    assert refunds_of(harness, order_id) == ["1.00"]
+
+
+async def test_an_intercepted_parcel_is_recorded_by_billing_as_returned_and_the_payment_process_ends(harness):
+    order_id, _ = await place_order(harness, amount="100.00")
+    await ship(harness, order_id)
+
+    result = await finished(harness, await start_refund(harness, order_id))
+    payment = await finished(harness, payment_handle(harness, order_id))
+
+    assert result.status == "completed"
+    assert any("RecordInterceptOutcome → billing → ParcelReturned" in step for step in result.trail)
+    order = harness.order(order_id)
+    assert order.fulfilment == "returned" and order.returned_at is not None
+    assert shipment_status(harness, order_id) == "intercepted"
+    assert payment.status == "paid"  # closed: nothing left to cancel
+
+
+async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_way_and_the_money_goes_back(harness):
+    order_id, _ = await place_order(harness, amount="100.00")
+    await ship(harness, order_id)
+    # The parcel arrived; shipping knows it, billing does not yet (its delivery flow is late).
+    ShippingActivities(harness.uow_factory).confirm_delivery(
+        ConfirmDelivery(
+            command_id=f"scan-{order_id}", actor=WAREHOUSE, issued_at=await _workflow_now(harness), order_id=order_id
+        )
+    )
+
+    result = await finished(harness, await start_refund(harness, order_id))
+
+    assert result.status == "completed"
+    assert any("InterceptShipment → shipping → ShipmentInterceptFailed" in step for step in result.trail)
+    assert any("RecordInterceptOutcome → billing → ParcelStillInTransit" in step for step in result.trail)
+    assert harness.order(order_id).fulfilment == "shipped"  # its delivery, when recorded, opens the window
+    assert refunds_of(harness, order_id) == ["100.00"]
+
+
+# == 2. money owed after a cancellation goes back ========================================================
+async def test_a_cancelled_paid_orders_money_goes_back_even_when_its_review_would_expire(harness):
+    order_id, _ = await place_order(harness, amount="1500.00")  # large: an ordinary refund is reviewed
+    handle = payment_handle(harness, order_id)
+
+    answer = await handle.execute_update(
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="out of stock")
+    )
+    await harness.env.sleep(timedelta(hours=80))  # past the 72 h a review may wait
+    result = await handle.result()
+
+    assert answer == "cancelled"
+    assert result.status == "refunded"
+    assert refunds_of(harness, order_id) == ["1500.00"]
+    order = harness.order(order_id)
+    assert order.cancelled and order.refundable.amount == Decimal("0.00")
+
+
+async def test_a_partial_refund_in_flight_at_cancellation_that_is_rejected_leaves_its_money_owed_and_tells_support(
+    harness,
+):
+    order_id, _ = await place_order(harness, amount="1500.00")
+    await ship(harness, order_id)
+    partial = await start_refund(harness, order_id, "1000.00")  # large: waits for a review
+    await wait_for_status(partial, "under_review")
+    payment = payment_handle(harness, order_id)
+    await payment.execute_update(
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="parcel lost")
+    )
+    cancelled = await finished(harness, payment)  # the rest (500.00) went back at once
+
+    await partial.execute_update(
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
+    )
+    rejected = await finished(harness, partial)
+
+    assert (cancelled.status, rejected.status) == ("refunded", "cancelled")
+    assert refunds_of(harness, order_id) == ["500.00"]
+    assert harness.order(order_id).owed.amount == Decimal("1000.00")
+    [told] = harness.messages("team:support")
+    assert told["kind"] == "refund_owed_support" and "1000.00" in told["body"]
+
+
+# == 3. every Update is refused or answered; an owner's refusal never fails the flow =====================
+async def test_an_update_refused_by_the_owner_leaves_the_flow_running(harness):
+    order_id, _ = await place_order(harness, card="tok_capture_declined")
+    handle = payment_handle(harness, order_id)
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await asyncio.wait_for(
+            handle.execute_update(
+                PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=OTHER_CUSTOMER)
+            ),
+            ANSWER_WITHIN,
+        )
+    assert "another customer" in str(refused.value.cause)
+    assert (await handle.query(PaymentWorkflow.status_view)).status == "recovering"
+
+    status = await handle.execute_update(
+        PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER)
+    )
+    assert status == "paid"
+    assert harness.payment(order_id).card_token == "tok_visa"
+
+
+async def test_a_cancellation_accepted_while_capturing_is_answered_when_payments_gives_up(harness):
+    order_id = new_id("o")
+    with slow_gateway(harness):
+        handle = harness.track(await harness.client.start_workflow(
+            PaymentWorkflow.run,
+            _order(order_id, card="tok_card_stolen"),
+            id=f"payment-{order_id}",
+            task_queue=FLOWS_QUEUE,
+        ))
+        await wait_for_status(handle, "capturing")
+        answer = await asyncio.wait_for(
+            handle.execute_update(
+                PaymentWorkflow.cancel_order, CancellationRequest(requested_by=CUSTOMER, reason="changed my mind")
+            ),
+            ANSWER_WITHIN,
+        )
+    result = await finished(harness, handle)
+
+    assert (answer, result.status) == ("abandoned", "abandoned")
+    assert harness.order(order_id).cancelled
+
+
+async def test_a_new_card_given_during_a_retry_is_refused_and_the_flow_still_ends(harness):
+    order_id, _ = await place_order(harness, card="tok_capture_declined")
+    handle = payment_handle(harness, order_id)
+    with slow_gateway(harness):
+        first = await handle.start_update(
+            PaymentWorkflow.update_payment_method,
+            NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        for _ in range(400):  # until the retry with the new card is under way
+            view = await handle.query(PaymentWorkflow.status_view)
+            if view.attempts == 2 or view.status != "recovering":
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await asyncio.wait_for(
+                handle.execute_update(
+                    PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_other", given_by=CUSTOMER)
+                ),
+                ANSWER_WITHIN,
+            )
+        answer = await asyncio.wait_for(first.result(), ANSWER_WITHIN)
+    await handle.signal(PaymentWorkflow.order_delivered)
+    result = await finished(harness, handle)
+
+    assert (answer, result.status) == ("paid", "paid")
+    assert harness.payment(order_id).card_token == "tok_visa"
+
+
+# == 4. a delivery that comes before its shipment is kept ================================================
+async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_the_window(harness):
+    order_id, _ = await place_order(harness)
+    payment = payment_handle(harness, order_id)
+    await harness.env.sleep(timedelta(hours=3))  # the parcel leaves well after the order was placed
+    now = await _workflow_now(harness)
+    shipped_at, delivered_at = now - timedelta(hours=2), now - timedelta(hours=1)
+
+    delivery = harness.track(await harness.client.start_workflow(
+        ConfirmDeliveryWorkflow.run,
+        DeliveryRequest(order_id=order_id, delivered_at=delivered_at, requested_by=WAREHOUSE),
+        id=f"deliver-{order_id}",
+        task_queue=FLOWS_QUEUE,
+    ))
+    for _ in range(400):
+        if (await delivery.query(ConfirmDeliveryWorkflow.status_view)).status == "waiting_for_shipment":
+            break
+        await asyncio.sleep(0.025)
+    await ship_at(harness, order_id, shipped_at)
+    delivered = await finished(harness, delivery)
+    await finished(harness, payment)
+
+    assert delivered.status == "delivered"
+    order = harness.order(order_id)
+    assert order.fulfilment == "delivered" and order.delivered_at == delivered_at
+    assert shipment_status(harness, order_id) == "delivered"
+
+
+async def test_an_unpaid_order_does_not_ship(harness):
+    order_id, _ = await place_order(harness, card="tok_capture_declined")
+
+    async with real_time(harness.env):
+        result = await harness.client.execute_workflow(
+            ShipOrderWorkflow.run,
+            ShipmentRequest(order_id=order_id, tracking="TRK-1", requested_by=WAREHOUSE),
+            id=f"ship-{order_id}",
+            task_queue=FLOWS_QUEUE,
+        )
+
+    assert result.status == "refused"
+    assert harness.order(order_id).fulfilment == "pending"
+    with harness.uow_factory() as uow, pytest.raises(Exception, match="no shipment"):
+        uow.shipments.get(order_id)
+
+
+# == 6. decisions take their time from the request ======================================================
+async def test_a_refund_asked_on_day_29_is_judged_on_day_29_even_when_no_worker_gets_to_it_for_two_days(harness):
+    order_id = await delivered_order(harness)
+    await harness.env.sleep(timedelta(days=29))
+    refund_id = new_id("r")
+    # The request reaches settleflow on day 29; its first workflow task is held back for two
+    # days, as when every worker is down or far behind (the test server cannot skip time
+    # while a task waits for a worker, so the delay is the server's own start delay).
+    handle = harness.track(await harness.client.start_workflow(
+        RefundWorkflow.run,
+        RefundRequest(
+            refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged", requested_by=CUSTOMER
+        ),
+        id=f"refund-{refund_id}",
+        task_queue=FLOWS_QUEUE,
+        start_delay=timedelta(days=2),
+    ))
+    result = await handle.result()
+
+    assert result.status == "completed", result.reason
+    assert refunds_of(harness, order_id) == ["120.00"]
+
+
+async def test_a_paid_order_never_delivered_can_still_be_cancelled_after_120_days(harness):
+    order_id, _ = await place_order(harness)
+    handle = payment_handle(harness, order_id)
+    await ship(harness, order_id)
+    await harness.env.sleep(timedelta(days=120))
+
+    answer = await asyncio.wait_for(
+        handle.execute_update(
+            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="parcel lost")
+        ),
+        ANSWER_WITHIN,
+    )
+    result = await handle.result()
+
+    assert (answer, result.status) == ("cancelled", "refunded")
+    assert refunds_of(harness, order_id) == ["120.00"]
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _order(order_id: str, card: str):
+    from workflows.messages import OrderRequest
+
+    return OrderRequest(
+        order_id=order_id, customer_id="c-1", amount=Money.of("120.00", "EUR"), card_token=card, placed_by=CUSTOMER
+    )
+
+
+async def _workflow_now(harness) -> datetime:
+    """The test server's clock (it runs ahead of the wall clock once time was skipped)."""
+    return (await harness.env.get_current_time()).astimezone(UTC)
+
+
+async def ship_at(harness, order_id: str, at: datetime) -> None:
+    async with real_time(harness.env):
+        await harness.client.execute_workflow(
+            ShipOrderWorkflow.run,
+            ShipmentRequest(order_id=order_id, tracking=new_id("TRK"), shipped_at=at, requested_by=WAREHOUSE),
+            id=f"ship-{order_id}",
+            task_queue=FLOWS_QUEUE,
+        )
+
+
+# -- an owner refusing a review decision (fraud refuses nothing today that the validator
+# lets through, so a stub stands in for it under the real activity's name) --------------
+async def test_a_review_decision_the_owner_refuses_is_answered_and_the_review_keeps_waiting(harness):
+    deps = harness.deps
+    fraud = FraudActivities(deps.uow_factory)
+
+    @activity.defn(name=ResolveFraudReview.activity_name())
+    def resolve_refusing_mallory(command: ResolveFraudReview) -> Outcome:
+        if command.actor.id == "mallory":
+            raise ApplicationError("mallory asked for this refund", type="NotAuthorized", non_retryable=True)
+        return fraud.resolve_fraud_review(command)
+
+    local = [
+        a
+        for owner in OWNER_QUEUES
+        for a in activities_for(owner, deps.uow_factory, deps.gateway, deps.mailbox)
+        if a.__temporal_activity_definition.name != ResolveFraudReview.activity_name()
+    ] + [resolve_refusing_mallory]
+    queue = f"{FLOWS_QUEUE}-stubbed-{new_id('q')}"
+    order_id = await delivered_order(harness, amount="1500.00")
+
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        async with Worker(harness.client, task_queue=queue, workflows=WORKFLOWS, activities=local,
+                          activity_executor=executor):
+            refund_id = new_id("r")
+            handle = harness.track(await harness.client.start_workflow(
+                RefundWorkflow.run,
+                RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="broken",
+                              requested_by=CUSTOMER),
+                id=f"refund-{refund_id}",
+                task_queue=queue,
+            ))
+            await wait_for_status(handle, "under_review")
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await asyncio.wait_for(
+                    handle.execute_update(
+                        RefundWorkflow.resolve_review,
+                        ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("fraud_analyst:mallory")),
+                    ),
+                    ANSWER_WITHIN,
+                )
+            assert "mallory asked for this refund" in str(refused.value.cause)
+            assert (await handle.query(RefundWorkflow.status_view)).status == "under_review"
+
+            await handle.execute_update(
+                RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST)
+            )
+            result = await finished(harness, handle)
+
+    assert result.status == "completed"
+    assert refunds_of(harness, order_id) == ["1500.00"]
