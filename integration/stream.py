@@ -16,6 +16,7 @@ connects first -- the relay, a consumer, devstack -- and updated when they chang
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import nats
@@ -25,6 +26,8 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("settleflow.nats")
 
 STREAM = "SETTLEFLOW"
 SUBJECTS = ["settleflow.>"]
@@ -58,9 +61,14 @@ class StreamSettings(BaseSettings):
 
 async def connect(url: str, *, name: str, connect_timeout: float = 2.0) -> Client:
     """A connection that reconnects forever once it was up (the caller retries the first one)."""
+
+    async def trouble(error: Exception) -> None:  # one line, not nats-py's default traceback
+        log.debug("nats %s: %s: %s", name, type(error).__name__, error)
+
     return await nats.connect(
         url,
         name=name,
+        error_cb=trouble,
         connect_timeout=connect_timeout,
         allow_reconnect=True,
         max_reconnect_attempts=-1,

@@ -38,13 +38,14 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNatsS
 
 @pytest_asyncio.fixture
 async def jetstream(nats_server: LocalNatsServer) -> AsyncIterator[tuple[Client, JetStreamContext]]:
-    """A connection with the SETTLEFLOW stream present, empty, and without consumers."""
+    """A connection with the SETTLEFLOW stream new: empty, no consumers, no message ids remembered."""
     nc = await connect(nats_server.url, name="tests")
     js = nc.jetstream()
+    # A new stream each time (deleting drops its consumers too): a purge would keep the
+    # duplicate window's memory of ids, and tests reuse deterministic event ids.
     await ensure_stream(js, stream_settings(nats_server.url))
-    await js.purge_stream(STREAM)
-    for consumer in await js.consumers_info(STREAM):
-        await js.delete_consumer(STREAM, consumer.name)
+    await js.delete_stream(STREAM)
+    await ensure_stream(js, stream_settings(nats_server.url))
     try:
         yield nc, js
     finally:
