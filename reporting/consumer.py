@@ -42,19 +42,20 @@ BROKER_TROUBLE = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError,
 
 class ReportingConsumer:
     def __init__(self, engine: Engine, stream: StreamSettings, durable: str | None = None, batch: int | None = None,
-                 ack_wait_seconds: float | None = None) -> None:  # fmt: skip
+                 ack_wait_seconds: float | None = None, fetch_timeout_seconds: float = 1.0) -> None:  # fmt: skip
         self.engine = engine
         self.stream = stream
         self.durable = durable or os.environ.get("SETTLEFLOW_REPORTING_DURABLE", "reporting")
         self.batch = batch or int(os.environ.get("SETTLEFLOW_REPORTING_BATCH", "200"))
         self.ack_wait = ack_wait_seconds or float(os.environ.get("SETTLEFLOW_REPORTING_ACK_WAIT_SECONDS", "30"))
+        self.fetch_timeout = fetch_timeout_seconds  # with once: this long without a message means done
         self.outcomes: dict[str, int] = {}
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self, once: bool = False, fetch_timeout: float = 1.0) -> int:
+    async def run(self, once: bool = False) -> int:
         backoff = 0.5
         while not self._stopping.is_set():
             try:
@@ -78,7 +79,7 @@ class ReportingConsumer:
                 backoff = 0.5
                 while not self._stopping.is_set():
                     try:
-                        messages = await subscription.fetch(self.batch, timeout=fetch_timeout)
+                        messages = await subscription.fetch(self.batch, timeout=self.fetch_timeout)
                     except nats.errors.TimeoutError:
                         if once:
                             return 0
