@@ -20,6 +20,7 @@ rows in version order, so the stream's order holds.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ class OutboxReader:
         query = query.join(
             first, and_(first.c.aggregate_type == outbox.c.aggregate_type, first.c.aggregate_id == outbox.c.aggregate_id)
         ).order_by(first.c.first, outbox.c.aggregate_type, outbox.c.aggregate_id, *ORDER)
-        return [dict(row._mapping) for row in connection.execute(query.limit(limit))]
+        return interleave([dict(row._mapping) for row in connection.execute(query.limit(limit))])
 
     def _claim_locked(self, connection: Connection, limit: int) -> list[dict[str, Any]]:
         heads = connection.execute(
@@ -123,6 +124,25 @@ class OutboxReader:
             connection.execute(
                 update(outbox).where(outbox.c.event_id == event_id).values(parked_at=now, park_reason=reason[:2000])
             )
+
+
+def interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each aggregate's rows in version order, the aggregates merged by when their rows were
+    recorded: a refund's approval, its settlement (another aggregate) and its completion go
+    out in the order they happened, and no aggregate's row ever overtakes an earlier one."""
+    queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:  # already in version order within each aggregate
+        queues.setdefault((row["aggregate_type"], row["aggregate_id"]), []).append(row)
+    heads = [(q[0]["recorded_at"], n, 0) for n, q in enumerate(queues.values())]
+    lists = list(queues.values())
+    heapq.heapify(heads)
+    merged = []
+    while heads:
+        _, n, i = heapq.heappop(heads)
+        merged.append(lists[n][i])
+        if i + 1 < len(lists[n]):
+            heapq.heappush(heads, (lists[n][i + 1]["recorded_at"], n, i + 1))
+    return merged
 
 
 @dataclass(frozen=True)
