@@ -45,12 +45,16 @@ class ReportingConsumer:
                  ack_wait_seconds: float | None = None, fetch_timeout_seconds: float = 1.0) -> None:  # fmt: skip
         self.engine = engine
         self.stream = stream
-        self.durable = durable or os.environ.get("SETTLEFLOW_REPORTING_DURABLE", "reporting")
+        self.durable = durable or self.default_durable()
         self.batch = batch or int(os.environ.get("SETTLEFLOW_REPORTING_BATCH", "200"))
         self.ack_wait = ack_wait_seconds or float(os.environ.get("SETTLEFLOW_REPORTING_ACK_WAIT_SECONDS", "30"))
         self.fetch_timeout = fetch_timeout_seconds  # with once: this long without a message means done
         self.outcomes: dict[str, int] = {}
         self._stopping = asyncio.Event()
+
+    @staticmethod
+    def default_durable() -> str:
+        return os.environ.get("SETTLEFLOW_REPORTING_DURABLE", "reporting")
 
     def stop(self) -> None:
         self._stopping.set()
