@@ -140,6 +140,9 @@ processed_commands = Table(
     Column("command_type", Text, nullable=False),
     Column("result", JSON, nullable=False),
     Column("processed_at", UtcDateTime, nullable=False),
+    # What caused the command (an event id, or `{workflow id}/request`): with the events'
+    # causation ids (= command ids) this links a business transaction into one chain.
+    Column("causation_id", Text, nullable=True),
 )
 
 AGGREGATE_TABLES: tuple[Table, ...] = (orders, payments, fraud_reviews, shipments, notifications, invoices)

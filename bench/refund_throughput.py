@@ -162,7 +162,7 @@ class Bench:
 
     def rows_per(self, workflow_ids: list[str]) -> tuple[list[int], list[int]]:
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
-            outbox = [db.execute("SELECT count(*) FROM outbox WHERE correlation_id = ?", (w,)).fetchone()[0]
+            outbox = [db.execute("SELECT count(*) FROM outbox WHERE causation_id LIKE ?", (f"{w}/%",)).fetchone()[0]
                       for w in workflow_ids]
             inbox = [db.execute("SELECT count(*) FROM processed_commands WHERE command_id LIKE ?",
                                 (f"{w}/%",)).fetchone()[0] for w in workflow_ids]

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from adapters import db
 from adapters.outbox import lag, parked_rows
 from adapters.settings import Settings
-from adapters.tables import outbox
+from adapters.tables import outbox, processed_commands
 
 
 def add_verbs(verbs: Any, common: argparse.ArgumentParser, identifier: Any) -> None:
@@ -73,7 +73,20 @@ def order_chain(engine: Any, order_id: str) -> list[dict[str, Any]]:
             .order_by(outbox.c.recorded_at, outbox.c.aggregate_type, outbox.c.aggregate_id,
                       outbox.c.aggregate_version, outbox.c.position)
         )  # fmt: skip
-        return [dict(r._mapping) for r in rows]
+        chain = [dict(r._mapping) for r in rows]
+        commands = {
+            r.command_id: r
+            for r in conn.execute(
+                select(processed_commands.c.command_id, processed_commands.c.command_type,
+                       processed_commands.c.causation_id)
+                .where(processed_commands.c.command_id.in_({row["causation_id"] for row in chain}))
+            )
+        }  # fmt: skip
+    for row in chain:
+        command = commands.get(row["causation_id"])
+        row["command_type"] = command.command_type if command else None
+        row["command_caused_by"] = command.causation_id if command else None
+    return chain
 
 
 def _went_out(row: dict[str, Any]) -> str:
@@ -97,15 +110,17 @@ def events(args: argparse.Namespace, settings: Settings) -> int:
     previous_cause = None
     for row in rows:
         if row["causation_id"] != previous_cause:
-            lines.append(f"  caused by {row['causation_id']}")
+            cause = row["command_caused_by"] or "-"
+            lines.append(f"  {row['command_type'] or 'command'} {row['causation_id']}  (caused by {cause})")
             previous_cause = row["causation_id"]
         lines.append(
-            f"    {row['event_type']:<28} {row['aggregate_type']}/{row['aggregate_id']} v{row['aggregate_version']}"
-            f"  -> {_went_out(row)}"
+            f"    {row['event_type']:<26} {row['event_id']}  {row['aggregate_type']}/{row['aggregate_id']}"
+            f" v{row['aggregate_version']}  -> {_went_out(row)}"
         )
     data = [
         {k: row[k] for k in ("event_id", "event_type", "aggregate_type", "aggregate_id", "aggregate_version",
-                             "correlation_id", "causation_id", "published_at", "published_as", "park_reason")}
+                             "correlation_id", "causation_id", "command_type", "command_caused_by",
+                             "published_at", "published_as", "park_reason")}
         for row in rows
     ]  # fmt: skip
     _print(args, "\n".join(lines), data)

@@ -52,7 +52,8 @@ class Command(Message):
     command_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
     actor: Actor
     issued_at: datetime  # decisions use this time, never the clock of the moment
-    correlation_id: str = ""  # the process (workflow id) this command belongs to
+    correlation_id: str = ""  # the business transaction: `order-{order_id}`, shared by all of an order's flows
+    causation_id: str = ""  # what caused it: the event a process reacted to, or the request a person made
 
     @field_validator("issued_at")
     @classmethod

@@ -1,4 +1,5 @@
-"""Outbox rows the relay could not publish are parked with a reason; what each row went out as.
+"""Outbox rows the relay could not publish are parked with a reason; what each row went out as;
+what caused each processed command.
 
 Revision ID: 0002_events
 Revises: 0001
@@ -31,9 +32,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("parked_at", Timestamp, nullable=True))
         batch.add_column(sa.Column("park_reason", sa.Text(), nullable=True))
     op.create_index("ix_outbox_published_at", "outbox", ["published_at"])
+    with op.batch_alter_table("processed_commands") as batch:
+        batch.add_column(sa.Column("causation_id", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("processed_commands") as batch:
+        batch.drop_column("causation_id")
     op.drop_index("ix_outbox_published_at", table_name="outbox")
     with op.batch_alter_table("outbox") as batch:
         batch.drop_column("park_reason")
