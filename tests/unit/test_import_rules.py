@@ -198,3 +198,28 @@ def test_an_offending_import_is_reported_with_its_file_and_line():
     source = "from temporalio import workflow\n\nwith workflow.unsafe.imports_passed_through():\n    from domain.billing.order import Order\n"
     found = [str(i) for i in imports_in(source, "workflows/refund.py", "workflows") if workflows_forbidden(i.module)]
     assert found == ["workflows/refund.py:4 imports domain.billing.order"]
+
+
+# -- integration events and their consumers ------------------------------------------------------------------------------
+def integration_forbidden(module: str) -> bool:
+    """Public contracts translate the domain's message contracts; they know no infrastructure of settleflow."""
+    return within(module, "activities", "workflows", "adapters", "reporting", "sqlalchemy", "temporalio") or (
+        within(module, "domain") and not workflow_may_import_from_domain(module)
+    )
+
+
+def reporting_forbidden(module: str) -> bool:
+    """A consumer knows settleflow only through integration/: no owner, no process, no settleflow table."""
+    if within(module, "adapters"):
+        return module not in {"adapters.db", "adapters.tables"}  # engine tuning and the UTC column type only
+    return within(module, "domain", "activities", "workflows", "temporalio")
+
+
+def test_the_public_contracts_import_only_domain_message_contracts():
+    broken = offending("integration", integration_forbidden)
+    assert not broken, report(broken)
+
+
+def test_the_reporting_consumer_imports_nothing_of_the_owners():
+    broken = offending("reporting", reporting_forbidden)
+    assert not broken, report(broken)
