@@ -196,3 +196,20 @@ async def test_two_relays_at_once_publish_every_event_once_and_each_aggregate_in
         assert versions == sorted(versions) == [1, 1, 2, 3, 4]
     assert load_order(engine, "o-0").version == 4
     assert lag(engine).unpublished == 0
+
+
+def test_the_relay_logs_its_lag_and_warns_past_the_threshold(engine, caplog):
+    with engine.begin() as connection:  # a row waiting since PLACED_AT: far past any threshold
+        connection.execute(insert(outbox).values(
+            event_id="e-old", event_type="OrderPlaced", schema_version=1, payload={}, aggregate_type="orders",
+            aggregate_id="o-9", aggregate_version=1, position=0, correlation_id="x", causation_id="y",
+            occurred_at=PLACED_AT, recorded_at=PLACED_AT,
+        ))  # fmt: skip
+    r = relay(engine, "nats://127.0.0.1:1", lag_warn_seconds=30)
+
+    with caplog.at_level("INFO", logger="settleflow.relay"):
+        r._log_lag(force=True)
+
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "1 unpublished" in record.getMessage()
