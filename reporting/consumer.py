@@ -3,16 +3,20 @@
     python -m reporting.consumer           # keep consuming until Ctrl-C / SIGTERM
     python -m reporting.consumer --once    # apply what is on the stream now, then exit
 
-One sentence: fetch a batch from durable consumer `reporting` on stream SETTLEFLOW,
-apply each event in one transaction with its inbox row (store.apply), and only
+One sentence: fetch the next event from durable consumer `reporting` on stream
+SETTLEFLOW, apply it in one transaction with its inbox row (store.apply), and only
 then acknowledge it; a crash before the ack redelivers the event, and the inbox
 makes the second delivery change nothing.
+
+One event in flight at a time (`max_ack_pending=1`): JetStream hands out the next
+message only once the previous one is acknowledged, so a redelivery can never come
+after a later event of the same aggregate -- which the stale-version rule would then
+drop. Fetching one at a time costs little (thousands of events/s locally).
 
 | setting | variable | default |
 |---|---|---|
 | database | REPORTING_DATABASE_URL | sqlite:///var/reporting.db |
 | durable consumer name | SETTLEFLOW_REPORTING_DURABLE | reporting |
-| messages per fetch | SETTLEFLOW_REPORTING_BATCH | 200 |
 | redeliver when not acked within | SETTLEFLOW_REPORTING_ACK_WAIT_SECONDS | 30 |
 | back-off while NATS is down (longest) | - | 0.5 s doubling to 15 s |
 """
@@ -41,12 +45,11 @@ BROKER_TROUBLE = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError,
 
 
 class ReportingConsumer:
-    def __init__(self, engine: Engine, stream: StreamSettings, durable: str | None = None, batch: int | None = None,
+    def __init__(self, engine: Engine, stream: StreamSettings, durable: str | None = None,
                  ack_wait_seconds: float | None = None, fetch_timeout_seconds: float = 1.0) -> None:  # fmt: skip
         self.engine = engine
         self.stream = stream
         self.durable = durable or self.default_durable()
-        self.batch = batch or int(os.environ.get("SETTLEFLOW_REPORTING_BATCH", "200"))
         self.ack_wait = ack_wait_seconds or float(os.environ.get("SETTLEFLOW_REPORTING_ACK_WAIT_SECONDS", "30"))
         self.fetch_timeout = fetch_timeout_seconds  # with once: this long without a message means done
         self.outcomes: dict[str, int] = {}
@@ -77,13 +80,14 @@ class ReportingConsumer:
                     durable=self.durable,
                     stream=STREAM,
                     config=ConsumerConfig(
-                        ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait
+                        ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait,
+                        max_ack_pending=1,
                     ),
                 )
                 backoff = 0.5
                 while not self._stopping.is_set():
                     try:
-                        messages = await subscription.fetch(self.batch, timeout=self.fetch_timeout)
+                        messages = await subscription.fetch(1, timeout=self.fetch_timeout)
                     except nats.errors.TimeoutError:
                         if once:
                             return 0
