@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from nats.js.api import AckPolicy, ConsumerConfig
+
 from integration import contracts as c
 from integration.envelope import CONTENT_TYPE, CloudEvent
 from reporting import store
@@ -126,3 +128,27 @@ async def test_the_report_shows_refunds_and_payments_per_day_and_status_and_refu
     text = store.format_report(report)
     assert "refunded 30.00 EUR; captured 100.00 EUR" in text
     assert "r-2 (order o-1) 20.00 EUR" in text
+
+
+async def test_an_event_delivered_but_never_applied_comes_again_before_any_later_one(
+    reporting_engine, nats_server, jetstream
+):
+    _, js = jetstream
+    await publish(js, event(approved("r-1"), id="e-1", version=2))
+    await publish(js, event(approved("r-2", "5.00"), id="e-2", version=3))
+    crashed = ReportingConsumer(reporting_engine, stream_settings(nats_server.url), ack_wait_seconds=1)
+    subscription = await js.pull_subscribe(
+        "settleflow.>", durable=crashed.durable, stream="SETTLEFLOW",
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=1, max_ack_pending=1),
+    )  # fmt: skip
+    [first] = await subscription.fetch(1, timeout=2)
+    assert CloudEvent.from_json(first.data).id == "e-1"  # ... and the consumer died before applying it
+
+    restarted = ReportingConsumer(
+        reporting_engine, stream_settings(nats_server.url), ack_wait_seconds=1, fetch_timeout_seconds=2
+    )
+    await restarted.run(once=True)
+
+    assert restarted.outcomes == {"applied": 2}  # e-1 first: e-2 (a later version) never overtook it
+    report = store.report(reporting_engine)
+    assert sorted(p["refund_id"] for p in report.approved_not_settled) == ["r-1", "r-2"]  # r-2 was not dropped as stale
