@@ -1,4 +1,4 @@
-"""The local stack: Temporal dev server, gateway simulator and worker, as separate processes.
+"""The local stack: Temporal dev server, gateway simulator, worker, NATS, relay and reporting, as separate processes.
 
     python devstack.py demo            # start what is missing, run the demo, keep running until Ctrl-C
     python devstack.py demo --no-wait  # the same, then stop everything it started (tests, CI)
@@ -9,7 +9,11 @@ A Temporal server already listening on $TEMPORAL_ADDRESS (default localhost:7233
 used as it is (the search attributes are registered on it); otherwise `temporal server
 start-dev` is started from the venv. A gateway simulator answering at
 $SETTLEFLOW_GATEWAY_URL/health is used too; otherwise one is started on that URL's port.
-The worker is always started. Logs go to var/logs/*.log; on Ctrl-C or SIGTERM only what
+A NATS server listening at $NATS_URL (default nats://127.0.0.1:4333) is used too;
+otherwise the venv's `nats-server --jetstream` is started there, its store under
+var/nats. The worker, the outbox relay (relay.py) and the reporting consumer
+(python -m reporting.consumer) are always started; `demo` ends with `starter.py
+report --wait 60`. Logs go to var/logs/*.log; on Ctrl-C or SIGTERM only what
 devstack started is stopped: the worker first (it finishes what it is doing), then the rest.
 
 The same pieces, for tests and tools (a chaos harness kills and restarts workers and the

@@ -17,6 +17,19 @@ per-aggregate order (see adapters/outbox.py for several relays), nothing lost
 while NATS is down (nothing is marked; the relay backs off and tries again).
 
 The process concerns, in one table (environment variables):
+
+| setting | variable | default |
+|---|---|---|
+| rows per batch | SETTLEFLOW_RELAY_BATCH | 500 |
+| wait when nothing is pending | SETTLEFLOW_RELAY_POLL_SECONDS | 0.2 |
+| wait for JetStream's ack | SETTLEFLOW_RELAY_ACK_TIMEOUT_SECONDS | 5 |
+| back-off while NATS is down (first, longest) | SETTLEFLOW_RELAY_BACKOFF_SECONDS / _MAX_SECONDS | 0.5 / 30 |
+| log the lag every | SETTLEFLOW_RELAY_LAG_LOG_SECONDS | 10 |
+| warn when the oldest unpublished row is older than | SETTLEFLOW_RELAY_LAG_WARN_SECONDS | 30 |
+| `--once` gives up (exit 1) after | SETTLEFLOW_RELAY_ONCE_TIMEOUT_SECONDS | 60 |
+
+The stream's own settings (NATS_URL, retention, duplicate window, limits) are in
+integration/stream.py.
 """
 
 from __future__ import annotations
@@ -48,16 +61,7 @@ log = logging.getLogger("settleflow.relay")
 
 
 class RelaySettings(BaseSettings):
-    """| setting | variable | default |
-    |---|---|---|
-    | rows per batch | SETTLEFLOW_RELAY_BATCH | 500 |
-    | wait when nothing is pending | SETTLEFLOW_RELAY_POLL_SECONDS | 0.2 |
-    | wait for JetStream's ack | SETTLEFLOW_RELAY_ACK_TIMEOUT_SECONDS | 5 |
-    | back-off while NATS is down (first, longest) | SETTLEFLOW_RELAY_BACKOFF_SECONDS / _MAX_ | 0.5 / 30 |
-    | log the lag every | SETTLEFLOW_RELAY_LAG_LOG_SECONDS | 10 |
-    | warn when the oldest unpublished row is older than | SETTLEFLOW_RELAY_LAG_WARN_SECONDS | 30 |
-    | `--once` gives up (exit 1) after | SETTLEFLOW_RELAY_ONCE_TIMEOUT_SECONDS | 60 |
-    """
+    """The table at the top of this module."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 

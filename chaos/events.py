@@ -27,7 +27,7 @@ from adapters import db
 from adapters.outbox import lag
 from adapters.views import order_view
 from devstack import Stack
-from integration.stream import STREAM, StreamSettings, connect
+from integration.stream import STREAM, connect
 from integration.translation import message_id
 from reporting import store
 from reporting.consumer import ReportingConsumer
