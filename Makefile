@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## A local Temporal dev server (web UI on :8233), the gateway simulator, a worker,
+## A local Temporal dev server (web UI on :8233), the gateway simulator, a worker, NATS JetStream,
+## the outbox relay and the reporting consumer,
 ## and the demo scenarios; everything keeps running until Ctrl-C.
 demo: install
 	$(PY) devstack.py demo

@@ -199,8 +199,11 @@ async def status_when(
                 ) from None
             view = None
         if view is not None:
-            if done(view["status"]) or (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            if done(view["status"]):
                 return view
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                # closed between the query and now: ask again for its final status
+                return await handle.query("status")
         if deadline is not None and loop.time() > deadline:
             raise TimeoutError(f"{handle.id} is still {view['status'] if view else 'starting'} after {timeout:.0f} s")
         await asyncio.sleep(interval)

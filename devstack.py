@@ -1,4 +1,4 @@
-"""The local stack: Temporal dev server, gateway simulator and worker, as separate processes.
+"""The local stack: Temporal dev server, gateway simulator, worker, NATS, relay and reporting, as separate processes.
 
     python devstack.py demo            # start what is missing, run the demo, keep running until Ctrl-C
     python devstack.py demo --no-wait  # the same, then stop everything it started (tests, CI)
@@ -9,7 +9,11 @@ A Temporal server already listening on $TEMPORAL_ADDRESS (default localhost:7233
 used as it is (the search attributes are registered on it); otherwise `temporal server
 start-dev` is started from the venv. A gateway simulator answering at
 $SETTLEFLOW_GATEWAY_URL/health is used too; otherwise one is started on that URL's port.
-The worker is always started. Logs go to var/logs/*.log; on Ctrl-C or SIGTERM only what
+A NATS server listening at $NATS_URL (default nats://127.0.0.1:4333) is used too;
+otherwise the venv's `nats-server --jetstream` is started there, its store under
+var/nats. The worker, the outbox relay (relay.py) and the reporting consumer
+(python -m reporting.consumer) are always started; `demo` ends with `starter.py
+report --wait 60`. Logs go to var/logs/*.log; on Ctrl-C or SIGTERM only what
 devstack started is stopped: the worker first (it finishes what it is doing), then the rest.
 
 The same pieces, for tests and tools (a chaos harness kills and restarts workers and the
@@ -51,8 +55,9 @@ STRIPE_API = "https://api.stripe.com"  # SETTLEFLOW_GATEWAY_URL for Stripe itsel
 SIMULATOR_API_KEY = "sk_test_simulator"  # as adapters.settings: the simulator's key unless STRIPE_API_KEY says
 
 # How long each part may take to come up, and to go down before it is killed.
-START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0}
-STOP_TIMEOUT = {"temporal": 10.0, "gateway": 5.0, "worker": 20.0}  # the worker drains up to 15 s
+START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0, "nats": 15.0, "relay": 30.0, "reporting": 30.0}
+STOP_TIMEOUT = {"temporal": 10.0, "gateway": 5.0, "worker": 20.0, "nats": 10.0, "relay": 10.0, "reporting": 10.0}
+DEFAULT_NATS_URL = "nats://127.0.0.1:4333"  # = integration.stream.DEFAULT_NATS_URL (not 4222: never a stranger's NATS)
 
 
 class StartupError(RuntimeError):
@@ -70,7 +75,7 @@ class StartupError(RuntimeError):
 class Managed:
     """A process devstack started: its own process group, its log file."""
 
-    kind: str  # temporal | gateway | worker
+    kind: str  # temporal | gateway | worker | nats | relay | reporting
     name: str  # unique: worker, worker-2 ...
     process: subprocess.Popen
     log: Path
@@ -159,6 +164,9 @@ class Stack:
         log_dir: str | Path = VAR / "logs",
         namespace: str = "default",
         stripe_api_key: str = SIMULATOR_API_KEY,
+        nats_url: str = DEFAULT_NATS_URL,
+        nats_store: str | Path = VAR / "nats",
+        reporting_database_url: str = "sqlite:///var/reporting.db",
         reuse_running: bool = True,
         echo: bool = True,
     ) -> None:
@@ -171,6 +179,9 @@ class Stack:
         self.log_dir = Path(log_dir)
         self.namespace = namespace
         self.stripe_api_key = stripe_api_key  # the worker's and the simulator's (never printed)
+        self.nats_url = nats_url
+        self.nats_store = Path(nats_store)
+        self.reporting_database_url = reporting_database_url
         self.reuse_running = reuse_running  # False: a busy port is an error, not a server to use
         self.echo = echo
         self.managed: list[Managed] = []
@@ -196,16 +207,19 @@ class Stack:
             "mailbox_dir": env.get("SETTLEFLOW_MAILBOX_DIR") or (var / "mailbox" if var else "var/mailbox"),
             "namespace": env.get("TEMPORAL_NAMESPACE") or "default",
             "stripe_api_key": env.get("STRIPE_API_KEY") or SIMULATOR_API_KEY,
+            "nats_url": env.get("NATS_URL") or DEFAULT_NATS_URL,
+            "reporting_database_url": env.get("REPORTING_DATABASE_URL")
+            or (f"sqlite:///{var / 'reporting.db'}" if var else "sqlite:///var/reporting.db"),
         }
         if var:
-            options |= {"temporal_db": var / "temporal.db", "log_dir": var / "logs"}
+            options |= {"temporal_db": var / "temporal.db", "log_dir": var / "logs", "nats_store": var / "nats"}
         return cls(**{**options, **overrides})
 
     @classmethod
     def private(cls, base_dir: str | Path, **overrides) -> Stack:
         """A stack of its own on free ports, with every file under `base_dir` (for tests)."""
         base = Path(base_dir).resolve()
-        grpc, ui, gateway = free_ports(3)
+        grpc, ui, gateway, nats_port = free_ports(4)
         options = {
             "temporal_address": f"127.0.0.1:{grpc}",
             "web_ui": f"http://localhost:{ui}",
@@ -214,6 +228,9 @@ class Stack:
             "mailbox_dir": base / "mailbox",
             "temporal_db": base / "temporal.db",
             "log_dir": base / "logs",
+            "nats_url": f"nats://127.0.0.1:{nats_port}",
+            "nats_store": base / "nats",
+            "reporting_database_url": f"sqlite:///{base / 'reporting.db'}",
             "reuse_running": False,
             "echo": False,
         }
@@ -231,6 +248,8 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "SETTLEFLOW_MAILBOX_DIR": self.mailbox_dir,
             "SETTLEFLOW_WEB_UI": self.web_ui,
+            "NATS_URL": self.nats_url,
+            "REPORTING_DATABASE_URL": self.reporting_database_url,
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -305,11 +324,50 @@ class Stack:
         self._say(f"worker: {managed.name} ready, {', '.join(queues) or 'all task queues'} (log {_show(managed.log)})")
         return managed.process
 
+    def start_nats(self) -> subprocess.Popen | None:
+        """Start the venv's `nats-server --jetstream` (store under var/nats), or use one listening at NATS_URL."""
+        own = self._alive("nats")
+        if own:
+            return own[0].process
+        url = urlsplit(self.nats_url.split(",")[0])
+        host, port = url.hostname or "127.0.0.1", url.port or 4222
+        if listening(host, port):
+            if not self.reuse_running:
+                raise StartupError("NATS", f"port {port} is already in use")
+            self._say(f"NATS: using the server at {self.nats_url}")
+            return None
+        if host not in LOCAL_HOSTS:
+            raise StartupError("NATS", f"nothing at {self.nats_url}, and it is not local: cannot start one")
+        from adapters.nats_server import LocalNatsServer
+
+        managed = self._spawn("nats", LocalNatsServer(port, self.nats_store).command())
+        self._wait(managed, lambda: listening("127.0.0.1", port), f"nothing listened on port {port}")
+        self._say(f"NATS: JetStream server at {self.nats_url}, store {_show(self.nats_store)} (log {_show(managed.log)})")
+        return managed.process
+
+    def start_relay(self) -> subprocess.Popen:
+        """Start `python relay.py` (outbox -> NATS) and wait for its "relay ready" line."""
+        managed = self._spawn("relay", [sys.executable, str(ROOT / "relay.py")])
+        self._wait(managed, lambda: "relay ready" in managed.log.read_text(errors="replace"), 'no "relay ready" line')
+        self._say(f"relay: {managed.name} publishing to {self.nats_url} (log {_show(managed.log)})")
+        return managed.process
+
+    def start_reporting(self) -> subprocess.Popen:
+        """Start the reporting consumer (stream -> its own database)."""
+        managed = self._spawn("reporting", [sys.executable, "-m", "reporting.consumer"])
+        ready = "reporting consumer ready"
+        self._wait(managed, lambda: ready in managed.log.read_text(errors="replace"), f'no "{ready}" line')
+        self._say(f"reporting: consumer into {self.reporting_database_url} (log {_show(managed.log)})")
+        return managed.process
+
     def up(self) -> Stack:
-        """Everything: server, simulator, one worker for all task queues."""
+        """Everything: server, simulator, one worker for all task queues, NATS, the relay, reporting."""
         self.start_temporal()
         self.start_gateway()
         self.start_worker()
+        self.start_nats()
+        self.start_relay()
+        self.start_reporting()
         return self
 
     def run_starter(self, *args: str, timeout: float = 60, capture: bool = True) -> subprocess.CompletedProcess:
@@ -374,7 +432,9 @@ class Stack:
         return managed
 
     def _wait(self, managed: Managed, ready, never: str) -> None:
-        what = {"temporal": "Temporal dev server", "gateway": "gateway simulator"}.get(managed.kind, managed.name)
+        what = {"temporal": "Temporal dev server", "gateway": "gateway simulator", "nats": "NATS server"}.get(
+            managed.kind, managed.name
+        )
         deadline = time.monotonic() + START_TIMEOUT[managed.kind]
         while time.monotonic() < deadline:
             if ready():
@@ -475,6 +535,8 @@ def _run_demo(stack: Stack) -> int:
         if demo.poll() is None:  # Ctrl-C while the demo runs
             _signal_group(demo, signal.SIGTERM)
             demo.wait()
+    if code == 0:  # what the stream told reporting, once the relay and the consumer caught up
+        code = stack.run_starter("report", "--wait", "60", capture=False, timeout=90).returncode
     if code != 0:
         print(f"devstack: the demo failed: starter.py demo exited with code {code} "
               f"(worker log: {_show(stack.log_dir / 'worker.log')})", file=sys.stderr, flush=True)

@@ -37,6 +37,7 @@ from adapters import db
 from adapters.settings import Settings, load
 from adapters.temporal import connect, ui_link
 from adapters.views import DatabaseUnavailable, OrderView, order_view
+from cli import events as events_cli
 from demo import run_demo, status_when
 from domain.billing.commands import CancelOrder, RequestRefund
 from domain.fraud.commands import ResolveFraudReview, ReviewDecision
@@ -495,6 +496,7 @@ def build_parser() -> CliParser:
 
     p = verbs.add_parser("db", parents=[common], help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
+    events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
     return parser
 
 
@@ -506,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         settings.temporal_address = args.address
     if args.namespace:
         settings.temporal_namespace = args.namespace
+    if getattr(args, "run", None):  # a verb from a cli/ module
+        return args.run(args, settings)
     cli = Cli(args, settings)
     verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
     try:

@@ -120,8 +120,15 @@ outbox = Table(
     Column("occurred_at", UtcDateTime, nullable=True),
     Column("recorded_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),
+    # What the relay published the row as (CloudEvents types, space separated);
+    # NULL with published_at set: an internal event, handled but not published.
+    Column("published_as", Text, nullable=True),
+    # A row that can never be published as it is (unknown type): kept and shown.
+    Column("parked_at", UtcDateTime, nullable=True),
+    Column("park_reason", Text, nullable=True),
     Index(None, "aggregate_type", "aggregate_id"),
     Index(None, "correlation_id"),
+    Index(None, "published_at"),
 )
 
 # The inbox: a command id seen once is never decided again; its first result is
@@ -133,6 +140,9 @@ processed_commands = Table(
     Column("command_type", Text, nullable=False),
     Column("result", JSON, nullable=False),
     Column("processed_at", UtcDateTime, nullable=False),
+    # What caused the command (an event id, or `{workflow id}/request`): with the events'
+    # causation ids (= command ids) this links a business transaction into one chain.
+    Column("causation_id", Text, nullable=True),
 )
 
 AGGREGATE_TABLES: tuple[Table, ...] = (orders, payments, fraud_reviews, shipments, notifications, invoices)

@@ -188,6 +188,7 @@ class SqlUnitOfWork:
                         # {} rather than NULL, so "processed without a result" still reads as processed
                         result=result if result is not None else {},
                         processed_at=now,
+                        causation_id=command.causation_id or None,
                     )
                 )
             connection.commit()

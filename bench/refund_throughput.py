@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -42,6 +43,7 @@ from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, Shipmen
 
 from bench.baseline import BASELINE_FLOWS_QUEUE, BaselineWorkflow
 from bench.profile import Profiler, summarize
+from bench.relay import RelayBench
 
 THREADS = 16  # worker.py's default --threads; the baseline worker gets the same
 LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the SDK's marker for a local activity's result
@@ -162,7 +164,7 @@ class Bench:
 
     def rows_per(self, workflow_ids: list[str]) -> tuple[list[int], list[int]]:
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
-            outbox = [db.execute("SELECT count(*) FROM outbox WHERE correlation_id = ?", (w,)).fetchone()[0]
+            outbox = [db.execute("SELECT count(*) FROM outbox WHERE causation_id LIKE ?", (f"{w}/%",)).fetchone()[0]
                       for w in workflow_ids]
             inbox = [db.execute("SELECT count(*) FROM processed_commands WHERE command_id LIKE ?",
                                 (f"{w}/%",)).fetchone()[0] for w in workflow_ids]
@@ -342,6 +344,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         stack.start_gateway()
         primary = 2 if args.workers == "2" else 1
         worker_procs = [stack.start_worker() for _ in range(primary)]
+        relay = RelayBench(stack)  # NATS + relay.py beside the workers: outbox lag during the runs
+        relay.start()
         FOREIGN.extend(foreign_load(stack))
         log(f"stack up: Temporal {stack.temporal_address}, {primary} worker.py process(es), files in {base}")
         client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
@@ -358,7 +362,10 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         profiler = Profiler([p.pid for p in worker_procs], base) if args.profile else None
         runs.append(await b.refunds(f"refunds N={n}, {label}", take(n), primary, profiler))
         calls = await b.activity_calls(b.last_ids[0])
+        since = datetime.now(UTC)
         runs.append(await b.refunds(f"refunds 4N={4 * n}, {label}", take(4 * n), primary))
+        await relay.wait_published()
+        relay_lag = relay.lag_since(since)
         if extra_two:
             worker_procs.append(stack.start_worker())
             log("second worker.py process started")
@@ -380,6 +387,13 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
             for proc in procs:
                 stack.stop_process(proc)
         report(runs, baselines, calls, n)
+        relayed = await relay.throughput()
+        print(f"\nrelay (outbox -> NATS JetStream): lag during the 4N run over {relay_lag.rows} outbox rows: "
+              f"p50 {relay_lag.p50:.3f} s, p99 {relay_lag.p99:.3f} s, worst {relay_lag.worst:.3f} s "
+              f"({'keeps up' if relay_lag.p99 < 2 else 'FALLS BEHIND'}: p99 target < 2 s)")
+        print(f"relay throughput on a backlog of {relayed.rows} rows ({relayed.messages} messages): "
+              f"{relayed.rows_per_second:.0f} rows/s, {relayed.messages_per_second:.0f} messages/s "
+              f"({relayed.seconds:.2f} s)")
         if profiler:
             print(f"\nrun profiled: {runs[0].label} (py-spy, so its figures above are a little lower)")
             print("\n".join(summarize(profiler.stacks())))

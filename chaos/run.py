@@ -49,6 +49,7 @@ from simulators.control import configure, read_ledger  # noqa: E402
 from adapters.inspection import outbox_rows  # noqa: E402
 from adapters.tables import notifications  # noqa: E402
 from adapters.views import order_view  # noqa: E402
+from chaos.events import EventFaults  # noqa: E402
 from chaos.redelivery import Redelivery  # noqa: E402
 from devstack import Stack  # noqa: E402
 from domain.fraud.commands import ReviewDecision  # noqa: E402
@@ -634,6 +635,8 @@ async def amain(cfg: Config, stack: Stack) -> int:
     await asyncio.to_thread(stack.start_gateway)
     knobs = configure(stack.gateway_url, error_rate=0.1, latency_ms=25, hang_seconds=5, seed=cfg.seed)
     workers = [await asyncio.to_thread(stack.start_worker) for _ in range(2)]
+    events = EventFaults(stack, random.Random(cfg.seed + 1), relay_kills=max(2, cfg.kills))  # relay, NATS, reporting
+    await events.start()
     # the client's core logs every retried call while the server is down: keep errors only
     quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
         filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
@@ -652,12 +655,15 @@ async def amain(cfg: Config, stack: Stack) -> int:
     drive_started = time.monotonic()
     watchdog = asyncio.create_task(chaos.watchdog())
     injector = asyncio.create_task(chaos.inject(drive_started))
+    event_faults = asyncio.create_task(events.inject(drive_started, cfg.fault_window))
     try:
         await chaos.drive()
         await asyncio.gather(*chaos.redeliveries)
         await injector  # every planned fault happens, even if the flows were quicker
+        await event_faults
     finally:
         injector.cancel()
+        event_faults.cancel()
     watchdog.cancel()
     drive_seconds = time.monotonic() - drive_started
     log(f"all flows driven in {drive_seconds:.1f} s; reading the final state")
@@ -665,6 +671,7 @@ async def amain(cfg: Config, stack: Stack) -> int:
     finals = await chaos.final_statuses()
 
     checks = run_checks(chaos, finals)
+    checks += await events.checks([o.order_id for o in chaos.orders])
     f = chaos.faults
     kinds = Counter(chaos.workflow_ids.values())
     pay = Counter(finals.get(f"payment-{o.order_id}", ("", ""))[1] for o in chaos.orders)
@@ -683,6 +690,10 @@ async def amain(cfg: Config, stack: Stack) -> int:
           f"{stack.env.get('SETTLEFLOW_GATEWAY_TIMEOUT', '10')} s)")
     print(f"  client calls retried         {f.rpc_retries} (server unavailable)")
     print(f"  fraud reviews decided        {f.reviews_decided} (by the driver, as an analyst)")
+    print(f"  relay SIGKILLs + restarts    {events.kills}; NATS restarts {events.nats_restarts} ({events.nats_signal})")
+    print(f"events: outbox {events.summary['outbox']} rows, stream {events.summary['stream']} messages, "
+          f"reporting {events.summary['reporting']}")
+    print(events.summary["report"])
     print("flows run:")
     print(f"  orders {len(chaos.orders)} ({tally(cards)})")
     print(f"  workflows {len(chaos.workflow_ids)} ({tally(kinds)})")

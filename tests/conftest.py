@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.nats_fixtures"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):

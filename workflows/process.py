@@ -111,6 +111,8 @@ class Process:
     def __init__(self) -> None:
         self.status = "started"
         self.trail: list[str] = []
+        self.correlation_id: str | None = None  # `order-{order_id}` once a command names the order
+        self.cause: str | None = None  # the newest event an owner answered with
 
     # -- sending commands ---------------------------------------------------------
     def command(
@@ -120,14 +122,24 @@ class Process:
         """A command with a deterministic id (`{workflow_id}/{step}`): an activity
         retry, a worker crash or a replay sends the very same command. `issued_at` is
         when the request behind it reached settleflow (see `started_at`, or the time an
-        Update was accepted); without it, the time of this workflow task."""
+        Update was accepted); without it, the time of this workflow task.
+
+        Trace: the correlation id is the order's (`order-{order_id}`, from the first
+        command that names an order), so payment, shipping, delivery, refunds and a
+        cancellation's child refund form one chain; the causation id is the last event
+        an owner answered with, or `{workflow_id}/request` (the request that started
+        the flow, a person's or a parent flow's) before any."""
         info = workflow.info()
+        if self.correlation_id is None:
+            order_id = fields.get("order_id")
+            self.correlation_id = f"order-{order_id}" if order_id else info.workflow_id
         try:
             return command_type(
                 command_id=f"{info.workflow_id}/{step}",
                 actor=actor or Actor.system(self.flow_name),
                 issued_at=issued_at or workflow.now(),
-                correlation_id=info.workflow_id,
+                correlation_id=self.correlation_id,
+                causation_id=self.cause or f"{info.workflow_id}/request",
                 **fields,
             )
         except ValidationError as bad:
@@ -150,6 +162,8 @@ class Process:
             if refused := Refused.from_failure(failed):
                 raise refused from failed
             raise
+        if outcome.events:  # the next command is caused by the newest fact
+            self.cause = outcome.events[-1].event_id
         self.note(f"{command.name()} → {command.owner} → {', '.join(outcome.event_names) or 'nothing new'}")
         return outcome
 

@@ -56,7 +56,8 @@ class Command(Message):
     command_id: DerivedId
     actor: Actor
     issued_at: datetime  # decisions use this time, never the clock of the moment
-    correlation_id: str = ""  # the process (workflow id) this command belongs to
+    correlation_id: str = ""  # the business transaction: `order-{order_id}`, shared by all of an order's flows
+    causation_id: str = ""  # what caused it: the event a process reacted to, or the request a person made
 
     @field_validator("issued_at")
     @classmethod

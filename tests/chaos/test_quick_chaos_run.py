@@ -47,6 +47,8 @@ def test_the_quick_run_injected_every_kind_of_fault(quick_run: str) -> None:
     assert figure(quick_run, "duplicate refund starts") >= 1, quick_run
     assert figure(quick_run, "commands delivered twice") >= 1, quick_run
     assert "error_rate 0.1" in quick_run and "tok_timeout" in quick_run, quick_run
+    relay = re.search(r"relay SIGKILLs \+ restarts\s+(\d+); NATS restarts (\d+)", quick_run)
+    assert relay and int(relay.group(1)) >= 2 and int(relay.group(2)) == 1, quick_run
 
 
 def test_no_check_of_the_quick_run_found_a_violation(quick_run: str) -> None:
@@ -55,4 +57,6 @@ def test_no_check_of_the_quick_run_found_a_violation(quick_run: str) -> None:
     assert len(checks) >= 8, quick_run
     assert all(violations == 0 for _, violations in checks.values()), quick_run
     assert checks["every flow reached a final status"][0] >= 60, quick_run  # payments, shipping, refunds
+    assert checks["stream: every outbox row published exactly once, none parked"][0] > 0, quick_run
+    assert "reporting totals == billing's ledger (captured, refunded)" in checks, quick_run
     assert "OK: 0 violation(s)" in quick_run

@@ -275,3 +275,26 @@ def test_an_order_placed_in_the_past_with_at_ships_and_delivers_after_that(stack
                expect=1)
     assert "shipped_before_placed" in done.stderr or "cannot have shipped earlier" in done.stderr, done.stderr
     assert run_json(stack, "order", early)["fulfilment"] == "pending"
+
+
+def test_the_refund_reaches_reporting_through_the_relay_and_the_stream(stack: Stack, refund: dict) -> None:
+    report = run_json(stack, "report", "--wait", "30")
+    refunds = {(r["status"], r["count"]): r["totals"] for r in report["refunds"]}
+    assert refunds[("completed", 1)] == {"EUR": "20.00"}
+    [captured] = [r["totals"] for r in report["payments"] if r["status"] == "captured"]
+    assert Decimal(captured["EUR"]) >= Decimal("120.00")  # this order's payment (other tests add theirs)
+    assert report["approved_not_settled"] == []
+    outbox = run_json(stack, "outbox")
+    assert (outbox["unpublished"], outbox["parked"]) == (0, [])
+
+
+def test_events_shows_the_orders_chain_with_one_correlation_id(stack: Stack, refund: dict) -> None:
+    chain = run_json(stack, "events", "--order", ORDER)
+    assert {row["correlation_id"] for row in chain} == {f"order-{ORDER}"}
+    kinds = [row["event_type"] for row in chain]
+    assert kinds.index("OrderPlaced") < kinds.index("RefundApproved") < kinds.index("RefundCompleted")
+    completed = next(row for row in chain if row["event_type"] == "RefundCompleted")
+    assert completed["published_as"] == "settleflow.billing.refund_completed.v1"
+    assert completed["command_type"] == "CompleteRefund" and completed["command_caused_by"]
+    unknown = run(stack, "events", "--order", "o-nobody", expect=2)
+    assert unknown.stderr.strip() == "starter.py: error: no events for order 'o-nobody'"

@@ -207,3 +207,28 @@ def test_the_stripe_simulator_is_not_settleflow_code_and_settleflow_does_not_imp
     for layer in ("domain", "activities", "workflows", "adapters"):
         broken += offending(layer, lambda m: within(m, "simulators"))
     assert not broken, report(broken)
+
+
+# -- integration events and their consumers ------------------------------------------------------------------------------
+def integration_forbidden(module: str) -> bool:
+    """Public contracts translate the domain's message contracts; they know no infrastructure of settleflow."""
+    return within(module, "activities", "workflows", "adapters", "reporting", "sqlalchemy", "temporalio") or (
+        within(module, "domain") and not workflow_may_import_from_domain(module)
+    )
+
+
+def reporting_forbidden(module: str) -> bool:
+    """A consumer knows settleflow only through integration/: no owner, no process, no settleflow table."""
+    if within(module, "adapters"):
+        return module not in {"adapters.db", "adapters.tables"}  # engine tuning and the UTC column type only
+    return within(module, "domain", "activities", "workflows", "temporalio")
+
+
+def test_the_public_contracts_import_only_domain_message_contracts():
+    broken = offending("integration", integration_forbidden)
+    assert not broken, report(broken)
+
+
+def test_the_reporting_consumer_imports_nothing_of_the_owners():
+    broken = offending("reporting", reporting_forbidden)
+    assert not broken, report(broken)

@@ -1,0 +1,172 @@
+"""Reading the outbox for the relay: claim unpublished rows in per-aggregate order, mark them.
+
+Why `published_at` on each row rather than one saved position (the notification-log
+way of eventsourcing's `Tracking`): outbox rows get no gap-free global position here
+-- transactions of different owners commit in any order, and a reader that saved
+"up to position N" could step over a row committed late with a lower number. Per-row
+marks have no such gap, let several relays share the work, and say per row what went
+out. Ordering is only promised per aggregate, where versions are checked on save, so
+version N+1 can never be committed before version N.
+
+Several relays on PostgreSQL: each batch runs in one transaction that takes a
+transaction-level advisory lock per aggregate (`pg_try_advisory_xact_lock`); an
+aggregate locked by another relay is skipped until that relay committed its marks,
+so an aggregate's events are never published by two relays at once, nor out of order.
+On SQLite (one writer at a time) a batch reads, publishes, then marks in a short
+transaction; a second relay may publish a row again, which the broker's duplicate
+window and every consumer's inbox drop -- each relay still publishes an aggregate's
+rows in version order, so the stream's order holds.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, select, text, tuple_, update
+
+from adapters.tables import outbox
+
+PENDING = and_(outbox.c.published_at.is_(None), outbox.c.parked_at.is_(None))
+ORDER = (outbox.c.aggregate_version, outbox.c.position)
+
+
+@dataclass
+class Batch:
+    """Rows claimed for publishing, and what became of each (written when the batch ends)."""
+
+    rows: list[dict[str, Any]]
+    published: dict[str, str | None] = field(default_factory=dict)  # event id -> types it went out as (None: internal)
+    parked: dict[str, str] = field(default_factory=dict)  # event id -> reason
+
+    def mark_published(self, event_id: str, published_as: str | None) -> None:
+        self.published[event_id] = published_as
+
+    def park(self, event_id: str, reason: str) -> None:
+        self.parked[event_id] = reason
+
+
+class OutboxReader:
+    def __init__(self, engine: Engine, clock: Any) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.postgres = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def batch(self, limit: int) -> Iterator[Batch]:
+        """Claim up to `limit` unpublished rows; on leaving, write what was done with them --
+        also when publishing stopped half-way (what was acknowledged stays acknowledged)."""
+        if self.postgres:
+            with self.engine.connect() as connection, connection.begin():
+                claimed = Batch(self._claim_locked(connection, limit))
+                try:
+                    yield claimed
+                finally:
+                    self._write(connection, claimed)
+        else:
+            with self.engine.connect() as connection, connection.begin():
+                claimed = Batch(self._pending_rows(connection, limit))
+            try:
+                yield claimed
+            finally:
+                if claimed.published or claimed.parked:
+                    with self.engine.connect() as connection, connection.begin():
+                        self._write(connection, claimed)
+
+    def _pending_rows(self, connection: Connection, limit: int, aggregates: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+        query = select(outbox).where(PENDING)
+        if aggregates is not None:
+            query = query.where(tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(aggregates))
+        # Oldest first overall; within one aggregate strictly by (version, position).
+        first = (
+            select(outbox.c.aggregate_type, outbox.c.aggregate_id, func.min(outbox.c.recorded_at).label("first"))
+            .where(PENDING)
+            .group_by(outbox.c.aggregate_type, outbox.c.aggregate_id)
+            .subquery()
+        )
+        query = query.join(
+            first, and_(first.c.aggregate_type == outbox.c.aggregate_type, first.c.aggregate_id == outbox.c.aggregate_id)
+        ).order_by(first.c.first, outbox.c.aggregate_type, outbox.c.aggregate_id, *ORDER)
+        return interleave([dict(row._mapping) for row in connection.execute(query.limit(limit))])
+
+    def _claim_locked(self, connection: Connection, limit: int) -> list[dict[str, Any]]:
+        heads = connection.execute(
+            text(
+                """
+                WITH heads AS MATERIALIZED (
+                    SELECT aggregate_type, aggregate_id, min(recorded_at) AS first
+                    FROM outbox WHERE published_at IS NULL AND parked_at IS NULL
+                    GROUP BY aggregate_type, aggregate_id ORDER BY first LIMIT :limit
+                )
+                SELECT aggregate_type, aggregate_id FROM heads
+                WHERE pg_try_advisory_xact_lock(hashtextextended('outbox/' || aggregate_type || '/' || aggregate_id, 0))
+                """
+            ),
+            {"limit": limit},
+        ).all()
+        if not heads:
+            return []
+        # A fresh statement after taking the locks: rows another relay marked and
+        # committed before we got an aggregate's lock are no longer pending.
+        return self._pending_rows(connection, limit, [tuple(h) for h in heads])
+
+    def _write(self, connection: Connection, claimed: Batch) -> None:
+        now = self.clock()
+        for event_id, published_as in claimed.published.items():
+            connection.execute(
+                update(outbox).where(outbox.c.event_id == event_id).values(published_at=now, published_as=published_as)
+            )
+        for event_id, reason in claimed.parked.items():
+            connection.execute(
+                update(outbox).where(outbox.c.event_id == event_id).values(parked_at=now, park_reason=reason[:2000])
+            )
+
+
+def interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each aggregate's rows in version order, the aggregates merged by when their rows were
+    recorded: a refund's approval, its settlement (another aggregate) and its completion go
+    out in the order they happened, and no aggregate's row ever overtakes an earlier one."""
+    queues: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:  # already in version order within each aggregate
+        queues.setdefault((row["aggregate_type"], row["aggregate_id"]), []).append(row)
+    heads = [(q[0]["recorded_at"], n, 0) for n, q in enumerate(queues.values())]
+    lists = list(queues.values())
+    heapq.heapify(heads)
+    merged = []
+    while heads:
+        _, n, i = heapq.heappop(heads)
+        merged.append(lists[n][i])
+        if i + 1 < len(lists[n]):
+            heapq.heappush(heads, (lists[n][i + 1]["recorded_at"], n, i + 1))
+    return merged
+
+
+@dataclass(frozen=True)
+class Lag:
+    unpublished: int
+    oldest_unpublished: datetime | None
+    parked: int
+
+
+def lag(engine: Engine) -> Lag:
+    with engine.connect() as connection:
+        unpublished, oldest = connection.execute(
+            select(func.count(), func.min(outbox.c.recorded_at)).where(PENDING)
+        ).one()
+        parked = connection.execute(select(func.count()).where(outbox.c.parked_at.is_not(None))).scalar_one()
+    return Lag(unpublished, oldest, parked)
+
+
+def parked_rows(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(outbox.c.event_id, outbox.c.event_type, outbox.c.aggregate_id, outbox.c.parked_at, outbox.c.park_reason)
+            .where(outbox.c.parked_at.is_not(None))
+            .order_by(outbox.c.parked_at)
+            .limit(limit)
+        )
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,243 @@
+"""The reporting database: its own (REPORTING_DATABASE_URL, default var/reporting.db).
+
+Tables:
+- `inbox`: every event id applied (or deliberately ignored), written in the same
+  transaction as the change it made -- a redelivered event finds its id and
+  changes nothing.
+- `aggregate_versions`: the newest aggregate version applied per (aggregate type,
+  aggregate id); an event from an older version arrives out of order and is
+  ignored as stale (the newer state already includes what it said).
+- `refunds`, `payments`: the read model the report shows.
+
+The schema belongs to this read model alone and is created on start; the model can
+be rebuilt at any time by deleting the file and replaying the stream from the start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, insert, select, update
+from sqlalchemy.engine import Connection
+
+from adapters.db import make_engine
+from adapters.tables import UtcDateTime
+from integration import contracts as c
+from integration.envelope import CloudEvent
+
+DEFAULT_REPORTING_DATABASE_URL = "sqlite:///var/reporting.db"
+
+metadata = MetaData()
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("type", Text, nullable=False),
+    Column("outcome", Text, nullable=False),  # applied | stale | not_reported
+    Column("received_at", UtcDateTime, nullable=False),
+)
+
+aggregate_versions = Table(
+    "aggregate_versions",
+    metadata,
+    Column("aggregate_type", Text, primary_key=True),
+    Column("aggregate_id", Text, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("refund_id", Text, primary_key=True),
+    Column("order_id", Text, nullable=False),
+    Column("status", Text, nullable=True),  # approved | rejected | completed | failed | cancelled (None: billing not heard yet)
+    Column("amount", Text, nullable=True),  # decimal string, summed as Decimal
+    Column("currency", Text, nullable=True),
+    Column("day", Text, nullable=True),  # UTC day of the latest status
+    Column("settled_at", UtcDateTime, nullable=True),  # the gateway confirmed the money went back
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("status", Text, nullable=False),  # captured | declined | abandoned
+    Column("amount", Text, nullable=True),
+    Column("currency", Text, nullable=True),
+    Column("day", Text, nullable=False),
+)
+
+
+def reporting_url_from_env() -> str:
+    return os.environ.get("REPORTING_DATABASE_URL") or DEFAULT_REPORTING_DATABASE_URL
+
+
+def open_store(url: str | None = None) -> Engine:
+    engine = make_engine(url or reporting_url_from_env())
+    metadata.create_all(engine)
+    return engine
+
+
+# -- applying events ------------------------------------------------------------------------------------------------
+def _day(event: CloudEvent) -> str:
+    return event.time.astimezone(UTC).date().isoformat()
+
+
+def _refund(conn: Connection, event: CloudEvent, refund_id: str, order_id: str, **values: Any) -> None:
+    exists = conn.execute(select(refunds.c.refund_id).where(refunds.c.refund_id == refund_id)).first()
+    if exists:
+        conn.execute(update(refunds).where(refunds.c.refund_id == refund_id).values(**values))
+    else:
+        conn.execute(insert(refunds).values(refund_id=refund_id, order_id=order_id, **values))
+
+
+def _refund_status(status: str) -> Callable[[Connection, CloudEvent, Any], None]:
+    def apply(conn: Connection, event: CloudEvent, data: Any) -> None:
+        values: dict[str, Any] = {"status": status, "day": _day(event)}
+        if hasattr(data, "amount"):
+            values |= {"amount": data.amount, "currency": data.currency}
+        _refund(conn, event, data.refund_id, data.order_id, **values)
+
+    return apply
+
+
+def _settled(conn: Connection, event: CloudEvent, data: c.GatewayRefundSettledV1) -> None:
+    _refund(conn, event, data.refund_id, data.order_id, settled_at=event.time, amount=data.amount, currency=data.currency)
+
+
+def _payment_status(status: str) -> Callable[[Connection, CloudEvent, Any], None]:
+    def apply(conn: Connection, event: CloudEvent, data: Any) -> None:
+        values = {"status": status, "day": _day(event)}
+        if hasattr(data, "amount"):
+            values |= {"amount": data.amount, "currency": data.currency}
+        if conn.execute(select(payments.c.order_id).where(payments.c.order_id == data.order_id)).first():
+            conn.execute(update(payments).where(payments.c.order_id == data.order_id).values(**values))
+        else:
+            conn.execute(insert(payments).values(order_id=data.order_id, **values))
+
+    return apply
+
+
+# CloudEvents type -> (contract, how it changes the read model). Other types are recorded and not reported.
+APPLY: dict[str, tuple[type[c.Contract], Callable[[Connection, CloudEvent, Any], None]]] = {
+    c.RefundApprovedV1.type_name(): (c.RefundApprovedV1, _refund_status("approved")),
+    c.RefundRejectedV1.type_name(): (c.RefundRejectedV1, _refund_status("rejected")),
+    c.RefundCompletedV1.type_name(): (c.RefundCompletedV1, _refund_status("completed")),
+    c.RefundFailedV1.type_name(): (c.RefundFailedV1, _refund_status("failed")),
+    c.RefundCancelledV1.type_name(): (c.RefundCancelledV1, _refund_status("cancelled")),
+    c.GatewayRefundSettledV1.type_name(): (c.GatewayRefundSettledV1, _settled),
+    c.PaymentCapturedV1.type_name(): (c.PaymentCapturedV1, _payment_status("captured")),
+    c.PaymentDeclinedV1.type_name(): (c.PaymentDeclinedV1, _payment_status("declined")),
+    c.PaymentAbandonedV1.type_name(): (c.PaymentAbandonedV1, _payment_status("abandoned")),
+}
+
+
+def apply(engine: Engine, event: CloudEvent, now: datetime | None = None) -> str:
+    """Apply one event exactly once, in one transaction with its inbox row.
+    Returns: applied | duplicate | stale | not_reported."""
+    now = now or datetime.now(UTC)
+    with engine.begin() as conn:
+        if conn.execute(select(inbox.c.event_id).where(inbox.c.event_id == event.id)).first():
+            return "duplicate"
+        key = (aggregate_versions.c.aggregate_type == event.aggregatetype) & (
+            aggregate_versions.c.aggregate_id == event.subject
+        )
+        seen = conn.execute(select(aggregate_versions.c.version).where(key)).scalar_one_or_none()
+        if seen is not None and event.aggregateversion < seen:
+            outcome = "stale"
+        else:
+            if seen is None:
+                conn.execute(
+                    insert(aggregate_versions).values(
+                        aggregate_type=event.aggregatetype, aggregate_id=event.subject, version=event.aggregateversion
+                    )
+                )
+            elif event.aggregateversion > seen:
+                conn.execute(update(aggregate_versions).where(key).values(version=event.aggregateversion))
+            handler = APPLY.get(event.type)
+            if handler is None:
+                outcome = "not_reported"
+            else:
+                contract, change = handler
+                change(conn, event, contract.model_validate(event.data))
+                outcome = "applied"
+        conn.execute(insert(inbox).values(event_id=event.id, type=event.type, outcome=outcome, received_at=now))
+        return outcome
+
+
+# -- the report -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    day: str
+    status: str
+    count: int
+    totals: dict[str, Decimal]  # currency -> amount
+
+
+@dataclass(frozen=True)
+class Report:
+    refunds: list[Row]
+    payments: list[Row]
+    approved_not_settled: list[dict[str, Any]]
+    events_applied: int
+
+    def totals(self, rows: list[Row], status: str) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = defaultdict(Decimal)
+        for row in rows:
+            if row.status == status:
+                for currency, amount in row.totals.items():
+                    out[currency] += amount
+        return dict(out)
+
+
+def _grouped(conn: Connection, table: Table) -> list[Row]:
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for r in conn.execute(select(table.c.day, table.c.status, table.c.amount, table.c.currency)):
+        day, status = r.day or "-", r.status or "unknown"
+        group = groups.setdefault((day, status), [0, defaultdict(Decimal)])
+        group[0] += 1
+        if r.amount is not None:
+            group[1][r.currency] += Decimal(r.amount)
+    return [Row(day, status, n, dict(t)) for (day, status), (n, t) in sorted(groups.items())]
+
+
+def report(engine: Engine) -> Report:
+    with engine.connect() as conn:
+        pending = conn.execute(
+            select(refunds.c.refund_id, refunds.c.order_id, refunds.c.amount, refunds.c.currency, refunds.c.day)
+            .where(refunds.c.status == "approved", refunds.c.settled_at.is_(None))
+            .order_by(refunds.c.day, refunds.c.refund_id)
+        )
+        applied = conn.execute(select(inbox.c.event_id).where(inbox.c.outcome == "applied")).all()
+        return Report(
+            refunds=_grouped(conn, refunds),
+            payments=_grouped(conn, payments),
+            approved_not_settled=[dict(r._mapping) for r in pending],
+            events_applied=len(applied),
+        )
+
+
+def _money(totals: dict[str, Decimal]) -> str:
+    return ", ".join(f"{amount} {currency}" for currency, amount in sorted(totals.items())) or "-"
+
+
+def format_report(r: Report) -> str:
+    lines = ["refunds per day and status:"]
+    lines += [f"  {row.day}  {row.status:<10} {row.count:>5}  {_money(row.totals)}" for row in r.refunds] or ["  (none)"]
+    lines += ["payments per day and status:"]
+    lines += [f"  {row.day}  {row.status:<10} {row.count:>5}  {_money(row.totals)}" for row in r.payments] or ["  (none)"]
+    lines += [
+        f"totals: refunded {_money(r.totals(r.refunds, 'completed'))}; captured {_money(r.totals(r.payments, 'captured'))}",
+        f"refunds approved but not settled: {len(r.approved_not_settled)}",
+    ]
+    lines += [f"  {p['refund_id']} (order {p['order_id']}) {p['amount']} {p['currency']} since {p['day']}"
+              for p in r.approved_not_settled]  # fmt: skip
+    lines.append(f"events applied: {r.events_applied}")
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""The relay on a real NATS JetStream server (the venv's nats-server, started by the tests):
+committed facts are published once each, in per-aggregate order, and never lost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, insert, update
+
+from adapters.inspection import outbox_rows
+from adapters.nats_server import LocalNatsServer
+from adapters.outbox import lag, parked_rows
+from adapters.tables import outbox
+from integration.envelope import CloudEvent
+from relay import Relay, RelaySettings
+from tests.integration.test_persistence import (
+    PLACED_AT,
+    delivered_order,
+    load_order,
+    place_order,
+    refund,
+    store,
+    unit_of_work,
+)
+from tests.nats_fixtures import free_port, stream_messages, stream_settings
+
+pytestmark = pytest.mark.nats
+
+
+def relay(engine: Engine, url: str, **settings) -> Relay:
+    defaults = {"backoff_seconds": 0.1, "backoff_max_seconds": 0.5, "once_timeout_seconds": 30}
+    return Relay(engine, RelaySettings(**(defaults | settings)), stream_settings(url))
+
+
+async def run_once(engine: Engine, url: str, **settings) -> Relay:
+    r = relay(engine, url, **settings)
+    try:
+        assert await r.run(once=True) == 0
+    finally:
+        await r.close()
+    return r
+
+
+def approve_refund(engine: Engine, refund_id: str, amount: str, order_id: str = "o-1") -> None:
+    with unit_of_work(engine) as uow:
+        uow.orders.get(order_id).request_refund(refund(refund_id, amount, order_id))
+        uow.commit()
+
+
+def envelopes(messages) -> list[CloudEvent]:
+    return [CloudEvent.from_json(m.data) for m in messages]
+
+
+async def test_committed_events_are_published_once_each_in_aggregate_order_with_the_event_id_as_message_id(
+    engine, nats_server, jetstream
+):
+    _, js = jetstream
+    store(engine, delivered_order("o-1", "100.00"))
+    approve_refund(engine, "r-1", "30.00")
+
+    first = await run_once(engine, nats_server.url)
+    again = await run_once(engine, nats_server.url)
+
+    messages = await stream_messages(js)
+    published = envelopes(messages)
+    assert [e.type for e in published] == [
+        "settleflow.billing.order_placed.v1", "settleflow.billing.order_paid.v1", "settleflow.billing.refund_approved.v1"
+    ]  # fmt: skip
+    assert [m.subject for m in messages] == [e.type.removesuffix(".v1") for e in published]
+    assert [m.headers["Nats-Msg-Id"] for m in messages] == [e.id for e in published]
+    assert [e.aggregateversion for e in published] == [1, 1, 2]
+    rows = {r["event_id"]: r for r in outbox_rows(engine)}
+    assert {e.id for e in published} <= set(rows)
+    assert all(r["published_at"] is not None for r in rows.values())
+    assert sorted(r["published_as"] or "-" for r in rows.values()) == sorted(
+        ["-", "-", *(e.type for e in published)]  # ShipmentRecorded, DeliveryRecorded stay inside
+    )
+    assert (first.counts.published, first.counts.internal) == (3, 2)
+    assert (again.counts.published, again.counts.internal) == (0, 0)
+    assert lag(engine).unpublished == 0
+
+
+async def test_a_row_published_again_after_a_crash_before_its_mark_is_dropped_by_the_stream(
+    engine, nats_server, jetstream
+):
+    _, js = jetstream
+    store(engine, delivered_order("o-1", "100.00"))
+    await run_once(engine, nats_server.url)
+    with engine.begin() as connection:  # the relay died after the ack, before the mark
+        connection.execute(update(outbox).values(published_at=None, published_as=None))
+
+    second = await run_once(engine, nats_server.url)
+
+    assert second.counts.duplicates == second.counts.published == 2
+    assert len(await stream_messages(js)) == 2
+
+
+async def test_a_rolled_back_change_publishes_nothing(engine, nats_server, jetstream):
+    _, js = jetstream
+    _, lost = place_order("o-lost")
+    with pytest.raises(RuntimeError), unit_of_work(engine) as uow:
+        uow.orders.add(lost)
+        raise RuntimeError("the worker died before committing")
+    store(engine, place_order("o-kept")[1])
+
+    await run_once(engine, nats_server.url)
+
+    assert [e.subject for e in envelopes(await stream_messages(js))] == ["o-kept"]
+
+
+async def test_an_unknown_event_type_is_parked_with_its_reason_and_the_rest_still_goes_out(engine, nats_server, jetstream):
+    _, js = jetstream
+    store(engine, place_order("o-1")[1])
+    with engine.begin() as connection:
+        connection.execute(insert(outbox).values(
+            event_id="e-mystery", event_type="OrderTeleported", schema_version=1, payload={}, aggregate_type="orders",
+            aggregate_id="o-2", aggregate_version=1, position=0, correlation_id="x", causation_id="y",
+            occurred_at=PLACED_AT, recorded_at=PLACED_AT,
+        ))  # fmt: skip
+
+    first = await run_once(engine, nats_server.url)
+    await run_once(engine, nats_server.url)
+
+    assert first.counts.parked == 1
+    [parked] = parked_rows(engine)
+    assert parked["event_id"] == "e-mystery"
+    assert "unknown event type 'OrderTeleported'" in parked["park_reason"]
+    assert (lag(engine).unpublished, lag(engine).parked) == (0, 1)
+    assert [e.subject for e in envelopes(await stream_messages(js))] == ["o-1"]
+
+
+async def test_nats_down_nothing_is_marked_and_everything_goes_out_once_it_is_back(engine, tmp_path: Path):
+    server = LocalNatsServer(free_port(), tmp_path / "nats")
+    store(engine, delivered_order("o-1", "100.00"))
+    approve_refund(engine, "r-1", "30.00")
+
+    publishing = asyncio.create_task(run_once(engine, server.url))  # the server is not running yet
+    await asyncio.sleep(1.0)
+    assert not publishing.done()
+    assert lag(engine).unpublished == 5  # nothing marked while NATS is away
+    await asyncio.to_thread(server.start)
+    try:
+        relayed = await asyncio.wait_for(publishing, timeout=30)
+        assert relayed.counts.published == 3
+        assert lag(engine).unpublished == 0
+
+        # and once more: the server goes away mid-life and comes back
+        approve_refund(engine, "r-2", "20.00")
+        await asyncio.to_thread(server.stop)
+        publishing = asyncio.create_task(run_once(engine, server.url))
+        await asyncio.sleep(0.5)
+        assert lag(engine).unpublished == 1
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(publishing, timeout=30)
+
+        from integration.stream import connect
+
+        nc = await connect(server.url, name="check")
+        try:
+            published = envelopes(await stream_messages(nc.jetstream()))
+        finally:
+            await nc.close()
+        assert [e.type.split(".")[2] for e in published] == [
+            "order_placed", "order_paid", "refund_approved", "refund_approved"
+        ]  # fmt: skip
+        assert lag(engine).unpublished == 0
+    finally:
+        server.stop()
+
+
+async def test_two_relays_at_once_publish_every_event_once_and_each_aggregate_in_version_order(
+    engine, database_url, nats_server, jetstream
+):
+    _, js = jetstream
+    orders = [f"o-{n}" for n in range(6)]
+    store(engine, *(delivered_order(order_id, "100.00") for order_id in orders))
+    for order_id in orders:
+        for n in range(3):
+            approve_refund(engine, f"{order_id}-r{n}", "10.00", order_id)
+    from adapters.db import make_engine
+
+    second_engine = make_engine(database_url)
+    try:
+        await asyncio.gather(
+            run_once(engine, nats_server.url, batch=4), run_once(second_engine, nats_server.url, batch=4)
+        )
+    finally:
+        second_engine.dispose()
+
+    published = envelopes(await stream_messages(js))
+    assert len({e.id for e in published}) == len(published) == 6 * (2 + 3)
+    for order_id in orders:
+        versions = [e.aggregateversion for e in published if e.subject == order_id]
+        assert versions == sorted(versions) == [1, 1, 2, 3, 4]
+    assert load_order(engine, "o-0").version == 4
+    assert lag(engine).unpublished == 0
+
+
+def test_the_relay_logs_its_lag_and_warns_past_the_threshold(engine, caplog):
+    with engine.begin() as connection:  # a row waiting since PLACED_AT: far past any threshold
+        connection.execute(insert(outbox).values(
+            event_id="e-old", event_type="OrderPlaced", schema_version=1, payload={}, aggregate_type="orders",
+            aggregate_id="o-9", aggregate_version=1, position=0, correlation_id="x", causation_id="y",
+            occurred_at=PLACED_AT, recorded_at=PLACED_AT,
+        ))  # fmt: skip
+    r = relay(engine, "nats://127.0.0.1:1", lag_warn_seconds=30)
+
+    with caplog.at_level("INFO", logger="settleflow.relay"):
+        r._log_lag(force=True)
+
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "1 unpublished" in record.getMessage()

@@ -1,0 +1,154 @@
+"""The reporting consumer on a real NATS JetStream server: fed only from the stream, each event
+applied once (inbox), older aggregate versions ignored as stale, acknowledged after commit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from integration import contracts as c
+from integration.envelope import CONTENT_TYPE, CloudEvent
+from reporting import store
+from reporting.consumer import ReportingConsumer
+from tests.nats_fixtures import stream_settings
+
+pytestmark = pytest.mark.nats
+
+DAY = datetime(2031, 5, 6, 10, 0, tzinfo=UTC)
+
+
+def event(contract: c.Contract, *, id: str, subject: str = "o-1", version: int, aggregate: str = "orders") -> CloudEvent:
+    return CloudEvent(
+        id=id, source=f"settleflow/{contract.owner}", type=contract.type_name(), subject=subject, time=DAY,
+        correlationid="order-o-1", causationid="cmd", aggregatetype=aggregate, aggregateversion=version,
+        data=contract.model_dump(mode="json"),
+    )  # fmt: skip
+
+
+def approved(refund_id: str = "r-1", amount: str = "30.00") -> c.RefundApprovedV1:
+    return c.RefundApprovedV1(refund_id=refund_id, order_id="o-1", customer_id="c-1", amount=amount, currency="EUR")
+
+
+def completed(refund_id: str = "r-1", amount: str = "30.00") -> c.RefundCompletedV1:
+    return c.RefundCompletedV1(refund_id=refund_id, order_id="o-1", customer_id="c-1", amount=amount, currency="EUR")
+
+
+async def publish(js, envelope: CloudEvent, message_id: str | None = None) -> None:
+    await js.publish(
+        envelope.type.rsplit(".", 1)[0], envelope.to_json(),
+        headers={"Nats-Msg-Id": message_id or envelope.id, "Content-Type": CONTENT_TYPE},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def reporting_engine(tmp_path: Path):
+    engine = store.open_store(f"sqlite:///{tmp_path / 'reporting.db'}")
+    yield engine
+    engine.dispose()
+
+
+async def consume(engine, url: str) -> dict[str, int]:
+    consumer = ReportingConsumer(engine, stream_settings(url), fetch_timeout_seconds=0.5)
+    assert await consumer.run(once=True) == 0
+    return consumer.outcomes
+
+
+async def test_an_event_delivered_twice_is_applied_once(reporting_engine, nats_server, jetstream):
+    _, js = jetstream
+    refund = event(approved(), id="e-approved", version=2)
+    await publish(js, refund)
+    # the same event again after the stream's duplicate window (a new message id, the same event id)
+    await publish(js, refund, message_id="e-approved-after-the-window")
+
+    outcomes = await consume(reporting_engine, nats_server.url)
+
+    assert outcomes == {"applied": 1, "duplicate": 1}
+    report = store.report(reporting_engine)
+    assert [(r.status, r.count, r.totals) for r in report.refunds] == [("approved", 1, {"EUR": Decimal("30.00")})]
+
+
+async def test_an_older_aggregate_version_arriving_after_a_newer_one_is_ignored_as_stale(
+    reporting_engine, nats_server, jetstream
+):
+    _, js = jetstream
+    await publish(js, event(completed(), id="e-completed", version=3))
+    await publish(js, event(approved(), id="e-approved", version=2))
+
+    outcomes = await consume(reporting_engine, nats_server.url)
+
+    assert outcomes == {"applied": 1, "stale": 1}
+    report = store.report(reporting_engine)
+    assert [(r.status, r.count) for r in report.refunds] == [("completed", 1)]
+    assert report.approved_not_settled == []
+
+
+async def test_acknowledged_events_are_not_delivered_again_and_the_durable_consumer_resumes(
+    reporting_engine, nats_server, jetstream
+):
+    _, js = jetstream
+    await publish(js, event(approved("r-1"), id="e-1", version=2))
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
+
+    await publish(js, event(approved("r-2", "5.00"), id="e-2", version=3))
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
+    assert await consume(reporting_engine, nats_server.url) == {}
+
+
+async def test_the_report_shows_refunds_and_payments_per_day_and_status_and_refunds_not_yet_settled(
+    reporting_engine, nats_server, jetstream
+):
+    _, js = jetstream
+    captured = c.PaymentCapturedV1(order_id="o-1", customer_id="c-1", attempt_id="a-1", amount="100.00", currency="EUR")
+    settled = c.GatewayRefundSettledV1(refund_id="r-1", order_id="o-1", amount="30.00", currency="EUR")
+    for envelope in (
+        event(captured, id="e-pay", version=2, aggregate="payments"),
+        event(approved("r-1"), id="e-r1", version=2),
+        event(approved("r-2", "20.00"), id="e-r2", version=3),
+        event(settled, id="e-settled", version=3, aggregate="payments"),
+        event(completed("r-1"), id="e-r1-done", version=4),
+        event(c.OrderPaidV1(order_id="o-1", amount="100.00", currency="EUR"), id="e-paid", version=5),
+    ):
+        await publish(js, envelope)
+
+    outcomes = await consume(reporting_engine, nats_server.url)
+
+    assert outcomes == {"applied": 5, "not_reported": 1}
+    report = store.report(reporting_engine)
+    assert [(r.day, r.status, r.count, r.totals) for r in report.refunds] == [
+        ("2031-05-06", "approved", 1, {"EUR": Decimal("20.00")}),
+        ("2031-05-06", "completed", 1, {"EUR": Decimal("30.00")}),
+    ]
+    assert [(r.status, r.totals) for r in report.payments] == [("captured", {"EUR": Decimal("100.00")})]
+    assert [p["refund_id"] for p in report.approved_not_settled] == ["r-2"]
+    text = store.format_report(report)
+    assert "refunded 30.00 EUR; captured 100.00 EUR" in text
+    assert "r-2 (order o-1) 20.00 EUR" in text
+
+
+async def test_an_event_delivered_but_never_applied_comes_again_before_any_later_one(
+    reporting_engine, nats_server, jetstream
+):
+    _, js = jetstream
+    await publish(js, event(approved("r-1"), id="e-1", version=2))
+    await publish(js, event(approved("r-2", "5.00"), id="e-2", version=3))
+    crashed = ReportingConsumer(reporting_engine, stream_settings(nats_server.url), ack_wait_seconds=1)
+    subscription = await js.pull_subscribe(
+        "settleflow.>", durable=crashed.durable, stream="SETTLEFLOW",
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=1, max_ack_pending=1),
+    )  # fmt: skip
+    [first] = await subscription.fetch(1, timeout=2)
+    assert CloudEvent.from_json(first.data).id == "e-1"  # ... and the consumer died before applying it
+
+    restarted = ReportingConsumer(
+        reporting_engine, stream_settings(nats_server.url), ack_wait_seconds=1, fetch_timeout_seconds=2
+    )
+    await restarted.run(once=True)
+
+    assert restarted.outcomes == {"applied": 2}  # e-1 first: e-2 (a later version) never overtook it
+    report = store.report(reporting_engine)
+    assert sorted(p["refund_id"] for p in report.approved_not_settled) == ["r-1", "r-2"]  # r-2 was not dropped as stale
