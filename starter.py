@@ -236,8 +236,24 @@ class Cli:
             self.out(text, **self._started)  # with --json --wait, wait_for prints one document
         return handle, started
 
-    async def wait_for(self, handle) -> dict:
-        result = await handle.result()
+    async def wait_for(self, handle, *, unless_status: str | None = None) -> dict:
+        """The workflow's result; or, with `unless_status`, its status view as soon as it
+        shows that status (a flow that now waits for something else, e.g. a delivery
+        confirmed before its shipment, need not hold the command line)."""
+        if unless_status is None:
+            result = await handle.result()
+        else:
+            finished = asyncio.ensure_future(handle.result())
+            while True:
+                done, _ = await asyncio.wait({finished}, timeout=0.5)
+                if done:
+                    result = finished.result()
+                    break
+                shown = await handle.query("status")
+                if (shown.get("status") if isinstance(shown, dict) else shown.status) == unless_status:
+                    finished.cancel()
+                    result = shown
+                    break
         view = result.model_dump(mode="json") if hasattr(result, "model_dump") else dict(result)
         self.out(_describe(handle.id, view), **{**self._started, "workflow_id": handle.id, **view})
         return view
@@ -289,7 +305,8 @@ class Cli:
             ConfirmDeliveryWorkflow, request, f"deliver-{a.order_id}", f"Confirm delivery of order {a.order_id}",
             {ORDER_ID: a.order_id},
         )
-        return await self.wait_for(handle)
+        # A delivery confirmed before its shipment is kept until the shipment arrives: say so and return.
+        return await self.wait_for(handle, unless_status="waiting_for_shipment")
 
     async def refund(self) -> dict | None:
         a = self.args

@@ -90,6 +90,7 @@ class PaymentWorkflow(Process):
     def __init__(self) -> None:
         super().__init__()
         self.order: OrderRequest | None = None
+        self.open_until_delivered = False
         self.attempts = 0
         self.next_attempt_at: datetime | None = None
         self.decline_code = ""
@@ -109,6 +110,8 @@ class PaymentWorkflow(Process):
     @workflow.run
     async def run(self, order: OrderRequest) -> PaymentStatus:
         self.order = order
+        # Asked before the first command (see RefundWorkflow.run).
+        self.open_until_delivered = workflow.patched(OPEN_UNTIL_DELIVERED)
         self.set_status("capturing")
         await self.send(
             self.command(
@@ -250,7 +253,7 @@ class PaymentWorkflow(Process):
         return await self.end("abandoned")
 
     async def stay_open_for_cancellation(self) -> PaymentStatus:
-        until_delivered = workflow.patched(OPEN_UNTIL_DELIVERED)
+        until_delivered = self.open_until_delivered
         while True:
             if until_delivered:
                 # An order can be cancelled until it is delivered (or its parcel came back),

@@ -95,6 +95,8 @@ class RefundWorkflow(Process):
         self.amount: Money | None = None
         self.reason = ""
         self.resolution: ReviewResolution | None = None
+        self.intercepts_after_fraud = False
+        self.fraud_hears_unpaid = False
         self.resolution_at: datetime | None = None  # when the Update carrying it was accepted
         self.review_refusal: tuple[ReviewResolution, str] | None = None  # fraud refused it: the Update's answer
         self.refused_decisions = 0
@@ -103,6 +105,10 @@ class RefundWorkflow(Process):
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
         self.request = request
+        # Patches are asked once, before the first command: asked later, after a local
+        # activity that outlived its workflow task, a replay could see the marker too late.
+        self.intercepts_after_fraud = workflow.patched(INTERCEPT_AFTER_FRAUD)
+        self.fraud_hears_unpaid = workflow.patched(FRAUD_HEARS_UNPAID)
         self.set_status("requested")
         try:
             decided = await self.send(
@@ -135,7 +141,7 @@ class RefundWorkflow(Process):
         intercept = decided.first(ShipmentInterceptRequested)
         # Old flows stopped the parcel before fraud had looked; new ones only once the
         # money is sure to go back.
-        after_fraud = intercept is not None and workflow.patched(INTERCEPT_AFTER_FRAUD)
+        after_fraud = intercept is not None and self.intercepts_after_fraud
         if intercept is not None and not after_fraud:
             await self.send(
                 self.command(InterceptShipment, "intercept", order_id=intercept.order_id, refund_id=request.refund_id),
@@ -357,7 +363,7 @@ class RefundWorkflow(Process):
     async def withdraw_from_fraud(self, approved: RefundApproved, reason: str) -> None:
         """Fraud's "third refund within seven days" counts only refunds that are paid:
         tell it this one is not (fraud decides what that changes)."""
-        if not workflow.patched(FRAUD_HEARS_UNPAID):
+        if not self.fraud_hears_unpaid:
             return
         try:
             await self.send(

@@ -298,3 +298,20 @@ def test_events_shows_the_orders_chain_with_one_correlation_id(stack: Stack, ref
     assert completed["command_type"] == "CompleteRefund" and completed["command_caused_by"]
     unknown = run(stack, "events", "--order", "o-nobody", expect=2)
     assert unknown.stderr.strip() == "starter.py: error: no events for order 'o-nobody'"
+
+
+def test_a_delivery_confirmed_before_its_shipment_is_kept_and_the_command_line_returns(stack: Stack) -> None:
+    now = datetime.now(UTC)
+    order_id = "o-e2e-deliver-first"
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-7", "--amount", "25.00",
+                      "--currency", "EUR", "--at", (now - timedelta(days=3)).isoformat(), "--wait")
+    assert placed["status"] == "paid", placed
+
+    held = run_json(stack, "deliver", "--order-id", order_id, "--at", (now - timedelta(days=1)).isoformat())
+
+    assert held["status"] == "waiting_for_shipment", held
+    run(stack, "ship", "--order-id", order_id, "--tracking", "T6", "--at", (now - timedelta(days=2)).isoformat())
+    deadline = time.monotonic() + 30
+    while run_json(stack, "order", order_id)["fulfilment"] != "delivered":
+        assert time.monotonic() < deadline, "the kept delivery was never applied after the shipment"
+        time.sleep(0.3)

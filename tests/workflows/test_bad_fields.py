@@ -77,7 +77,7 @@ async def test_a_command_the_workflow_cannot_build_ends_the_flow_with_its_reason
 
     reason = failed.value.cause
     assert isinstance(reason, ApplicationError) and reason.type == "InvalidCommand", reason
-    assert "invalid ShipOrder: command_id" in reason.message
+    assert "invalid ClearOrderForShipping: command_id" in reason.message  # billing is asked first
     assert ended["status"] == "rejected" and "invalid RequestRefund: command_id" in ended["reason"]
 
 

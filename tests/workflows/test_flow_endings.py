@@ -20,7 +20,7 @@ from activities.fraud import FraudActivities
 from activities.registry import OWNER_QUEUES, activities_for
 from activities.shipping import ShippingActivities
 
-from adapters.gateway_client import configure
+from simulators.control import configure
 from domain.contracts import ConfirmDelivery, Outcome, ResolveFraudReview, ReviewDecision
 from domain.shared.actor import Actor
 from domain.shared.money import Money
@@ -29,6 +29,7 @@ from tests.workflows.flows import (
     deliver,
     delivered_order,
     finished,
+    keep_history,
     new_id,
     place_order,
     real_time,
@@ -89,6 +90,7 @@ async def test_a_review_rejected_on_an_in_transit_refund_leaves_the_parcel_movin
         RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
     )
     result = await finished(harness, handle)
+    await keep_history(handle, "refund_in_transit_review_rejected")
 
     assert result.status == "cancelled"
     assert shipment_status(harness, order_id) == "in_transit"
@@ -112,8 +114,11 @@ async def test_an_intercepted_parcel_is_recorded_by_billing_as_returned_and_the_
     order_id, _ = await place_order(harness, amount="100.00")
     await ship(harness, order_id)
 
-    result = await finished(harness, await start_refund(harness, order_id))
+    handle = await start_refund(harness, order_id)
+    result = await finished(harness, handle)
     payment = await finished(harness, payment_handle(harness, order_id))
+    await keep_history(handle, "refund_parcel_returned")
+    await keep_history(payment_handle(harness, order_id), "payment_ended_by_return")
 
     assert result.status == "completed"
     assert any("RecordInterceptOutcome → billing → ParcelReturned" in step for step in result.trail)
@@ -279,6 +284,7 @@ async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_
     await ship_at(harness, order_id, shipped_at)
     delivered = await finished(harness, delivery)
     await finished(harness, payment)
+    await keep_history(delivery, "confirm_delivery_before_shipment")
 
     assert delivered.status == "delivered"
     order = harness.order(order_id)
