@@ -42,13 +42,21 @@ from domain.notifications.commands import NotifyCustomer, NotifyTeam  # noqa: F4
 from domain.notifications.events import MessageSent
 from domain.payments.commands import (  # noqa: F401
     CapturePayment,
+    MarkCaptureUnknown,
+    MarkRefundUnknown,
+    ReconcileCapture,
+    ReconcileGatewayRefund,
     RetryPaymentCapture,
     SendRefundToGateway,
     UpdatePaymentMethod,
 )
 from domain.payments.events import (
     CaptureAttempted,
+    CaptureOutcomeUnknown,
     GatewayRefundDeclined,
+    GatewayRefundNotFound,
+    GatewayRefundNotSent,
+    GatewayRefundOutcomeUnknown,
     GatewayRefundRequested,
     GatewayRefundSettled,
     PaymentAbandoned,
@@ -56,6 +64,8 @@ from domain.payments.events import (
     PaymentDeclined,
     PaymentMethodUpdated,
 )
+from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy  # noqa: F401
+from domain.reconciliation.events import DiscrepancyRecorded, DiscrepancyResolved
 from domain.shared.actor import Actor, Role  # noqa: F401
 from domain.shared.messages import Command, Event  # noqa: F401
 from domain.shared.money import Money  # noqa: F401
@@ -67,6 +77,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ShipmentInterceptRequested, RefundCancelled, RefundCompleted, RefundFailed, OrderCancelled, RefundOwed,
     CaptureAttempted, PaymentCaptured, PaymentDeclined, PaymentAbandoned, PaymentMethodUpdated,
     GatewayRefundRequested, GatewayRefundSettled, GatewayRefundDeclined,
+    CaptureOutcomeUnknown, GatewayRefundOutcomeUnknown, GatewayRefundNotFound, GatewayRefundNotSent,
+    DiscrepancyRecorded, DiscrepancyResolved,
     InvoiceCreated,
     RefundCleared, FraudReviewOpened, ReviewApproved, ReviewRejected,
     OrderShipped, OrderDelivered, ShipmentIntercepted, ShipmentInterceptFailed,

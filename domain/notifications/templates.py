@@ -22,6 +22,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Refund needs attention",
         "Refund {refund_id} of {amount} for order {order_id} failed: {reason}.",
     ),
+    # reconciliation, to support
+    "discrepancy_found": (
+        "Reconciliation found a discrepancy",
+        "{kind} on {business_id} (order {order_id}): {detail} Resolve it with "
+        "`starter.py resolve-discrepancy {discrepancy_id} --note ...` once it is dealt with.",
+    ),
     # payments
     "payment_received": ("Payment received", "We received {amount} for order {order_id}. Invoice {invoice_number}."),
     "payment_declined": (

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import Command
+from domain.shared.messages import DERIVED_ID_MAX, TEXT_MAX, Command
 from domain.shared.money import Money
 
 
@@ -30,6 +30,34 @@ class SendRefundToGateway(PaymentsCommand):
 
     refund_id: str
     amount: Money
+
+
+class MarkRefundUnknown(PaymentsCommand):
+    """The refund flow got no usable answer (retries ran out, a timeout after the request may
+    have gone through, a refused request, an operator's Cancel): payments records what it knows."""
+
+    refund_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
+    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+
+
+class MarkCaptureUnknown(PaymentsCommand):
+    """The payment flow got no usable answer for a capture attempt."""
+
+    attempt_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
+    reason: str = Field(min_length=1, max_length=TEXT_MAX)
+
+
+class ReconcileGatewayRefund(PaymentsCommand):
+    """Reconciliation asks the gateway what became of a refund whose answer is unknown (or
+    that was sent long ago); payments decides what the gateway's answer means."""
+
+    refund_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
+
+
+class ReconcileCapture(PaymentsCommand):
+    """The same for a capture attempt."""
+
+    attempt_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)
 
 
 class RetryPaymentCapture(PaymentsCommand):
