@@ -66,6 +66,13 @@ from domain.payments.events import (
 )
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy  # noqa: F401
 from domain.reconciliation.events import DiscrepancyRecorded, DiscrepancyResolved
+from domain.reconciliation.queries import (  # noqa: F401
+    OpenGatewayRequest,
+    ReconciliationScan,
+    SettlementDay,
+    StrandedRefund,
+)
+from domain.reconciliation.settlement import Finding  # noqa: F401
 from domain.shared.actor import Actor, Role  # noqa: F401
 from domain.shared.messages import Command, Event  # noqa: F401
 from domain.shared.money import Money  # noqa: F401

@@ -10,7 +10,7 @@ per process.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -114,3 +114,19 @@ class DeliveryRequest(Request):
     order_id: Id
     delivered_at: datetime | None = None
     requested_by: Actor
+
+
+# -- ReconciliationWorkflow ----------------------------------------------------------------
+class ReconciliationRun(BaseModel):
+    """What a scheduled run does: the frequent pass always; the daily pass (settlements and
+    stranded reservations) when `daily`, for `settlement_day` (default: yesterday, UTC)."""
+
+    daily: bool = False
+    settlement_day: date | None = None
+
+
+class ReconciliationResult(TrailView):
+    asked: int = 0  # unknown or long-sent items looked up at the gateway
+    answered: int = 0  # ... that payments could decide on
+    left_open: int = 0  # ... the gateway could not answer yet (asked again next run)
+    discrepancies: int = 0  # new discrepancies recorded (support told once each)

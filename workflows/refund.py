@@ -9,18 +9,24 @@ Read top to bottom:
       72 h ExpireFraudReview → ReviewApproved | ReviewRejected
   ReviewRejected → compensation: CancelRefund → billing, NotifyCustomer. Done.
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
+  No usable answer (retries ran out, a timeout, a refused request, an operator's Cancel)
+      → MarkRefundUnknown → payments → GatewayRefundOutcomeUnknown: wait (status
+      `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which carries
+      payments' answer → GatewayRefundSettled | GatewayRefundDeclined | GatewayRefundNotFound.
+      (Never asked the gateway → GatewayRefundNotSent.)
   Settled → CompleteRefund → billing → NotifyCustomer. Done.
-  Declined or out of retries → compensation: FailRefund → billing,
-      NotifyCustomer, NotifyTeam(support). Done.
+  Declined, NotFound or NotSent (payments confirms no money went out) → compensation:
+      FailRefund (citing that fact) → billing, NotifyCustomer, NotifyTeam(support). Done.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
@@ -28,10 +34,14 @@ with workflow.unsafe.imports_passed_through():
         CompleteRefund,
         ExpireFraudReview,
         FailRefund,
+        Event,
         FraudReviewOpened,
         GatewayRefundDeclined,
+        GatewayRefundNotFound,
+        GatewayRefundNotSent,
         GatewayRefundSettled,
         InterceptShipment,
+        MarkRefundUnknown,
         Money,
         NotifyCustomer,
         NotifyTeam,
@@ -63,6 +73,9 @@ GATEWAY = Step(
         non_retryable_error_types=REFUSALS,
     ),
 )
+# After the gateway step gives no usable answer, the flow waits for reconciliation for as long
+# as it takes (no timer): money is freed or paid only on the gateway's word.
+UNKNOWN_AWAITS_RECONCILIATION = "gateway-unknown-awaits-reconciliation"  # patch id
 REVIEW_REMINDER_AFTER = timedelta(hours=24)
 REVIEW_EXPIRES_AFTER = timedelta(hours=72)
 
@@ -78,6 +91,7 @@ class RefundWorkflow(Process):
         self.reason = ""
         self.resolution: ReviewResolution | None = None
         self.review_closed = False  # expiry started or a decision taken
+        self.reconciled: Outcome | None = None  # payments' answer, brought by reconciliation
 
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
@@ -190,27 +204,76 @@ class RefundWorkflow(Process):
     # -- money out ---------------------------------------------------------------------
     async def pay_out(self, approved: RefundApproved) -> RefundStatus:
         self.set_status("sending")
+        send = self.command(
+            SendRefundToGateway,
+            "send-to-gateway",
+            order_id=approved.order_id,
+            refund_id=approved.refund_id,
+            amount=approved.amount,
+        )
         try:
-            sent = await self.send(
-                self.command(
-                    SendRefundToGateway,
-                    "send-to-gateway",
-                    order_id=approved.order_id,
-                    refund_id=approved.refund_id,
-                    amount=approved.amount,
-                ),
-                GATEWAY,
-            )
+            sent = await self.send(send, GATEWAY)
         except Refused as refused:
             self.note(f"no answer from payments: {refused}")
-            return await self.fail(approved, f"refused:{refused.kind}")
+            if not workflow.patched(UNKNOWN_AWAITS_RECONCILIATION):
+                return await self.fail(approved, f"refused:{refused.kind}")
+            sent = await self.when_unknown(approved, send, f"refused:{refused.kind}")
         except ActivityError as gave_up:
             self.note(f"no answer from payments: {gave_up.cause or gave_up}")
-            return await self.fail(approved, "gateway_unavailable")
+            if not workflow.patched(UNKNOWN_AWAITS_RECONCILIATION):
+                return await self.fail(approved, "gateway_unavailable")
+            reason = "cancelled_while_sending" if is_cancelled_exception(gave_up) else "gateway_unavailable"
+            sent = await self.when_unknown(approved, send, reason)
+        except asyncio.CancelledError:
+            # An operator's Cancel while the request may be at the gateway: that cannot be
+            # undone by stopping here, so it becomes unknown like any other missing answer.
+            if not workflow.patched(UNKNOWN_AWAITS_RECONCILIATION):
+                raise
+            self.note("cancelled while sending: the gateway's answer is unknown")
+            sent = await self.when_unknown(approved, send, "cancelled_while_sending")
+        return await self.answered(approved, sent)
+
+    async def when_unknown(self, approved: RefundApproved, send: SendRefundToGateway, reason: str) -> Outcome:
+        """No usable answer: payments records what it knows, and the flow waits for
+        reconciliation instead of compensating on a guess. The customer is told nothing yet."""
+        try:
+            marked = await self.send(
+                self.command(
+                    MarkRefundUnknown,
+                    "mark-unknown",
+                    order_id=approved.order_id,
+                    refund_id=approved.refund_id,
+                    reason=reason,
+                ),
+                DECIDE,
+            )
+        except Refused:
+            # Payments already has the answer (the last attempt recorded it after the step
+            # gave up): the same command again returns that answer from payments' inbox.
+            return await self.send(send, GATEWAY)
+        if marked.has(GatewayRefundNotSent):
+            return marked
+        self.set_status("awaiting_reconciliation")
+        self.note("waiting for reconciliation to ask the gateway what became of the refund")
+        await workflow.wait_condition(lambda: self.reconciled is not None)
+        assert self.reconciled is not None
+        self.note(f"reconciliation: payments answered {', '.join(self.reconciled.event_names)}")
+        return self.reconciled
+
+    @workflow.signal
+    def gateway_answer(self, outcome: Outcome) -> None:
+        """Reconciliation brings payments' answer for a refund whose outcome was unknown."""
+        self.reconciled = outcome
+
+    async def answered(self, approved: RefundApproved, sent: Outcome) -> RefundStatus:
+        confirmation: Event | None
+        for confirmation in (sent.first(GatewayRefundNotFound), sent.first(GatewayRefundNotSent)):
+            if confirmation is not None:
+                return await self.fail(approved, f"not_paid:{confirmation.name()}", confirmation)
         if declined := sent.first(GatewayRefundDeclined):
-            return await self.fail(approved, f"declined:{declined.decline_code}")
+            return await self.fail(approved, f"declined:{declined.decline_code}", declined)
         settled = sent.first(GatewayRefundSettled)
-        assert settled is not None, "payments answers with a settlement or a decline"
+        assert settled is not None, "payments answers with a settlement, a decline or a confirmed not-paid"
 
         await self.send(
             self.command(
@@ -236,9 +299,20 @@ class RefundWorkflow(Process):
         await self.notify_customer(approved.customer_id, "refund_cancelled", **self.facts(approved))
         return await self.end("cancelled", reason=reason)
 
-    async def fail(self, approved: RefundApproved, reason: str) -> RefundStatus:
+    async def fail(self, approved: RefundApproved, reason: str, confirmation: Event | None = None) -> RefundStatus:
+        """Compensation on payments' confirmation that no money went out (billing refuses
+        a FailRefund without one; histories recorded before the unknown state replay
+        through here without it)."""
         await self.send(
-            self.command(FailRefund, "fail", order_id=approved.order_id, refund_id=approved.refund_id, reason=reason),
+            self.command(
+                FailRefund,
+                "fail",
+                order_id=approved.order_id,
+                refund_id=approved.refund_id,
+                reason=reason,
+                confirmed_by=confirmation.name() if confirmation else "",
+                evidence=confirmation.event_id if confirmation else "",
+            ),
             DECIDE,
         )
         await self.notify_customer(approved.customer_id, "refund_failed", **self.facts(approved))

@@ -2,9 +2,10 @@
 
 from workflows.payment import PaymentWorkflow
 from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
+from workflows.reconciliation import ReconciliationWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.shipping import ConfirmDeliveryWorkflow, ShipOrderWorkflow
 
-WORKFLOWS = [RefundWorkflow, PaymentWorkflow, ShipOrderWorkflow, ConfirmDeliveryWorkflow]
+WORKFLOWS = [RefundWorkflow, PaymentWorkflow, ShipOrderWorkflow, ConfirmDeliveryWorkflow, ReconciliationWorkflow]
 
 __all__ = ["WORKFLOWS", "FLOWS_QUEUE", "SEARCH_ATTRIBUTES"]

@@ -259,6 +259,20 @@ class Payment(AggregateRoot):
             raise InvalidCommand("still_in_flight", f"{what} was sent at {sent_at}; its flow may still be asking")
         raise InvalidCommand("already_answered", f"{what} is already {status.value}")
 
+    def awaiting_reconciliation(self, as_of: datetime) -> list[tuple[str, str, str, Money]]:
+        """(kind, business id, status, amount) of every request reconciliation may ask the
+        gateway about at `as_of`: unknown ones, and ones sent longer ago than SENT_TOO_LONG."""
+
+        def due(status: StrEnum, sent_at: datetime | None) -> bool:
+            unknown = status in (AttemptStatus.UNKNOWN, GatewayRefundStatus.UNKNOWN)
+            return unknown or sent_at is None or as_of - sent_at >= self.SENT_TOO_LONG
+
+        return [("capture", a.attempt_id, a.status.value, a.amount) for a in self.attempts if a.status in OPEN and due(a.status, a.sent_at)] + [
+            ("refund", r.refund_id, r.status.value, r.amount)
+            for r in self.refunds.values()
+            if r.status in REFUND_OPEN and due(r.status, r.sent_at)
+        ]
+
     @property
     def open_since(self) -> datetime | None:
         """When the oldest request still waiting for (or missing) its answer was sent;

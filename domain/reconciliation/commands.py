@@ -11,6 +11,11 @@ from domain.shared.messages import DERIVED_ID_MAX, TEXT_MAX, Command
 from domain.shared.money import Money
 
 
+def discrepancy_id(kind: str, business_id: str) -> str:
+    """The same disagreement found again is the same discrepancy."""
+    return f"{kind}:{business_id}"
+
+
 class ReconciliationCommand(Command):
     owner: ClassVar[str] = "reconciliation"
     discrepancy_id: str = Field(min_length=1, max_length=DERIVED_ID_MAX)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy
+from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy, discrepancy_id
 from domain.reconciliation.events import DiscrepancyRecorded, DiscrepancyResolved
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import InvalidCommand
@@ -30,11 +30,6 @@ class DiscrepancyKind(StrEnum):
 class DiscrepancyStatus(StrEnum):
     OPEN = "open"
     RESOLVED = "resolved"
-
-
-def discrepancy_id(kind: str, business_id: str) -> str:
-    """The same disagreement found again is the same discrepancy."""
-    return f"{kind}:{business_id}"
 
 
 class Discrepancy(AggregateRoot):
