@@ -27,10 +27,10 @@ from domain.payments.gateway import (
     GatewayRefusedRequest,
     GatewayUnavailable,
     LookupAnswer,
-    NotFound,
     RefundRequest,
     SettlementLine,
 )
+from domain.payments.gateway import NotFound as NoSuchPayment
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import ConcurrencyConflict, InvalidCommand, NotFound
 from domain.shared.messages import Command, Event
@@ -309,7 +309,7 @@ class FakeGateway:
                 return Accepted(reference=self.moved[key].reference)
             if key in self.declined:
                 return Declined(code=self.declined[key])
-            return NotFound()
+            return NoSuchPayment()
 
     def settlements(self, day: date) -> list[SettlementLine]:
         with self._lock:

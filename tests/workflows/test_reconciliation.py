@@ -1,0 +1,311 @@
+"""Reconciliation on the time-skipping server: unknown gateway answers end as the gateway
+says (settled, paid, or — only when it confirms nothing moved — failed with the money freed),
+operators' buttons never free money on a guess, and what disagrees becomes a discrepancy
+that support is told about once.
+
+Real owners on a temporary SQLite database, real workflows and workers; the gateway is the
+in-process FakeGateway (tests/fakes.py), whose scenario words in card tokens and refund ids
+lose answers, never arrive, or refuse the request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from adapters import db
+from adapters.mailbox import FileMailbox
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from domain.payments.gateway import SettlementLine
+from domain.payments.payment import AttemptStatus, GatewayRefundStatus
+from domain.shared.actor import Actor, Role
+from domain.shared.money import Money
+from tests.fakes import FakeGateway
+from tests.workflows.conftest import Harness
+from tests.workflows.flows import deliver, new_id, real_time, ship, start_refund, wait_for_status
+from worker import ALL_QUEUES, Dependencies, build_workers
+from workflows.messages import ReconciliationResult, ReconciliationRun
+from workflows.payment import OrderRequest, PaymentWorkflow
+from workflows.process import FLOWS_QUEUE
+from workflows.reconciliation import ReconciliationWorkflow
+from workflows.schedules import DAILY, FREQUENT, ensure_schedules
+
+RETRY_WINDOW_PASSED = timedelta(hours=25)
+
+
+class ReconHarness(Harness):
+    gateway: FakeGateway
+
+    def refund(self, order_id: str, refund_id: str):
+        return self.order(order_id).refunds[refund_id]
+
+    def support_messages(self) -> list[dict]:
+        return self.messages("team:support")
+
+    def discrepancies(self) -> list:
+        with self.uow_factory() as uow:
+            return uow.discrepancies.with_status("open")
+
+
+@pytest.fixture
+async def harness(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[ReconHarness]:
+    url = f"sqlite:///{tmp_path / 'settleflow.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    aggregates = default_aggregate_types()
+    gateway = FakeGateway()
+    deps = Dependencies(
+        uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
+        gateway=gateway,  # type: ignore[arg-type]
+        mailbox=FileMailbox(tmp_path / "mailbox"),
+        engine=engine,
+    )
+    async with AsyncExitStack() as stack:
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
+        for worker in build_workers(env.client, deps, list(ALL_QUEUES), executor):
+            await stack.enter_async_context(worker)
+        harness = ReconHarness(env.client, env, deps.uow_factory, deps.mailbox, "", engine)
+        harness.gateway = gateway
+        yield harness
+        await harness.close_open_workflows()
+    engine.dispose()
+
+
+# -- steps ------------------------------------------------------------------------------------------
+async def start_payment(harness: ReconHarness, card: str, amount: str = "120.00"):
+    order_id = new_id("o")
+    handle = harness.track(
+        await harness.client.start_workflow(
+            PaymentWorkflow.run,
+            OrderRequest(
+                order_id=order_id,
+                customer_id="c-1",
+                amount=Money.of(amount, "EUR"),
+                card_token=card,
+                placed_by=Actor(role=Role.CUSTOMER, id="c-1"),
+            ),
+            id=f"payment-{order_id}",
+            task_queue=FLOWS_QUEUE,
+        )
+    )
+    return order_id, handle
+
+
+async def delivered(harness: ReconHarness) -> str:
+    order_id, handle = await start_payment(harness, "tok_visa")
+    await wait_for_status(handle, "paid", env=harness.env)
+    await ship(harness, order_id)
+    await deliver(harness, order_id)
+    return order_id
+
+
+async def reconcile(harness: ReconHarness, daily: bool = False, day: date | None = None) -> ReconciliationResult:
+    async with real_time(harness.env):
+        return await harness.client.execute_workflow(
+            ReconciliationWorkflow.run,
+            ReconciliationRun(daily=daily, settlement_day=day),
+            id=new_id("reconciliation"),
+            task_queue=FLOWS_QUEUE,
+        )
+
+
+async def refund_awaiting_reconciliation(harness: ReconHarness, scenario: str, amount: str = "30.00"):
+    order_id = await delivered(harness)
+    refund_id = new_id(f"r-{scenario}")
+    handle = await start_refund(harness, order_id, amount, refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    view = await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    return order_id, refund_id, handle, view
+
+
+# -- refunds ------------------------------------------------------------------------------------------
+async def test_a_refund_whose_answer_was_lost_past_the_retry_window_ends_settled_once_reconciliation_finds_it_paid(
+    harness,
+):
+    order_id, refund_id, handle, view = await refund_awaiting_reconciliation(harness, "answer_lost")
+
+    # Waiting, not failed: the money stays reserved and the customer is told nothing yet.
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.UNKNOWN
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+    run = await reconcile(harness)
+    result = await handle.result()
+
+    assert (run.asked, run.answered) == (1, 1)
+    assert result.status == "completed"
+    assert harness.refund(order_id, refund_id).status.value == "completed"
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+    assert harness.gateway.refunds_paid(refund_id) == 1
+    assert sorted(m["kind"] for m in harness.messages("customer:c-1")) == ["payment_received", "refund_completed"]
+
+
+async def test_a_refund_that_never_reached_the_gateway_fails_and_frees_its_amount_only_once_the_gateway_confirms_it(
+    harness,
+):
+    order_id, refund_id, handle, _ = await refund_awaiting_reconciliation(harness, "never_arrives")
+    harness.gateway.reachable = False  # the gateway cannot say yet: nothing is decided
+
+    unanswered = await reconcile(harness)
+
+    assert (unanswered.asked, unanswered.left_open) == (1, 1)
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
+    harness.gateway.reachable = True
+    await reconcile(harness)
+    result = await handle.result()
+
+    assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.NOT_FOUND
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+    assert harness.gateway.refunds_paid(refund_id) == 0
+    assert "refund_failed" in [m["kind"] for m in harness.messages("customer:c-1")]
+
+
+async def test_a_refund_the_gateway_refuses_as_invalid_waits_for_reconciliation_instead_of_failing(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-refused")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
+    await reconcile(harness)
+    result = await handle.result()
+
+    assert result.status == "failed"
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+
+
+async def test_cancelling_a_sending_refund_records_it_unknown_and_keeps_its_money_reserved(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-answer_lost")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+
+    await handle.cancel()
+    view = await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+
+    assert view.status == "awaiting_reconciliation"
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.UNKNOWN
+    assert harness.refund(order_id, refund_id).status.value == "approved"
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+    assert "refund_failed" not in [m["kind"] for m in harness.messages("customer:c-1")]
+
+    await reconcile(harness)  # the gateway did pay: the refund completes, it is not paid twice
+
+    assert (await handle.result()).status == "completed"
+    assert harness.gateway.refunds_paid(refund_id) == 1
+
+
+async def test_a_terminated_refunds_reservation_becomes_a_discrepancy_and_support_is_told_once(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-never_arrives")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+    await handle.terminate("an operator pressed Terminate")
+    await harness.env.sleep(timedelta(hours=2))
+
+    first = await reconcile(harness, daily=True)
+    again = await reconcile(harness, daily=True)
+
+    [discrepancy] = harness.discrepancies()
+    assert (discrepancy.kind.value, discrepancy.business_id, discrepancy.ours) == (
+        "flow_gone", refund_id, Money.of("30.00", "EUR"),
+    )
+    assert (first.discrepancies, again.discrepancies) == (1, 0)
+    assert [m["kind"] for m in harness.support_messages()] == ["discrepancy_found"]
+    # Describing is all reconciliation does: the money is still reserved, for support to decide.
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
+
+# -- captures ------------------------------------------------------------------------------------------
+async def test_a_capture_whose_answer_was_lost_past_the_retry_window_ends_paid_once_reconciliation_finds_it(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_answer_lost")
+    await wait_for_status(handle, "capturing", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    assert harness.payment(order_id).attempts[0].status is AttemptStatus.UNKNOWN
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == []
+
+    await reconcile(harness)
+    view = await wait_for_status(handle, "paid", env=harness.env)
+
+    assert view.invoice_number
+    assert harness.order(order_id).paid.amount == Decimal("120.00")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+
+async def test_a_refused_capture_request_is_reconciled_as_not_charged_and_recovery_goes_on(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_refused")
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+
+    await reconcile(harness)
+    view = await wait_for_status(handle, "recovering", env=harness.env)
+
+    assert view.decline_code == "not_charged"
+    [attempt] = harness.payment(order_id).attempts
+    assert (attempt.status, attempt.decline_code) == (AttemptStatus.DECLINED, "not_charged")
+    assert harness.order(order_id).paid.amount == Decimal("0")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_declined"]
+
+
+async def test_a_capture_that_never_arrived_fails_only_when_the_gateway_confirms_it(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_never_arrives")
+    await wait_for_status(handle, "capturing", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+
+    await reconcile(harness)
+    view = await wait_for_status(handle, "recovering", env=harness.env)
+
+    assert view.decline_code == "not_charged"
+    assert harness.gateway.settlements(datetime.now(UTC).date()) == []
+
+
+# -- the daily pass ------------------------------------------------------------------------------------------
+async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_told_once(harness):
+    day = date(2026, 11, 30)
+    harness.gateway.moved["ch_stray"] = SettlementLine(
+        kind="capture",
+        business_id="payment-o-stray/capture",
+        order_id="o-stray",
+        reference="ch_stray",
+        amount=Money.of("55.00", "EUR"),
+        settled_at=datetime(2026, 11, 30, 14, 0, tzinfo=UTC),
+    )
+
+    first = await reconcile(harness, daily=True, day=day)
+    again = await reconcile(harness, daily=True, day=day)
+
+    [discrepancy] = harness.discrepancies()
+    assert (discrepancy.kind.value, discrepancy.order_id, discrepancy.gateway) == (
+        "missing_in_payments", "o-stray", Money.of("55.00", "EUR"),
+    )
+    assert (first.discrepancies, again.discrepancies) == (1, 0)
+    assert len(harness.support_messages()) == 1
+
+
+# -- the schedule ------------------------------------------------------------------------------------------
+async def test_the_schedules_exist_after_start_up_and_creating_them_again_is_harmless(harness):
+    first = await ensure_schedules(harness.client)
+    frequent = harness.client.get_schedule_handle(FREQUENT)
+    await frequent.pause(note="an operator paused it")
+
+    second = await ensure_schedules(harness.client)
+
+    assert set(first) == {FREQUENT, DAILY} and second == []
+    described = await frequent.describe()
+    assert described.schedule.state.paused and described.schedule.state.note == "an operator paused it"
+    assert (await harness.client.get_schedule_handle(DAILY).describe()).id == DAILY
+    for schedule_id in (FREQUENT, DAILY):
+        await harness.client.get_schedule_handle(schedule_id).delete()
