@@ -49,7 +49,7 @@ class ReconciliationActivities:
             self.uow,
             command,
             lambda uow: uow.discrepancies.find(command.discrepancy_id)
-            or uow.discrepancies.add(Discrepancy.record(command)),
+            or uow.discrepancies.add(Discrepancy.found(command)),
         )
 
     @activity.defn(name=ResolveDiscrepancy.activity_name())

@@ -46,7 +46,7 @@ class Discrepancy(AggregateRoot):
     note: str = ""
 
     @classmethod
-    def record(cls, command: RecordDiscrepancy) -> Discrepancy:
+    def found(cls, command: RecordDiscrepancy) -> Discrepancy:
         try:
             kind = DiscrepancyKind(command.kind)
         except ValueError:
