@@ -31,7 +31,7 @@ from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
 from tests.fakes import FakeGateway
 from tests.workflows.conftest import Harness
-from tests.workflows.flows import deliver, new_id, real_time, ship, start_refund, wait_for_status
+from tests.workflows.flows import deliver, keep_history, new_id, real_time, ship, start_refund, wait_for_status
 from worker import ALL_QUEUES, Dependencies, build_workers
 from workflows.messages import ReconciliationResult, ReconciliationRun
 from workflows.payment import OrderRequest, PaymentWorkflow
@@ -108,14 +108,20 @@ async def delivered(harness: ReconHarness) -> str:
     return order_id
 
 
-async def reconcile(harness: ReconHarness, daily: bool = False, day: date | None = None) -> ReconciliationResult:
+async def reconcile(
+    harness: ReconHarness, daily: bool = False, day: date | None = None, history: str = ""
+) -> ReconciliationResult:
     async with real_time(harness.env):
-        return await harness.client.execute_workflow(
+        handle = await harness.client.start_workflow(
             ReconciliationWorkflow.run,
             ReconciliationRun(daily=daily, settlement_day=day),
             id=new_id("reconciliation"),
             task_queue=FLOWS_QUEUE,
         )
+        result = await handle.result()
+    if history:
+        await keep_history(handle, history)
+    return result
 
 
 async def refund_awaiting_reconciliation(harness: ReconHarness, scenario: str, amount: str = "30.00"):
@@ -139,8 +145,9 @@ async def test_a_refund_whose_answer_was_lost_past_the_retry_window_ends_settled
     assert harness.order(order_id).refundable.amount == Decimal("90.00")
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
 
-    run = await reconcile(harness)
+    run = await reconcile(harness, history="reconciliation_answered")
     result = await handle.result()
+    await keep_history(handle, "refund_unknown_then_settled")
 
     assert (run.asked, run.answered) == (1, 1)
     assert result.status == "completed"
@@ -253,6 +260,7 @@ async def test_a_refused_capture_request_is_reconciled_as_not_charged_and_recove
 
     await reconcile(harness)
     view = await wait_for_status(handle, "recovering", env=harness.env)
+    await keep_history(handle, "payment_capture_refused_then_not_charged")
 
     assert view.decline_code == "not_charged"
     [attempt] = harness.payment(order_id).attempts
@@ -286,7 +294,7 @@ async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_
         settled_at=datetime(2026, 11, 30, 14, 0, tzinfo=UTC),
     )
 
-    first = await reconcile(harness, daily=True, day=day)
+    first = await reconcile(harness, daily=True, day=day, history="reconciliation_daily_discrepancy")
     again = await reconcile(harness, daily=True, day=day)
 
     [discrepancy] = harness.discrepancies()
