@@ -47,6 +47,8 @@ VAR = ROOT / "var"
 SEARCH_ATTRIBUTES = ("OrderId", "CustomerId", "RefundId", "FlowStatus")  # all Keyword
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
 READY_LINE = "worker ready"
+STRIPE_API = "https://api.stripe.com"  # SETTLEFLOW_GATEWAY_URL for Stripe itself: no simulator then
+SIMULATOR_API_KEY = "sk_test_simulator"  # as adapters.settings: the simulator's key unless STRIPE_API_KEY says
 
 # How long each part may take to come up, and to go down before it is killed.
 START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0}
@@ -139,7 +141,7 @@ def _show(path: Path) -> str:
 class Stack:
     """Starts, watches and stops the parts of a local settleflow stack.
 
-    Every child gets TEMPORAL_ADDRESS, SETTLEFLOW_GATEWAY_URL, DATABASE_URL,
+    Every child gets TEMPORAL_ADDRESS, SETTLEFLOW_GATEWAY_URL, STRIPE_API_KEY, DATABASE_URL,
     SETTLEFLOW_MAILBOX_DIR and SETTLEFLOW_WEB_UI through its environment (`env`), runs
     in its own process group (Ctrl-C in a terminal reaches devstack only) and writes to
     its own file in `log_dir`. `stop()` stops what this Stack started and nothing else.
@@ -156,6 +158,7 @@ class Stack:
         temporal_db: str | Path = VAR / "temporal.db",
         log_dir: str | Path = VAR / "logs",
         namespace: str = "default",
+        stripe_api_key: str = SIMULATOR_API_KEY,
         reuse_running: bool = True,
         echo: bool = True,
     ) -> None:
@@ -167,6 +170,7 @@ class Stack:
         self.temporal_db = Path(temporal_db)
         self.log_dir = Path(log_dir)
         self.namespace = namespace
+        self.stripe_api_key = stripe_api_key  # the worker's and the simulator's (never printed)
         self.reuse_running = reuse_running  # False: a busy port is an error, not a server to use
         self.echo = echo
         self.managed: list[Managed] = []
@@ -191,6 +195,7 @@ class Stack:
             or (f"sqlite:///{var / 'settleflow.db'}" if var else "sqlite:///var/settleflow.db"),
             "mailbox_dir": env.get("SETTLEFLOW_MAILBOX_DIR") or (var / "mailbox" if var else "var/mailbox"),
             "namespace": env.get("TEMPORAL_NAMESPACE") or "default",
+            "stripe_api_key": env.get("STRIPE_API_KEY") or SIMULATOR_API_KEY,
         }
         if var:
             options |= {"temporal_db": var / "temporal.db", "log_dir": var / "logs"}
@@ -222,6 +227,7 @@ class Stack:
             "TEMPORAL_ADDRESS": self.temporal_address,
             "TEMPORAL_NAMESPACE": self.namespace,
             "SETTLEFLOW_GATEWAY_URL": self.gateway_url,
+            "STRIPE_API_KEY": self.stripe_api_key,
             "DATABASE_URL": self.database_url,
             "SETTLEFLOW_MAILBOX_DIR": self.mailbox_dir,
             "SETTLEFLOW_WEB_UI": self.web_ui,
@@ -267,6 +273,9 @@ class Stack:
         own = self._alive("gateway")
         if own:
             return own[0].process
+        if self.gateway_url == STRIPE_API:
+            self._say(f"gateway: Stripe itself at {STRIPE_API} (no simulator started)")
+            return None
         health = f"{self.gateway_url}/health"
         url = urlsplit(self.gateway_url)
         port = url.port or (443 if url.scheme == "https" else 80)
@@ -280,10 +289,10 @@ class Stack:
         if (url.hostname or "") not in LOCAL_HOSTS:
             raise StartupError("gateway simulator", f"nothing answers at {health}, and it is not a local address")
         managed = self._spawn(
-            "gateway", [sys.executable, "-m", "adapters.gateway_sim", "--host", "127.0.0.1", "--port", str(port)]
+            "gateway", [sys.executable, "-m", "simulators.stripe_sim", "--host", "127.0.0.1", "--port", str(port)]
         )
         self._wait(managed, lambda: http_ok(health), f"{health} never answered")
-        self._say(f"gateway: simulator at {self.gateway_url} (log {_show(managed.log)})")
+        self._say(f"gateway: Stripe simulator at {self.gateway_url} (log {_show(managed.log)})")
         return managed.process
 
     def start_worker(self, *queues: str) -> subprocess.Popen:

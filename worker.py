@@ -27,10 +27,9 @@ from temporalio.worker import Worker
 
 from activities.registry import OWNER_QUEUES, activities_for
 from adapters import db
-from adapters.gateway import HttpGatewayPort
-from adapters.gateway_client import HttpPaymentGateway
+from adapters.stripe_gateway import StripeGateway
 from adapters.mailbox import FileMailbox
-from adapters.settings import Settings, load
+from adapters.settings import SIMULATOR_API_KEY, Settings, load
 from adapters.temporal import connect
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from workflows.registry import FLOWS_QUEUE, WORKFLOWS
@@ -45,25 +44,27 @@ class Dependencies:
     """What the activities are given: a unit of work per command, the gateway, the mailbox."""
 
     uow_factory: object
-    gateway: HttpGatewayPort
+    gateway: StripeGateway
     mailbox: FileMailbox
     engine: Engine | None = None  # the database the units of work use (disposed by whoever made it)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Dependencies:
         return cls.connect(
-            settings.database_url, settings.gateway_url, settings.mailbox_dir, settings.gateway_timeout_seconds
+            settings.database_url, settings.gateway_url, settings.mailbox_dir, settings.gateway_timeout_seconds,
+            gateway_api_key=settings.stripe_api_key.get_secret_value(),
         )
 
     @classmethod
     def connect(
-        cls, database_url: str, gateway_url: str, mailbox_dir: str | Path, gateway_timeout_seconds: float = 10.0
+        cls, database_url: str, gateway_url: str, mailbox_dir: str | Path, gateway_timeout_seconds: float = 10.0,
+        gateway_api_key: str = SIMULATOR_API_KEY,
     ) -> Dependencies:
         engine = db.make_engine(database_url)
         aggregates = default_aggregate_types()
         return cls(
             uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
-            gateway=HttpGatewayPort(HttpPaymentGateway(gateway_url, gateway_timeout_seconds)),
+            gateway=StripeGateway(gateway_api_key, gateway_url, gateway_timeout_seconds),
             mailbox=FileMailbox(mailbox_dir),
             engine=engine,
         )
@@ -142,7 +143,8 @@ async def serve(args: argparse.Namespace) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         runs = [asyncio.create_task(w.run()) for w in workers]
-        log.info("serving %s on %s (namespace %s)", ", ".join(queues), settings.temporal_address, settings.temporal_namespace)
+        log.info("serving %s on %s (namespace %s), payments through Stripe at %s", ", ".join(queues),
+                 settings.temporal_address, settings.temporal_namespace, deps.gateway.api_base)
         print(f"worker ready: {', '.join(queues)}", flush=True)
         done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *runs], return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")

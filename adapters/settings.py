@@ -1,15 +1,20 @@
 """Configuration from the environment, the same names for worker, starter, tests and demo.
 
 Defaults work with no settings at all: a local dev server, a SQLite file under
-var/, the gateway simulator on its default port and a mailbox folder.
+var/, the Stripe simulator on its default port and a mailbox folder.
+
+The payment gateway is Stripe: `SETTLEFLOW_GATEWAY_URL` is the base address the SDK
+talks to (the simulator by default; `https://api.stripe.com` or empty for Stripe
+itself) and `STRIPE_API_KEY` its secret key (kept as a SecretStr: never printed).
 """
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_GATEWAY_PORT = 8099
+SIMULATOR_API_KEY = "sk_test_simulator"  # what `python -m simulators.stripe_sim` accepts by default
 
 
 class Settings(BaseSettings):
@@ -24,6 +29,7 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///var/settleflow.db", validation_alias="DATABASE_URL")
     gateway_url: str = Field(f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}", validation_alias="SETTLEFLOW_GATEWAY_URL")
     gateway_timeout_seconds: float = Field(10.0, validation_alias="SETTLEFLOW_GATEWAY_TIMEOUT")
+    stripe_api_key: SecretStr = Field(SecretStr(SIMULATOR_API_KEY), validation_alias="STRIPE_API_KEY")
     mailbox_dir: str = Field("var/mailbox", validation_alias=AliasChoices("SETTLEFLOW_MAILBOX_DIR"))
     web_ui: str = Field("http://localhost:8233", validation_alias="SETTLEFLOW_WEB_UI")
 

@@ -244,7 +244,7 @@ def foreign_load(stack: Stack) -> list[str]:
             continue
         if pgrp in ours or int(entry.name) in ours:
             continue
-        if ("start-dev" in cmd and "temporal" in cmd) or "worker.py" in cmd or "gateway_sim" in cmd:
+        if ("start-dev" in cmd and "temporal" in cmd) or "worker.py" in cmd or "stripe_sim" in cmd:
             found.append(cmd.strip()[:90])
     return found
 

@@ -45,7 +45,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError  # noqa: E402
 
 from adapters import db  # noqa: E402
-from adapters.gateway_client import configure, read_ledger  # noqa: E402
+from simulators.control import configure, read_ledger  # noqa: E402
 from adapters.inspection import outbox_rows  # noqa: E402
 from adapters.tables import notifications  # noqa: E402
 from adapters.views import order_view  # noqa: E402

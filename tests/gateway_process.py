@@ -1,4 +1,4 @@
-"""Run the gateway simulator as its own process, as in production."""
+"""Run the Stripe simulator as its own process, as in production."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from adapters.settings import SIMULATOR_API_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +41,7 @@ def wait_until_up(url: str, process: subprocess.Popen | None = None, seconds: fl
 def gateway_simulator(*extra: str) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "adapters.gateway_sim", "--port", str(port), *extra],
+        [sys.executable, "-m", "simulators.stripe_sim", "--port", str(port), "--api-key", SIMULATOR_API_KEY, *extra],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

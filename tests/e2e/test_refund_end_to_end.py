@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.gateway_client import read_ledger
+from simulators.control import read_ledger
 from adapters.mailbox import FileMailbox
 from devstack import ROOT, Stack, listening, split_address, temporal_cli
 from tests.e2e.conftest import run, run_json

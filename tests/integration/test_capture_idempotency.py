@@ -15,8 +15,8 @@ import pytest
 from activities.invoicing import InvoicingActivities
 from activities.payments import PaymentsActivities
 from adapters import db
-from adapters.gateway import HttpGatewayPort
-from adapters.gateway_client import HttpPaymentGateway, read_ledger
+from adapters.settings import SIMULATOR_API_KEY
+from adapters.stripe_gateway import StripeGateway
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from domain.billing.commands import OrderLine
 from domain.contracts import InvoiceCreated, PaymentCaptured
@@ -24,6 +24,7 @@ from domain.invoicing.commands import CreateInvoice
 from domain.payments.commands import CapturePayment
 from domain.shared.actor import Actor
 from domain.shared.money import Money
+from simulators.control import read_ledger
 from tests.gateway_process import gateway_simulator
 
 EUR_120 = Money.of("120.00", "EUR")
@@ -76,7 +77,7 @@ def captures_for(url: str, order_id: str) -> list[dict]:
 
 
 def test_a_capture_command_delivered_twice_captures_once(uow_factory, gateway_url):
-    payments = PaymentsActivities(uow_factory, HttpGatewayPort(HttpPaymentGateway(gateway_url)))
+    payments = PaymentsActivities(uow_factory, StripeGateway(SIMULATOR_API_KEY, gateway_url))
     command = capture("o-twice", "tok_visa")
 
     first = payments.capture_payment(command)
@@ -87,7 +88,7 @@ def test_a_capture_command_delivered_twice_captures_once(uow_factory, gateway_ur
 
 
 def test_a_gateway_timeout_after_charging_then_a_retry_captures_once(uow_factory, gateway_url):
-    payments = PaymentsActivities(uow_factory, HttpGatewayPort(HttpPaymentGateway(gateway_url, timeout_seconds=0.3)))
+    payments = PaymentsActivities(uow_factory, StripeGateway(SIMULATOR_API_KEY, gateway_url, timeout_seconds=0.3))
     command = capture("o-timeout", "tok_timeout")
 
     with pytest.raises(Exception, match="gateway unavailable"):

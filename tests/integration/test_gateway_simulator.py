@@ -1,352 +1,526 @@
-"""The gateway simulator, run as a real process, driven through HttpPaymentGateway.
+"""The Stripe simulator, run as a real process, driven through settleflow's Stripe adapter
+(the official SDK underneath) and, where the wire itself is the point, raw HTTP.
 
-Every rule is checked on the simulator's ledger: the list of captures and refunds that
-actually moved money.
+Every rule is checked on the simulator's ledger: the captures and refunds that actually
+moved money. The scenario tokens are the simulator's own (Stripe has no such cards), so
+they are proven here rather than in the contract suite.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
-from pathlib import Path
+from datetime import date, datetime, timezone
 
 import httpx
 import pytest
 
-from adapters.gateway_client import (
-    Captured,
+from adapters.settings import SIMULATOR_API_KEY
+from adapters.stripe_gateway import StripeGateway, stripe_business_id
+from domain.payments.gateway import (
+    Accepted,
+    CaptureRequest,
     Declined,
-    GatewayRejected,
+    GatewayRefusedRequest,
     GatewayUnavailable,
-    HttpPaymentGateway,
-    Refunded,
-    configure,
-    read_ledger,
-    reset,
+    NotFound,
+    RefundRequest,
 )
+from domain.shared.money import Money
+from simulators.control import configure, read_ledger, reset
+from tests.gateway_process import free_port, gateway_simulator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-HANG_SECONDS = 1.5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+HANG_SECONDS = 1.0
+AUTH = {"Authorization": f"Bearer {SIMULATOR_API_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("gateway_sim") / "sim.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "adapters.gateway_sim", "--port", str(port),
-             "--hang-seconds", str(HANG_SECONDS)],
-            cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_until_healthy(url, process, log_path)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"simulator exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"simulator did not become healthy:\n{log_path.read_text()}")
+def base_url() -> Iterator[str]:
+    with gateway_simulator("--hang-seconds", str(HANG_SECONDS)) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
 def clean_simulator(base_url: str) -> None:
-    # Each test starts from an empty ledger and default knobs, so ledger counts are exact.
+    # Each test starts from an empty account and default knobs, so ledger counts are exact.
     reset(base_url)
-    configure(base_url, latency_ms=0, error_rate=0.0, hang_seconds=HANG_SECONDS)
+    configure(base_url, latency_ms=0, error_rate=0.0, hang_seconds=HANG_SECONDS, frozen_time=None)
 
 
 @pytest.fixture
-def gateway(base_url: str) -> Iterator[HttpPaymentGateway]:
-    with HttpPaymentGateway(base_url, timeout_seconds=5.0) as client:
-        yield client
+def gateway(base_url: str) -> Iterator[StripeGateway]:
+    gateway = StripeGateway(SIMULATOR_API_KEY, base_url, timeout_seconds=5.0)
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture
+def impatient(base_url: str) -> Iterator[StripeGateway]:
+    """Gives up on an answer well before the simulator's hanging tokens answer."""
+    gateway = StripeGateway(SIMULATOR_API_KEY, base_url, timeout_seconds=0.3)
+    yield gateway
+    gateway.close()
 
 
 def _key() -> str:
     return uuid.uuid4().hex
 
 
-def _capture(gateway: HttpPaymentGateway, token: str = "tok_visa", amount: str = "120.00",
-             key: str | None = None, currency: str = "EUR") -> Captured | Declined:
-    return gateway.capture(idempotency_key=key or _key(), amount=Decimal(amount), currency=currency,
-                           card_token=token, reference="order-1")
+def capture_of(token: str = "tok_visa", amount: str = "120.00", currency: str = "EUR",
+               key: str | None = None) -> CaptureRequest:
+    return CaptureRequest(key or _key(), Money.of(amount, currency), token, "order-1")
 
 
-def _refund(gateway: HttpPaymentGateway, charge: str, amount: str, key: str | None = None,
-            currency: str = "EUR") -> Refunded | Declined:
-    return gateway.refund(idempotency_key=key or _key(), charge=charge, amount=Decimal(amount),
-                          currency=currency, reference="refund-1")
+def refund_of(payment: str, amount: str, currency: str = "EUR", key: str | None = None) -> RefundRequest:
+    key = key or _key()
+    return RefundRequest(key, payment, Money.of(amount, currency), key)
 
 
-def test_capture_moves_money_and_can_be_read_back(gateway: HttpPaymentGateway, base_url: str) -> None:
-    captured = _capture(gateway, amount="120.00")
-
-    assert isinstance(captured, Captured) and captured.reference.startswith("ch_")
-    shown = httpx.get(f"{base_url}/v1/captures/{captured.reference}").json()
-    assert shown["amount"] == "120.00" and shown["status"] == "succeeded"
-    assert read_ledger(base_url)["captures"] == [shown]
+def paid(gateway: StripeGateway, token: str = "tok_visa", amount: str = "120.00", currency: str = "EUR") -> str:
+    answer = gateway.capture(capture_of(token, amount, currency))
+    assert isinstance(answer, Accepted), answer
+    return answer.reference
 
 
-def test_same_idempotency_key_moves_money_once(gateway: HttpPaymentGateway, base_url: str) -> None:
+def post(base_url: str, path: str, form: dict[str, str], key: str | None = None,
+         headers: dict[str, str] | None = None) -> httpx.Response:
+    idempotency = {"Idempotency-Key": key} if key else {}
+    return httpx.post(f"{base_url}{path}", data=form, headers={**AUTH, **idempotency, **(headers or {})})
+
+
+VISA_FORM = {"amount": "500", "currency": "eur", "confirm": "true", "payment_method": "pm_card_visa",
+             "metadata[order_id]": "o-1"}
+
+
+# -- Stripe's objects and idempotency ------------------------------------------------------
+
+def test_a_capture_is_a_succeeded_payment_intent_with_its_charge_and_balance_transaction(base_url: str):
+    answer = post(base_url, "/v1/payment_intents", VISA_FORM, key=_key())
+
+    intent = answer.json()
+    assert answer.status_code == 200
+    assert (intent["object"], intent["status"], intent["amount"], intent["amount_received"], intent["currency"]) == (
+        "payment_intent", "succeeded", 500, 500, "eur")
+    assert intent["metadata"] == {"order_id": "o-1"}
+    charge = httpx.get(f"{base_url}/v1/charges/{intent['latest_charge']}", headers=AUTH).json()
+    assert (charge["payment_intent"], charge["amount"], charge["balance_transaction"].startswith("txn_")) == (
+        intent["id"], 500, True)
+    assert [(c["id"], c["amount"], c["currency"], c["reference"]) for c in read_ledger(base_url)["captures"]] == [
+        (intent["id"], "5.00", "EUR", "o-1")]
+
+
+def test_the_same_key_and_parameters_replay_the_stored_answer_byte_for_byte(base_url: str):
     key = _key()
-    first, second = _capture(gateway, key=key), _capture(gateway, key=key)
-    refund_key = _key()
-    refunds = [_refund(gateway, first.reference, "20.00", key=refund_key) for _ in range(2)]
+    first = post(base_url, "/v1/payment_intents", VISA_FORM, key=key)
+    again = post(base_url, "/v1/payment_intents", VISA_FORM, key=key)
 
-    assert first == second
-    assert refunds[0] == refunds[1]
-    ledger = read_ledger(base_url)
-    assert [c["id"] for c in ledger["captures"]] == [first.reference]
-    assert [r["id"] for r in ledger["refunds"]] == [refunds[0].reference]
-
-
-def test_replay_returns_the_exact_stored_answer(base_url: str) -> None:
-    body = {"amount": "5.00", "currency": "EUR", "card_token": "tok_capture_declined", "reference": "o"}
-    headers = {"Idempotency-Key": _key()}
-    first = httpx.post(f"{base_url}/v1/captures", json=body, headers=headers)
-    again = httpx.post(f"{base_url}/v1/captures", json=body, headers=headers)
-
-    assert (first.status_code, first.content) == (again.status_code, again.content) == (402, first.content)
+    assert (first.status_code, first.content) == (again.status_code, again.content)
     assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(read_ledger(base_url)["captures"]) == 1
 
 
-def test_concurrent_retries_with_one_key_move_money_once(gateway: HttpPaymentGateway, base_url: str) -> None:
+def test_the_same_key_with_other_parameters_is_an_idempotency_error(base_url: str):
     key = _key()
+    post(base_url, "/v1/payment_intents", VISA_FORM, key=key)
+
+    other = post(base_url, "/v1/payment_intents", {**VISA_FORM, "amount": "501"}, key=key)
+
+    assert other.status_code == 400 and other.json()["error"]["type"] == "idempotency_error"
+    assert len(read_ledger(base_url)["captures"]) == 1
+
+
+def test_a_key_used_for_a_payment_cannot_be_reused_for_a_refund(gateway: StripeGateway, base_url: str):
+    request = capture_of()
+    payment = gateway.capture(request).reference
+
+    with pytest.raises(GatewayRefusedRequest, match="idempotency"):
+        gateway.refund(refund_of(payment, "1.00", key=request.idempotency_key))
+
+    assert read_ledger(base_url)["refunds"] == []
+
+
+def test_concurrent_retries_with_one_key_move_money_once(gateway: StripeGateway, base_url: str):
+    request = capture_of()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda _: _capture(gateway, key=key), range(16)))
+        answers = list(pool.map(lambda _: gateway.capture(request), range(16)))
 
-    assert len(set(results)) == 1
+    assert len(set(answers)) == 1
     assert len(read_ledger(base_url)["captures"]) == 1
 
 
-def test_same_key_with_different_body_is_refused(gateway: HttpPaymentGateway, base_url: str) -> None:
-    key = _key()
-    _capture(gateway, key=key, amount="10.00")
+def test_payment_requests_without_an_idempotency_key_are_refused(base_url: str):
+    answer = post(base_url, "/v1/payment_intents", VISA_FORM)
 
-    with pytest.raises(GatewayRejected) as refused:
-        _capture(gateway, key=key, amount="11.00")
-
-    assert refused.value.status_code == 422
-    assert refused.value.error["type"] == "idempotency_error"
-    assert len(read_ledger(base_url)["captures"]) == 1
-
-
-def test_idempotency_keys_are_scoped_per_endpoint(gateway: HttpPaymentGateway, base_url: str) -> None:
-    key = _key()
-    captured = _capture(gateway, key=key)
-
-    refunded = _refund(gateway, captured.reference, "1.00", key=key)
-
-    assert isinstance(refunded, Refunded)
-    assert len(read_ledger(base_url)["refunds"]) == 1
-
-
-def test_flaky_card_fails_twice_then_succeeds_with_one_capture(gateway: HttpPaymentGateway, base_url: str) -> None:
-    key = _key()
-    for _ in range(2):
-        with pytest.raises(GatewayUnavailable):
-            _capture(gateway, token="tok_flaky", key=key)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "idempotency_key_missing"
     assert read_ledger(base_url)["captures"] == []
 
-    captured = _capture(gateway, token="tok_flaky", key=key)
 
-    assert isinstance(captured, Captured)
-    assert _capture(gateway, token="tok_flaky", key=key) == captured
-    assert [c["id"] for c in read_ledger(base_url)["captures"]] == [captured.reference]
-
-
-def test_timeout_after_charge_then_retry_returns_same_capture(base_url: str) -> None:
+def test_a_request_refused_before_running_leaves_its_key_free(gateway: StripeGateway, base_url: str):
     key = _key()
-    with HttpPaymentGateway(base_url, timeout_seconds=0.5) as impatient:
-        with pytest.raises(GatewayUnavailable):
-            _capture(impatient, token="tok_timeout", key=key)
-        # The gateway charged the card even though the client stopped waiting.
-        charged = read_ledger(base_url)["captures"]
-        assert len(charged) == 1
+    bad = post(base_url, "/v1/payment_intents", {**VISA_FORM, "currency": "EUR"}, key=key)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "currency"
 
-        started = time.monotonic()
-        retried = _capture(impatient, token="tok_timeout", key=key)
-
-    assert retried == Captured(charged[0]["id"])
-    assert time.monotonic() - started < 0.5  # the stored answer comes back at once
-    assert len(read_ledger(base_url)["captures"]) == 1
+    assert post(base_url, "/v1/payment_intents", VISA_FORM, key=key).status_code == 200
 
 
-def test_refund_timeout_then_retry_returns_same_refund(base_url: str) -> None:
-    capture_key, refund_key = _key(), _key()
-    with HttpPaymentGateway(base_url, timeout_seconds=0.5) as impatient:
-        with pytest.raises(GatewayUnavailable):
-            _capture(impatient, token="tok_timeout", key=capture_key)
-        charge = _capture(impatient, token="tok_timeout", key=capture_key).reference
-        with pytest.raises(GatewayUnavailable):
-            _refund(impatient, charge, "20.00", key=refund_key)
-        retried = _refund(impatient, charge, "20.00", key=refund_key)
+@pytest.mark.parametrize("amount", ["1.5", "-5", "0", "1e2", "", "NaN"])
+def test_amounts_must_be_positive_integers_in_minor_units(base_url: str, amount: str):
+    answer = post(base_url, "/v1/payment_intents", {**VISA_FORM, "amount": amount}, key=_key())
 
-    assert [r["id"] for r in read_ledger(base_url)["refunds"]] == [retried.reference]
+    assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+    assert read_ledger(base_url)["captures"] == []
 
 
-def test_refund_declined_card_moves_no_money(gateway: HttpPaymentGateway, base_url: str) -> None:
-    captured = _capture(gateway, token="tok_refund_declined")
+# -- the API key --------------------------------------------------------------------------
 
-    declined = _refund(gateway, captured.reference, "20.00")
+@pytest.mark.parametrize("authorization", [None, "Bearer sk_test_wrong", f"Basic {SIMULATOR_API_KEY}"])
+def test_calls_without_the_right_api_key_are_401_and_touch_nothing(base_url: str, authorization: str | None):
+    headers = {"Idempotency-Key": _key(), **({"Authorization": authorization} if authorization else {})}
+    answer = httpx.post(f"{base_url}/v1/payment_intents", data=VISA_FORM, headers=headers)
 
-    assert isinstance(captured, Captured)
-    assert declined == Declined("card_closed")
+    assert answer.status_code == 401 and "API Key" in answer.json()["error"]["message"]
+    assert SIMULATOR_API_KEY not in answer.text
+    assert read_ledger(base_url)["captures"] == []
+
+
+def test_the_adapter_refuses_a_wrong_key_without_retrying(base_url: str):
+    wrong = StripeGateway("sk_test_wrong", base_url)
+    try:
+        with pytest.raises(GatewayRefusedRequest, match="API key"):
+            wrong.capture(capture_of())
+    finally:
+        wrong.close()
+
+
+# -- money in minor units ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("amount", "currency", "minor"), [
+    ("120.00", "EUR", 12000), ("5000", "JPY", 5000), ("5000", "KRW", 5000), ("1.230", "KWD", 1230),
+    ("700", "ISK", 70000),
+])
+def test_amounts_cross_in_stripes_minor_units_of_the_currency(gateway: StripeGateway, base_url: str,
+                                                              amount, currency, minor):
+    payment = paid(gateway, amount=amount, currency=currency)
+
+    [entry] = read_ledger(base_url)["captures"]
+    assert (entry["id"], entry["minor"], entry["currency"]) == (payment, minor, currency)
+
+
+def test_an_amount_stripe_cannot_take_is_refused_never_rounded(gateway: StripeGateway, base_url: str):
+    payment = paid(gateway, amount="1.230", currency="KWD")
+
+    with pytest.raises(GatewayRefusedRequest, match="divisible by 10"):
+        gateway.refund(refund_of(payment, "0.005", "KWD"))
+
     assert read_ledger(base_url)["refunds"] == []
 
 
-def test_refund_above_remaining_amount_is_refused(gateway: HttpPaymentGateway, base_url: str) -> None:
-    charge = _capture(gateway, amount="100.00").reference
-    assert isinstance(_refund(gateway, charge, "60.00"), Refunded)
+def test_a_currency_the_provider_does_not_take_is_a_clear_refusal(base_url: str):
+    answer = post(base_url, "/v1/payment_intents", {**VISA_FORM, "currency": "xts"}, key=_key())
 
-    with pytest.raises(GatewayRejected) as too_much:
-        _refund(gateway, charge, "40.01")
-    assert too_much.value.code == "amount_too_large"
-
-    assert isinstance(_refund(gateway, charge, "40.00"), Refunded)
-    refunds = httpx.get(f"{base_url}/v1/captures/{charge}/refunds").json()["data"]
-    assert sum(Decimal(r["amount"]) for r in refunds) == Decimal("100.00")
-    assert read_ledger(base_url)["refunds"] == refunds
+    assert answer.status_code == 400
+    assert answer.json()["error"] == {"type": "invalid_request_error", "code": "parameter_invalid",
+                                      "param": "currency", "message": "Invalid currency: xts."}
 
 
-def test_refund_in_another_currency_is_refused(gateway: HttpPaymentGateway, base_url: str) -> None:
-    charge = _capture(gateway, currency="EUR").reference
-
-    with pytest.raises(GatewayRejected) as refused:
-        _refund(gateway, charge, "1.00", currency="USD")
-
-    assert refused.value.status_code == 400
-    assert read_ledger(base_url)["refunds"] == []
-
-
-def test_refund_of_unknown_charge_is_refused(gateway: HttpPaymentGateway) -> None:
-    with pytest.raises(GatewayRejected) as refused:
-        _refund(gateway, "ch_doesnotexist", "1.00")
-
-    assert refused.value.status_code == 404
-
+# -- Stripe's test cards and settleflow's aliases ------------------------------------------
 
 @pytest.mark.parametrize(("token", "decline_code"), [
     ("tok_capture_declined", "insufficient_funds"),
     ("tok_card_stolen", "card_stolen"),
     ("tok_card_lost", "card_lost"),
     ("tok_fraudulent", "fraudulent"),
+    ("pm_card_chargeDeclined", "generic_decline"),
+    ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+    ("pm_card_chargeDeclinedStolenCard", "stolen_card"),
+    ("tok_chargeDeclinedExpiredCard", "expired_card"),
 ])
-def test_hard_decline_tokens(gateway: HttpPaymentGateway, base_url: str, token: str, decline_code: str) -> None:
-    key = _key()
+def test_declining_cards_decline_with_their_code_and_move_no_money(gateway: StripeGateway, base_url: str,
+                                                                   token: str, decline_code: str):
+    request = capture_of(token)
 
-    assert _capture(gateway, token=token, key=key) == Declined(decline_code)
-    assert _capture(gateway, token=token, key=key) == Declined(decline_code)  # a decline is final
+    assert gateway.capture(request) == Declined(decline_code)
+    assert gateway.capture(request) == Declined(decline_code)  # a decline is final for its key
+    assert gateway.find_capture(request) == Declined(decline_code)
     assert read_ledger(base_url)["captures"] == []
 
 
-def test_unknown_tokens_succeed_like_visa(gateway: HttpPaymentGateway) -> None:
-    assert isinstance(_capture(gateway, token="tok_mastercard"), Captured)
+def test_a_decline_is_a_402_card_error_with_the_payment_intent(base_url: str):
+    answer = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": "pm_card_chargeDeclined"},
+                  key=_key())
+
+    error = answer.json()["error"]
+    assert answer.status_code == 402
+    assert (error["type"], error["code"], error["decline_code"]) == ("card_error", "card_declined", "generic_decline")
+    assert error["payment_intent"]["status"] == "requires_payment_method"
 
 
-def test_unavailable_card_always_503(gateway: HttpPaymentGateway, base_url: str) -> None:
-    key = _key()
-    for _ in range(5):
+@pytest.mark.parametrize("token", ["tok_visa", "pm_card_visa", "tok_mastercard", "tok_new"])
+def test_other_cards_succeed_like_visa(gateway: StripeGateway, token: str):
+    assert isinstance(gateway.capture(capture_of(token)), Accepted)
+
+
+def test_a_refund_declined_card_fails_the_refund_and_moves_no_money(gateway: StripeGateway, base_url: str):
+    payment = paid(gateway, "tok_refund_declined")
+    request = refund_of(payment, "20.00")
+
+    assert gateway.refund(request) == Declined("expired_or_canceled_card")
+    assert gateway.find_refund(request) == Declined("expired_or_canceled_card")
+    assert read_ledger(base_url)["refunds"] == []
+
+
+def test_a_flaky_card_fails_twice_then_succeeds_once(gateway: StripeGateway, base_url: str):
+    request = capture_of("tok_flaky")
+    for _ in range(2):
         with pytest.raises(GatewayUnavailable, match="503"):
-            _capture(gateway, token="tok_unavailable", key=key)
+            gateway.capture(request)
+    assert read_ledger(base_url)["captures"] == []
 
+    captured = gateway.capture(request)
+
+    assert isinstance(captured, Accepted) and gateway.capture(request) == captured
+    assert [c["id"] for c in read_ledger(base_url)["captures"]] == [captured.reference]
+
+
+def test_a_timeout_after_the_charge_then_a_retry_returns_the_same_payment(impatient: StripeGateway, base_url: str):
+    request = capture_of("tok_timeout")
+    with pytest.raises(GatewayUnavailable):
+        impatient.capture(request)
+    charged = read_ledger(base_url)["captures"]
+    assert len(charged) == 1  # the card was charged although the client stopped waiting
+
+    assert impatient.capture(request) == Accepted(charged[0]["id"])  # the stored answer, at once
+    assert len(read_ledger(base_url)["captures"]) == 1
+
+
+def test_a_refund_timeout_then_a_retry_returns_the_same_refund(gateway: StripeGateway, impatient: StripeGateway,
+                                                               base_url: str):
+    payment = paid(gateway, "tok_timeout")
+    request = refund_of(payment, "20.00")
+    with pytest.raises(GatewayUnavailable):
+        impatient.refund(request)
+
+    retried = impatient.refund(request)
+
+    assert [r["id"] for r in read_ledger(base_url)["refunds"]] == [retried.reference]
+
+
+def test_an_unavailable_card_is_always_503_and_never_charged(gateway: StripeGateway, base_url: str):
+    request = capture_of("tok_unavailable")
+    for _ in range(3):
+        with pytest.raises(GatewayUnavailable):
+            gateway.capture(request)
+
+    assert gateway.find_capture(request) == NotFound()
     assert read_ledger(base_url)["captures"] == []
 
 
-def test_error_rate_knob_injects_503s(gateway: HttpPaymentGateway, base_url: str) -> None:
+def test_refunds_unavailable_captures_but_never_refunds(gateway: StripeGateway, base_url: str):
+    payment = paid(gateway, "tok_refunds_unavailable")
+    request = refund_of(payment, "5.00")
+    for _ in range(3):
+        with pytest.raises(GatewayUnavailable):
+            gateway.refund(request)
+
+    assert gateway.find_refund(request) == NotFound()
+    assert read_ledger(base_url)["refunds"] == []
+
+
+# -- the scenarios reconciliation relies on -------------------------------------------------
+
+def test_a_refund_whose_answer_is_lost_moved_money_once_and_a_look_up_finds_it(
+        gateway: StripeGateway, impatient: StripeGateway, base_url: str):
+    payment = paid(gateway, "tok_refund_answer_lost")
+    request = refund_of(payment, "20.00")
+
+    with pytest.raises(GatewayUnavailable):
+        impatient.refund(request)  # the client gives up
+    with pytest.raises(GatewayUnavailable):
+        gateway.refund(request)  # a patient client gets a 503 after the hang: still no answer
+
+    [moved] = read_ledger(base_url)["refunds"]
+    assert gateway.find_refund(request) == Accepted(moved["id"])
+    assert moved["reference"] == request.idempotency_key and moved["amount"] == "20.00"
+
+
+def test_a_refund_that_never_arrives_moves_nothing_and_a_look_up_finds_nothing(
+        gateway: StripeGateway, impatient: StripeGateway, base_url: str):
+    payment = paid(gateway, "tok_refund_never_arrives")
+    request = refund_of(payment, "20.00")
+
+    with pytest.raises(GatewayUnavailable):
+        impatient.refund(request)
+    with pytest.raises(GatewayUnavailable):
+        gateway.refund(request)
+
+    assert gateway.find_refund(request) == NotFound()
+    assert read_ledger(base_url)["refunds"] == []
+
+
+def test_a_capture_whose_answer_is_lost_charged_once_and_a_look_up_finds_it(
+        gateway: StripeGateway, impatient: StripeGateway, base_url: str):
+    request = capture_of("tok_capture_answer_lost")
+
+    for client in (impatient, gateway, impatient):
+        with pytest.raises(GatewayUnavailable):
+            client.capture(request)
+
+    [charged] = read_ledger(base_url)["captures"]
+    assert gateway.find_capture(request) == Accepted(charged["id"])
+
+
+def test_a_capture_that_never_arrives_charges_nothing_and_a_look_up_finds_nothing(
+        gateway: StripeGateway, impatient: StripeGateway, base_url: str):
+    request = capture_of("tok_capture_never_arrives")
+
+    for client in (impatient, gateway):
+        with pytest.raises(GatewayUnavailable):
+            client.capture(request)
+
+    assert gateway.find_capture(request) == NotFound()
+    assert read_ledger(base_url)["captures"] == []
+
+
+def test_refused_requests_move_nothing_and_a_look_up_finds_nothing(gateway: StripeGateway, base_url: str):
+    capture = capture_of("tok_capture_refused")
+    with pytest.raises(GatewayRefusedRequest, match="invalid_request_error"):
+        gateway.capture(capture)
+    payment = paid(gateway, "tok_refund_refused")
+    refund = refund_of(payment, "1.00")
+    with pytest.raises(GatewayRefusedRequest, match="invalid_request_error"):
+        gateway.refund(refund)
+
+    assert gateway.find_capture(capture) == NotFound()
+    assert gateway.find_refund(refund) == NotFound()
+    assert [c["id"] for c in read_ledger(base_url)["captures"]] == [payment]
+    assert read_ledger(base_url)["refunds"] == []
+
+
+# -- the settlement listing ----------------------------------------------------------------
+
+def test_the_settlement_listing_agrees_with_the_ledger_and_pages_through_everything(
+        gateway: StripeGateway, base_url: str):
+    payments = [paid(gateway, amount=f"{n}.00") for n in range(1, 13)]  # more than one page of 10
+    refund = refund_of(payments[0], "0.50")
+    gateway.refund(refund)
+    gateway.capture(capture_of("tok_capture_declined"))
+
+    lines = gateway.settlements(datetime.now(timezone.utc).date())
+
+    ledger = read_ledger(base_url)
+    assert sorted((line.kind, line.reference, str(line.amount.amount)) for line in lines) == sorted(
+        [("capture", c["id"], c["amount"]) for c in ledger["captures"]]
+        + [("refund", r["id"], r["amount"]) for r in ledger["refunds"]])
+    [refund_line] = [line for line in lines if line.kind == "refund"]
+    assert (refund_line.business_id, refund_line.order_id) == (refund.idempotency_key, "order-1")
+
+
+def test_another_day_lists_nothing(gateway: StripeGateway):
+    paid(gateway)
+
+    assert gateway.settlements(date(2031, 2, 3)) == []
+
+
+# -- knobs ---------------------------------------------------------------------------------
+
+def test_the_error_rate_knob_injects_503s_before_anything_runs(gateway: StripeGateway, base_url: str):
     configure(base_url, error_rate=0.5, seed=7)
-    keys = [_key() for _ in range(30)]
+    requests = [capture_of() for _ in range(30)]
     failures = 0
-    for key in keys:
+    for request in requests:
         while True:  # retry with the same key, as Temporal would
             try:
-                _capture(gateway, key=key)
+                gateway.capture(request)
                 break
             except GatewayUnavailable:
                 failures += 1
 
-    assert 0 < failures  # a fair coin over 30+ throws: seeded, so never flaky
-    assert len(read_ledger(base_url)["captures"]) == len(keys)
-
-    configure(base_url, error_rate=1.0)
-    with pytest.raises(GatewayUnavailable):
-        _capture(gateway, key=keys[0])  # even a stored key: the 503 comes before anything
+    assert failures > 0  # seeded: never flaky
+    assert len(read_ledger(base_url)["captures"]) == len(requests)
 
 
-def test_latency_knob_delays_answers(gateway: HttpPaymentGateway, base_url: str) -> None:
+def test_the_latency_knob_delays_answers(gateway: StripeGateway, base_url: str):
     assert configure(base_url, latency_ms=200)["latency_ms"] == 200
     started = time.monotonic()
-    _capture(gateway)
+    gateway.capture(capture_of())
 
     assert time.monotonic() - started >= 0.2
 
 
-@pytest.mark.parametrize("amount", [120.0, 120, True, None, "12O.00", "1e2", "-5.00", "0.00", "NaN", " 5.00", ""])
-def test_amounts_must_be_decimal_strings(base_url: str, amount: object) -> None:
-    response = httpx.post(
-        f"{base_url}/v1/captures",
-        json={"amount": amount, "currency": "EUR", "card_token": "tok_visa", "reference": "o"},
-        headers={"Idempotency-Key": _key()},
-    )
+def test_the_config_never_shows_the_api_key(base_url: str):
+    shown = httpx.get(f"{base_url}/_sim/config").json()
 
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_amount"
-    assert read_ledger(base_url)["captures"] == []
+    assert "api_key" not in shown and SIMULATOR_API_KEY not in str(shown)
 
 
-def test_client_refuses_float_amounts(gateway: HttpPaymentGateway) -> None:
-    with pytest.raises(TypeError):
-        gateway.capture(idempotency_key=_key(), amount=1.5, currency="EUR",  # type: ignore[arg-type]
-                        card_token="tok_visa", reference="o")
-
-
-def test_requests_without_idempotency_key_are_refused(base_url: str) -> None:
-    response = httpx.post(f"{base_url}/v1/captures",
-                          json={"amount": "1.00", "currency": "EUR", "card_token": "tok_visa", "reference": "o"})
-
-    assert response.status_code == 400
-    assert read_ledger(base_url)["captures"] == []
-
-
-def test_malformed_request_is_not_stored_so_the_key_can_be_reused(gateway: HttpPaymentGateway, base_url: str) -> None:
-    key = _key()
-    bad = httpx.post(f"{base_url}/v1/captures", headers={"Idempotency-Key": key},
-                     json={"amount": "1.00", "currency": "EURO", "card_token": "tok_visa", "reference": "o"})
-    assert bad.status_code == 400
-
-    assert isinstance(_capture(gateway, key=key), Captured)
-
-
-def test_unreachable_gateway_is_unavailable() -> None:
-    with HttpPaymentGateway(f"http://127.0.0.1:{_free_port()}", timeout_seconds=0.5) as nowhere:
+def test_an_unreachable_gateway_is_unavailable():
+    nowhere = StripeGateway(SIMULATOR_API_KEY, f"http://127.0.0.1:{free_port()}", timeout_seconds=0.5)
+    try:
         with pytest.raises(GatewayUnavailable):
-            _capture(nowhere)
+            nowhere.capture(capture_of())
+    finally:
+        nowhere.close()
+
+
+def test_a_business_id_longer_than_stripes_key_limit_still_moves_money_once_and_is_found(
+        gateway: StripeGateway, base_url: str):
+    request = capture_of(key="attempt/" + "x" * 990)  # settleflow's derived ids may have 1000 characters
+    too_long = post(base_url, "/v1/payment_intents", VISA_FORM, key=request.idempotency_key)
+    assert too_long.status_code == 400  # as Stripe: at most 255 characters
+
+    first, again = gateway.capture(request), gateway.capture(request)
+
+    assert first == again == gateway.find_capture(request)
+    [line] = gateway.settlements(datetime.now(timezone.utc).date())
+    assert line.business_id == stripe_business_id(request.idempotency_key) != request.idempotency_key
+    assert len(read_ledger(base_url)["captures"]) == 1
+
+
+def test_a_rate_limit_is_unavailable_and_retried_later_not_refused(gateway: StripeGateway, base_url: str):
+    answer = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": "tok_rate_limited"}, key=_key())
+    assert (answer.status_code, answer.json()["error"]["code"]) == (429, "rate_limit")
+
+    with pytest.raises(GatewayUnavailable, match="RateLimitError"):
+        gateway.capture(capture_of("tok_rate_limited"))
+
+    assert read_ledger(base_url)["captures"] == []
+
+
+def test_with_no_hang_a_lost_answer_is_an_immediate_503_and_the_refund_still_moved(
+        gateway: StripeGateway, base_url: str):
+    configure(base_url, hang_seconds=0)
+    payment = paid(gateway, "tok_refund_answer_lost")
+    request = refund_of(payment, "20.00")
+    started = time.monotonic()
+
+    with pytest.raises(GatewayUnavailable, match="503"):
+        gateway.refund(request)
+
+    assert time.monotonic() - started < HANG_SECONDS
+    assert gateway.find_refund(request) == Accepted(read_ledger(base_url)["refunds"][0]["id"])
+
+
+def test_a_frozen_clock_puts_new_payments_on_the_day_a_test_settles(gateway: StripeGateway, base_url: str):
+    day = date(2031, 2, 3)
+    configure(base_url, frozen_time=int(datetime(2031, 2, 3, 23, 59, 59, tzinfo=timezone.utc).timestamp()))
+    try:
+        payment = paid(gateway)
+    finally:
+        configure(base_url, frozen_time=None)
+
+    assert [line.reference for line in gateway.settlements(day)] == [payment]
+    assert gateway.settlements(date(2031, 2, 4)) == []
+
+
+@pytest.mark.parametrize("arguments", [[], ["--port", "x"], ["--port", "1", "--error-rate", "2"],
+                                       ["--port", "1", "--hang-seconds", "-1"], ["--port", "1", "--api-key", ""]])
+def test_bad_simulator_arguments_are_one_line_and_exit_2(arguments: list[str]):
+    done = subprocess.run([sys.executable, "-m", "simulators.stripe_sim", *arguments],
+                          capture_output=True, text=True, timeout=30)
+
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("python -m simulators.stripe_sim: error: ")

@@ -74,8 +74,8 @@ def report(broken: list[str]) -> str:
 
 
 # -- the rules ---------------------------------------------------------------------------------------------------------
-DOMAIN_MAY_NOT = ("temporalio", "sqlalchemy", "alembic", "httpx", "psycopg", "adapters", "activities", "workflows")
-WORKFLOWS_MAY_NOT = ("sqlalchemy", "alembic", "adapters", "activities", "httpx", "psycopg")
+DOMAIN_MAY_NOT = ("temporalio", "sqlalchemy", "alembic", "httpx", "psycopg", "stripe", "adapters", "activities", "workflows")
+WORKFLOWS_MAY_NOT = ("sqlalchemy", "alembic", "adapters", "activities", "httpx", "psycopg", "stripe")
 ADAPTERS_MAY_NOT = ("activities", "workflows")
 ACTIVITIES_MAY_NOT = ("workflows",)
 
@@ -181,7 +181,7 @@ def test_the_checker_sees_every_kind_of_import(source, expected):
         ("domain.billing", False),
         ("domain", False),
         ("sqlalchemy", False),
-        ("adapters.gateway", False),
+        ("adapters.stripe_gateway", False),
         ("activities.billing", False),
         ("httpx", False),
         ("psycopg", False),
@@ -198,3 +198,12 @@ def test_an_offending_import_is_reported_with_its_file_and_line():
     source = "from temporalio import workflow\n\nwith workflow.unsafe.imports_passed_through():\n    from domain.billing.order import Order\n"
     found = [str(i) for i in imports_in(source, "workflows/refund.py", "workflows") if workflows_forbidden(i.module)]
     assert found == ["workflows/refund.py:4 imports domain.billing.order"]
+
+
+def test_the_stripe_simulator_is_not_settleflow_code_and_settleflow_does_not_import_it():
+    """The simulator stands in for Stripe: it knows nothing of settleflow, and only tests,
+    chaos and bench (through simulators.control) talk to it directly."""
+    broken = offending("simulators", lambda m: within(m, "domain", "activities", "workflows", "adapters"))
+    for layer in ("domain", "activities", "workflows", "adapters"):
+        broken += offending(layer, lambda m: within(m, "simulators"))
+    assert not broken, report(broken)

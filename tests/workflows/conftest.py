@@ -19,7 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from adapters import db
-from adapters.gateway_client import read_ledger
+from simulators.control import read_ledger
 from adapters.mailbox import FileMailbox
 from devstack import temporal_cli
 from tests.gateway_process import gateway_simulator

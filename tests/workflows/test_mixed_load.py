@@ -29,7 +29,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from adapters import db
-from adapters.gateway_client import read_ledger
+from simulators.control import read_ledger
 from adapters.views import order_view
 from domain.contracts import CapturePayment, RetryPaymentCapture, SendRefundToGateway
 from domain.shared.actor import Actor

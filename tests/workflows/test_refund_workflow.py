@@ -191,7 +191,7 @@ async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refunda
     result = await handle.result()
     await keep_history(handle, "refund_gateway_declined")
 
-    assert (result.status, result.reason) == ("failed", "declined:card_closed")
+    assert (result.status, result.reason) == ("failed", "declined:expired_or_canceled_card")
     assert refunds_in_ledger(harness, order_id) == []
     assert harness.order(order_id).refundable.amount == Decimal("120.00")
     assert "refund_failed" in kinds(harness.messages("customer:c-1"))

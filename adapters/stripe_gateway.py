@@ -1,0 +1,339 @@
+"""The payments port (activities/ports.py `PaymentGateway`) on Stripe, through the official SDK.
+
+    capture       a PaymentIntent created and confirmed for the order's amount (automatic capture)
+    refund        a Refund against that PaymentIntent
+    find_capture  the PaymentIntent whose metadata attempt_id is the business id (search)
+    find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
+    settlements   the day's balance transactions of type charge and refund
+
+Every call that moves money sends settleflow's business id as the `Idempotency-Key`
+(the capture attempt id, the refund id) and the ids as metadata (order_id and
+attempt_id on a PaymentIntent, order_id and refund_id on a Refund); an id longer than
+Stripe's 255-character key is sent as its digest (`stripe_business_id`). Look-ups are
+GETs: they never move money.
+
+One call is one HTTP request: the SDK's own network retries are OFF
+(`max_network_retries=0`). Temporal already retries the activity with the same
+idempotency key, with the backoff and the 24 h window in the workflow's table; SDK
+retries inside an attempt would only stretch one attempt past its timeout.
+
+Stripe's answers in payments' terms:
+    succeeded                                   Accepted(id)
+    card_error (402) / a refund that failed     Declined(decline_code or code / failure_reason)
+    PaymentIntent requires_action (3-D Secure)  Declined("authentication_required"): nobody is
+                                                there to authenticate
+    rate limit, connection trouble, timeouts,
+    5xx, 409, "pending" after a fresh read      GatewayUnavailable (retried with the same key)
+    authentication, permission, invalid
+    request, idempotency error                  GatewayRefusedRequest (clear, never retried)
+
+Money: amounts cross as Stripe's integer minor units in the charge's currency (JPY and
+KRW have none, BHD/JOD/KWD three; ISK is zero-decimal but Stripe wants it written with
+two). An amount with more decimals than Stripe's unit is refused, never rounded; a
+currency Stripe refuses comes back as GatewayRefusedRequest with Stripe's message.
+
+The client talks to `base_url` (the simulator, `python -m simulators.stripe_sim`) or,
+with no override, to Stripe itself; switching is configuration only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import hashlib
+
+import stripe
+
+from domain.payments.gateway import (
+    Accepted,
+    CaptureRequest,
+    Declined,
+    GatewayAnswer,
+    GatewayRefusedRequest,
+    GatewayUnavailable,
+    LookupAnswer,
+    NotFound,
+    RefundRequest,
+    SettlementLine,
+)
+from domain.shared.money import Money
+
+T = TypeVar("T")
+
+STRIPE_API = "https://api.stripe.com"
+
+# Stripe's minor units (https://docs.stripe.com/currencies): two decimals unless listed.
+ZERO_DECIMAL = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
+THREE_DECIMAL = frozenset("BHD JOD KWD OMR TND".split())
+WHOLE_UNITS_IN_TWO_DECIMALS = frozenset({"ISK"})  # zero-decimal, written as two: 100 ISK -> 10000
+
+# Stripe's limits: an Idempotency-Key has at most 255 characters, a metadata value 500.
+KEY_MAX = 255
+
+# Metadata keys on Stripe's objects; search and list match on them.
+ORDER_ID, ATTEMPT_ID, REFUND_ID = "order_id", "attempt_id", "refund_id"
+
+CAPTURE_TYPES = frozenset({"charge", "payment"})  # balance transaction types of a captured card payment
+REFUND_TYPES = frozenset({"refund", "payment_refund"})
+
+
+def stripe_business_id(business_id: str) -> str:
+    """The business id as Stripe holds it (Idempotency-Key, metadata): itself, or for ids
+    longer than Stripe's 255-character key, "sha256:" and its digest. Deterministic, so a
+    retry sends the same key and a look-up finds the same object; settlement lines carry
+    this form."""
+    if len(business_id) <= KEY_MAX:
+        return business_id
+    return "sha256:" + hashlib.sha256(business_id.encode("utf-8")).hexdigest()
+
+
+def stripe_exponent(currency: str) -> int:
+    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+
+
+def to_stripe_amount(money: Money) -> int:
+    """Money in Stripe's integer minor units; more decimals than Stripe's unit is refused."""
+    units = money.amount.scaleb(stripe_exponent(money.currency))
+    if units != units.to_integral_value() or (money.currency in WHOLE_UNITS_IN_TWO_DECIMALS and units % 100):
+        raise GatewayRefusedRequest(f"{money} cannot be written in Stripe's minor units of {money.currency}")
+    return int(units)
+
+
+def from_stripe_amount(amount: int, currency: str) -> Money:
+    code = currency.upper()
+    return Money.of(Decimal(abs(amount)).scaleb(-stripe_exponent(code)), code)
+
+
+class _HttpxClient(stripe.HTTPXClient):
+    """The SDK's httpx transport, sending the form body as `content` (httpx deprecates
+    `data=<str>`); everything else is the SDK's own (stripe==16.1.0)."""
+
+    def _get_request_args_kwargs(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        body = kwargs.pop("data", None)
+        if body:
+            kwargs["content"] = body
+        return args, kwargs
+
+
+class StripeGateway:
+    """Thread-safe (one StripeClient over one httpx connection pool); calls are synchronous
+    because the payments activities run in a thread pool."""
+
+    def __init__(self, api_key: str, base_url: str | None = None, timeout_seconds: float = 10.0) -> None:
+        if not api_key:
+            raise ValueError("a Stripe secret key is required (STRIPE_API_KEY)")
+        self._http = _HttpxClient(timeout=timeout_seconds, allow_sync_methods=True)
+        api_base = (base_url or "").rstrip("/") or STRIPE_API
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            max_network_retries=0,
+            http_client=self._http,
+        )
+        self.api_base = api_base
+
+    # -- money-moving calls ----------------------------------------------------------
+
+    def capture(self, request: CaptureRequest) -> GatewayAnswer:
+        key = stripe_business_id(request.idempotency_key)
+        params: dict[str, Any] = {
+            "amount": to_stripe_amount(request.amount),
+            "currency": request.amount.currency.lower(),
+            "confirm": True,
+            "payment_method_types": ["card"],
+            "description": f"settleflow order {request.reference}",
+            "metadata": {ORDER_ID: request.reference, ATTEMPT_ID: key},
+            **_card(request.card_token),
+        }
+        try:
+            intent = _ask(lambda: self._client.v1.payment_intents.create(params, {"idempotency_key": key}))
+        except stripe.CardError as declined:
+            return Declined(_decline_code(declined))
+        if intent.status == "processing":
+            intent = _ask(lambda: self._client.v1.payment_intents.retrieve(intent.id))
+        return _capture_answer(_plain(intent), key)
+
+    def refund(self, request: RefundRequest) -> GatewayAnswer:
+        # Read the payment first: a refund crosses in the payment's currency, so a request in
+        # another currency would move a wrong amount. The read moves nothing.
+        key = stripe_business_id(request.idempotency_key)
+        intent = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(request.charge)))
+        if intent["currency"].upper() != request.amount.currency:
+            raise GatewayRefusedRequest(
+                f"refund {request.idempotency_key} is in {request.amount.currency}, "
+                f"payment {request.charge} in {intent['currency'].upper()}")
+        params = {
+            "payment_intent": request.charge,
+            "amount": to_stripe_amount(request.amount),
+            "reason": "requested_by_customer",
+            "metadata": {REFUND_ID: key,
+                         ORDER_ID: (intent.get("metadata") or {}).get(ORDER_ID, "")},
+        }
+        try:
+            refund = _ask(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key}))
+        except stripe.CardError as declined:
+            return Declined(_decline_code(declined))
+        if refund.status in ("pending", "requires_action"):
+            refund = _ask(lambda: self._client.v1.refunds.retrieve(refund.id))
+        return _refund_answer(_plain(refund), key)
+
+    # -- look-ups (never move money) -------------------------------------------------
+
+    def find_capture(self, request: CaptureRequest) -> LookupAnswer:
+        """The PaymentIntent made under this attempt id (only `idempotency_key` is used).
+        On Stripe, search is eventually consistent (usually under a minute): ask about
+        attempts older than that."""
+        key = stripe_business_id(request.idempotency_key)
+        query = f"metadata['{ATTEMPT_ID}']:'{_quoted(key)}'"
+        found = _ask(lambda: list(self._client.v1.payment_intents.search({"query": query, "limit": 100})
+                                  .auto_paging_iter()))
+        intents = [_plain(i) for i in found]
+        if not intents:
+            return NotFound()
+        succeeded = [i for i in intents if i["status"] in ("succeeded", "requires_capture")]
+        if succeeded:
+            return Accepted(succeeded[0]["id"])
+        if any(i["status"] == "processing" for i in intents):
+            raise GatewayUnavailable(f"capture {key} is still processing at Stripe")
+        return _capture_answer(intents[0], key)
+
+    def find_refund(self, request: RefundRequest) -> LookupAnswer:
+        """The refund made under this refund id (`idempotency_key`), among the refunds of
+        its PaymentIntent (`charge`)."""
+        try:
+            refunds = _ask(lambda: list(self._client.v1.refunds.list({"payment_intent": request.charge, "limit": 100})
+                                        .auto_paging_iter()))
+        except GatewayRefusedRequest as refused:
+            if "resource_missing" in str(refused):
+                return NotFound()  # no such payment: no refund of it either
+            raise
+        key = stripe_business_id(request.idempotency_key)
+        mine = [r for r in map(_plain, refunds) if (r.get("metadata") or {}).get(REFUND_ID) == key]
+        if not mine:
+            return NotFound()
+        succeeded = [r for r in mine if r["status"] == "succeeded"]
+        if succeeded:
+            return Accepted(succeeded[0]["id"])
+        return _refund_answer(mine[0], key)
+
+    def settlements(self, day: date) -> list[SettlementLine]:
+        """Every capture and refund settleflow made that Stripe booked on `day` (UTC), oldest
+        first. Balance transactions without settleflow's metadata (other payments on the same
+        account) and other types (fees, payouts, refund failures) are not listed."""
+        start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+        bounds = {"gte": int(start.timestamp()), "lt": int((start + timedelta(days=1)).timestamp())}
+        transactions = _ask(lambda: [_plain(t) for t in self._client.v1.balance_transactions.list(
+            {"created": bounds, "limit": 100, "expand": ["data.source"]}).auto_paging_iter()])
+        intents: dict[str, dict[str, Any]] = {}
+        lines = []
+        for txn in reversed(transactions):  # Stripe lists newest first
+            line = self._settlement_line(txn, intents)
+            if line is not None:
+                lines.append(line)
+        return lines
+
+    def _settlement_line(self, txn: dict[str, Any], intents: dict[str, dict[str, Any]]) -> SettlementLine | None:
+        source = txn.get("source")
+        if not isinstance(source, dict) or txn["type"] not in CAPTURE_TYPES | REFUND_TYPES:
+            return None
+        settled_at = datetime.fromtimestamp(txn["created"], tz=timezone.utc)
+        try:
+            amount = from_stripe_amount(txn["amount"], txn["currency"])
+        except ValueError:
+            return None  # a currency settleflow does not use: not one of its payments
+        if txn["type"] in REFUND_TYPES:
+            metadata = source.get("metadata") or {}
+            if not metadata.get(REFUND_ID):
+                return None
+            return SettlementLine(kind="refund", business_id=metadata[REFUND_ID], order_id=metadata.get(ORDER_ID, ""),
+                                  reference=source["id"], amount=amount, settled_at=settled_at)
+        intent_id = source.get("payment_intent")
+        if not intent_id:
+            return None
+        if intent_id not in intents:
+            intents[intent_id] = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(intent_id)))
+        metadata = intents[intent_id].get("metadata") or {}
+        if not metadata.get(ATTEMPT_ID):
+            return None
+        return SettlementLine(kind="capture", business_id=metadata[ATTEMPT_ID], order_id=metadata.get(ORDER_ID, ""),
+                              reference=intent_id, amount=amount, settled_at=settled_at)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+# -- Stripe's answers in payments' terms --------------------------------------------------
+
+def _ask(call: Callable[[], T]) -> T:
+    """Run one SDK call; transport trouble and refusals become payments' two exceptions.
+    Card errors pass through: the caller turns them into Declined."""
+    try:
+        return call()
+    except stripe.CardError:
+        raise
+    except (stripe.APIConnectionError, stripe.RateLimitError) as trouble:
+        raise GatewayUnavailable(f"Stripe unreachable: {type(trouble).__name__}: {_message(trouble)}") from trouble
+    except (stripe.AuthenticationError, stripe.PermissionError) as wrong:
+        raise GatewayRefusedRequest(f"Stripe refused the API key: {_message(wrong)}") from wrong
+    except (stripe.InvalidRequestError, stripe.IdempotencyError) as wrong:
+        raise GatewayRefusedRequest(f"Stripe refused the request: {_describe(wrong)}") from wrong
+    except stripe.StripeError as trouble:  # APIError: 5xx, 409 and anything unexpected
+        raise GatewayUnavailable(f"Stripe answered {trouble.http_status}: {_message(trouble)}") from trouble
+
+
+def _capture_answer(intent: dict[str, Any], key: str) -> GatewayAnswer:
+    status = intent["status"]
+    if status in ("succeeded", "requires_capture"):
+        return Accepted(intent["id"])
+    if status == "requires_payment_method":
+        error = intent.get("last_payment_error") or {}
+        return Declined(error.get("decline_code") or error.get("code") or "card_declined")
+    if status == "requires_action":
+        return Declined("authentication_required")
+    if status == "canceled":
+        return Declined("canceled")
+    raise GatewayUnavailable(f"capture {key}: PaymentIntent {intent['id']} is {status}")
+
+
+def _refund_answer(refund: dict[str, Any], key: str) -> GatewayAnswer:
+    status = refund["status"]
+    if status == "succeeded":
+        return Accepted(refund["id"])
+    if status in ("failed", "canceled"):
+        return Declined(refund.get("failure_reason") or f"refund_{status}")
+    raise GatewayUnavailable(f"refund {key}: {refund['id']} is still {status}")
+
+
+def _card(token: str) -> dict[str, Any]:
+    """A PaymentMethod id (pm_...) is used as it is; a card token (tok_...) becomes one."""
+    if token.startswith("pm_"):
+        return {"payment_method": token}
+    return {"payment_method_data": {"type": "card", "card": {"token": token}}}
+
+
+def _decline_code(declined: stripe.CardError) -> str:
+    error = (declined.json_body or {}).get("error") or {}
+    return str(error.get("decline_code") or error.get("code") or declined.code or "card_declined")
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def _message(error: stripe.StripeError) -> str:
+    return str(error.user_message or "")
+
+
+def _describe(error: stripe.StripeError) -> str:
+    body = (error.json_body or {}).get("error") or {}
+    parts: Iterable[str] = (str(error.http_status or "?"), body.get("type") or "", body.get("code") or "",
+                            f"param {body['param']}" if body.get("param") else "", _message(error))
+    return " ".join(p for p in parts if p)
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")

@@ -1,0 +1,183 @@
+"""What payments may rely on from its gateway, proven on the simulator and on Stripe's
+test mode with the same tests (see conftest.py): money moves once per business id,
+declines are facts, refusals are clear, look-ups tell the truth and move nothing,
+and the settlement listing agrees to the minor unit.
+
+Cards used are Stripe's documented test cards, which the simulator knows too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from adapters.stripe_gateway import StripeGateway
+from domain.payments.gateway import (
+    Accepted,
+    CaptureRequest,
+    Declined,
+    GatewayRefusedRequest,
+    NotFound,
+    RefundRequest,
+)
+from domain.shared.money import Money
+from tests.contract.conftest import Provider
+
+
+def capture_request(provider: Provider, amount: str = "120.00", currency: str = "EUR",
+                    card: str = "pm_card_visa") -> CaptureRequest:
+    order_id = provider.business_id("order")
+    return CaptureRequest(idempotency_key=provider.business_id("attempt"), amount=Money.of(amount, currency),
+                          card_token=card, reference=order_id)
+
+
+def refund_request(provider: Provider, payment: str, amount: str, currency: str = "EUR") -> RefundRequest:
+    refund_id = provider.business_id("refund")
+    return RefundRequest(idempotency_key=refund_id, charge=payment, amount=Money.of(amount, currency),
+                         reference=refund_id)
+
+
+def captured(provider: Provider, request: CaptureRequest) -> str:
+    answer = provider.gateway.capture(request)
+    assert isinstance(answer, Accepted), answer
+    return answer.reference
+
+
+def test_a_capture_is_accepted_with_the_payment_intent_as_its_reference(provider: Provider):
+    answer = provider.gateway.capture(capture_request(provider))
+
+    assert isinstance(answer, Accepted) and answer.reference.startswith("pi_")
+
+
+def test_the_same_business_id_captures_once_and_answers_the_same(provider: Provider):
+    request = capture_request(provider)
+
+    first, again = provider.gateway.capture(request), provider.gateway.capture(request)
+
+    assert first == again
+    today = datetime.now(timezone.utc).date()
+    lines = [line for line in provider.gateway.settlements(today) if line.business_id == request.idempotency_key]
+    assert [(line.kind, line.reference, line.amount) for line in lines] == [("capture", first.reference, request.amount)]
+
+
+def test_the_same_business_id_with_another_amount_is_refused_and_moves_nothing_more(provider: Provider):
+    request = capture_request(provider, "10.00")
+    reference = captured(provider, request)
+
+    with pytest.raises(GatewayRefusedRequest, match="idempotency"):
+        provider.gateway.capture(CaptureRequest(request.idempotency_key, Money.of("11.00", "EUR"),
+                                                request.card_token, request.reference))
+
+    today = datetime.now(timezone.utc).date()
+    assert [line.reference for line in provider.gateway.settlements(today)
+            if line.business_id == request.idempotency_key] == [reference]
+
+
+@pytest.mark.parametrize(("card", "code"), [
+    ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+    ("tok_chargeDeclinedFraudulent", "fraudulent"),
+])
+def test_a_declined_card_is_a_decline_with_the_issuers_code_and_moves_no_money(provider: Provider, card, code):
+    request = capture_request(provider, card=card)
+
+    assert provider.gateway.capture(request) == Declined(code)
+    assert provider.gateway.capture(request) == Declined(code)  # a decline is final for its key
+    today = datetime.now(timezone.utc).date()
+    assert [line for line in provider.gateway.settlements(today) if line.business_id == request.idempotency_key] == []
+
+
+def test_a_refund_is_accepted_once_per_business_id(provider: Provider):
+    payment = captured(provider, capture_request(provider, "100.00"))
+    request = refund_request(provider, payment, "60.00")
+
+    first, again = provider.gateway.refund(request), provider.gateway.refund(request)
+
+    assert isinstance(first, Accepted) and first.reference.startswith("re_") and first == again
+    today = datetime.now(timezone.utc).date()
+    lines = [line for line in provider.gateway.settlements(today) if line.business_id == request.idempotency_key]
+    assert [(line.kind, line.reference, line.amount) for line in lines] == [("refund", first.reference, request.amount)]
+
+
+def test_a_refund_above_what_remains_is_refused_and_moves_no_money(provider: Provider):
+    payment = captured(provider, capture_request(provider, "100.00"))
+    assert isinstance(provider.gateway.refund(refund_request(provider, payment, "60.00")), Accepted)
+    too_much = refund_request(provider, payment, "40.01")
+
+    with pytest.raises(GatewayRefusedRequest):
+        provider.gateway.refund(too_much)
+
+    assert provider.gateway.find_refund(too_much) == NotFound()
+    assert isinstance(provider.gateway.refund(refund_request(provider, payment, "40.00")), Accepted)
+
+
+def test_a_refund_in_another_currency_than_the_payment_is_refused_before_anything_moves(provider: Provider):
+    payment = captured(provider, capture_request(provider, "100.00", "EUR"))
+    in_dollars = refund_request(provider, payment, "10.00", "USD")
+
+    with pytest.raises(GatewayRefusedRequest, match="USD"):
+        provider.gateway.refund(in_dollars)
+
+    assert provider.gateway.find_refund(in_dollars) == NotFound()
+
+
+def test_zero_decimal_amounts_cross_exactly(provider: Provider):
+    request = capture_request(provider, "5000", "JPY")
+    payment = captured(provider, request)
+    refund = refund_request(provider, payment, "1234", "JPY")
+    assert isinstance(provider.gateway.refund(refund), Accepted)
+
+    today = datetime.now(timezone.utc).date()
+    amounts = {line.business_id: line.amount for line in provider.gateway.settlements(today)}
+    assert amounts[request.idempotency_key] == Money.of("5000", "JPY")
+    assert amounts[refund.idempotency_key] == Money.of("1234", "JPY")
+
+
+def test_look_ups_find_what_moved_and_say_so_when_nothing_did(provider: Provider):
+    request = capture_request(provider, "42.00")
+    payment = captured(provider, request)
+    refund = refund_request(provider, payment, "2.00")
+    accepted_refund = provider.gateway.refund(refund)
+
+    assert provider.eventually(lambda: provider.gateway.find_capture(request),
+                               lambda a: a != NotFound()) == Accepted(payment)
+    assert provider.gateway.find_refund(refund) == accepted_refund
+    assert provider.gateway.find_capture(capture_request(provider)) == NotFound()
+    assert provider.gateway.find_refund(refund_request(provider, payment, "2.00")) == NotFound()
+
+
+def test_a_look_up_finds_a_decline(provider: Provider):
+    request = capture_request(provider, card="pm_card_chargeDeclinedInsufficientFunds")
+    provider.gateway.capture(request)
+
+    assert provider.eventually(lambda: provider.gateway.find_capture(request),
+                               lambda a: a != NotFound()) == Declined("insufficient_funds")
+
+
+def test_look_ups_move_no_money(provider: Provider):
+    request = capture_request(provider, "7.00")
+    refund = refund_request(provider, captured(provider, request), "7.00")
+    today = datetime.now(timezone.utc).date()
+
+    def this_runs_lines() -> list:  # the account may be shared: look at this run's money only
+        return [line for line in provider.gateway.settlements(today) if provider.run in line.order_id]
+
+    before = this_runs_lines()
+    provider.gateway.find_capture(capture_request(provider))
+    provider.gateway.find_refund(refund)
+    provider.gateway.find_capture(request)
+
+    assert this_runs_lines() == before
+    assert provider.gateway.find_refund(refund) == NotFound()
+
+
+def test_a_wrong_api_key_is_refused_clearly_and_moves_no_money(provider: Provider):
+    wrong = StripeGateway("sk_test_not_a_real_key", provider.gateway.api_base if provider.name == "simulator" else None)
+    request = capture_request(provider)
+    try:
+        with pytest.raises(GatewayRefusedRequest, match="API key"):
+            wrong.capture(request)
+    finally:
+        wrong.close()
+
+    assert provider.gateway.find_capture(request) == NotFound()
