@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from adapters import db
 from adapters.settings import Settings, load
+from cli import reconciliation as reconciliation_verbs
 from adapters.temporal import connect, ui_link
 from adapters.views import OrderView, order_view
 from demo import run_demo, status_when
@@ -446,6 +447,7 @@ def build_parser() -> CliParser:
 
     p = verbs.add_parser("db", parents=[common], help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
+    reconciliation_verbs.add_verbs(verbs, common, identifier, note, reason, actor)
     return parser
 
 
@@ -460,8 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     cli = Cli(args, settings)
     verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
     try:
-        asyncio.run(getattr(cli, verb)())
-    except UsageError as bad:
+        handler = getattr(args, "handler", None)  # verbs from cli/ modules carry their own
+        asyncio.run(handler(cli) if handler else getattr(cli, verb)())
+    except (UsageError, reconciliation_verbs.UsageError) as bad:
         print(f"starter.py: error: {bad}", file=sys.stderr)
         return 2
     except RPCError as trouble:

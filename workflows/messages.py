@@ -130,3 +130,11 @@ class ReconciliationResult(TrailView):
     answered: int = 0  # ... that payments could decide on
     left_open: int = 0  # ... the gateway could not answer yet (asked again next run)
     discrepancies: int = 0  # new discrepancies recorded (support told once each)
+
+
+class DiscrepancyResolution(Request):
+    """Support says what was done about a discrepancy (`starter.py resolve-discrepancy`)."""
+
+    discrepancy_id: Annotated[str, Field(min_length=1, max_length=DERIVED_ID_MAX)]
+    note: Reason
+    resolved_by: Actor

@@ -20,6 +20,9 @@ Read top to bottom:
     FindStrandedRefunds → money billing holds reserved for a refund whose flow no longer runs
         → RecordDiscrepancy(flow_gone) → ... NotifyTeam(support)
   Never: moves money, or decides for billing or payments. It describes and flags.
+
+ResolveDiscrepancyWorkflow — support closes a discrepancy (`starter.py resolve-discrepancy`):
+  ResolveDiscrepancy (support) → reconciliation → DiscrepancyResolved. Done.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ with workflow.unsafe.imports_passed_through():
         ReconcileGatewayRefund,
         ReconciliationScan,
         RecordDiscrepancy,
+        ResolveDiscrepancy,
         SettlementDay,
         StrandedRefund,
     )
     from domain.reconciliation.commands import discrepancy_id
-    from workflows.messages import ReconciliationResult, ReconciliationRun
-    from workflows.process import REFUSALS, Process, Refused, Step, retry_until_done
+    from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun, TrailView
+    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, retry_until_done
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -210,3 +214,31 @@ class ReconciliationWorkflow(Process):
 
     def current(self) -> ReconciliationResult:
         return self.result.model_copy(update={"status": self.status, "trail": list(self.trail)})
+
+
+@workflow.defn(failure_exception_types=INVALID_REQUEST)
+class ResolveDiscrepancyWorkflow(Process):
+    """A person's command that starts no process of its own still goes through Temporal:
+    retried, and visible in the UI."""
+
+    flow_name = "reconciliation"
+
+    @workflow.run
+    async def run(self, request: DiscrepancyResolution) -> TrailView:
+        self.set_status("resolving")
+        await self.send(
+            self.command(
+                ResolveDiscrepancy,
+                "resolve",
+                actor=request.resolved_by,
+                discrepancy_id=request.discrepancy_id,
+                note=request.note,
+            ),
+            DECIDE,
+        )
+        self.set_status("resolved")
+        return TrailView(status=self.status, trail=self.trail)
+
+    @workflow.query(name="status")
+    def status_view(self) -> TrailView:
+        return TrailView(status=self.status, trail=self.trail)
