@@ -33,10 +33,10 @@ from tests.fakes import FakeGateway
 from tests.workflows.conftest import Harness
 from tests.workflows.flows import deliver, keep_history, new_id, real_time, ship, start_refund, wait_for_status
 from worker import ALL_QUEUES, Dependencies, build_workers
-from workflows.messages import ReconciliationResult, ReconciliationRun
+from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun
 from workflows.payment import OrderRequest, PaymentWorkflow
 from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
-from workflows.reconciliation import ReconciliationWorkflow
+from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
 from workflows.schedules import DAILY, FREQUENT, ensure_schedules
 
 RETRY_WINDOW_PASSED = timedelta(hours=25)
@@ -303,6 +303,33 @@ async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_
     )
     assert (first.discrepancies, again.discrepancies) == (1, 0)
     assert len(harness.support_messages()) == 1
+
+
+async def test_support_resolves_a_discrepancy_with_a_note_and_it_is_no_longer_open(harness):
+    harness.gateway.moved["re_stray"] = SettlementLine(
+        kind="refund", business_id="r-stray", order_id="o-stray", reference="re_stray",
+        amount=Money.of("5.00", "EUR"), settled_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC),
+    )
+    await reconcile(harness, daily=True, day=date(2026, 11, 30))
+    [found] = harness.discrepancies()
+
+    async with real_time(harness.env):
+        handle = await harness.client.start_workflow(
+            ResolveDiscrepancyWorkflow.run,
+            DiscrepancyResolution(
+                discrepancy_id=found.id, note="a test refund in the shared account", resolved_by=Actor.parse("support:sam")
+            ),
+            id=f"resolve-discrepancy-{found.id}",
+            task_queue=FLOWS_QUEUE,
+        )
+        view = await handle.result()
+    await keep_history(handle, "resolve_discrepancy")
+
+    assert view.status == "resolved"
+    assert harness.discrepancies() == []
+    with harness.uow_factory() as uow:
+        resolved = uow.discrepancies.get(found.id)
+    assert (resolved.resolved_by, resolved.note) == ("support:sam", "a test refund in the shared account")
 
 
 # -- the schedule ------------------------------------------------------------------------------------------
