@@ -25,6 +25,7 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -155,6 +156,11 @@ class PaymentWorkflow(Process):
                 raise
             cause = gave_up.cause
             reason = f"refused:{cause.type}" if isinstance(cause, ApplicationError) and cause.type else "gateway_unavailable"
+        except asyncio.CancelledError:
+            # An operator's Cancel while the attempt may be at the gateway cannot undo it.
+            if not workflow.patched(UNKNOWN_CAPTURE_AWAITS_RECONCILIATION):
+                raise
+            reason = "cancelled_while_capturing"
         return await self.capture_unknown(command, reason)
 
     async def capture_unknown(self, command: CapturePayment | RetryPaymentCapture, reason: str) -> Outcome:
