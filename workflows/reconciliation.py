@@ -86,7 +86,7 @@ class ReconciliationWorkflow(Process):
 
     @workflow.run
     async def run(self, request: ReconciliationRun) -> ReconciliationResult:
-        self.set_status("asking the gateway")
+        self.set_status("asking_gateway")
         now = workflow.now()
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
@@ -97,7 +97,7 @@ class ReconciliationWorkflow(Process):
 
         if request.daily:
             day = request.settlement_day or (now - timedelta(days=1)).date()
-            self.set_status("comparing settlements")
+            self.set_status("comparing_settlements")
             findings: list[Finding] = await self.read(
                 "reconciliation.CompareSettlements", SettlementDay(day=day), list[Finding]
             )
