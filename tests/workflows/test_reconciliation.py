@@ -21,9 +21,11 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+import starter
 from adapters import db
 from adapters.mailbox import FileMailbox
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from cli import reconciliation as verbs
 from devstack import temporal_cli
 from domain.payments.gateway import SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
@@ -358,3 +360,30 @@ async def test_the_schedules_exist_after_start_up_and_creating_them_again_is_har
     assert described.schedule.state.paused and described.schedule.state.note == "an operator paused it"
     daily = await client.get_schedule_handle(DAILY).describe()
     assert daily.schedule.spec.calendars and not daily.schedule.state.paused
+
+
+async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequent_pass(dev_server, capsys):
+    client = dev_server.client
+    await ensure_schedules(client)
+
+    class Cli:  # starter.Cli's two members the verbs use
+        def __init__(self, *words: str) -> None:
+            self.args = starter.build_parser().parse_args(["schedule", *words])
+
+        async def client(self):
+            return client
+
+        def out(self, text: str, **data) -> None:
+            print(text)
+
+    await verbs.schedule(Cli("pause", "--note", "gateway maintenance"))
+    paused = (await client.get_schedule_handle(FREQUENT).describe()).schedule.state
+    await verbs.schedule(Cli("interval", "10"))
+    await verbs.schedule(Cli("unpause"))
+    await verbs.schedule(Cli("trigger", "--daily"))
+    frequent = (await client.get_schedule_handle(FREQUENT).describe()).schedule
+
+    assert (paused.paused, paused.note) == (True, "gateway maintenance")
+    assert not frequent.state.paused
+    assert [spec.every for spec in frequent.spec.intervals] == [timedelta(minutes=10)]
+    assert "reconciliation: unpause done; running" in capsys.readouterr().out
