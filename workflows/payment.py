@@ -185,7 +185,7 @@ class PaymentWorkflow(Process):
             return await self.send(command, CAPTURE)
         self.set_status("awaiting_reconciliation")
         self.note("waiting for reconciliation to ask the gateway what became of the attempt")
-        await workflow.wait_condition(lambda: self.reconciled is not None)
+        await self.until_reconciled()
         outcome, self.reconciled = self.reconciled, None
         assert outcome is not None
         self.note(f"reconciliation: payments answered {', '.join(outcome.event_names)}")
@@ -195,6 +195,16 @@ class PaymentWorkflow(Process):
     def gateway_answer(self, outcome: Outcome) -> None:
         """Reconciliation brings payments' answer for a capture attempt whose outcome was unknown."""
         self.reconciled = outcome
+
+    async def until_reconciled(self) -> None:
+        """Wait for reconciliation's answer. An operator's Cancel meanwhile changes nothing:
+        only the gateway's answer may end a money question (Terminate stops the flow, and
+        reconciliation then records the discrepancy for support)."""
+        while self.reconciled is None:
+            try:
+                await workflow.wait_condition(lambda: self.reconciled is not None)
+            except asyncio.CancelledError:
+                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
 
     async def recover(self, declined: PaymentDeclined) -> Outcome | None:
         assert self.order is not None

@@ -255,7 +255,7 @@ class RefundWorkflow(Process):
             return marked
         self.set_status("awaiting_reconciliation")
         self.note("waiting for reconciliation to ask the gateway what became of the refund")
-        await workflow.wait_condition(lambda: self.reconciled is not None)
+        await self.until_reconciled()
         assert self.reconciled is not None
         self.note(f"reconciliation: payments answered {', '.join(self.reconciled.event_names)}")
         return self.reconciled
@@ -264,6 +264,16 @@ class RefundWorkflow(Process):
     def gateway_answer(self, outcome: Outcome) -> None:
         """Reconciliation brings payments' answer for a refund whose outcome was unknown."""
         self.reconciled = outcome
+
+    async def until_reconciled(self) -> None:
+        """Wait for reconciliation's answer. An operator's Cancel meanwhile changes nothing:
+        only the gateway's answer may end a money question (Terminate stops the flow, and
+        reconciliation then records the discrepancy for support)."""
+        while self.reconciled is None:
+            try:
+                await workflow.wait_condition(lambda: self.reconciled is not None)
+            except asyncio.CancelledError:
+                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
 
     async def answered(self, approved: RefundApproved, sent: Outcome) -> RefundStatus:
         confirmation: Event | None

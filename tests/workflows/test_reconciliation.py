@@ -212,6 +212,11 @@ async def test_cancelling_a_sending_refund_records_it_unknown_and_keeps_its_mone
     assert harness.order(order_id).refundable.amount == Decimal("90.00")
     assert "refund_failed" not in [m["kind"] for m in harness.messages("customer:c-1")]
 
+    await handle.cancel()  # pressed again while waiting: still nothing is freed
+    await harness.env.sleep(timedelta(minutes=5))
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
     await reconcile(harness)  # the gateway did pay: the refund completes, it is not paid twice
 
     assert (await handle.result()).status == "completed"
