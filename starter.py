@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from adapters import db
 from adapters.settings import Settings, load
+from cli import reconciliation as reconciliation_verbs
 from adapters.temporal import connect, ui_link
 from adapters.views import DatabaseUnavailable, OrderView, order_view
 from cli import events as events_cli
@@ -514,6 +515,7 @@ def build_parser() -> CliParser:
     p = verbs.add_parser("db", parents=[common], help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
     events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
+    reconciliation_verbs.add_verbs(verbs, common, identifier, note, reason, actor)
     return parser
 
 
@@ -531,8 +533,9 @@ def main(argv: list[str] | None = None) -> int:
     verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
     try:
         may_act(args.verb, getattr(args, "actor", None))
-        asyncio.run(getattr(cli, verb)())
-    except UsageError as bad:
+        handler = getattr(args, "handler", None)  # verbs from cli/ modules carry their own
+        asyncio.run(handler(cli) if handler else getattr(cli, verb)())
+    except (UsageError, reconciliation_verbs.UsageError) as bad:
         print(f"starter.py: error: {bad}", file=sys.stderr)
         return 2
     except RPCError as trouble:

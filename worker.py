@@ -33,6 +33,7 @@ from adapters.settings import SIMULATOR_API_KEY, Settings, load
 from adapters.temporal import connect
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from workflows.registry import FLOWS_QUEUE, WORKFLOWS
+from workflows.schedules import ensure_schedules
 
 ALL_QUEUES = (FLOWS_QUEUE, *OWNER_QUEUES)
 log = logging.getLogger("settleflow.worker")
@@ -77,7 +78,11 @@ def build_workers(
         if queue == FLOWS_QUEUE:
             # The process managers, and every owner's activities for the steps they run
             # as local activities (Step.local): those never leave this worker.
-            local = [a for owner in OWNER_QUEUES for a in activities_for(owner, deps.uow_factory, deps.gateway, deps.mailbox)]
+            local = [
+                a
+                for owner in OWNER_QUEUES
+                for a in activities_for(owner, deps.uow_factory, deps.gateway, deps.mailbox, client)
+            ]
             workers.append(
                 Worker(
                     client,
@@ -95,7 +100,7 @@ def build_workers(
                 Worker(
                     client,
                     task_queue=queue,
-                    activities=activities_for(queue, deps.uow_factory, deps.gateway, deps.mailbox),
+                    activities=activities_for(queue, deps.uow_factory, deps.gateway, deps.mailbox, client),
                     activity_executor=executor,
                     max_concurrent_activities=executor._max_workers,
                     **options,
@@ -125,6 +130,10 @@ async def serve(args: argparse.Namespace) -> None:
     deps = Dependencies.from_settings(settings)
     client = await connect(settings)
     queues = args.queue or list(ALL_QUEUES)
+    if FLOWS_QUEUE in queues:
+        # The reconciliation schedules exist wherever the flows run; an existing one is kept as is.
+        created = await ensure_schedules(client)
+        log.info("reconciliation schedules: %s", ", ".join(created) + " created" if created else "already there")
     with ThreadPoolExecutor(max_workers=args.threads, thread_name_prefix="activity") as executor:
         workers = build_workers(
             client, deps, queues, executor, graceful_shutdown_timeout=timedelta(seconds=15)

@@ -14,7 +14,16 @@ from activities.handling import decide, prepare
 from activities.ports import PaymentGateway
 from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from domain.contracts import Outcome
-from domain.payments.commands import CapturePayment, RetryPaymentCapture, SendRefundToGateway, UpdatePaymentMethod
+from domain.payments.commands import (
+    CapturePayment,
+    MarkCaptureUnknown,
+    MarkRefundUnknown,
+    ReconcileCapture,
+    ReconcileGatewayRefund,
+    RetryPaymentCapture,
+    SendRefundToGateway,
+    UpdatePaymentMethod,
+)
 from domain.payments.payment import Payment
 
 
@@ -52,6 +61,37 @@ class PaymentsActivities:
         answer = self._ask(lambda: self.gateway.refund(request))
         return decide(
             self.uow, command, lambda uow: uow.payments.get(command.order_id).record_refund_answer(command, answer)
+        )
+
+    # -- unknown answers, and reconciliation's look-ups ------------------------------------
+    @activity.defn(name=MarkRefundUnknown.activity_name())
+    def mark_refund_unknown(self, command: MarkRefundUnknown) -> Outcome:
+        return decide(self.uow, command, lambda uow: uow.payments.get(command.order_id).mark_refund_unknown(command))
+
+    @activity.defn(name=MarkCaptureUnknown.activity_name())
+    def mark_capture_unknown(self, command: MarkCaptureUnknown) -> Outcome:
+        return decide(self.uow, command, lambda uow: uow.payments.get(command.order_id).mark_capture_unknown(command))
+
+    @activity.defn(name=ReconcileGatewayRefund.activity_name())
+    def reconcile_gateway_refund(self, command: ReconcileGatewayRefund) -> Outcome:
+        """Payments says what may be asked, the gateway is looked up by the refund id (no
+        transaction open; a look-up never moves money), payments decides what it means."""
+        request = prepare(self.uow, command, lambda uow: uow.payments.get(command.order_id).refund_lookup(command))
+        if isinstance(request, Outcome):
+            return request
+        answer = self._ask(lambda: self.gateway.find_refund(request))
+        return decide(
+            self.uow, command, lambda uow: uow.payments.get(command.order_id).reconcile_refund(command, answer)
+        )
+
+    @activity.defn(name=ReconcileCapture.activity_name())
+    def reconcile_capture(self, command: ReconcileCapture) -> Outcome:
+        request = prepare(self.uow, command, lambda uow: uow.payments.get(command.order_id).capture_lookup(command))
+        if isinstance(request, Outcome):
+            return request
+        answer = self._ask(lambda: self.gateway.find_capture(request))
+        return decide(
+            self.uow, command, lambda uow: uow.payments.get(command.order_id).reconcile_capture(command, answer)
         )
 
     @staticmethod

@@ -11,13 +11,14 @@ from activities.invoicing import InvoicingActivities
 from activities.notifications import NotificationsActivities
 from activities.payments import PaymentsActivities
 from activities.ports import Mailbox, PaymentGateway
+from activities.reconciliation import ReconciliationActivities
 from activities.shipping import ShippingActivities
 
-OWNER_QUEUES = ("billing", "payments", "fraud", "shipping", "invoicing", "notifications")
+OWNER_QUEUES = ("billing", "payments", "fraud", "shipping", "invoicing", "notifications", "reconciliation")
 
 
 def activities_for(
-    queue: str, uow_factory: Callable[[], Any], gateway: PaymentGateway, mailbox: Mailbox
+    queue: str, uow_factory: Callable[[], Any], gateway: PaymentGateway, mailbox: Mailbox, client: Any = None
 ) -> list[Callable[..., Any]]:
     owner: object = {
         "billing": lambda: BillingActivities(uow_factory),
@@ -26,6 +27,8 @@ def activities_for(
         "shipping": lambda: ShippingActivities(uow_factory),
         "invoicing": lambda: InvoicingActivities(uow_factory),
         "notifications": lambda: NotificationsActivities(uow_factory, mailbox),
+        # The client: to ask Temporal whether a refund's flow still runs.
+        "reconciliation": lambda: ReconciliationActivities(uow_factory, gateway, client),
     }[queue]()
     return [
         getattr(owner, name)

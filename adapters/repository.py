@@ -182,3 +182,27 @@ class InvoiceRepository(SqlRepository[A]):
     def for_order(self, order_id: str) -> A | None:
         rows = self._select_where(self.table.c.order_id == order_id)
         return self._track(rows[0]) if rows else None
+
+
+class OrderRepository(SqlRepository[A]):
+    def reserving_since(self, cutoff: datetime) -> list[A]:
+        """Orders with a refund whose money has been reserved since `cutoff` or longer."""
+        column = self.table.c.reserved_since
+        return self._track_all(self._select_where(column.is_not(None), column <= cutoff))
+
+    def changed_since(self, moment: datetime) -> list[A]:
+        return self._track_all(self._select_where(self.table.c.updated_at >= moment))
+
+
+class PaymentRepository(SqlRepository[A]):
+    def awaiting_answers(self) -> list[A]:
+        """Payments with a capture or refund still waiting for (or missing) the gateway's answer."""
+        return self._track_all(self._select_where(self.table.c.open_since.is_not(None)))
+
+    def changed_since(self, moment: datetime) -> list[A]:
+        return self._track_all(self._select_where(self.table.c.updated_at >= moment))
+
+
+class DiscrepancyRepository(SqlRepository[A]):
+    def with_status(self, status: str) -> list[A]:
+        return self._track_all(self._select_where(self.table.c.status == status))

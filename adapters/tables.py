@@ -78,9 +78,17 @@ def _document_table(name: str, *extra: Any) -> Table:
 orders = _document_table(
     "orders",
     Column("customer_id", Text, nullable=False, index=True),
+    # When the oldest refund still holding money reserved was asked for (None: none is):
+    # reconciliation looks for reservations whose flow is gone by it.
+    Column("reserved_since", UtcDateTime, nullable=True, index=True),
 )
 
-payments = _document_table("payments")
+payments = _document_table(
+    "payments",
+    # When the oldest gateway request still without its answer was sent (None: all answered):
+    # reconciliation finds unknown and long-sent captures and refunds by it.
+    Column("open_since", UtcDateTime, nullable=True, index=True),
+)
 
 fraud_reviews = _document_table(
     "fraud_reviews",
@@ -98,6 +106,12 @@ invoices = _document_table(
     # One invoice per order: the database refuses a second one even if two
     # workers race past the owner's check.
     UniqueConstraint("order_id"),
+)
+
+# What reconciliation found disagreeing, for support. One row per (kind, business id).
+discrepancies = _document_table(
+    "discrepancies",
+    Column("status", Text, nullable=False, index=True),
 )
 
 # Every event an owner recorded, written in the same transaction as the state
@@ -145,4 +159,6 @@ processed_commands = Table(
     Column("causation_id", Text, nullable=True),
 )
 
-AGGREGATE_TABLES: tuple[Table, ...] = (orders, payments, fraud_reviews, shipments, notifications, invoices)
+AGGREGATE_TABLES: tuple[Table, ...] = (
+    orders, payments, fraud_reviews, shipments, notifications, invoices, discrepancies
+)

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -32,6 +33,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import select  # noqa: E402
 from temporalio.client import (  # noqa: E402
     Client,
+    WorkflowFailureError,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -45,6 +47,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError  # noqa: E402
 
 from adapters import db  # noqa: E402
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types  # noqa: E402
 from simulators.control import configure, read_ledger  # noqa: E402
 from adapters.inspection import outbox_rows  # noqa: E402
 from adapters.tables import notifications  # noqa: E402
@@ -57,6 +60,8 @@ from domain.shared.actor import Actor, Role  # noqa: E402
 from domain.shared.money import Money  # noqa: E402
 from workflows.payment import NewPaymentMethod, OrderRequest, PaymentWorkflow  # noqa: E402
 from workflows.process import FLOWS_QUEUE, ORDER_ID, REFUND_ID  # noqa: E402
+from workflows.messages import ReconciliationRun  # noqa: E402
+from workflows.reconciliation import ReconciliationWorkflow  # noqa: E402
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution  # noqa: E402
 from worker import Dependencies  # noqa: E402
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow  # noqa: E402
@@ -71,7 +76,14 @@ CENT = Decimal("0.01")
 # Card mix: (token, weight). tok_capture_declined orders are recovered with a new card or
 # driven to abandonment; a few tok_refund_declined orders give failed refunds.
 CARDS = [("tok_visa", 50), ("tok_flaky", 20), ("tok_timeout", 15), ("tok_capture_declined", 10),
-         ("tok_refund_declined", 5)]
+         ("tok_refund_declined", 5), ("tok_refund_answer_lost", 6), ("tok_capture_answer_lost", 4),
+         ("tok_capture_refused", 3)]
+# Lost answers: the money moves at the gateway, but no answer ever gets through. A day of
+# retries cannot pass in a chaos run, so the driver cuts them short the way an operator
+# would, with Cancel: the flow records the outcome unknown and waits for reconciliation,
+# which a background task runs every few seconds (the schedule runs every 5 minutes).
+ANSWER_LOST_CAPTURE, ANSWER_LOST_REFUND = "tok_capture_answer_lost", "tok_refund_answer_lost"
+RECONCILE_EVERY = 3.0  # seconds between the driver's reconciliation passes
 
 
 def log(line: str) -> None:
@@ -138,6 +150,9 @@ class Chaos:
         self.deadline = 0.0
         self.redelivery = Redelivery(deps)
         self.redeliveries: list[asyncio.Task] = []
+        self.deps = deps
+        self.reconciliations = 0  # passes run to the end
+        self.cancelled_while_waiting = 0  # flows an "operator" cancelled while the gateway's answer was lost
 
     # -- resilient client calls ----------------------------------------------------------
     async def rpc(self, what: str, call: Callable[[], Awaitable[Any]], retry_on: tuple = ()) -> Any:
@@ -231,7 +246,9 @@ class Chaos:
                          amount=Money.of(order.amount, CURRENCY), card_token=order.card, placed_by=customer),
             pay_id, "payment", {ORDER_ID: order.order_id},
         )
-        view = await self.until(handle, lambda s: s != "capturing")
+        if order.card == ANSWER_LOST_CAPTURE:
+            await self.cancel_while(handle, "capturing")
+        view = await self.until(handle, lambda s: s not in ("capturing", "awaiting_reconciliation"))
         if view["status"] == "recovering":
             recover = self.rng.random() < 0.5
             view = await self.recover(handle, "tok_visa" if recover else "tok_capture_declined", customer)
@@ -289,8 +306,11 @@ class Chaos:
                     request.reason, customer)))
             refunds.append(refund)
         for refund in refunds:
-            view = await self.refund_outcome(refund)
-            if view["status"] == "completed" and self.rng.random() < self.cfg.duplicate_share:
+            view = await self.refund_outcome(refund, order.card)
+            # (Not for a lost answer: its SendRefundToGateway never had an outcome to repeat;
+            # reconciliation's ReconcileGatewayRefund settled it.)
+            if view["status"] == "completed" and order.card != ANSWER_LOST_REFUND \
+                    and self.rng.random() < self.cfg.duplicate_share:
                 # second copies of the payout and of the customer's message, after the fact
                 await asyncio.to_thread(
                     self.redelivery.completed_refund, refund.id, view["refund_id"], order.order_id,
@@ -308,12 +328,40 @@ class Chaos:
                                     reason="chaos: asked again", requested_by=customer)
             late = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund",
                                     {ORDER_ID: order.order_id, REFUND_ID: refund_id})
-            await self.refund_outcome(late)
+            await self.refund_outcome(late, order.card)
 
-    async def refund_outcome(self, handle: WorkflowHandle) -> dict:
+    async def cancel_while(self, handle: WorkflowHandle, status: str) -> None:
+        """An operator's Cancel while the gateway's answer is lost: once the flow has been in
+        `status` long enough for its request to reach the gateway (answers hang 5 s)."""
+        view = await self.until(handle, lambda s: s != "requested" and s != "started")
+        if view["status"] != status:
+            return
+        await asyncio.sleep(4.0)
+        await self.rpc(f"cancel {handle.id}", handle.cancel)
+        self.cancelled_while_waiting += 1
+
+    async def reconcile_continuously(self) -> None:
+        """What the `reconciliation` schedule does, every few seconds instead of minutes."""
+        while True:
+            await asyncio.sleep(RECONCILE_EVERY)
+            await self.reconcile_once()
+
+    async def reconcile_once(self) -> None:
+        try:
+            await self.client.execute_workflow(
+                ReconciliationWorkflow.run, ReconciliationRun(), id=f"chaos-reconciliation-{self.reconciliations}",
+                task_queue=FLOWS_QUEUE, execution_timeout=timedelta(seconds=60),
+            )
+            self.reconciliations += 1
+        except (RPCError, WorkflowFailureError) as trouble:  # the server restarting: next pass
+            log(f"reconciliation pass failed: {trouble}")
+
+    async def refund_outcome(self, handle: WorkflowHandle, card: str = "") -> dict:
         """Wait for a refund's final status. One sent to fraud review (a customer's third
         approved refund within 7 days, e.g. after two declined payouts) is decided by an
         analyst through the `resolve_review` Update, as a person would."""
+        if card == ANSWER_LOST_REFUND:
+            await self.cancel_while(handle, "sending")
         view = await self.until(handle, lambda s: s in REFUND_FINAL or s == "under_review")
         if view["status"] == "under_review":
             decision = self.rng.choice([ReviewDecision.APPROVE, ReviewDecision.REJECT])
@@ -411,6 +459,8 @@ class Chaos:
             card = self.rng.choices(tokens, weights)[0]
             if i < 2:  # always some declined cards, even in a tiny run
                 card = "tok_capture_declined"
+            elif i < 5:  # and every lost or refused answer
+                card = (ANSWER_LOST_REFUND, ANSWER_LOST_CAPTURE, "tok_capture_refused")[i - 2]
             amount = Decimal(self.rng.randint(1000, 90000)) / 100  # below the 1,000.00 fraud review line
             self.orders.append(Order(f"o-{self.run_tag}-{i:04d}", f"c-{self.run_tag}-{i:04d}", amount, card))
 
@@ -592,16 +642,51 @@ def run_checks(chaos: Chaos, finals: dict[str, tuple[str, str]]) -> list[tuple[s
     bad += [f"{c} → {t} on {a}: {n} outbox rows" for (c, t, a), n in triples.items() if n > 1]
     checks.append(("outbox: each event once; one per (command, type, aggregate)", len(rows), bad))
 
-    # 7. duplicate starts of the same refund id are refused
+    # 7. reconciliation left no money question open, and billing equals the settlement listing
+    checks.append(reconciliation_check(engine))
+    checks.append(settlement_check(chaos))
+
+    # 8. duplicate starts of the same refund id are refused
     f = chaos.faults
     checks.append(("duplicate refund starts rejected (REJECT_DUPLICATE)", f.duplicate_starts,
                    [f"{w}: second start was accepted" for w in f.duplicate_accepted]))
 
-    # 8. a command delivered twice is answered with its first outcome
+    # 9. a command delivered twice is answered with its first outcome
     again = chaos.redelivery
     checks.append(("command delivered twice: answered with its first outcome",
                    len(again.answers) + len(again.refused), again.check(engine)))
     return checks
+
+
+def reconciliation_check(engine: Any) -> tuple[str, int, list[str]]:
+    """After the run and a reconciliation pass: no capture or refund is still unknown, or
+    still `sent` without an answer."""
+    with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+        waiting = uow.payments.awaiting_answers()
+        items = [
+            f"{p.id}: {kind} {business_id} {status}"
+            for p in waiting
+            for kind, business_id, status, _ in p.awaiting_reconciliation(datetime.max.replace(tzinfo=UTC))
+        ]
+        total = len(uow.payments.changed_since(datetime(1970, 1, 1, tzinfo=UTC)))
+    return ("0 unknown or sent captures and refunds (after reconciliation)", total, items)
+
+
+def settlement_check(chaos: Chaos) -> tuple[str, int, list[str]]:
+    """Billing's ledger per order equals the gateway's settlement listing (the days of the run)."""
+    today = datetime.now(UTC).date()
+    listing = chaos.deps.gateway.settlements(today - timedelta(days=1)) + chaos.deps.gateway.settlements(today)
+    settled: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal("0.00"), Decimal("0.00")])
+    for line in listing:
+        settled[line.order_id][0 if line.kind == "capture" else 1] += line.amount.amount
+    bad = []
+    for order in chaos.orders:
+        view = order_view(chaos.stack.database_url, order.order_id)
+        paid, back = (money(view.paid), money(view.refunded)) if view else (Decimal("0.00"), Decimal("0.00"))
+        captured, refunded = settled.get(order.order_id, [Decimal("0.00"), Decimal("0.00")])
+        if (paid, back) != (captured, refunded):
+            bad.append(f"{order.order_id}: billing paid {paid} refunded {back}; settlements {captured} / {refunded}")
+    return ("billing's ledger == the gateway's settlement listing, to the cent", len(chaos.orders), bad)
 
 
 def tally(counter: Counter) -> str:
@@ -656,6 +741,7 @@ async def amain(cfg: Config, stack: Stack) -> int:
     watchdog = asyncio.create_task(chaos.watchdog())
     injector = asyncio.create_task(chaos.inject(drive_started))
     event_faults = asyncio.create_task(events.inject(drive_started, cfg.fault_window))
+    reconciler = asyncio.create_task(chaos.reconcile_continuously())
     try:
         await chaos.drive()
         await asyncio.gather(*chaos.redeliveries)
@@ -664,7 +750,9 @@ async def amain(cfg: Config, stack: Stack) -> int:
     finally:
         injector.cancel()
         event_faults.cancel()
+        reconciler.cancel()
     watchdog.cancel()
+    await chaos.reconcile_once()  # one more pass after the run, as the issue asks
     drive_seconds = time.monotonic() - drive_started
     log(f"all flows driven in {drive_seconds:.1f} s; reading the final state")
     chaos.deadline = time.monotonic() + 60
@@ -690,6 +778,8 @@ async def amain(cfg: Config, stack: Stack) -> int:
           f"{stack.env.get('SETTLEFLOW_GATEWAY_TIMEOUT', '10')} s)")
     print(f"  client calls retried         {f.rpc_retries} (server unavailable)")
     print(f"  fraud reviews decided        {f.reviews_decided} (by the driver, as an analyst)")
+    print(f"  cancelled, answer lost       {chaos.cancelled_while_waiting} (Cancel while the gateway's answer was lost)")
+    print(f"  reconciliation passes        {chaos.reconciliations}")
     print(f"  relay SIGKILLs + restarts    {events.kills}; NATS restarts {events.nats_restarts} ({events.nats_signal})")
     print(f"events: outbox {events.summary['outbox']} rows, stream {events.summary['stream']} messages, "
           f"reporting {events.summary['reporting']}")

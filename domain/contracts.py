@@ -55,13 +55,21 @@ from domain.notifications.commands import NotifyCustomer, NotifyTeam  # noqa: F4
 from domain.notifications.events import MessageSent
 from domain.payments.commands import (  # noqa: F401
     CapturePayment,
+    MarkCaptureUnknown,
+    MarkRefundUnknown,
+    ReconcileCapture,
+    ReconcileGatewayRefund,
     RetryPaymentCapture,
     SendRefundToGateway,
     UpdatePaymentMethod,
 )
 from domain.payments.events import (
     CaptureAttempted,
+    CaptureOutcomeUnknown,
     GatewayRefundDeclined,
+    GatewayRefundNotFound,
+    GatewayRefundNotSent,
+    GatewayRefundOutcomeUnknown,
     GatewayRefundRequested,
     GatewayRefundSettled,
     PaymentAbandoned,
@@ -69,6 +77,15 @@ from domain.payments.events import (
     PaymentDeclined,
     PaymentMethodUpdated,
 )
+from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy  # noqa: F401
+from domain.reconciliation.events import DiscrepancyRecorded, DiscrepancyResolved
+from domain.reconciliation.queries import (  # noqa: F401
+    OpenGatewayRequest,
+    ReconciliationScan,
+    SettlementDay,
+    StrandedRefund,
+)
+from domain.reconciliation.settlement import Finding  # noqa: F401
 from domain.shared.actor import Actor, Role  # noqa: F401
 from domain.shared.messages import Command, Event  # noqa: F401
 from domain.shared.money import Money  # noqa: F401
@@ -81,6 +98,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     DeliveryHeld, OrderClearedForShipping, ShippingRefused, ParcelReturned, ParcelStillInTransit,
     CaptureAttempted, PaymentCaptured, PaymentDeclined, PaymentAbandoned, PaymentMethodUpdated,
     GatewayRefundRequested, GatewayRefundSettled, GatewayRefundDeclined,
+    CaptureOutcomeUnknown, GatewayRefundOutcomeUnknown, GatewayRefundNotFound, GatewayRefundNotSent,
+    DiscrepancyRecorded, DiscrepancyResolved,
     InvoiceCreated,
     RefundCleared, FraudReviewOpened, ReviewApproved, ReviewRejected, RefundWithdrawn,
     OrderShipped, OrderDelivered, ShipmentIntercepted, ShipmentInterceptFailed,

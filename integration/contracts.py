@@ -251,6 +251,48 @@ class ParcelReturnedV1(Contract):
     returned_at: datetime
 
 
+class GatewayRefundOutcomeUnknownV1(Contract):
+    """Nobody knows yet whether the gateway paid this refund: its money stays reserved
+    until reconciliation learns the answer (gateway_refund_settled or refund_failed follows)."""
+
+    owner: ClassVar[str] = "payments"
+    event: ClassVar[str] = "gateway_refund_outcome_unknown"
+    refund_id: str
+    order_id: str
+    amount: str = Amount
+    currency: str = Currency
+
+
+class CaptureOutcomeUnknownV1(Contract):
+    """Nobody knows yet whether this capture attempt charged the card (payment_captured or
+    payment_declined follows once reconciliation knows)."""
+
+    owner: ClassVar[str] = "payments"
+    event: ClassVar[str] = "capture_outcome_unknown"
+    order_id: str
+    attempt_id: str
+    amount: str = Amount
+    currency: str = Currency
+
+
+class DiscrepancyRecordedV1(Contract):
+    """Reconciliation found settleflow and the gateway disagreeing; support looks at it."""
+
+    owner: ClassVar[str] = "reconciliation"
+    event: ClassVar[str] = "discrepancy_recorded"
+    discrepancy_id: str
+    kind: str  # e.g. missing_at_gateway, amount_differs, flow_gone
+    order_id: str
+    business_id: str
+
+
+class DiscrepancyResolvedV1(Contract):
+    owner: ClassVar[str] = "reconciliation"
+    event: ClassVar[str] = "discrepancy_resolved"
+    discrepancy_id: str
+    resolved_by_role: str
+
+
 CONTRACTS: tuple[type[Contract], ...] = (
     OrderPlacedV1, OrderPaidV1, OrderCancelledV1,
     RefundApprovedV1, RefundRejectedV1, RefundCompletedV1, RefundFailedV1, RefundCancelledV1,
@@ -259,6 +301,7 @@ CONTRACTS: tuple[type[Contract], ...] = (
     InvoiceCreatedV1,
     OrderShippedV1, OrderDeliveredV1, ShipmentInterceptedV1, ShipmentInterceptFailedV1,
     ParcelReturnedV1,
+    GatewayRefundOutcomeUnknownV1, CaptureOutcomeUnknownV1, DiscrepancyRecordedV1, DiscrepancyResolvedV1,
 )  # fmt: skip
 
 BY_TYPE: dict[str, type[Contract]] = {c.type_name(): c for c in CONTRACTS}

@@ -85,6 +85,12 @@ TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | N
         refund_id=e.refund_id, order_id=e.order_id, **_money(e.amount))),),
     domain.GatewayRefundDeclined: ((public.GatewayRefundDeclinedV1, lambda e: public.GatewayRefundDeclinedV1(
         refund_id=e.refund_id, order_id=e.order_id, decline_code=e.decline_code, **_money(e.amount))),),
+    domain.GatewayRefundOutcomeUnknown: ((public.GatewayRefundOutcomeUnknownV1,
+        lambda e: public.GatewayRefundOutcomeUnknownV1(refund_id=e.refund_id, order_id=e.order_id, **_money(e.amount))),),
+    domain.CaptureOutcomeUnknown: ((public.CaptureOutcomeUnknownV1, lambda e: public.CaptureOutcomeUnknownV1(
+        order_id=e.order_id, attempt_id=e.attempt_id, **_money(e.amount))),),
+    domain.GatewayRefundNotFound: NotPublished("reconciliation's finding: refund_failed is the fact"),
+    domain.GatewayRefundNotSent: NotPublished("payments never asked the gateway: refund_failed is the fact"),
     domain.CaptureAttempted: NotPublished("an attempt in progress; payment_captured or payment_declined is the fact"),
     domain.GatewayRefundRequested: NotPublished("a request in progress; gateway_refund_settled or _declined follows"),
     domain.PaymentMethodUpdated: NotPublished("carries a card token"),
@@ -110,6 +116,11 @@ TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | N
         order_id=e.order_id, refund_id=e.refund_id, tracking=e.tracking)),),
     domain.ShipmentInterceptFailed: ((public.ShipmentInterceptFailedV1, lambda e: public.ShipmentInterceptFailedV1(
         order_id=e.order_id, refund_id=e.refund_id, reason=e.reason)),),
+    # reconciliation
+    domain.DiscrepancyRecorded: ((public.DiscrepancyRecordedV1, lambda e: public.DiscrepancyRecordedV1(
+        discrepancy_id=e.discrepancy_id, kind=e.kind, order_id=e.order_id, business_id=e.business_id)),),
+    domain.DiscrepancyResolved: ((public.DiscrepancyResolvedV1, lambda e: public.DiscrepancyResolvedV1(
+        discrepancy_id=e.discrepancy_id, resolved_by_role=_role(e.resolved_by))),),
     # notifications
     domain.MessageSent: NotPublished("a message's text and recipient are personal data"),
 }  # fmt: skip

@@ -11,12 +11,26 @@ one database, which is how a test stages a lost race.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from adapters.repository import dump_state, load_state
+from domain.payments.gateway import (
+    Accepted,
+    CaptureRequest,
+    Declined,
+    GatewayAnswer,
+    GatewayRefusedRequest,
+    GatewayUnavailable,
+    LookupAnswer,
+    RefundRequest,
+    SettlementLine,
+)
+from domain.payments.gateway import NotFound as NoSuchPayment
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import ConcurrencyConflict, InvalidCommand, NotFound
 from domain.shared.messages import Command, Event
@@ -120,13 +134,29 @@ class FakeInvoiceRepository(FakeRepository[A]):
         return found[0] if found else None
 
 
+class FakeOrderRepository(FakeRepository[A]):
+    def reserving_since(self, cutoff: datetime) -> list[A]:
+        return self._where(lambda o: o.reserved_since is not None and o.reserved_since <= cutoff)  # type: ignore[attr-defined]
+
+
+class FakePaymentRepository(FakeRepository[A]):
+    def awaiting_answers(self) -> list[A]:
+        return self._where(lambda p: p.open_since is not None)  # type: ignore[attr-defined]
+
+
+class FakeDiscrepancyRepository(FakeRepository[A]):
+    def with_status(self, status: str) -> list[A]:
+        return self._where(lambda d: d.status == status)  # type: ignore[attr-defined]
+
+
 class FakeUnitOfWork:
-    orders: FakeRepository[Any]
-    payments: FakeRepository[Any]
+    orders: FakeOrderRepository[Any]
+    payments: FakePaymentRepository[Any]
     fraud_reviews: FakeFraudReviewRepository[Any]
     shipments: FakeRepository[Any]
     notifications: FakeRepository[Any]
     invoices: FakeInvoiceRepository[Any]
+    discrepancies: FakeDiscrepancyRepository[Any]
 
     def __init__(self, database: FakeDatabase | None = None) -> None:
         self.database = database or FakeDatabase()
@@ -143,12 +173,13 @@ class FakeUnitOfWork:
 
     def __enter__(self) -> Self:
         database = self.database
-        self.orders = FakeRepository(database, "orders")
-        self.payments = FakeRepository(database, "payments")
+        self.orders = FakeOrderRepository(database, "orders")
+        self.payments = FakePaymentRepository(database, "payments")
         self.fraud_reviews = FakeFraudReviewRepository(database, "fraud_reviews")
         self.shipments = FakeRepository(database, "shipments")
         self.notifications = FakeRepository(database, "notifications")
         self.invoices = FakeInvoiceRepository(database, "invoices")
+        self.discrepancies = FakeDiscrepancyRepository(database, "discrepancies")
         self.committed = False
         self._open = True
         return self
@@ -193,8 +224,103 @@ class FakeUnitOfWork:
         return events
 
     def _repositories(self) -> tuple[FakeRepository[Any], ...]:
-        return (self.orders, self.payments, self.fraud_reviews, self.shipments, self.notifications, self.invoices)
+        return (
+            self.orders,
+            self.payments,
+            self.fraud_reviews,
+            self.shipments,
+            self.notifications,
+            self.invoices,
+            self.discrepancies,
+        )
 
     def _require_open(self) -> None:
         if not self._open:
             raise RuntimeError("open the unit of work first: `with uow: ...`")
+
+
+class FakeGateway:
+    """An in-process PaymentGateway with the faults reconciliation is about, chosen by card
+    token (captures) or by a refund's reference (the refund id) containing a scenario word:
+
+      answer_lost    the money moves, but every answer is lost (GatewayUnavailable)
+      never_arrives  nothing moves, and nothing answers (GatewayUnavailable)
+      refused        the request is refused as invalid (400); nothing moves
+      declined       an ordinary decline
+
+    Look-ups tell the truth: what moved is Accepted, a decline Declined, anything else
+    NotFound. `settlements(day)` lists what moved, like the gateway's settlement listing.
+    Idempotent by key, like the real one: a retry never moves money twice.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.moved: dict[str, SettlementLine] = {}  # business id -> what moved
+        self.declined: dict[str, str] = {}
+        self.calls: dict[str, int] = {}  # business id -> money-moving requests received
+        self.reachable = True  # False: look-ups fail too (the gateway is down)
+
+    # -- money-moving requests ------------------------------------------------------------
+    def capture(self, request: CaptureRequest) -> GatewayAnswer:
+        return self._request("capture", request.idempotency_key, request.reference, request.amount, request.card_token)
+
+    def refund(self, request: RefundRequest) -> GatewayAnswer:
+        return self._request("refund", request.idempotency_key, request.charge, request.amount, request.reference)
+
+    def _request(self, kind, key, order_or_charge, amount, scenario) -> GatewayAnswer:
+        with self._lock:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            if "refused" in scenario:
+                raise GatewayRefusedRequest(f"invalid request for {key}")
+            if "never_arrives" in scenario:
+                raise GatewayUnavailable("timed out")
+            if "declined" in scenario:
+                self.declined[key] = "card_declined"
+                return Declined(code="card_declined")
+            line = self.moved.get(key) or SettlementLine(
+                kind=kind,
+                business_id=key,
+                order_id=order_or_charge if kind == "capture" else self._order_of_charge(order_or_charge),
+                reference=f"{'ch' if kind == 'capture' else 're'}_{key}",
+                amount=amount,
+                settled_at=self.clock(),
+            )
+            self.moved[key] = line
+            if "answer_lost" in scenario:
+                raise GatewayUnavailable("the answer was lost")
+            return Accepted(reference=line.reference)
+
+    def _order_of_charge(self, charge: str) -> str:
+        return next((l.order_id for l in self.moved.values() if l.reference == charge), charge)
+
+    # -- look-ups (never move money) --------------------------------------------------------
+    def find_capture(self, request: CaptureRequest) -> LookupAnswer:
+        return self._find(request.idempotency_key)
+
+    def find_refund(self, request: RefundRequest) -> LookupAnswer:
+        return self._find(request.idempotency_key)
+
+    def _find(self, key: str) -> LookupAnswer:
+        with self._lock:
+            if not self.reachable:
+                raise GatewayUnavailable("the gateway is down")
+            if key in self.moved:
+                return Accepted(reference=self.moved[key].reference)
+            if key in self.declined:
+                return Declined(code=self.declined[key])
+            return NoSuchPayment()
+
+    def settlements(self, day: date) -> list[SettlementLine]:
+        with self._lock:
+            return sorted(
+                (line for line in self.moved.values() if line.settled_at.date() == day), key=lambda l: l.business_id
+            )
+
+    # -- what tests look at -------------------------------------------------------------------
+    def refunds_paid(self, refund_id: str) -> int:
+        """How many times money went out for this refund (idempotency: never more than once)."""
+        return 1 if refund_id in self.moved else 0
+
+    def close(self) -> None:
+        """Nothing to release (the worker closes its gateway on shutdown)."""

@@ -10,8 +10,8 @@ per process.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ValidationError, model_validator
 
@@ -57,6 +57,10 @@ FLOW_STATUSES = frozenset({
     "capturing", "recovering", "paid", "refunded", "abandoned",
     # ShipOrderWorkflow, ConfirmDeliveryWorkflow
     "shipping", "shipped", "refused", "delivering", "waiting_for_shipment", "delivered",
+    # waiting for the gateway's real answer (RefundWorkflow, PaymentWorkflow)
+    "awaiting_reconciliation",
+    # ReconciliationWorkflow, ResolveDiscrepancyWorkflow
+    "asking_gateway", "comparing_settlements", "done", "resolving", "resolved",
 })
 
 
@@ -134,3 +138,27 @@ class DeliveryRequest(Request):
     order_id: Id
     delivered_at: datetime | None = None
     requested_by: Actor
+
+
+# -- ReconciliationWorkflow ----------------------------------------------------------------
+class ReconciliationRun(BaseModel):
+    """What a scheduled run does: the frequent pass always; the daily pass (settlements and
+    stranded reservations) when `daily`, for `settlement_day` (default: yesterday, UTC)."""
+
+    daily: bool = False
+    settlement_day: date | None = None
+
+
+class ReconciliationResult(TrailView):
+    asked: int = 0  # unknown or long-sent items looked up at the gateway
+    answered: int = 0  # ... that payments could decide on
+    left_open: int = 0  # ... the gateway could not answer yet (asked again next run)
+    discrepancies: int = 0  # new discrepancies recorded (support told once each)
+
+
+class DiscrepancyResolution(Request):
+    """Support says what was done about a discrepancy (`starter.py resolve-discrepancy`)."""
+
+    discrepancy_id: DerivedId
+    note: Reason
+    resolved_by: Actor

@@ -4,6 +4,11 @@ card fails, and given back when the order is cancelled.
 Read top to bottom:
   PlaceOrder → billing → OrderPlaced
   CapturePayment → payments → PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
+  No usable answer for an attempt (a day of retries ran out, a refused request)
+      → MarkCaptureUnknown → payments → CaptureOutcomeUnknown: wait (status
+      `awaiting_reconciliation`) for reconciliation's signal `gateway_answer` → PaymentCaptured
+      | PaymentDeclined (+ PaymentAbandoned); a capture the gateway confirms it never made
+      is a declined attempt (`not_charged`), and recovery goes on as after any decline
   PaymentCaptured → MarkOrderPaid → billing, CreateInvoice → invoicing,
       NotifyCustomer (payment received, invoice number)
   PaymentDeclined → NotifyCustomer, wait 1, 3, 7 days — or less when the Update
@@ -26,11 +31,12 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
@@ -39,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         CapturePayment,
         CreateInvoice,
         InvoiceCreated,
+        MarkCaptureUnknown,
         MarkOrderPaid,
         NotifyCustomer,
         OrderLine,
@@ -60,10 +67,11 @@ DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), lo
 NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
 CAPTURE = Step(
     # Transient gateway trouble is retried with the same attempt id (the idempotency
-    # key), so a retry can never capture twice. An attempt whose answer is unknown may
-    # have charged the card, so it is never given up: it is asked again until the
-    # gateway answers. A decline is an answer (an event), not an error.
+    # key), so a retry can never capture twice, for up to a day. An attempt still without
+    # an answer then is unknown (it may have charged the card): payments records it, and
+    # reconciliation asks the gateway. A decline is an answer (an event), not an error.
     start_to_close=timedelta(seconds=30),  # the gateway client gives up after 10 s
+    schedule_to_close=timedelta(hours=24),
     retry=RetryPolicy(
         initial_interval=timedelta(seconds=5),
         backoff_coefficient=2.0,
@@ -71,6 +79,7 @@ CAPTURE = Step(
         non_retryable_error_types=REFUSALS,
     ),
 )
+UNKNOWN_CAPTURE_AWAITS_RECONCILIATION = "capture-unknown-awaits-reconciliation"  # patch id
 # Waits between capture attempts after a decline; the last one repeats for as long
 # as payments still allows attempts.
 RECOVERY_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=7))
@@ -91,6 +100,7 @@ class PaymentWorkflow(Process):
         super().__init__()
         self.order: OrderRequest | None = None
         self.open_until_delivered = False
+        self.unknown_capture_awaits_reconciliation = False
         self.attempts = 0
         self.next_attempt_at: datetime | None = None
         self.decline_code = ""
@@ -106,12 +116,14 @@ class PaymentWorkflow(Process):
         self.cancellation_answer: str | None = None  # billing's refusal, for the Update
         self.delivered = False
         self.closed = False  # the flow is ending: every Update still waiting is answered
+        self.reconciled: Outcome | None = None  # payments' answer for an unknown attempt, from reconciliation
 
     @workflow.run
     async def run(self, order: OrderRequest) -> PaymentStatus:
         self.order = order
         # Asked before the first command (see RefundWorkflow.run).
         self.open_until_delivered = workflow.patched(OPEN_UNTIL_DELIVERED)
+        self.unknown_capture_awaits_reconciliation = workflow.patched(UNKNOWN_CAPTURE_AWAITS_RECONCILIATION)
         self.set_status("capturing")
         await self.send(
             self.command(
@@ -154,7 +166,68 @@ class PaymentWorkflow(Process):
     async def attempt(self, command: CapturePayment | RetryPaymentCapture) -> Outcome:
         self.attempts += 1
         self.next_attempt_at = None
-        return await self.send(command, CAPTURE)
+        try:
+            return await self.send(command, CAPTURE)
+        except Refused as refused:
+            # Payments refusing the attempt itself fails the flow with its words; only the
+            # gateway refusing the request leaves the outcome unknown.
+            if refused.kind != "GatewayRefusedRequest" or not self.unknown_capture_awaits_reconciliation:
+                raise
+            reason = f"refused:{refused.kind}"
+        except ActivityError as gave_up:
+            if not self.unknown_capture_awaits_reconciliation:
+                raise
+            cause = gave_up.cause
+            reason = f"refused:{cause.type}" if isinstance(cause, ApplicationError) and cause.type else "gateway_unavailable"
+        except asyncio.CancelledError:
+            # An operator's Cancel while the attempt may be at the gateway cannot undo it.
+            if not self.unknown_capture_awaits_reconciliation:
+                raise
+            reason = "cancelled_while_capturing"
+        return await self.capture_unknown(command, reason)
+
+    async def capture_unknown(self, command: CapturePayment | RetryPaymentCapture, reason: str) -> Outcome:
+        """No usable answer: payments records the attempt as unknown and the flow waits for
+        reconciliation's answer; nobody is told the payment failed."""
+        assert self.order is not None
+        self.note(f"no answer for capture attempt {self.attempts}: {reason}")
+        try:
+            await self.send(
+                self.command(
+                    MarkCaptureUnknown,
+                    f"mark-unknown-{self.attempts}",
+                    order_id=self.order.order_id,
+                    attempt_id=command.command_id,
+                    reason=reason,
+                ),
+                DECIDE,
+            )
+        except Refused:
+            # Payments already has the answer (recorded after the step gave up): the same
+            # command again returns it from payments' inbox.
+            return await self.send(command, CAPTURE)
+        self.set_status("awaiting_reconciliation")
+        self.note("waiting for reconciliation to ask the gateway what became of the attempt")
+        await self.until_reconciled()
+        outcome, self.reconciled = self.reconciled, None
+        assert outcome is not None
+        self.note(f"reconciliation: payments answered {', '.join(outcome.event_names)}")
+        return outcome
+
+    @workflow.signal
+    def gateway_answer(self, outcome: Outcome) -> None:
+        """Reconciliation brings payments' answer for a capture attempt whose outcome was unknown."""
+        self.reconciled = outcome
+
+    async def until_reconciled(self) -> None:
+        """Wait for reconciliation's answer. An operator's Cancel meanwhile changes nothing:
+        only the gateway's answer may end a money question (Terminate stops the flow, and
+        reconciliation then records the discrepancy for support)."""
+        while self.reconciled is None:
+            try:
+                await workflow.wait_condition(lambda: self.reconciled is not None)
+            except asyncio.CancelledError:
+                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
 
     async def recover(self, declined: PaymentDeclined) -> Outcome | None:
         assert self.order is not None

@@ -15,18 +15,25 @@ Read top to bottom:
       → ShipmentIntercepted | ShipmentInterceptFailed → RecordInterceptOutcome → billing
       → ParcelReturned | ParcelStillInTransit
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
+  No usable answer (retries ran out, a timeout, a refused request, an operator's Cancel)
+      → MarkRefundUnknown → payments → GatewayRefundOutcomeUnknown: wait (status
+      `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which carries
+      payments' answer → GatewayRefundSettled | GatewayRefundDeclined | GatewayRefundNotFound.
+      (Never asked the gateway → GatewayRefundNotSent.)
   Settled → CompleteRefund → billing → NotifyCustomer. Done.
-  Declined or out of retries → compensation: FailRefund → billing, WithdrawRefund → fraud,
-      NotifyCustomer, NotifyTeam(support). Done.
+  Declined, NotFound or NotSent (payments confirms no money went out) → compensation:
+      FailRefund (citing that fact) → billing, WithdrawRefund → fraud, NotifyCustomer,
+      NotifyTeam(support) (+ RefundOwed → NotifyTeam(support)). Done.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
@@ -34,10 +41,14 @@ with workflow.unsafe.imports_passed_through():
         CompleteRefund,
         ExpireFraudReview,
         FailRefund,
+        Event,
         FraudReviewOpened,
         GatewayRefundDeclined,
+        GatewayRefundNotFound,
+        GatewayRefundNotSent,
         GatewayRefundSettled,
         InterceptShipment,
+        MarkRefundUnknown,
         Money,
         RecordInterceptOutcome,
         NotifyCustomer,
@@ -76,6 +87,9 @@ GATEWAY = Step(
         non_retryable_error_types=REFUSALS,
     ),
 )
+# After the gateway step gives no usable answer, the flow waits for reconciliation for as long
+# as it takes (no timer): money is freed or paid only on the gateway's word.
+UNKNOWN_AWAITS_RECONCILIATION = "gateway-unknown-awaits-reconciliation"  # patch id
 REVIEW_REMINDER_AFTER = timedelta(hours=24)
 REVIEW_EXPIRES_AFTER = timedelta(hours=72)
 
@@ -97,10 +111,12 @@ class RefundWorkflow(Process):
         self.resolution: ReviewResolution | None = None
         self.intercepts_after_fraud = False
         self.fraud_hears_unpaid = False
+        self.unknown_awaits_reconciliation = False
         self.resolution_at: datetime | None = None  # when the Update carrying it was accepted
         self.review_refusal: tuple[ReviewResolution, str] | None = None  # fraud refused it: the Update's answer
         self.refused_decisions = 0
         self.review_closed = False  # expiry started or a decision taken
+        self.reconciled: Outcome | None = None  # payments' answer, brought by reconciliation
 
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
@@ -109,6 +125,7 @@ class RefundWorkflow(Process):
         # activity that outlived its workflow task, a replay could see the marker too late.
         self.intercepts_after_fraud = workflow.patched(INTERCEPT_AFTER_FRAUD)
         self.fraud_hears_unpaid = workflow.patched(FRAUD_HEARS_UNPAID)
+        self.unknown_awaits_reconciliation = workflow.patched(UNKNOWN_AWAITS_RECONCILIATION)
         self.set_status("requested")
         try:
             decided = await self.send(
@@ -276,27 +293,86 @@ class RefundWorkflow(Process):
     # -- money out ---------------------------------------------------------------------
     async def pay_out(self, approved: RefundApproved) -> RefundStatus:
         self.set_status("sending")
+        send = self.command(
+            SendRefundToGateway,
+            "send-to-gateway",
+            order_id=approved.order_id,
+            refund_id=approved.refund_id,
+            amount=approved.amount,
+        )
         try:
-            sent = await self.send(
-                self.command(
-                    SendRefundToGateway,
-                    "send-to-gateway",
-                    order_id=approved.order_id,
-                    refund_id=approved.refund_id,
-                    amount=approved.amount,
-                ),
-                GATEWAY,
-            )
+            sent = await self.send(send, GATEWAY)
         except Refused as refused:
             self.note(f"no answer from payments: {refused}")
-            return await self.fail(approved, f"refused:{refused.kind}")
+            if not self.unknown_awaits_reconciliation:
+                return await self.fail(approved, f"refused:{refused.kind}")
+            sent = await self.when_unknown(approved, send, f"refused:{refused.kind}")
         except ActivityError as gave_up:
             self.note(f"no answer from payments: {gave_up.cause or gave_up}")
-            return await self.fail(approved, "gateway_unavailable")
+            if not self.unknown_awaits_reconciliation:
+                return await self.fail(approved, "gateway_unavailable")
+            reason = "cancelled_while_sending" if is_cancelled_exception(gave_up) else "gateway_unavailable"
+            sent = await self.when_unknown(approved, send, reason)
+        except asyncio.CancelledError:
+            # An operator's Cancel while the request may be at the gateway: that cannot be
+            # undone by stopping here, so it becomes unknown like any other missing answer.
+            if not self.unknown_awaits_reconciliation:
+                raise
+            self.note("cancelled while sending: the gateway's answer is unknown")
+            sent = await self.when_unknown(approved, send, "cancelled_while_sending")
+        return await self.answered(approved, sent)
+
+    async def when_unknown(self, approved: RefundApproved, send: SendRefundToGateway, reason: str) -> Outcome:
+        """No usable answer: payments records what it knows, and the flow waits for
+        reconciliation instead of compensating on a guess. The customer is told nothing yet."""
+        try:
+            marked = await self.send(
+                self.command(
+                    MarkRefundUnknown,
+                    "mark-unknown",
+                    order_id=approved.order_id,
+                    refund_id=approved.refund_id,
+                    reason=reason,
+                ),
+                DECIDE,
+            )
+        except Refused:
+            # Payments already has the answer (the last attempt recorded it after the step
+            # gave up): the same command again returns that answer from payments' inbox.
+            return await self.send(send, GATEWAY)
+        if marked.has(GatewayRefundNotSent):
+            return marked
+        self.set_status("awaiting_reconciliation")
+        self.note("waiting for reconciliation to ask the gateway what became of the refund")
+        await self.until_reconciled()
+        assert self.reconciled is not None
+        self.note(f"reconciliation: payments answered {', '.join(self.reconciled.event_names)}")
+        return self.reconciled
+
+    @workflow.signal
+    def gateway_answer(self, outcome: Outcome) -> None:
+        """Reconciliation brings payments' answer for a refund whose outcome was unknown."""
+        self.reconciled = outcome
+
+    async def until_reconciled(self) -> None:
+        """Wait for reconciliation's answer. An operator's Cancel meanwhile changes nothing:
+        only the gateway's answer may end a money question (Terminate stops the flow, and
+        reconciliation then records the discrepancy for support)."""
+        while self.reconciled is None:
+            try:
+                await workflow.wait_condition(lambda: self.reconciled is not None)
+            except asyncio.CancelledError:
+                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
+
+    async def answered(self, approved: RefundApproved, sent: Outcome) -> RefundStatus:
+        confirmation: Event | None
+        for confirmation in (sent.first(GatewayRefundNotFound), sent.first(GatewayRefundNotSent)):
+            if confirmation is not None:
+                return await self.fail(approved, f"not_paid:{confirmation.name()}", confirmation)
         if declined := sent.first(GatewayRefundDeclined):
-            return await self.fail(approved, f"declined:{declined.decline_code}")
+            return await self.fail(approved, f"declined:{declined.decline_code}", declined)
         settled = sent.first(GatewayRefundSettled)
-        assert settled is not None, "payments answers with a settlement or a decline"
+        assert settled is not None, "payments answers with a settlement, a decline or a confirmed not-paid"
 
         await self.send(
             self.command(
@@ -339,9 +415,20 @@ class RefundWorkflow(Process):
                 NOTIFY,
             )
 
-    async def fail(self, approved: RefundApproved, reason: str) -> RefundStatus:
+    async def fail(self, approved: RefundApproved, reason: str, confirmation: Event | None = None) -> RefundStatus:
+        """Compensation on payments' confirmation that no money went out (billing refuses
+        a FailRefund without one; histories recorded before the unknown state replay
+        through here without it)."""
         failed = await self.send(
-            self.command(FailRefund, "fail", order_id=approved.order_id, refund_id=approved.refund_id, reason=reason),
+            self.command(
+                FailRefund,
+                "fail",
+                order_id=approved.order_id,
+                refund_id=approved.refund_id,
+                reason=reason,
+                confirmed_by=confirmation.name() if confirmation else "",
+                evidence=confirmation.event_id if confirmation else "",
+            ),
             DECIDE,
         )
         await self.withdraw_from_fraud(approved, reason)

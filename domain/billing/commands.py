@@ -86,11 +86,18 @@ class CompleteRefund(BillingCommand):
 
 
 class FailRefund(BillingCommand):
-    """Compensation: the gateway declined or never answered; the amount is refundable again."""
+    """Compensation: payments confirmed that no money went out; the amount is refundable again.
+
+    `confirmed_by` names payments' fact that confirms it (`GatewayRefundDeclined`,
+    `GatewayRefundNotFound`, `GatewayRefundNotSent`) and `evidence` that event's id. "We do not
+    know" (retries ran out, a timeout, a refused request) confirms nothing: billing refuses it.
+    """
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
     refund_id: DerivedId
     reason: Text
+    confirmed_by: str = ""  # the type of payments' event that confirms no money moved
+    evidence: str = ""  # that event's id
 
 
 class CancelOrder(BillingCommand):

@@ -55,6 +55,10 @@ class Fulfilment(StrEnum):
 
 class Order(AggregateRoot):
     REFUND_WINDOW: ClassVar[timedelta] = timedelta(days=30)
+    # Payments' facts that confirm a refund's money did not go out. Only these free the amount.
+    NOT_PAID_CONFIRMATIONS: ClassVar[frozenset[str]] = frozenset(
+        {"GatewayRefundDeclined", "GatewayRefundNotFound", "GatewayRefundNotSent"}
+    )
 
     customer_id: str
     currency: str
@@ -216,6 +220,11 @@ class Order(AggregateRoot):
         return total([r.amount for r in self.refunds.values() if r.in_flight and r.amount], self.currency)
 
     @property
+    def reserved_since(self) -> datetime | None:
+        """When the oldest refund still holding money reserved was asked for."""
+        return min((r.requested_at for r in self.refunds.values() if r.in_flight), default=None)
+
+    @property
     def refundable(self) -> Money:
         return self.paid - self.refunded - self.reserved
 
@@ -322,8 +331,15 @@ class Order(AggregateRoot):
         self.record(command, RefundCompleted(**self._refund_facts(refund)))
 
     def fail_refund(self, command: FailRefund) -> None:
-        """The money did not go out: release the reservation so it can be asked for again."""
+        """The money did not go out: release the reservation so it can be asked for again.
+        Only on payments' confirmation; a guess ("no answer") keeps the amount reserved."""
         refund = self._in_flight(command.refund_id)
+        if command.confirmed_by not in self.NOT_PAID_CONFIRMATIONS or not command.evidence:
+            raise InvalidCommand(
+                "not_confirmed",
+                f"refund {command.refund_id} may only fail on payments' confirmation that nothing was paid "
+                f"({', '.join(sorted(self.NOT_PAID_CONFIRMATIONS))}), not on {command.confirmed_by or 'a guess'}",
+            )
         self._settle(refund, RefundStatus.FAILED, command.reason)
         self.record(command, RefundFailed(**self._refund_facts(refund), reason=command.reason))
         self._still_owed(command)

@@ -27,6 +27,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Order {order_id} was cancelled after it was paid and {owed} is still owed to the customer "
         "(refund {refund_id} ended {reason}). Decide how to pay it back.",
     ),
+    # reconciliation, to support
+    "discrepancy_found": (
+        "Reconciliation found a discrepancy",
+        "{kind} on {business_id} (order {order_id}): {detail} Resolve it with "
+        "`starter.py resolve-discrepancy {discrepancy_id} --note ...` once it is dealt with.",
+    ),
     # payments
     "payment_received": ("Payment received", "We received {amount} for order {order_id}. Invoice {invoice_number}."),
     "payment_declined": (

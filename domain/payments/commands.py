@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from domain.shared.actor import Role
-from domain.shared.messages import Command, DerivedId, Id
+from domain.shared.messages import Command, DerivedId, Id, Note, Text
 from domain.shared.money import Money
 
 
@@ -28,6 +28,34 @@ class SendRefundToGateway(PaymentsCommand):
 
     refund_id: DerivedId
     amount: Money
+
+
+class MarkRefundUnknown(PaymentsCommand):
+    """The refund flow got no usable answer (retries ran out, a timeout after the request may
+    have gone through, a refused request, an operator's Cancel): payments records what it knows."""
+
+    refund_id: DerivedId
+    reason: Text
+
+
+class MarkCaptureUnknown(PaymentsCommand):
+    """The payment flow got no usable answer for a capture attempt."""
+
+    attempt_id: DerivedId
+    reason: Text
+
+
+class ReconcileGatewayRefund(PaymentsCommand):
+    """Reconciliation asks the gateway what became of a refund whose answer is unknown (or
+    that was sent long ago); payments decides what the gateway's answer means."""
+
+    refund_id: DerivedId
+
+
+class ReconcileCapture(PaymentsCommand):
+    """The same for a capture attempt."""
+
+    attempt_id: DerivedId
 
 
 class RetryPaymentCapture(PaymentsCommand):

@@ -60,6 +60,47 @@ class GatewayRefundDeclined(Event):
     decline_code: str
 
 
+class CaptureOutcomeUnknown(Event):
+    """Nobody knows whether this attempt charged the card: a fact, not a failure.
+    Reconciliation asks the gateway; until then no new attempt may start."""
+
+    type: Literal["CaptureOutcomeUnknown"] = "CaptureOutcomeUnknown"
+    order_id: str
+    attempt_id: str
+    amount: Money
+    reason: str
+
+
+class GatewayRefundOutcomeUnknown(Event):
+    """Nobody knows whether the gateway paid this refund: its amount stays counted as
+    refunded (and billing keeps it reserved) until reconciliation learns the answer."""
+
+    type: Literal["GatewayRefundOutcomeUnknown"] = "GatewayRefundOutcomeUnknown"
+    order_id: str
+    refund_id: str
+    amount: Money
+    reason: str
+
+
+class GatewayRefundNotFound(Event):
+    """The gateway confirmed, when asked by the refund id, that it holds no such refund:
+    no money went out."""
+
+    type: Literal["GatewayRefundNotFound"] = "GatewayRefundNotFound"
+    order_id: str
+    refund_id: str
+    amount: Money
+
+
+class GatewayRefundNotSent(Event):
+    """Payments never asked the gateway for this refund (it refused the request itself):
+    no money went out."""
+
+    type: Literal["GatewayRefundNotSent"] = "GatewayRefundNotSent"
+    order_id: str
+    refund_id: str
+
+
 class PaymentAbandoned(Event):
     """Payments gives up: a hard decline, or no attempts left."""
 

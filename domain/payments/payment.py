@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar
 
 from pydantic import BaseModel
 
-from domain.payments.commands import CapturePayment, RetryPaymentCapture, SendRefundToGateway, UpdatePaymentMethod
+from domain.payments.commands import (
+    CapturePayment,
+    MarkCaptureUnknown,
+    MarkRefundUnknown,
+    ReconcileCapture,
+    ReconcileGatewayRefund,
+    RetryPaymentCapture,
+    SendRefundToGateway,
+    UpdatePaymentMethod,
+)
 from domain.payments.events import (
     CaptureAttempted,
+    CaptureOutcomeUnknown,
     GatewayRefundDeclined,
+    GatewayRefundNotFound,
+    GatewayRefundNotSent,
+    GatewayRefundOutcomeUnknown,
     GatewayRefundRequested,
     GatewayRefundSettled,
     PaymentAbandoned,
@@ -18,7 +32,15 @@ from domain.payments.events import (
     PaymentDeclined,
     PaymentMethodUpdated,
 )
-from domain.payments.gateway import Accepted, CaptureRequest, Declined, GatewayAnswer, RefundRequest
+from domain.payments.gateway import (
+    Accepted,
+    CaptureRequest,
+    Declined,
+    GatewayAnswer,
+    LookupAnswer,
+    NotFound,
+    RefundRequest,
+)
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.actor import Role
 from domain.shared.errors import InvalidCommand, NotAuthorized
@@ -27,8 +49,12 @@ from domain.shared.money import Money, total
 
 class AttemptStatus(StrEnum):
     SENT = "sent"  # asked, answer not yet recorded
+    UNKNOWN = "unknown"  # the flow got no usable answer: reconciliation must ask the gateway
     CAPTURED = "captured"
-    DECLINED = "declined"
+    DECLINED = "declined"  # declined, or the gateway confirmed it never charged
+
+
+OPEN = frozenset({AttemptStatus.SENT, AttemptStatus.UNKNOWN})
 
 
 class CaptureAttempt(BaseModel):
@@ -38,12 +64,19 @@ class CaptureAttempt(BaseModel):
     status: AttemptStatus = AttemptStatus.SENT
     decline_code: str = ""
     gateway_reference: str = ""
+    sent_at: datetime | None = None  # when payments decided to ask (None: recorded before this was kept)
 
 
 class GatewayRefundStatus(StrEnum):
     SENT = "sent"
+    UNKNOWN = "unknown"  # the flow got no usable answer: reconciliation must ask the gateway
     SETTLED = "settled"
     DECLINED = "declined"
+    NOT_FOUND = "not_found"  # the gateway confirmed it holds no such refund: nothing went out
+
+
+REFUND_OPEN = frozenset({GatewayRefundStatus.SENT, GatewayRefundStatus.UNKNOWN})
+NOTHING_PAID = frozenset({GatewayRefundStatus.DECLINED, GatewayRefundStatus.NOT_FOUND})
 
 
 class GatewayRefund(BaseModel):
@@ -52,15 +85,27 @@ class GatewayRefund(BaseModel):
     status: GatewayRefundStatus = GatewayRefundStatus.SENT
     decline_code: str = ""
     gateway_reference: str = ""
+    sent_at: datetime | None = None
 
 
 CaptureCommand = CapturePayment | RetryPaymentCapture
+PaymentsCommandLike = (
+    CapturePayment | RetryPaymentCapture | SendRefundToGateway | ReconcileCapture | ReconcileGatewayRefund
+)
+# Requests recorded before payments kept `sent_at` count as sent at this time: long ago.
+LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Payment(AggregateRoot):
     MAX_ATTEMPTS: ClassVar[int] = 4
     # Declines that no retry will ever turn into a payment.
     HARD_DECLINES: ClassVar[frozenset[str]] = frozenset({"card_stolen", "card_lost", "fraudulent"})
+    # A request still `sent` after this long has outlived every retry of its flow (a day):
+    # its flow is gone or stuck, and reconciliation may ask the gateway about it.
+    SENT_TOO_LONG: ClassVar[timedelta] = timedelta(hours=25)
+    # What a capture the gateway confirms it never made counts as, for the customer: a
+    # failed attempt (they may give another card), like a decline.
+    NOT_CHARGED: ClassVar[str] = "not_charged"
 
     customer_id: str
     amount: Money
@@ -106,13 +151,15 @@ class Payment(AggregateRoot):
             self._must_be_recoverable()
             if isinstance(command, CapturePayment) and command.amount != self.amount:
                 raise InvalidCommand("amount_mismatch", f"order {self.id} is for {self.amount}, not {command.amount}")
-            if any(a.status is AttemptStatus.SENT for a in self.attempts):
+            if any(a.status in OPEN for a in self.attempts):
                 # The earlier attempt's answer is unknown (it may have charged): it must be
-                # settled with its own key before anyone tries again.
+                # settled with its own key (or by reconciliation) before anyone tries again.
                 raise InvalidCommand("attempt_in_flight", f"order {self.id} has a capture attempt awaiting its answer")
             if len(self.attempts) >= self.MAX_ATTEMPTS:
                 raise InvalidCommand("no_attempts_left", f"order {self.id} had its {self.MAX_ATTEMPTS} attempts")
-            attempt = CaptureAttempt(attempt_id=command.command_id, amount=self.amount, card_token=self.card_token)
+            attempt = CaptureAttempt(
+                attempt_id=command.command_id, amount=self.amount, card_token=self.card_token, sent_at=command.issued_at
+            )
             self.attempts.append(attempt)
             self.record(command, CaptureAttempted(order_id=self.id, attempt_id=attempt.attempt_id, amount=attempt.amount))
         return CaptureRequest(
@@ -124,6 +171,49 @@ class Payment(AggregateRoot):
         attempt = self._attempt(command.command_id)
         if attempt is None or attempt.status is not AttemptStatus.SENT:
             raise InvalidCommand("no_open_attempt", f"attempt {command.command_id} is not waiting for an answer")
+        self._capture_answered(command, attempt, answer)
+
+    def mark_capture_unknown(self, command: MarkCaptureUnknown) -> None:
+        """The flow has no usable answer. An attempt still waiting becomes unknown (a fact:
+        the card may have been charged); one already answered is refused, so the flow
+        reads that answer instead."""
+        attempt = self._attempt(command.attempt_id)
+        if attempt is None:
+            raise InvalidCommand("no_such_attempt", f"order {self.id} has no capture attempt {command.attempt_id}")
+        if attempt.status is AttemptStatus.UNKNOWN:
+            return  # already recorded: nothing happens twice
+        if attempt.status is not AttemptStatus.SENT:
+            raise InvalidCommand("attempt_already_answered", f"attempt {attempt.attempt_id} is {attempt.status.value}")
+        attempt.status = AttemptStatus.UNKNOWN
+        self.record(
+            command,
+            CaptureOutcomeUnknown(
+                order_id=self.id, attempt_id=attempt.attempt_id, amount=attempt.amount, reason=command.reason
+            ),
+        )
+
+    def capture_lookup(self, command: ReconcileCapture) -> CaptureRequest:
+        """What reconciliation may ask the gateway about: an unknown attempt, or one sent
+        so long ago that its flow can no longer be waiting for it."""
+        attempt = self._attempt(command.attempt_id)
+        if attempt is None:
+            raise InvalidCommand("no_such_attempt", f"order {self.id} has no capture attempt {command.attempt_id}")
+        self._may_reconcile(attempt.status, attempt.sent_at, command, f"attempt {attempt.attempt_id}")
+        return CaptureRequest(
+            idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id
+        )
+
+    def reconcile_capture(self, command: ReconcileCapture, answer: LookupAnswer) -> None:
+        """What the gateway's look-up means: captured, declined, or — confirmed never
+        charged — a failed attempt like a decline."""
+        self.capture_lookup(command)
+        attempt = self._attempt(command.attempt_id)
+        assert attempt is not None
+        if isinstance(answer, NotFound):
+            answer = Declined(code=self.NOT_CHARGED)
+        self._capture_answered(command, attempt, answer)
+
+    def _capture_answered(self, command: PaymentsCommandLike, attempt: CaptureAttempt, answer: GatewayAnswer) -> None:
         if isinstance(answer, Accepted):
             attempt.status, attempt.gateway_reference = AttemptStatus.CAPTURED, answer.reference
             self.record(
@@ -136,27 +226,64 @@ class Payment(AggregateRoot):
                     gateway_reference=answer.reference,
                 ),
             )
-        else:
-            attempt.status, attempt.decline_code = AttemptStatus.DECLINED, answer.code
+            return
+        attempt.status, attempt.decline_code = AttemptStatus.DECLINED, answer.code
+        self.record(
+            command,
+            PaymentDeclined(
+                order_id=self.id,
+                customer_id=self.customer_id,
+                attempt_id=attempt.attempt_id,
+                amount=attempt.amount,
+                decline_code=answer.code,
+            ),
+        )
+        if answer.code in self.HARD_DECLINES or len(self.attempts) >= self.MAX_ATTEMPTS:
+            self.abandoned = True
+            reason = f"hard_decline:{answer.code}" if answer.code in self.HARD_DECLINES else "attempts_exhausted"
             self.record(
                 command,
-                PaymentDeclined(
-                    order_id=self.id,
-                    customer_id=self.customer_id,
-                    attempt_id=attempt.attempt_id,
-                    amount=attempt.amount,
-                    decline_code=answer.code,
+                PaymentAbandoned(
+                    order_id=self.id, customer_id=self.customer_id, reason=reason, attempts=len(self.attempts)
                 ),
             )
-            if answer.code in self.HARD_DECLINES or len(self.attempts) >= self.MAX_ATTEMPTS:
-                self.abandoned = True
-                reason = f"hard_decline:{answer.code}" if answer.code in self.HARD_DECLINES else "attempts_exhausted"
-                self.record(
-                    command,
-                    PaymentAbandoned(
-                        order_id=self.id, customer_id=self.customer_id, reason=reason, attempts=len(self.attempts)
-                    ),
-                )
+
+    def _may_reconcile(
+        self, status: StrEnum, sent_at: datetime | None, command: PaymentsCommandLike, what: str
+    ) -> None:
+        if status in (AttemptStatus.UNKNOWN, GatewayRefundStatus.UNKNOWN):
+            return
+        if status in (AttemptStatus.SENT, GatewayRefundStatus.SENT):
+            if sent_at is None or command.issued_at - sent_at >= self.SENT_TOO_LONG:
+                return
+            raise InvalidCommand("still_in_flight", f"{what} was sent at {sent_at}; its flow may still be asking")
+        raise InvalidCommand("already_answered", f"{what} is already {status.value}")
+
+    def awaiting_reconciliation(self, as_of: datetime) -> list[tuple[str, str, str, Money]]:
+        """(kind, business id, status, amount) of every request reconciliation may ask the
+        gateway about at `as_of`: unknown ones, and ones sent longer ago than SENT_TOO_LONG."""
+
+        def due(status: StrEnum, sent_at: datetime | None) -> bool:
+            unknown = status in (AttemptStatus.UNKNOWN, GatewayRefundStatus.UNKNOWN)
+            return unknown or sent_at is None or as_of - sent_at >= self.SENT_TOO_LONG
+
+        return [("capture", a.attempt_id, a.status.value, a.amount) for a in self.attempts if a.status in OPEN and due(a.status, a.sent_at)] + [
+            ("refund", r.refund_id, r.status.value, r.amount)
+            for r in self.refunds.values()
+            if r.status in REFUND_OPEN and due(r.status, r.sent_at)
+        ]
+
+    @property
+    def open_since(self) -> datetime | None:
+        """When the oldest request still waiting for (or missing) its answer was sent;
+        None when every request has its answer. Reconciliation searches by it."""
+        waiting = [a.sent_at for a in self.attempts if a.status in OPEN] + [
+            r.sent_at for r in self.refunds.values() if r.status in REFUND_OPEN
+        ]
+        if not waiting:
+            return None
+        known = [t for t in waiting if t is not None]
+        return min(known) if len(known) == len(waiting) else LONG_AGO
 
     def _attempt(self, attempt_id: str) -> CaptureAttempt | None:
         return next((a for a in self.attempts if a.attempt_id == attempt_id), None)
@@ -166,7 +293,8 @@ class Payment(AggregateRoot):
     def refunded(self) -> Money:
         """Settled at the gateway, plus what is on its way there."""
         return total(
-            [r.amount for r in self.refunds.values() if r.status is not GatewayRefundStatus.DECLINED],
+            # An unknown refund counts: its money may have gone out.
+            [r.amount for r in self.refunds.values() if r.status not in NOTHING_PAID],
             self.amount.currency,
         )
 
@@ -182,7 +310,7 @@ class Payment(AggregateRoot):
                 raise InvalidCommand(
                     "exceeds_captured", f"{command.amount} would refund more than the {self.captured} captured"
                 )
-            refund = GatewayRefund(refund_id=command.refund_id, amount=command.amount)
+            refund = GatewayRefund(refund_id=command.refund_id, amount=command.amount, sent_at=command.issued_at)
             self.refunds[refund.refund_id] = refund
             self.record(command, GatewayRefundRequested(order_id=self.id, refund_id=refund.refund_id, amount=refund.amount))
         elif refund.status is not GatewayRefundStatus.SENT:
@@ -198,6 +326,56 @@ class Payment(AggregateRoot):
         refund = self.refunds.get(command.refund_id)
         if refund is None or refund.status is not GatewayRefundStatus.SENT:
             raise InvalidCommand("no_open_refund", f"refund {command.refund_id} is not waiting for an answer")
+        self._refund_answered(command, refund, answer)
+
+    def mark_refund_unknown(self, command: MarkRefundUnknown) -> None:
+        """The refund flow has no usable answer. Never sent: a confirmed "nothing went out".
+        Sent and waiting: unknown (a fact; the money may have gone out). Already answered:
+        refused, so the flow reads that answer instead."""
+        refund = self.refunds.get(command.refund_id)
+        if refund is None:
+            self.record(command, GatewayRefundNotSent(order_id=self.id, refund_id=command.refund_id))
+            return
+        if refund.status is GatewayRefundStatus.UNKNOWN:
+            return  # already recorded: nothing happens twice
+        if refund.status is not GatewayRefundStatus.SENT:
+            raise InvalidCommand("refund_already_answered", f"refund {refund.refund_id} is already {refund.status.value}")
+        refund.status = GatewayRefundStatus.UNKNOWN
+        self.record(
+            command,
+            GatewayRefundOutcomeUnknown(
+                order_id=self.id, refund_id=refund.refund_id, amount=refund.amount, reason=command.reason
+            ),
+        )
+
+    def refund_lookup(self, command: ReconcileGatewayRefund) -> RefundRequest:
+        """What reconciliation may ask the gateway about: an unknown refund, or one sent so
+        long ago that its flow can no longer be waiting for it."""
+        refund = self.refunds.get(command.refund_id)
+        if refund is None:
+            raise InvalidCommand("no_such_refund", f"order {self.id} has no gateway refund {command.refund_id}")
+        self._may_reconcile(refund.status, refund.sent_at, command, f"refund {refund.refund_id}")
+        assert self.capture is not None
+        return RefundRequest(
+            idempotency_key=refund.refund_id,
+            charge=self.capture.gateway_reference,
+            amount=refund.amount,
+            reference=refund.refund_id,
+        )
+
+    def reconcile_refund(self, command: ReconcileGatewayRefund, answer: LookupAnswer) -> None:
+        """What the gateway's look-up means: settled, declined, or confirmed never paid."""
+        self.refund_lookup(command)
+        refund = self.refunds[command.refund_id]
+        if isinstance(answer, NotFound):
+            refund.status = GatewayRefundStatus.NOT_FOUND
+            self.record(
+                command, GatewayRefundNotFound(order_id=self.id, refund_id=refund.refund_id, amount=refund.amount)
+            )
+            return
+        self._refund_answered(command, refund, answer)
+
+    def _refund_answered(self, command: PaymentsCommandLike, refund: GatewayRefund, answer: GatewayAnswer) -> None:
         if isinstance(answer, Accepted):
             refund.status, refund.gateway_reference = GatewayRefundStatus.SETTLED, answer.reference
             self.record(

@@ -76,7 +76,8 @@ class Bill(Note):
 
 
 TYPES = AggregateTypes(
-    orders=Order, payments=Note, fraud_reviews=Review, shipments=Note, notifications=Note, invoices=Bill
+    orders=Order, payments=Note, fraud_reviews=Review, shipments=Note, notifications=Note, invoices=Bill,
+    discrepancies=Note,
 )
 
 

@@ -57,6 +57,7 @@ VALID: dict[str, dict[str, Any]] = {
     "status": {"workflow_id": "refund-r-1"},
     "order": {"order_id": EUR_ORDER},
     "list": {"--status": "completed"},
+    "schedule": {"action": "interval", "minutes": "10"},
 }
 
 
@@ -236,6 +237,19 @@ for verb in VALID:
 bad("place-order: a flag given a value", argv("place-order", {"--wait=yes": True}), "--wait")
 bad("no verb at all", [], "required", "verb")
 bad("an unknown verb", ["refnud", "--order-id", EUR_ORDER], "invalid choice", "refnud")
+
+# Reconciliation's verbs (cli/reconciliation.py).
+bad("schedule: interval without minutes", argv("schedule", {"minutes": None}), "minutes", "interval")
+for label, text in (("zero", "0"), ("a fraction", "1.5"), ("more than a day", "1441"), ("letters", "ten")):
+    bad(f"schedule: interval of {label}", argv("schedule", {"minutes": text}), "minutes")
+bad("schedule: minutes with pause", argv("schedule", {"action": "pause", "minutes": "5"}), "minutes", "interval")
+bad("schedule: an unknown action", argv("schedule", {"action": "stop", "minutes": None}), "invalid choice", "stop")
+bad("schedule: a daily interval", [*argv("schedule"), "--daily"], "daily")
+RESOLVE = ["resolve-discrepancy", "flow_gone:r-1", "--note", "refunded by hand"]
+bad("resolve-discrepancy: by a customer", [*RESOLVE, "--as", "customer:c-1"], "only support")
+bad("resolve-discrepancy: no such discrepancy", [*RESOLVE, "--as", "support:sam"], "no discrepancy")
+bad("resolve-discrepancy: without a note", ["resolve-discrepancy", "flow_gone:r-1", "--as", "support:sam"],
+    "required", "--note")
 
 
 # -- running the cases -------------------------------------------------------------------------

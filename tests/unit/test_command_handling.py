@@ -303,6 +303,12 @@ WHO_MAY_SEND = {
     "RetryPaymentCapture": {S},
     "UpdatePaymentMethod": {C, SU, S},
     "SendRefundToGateway": {S},
+    "MarkRefundUnknown": {S},
+    "MarkCaptureUnknown": {S},
+    "ReconcileGatewayRefund": {S},
+    "ReconcileCapture": {S},
+    "RecordDiscrepancy": {S},
+    "ResolveDiscrepancy": {SU},
     "ScreenRefund": {S},
     "ResolveFraudReview": {F},
     "ExpireFraudReview": {S},
@@ -515,7 +521,14 @@ def test_billing_activities_refuse_a_refund_that_is_no_longer_in_flight(service,
     before = service.snapshot()
     error = refuses(
         lambda: billing.fail_refund(
-            command(contracts.FailRefund, order_id=ORDER_ID, refund_id="r-1", reason="late decline")
+            command(
+                contracts.FailRefund,
+                order_id=ORDER_ID,
+                refund_id="r-1",
+                reason="late decline",
+                confirmed_by="GatewayRefundDeclined",
+                evidence="event-1",
+            )
         )
     )
     assert (error.type, error.details) == ("InvalidCommand", ("refund_not_in_flight",))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-OWNERS = ("billing", "payments", "fraud", "shipping", "invoicing", "notifications")
+OWNERS = ("billing", "payments", "fraud", "shipping", "invoicing", "notifications", "reconciliation")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,10 @@ def test_an_intercepted_parcel_is_recorded_as_returned_and_the_refund_window_cou
     assert order.fulfilment is Fulfilment.RETURNED and order.returned_at == returned_at
     assert names(order.pending_events)[-1] == "ParcelReturned"
     # The refund fails: the money is refundable again, for 30 days after the return.
-    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    order.fail_refund(command(
+        FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x",
+        confirmed_by="GatewayRefundDeclined", evidence="evt-declined-r-1",
+    ))
     order.clear_events()
     order.request_refund(refund(order, "r-2", at=returned_at + days(30)))
     assert names(order.pending_events) == ["RefundApproved"]  # no second intercept: it is back
@@ -88,7 +91,10 @@ def test_a_returned_parcels_refund_window_closes_thirty_days_after_the_return():
     order.request_refund(refund(order))
     returned_at = T0 + days(2)
     order.record_intercept_outcome(intercept_outcome(order, True, at=returned_at))
-    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    order.fail_refund(command(
+        FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x",
+        confirmed_by="GatewayRefundDeclined", evidence="evt-declined-r-1",
+    ))
     order.clear_events()
     order.request_refund(refund(order, "r-2", at=returned_at + days(31)))
     assert order.pending_events[0].reason_code == "refund_window_closed"
@@ -185,7 +191,10 @@ def test_a_partial_refund_in_flight_at_cancellation_that_fails_leaves_its_amount
     order.cancel(command(CancelOrder, actor=SUPPORT, order_id=order.id, reason="lost parcel"))
     assert order.pending_events[-1].amount == eur("70.00")  # RefundOwed for what was not in flight
     order.clear_events()
-    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    order.fail_refund(command(
+        FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x",
+        confirmed_by="GatewayRefundDeclined", evidence="evt-declined-r-1",
+    ))
     assert names(order.pending_events) == ["RefundFailed", "RefundOwed"]
     assert order.pending_events[-1].amount == eur("100.00") and order.owed == eur("100.00")
 
@@ -203,7 +212,10 @@ def test_a_failed_refund_of_an_order_that_is_not_cancelled_owes_nothing():
     order = shipped_order("100.00")
     order.request_refund(refund(order, amount="30.00"))
     order.clear_events()
-    order.fail_refund(command(FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x"))
+    order.fail_refund(command(
+        FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x",
+        confirmed_by="GatewayRefundDeclined", evidence="evt-declined-r-1",
+    ))
     assert names(order.pending_events) == ["RefundFailed"] and order.owed == Money.zero("EUR")
 
 

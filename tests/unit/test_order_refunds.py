@@ -64,8 +64,15 @@ def complete(order: Order, refund_id: str) -> CompleteRefund:
     return command(CompleteRefund, order_id=order.id, refund_id=refund_id, gateway_reference="re_1")
 
 
-def fail(order: Order, refund_id: str) -> FailRefund:
-    return command(FailRefund, order_id=order.id, refund_id=refund_id, reason="gateway_declined")
+def fail(order: Order, refund_id: str, confirmed_by: str = "GatewayRefundDeclined") -> FailRefund:
+    return command(
+        FailRefund,
+        order_id=order.id,
+        refund_id=refund_id,
+        reason="gateway_declined",
+        confirmed_by=confirmed_by,
+        evidence="event-1" if confirmed_by else "",
+    )
 
 
 def cancel(order: Order, refund_id: str) -> CancelRefund:
@@ -441,6 +448,30 @@ def test_failing_a_refund_in_flight_records_why():
     assert names([failed]) == ["RefundFailed"]
     assert failed.reason == "gateway_declined" and failed.amount == eur("30")
     assert order.refunds["r-1"].status is RefundStatus.FAILED
+
+
+@pytest.mark.parametrize("confirmation", ["GatewayRefundDeclined", "GatewayRefundNotFound", "GatewayRefundNotSent"])
+def test_a_refund_fails_and_its_amount_is_refundable_again_on_each_confirmation_that_nothing_was_paid(confirmation):
+    order = delivered_order("100.00")
+    approve(order, "r-1", "30.00")
+    order.fail_refund(fail(order, "r-1", confirmation))
+    assert names(order.pending_events) == ["RefundFailed"]
+    assert order.refundable == eur("100")
+
+
+@pytest.mark.parametrize("guess", ["", "gateway_unavailable", "GatewayRefundOutcomeUnknown", "GatewayRefundSettled"])
+def test_a_refund_cannot_fail_on_a_guess_and_its_amount_stays_reserved(guess):
+    order = delivered_order("100.00")
+    approve(order, "r-1", "30.00")
+    assert_refused(order, lambda: order.fail_refund(fail(order, "r-1", guess)), InvalidCommand, "not_confirmed")
+    assert order.refundable == eur("70") and order.refunds["r-1"].status is RefundStatus.APPROVED
+
+
+def test_a_refund_cannot_fail_on_a_confirmation_without_its_evidence():
+    order = delivered_order("100.00")
+    approve(order, "r-1", "30.00")
+    bare = fail(order, "r-1").model_copy(update={"evidence": ""})
+    assert_refused(order, lambda: order.fail_refund(bare), InvalidCommand, "not_confirmed")
 
 
 def test_cancelling_a_refund_in_flight_records_why():

@@ -13,7 +13,16 @@ from temporalio.client import WorkflowUpdateFailedError
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor
 from tests.workflows import flows
-from tests.workflows.flows import delivered_order, deliver, finished, keep_history, place_order, ship, start_refund
+from tests.workflows.flows import (
+    deliver,
+    delivered_order,
+    finished,
+    keep_history,
+    place_order,
+    ship,
+    start_refund,
+)
+from tests.workflows.flows import wait_for_status as wait_until
 from tests.workflows.flows import real_time
 from workflows.refund import RefundWorkflow, ReviewResolution
 
@@ -200,14 +209,23 @@ async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refunda
     assert kinds(harness.messages("team:support")) == ["refund_failed_support"]
 
 
-async def test_a_gateway_down_for_a_day_is_retried_then_the_refund_fails(harness):
+async def test_a_gateway_down_for_a_day_is_retried_then_the_refund_fails_once_the_gateway_confirms_it_never_paid(harness):
+    from tests.workflows.test_reconciliation import reconcile  # noqa: PLC0415
+
     order_id = await delivered_order(harness, card="tok_refunds_unavailable")
 
     handle = await start_refund(harness, order_id, "30.00")
+    await wait_until(handle, "sending", env=harness.env)
+    await harness.env.sleep(timedelta(hours=25))  # a day of retries runs out
+    waiting = await wait_until(handle, "awaiting_reconciliation", env=harness.env)
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")  # unknown frees nothing
+    assert kinds(harness.messages("team:support")) == []
+    await reconcile(harness)
     result = await handle.result()
     await keep_history(handle, "refund_gateway_unavailable")
 
-    assert (result.status, result.reason) == ("failed", "gateway_unavailable")
+    assert waiting.status == "awaiting_reconciliation"
+    assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
     assert refunds_in_ledger(harness, order_id) == []
     assert harness.order(order_id).refundable.amount == Decimal("120.00")
     assert kinds(harness.messages("team:support")) == ["refund_failed_support"]

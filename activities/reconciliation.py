@@ -1,0 +1,152 @@
+"""The reconciliation owner's activities: what reconciliation reads (payments' open
+requests, the ledgers against the gateway's settlement listing, reservations whose flow is
+gone), and the discrepancies it records for support.
+
+Reads decide nothing and change nothing. Recording a discrepancy is a decision of the
+Discrepancy owner (load → call one method → save); it never touches money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.handling import decide
+from activities.ports import PaymentGateway
+from domain.contracts import Outcome
+from domain.payments.gateway import GatewayUnavailable
+from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy
+from domain.reconciliation.discrepancy import Discrepancy
+from domain.reconciliation.queries import OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
+from domain.reconciliation.settlement import Finding, LedgerEntry, compare
+
+READ_OPEN_REQUESTS = "reconciliation.FindOpenGatewayRequests"
+COMPARE_SETTLEMENTS = "reconciliation.CompareSettlements"
+FIND_STRANDED_REFUNDS = "reconciliation.FindStrandedRefunds"
+# A reservation younger than this is left alone: its flow may be starting, or waiting for a
+# person (a fraud review lasts up to 72 h), and is asked about only once it is this old.
+STRANDED_AFTER = timedelta(hours=1)
+
+
+class ReconciliationActivities:
+    def __init__(self, uow_factory: Callable[[], Any], gateway: PaymentGateway, client: Client | None = None) -> None:
+        self.uow = uow_factory
+        self.gateway = gateway
+        self.client = client
+
+    # -- the discrepancy owner ---------------------------------------------------------------
+    @activity.defn(name=RecordDiscrepancy.activity_name())
+    def record_discrepancy(self, command: RecordDiscrepancy) -> Outcome:
+        """Found again (a later run, or after support resolved it): already known, nothing new."""
+        return decide(
+            self.uow,
+            command,
+            lambda uow: uow.discrepancies.find(command.discrepancy_id)
+            or uow.discrepancies.add(Discrepancy.found(command)),
+        )
+
+    @activity.defn(name=ResolveDiscrepancy.activity_name())
+    def resolve_discrepancy(self, command: ResolveDiscrepancy) -> Outcome:
+        return decide(self.uow, command, lambda uow: uow.discrepancies.get(command.discrepancy_id).resolve(command))
+
+    # -- reads ---------------------------------------------------------------------------------------
+    @activity.defn(name=READ_OPEN_REQUESTS)
+    def find_open_gateway_requests(self, scan: ReconciliationScan) -> list[OpenGatewayRequest]:
+        """Payments' unknown and long-sent captures and refunds (payments says which are due)."""
+        with self.uow() as uow:
+            return [
+                OpenGatewayRequest(kind=kind, order_id=payment.id, business_id=business_id, status=status, amount=amount)
+                for payment in uow.payments.awaiting_answers()
+                for kind, business_id, status, amount in payment.awaiting_reconciliation(scan.as_of)
+            ]
+
+    @activity.defn(name=COMPARE_SETTLEMENTS)
+    def compare_settlements(self, day: SettlementDay) -> list[Finding]:
+        """Billing's ledger and payments' records against the gateway's listing of `day`
+        (and the next day's: a movement sent just before midnight settles after it)."""
+        try:
+            listed = self.gateway.settlements(day.day) + self.gateway.settlements(day.day + timedelta(days=1))
+        except GatewayUnavailable as trouble:
+            raise ApplicationError(f"gateway unavailable: {trouble}", type="GatewayUnavailable") from trouble
+        since = datetime.combine(day.day, time(0), tzinfo=UTC)
+        with self.uow() as uow:
+            entries = []
+            for payment in uow.payments.changed_since(since):
+                order = uow.orders.find(payment.id)
+                capture = payment.capture
+                if capture is not None:
+                    billed = order.paid if order is not None and order.paid.is_positive else None
+                    entries.append(
+                        LedgerEntry(
+                            kind="capture",
+                            business_id=capture.attempt_id,
+                            order_id=payment.id,
+                            amount=capture.amount,
+                            sent_at=capture.sent_at,
+                            billed=billed,
+                        )
+                    )
+                for refund in payment.refunds.values():
+                    if refund.status.value != "settled":
+                        continue
+                    billing_refund = order.refunds.get(refund.refund_id) if order is not None else None
+                    billed = billing_refund.amount if billing_refund is not None and billing_refund.paid_out else None
+                    entries.append(
+                        LedgerEntry(
+                            kind="refund",
+                            business_id=refund.refund_id,
+                            order_id=payment.id,
+                            amount=refund.amount,
+                            sent_at=refund.sent_at,
+                            billed=billed,
+                        )
+                    )
+        return compare(day.day, listed, entries)
+
+    @activity.defn(name=FIND_STRANDED_REFUNDS)
+    async def find_stranded_refunds(self, scan: ReconciliationScan) -> list[StrandedRefund]:
+        """Refunds whose money billing holds reserved while their flow (`refund-{id}`) no longer
+        runs: terminated, failed, timed out, or reset away from and gone."""
+        assert self.client is not None, "finding stranded refunds needs the Temporal client"
+        cutoff = scan.as_of - STRANDED_AFTER
+        # The database is read in a thread: this activity runs on the worker's event loop.
+        candidates = await asyncio.to_thread(self._reserved_refunds, cutoff)
+        stranded = []
+        for order_id, refund_id, amount, requested_at in candidates:
+            workflow_id = f"refund-{refund_id}"
+            try:
+                description = await self.client.get_workflow_handle(workflow_id).describe()
+                status = description.status
+            except RPCError as error:
+                if error.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                status = None
+            if status is WorkflowExecutionStatus.RUNNING:
+                continue
+            stranded.append(
+                StrandedRefund(
+                    order_id=order_id,
+                    refund_id=refund_id,
+                    amount=amount,
+                    requested_at=requested_at,
+                    workflow_id=workflow_id,
+                    workflow_status=status.name.lower() if status is not None else "not found",
+                )
+            )
+        return stranded
+
+    def _reserved_refunds(self, cutoff: datetime) -> list[tuple[str, str, Any, datetime]]:
+        with self.uow() as uow:
+            return [
+                (order.id, refund.refund_id, refund.amount, refund.requested_at)
+                for order in uow.orders.reserving_since(cutoff)
+                for refund in order.refunds.values()
+                if refund.in_flight and refund.requested_at <= cutoff
+            ]

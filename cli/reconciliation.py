@@ -1,0 +1,150 @@
+"""starter.py's reconciliation verbs: the schedules, the open discrepancies, and support
+resolving one.
+
+    starter.py schedule pause|unpause|trigger [--daily] [--note TEXT]
+    starter.py schedule interval MINUTES          # how often the frequent pass runs
+    starter.py discrepancies [--all]              # open ones (all: resolved too)
+    starter.py resolve-discrepancy ID --note TEXT --as support:ID
+
+Registered from starter.py's build_parser() with `add_verbs`; each verb carries its handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import inspect
+from temporalio.client import ScheduleIntervalSpec, ScheduleUpdate, ScheduleUpdateInput
+
+from adapters import db
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from domain.shared.actor import Role
+from workflows.messages import DiscrepancyResolution
+from workflows.reconciliation import ResolveDiscrepancyWorkflow
+from workflows.schedules import DAILY, FREQUENT
+
+MAX_INTERVAL_MINUTES = 24 * 60
+
+
+class UsageError(Exception):
+    """Bad input found after parsing: one line on stderr, exit code 2 (starter.py's UsageError)."""
+
+
+def minutes(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_INTERVAL_MINUTES:
+        raise argparse.ArgumentTypeError(f"the interval is a whole number of minutes, 1 to {MAX_INTERVAL_MINUTES}, got {text!r}")
+    return int(text)
+
+
+def add_verbs(verbs: Any, common: argparse.ArgumentParser, identifier: Any, note: Any, reason: Any, actor: Any) -> None:
+    """Add the verbs, reusing starter.py's argument checkers."""
+    p = verbs.add_parser("schedule", parents=[common], help="pause, unpause, trigger or re-time reconciliation")
+    p.add_argument("action", choices=["pause", "unpause", "trigger", "interval"])
+    p.add_argument("minutes", nargs="?", type=minutes, help="with `interval`: run every MINUTES minutes")
+    p.add_argument("--daily", action="store_true", help="the daily pass's schedule instead of the frequent one")
+    p.add_argument("--note", default="", type=note, help="why (shown on the schedule in the UI)")
+    p.set_defaults(handler=schedule)
+
+    p = verbs.add_parser("discrepancies", parents=[common], help="what reconciliation found for support")
+    p.add_argument("--all", action="store_true", help="resolved ones too")
+    p.set_defaults(handler=discrepancies)
+
+    p = verbs.add_parser("resolve-discrepancy", parents=[common], help="support closes a discrepancy with a note")
+    p.add_argument("discrepancy_id", type=identifier)
+    p.add_argument("--note", required=True, type=reason, help="what was done about it")
+    p.add_argument("--as", dest="actor", required=True, type=actor, help="support:ID")
+    p.set_defaults(handler=resolve_discrepancy)
+
+
+async def schedule(cli: Any) -> None:
+    args = cli.args
+    if (args.action == "interval") != (args.minutes is not None):
+        raise UsageError("give MINUTES with `interval`, and only with it")
+    if args.action == "interval" and args.daily:
+        raise UsageError("the daily pass runs once a day; `interval` re-times the frequent one")
+    schedule_id = DAILY if args.daily else FREQUENT
+    handle = (await cli.client()).get_schedule_handle(schedule_id)
+    note = args.note or f"{args.action} from starter.py"
+    if args.action == "pause":
+        await handle.pause(note=note)
+    elif args.action == "unpause":
+        await handle.unpause(note=note)
+    elif args.action == "trigger":
+        await handle.trigger()
+    else:
+        every = timedelta(minutes=args.minutes)
+
+        def retime(update: ScheduleUpdateInput) -> ScheduleUpdate:
+            current = update.description.schedule
+            current.spec.intervals = [ScheduleIntervalSpec(every=every)]
+            current.state.note = note
+            return ScheduleUpdate(schedule=current)
+
+        await handle.update(retime)
+    described = await handle.describe()
+    state = described.schedule.state
+    cli.out(
+        f"{schedule_id}: {args.action} done; {'paused' if state.paused else 'running'}"
+        + (f" ({state.note})" if state.note else ""),
+        schedule_id=schedule_id,
+        action=args.action,
+        paused=state.paused,
+        note=state.note,
+    )
+
+
+async def discrepancies(cli: Any) -> list[dict]:
+    rows = [d.model_dump(mode="json", exclude={"version"}) for d in _discrepancies(cli, include_resolved=cli.args.all)]
+    if cli.args.json:
+        print(json.dumps(rows))
+        return rows
+    if not rows:
+        print("no open discrepancies" if not cli.args.all else "no discrepancies")
+    for row in rows:
+        amounts = ", ".join(f"{side}: {_money(row[side])}" for side in ("ours", "gateway") if row.get(side))
+        print(f"{row['id']}  [{row['status']}]  order {row['order_id']}" + (f"  ({amounts})" if amounts else ""))
+        print(f"    {row['detail']}")
+        if row["status"] == "resolved":
+            print(f"    resolved by {row['resolved_by']}: {row['note']}")
+    return rows
+
+
+async def resolve_discrepancy(cli: Any) -> dict:
+    args = cli.args
+    if args.actor.role is not Role.SUPPORT:
+        raise UsageError(f"only support resolves a discrepancy, not a {args.actor.role.value}")
+    known = {d.id: d for d in _discrepancies(cli, include_resolved=True)}
+    if args.discrepancy_id not in known:
+        raise UsageError(f"no discrepancy {args.discrepancy_id!r} (see `starter.py discrepancies`)")
+    if known[args.discrepancy_id].status.value == "resolved":
+        raise UsageError(f"discrepancy {args.discrepancy_id!r} is already resolved")
+    handle, _ = await cli.start(
+        ResolveDiscrepancyWorkflow.run,
+        DiscrepancyResolution(discrepancy_id=args.discrepancy_id, note=args.note, resolved_by=args.actor),
+        f"resolve-discrepancy-{args.discrepancy_id}",
+        f"Support resolves discrepancy {args.discrepancy_id}",
+        {},
+    )
+    return await cli.wait_for(handle)
+
+
+def _discrepancies(cli: Any, include_resolved: bool) -> list[Any]:
+    engine = db.make_engine(cli.settings.database_url)
+    try:
+        if not inspect(engine).has_table("discrepancies"):
+            return []  # not migrated this far: reconciliation has recorded nothing here
+        with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+            found = uow.discrepancies.with_status("open")
+            if include_resolved:
+                found += uow.discrepancies.with_status("resolved")
+            return found
+    finally:
+        engine.dispose()
+
+
+def _money(value: dict) -> str:
+    return f"{value['amount']} {value['currency']}"
+

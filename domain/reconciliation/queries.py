@@ -1,0 +1,45 @@
+"""What reconciliation reads from the owners and the gateway, in plain messages that can
+cross Temporal: the items whose gateway answer is missing, and reservations whose flow
+is gone. Reading decides nothing; the owners decide when the commands arrive."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.shared.money import Money
+
+
+class OpenGatewayRequest(BaseModel):
+    """A capture attempt or gateway refund whose answer payments does not have."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["capture", "refund"]
+    order_id: str
+    business_id: str  # the attempt id or the refund id
+    status: str  # "unknown", or "sent" (long ago)
+    amount: Money
+
+
+class StrandedRefund(BaseModel):
+    """Money billing holds reserved for a refund whose flow no longer runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    refund_id: str
+    amount: Money
+    requested_at: datetime
+    workflow_id: str
+    workflow_status: str  # "terminated", "failed", "not found" ...
+
+
+class ReconciliationScan(BaseModel):
+    as_of: datetime  # the reconciliation run's own time: decisions never read the clock
+
+
+class SettlementDay(BaseModel):
+    day: date

@@ -1,0 +1,187 @@
+"""Payments' rules for gateway answers nobody has: unknown is a state (a fact, not a failure),
+and only the gateway's confirmed answer, asked by reconciliation, decides what it was."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from domain.payments.commands import MarkCaptureUnknown, MarkRefundUnknown, ReconcileCapture, ReconcileGatewayRefund
+from domain.payments.gateway import Accepted, Declined, NotFound
+from domain.payments.payment import AttemptStatus, GatewayRefundStatus, Payment
+from domain.shared.errors import InvalidCommand
+from tests.unit.builders import ORDER_ID, T0, assert_refused, command, eur, names
+from tests.unit.test_payment import CHARGE, capture_cmd, captured_payment, new_payment, refund_cmd, refund_sent
+
+LATER = T0 + Payment.SENT_TOO_LONG
+
+
+def mark_refund(refund_id: str = "r-1") -> MarkRefundUnknown:
+    return command(MarkRefundUnknown, order_id=ORDER_ID, refund_id=refund_id, reason="gateway_unavailable")
+
+
+def reconcile_refund(refund_id: str = "r-1", at=T0) -> ReconcileGatewayRefund:
+    return command(ReconcileGatewayRefund, order_id=ORDER_ID, refund_id=refund_id, issued_at=at)
+
+
+def unknown_refund(amount: str = "30.00") -> Payment:
+    payment = captured_payment("100.00")
+    refund_sent(payment, "r-1", amount)
+    payment.mark_refund_unknown(mark_refund())
+    payment.clear_events()
+    return payment
+
+
+def attempt_sent() -> tuple[Payment, str]:
+    payment = new_payment("100.00")
+    cmd = capture_cmd("100.00", command_id="payment-o-1/capture")
+    payment.begin_capture(cmd)
+    payment.clear_events()
+    return payment, cmd.command_id
+
+
+def mark_capture(attempt_id: str) -> MarkCaptureUnknown:
+    return command(MarkCaptureUnknown, order_id=ORDER_ID, attempt_id=attempt_id, reason="gateway_unavailable")
+
+
+def reconcile_capture(attempt_id: str, at=T0) -> ReconcileCapture:
+    return command(ReconcileCapture, order_id=ORDER_ID, attempt_id=attempt_id, issued_at=at)
+
+
+# == refunds ==========================================================================================
+def test_a_sent_refund_without_an_answer_becomes_unknown_and_still_counts_as_refunded():
+    payment = captured_payment("100.00")
+    refund_sent(payment, "r-1", "30.00")
+
+    payment.mark_refund_unknown(mark_refund())
+
+    assert names(payment.pending_events) == ["GatewayRefundOutcomeUnknown"]
+    assert payment.refunds["r-1"].status is GatewayRefundStatus.UNKNOWN
+    assert payment.refunded == eur("30.00")  # its money may have gone out
+
+
+def test_marking_a_refund_unknown_twice_records_nothing_the_second_time():
+    payment = unknown_refund()
+    payment.mark_refund_unknown(mark_refund())
+    assert payment.pending_events == []
+
+
+def test_a_refund_payments_never_sent_is_confirmed_not_sent():
+    payment = captured_payment("100.00")
+    payment.mark_refund_unknown(mark_refund("r-never"))
+    assert names(payment.pending_events) == ["GatewayRefundNotSent"]
+    assert payment.refunded == eur("0")
+
+
+def test_a_refund_already_answered_cannot_be_marked_unknown():
+    payment = captured_payment("100.00")
+    cmd = refund_sent(payment, "r-1", "30.00")
+    payment.record_refund_answer(cmd, Accepted("re_1"))
+    payment.clear_events()
+    assert_refused(payment, lambda: payment.mark_refund_unknown(mark_refund()), InvalidCommand, "refund_already_answered")
+
+
+def test_a_late_answer_to_an_unknown_refund_is_refused_reconciliation_decides_it():
+    payment = unknown_refund()
+    late = refund_cmd("r-1", "30.00")
+    assert_refused(payment, lambda: payment.record_refund_answer(late, Accepted("re_1")), InvalidCommand, "no_open_refund")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "event"),
+    [
+        (Accepted("re_1"), GatewayRefundStatus.SETTLED, "GatewayRefundSettled"),
+        (Declined("expired_or_canceled_card"), GatewayRefundStatus.DECLINED, "GatewayRefundDeclined"),
+        (NotFound(), GatewayRefundStatus.NOT_FOUND, "GatewayRefundNotFound"),
+    ],
+)
+def test_reconciling_an_unknown_refund_records_what_the_gateway_says(answer, status, event):
+    payment = unknown_refund()
+    payment.reconcile_refund(reconcile_refund(), answer)
+    assert names(payment.pending_events) == [event]
+    assert payment.refunds["r-1"].status is status
+
+
+def test_a_refund_the_gateway_never_had_no_longer_counts_as_refunded():
+    payment = unknown_refund()
+    payment.reconcile_refund(reconcile_refund(), NotFound())
+    assert payment.refunded == eur("0")
+
+
+def test_a_refund_still_within_its_flows_retries_is_not_reconciled():
+    payment = captured_payment("100.00")
+    refund_sent(payment, "r-1", "30.00")
+    early = reconcile_refund(at=LATER - timedelta(minutes=1))
+    assert_refused(payment, lambda: payment.refund_lookup(early), InvalidCommand, "still_in_flight")
+
+
+def test_a_refund_sent_longer_ago_than_any_retry_is_reconciled_as_it_is():
+    payment = captured_payment("100.00")
+    refund_sent(payment, "r-1", "30.00")
+    request = payment.refund_lookup(reconcile_refund(at=LATER))
+    assert (request.idempotency_key, request.charge) == ("r-1", CHARGE)
+    payment.reconcile_refund(reconcile_refund(at=LATER), Accepted("re_1"))
+    assert payment.refunds["r-1"].status is GatewayRefundStatus.SETTLED
+
+
+def test_a_settled_refund_is_not_reconciled_again():
+    payment = unknown_refund()
+    payment.reconcile_refund(reconcile_refund(), Accepted("re_1"))
+    payment.clear_events()
+    assert_refused(payment, lambda: payment.reconcile_refund(reconcile_refund(), NotFound()), InvalidCommand, "already_answered")
+
+
+def test_reconciliation_is_due_for_unknown_and_long_sent_requests_only():
+    payment = captured_payment("100.00")
+    refund_sent(payment, "r-unknown", "10.00")
+    payment.mark_refund_unknown(mark_refund("r-unknown"))
+    refund_sent(payment, "r-sent", "10.00")
+
+    assert [item[:3] for item in payment.awaiting_reconciliation(T0)] == [("refund", "r-unknown", "unknown")]
+    assert [item[1] for item in payment.awaiting_reconciliation(LATER)] == ["r-unknown", "r-sent"]
+    assert payment.open_since == T0
+
+
+# == captures ==========================================================================================
+def test_a_capture_attempt_without_an_answer_becomes_unknown_and_blocks_another_attempt():
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+    assert names(payment.pending_events) == ["CaptureOutcomeUnknown"]
+    payment.clear_events()
+    retry = capture_cmd("100.00", command_id="payment-o-1/retry-1")
+    assert_refused(payment, lambda: payment.begin_capture(retry), InvalidCommand, "attempt_in_flight")
+
+
+def test_a_capture_the_gateway_confirms_it_never_made_is_a_failed_attempt_and_another_may_follow():
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+    payment.clear_events()
+
+    payment.reconcile_capture(reconcile_capture(attempt_id), NotFound())
+
+    assert names(payment.pending_events) == ["PaymentDeclined"]
+    assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
+    payment.clear_events()
+    payment.begin_capture(capture_cmd("100.00", command_id="payment-o-1/retry-1"))
+    assert len(payment.attempts) == 2
+
+
+def test_a_capture_reconciliation_finds_made_is_captured():
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+    payment.clear_events()
+    payment.reconcile_capture(reconcile_capture(attempt_id), Accepted("ch_9"))
+    assert names(payment.pending_events) == ["PaymentCaptured"]
+    assert payment.capture is not None and payment.capture.gateway_reference == "ch_9"
+    assert payment.open_since is None
+
+
+def test_a_capture_attempt_already_answered_cannot_be_marked_unknown():
+    payment, attempt_id = attempt_sent()
+    payment.record_capture_answer(capture_cmd("100.00", command_id=attempt_id), Accepted("ch_1"))
+    payment.clear_events()
+    assert_refused(
+        payment, lambda: payment.mark_capture_unknown(mark_capture(attempt_id)), InvalidCommand, "attempt_already_answered"
+    )
+    assert payment.attempts[0].status is AttemptStatus.CAPTURED

@@ -1,0 +1,394 @@
+"""Reconciliation on the time-skipping server: unknown gateway answers end as the gateway
+says (settled, paid, or — only when it confirms nothing moved — failed with the money freed),
+operators' buttons never free money on a guess, and what disagrees becomes a discrepancy
+that support is told about once.
+
+Real owners on a temporary SQLite database, real workflows and workers; the gateway is the
+in-process FakeGateway (tests/fakes.py), whose scenario words in card tokens and refund ids
+lose answers, never arrive, or refuse the request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+import starter
+from adapters import db
+from adapters.mailbox import FileMailbox
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from cli import reconciliation as verbs
+from devstack import temporal_cli
+from domain.payments.gateway import SettlementLine
+from domain.payments.payment import AttemptStatus, GatewayRefundStatus
+from domain.shared.actor import Actor, Role
+from domain.shared.money import Money
+from tests.fakes import FakeGateway
+from tests.workflows.conftest import Harness
+from tests.workflows.flows import deliver, keep_history, new_id, real_time, ship, start_refund, wait_for_status
+from worker import ALL_QUEUES, Dependencies, build_workers
+from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun
+from workflows.payment import OrderRequest, PaymentWorkflow
+from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
+from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
+from workflows.schedules import DAILY, FREQUENT, ensure_schedules
+
+RETRY_WINDOW_PASSED = timedelta(hours=25)
+
+
+class ReconHarness(Harness):
+    gateway: FakeGateway
+
+    def refund(self, order_id: str, refund_id: str):
+        return self.order(order_id).refunds[refund_id]
+
+    def support_messages(self) -> list[dict]:
+        return self.messages("team:support")
+
+    def discrepancies(self) -> list:
+        with self.uow_factory() as uow:
+            return uow.discrepancies.with_status("open")
+
+
+@pytest.fixture
+async def harness(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[ReconHarness]:
+    url = f"sqlite:///{tmp_path / 'settleflow.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    aggregates = default_aggregate_types()
+    gateway = FakeGateway()
+    deps = Dependencies(
+        uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
+        gateway=gateway,  # type: ignore[arg-type]
+        mailbox=FileMailbox(tmp_path / "mailbox"),
+        engine=engine,
+    )
+    async with AsyncExitStack() as stack:
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
+        for worker in build_workers(env.client, deps, list(ALL_QUEUES), executor):
+            await stack.enter_async_context(worker)
+        harness = ReconHarness(env.client, env, deps.uow_factory, deps.mailbox, "", engine)
+        harness.gateway = gateway
+        yield harness
+        await harness.close_open_workflows()
+    engine.dispose()
+
+
+# -- steps ------------------------------------------------------------------------------------------
+async def start_payment(harness: ReconHarness, card: str, amount: str = "120.00"):
+    order_id = new_id("o")
+    handle = harness.track(
+        await harness.client.start_workflow(
+            PaymentWorkflow.run,
+            OrderRequest(
+                order_id=order_id,
+                customer_id="c-1",
+                amount=Money.of(amount, "EUR"),
+                card_token=card,
+                placed_by=Actor(role=Role.CUSTOMER, id="c-1"),
+            ),
+            id=f"payment-{order_id}",
+            task_queue=FLOWS_QUEUE,
+        )
+    )
+    return order_id, handle
+
+
+async def delivered(harness: ReconHarness) -> str:
+    order_id, handle = await start_payment(harness, "tok_visa")
+    await wait_for_status(handle, "paid", env=harness.env)
+    await ship(harness, order_id)
+    await deliver(harness, order_id)
+    return order_id
+
+
+async def reconcile(
+    harness: ReconHarness, daily: bool = False, day: date | None = None, history: str = ""
+) -> ReconciliationResult:
+    async with real_time(harness.env):
+        handle = await harness.client.start_workflow(
+            ReconciliationWorkflow.run,
+            ReconciliationRun(daily=daily, settlement_day=day),
+            id=new_id("reconciliation"),
+            task_queue=FLOWS_QUEUE,
+        )
+        result = await handle.result()
+    if history:
+        await keep_history(handle, history)
+    return result
+
+
+async def refund_awaiting_reconciliation(harness: ReconHarness, scenario: str, amount: str = "30.00"):
+    order_id = await delivered(harness)
+    refund_id = new_id(f"r-{scenario}")
+    handle = await start_refund(harness, order_id, amount, refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    view = await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    return order_id, refund_id, handle, view
+
+
+# -- refunds ------------------------------------------------------------------------------------------
+async def test_a_refund_whose_answer_was_lost_past_the_retry_window_ends_settled_once_reconciliation_finds_it_paid(
+    harness,
+):
+    order_id, refund_id, handle, view = await refund_awaiting_reconciliation(harness, "answer_lost")
+
+    # Waiting, not failed: the money stays reserved and the customer is told nothing yet.
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.UNKNOWN
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+    run = await reconcile(harness, history="reconciliation_answered")
+    result = await handle.result()
+    await keep_history(handle, "refund_unknown_then_settled")
+
+    assert (run.asked, run.answered) == (1, 1)
+    assert result.status == "completed"
+    assert harness.refund(order_id, refund_id).status.value == "completed"
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+    assert harness.gateway.refunds_paid(refund_id) == 1
+    assert sorted(m["kind"] for m in harness.messages("customer:c-1")) == ["payment_received", "refund_completed"]
+
+
+async def test_a_refund_that_never_reached_the_gateway_fails_and_frees_its_amount_only_once_the_gateway_confirms_it(
+    harness,
+):
+    order_id, refund_id, handle, _ = await refund_awaiting_reconciliation(harness, "never_arrives")
+    harness.gateway.reachable = False  # the gateway cannot say yet: nothing is decided
+
+    unanswered = await reconcile(harness)
+
+    assert (unanswered.asked, unanswered.left_open) == (1, 1)
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
+    harness.gateway.reachable = True
+    await reconcile(harness)
+    result = await handle.result()
+
+    assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.NOT_FOUND
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+    assert harness.gateway.refunds_paid(refund_id) == 0
+    assert "refund_failed" in [m["kind"] for m in harness.messages("customer:c-1")]
+
+
+async def test_a_refund_the_gateway_refuses_as_invalid_waits_for_reconciliation_instead_of_failing(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-refused")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
+    await reconcile(harness)
+    result = await handle.result()
+
+    assert result.status == "failed"
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+
+
+async def test_cancelling_a_sending_refund_records_it_unknown_and_keeps_its_money_reserved(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-answer_lost")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+
+    await handle.cancel()
+    view = await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+
+    assert view.status == "awaiting_reconciliation"
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.UNKNOWN
+    assert harness.refund(order_id, refund_id).status.value == "approved"
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+    assert "refund_failed" not in [m["kind"] for m in harness.messages("customer:c-1")]
+
+    await handle.cancel()  # pressed again while waiting: still nothing is freed
+    await harness.env.sleep(timedelta(minutes=5))
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
+    await reconcile(harness)  # the gateway did pay: the refund completes, it is not paid twice
+
+    assert (await handle.result()).status == "completed"
+    assert harness.gateway.refunds_paid(refund_id) == 1
+
+
+async def test_a_terminated_refunds_reservation_becomes_a_discrepancy_and_support_is_told_once(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-never_arrives")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+    await harness.env.sleep(timedelta(hours=2))  # older than a flow just starting
+    await handle.terminate("an operator pressed Terminate")
+
+    first = await reconcile(harness, daily=True)
+    again = await reconcile(harness, daily=True)
+
+    [discrepancy] = harness.discrepancies()
+    assert (discrepancy.kind.value, discrepancy.business_id, discrepancy.ours) == (
+        "flow_gone", refund_id, Money.of("30.00", "EUR"),
+    )
+    assert (first.discrepancies, again.discrepancies) == (1, 0)
+    assert [m["kind"] for m in harness.support_messages()] == ["discrepancy_found"]
+    # Describing is all reconciliation does: the money is still reserved, for support to decide.
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")
+
+
+# -- captures ------------------------------------------------------------------------------------------
+async def test_a_capture_whose_answer_was_lost_past_the_retry_window_ends_paid_once_reconciliation_finds_it(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_answer_lost")
+    await wait_for_status(handle, "capturing", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    assert harness.payment(order_id).attempts[0].status is AttemptStatus.UNKNOWN
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == []
+
+    await reconcile(harness)
+    view = await wait_for_status(handle, "paid", env=harness.env)
+
+    assert view.invoice_number
+    assert harness.order(order_id).paid.amount == Decimal("120.00")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+
+async def test_a_refused_capture_request_is_reconciled_as_not_charged_and_recovery_goes_on(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_refused")
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+
+    await reconcile(harness)
+    view = await wait_for_status(handle, "recovering", env=harness.env)
+    await keep_history(handle, "payment_capture_refused_then_not_charged")
+
+    assert view.decline_code == "not_charged"
+    [attempt] = harness.payment(order_id).attempts
+    assert (attempt.status, attempt.decline_code) == (AttemptStatus.DECLINED, "not_charged")
+    assert harness.order(order_id).paid.amount == Decimal("0")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_declined"]
+
+
+async def test_a_capture_that_never_arrived_fails_only_when_the_gateway_confirms_it(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_never_arrives")
+    await wait_for_status(handle, "capturing", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+
+    await reconcile(harness)
+    view = await wait_for_status(handle, "recovering", env=harness.env)
+
+    assert view.decline_code == "not_charged"
+    assert harness.gateway.settlements(datetime.now(UTC).date()) == []
+
+
+# -- the daily pass ------------------------------------------------------------------------------------------
+async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_told_once(harness):
+    day = date(2026, 11, 30)
+    harness.gateway.moved["ch_stray"] = SettlementLine(
+        kind="capture",
+        business_id="payment-o-stray/capture",
+        order_id="o-stray",
+        reference="ch_stray",
+        amount=Money.of("55.00", "EUR"),
+        settled_at=datetime(2026, 11, 30, 14, 0, tzinfo=UTC),
+    )
+
+    first = await reconcile(harness, daily=True, day=day, history="reconciliation_daily_discrepancy")
+    again = await reconcile(harness, daily=True, day=day)
+
+    [discrepancy] = harness.discrepancies()
+    assert (discrepancy.kind.value, discrepancy.order_id, discrepancy.gateway) == (
+        "missing_in_payments", "o-stray", Money.of("55.00", "EUR"),
+    )
+    assert (first.discrepancies, again.discrepancies) == (1, 0)
+    assert len(harness.support_messages()) == 1
+
+
+async def test_support_resolves_a_discrepancy_with_a_note_and_it_is_no_longer_open(harness):
+    harness.gateway.moved["re_stray"] = SettlementLine(
+        kind="refund", business_id="r-stray", order_id="o-stray", reference="re_stray",
+        amount=Money.of("5.00", "EUR"), settled_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC),
+    )
+    await reconcile(harness, daily=True, day=date(2026, 11, 30))
+    [found] = harness.discrepancies()
+
+    async with real_time(harness.env):
+        handle = await harness.client.start_workflow(
+            ResolveDiscrepancyWorkflow.run,
+            DiscrepancyResolution(
+                discrepancy_id=found.id, note="a test refund in the shared account", resolved_by=Actor.parse("support:sam")
+            ),
+            id=f"resolve-discrepancy-{found.id}",
+            task_queue=FLOWS_QUEUE,
+        )
+        view = await handle.result()
+    await keep_history(handle, "resolve_discrepancy")
+
+    assert view.status == "resolved"
+    assert harness.discrepancies() == []
+    with harness.uow_factory() as uow:
+        resolved = uow.discrepancies.get(found.id)
+    assert (resolved.resolved_by, resolved.note) == ("support:sam", "a test refund in the shared account")
+
+
+# -- the schedule ------------------------------------------------------------------------------------------
+@pytest.fixture
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server has no Schedules: this one test uses the dev server."""
+    environment = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=list(SEARCH_ATTRIBUTES),
+    )
+    yield environment
+    await environment.shutdown()
+
+
+async def test_the_schedules_exist_after_start_up_and_creating_them_again_is_harmless(dev_server):
+    client = dev_server.client
+    first = await ensure_schedules(client)
+    frequent = client.get_schedule_handle(FREQUENT)
+    await frequent.pause(note="an operator paused it")
+
+    second = await ensure_schedules(client)  # the next worker start-up
+
+    assert set(first) == {FREQUENT, DAILY} and second == []
+    described = await frequent.describe()
+    assert described.schedule.state.paused and described.schedule.state.note == "an operator paused it"
+    daily = await client.get_schedule_handle(DAILY).describe()
+    assert daily.schedule.spec.calendars and not daily.schedule.state.paused
+
+
+async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequent_pass(dev_server, capsys):
+    client = dev_server.client
+    await ensure_schedules(client)
+
+    class Cli:  # starter.Cli's two members the verbs use
+        def __init__(self, *words: str) -> None:
+            self.args = starter.build_parser().parse_args(["schedule", *words])
+
+        async def client(self):
+            return client
+
+        def out(self, text: str, **data) -> None:
+            print(text)
+
+    await verbs.schedule(Cli("pause", "--note", "gateway maintenance"))
+    paused = (await client.get_schedule_handle(FREQUENT).describe()).schedule.state
+    await verbs.schedule(Cli("interval", "10"))
+    await verbs.schedule(Cli("unpause"))
+    await verbs.schedule(Cli("trigger", "--daily"))
+    frequent = (await client.get_schedule_handle(FREQUENT).describe()).schedule
+
+    assert (paused.paused, paused.note) == (True, "gateway maintenance")
+    assert not frequent.state.paused
+    assert [spec.every for spec in frequent.spec.intervals] == [timedelta(minutes=10)]
+    assert "reconciliation: unpause done; running" in capsys.readouterr().out

@@ -1,0 +1,244 @@
+"""ReconciliationWorkflow — nobody leaves a money question open. Runs on Temporal Schedules
+(`reconciliation`: every few minutes; `reconciliation-daily`: once a day, with `daily`).
+
+Read top to bottom:
+  Every run:
+    FindOpenGatewayRequests → payments' records: unknown captures and refunds, and ones
+        `sent` longer than any flow still retries them
+    for each: ReconcileGatewayRefund | ReconcileCapture → payments, which looks the gateway
+        up by the business id and decides what the answer means:
+        GatewayRefundSettled | GatewayRefundDeclined | GatewayRefundNotFound
+        | PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
+      → signal `gateway_answer` to the waiting flow (refund-{refund id} / payment-{order id}),
+        which completes or compensates through its owners as usual
+      the flow is gone → RecordDiscrepancy(flow_gone) → reconciliation → DiscrepancyRecorded
+        → NotifyTeam(support). The gateway cannot say yet → asked again next run.
+  Daily (`daily`):
+    CompareSettlements(yesterday) → billing's ledger and payments' records against the
+        gateway's settlement listing → for each finding: RecordDiscrepancy → reconciliation
+        → DiscrepancyRecorded (new) → NotifyTeam(support), once per discrepancy
+    FindStrandedRefunds → money billing holds reserved for a refund whose flow no longer runs
+        → RecordDiscrepancy(flow_gone) → ... NotifyTeam(support)
+  Never: moves money, or decides for billing or payments. It describes and flags.
+
+ResolveDiscrepancyWorkflow — support closes a discrepancy (`starter.py resolve-discrepancy`):
+  ResolveDiscrepancy (support) → reconciliation → DiscrepancyResolved. Done.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from domain.contracts import (
+        DiscrepancyRecorded,
+        Finding,
+        Money,
+        NotifyTeam,
+        OpenGatewayRequest,
+        Outcome,
+        ReconcileCapture,
+        ReconcileGatewayRefund,
+        ReconciliationScan,
+        RecordDiscrepancy,
+        ResolveDiscrepancy,
+        SettlementDay,
+        StrandedRefund,
+    )
+    from domain.reconciliation.commands import discrepancy_id
+    from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun, TrailView
+    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, retry_until_done
+
+# -- Process concerns, all in one place ------------------------------------------
+RECONCILIATION_QUEUE = "reconciliation"
+DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
+NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
+LOOKUP = Step(
+    # A look-up asks the gateway (never local). A few tries; what the gateway still cannot
+    # answer is left for the next run, minutes later.
+    start_to_close=timedelta(seconds=30),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        backoff_coefficient=2.0,
+        maximum_attempts=3,
+        non_retryable_error_types=REFUSALS,
+    ),
+)
+READ = dict(  # reads of the owners' records and the gateway's listing
+    start_to_close_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=5),
+)
+SUPPORT = "support"
+
+
+@workflow.defn
+class ReconciliationWorkflow(Process):
+    flow_name = "reconciliation"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.result = ReconciliationResult(status="started", trail=[])
+
+    @workflow.run
+    async def run(self, request: ReconciliationRun) -> ReconciliationResult:
+        self.set_status("asking_gateway")
+        now = workflow.now()
+        open_requests: list[OpenGatewayRequest] = await self.read(
+            "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
+        )
+        self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer")
+        for item in open_requests:
+            await self.reconcile(item)
+
+        if request.daily:
+            day = request.settlement_day or (now - timedelta(days=1)).date()
+            self.set_status("comparing_settlements")
+            findings: list[Finding] = await self.read(
+                "reconciliation.CompareSettlements", SettlementDay(day=day), list[Finding]
+            )
+            self.note(f"settlements of {day}: {len(findings)} disagreement(s)")
+            for finding in findings:
+                await self.flag(
+                    finding.kind.value, finding.order_id, finding.business_id, finding.detail,
+                    ours=finding.ours, gateway=finding.gateway,
+                )
+            stranded: list[StrandedRefund] = await self.read(
+                "reconciliation.FindStrandedRefunds", ReconciliationScan(as_of=now), list[StrandedRefund]
+            )
+            self.note(f"{len(stranded)} reservation(s) whose refund flow is gone")
+            for refund in stranded:
+                await self.flag(
+                    "flow_gone",
+                    refund.order_id,
+                    refund.refund_id,
+                    f"billing holds {refund.amount} reserved for refund {refund.refund_id} since "
+                    f"{refund.requested_at:%Y-%m-%d %H:%M} UTC; its flow {refund.workflow_id} is {refund.workflow_status}.",
+                    ours=refund.amount,
+                )
+        self.set_status("done")
+        await self.finish()
+        return self.current()
+
+    # -- the frequent pass ---------------------------------------------------------------------
+    async def reconcile(self, item: OpenGatewayRequest) -> None:
+        self.result.asked += 1
+        step = f"reconcile-{item.kind}-{item.business_id}"
+        if item.kind == "refund":
+            command: Any = self.command(ReconcileGatewayRefund, step, order_id=item.order_id, refund_id=item.business_id)
+            waiting = f"refund-{item.business_id}"
+        else:
+            command = self.command(ReconcileCapture, step, order_id=item.order_id, attempt_id=item.business_id)
+            waiting = f"payment-{item.order_id}"
+        try:
+            answer = await self.send(command, LOOKUP)
+        except Refused as refused:
+            self.result.left_open += 1
+            self.note(f"payments will not reconcile {item.kind} {item.business_id} now: {refused.message}")
+            return
+        except ActivityError as trouble:
+            self.result.left_open += 1
+            self.note(f"the gateway could not say what became of {item.kind} {item.business_id}: {trouble.cause or trouble}")
+            return
+        self.result.answered += 1
+        try:
+            await workflow.get_external_workflow_handle(waiting).signal("gateway_answer", answer)
+        except FailureError as gone:
+            await self.flag(
+                "flow_gone",
+                item.order_id,
+                item.business_id,
+                f"payments now records {', '.join(answer.event_names)} for {item.kind} {item.business_id} "
+                f"({item.amount}), but its flow {waiting} no longer runs to finish it ({gone.message}).",
+                ours=item.amount,
+            )
+            return
+        self.note(f"told {waiting}: {', '.join(answer.event_names)}")
+
+    # -- discrepancies ------------------------------------------------------------------------------
+    async def flag(
+        self, kind: str, order_id: str, business_id: str, detail: str,
+        ours: Money | None = None, gateway: Money | None = None,
+    ) -> None:
+        """Record a discrepancy for support; support is told once, when it is new."""
+        identifier = discrepancy_id(kind, business_id)
+        recorded = await self.send(
+            self.command(
+                RecordDiscrepancy,
+                f"discrepancy-{identifier}",
+                discrepancy_id=identifier,
+                kind=kind,
+                order_id=order_id,
+                business_id=business_id,
+                ours=ours,
+                gateway=gateway,
+                detail=detail,
+            ),
+            DECIDE,
+        )
+        if not recorded.has(DiscrepancyRecorded):
+            return  # known already: support was told when it was first found
+        self.result.discrepancies += 1
+        await self.send(
+            self.command(
+                NotifyTeam,
+                f"tell-support-{identifier}",
+                team=SUPPORT,
+                kind="discrepancy_found",
+                subject=identifier,
+                facts={
+                    "discrepancy_id": identifier,
+                    "kind": kind,
+                    "order_id": order_id,
+                    "business_id": business_id,
+                    "detail": detail,
+                },
+            ),
+            NOTIFY,
+        )
+
+    # -- small helpers ---------------------------------------------------------------------------
+    async def read(self, activity_name: str, argument: Any, result_type: Any) -> Any:
+        return await workflow.execute_activity(
+            activity_name, argument, task_queue=RECONCILIATION_QUEUE, result_type=result_type,
+            summary=activity_name.split(".")[-1], **READ,
+        )
+
+    @workflow.query(name="status")
+    def status_view(self) -> ReconciliationResult:
+        return self.current()
+
+    def current(self) -> ReconciliationResult:
+        return self.result.model_copy(update={"status": self.status, "trail": list(self.trail)})
+
+
+@workflow.defn(failure_exception_types=INVALID_REQUEST)
+class ResolveDiscrepancyWorkflow(Process):
+    """A person's command that starts no process of its own still goes through Temporal:
+    retried, and visible in the UI."""
+
+    flow_name = "reconciliation"
+
+    @workflow.run
+    async def run(self, request: DiscrepancyResolution) -> TrailView:
+        self.set_status("resolving")
+        await self.send(
+            self.command(
+                ResolveDiscrepancy,
+                "resolve",
+                actor=request.resolved_by,
+                discrepancy_id=request.discrepancy_id,
+                note=request.note,
+            ),
+            DECIDE,
+        )
+        self.set_status("resolved")
+        return TrailView(status=self.status, trail=self.trail)
+
+    @workflow.query(name="status")
+    def status_view(self) -> TrailView:
+        return TrailView(status=self.status, trail=self.trail)
