@@ -429,7 +429,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         b = Bench(stack, client, f"b{uuid.uuid4().hex[:6]}")
 
         two = args.workers == "both"
-        orders = await b.prepare(WARMUP + AT_REST + n + ((WARMUP + n) if two else 0))
+        scale_n = args.scale_n or n
+        orders = await b.prepare(WARMUP + AT_REST + n + ((WARMUP + scale_n) if two else 0))
         take = lambda k: [orders.pop(0) for _ in range(k)]  # noqa: E731
 
         runs: list[Run] = []
@@ -458,9 +459,9 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
             log("second worker.py and second raw worker started")
             await b.refunds("warm-up", take(WARMUP), 2)
             await b.raw("warm-up", shape, WARMUP, 2)
-            runs.append(await b.raw("raw chain, 2 workers (before)", shape, n, 2))
-            runs.append(await b.refunds("refunds, 2 workers", take(n), 2))
-            runs.append(await b.raw("raw chain, 2 workers (after)", shape, n, 2))
+            runs.append(await b.raw("raw chain, 2 workers (before)", shape, scale_n, 2))
+            runs.append(await b.refunds("refunds, 2 workers", take(scale_n), 2))
+            runs.append(await b.raw("raw chain, 2 workers (after)", shape, scale_n, 2))
             await relay.wait_published(timeout=300)
 
         if args.old_baseline:
@@ -502,14 +503,16 @@ def main() -> None:
                              "a PostgreSQL database is dropped and created afresh)")
     parser.add_argument("--workers", choices=["1", "both"], default="both",
                         help="1: one worker.py process; both: also measure with two (default)")
+    parser.add_argument("--scale-n", type=int, default=0,
+                        help="workflows per run with two worker processes (default: --n)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the worker.py process with py-spy during the refund run")
     parser.add_argument("--old-baseline", action="store_true",
                         help="also run the old baseline (the same number of calls, all regular activities)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args()
-    if args.n < 1:
-        parser.error("--n must be at least 1")
+    if args.n < 1 or args.scale_n < 0:
+        parser.error("--n must be at least 1, --scale-n at least 0")
     base = Path(tempfile.mkdtemp(prefix="settleflow-bench-"))
     try:
         asyncio.run(bench(args, base))
