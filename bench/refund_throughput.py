@@ -423,7 +423,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         relay = RelayBench(stack)  # NATS + relay.py beside the workers: outbox lag during the runs
         relay.start()
         FOREIGN.extend(foreign_load(stack))
-        log(f"stack up: Temporal {stack.temporal_address}, database {stack.database_url}, files in {base}")
+        shown = make_url(stack.database_url).render_as_string(hide_password=True)
+        log(f"stack up: Temporal {stack.temporal_address}, database {shown}, files in {base}")
         os.environ.update(stack.env)
         client = await connect(load())  # as the starter connects: same converter (and codec, once there is one)
         b = Bench(stack, client, f"b{uuid.uuid4().hex[:6]}")
@@ -474,7 +475,7 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
             for proc in olds:
                 stack.stop_process(proc)
 
-        report(runs, shape, stack.database_url.split("@")[-1], load_start)
+        report(runs, shape, shown, load_start)
         for line in ratio_lines(runs):
             print(line)
         relayed = await relay.throughput()
