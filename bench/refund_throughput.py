@@ -34,13 +34,14 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.service import RPCError
 
 from adapters import db
 from adapters.settings import load
 from adapters.tables import outbox, processed_commands
 from adapters.temporal import connect
-from demo import WAREHOUSE, status_when
+from demo import WAREHOUSE
 from devstack import READY_LINE, START_TIMEOUT, Stack
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
@@ -117,9 +118,9 @@ class Bench:
                          card_token="tok_visa", placed_by=Actor(role=Role.CUSTOMER, id=customer)),
             id=f"payment-{order_id}", task_queue=FLOWS_QUEUE,
         )
-        view = await status_when(payment, lambda s: s != "capturing", timeout=300, interval=0.5)
-        if view["status"] != "paid":
-            raise RuntimeError(f"{order_id}: payment ended {view['status']}, not paid")
+        status = await self.payment_status(payment)
+        if status != "paid":
+            raise RuntimeError(f"{order_id}: payment ended {status}, not paid")
         await (await self.client.start_workflow(
             ShipOrderWorkflow, ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", requested_by=WAREHOUSE),
             id=f"ship-{order_id}", task_queue=FLOWS_QUEUE)).result()
@@ -127,6 +128,23 @@ class Bench:
             ConfirmDeliveryWorkflow, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE),
             id=f"deliver-{order_id}", task_queue=FLOWS_QUEUE)).result()
         return order_id, customer
+
+    @staticmethod
+    async def payment_status(payment, timeout: float = 600) -> str:
+        """Poll the payment's `status` query until it has left "capturing". On a loaded machine
+        a query may time out while hundreds of flows start; that is asked again, not an error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = (await payment.query("status"))["status"]
+                if status != "capturing":
+                    return status
+            except (RPCError, WorkflowQueryFailedError):
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{payment.id}: still capturing after {timeout:.0f} s")
+            await asyncio.sleep(0.5)
 
     async def prepare(self, count: int) -> list[tuple[str, str]]:
         gate = asyncio.Semaphore(PREP_CONCURRENCY)
