@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Row, Table, insert, select, text, update
+from sqlalchemy import Connection, Row, Table, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.shared.aggregate import AggregateRoot
@@ -35,6 +36,7 @@ def load_state(aggregate_type: type[A], id: str, version: int, state: Mapping[st
     return aggregate_type.model_validate({**state, "id": id, "version": version})
 
 
+@lru_cache(maxsize=None)
 def describe(aggregate_type: type) -> str:
     """`FraudReview` -> "fraud review", for messages people read."""
     return re.sub(r"(?<!^)(?=[A-Z])", " ", aggregate_type.__name__).lower()
@@ -48,6 +50,28 @@ def is_unique_violation(error: IntegrityError) -> bool:
         return sqlstate == "23505"
     name = getattr(original, "sqlite_errorname", "")  # sqlite3
     return name in {"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"}
+
+
+class _Statements:
+    """A table's load, insert and versioned update, built once per table and reused by every
+    unit of work: SQLAlchemy then finds their compiled SQL in its cache by the statement's
+    memoised cache key instead of building and hashing a new statement per call."""
+
+    def __init__(self, table: Table) -> None:
+        columns = table.c
+        self.find = select(columns.id, columns.version, columns.state).where(columns.id == bindparam("find_id"))
+        self.insert = insert(table)
+        # The SET clause takes the state, updated_at and index columns from each call's parameters.
+        self.update = (
+            update(table)
+            .where(columns.id == bindparam("where_id"), columns.version == bindparam("where_version"))
+            .values(version=columns.version + 1)
+        )
+
+
+@lru_cache(maxsize=None)
+def _statements(table: Table) -> _Statements:
+    return _Statements(table)
 
 
 CUSTOMER_SCREENING_LOCK = 0x5F5C  # the advisory-lock key space of per-customer fraud screening
@@ -69,6 +93,7 @@ class SqlRepository(Generic[A]):
         self.index_columns = index_columns or (lambda _aggregate: {})
         self.clock = clock
         self.kind = describe(aggregate_type)
+        self._statements = _statements(table)
         self._identity_map: dict[str, A] = {}
 
     @property
@@ -85,9 +110,7 @@ class SqlRepository(Generic[A]):
     def find(self, id: str) -> A | None:
         if id in self._identity_map:
             return self._identity_map[id]
-        row = self.connection.execute(
-            select(self.table.c.id, self.table.c.version, self.table.c.state).where(self.table.c.id == id)
-        ).one_or_none()
+        row = self.connection.execute(self._statements.find, {"find_id": id}).one_or_none()
         return None if row is None else self._track(row)
 
     def add(self, aggregate: A) -> A:
@@ -127,7 +150,7 @@ class SqlRepository(Generic[A]):
 
     def _insert(self, id: str, values: dict[str, Any]) -> None:
         try:
-            self.connection.execute(insert(self.table).values(id=id, version=1, **values))
+            self.connection.execute(self._statements.insert, {"id": id, "version": 1, **values})
         except IntegrityError as error:
             if is_unique_violation(error):
                 raise ConcurrencyConflict(f"{self.kind} {id!r} was created by someone else") from error
@@ -135,9 +158,7 @@ class SqlRepository(Generic[A]):
 
     def _update(self, id: str, expected: int, values: dict[str, Any]) -> None:
         result = self.connection.execute(
-            update(self.table)
-            .where(self.table.c.id == id, self.table.c.version == expected)
-            .values(version=self.table.c.version + 1, **values)
+            self._statements.update, {"where_id": id, "where_version": expected, **values}
         )
         if result.rowcount != 1:
             raise ConcurrencyConflict(f"{self.kind} {id!r} changed since version {expected} was loaded")

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from adapters import tables
@@ -76,6 +76,14 @@ def default_aggregate_types() -> AggregateTypes:
         invoices=Invoice,
         discrepancies=Discrepancy,
     )
+
+
+# Built once: SQLAlchemy reuses their compiled SQL (see repository._Statements).
+_PROCESSED_RESULT = select(tables.processed_commands.c.result).where(
+    tables.processed_commands.c.command_id == bindparam("find_command_id")
+)
+_RECORD_PROCESSED = insert(tables.processed_commands)
+_RECORD_EVENTS = insert(tables.outbox)
 
 
 class SqlUnitOfWork:
@@ -175,10 +183,7 @@ class SqlUnitOfWork:
     # -- inbox -------------------------------------------------------------------------
     def processed_result(self, command_id: str) -> dict[str, Any] | None:
         """The stored result when this command was already handled, else None."""
-        table = tables.processed_commands
-        return self.connection.execute(
-            select(table.c.result).where(table.c.command_id == command_id)
-        ).scalar_one_or_none()
+        return self.connection.execute(_PROCESSED_RESULT, {"find_command_id": command_id}).scalar_one_or_none()
 
     # -- commit ------------------------------------------------------------------------
     def commit(self, command: Command | None = None, result: dict[str, Any] | None = None) -> list[Event]:
@@ -204,17 +209,18 @@ class SqlUnitOfWork:
                     saved.append((aggregate, before))
                     outbox_rows += _outbox_rows(repository, aggregate, new_version, events, now)
             if outbox_rows:
-                connection.execute(insert(tables.outbox), outbox_rows)
+                connection.execute(_RECORD_EVENTS, outbox_rows)
             if command is not None:
                 connection.execute(
-                    insert(tables.processed_commands).values(
-                        command_id=command.command_id,
-                        command_type=type(command).__name__,
+                    _RECORD_PROCESSED,
+                    {
+                        "command_id": command.command_id,
+                        "command_type": type(command).__name__,
                         # {} rather than NULL, so "processed without a result" still reads as processed
-                        result=result if result is not None else {},
-                        processed_at=now,
-                        causation_id=command.causation_id or None,
-                    )
+                        "result": result if result is not None else {},
+                        "processed_at": now,
+                        "causation_id": command.causation_id or None,
+                    },
                 )
             connection.commit()
         except ConcurrencyConflict:

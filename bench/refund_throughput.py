@@ -1,14 +1,19 @@
-"""Refund throughput benchmark: `python -m bench.refund_throughput [--n 30] [--workers 1|2|both]`.
+"""Refund throughput against the same-shape raw chain: `python -m bench.refund_throughput [--n 200]`.
 
-One run starts a private stack (Temporal dev server, gateway simulator, worker.py
-processes) in a temporary directory, prepares delivered and paid orders, then measures:
+One run starts a private stack (Temporal dev server, gateway simulator, NATS + relay.py,
+worker.py, and bench.raw_worker for the raw chain) in a temporary directory, prepares
+delivered and paid orders, reads the shape of a happy-path refund from its recorded
+history (local and regular activities, in order), then measures in the same run:
 
-  1. N happy-path refunds end to end (all started at once): refunds/s, p50/p95 latency;
-  2. a baseline workflow with the same number of sequential no-op activity calls;
-  3. database rows and history events per refund at N and at 4N;
-  4. throughput with one worker.py process and with two.
+  1. latency at rest: 20 sequential refunds and 20 sequential raw chains, p50 of each;
+  2. throughput: N raw chains, N refunds, N raw chains again (all of a run started at once);
+  3. rows (outbox, processed_commands) and history events per refund;
+  4. with --workers both: the same with two worker.py and two raw workers, CPU per process;
+  5. the relay's outbox lag during the refund run and its throughput on a backlog.
 
-Everything is printed; nothing is asserted. See bench/README.md.
+`--database URL` runs settleflow on that database (SQLite file by default; a PostgreSQL
+database given here is dropped and created afresh). Everything is printed, nothing asserted.
+See bench/README.md.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import asyncio
 import math
 import os
 import platform
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -28,12 +32,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.service import RPCError
 
-from demo import WAREHOUSE, status_when
-from devstack import READY_LINE, Stack
+from adapters import db
+from adapters.settings import load
+from adapters.tables import outbox, processed_commands
+from adapters.temporal import connect
+from demo import WAREHOUSE
+from devstack import READY_LINE, START_TIMEOUT, Stack
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
 from workflows.payment import OrderRequest, PaymentWorkflow
@@ -43,12 +52,20 @@ from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, Shipmen
 
 from bench.baseline import BASELINE_FLOWS_QUEUE, BaselineWorkflow
 from bench.profile import Profiler, summarize
+from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, shape_of
 from bench.relay import RelayBench
 
-THREADS = 16  # worker.py's default --threads; the baseline worker gets the same
-LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the SDK's marker for a local activity's result
-WARMUP = 3  # refunds / baseline workflows run (and not counted) before each measurement
+THREADS = 16  # worker.py's default --threads; the raw and old-baseline workers get the same
+WARMUP = 3  # refunds / raw chains run (and not counted) before each measurement
 PREP_CONCURRENCY = 40  # orders prepared at once
+AT_REST = 20  # sequential refunds / raw chains for the latency at rest
+
+# Production settings every process of the stack gets (worker.py, the raw worker, relay.py,
+# and this process's client, which connects through adapters.temporal.connect). Once the
+# payload codec and token verification exist, the line that turns them on goes here, e.g.
+#   "SETTLEFLOW_PAYLOAD_KEY": secrets.token_hex(32),
+# so refunds and the raw chain both pay for the codec, as in production.
+PRODUCTION_ENV: dict[str, str] = {}
 
 
 def log(line: str) -> None:
@@ -66,7 +83,7 @@ class Run:
     outbox_per: list[int] = field(default_factory=list)
     inbox_per: list[int] = field(default_factory=list)
     history_per: list[int] = field(default_factory=list)
-    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per part during the run
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the run
 
     @property
     def rate(self) -> float:
@@ -76,14 +93,18 @@ class Run:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]  # nearest rank
 
+    def cpu_of(self, kind: str) -> float:
+        return sum(v for k, v in self.cpu.items() if k.split("-")[0] == kind)
+
 
 class Bench:
     def __init__(self, stack: Stack, client: Client, tag: str) -> None:
         self.stack = stack
         self.client = client
         self.tag = tag
-        self.db_path = stack.database_url.removeprefix("sqlite:///")
+        self.engine = db.make_engine(stack.database_url)  # for counting rows only
         self._orders = 0
+        self._runs = 0
         self.last_ids: list[str] = []
 
     # -- preparing delivered, paid orders ---------------------------------------------------
@@ -97,9 +118,9 @@ class Bench:
                          card_token="tok_visa", placed_by=Actor(role=Role.CUSTOMER, id=customer)),
             id=f"payment-{order_id}", task_queue=FLOWS_QUEUE,
         )
-        view = await status_when(payment, lambda s: s != "capturing", timeout=120, interval=0.5)
-        if view["status"] != "paid":
-            raise RuntimeError(f"{order_id}: payment ended {view['status']}, not paid")
+        status = await self.payment_status(payment)
+        if status != "paid":
+            raise RuntimeError(f"{order_id}: payment ended {status}, not paid")
         await (await self.client.start_workflow(
             ShipOrderWorkflow, ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", requested_by=WAREHOUSE),
             id=f"ship-{order_id}", task_queue=FLOWS_QUEUE)).result()
@@ -107,6 +128,23 @@ class Bench:
             ConfirmDeliveryWorkflow, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE),
             id=f"deliver-{order_id}", task_queue=FLOWS_QUEUE)).result()
         return order_id, customer
+
+    @staticmethod
+    async def payment_status(payment, timeout: float = 600) -> str:
+        """Poll the payment's `status` query until it has left "capturing". On a loaded machine
+        a query may time out while hundreds of flows start; that is asked again, not an error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = (await payment.query("status"))["status"]
+                if status != "capturing":
+                    return status
+            except (RPCError, WorkflowQueryFailedError):
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{payment.id}: still capturing after {timeout:.0f} s")
+            await asyncio.sleep(0.5)
 
     async def prepare(self, count: int) -> list[tuple[str, str]]:
         gate = asyncio.Semaphore(PREP_CONCURRENCY)
@@ -120,38 +158,60 @@ class Bench:
         log(f"prepared {count} delivered, paid orders in {time.monotonic() - started:.1f} s")
         return list(orders)
 
-    # -- refunds ---------------------------------------------------------------------------------
-    async def refunds(self, label: str, orders: list[tuple[str, str]], workers: int,
-                      profiler: Profiler | None = None) -> Run:
-        async def one(order_id: str, customer: str) -> tuple[float, str, str]:
-            refund_id = f"{order_id}-r"
-            t0 = time.monotonic()
-            handle = await self.client.start_workflow(
-                RefundWorkflow,
-                RefundRequest(refund_id=refund_id, order_id=order_id, amount=Money.of("20.00", "EUR"),
-                              reason="bench", requested_by=Actor(role=Role.CUSTOMER, id=customer)),
-                id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE,
-            )
-            result = await handle.result()
-            return time.monotonic() - t0, result.status, handle.id
+    # -- one refund, one raw chain ------------------------------------------------------------
+    @staticmethod
+    def refund_request(order_id: str, customer: str) -> RefundRequest:
+        """The happy-path request (where a token would be attached, once requests carry one)."""
+        return RefundRequest(refund_id=f"{order_id}-r", order_id=order_id, amount=Money.of("20.00", "EUR"),
+                             reason="bench", requested_by=Actor(role=Role.CUSTOMER, id=customer))
 
-        cpu0 = cpu_by_kind(self.stack)
+    async def one_refund(self, order_id: str, customer: str) -> tuple[float, str, str]:
+        t0 = time.monotonic()
+        request = self.refund_request(order_id, customer)
+        handle = await self.client.start_workflow(
+            RefundWorkflow, request, id=f"refund-{request.refund_id}", task_queue=FLOWS_QUEUE)
+        result = await handle.result()
+        return time.monotonic() - t0, result.status, handle.id
+
+    async def one_raw(self, shape: str) -> tuple[float, str, str]:
+        self._runs += 1
+        t0 = time.monotonic()
+        handle = await self.client.start_workflow(
+            RawChainWorkflow.run, shape, id=f"raw-{self.tag}-{self._runs}", task_queue=RAW_FLOWS_QUEUE)
+        done = await handle.result()
+        return time.monotonic() - t0, "completed" if done == len(shape) else f"{done}/{len(shape)}", handle.id
+
+    # -- measured runs ----------------------------------------------------------------------------
+    async def measure(self, label: str, starts: list, workers: int, *, sequential: bool = False,
+                      profiler: Profiler | None = None, refunds: bool = False) -> Run:
+        """Run the given workflow starters (all at once, or one after the other) and measure them."""
+        cpu0 = cpu_by_process(self.stack)
         started = time.monotonic()
-        if profiler:
+        if sequential:
+            done = [await start() for start in starts]
+        elif profiler:
             with profiler:
-                done = await asyncio.gather(*(one(o, c) for o, c in orders))
+                done = await asyncio.gather(*(start() for start in starts))
         else:
-            done = await asyncio.gather(*(one(o, c) for o, c in orders))
+            done = await asyncio.gather(*(start() for start in starts))
         seconds = time.monotonic() - started
-        run = Run(label, len(orders), workers, seconds, [d[0] for d in done])
-        run.cpu = cpu_delta(cpu0, cpu_by_kind(self.stack))
+        run = Run(label, len(starts), workers, seconds, [d[0] for d in done])
+        run.cpu = cpu_delta(cpu0, cpu_by_process(self.stack))
         for _, status, _ in done:
             run.statuses[status] = run.statuses.get(status, 0) + 1
         ids = self.last_ids = [d[2] for d in done]
         run.history_per = await self.history_lengths(ids)
-        run.outbox_per, run.inbox_per = self.rows_per(ids)
-        log(f"{label}: {run.n} refunds in {seconds:.1f} s = {run.rate:.2f}/s, statuses {run.statuses}")
+        if refunds:
+            run.outbox_per, run.inbox_per = self.rows_per(ids)
+        log(f"{label}: {run.n} in {seconds:.1f} s = {run.rate:.2f}/s, p50 {run.pct(50):.3f} s, statuses {run.statuses}")
         return run
+
+    async def refunds(self, label: str, orders: list[tuple[str, str]], workers: int, **options) -> Run:
+        return await self.measure(label, [lambda o=o, c=c: self.one_refund(o, c) for o, c in orders], workers,
+                                  refunds=True, **options)
+
+    async def raw(self, label: str, shape: str, n: int, workers: int, **options) -> Run:
+        return await self.measure(label, [lambda: self.one_raw(shape) for _ in range(n)], workers, **options)
 
     async def history_lengths(self, workflow_ids: list[str]) -> list[int]:
         gate = asyncio.Semaphore(20)
@@ -163,49 +223,39 @@ class Bench:
         return list(await asyncio.gather(*(one(w) for w in workflow_ids)))
 
     def rows_per(self, workflow_ids: list[str]) -> tuple[list[int], list[int]]:
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True) as db:
-            outbox = [db.execute("SELECT count(*) FROM outbox WHERE causation_id LIKE ?", (f"{w}/%",)).fetchone()[0]
-                      for w in workflow_ids]
-            inbox = [db.execute("SELECT count(*) FROM processed_commands WHERE command_id LIKE ?",
-                                (f"{w}/%",)).fetchone()[0] for w in workflow_ids]
-        return outbox, inbox
+        """Rows each refund left in `outbox` (caused by one of its commands) and `processed_commands`."""
+        with self.engine.connect() as connection:
+            outbox_rows = [connection.execute(select(func.count()).select_from(outbox).where(
+                outbox.c.causation_id.like(f"{w}/%"))).scalar_one() for w in workflow_ids]
+            inbox_rows = [connection.execute(select(func.count()).select_from(processed_commands).where(
+                processed_commands.c.command_id.like(f"{w}/%"))).scalar_one() for w in workflow_ids]
+        return outbox_rows, inbox_rows
 
-    async def activity_calls(self, workflow_id: str) -> int:
-        """Activity calls in one refund: scheduled activities plus local activities (one marker each)."""
-        history = await self.client.get_workflow_handle(workflow_id).fetch_history()
-        return sum(1 for e in history.events
-                   if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                   or (e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-                       and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER))
+    async def shape(self, workflow_id: str) -> str:
+        return shape_of((await self.client.get_workflow_handle(workflow_id).fetch_history()).events)
 
-    # -- baseline --------------------------------------------------------------------------------
-    async def baseline(self, label: str, n: int, calls: int, workers: int) -> Run:
-        async def one(i: int) -> float:
+    # -- the old baseline (--old-baseline) -------------------------------------------------------
+    async def old_baseline(self, label: str, n: int, calls: int, workers: int) -> Run:
+        async def one() -> tuple[float, str, str]:
+            self._runs += 1
             t0 = time.monotonic()
             handle = await self.client.start_workflow(
-                BaselineWorkflow.run, calls, id=f"baseline-{self.tag}-{label}-{i}", task_queue=BASELINE_FLOWS_QUEUE)
+                BaselineWorkflow.run, calls, id=f"baseline-{self.tag}-{self._runs}", task_queue=BASELINE_FLOWS_QUEUE)
             done = await handle.result()
-            assert done == calls
-            return time.monotonic() - t0
+            return time.monotonic() - t0, "completed" if done == calls else "short", handle.id
 
-        cpu0 = cpu_by_kind(self.stack)
-        started = time.monotonic()
-        latencies = await asyncio.gather(*(one(i) for i in range(n)))
-        run = Run(label, n, workers, time.monotonic() - started, list(latencies))
-        run.cpu = cpu_delta(cpu0, cpu_by_kind(self.stack))
-        run.history_per = await self.history_lengths([f"baseline-{self.tag}-{label}-{i}" for i in range(n)])
-        log(f"{label}: {n} baseline workflows in {run.seconds:.1f} s = {run.rate:.2f}/s")
-        return run
+        return await self.measure(label, [one for _ in range(n)], workers)
 
 
 FOREIGN: list[str] = []  # other stacks' processes seen when ours came up
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_by_kind(stack: Stack) -> dict[str, float]:
-    """CPU seconds (user + system) used so far by each kind of part this stack started (summed over
-    each part's process group), plus this benchmark process itself ("client")."""
-    groups = {m.process.pid: m.kind for m in stack.managed}
+def cpu_by_process(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each process this stack started (by its
+    name: temporal, worker, worker-2, raw, ...; summed over the process group), plus this
+    benchmark process itself ("client")."""
+    groups = {m.process.pid: m.name for m in stack.managed}
     used: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -214,26 +264,27 @@ def cpu_by_kind(stack: Stack) -> dict[str, float]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        kind = groups.get(int(fields[2]))  # fields[2] = pgrp
-        if kind:
-            used[kind] = used.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+        name = groups.get(int(fields[2]))  # fields[2] = pgrp
+        if name:
+            used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
     own = os.times()
     used["client"] = own.user + own.system
     return used
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("temporal", "worker", "gateway", "client")}
+    return {k: after[k] - before.get(k, 0.0) for k in after if after[k] - before.get(k, 0.0) > 0}
 
 
-def start_baseline_worker(stack: Stack):
-    managed = stack._spawn("worker", [sys.executable, "-m", "bench.baseline_worker", "--threads", str(THREADS)])
+def start_helper_worker(stack: Stack, kind: str, module: str):
+    START_TIMEOUT.setdefault(kind, START_TIMEOUT["worker"])  # devstack's start-up allowance, as for worker.py
+    managed = stack._spawn(kind, [sys.executable, "-m", module, "--threads", str(THREADS)])
     stack._wait(managed, lambda: READY_LINE in managed.log.read_text(errors="replace"), f'no "{READY_LINE}" line')
     return managed.process
 
 
 def foreign_load(stack: Stack) -> list[str]:
-    """Other Temporal servers / settleflow workers on this machine (not ours): they share the cores."""
+    """Other Temporal servers / settleflow workers / test runs on this machine (not ours): they share the cores."""
     ours = {m.process.pid for m in stack.managed} | {os.getpid()}
     found = []
     for entry in Path("/proc").iterdir():
@@ -246,7 +297,8 @@ def foreign_load(stack: Stack) -> list[str]:
             continue
         if pgrp in ours or int(entry.name) in ours:
             continue
-        if ("start-dev" in cmd and "temporal" in cmd) or "worker.py" in cmd or "stripe_sim" in cmd:
+        if (("start-dev" in cmd and "temporal" in cmd) or "worker.py" in cmd or "stripe_sim" in cmd
+                or "pytest" in cmd):
             found.append(cmd.strip()[:90])
     return found
 
@@ -260,15 +312,15 @@ def machine() -> list[str]:
                 break
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     return [
-        f"nproc: {usable} (os.cpu_count {os.cpu_count()})",
+        f"nproc: {len(os.sched_getaffinity(0))} (os.cpu_count {os.cpu_count()})",
         f"CPU: {model}",
         f"python: {platform.python_version()} ({platform.python_implementation()}), {platform.platform()}",
     ]
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def spread(values: list[int]) -> str:
@@ -278,139 +330,208 @@ def spread(values: list[int]) -> str:
     return f"{statistics.mean(values):.1f}" + ("" if lo == hi else f" ({lo}-{hi})")
 
 
-def report(runs: list[Run], baselines: list[Run], calls: int, n: int) -> None:
+def report(runs: list[Run], shape: str, database: str, load_start: str) -> None:
     print()
-    print("=" * 100)
-    print("settleflow refund throughput")
+    print("=" * 110)
+    print("settleflow refund throughput against the same-shape raw chain")
     for line in machine():
         print("  " + line)
-    print(f"  load average at the end: {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"  load average at the start: {load_start}; at the end: {loadavg()}")
     if FOREIGN:
-        print(f"  WARNING: {len(FOREIGN)} other Temporal/settleflow processes were running on this machine "
+        print(f"  WARNING: {len(FOREIGN)} other Temporal/settleflow/pytest processes were running on this machine "
               "(they share the cores; figures are noisier):")
         for line in FOREIGN[:5]:
             print(f"    {line}")
-    print(f"  worker threads: {THREADS}; warm-up per measurement: {WARMUP}; database: SQLite (WAL)")
-    print(f"  activity calls per happy-path refund (scheduled activities + local-activity markers): {calls}")
+    print(f"  database: {database}; worker threads: {THREADS}; warm-up per configuration: {WARMUP}")
+    print(f"  happy-path refund shape (history order, L = local activity, R = regular activity): {shape} "
+          f"= {shape.count('L')} local + {shape.count('R')} regular")
+    if PRODUCTION_ENV:
+        print(f"  production settings on: {', '.join(sorted(PRODUCTION_ENV))}")
     print()
-    head = f"{'run':<30}{'N':>5}{'workers':>8}{'wall s':>8}{'per s':>8}{'p50 s':>8}{'p95 s':>8}" \
+    head = f"{'run':<34}{'N':>5}{'wrk':>4}{'wall s':>8}{'per s':>8}{'p50 s':>8}{'p95 s':>8}" \
            f"{'outbox/wf':>11}{'inbox/wf':>10}{'events/wf':>11}"
     print(head)
     print("-" * len(head))
-    for r in [*runs, *baselines]:
-        print(f"{r.label:<30}{r.n:>5}{r.workers:>8}{r.seconds:>8.2f}{r.rate:>8.2f}{r.pct(50):>8.2f}{r.pct(95):>8.2f}"
+    for r in runs:
+        print(f"{r.label:<34}{r.n:>5}{r.workers:>4}{r.seconds:>8.2f}{r.rate:>8.2f}{r.pct(50):>8.3f}{r.pct(95):>8.3f}"
               f"{spread(r.outbox_per):>11}{spread(r.inbox_per):>10}{spread(r.history_per):>11}")
     print()
-    print("CPU seconds used during each run (summed over each part's processes), and cores kept busy:")
-    head2 = f"{'run':<30}{'temporal':>10}{'workers':>10}{'gateway':>10}{'client':>10}{'total':>8}{'cores':>7}" \
-            f"{'ms CPU/wf':>11}"
+    print("CPU seconds used during each run, per process (each summed over its process group), cores kept busy:")
+    names = sorted({k for r in runs for k in r.cpu})
+    head2 = f"{'run':<34}" + "".join(f"{k:>10}" for k in names) + f"{'total':>8}{'cores':>7}{'ms CPU/wf':>11}"
     print(head2)
     print("-" * len(head2))
-    for r in [*runs, *baselines]:
+    for r in runs:
         total = sum(r.cpu.values())
-        print(f"{r.label:<30}{r.cpu.get('temporal', 0):>10.2f}{r.cpu.get('worker', 0):>10.2f}"
-              f"{r.cpu.get('gateway', 0):>10.2f}{r.cpu.get('client', 0):>10.2f}{total:>8.2f}"
-              f"{total / r.seconds:>7.2f}{1000 * total / r.n:>11.1f}")
+        print(f"{r.label:<34}" + "".join(f"{r.cpu.get(k, 0):>10.2f}" for k in names)
+              + f"{total:>8.2f}{total / r.seconds:>7.2f}{1000 * total / r.n:>11.1f}")
     print()
-    by = {r.label: r for r in [*runs, *baselines]}
     for r in runs:
         if r.statuses != {"completed": r.n}:
             print(f"  NOTE {r.label}: statuses {r.statuses}")
-    for r in runs:
-        if r.n != n:
-            continue
-        b = next((b for b in baselines if b.workers == r.workers), None)
-        if b:
-            print(f"  ratio refund/baseline ({r.workers} worker process{'es' if r.workers > 1 else ''}, N={n}): "
-                  f"{r.rate:.2f} / {b.rate:.2f} = {r.rate / b.rate:.2f}")
-    one, two = by.get(f"refunds N={n}, 1 worker"), by.get(f"refunds N={n}, 2 workers")
+
+
+def ratio_lines(runs: list[Run]) -> list[str]:
+    """The summary: refund / raw throughput (raw = mean of the raw runs around the refund run) and latency."""
+    lines = []
+    by = {r.label: r for r in runs}
+    for workers in (1, 2):
+        refund = by.get(f"refunds, {workers} worker{'s' if workers > 1 else ''}")
+        raws = [r for r in runs if r.label.startswith("raw chain") and r.workers == workers and "rest" not in r.label]
+        if refund and raws:
+            raw_rate = statistics.mean(r.rate for r in raws)
+            tag = "" if workers == 1 else ", 2 workers"
+            lines.append(f"ratio refund/raw same-shape{tag} = {refund.rate / raw_rate:.2f}   "
+                         f"({refund.rate:.2f} / {raw_rate:.2f} per s at N={refund.n}; raw runs "
+                         f"{', '.join(f'{r.rate:.2f}' for r in raws)})")
+            lines.append(f"  CPU per workflow{tag}: refund {1000 * sum(refund.cpu.values()) / refund.n:.1f} ms "
+                         f"(server {1000 * refund.cpu_of('temporal') / refund.n:.1f}, worker.py "
+                         f"{1000 * refund.cpu_of('worker') / refund.n:.1f}), raw "
+                         f"{1000 * statistics.mean(sum(r.cpu.values()) / r.n for r in raws):.1f} ms (server "
+                         f"{1000 * statistics.mean(r.cpu_of('temporal') / r.n for r in raws):.1f}, raw worker "
+                         f"{1000 * statistics.mean(r.cpu_of('raw') / r.n for r in raws):.1f})")
+    rest_refund, rest_raw = by.get("refunds at rest"), by.get("raw chain at rest")
+    if rest_refund and rest_raw:
+        lines.append(f"latency at rest refund/raw same-shape = {rest_refund.pct(50) / rest_raw.pct(50):.2f}   "
+                     f"(p50 of {rest_refund.n} sequential: {1000 * rest_refund.pct(50):.0f} ms / "
+                     f"{1000 * rest_raw.pct(50):.0f} ms)")
+    one, two = by.get("refunds, 1 worker"), by.get("refunds, 2 workers")
     if one and two:
-        print(f"  two worker processes vs one (N={n}): {two.rate:.2f} / {one.rate:.2f} = {two.rate / one.rate:.2f}x")
-    small = next((r for r in runs if r.n == n), None)
-    big = next((r for r in runs if r.n == 4 * n), None)
-    if small and big:
-        print(f"  per refund at N={n} vs 4N={4 * n}: outbox {spread(small.outbox_per)} vs {spread(big.outbox_per)}, "
-              f"processed_commands {spread(small.inbox_per)} vs {spread(big.inbox_per)}, "
-              f"history events {spread(small.history_per)} vs {spread(big.history_per)}")
-    print("=" * 100)
+        lines.append(f"two worker.py processes vs one: {two.rate:.2f} / {one.rate:.2f} = {two.rate / one.rate:.2f}x; "
+                     "CPU s per process in the 2-worker run: "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in sorted(two.cpu.items())))
+    refund_runs = [r for r in runs if r.outbox_per]
+    if refund_runs:
+        lines.append("per refund: " + "; ".join(
+            f"{r.label}: outbox {spread(r.outbox_per)}, processed_commands {spread(r.inbox_per)}, "
+            f"history events {spread(r.history_per)}" for r in refund_runs))
+    return lines
+
+
+def fresh_postgres(url: str) -> None:
+    """Drop and create the PostgreSQL database the bench was given (never `postgres` itself)."""
+    target = make_url(db.normalise_url(url))
+    if target.database in (None, "", "postgres", "template0", "template1"):
+        raise SystemExit("bench: --database must name a database of its own (it is dropped and created)")
+    maintenance = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with maintenance.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        maintenance.dispose()
 
 
 async def bench(args: argparse.Namespace, base: Path) -> None:
     n = args.n
-    stack = Stack.private(base)
+    load_start = loadavg()
+    overrides = {}
+    if args.database:
+        if make_url(db.normalise_url(args.database)).get_backend_name() == "postgresql":
+            fresh_postgres(args.database)
+        overrides["database_url"] = args.database
+    os.environ.update(PRODUCTION_ENV)  # every child inherits it through Stack.env
+    stack = Stack.private(base, **overrides)
     try:
         t_all = time.monotonic()
         stack.start_temporal()
         stack.start_gateway()
-        primary = 2 if args.workers == "2" else 1
-        worker_procs = [stack.start_worker() for _ in range(primary)]
+        settleflow = [stack.start_worker()]
+        raw_workers = [start_helper_worker(stack, "raw", "bench.raw_worker")]
         relay = RelayBench(stack)  # NATS + relay.py beside the workers: outbox lag during the runs
         relay.start()
         FOREIGN.extend(foreign_load(stack))
-        log(f"stack up: Temporal {stack.temporal_address}, {primary} worker.py process(es), files in {base}")
-        client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
-                                      data_converter=pydantic_data_converter)
+        shown = make_url(stack.database_url).render_as_string(hide_password=True)
+        log(f"stack up: Temporal {stack.temporal_address}, database {shown}, files in {base}")
+        os.environ.update(stack.env)
+        client = await connect(load())  # as the starter connects: same converter (and codec, once there is one)
         b = Bench(stack, client, f"b{uuid.uuid4().hex[:6]}")
 
-        extra_two = args.workers == "both"
-        orders = await b.prepare(WARMUP + n + 4 * n + ((WARMUP + n) if extra_two else 0))
+        two = args.workers == "both"
+        scale_n = args.scale_n or n
+        orders = await b.prepare(WARMUP + AT_REST + n + ((WARMUP + scale_n) if two else 0))
         take = lambda k: [orders.pop(0) for _ in range(k)]  # noqa: E731
 
         runs: list[Run] = []
-        await b.refunds("warm-up", take(WARMUP), primary)
-        label = f"{primary} worker{'s' if primary > 1 else ''}"
-        profiler = Profiler([p.pid for p in worker_procs], base) if args.profile else None
-        runs.append(await b.refunds(f"refunds N={n}, {label}", take(n), primary, profiler))
-        calls = await b.activity_calls(b.last_ids[0])
-        since = datetime.now(UTC)
-        runs.append(await b.refunds(f"refunds 4N={4 * n}, {label}", take(4 * n), primary))
-        await relay.wait_published()
-        relay_lag = relay.lag_since(since)
-        if extra_two:
-            worker_procs.append(stack.start_worker())
-            log("second worker.py process started")
-            await b.refunds("warm-up", take(WARMUP), 2)
-            runs.append(await b.refunds(f"refunds N={n}, 2 workers", take(n), 2))
-            stack.stop_process(worker_procs.pop())
+        await b.refunds("warm-up", take(WARMUP), 1)
+        shape = await b.shape(b.last_ids[0])
+        log(f"refund shape from its history: {shape}")
+        await b.raw("warm-up", shape, WARMUP, 1)
 
-        # The baseline runs alone: settleflow's workers are stopped first.
-        for proc in worker_procs:
-            stack.stop_process(proc)
-        baselines: list[Run] = []
-        configs = [primary] if not extra_two else [1, 2]
-        for count in configs:
-            procs = [start_baseline_worker(stack) for _ in range(count)]
-            log(f"{count} baseline worker process(es) started, {calls} no-op activities per workflow")
-            await b.baseline(f"warmup{count}", WARMUP, calls, count)
-            baselines.append(await b.baseline(
-                f"baseline N={n}, {count} worker{'s' if count > 1 else ''}", n, calls, count))
-            for proc in procs:
+        # Latency at rest: one at a time on an idle stack.
+        await relay.wait_published()
+        runs.append(await b.raw("raw chain at rest", shape, AT_REST, 1, sequential=True))
+        runs.append(await b.refunds("refunds at rest", take(AT_REST), 1, sequential=True))
+
+        # Throughput: raw, refunds, raw (the raw figure is the mean of the two around the refunds).
+        runs.append(await b.raw("raw chain, 1 worker (before)", shape, n, 1))
+        profiler = Profiler([p.pid for p in settleflow], base) if args.profile else None
+        since = datetime.now(UTC)
+        runs.append(await b.refunds("refunds, 1 worker", take(n), 1, profiler=profiler))
+        await relay.wait_published(timeout=300)
+        relay_lag = relay.lag_since(since)
+        runs.append(await b.raw("raw chain, 1 worker (after)", shape, n, 1))
+
+        if two:
+            settleflow.append(stack.start_worker())
+            raw_workers.append(start_helper_worker(stack, "raw", "bench.raw_worker"))
+            log("second worker.py and second raw worker started")
+            await b.refunds("warm-up", take(WARMUP), 2)
+            await b.raw("warm-up", shape, WARMUP, 2)
+            runs.append(await b.raw("raw chain, 2 workers (before)", shape, scale_n, 2))
+            runs.append(await b.refunds("refunds, 2 workers", take(scale_n), 2))
+            runs.append(await b.raw("raw chain, 2 workers (after)", shape, scale_n, 2))
+            await relay.wait_published(timeout=300)
+
+        if args.old_baseline:
+            calls = len(shape)
+            for proc in settleflow + raw_workers:
                 stack.stop_process(proc)
-        report(runs, baselines, calls, n)
+            olds = [start_helper_worker(stack, "baseline", "bench.baseline_worker")]
+            await b.old_baseline("warm-up", WARMUP, calls, 1)
+            runs.append(await b.old_baseline(f"old baseline: {calls} regular no-ops", n, calls, 1))
+            for proc in olds:
+                stack.stop_process(proc)
+
+        report(runs, shape, shown, load_start)
+        for line in ratio_lines(runs):
+            print(line)
         relayed = await relay.throughput()
-        print(f"\nrelay (outbox -> NATS JetStream): lag during the 4N run over {relay_lag.rows} outbox rows: "
-              f"p50 {relay_lag.p50:.3f} s, p99 {relay_lag.p99:.3f} s, worst {relay_lag.worst:.3f} s "
-              f"({'keeps up' if relay_lag.p99 < 2 else 'FALLS BEHIND'}: p99 target < 2 s)")
+        print(f"relay (outbox -> NATS JetStream) during 'refunds, 1 worker', {relay_lag.rows} outbox rows: "
+              f"lag p50 {relay_lag.p50:.3f} s, p99 {relay_lag.p99:.3f} s, worst {relay_lag.worst:.3f} s "
+              f"({'keeps up' if relay_lag.p99 < 2 else 'FALLS BEHIND'}: p99 target < 2 s); "
+              f"outbox rows recorded {relay_lag.rows / runs[3].seconds:.0f}/s")
         print(f"relay throughput on a backlog of {relayed.rows} rows ({relayed.messages} messages): "
               f"{relayed.rows_per_second:.0f} rows/s, {relayed.messages_per_second:.0f} messages/s "
               f"({relayed.seconds:.2f} s)")
         if profiler:
-            print(f"\nrun profiled: {runs[0].label} (py-spy, so its figures above are a little lower)")
+            print("\nrun profiled: refunds, 1 worker (py-spy, so its figures above are a little lower)")
             print("\n".join(summarize(profiler.stacks())))
+        print(f"command: {' '.join(['python -m bench.refund_throughput', *sys.argv[1:]])}")
         log(f"whole run: {time.monotonic() - t_all:.0f} s")
+        b.engine.dispose()
     finally:
         stack.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=30, help="refunds per measured run (default 30; 4N are run too)")
-    parser.add_argument("--workers", choices=["1", "2", "both"], default="both",
-                        help="worker.py processes: 1, 2, or both configurations (default both)")
+    parser.add_argument("--n", type=int, default=200, help="workflows per measured run (default 200)")
+    parser.add_argument("--database", default="",
+                        help="settleflow's database URL (default: a SQLite file in the run's directory; "
+                             "a PostgreSQL database is dropped and created afresh)")
+    parser.add_argument("--workers", choices=["1", "both"], default="both",
+                        help="1: one worker.py process; both: also measure with two (default)")
+    parser.add_argument("--scale-n", type=int, default=0,
+                        help="workflows per run with two worker processes (default: --n)")
     parser.add_argument("--profile", action="store_true",
-                        help="sample the worker.py processes with py-spy during the first measured run")
+                        help="sample the worker.py process with py-spy during the refund run")
+    parser.add_argument("--old-baseline", action="store_true",
+                        help="also run the old baseline (the same number of calls, all regular activities)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     args = parser.parse_args()
+    if args.n < 1 or args.scale_n < 0:
+        parser.error("--n must be at least 1, --scale-n at least 0")
     base = Path(tempfile.mkdtemp(prefix="settleflow-bench-"))
     try:
         asyncio.run(bench(args, base))

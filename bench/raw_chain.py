@@ -1,0 +1,60 @@
+"""The same-shape raw chain: the bare engine doing the steps a happy-path refund does.
+
+`RawChainWorkflow(shape)` runs, in order, one no-op activity per letter of `shape`:
+"L" a local activity with the refund's DECIDE settings, "R" a regular activity on
+its own task queue with the refund's GATEWAY settings. The bench reads the shape from
+a recorded refund history (`shape_of`), so the chain follows the refund when the
+refund changes. No database, no gateway, no domain code: what a refund costs beyond
+this chain is settleflow's own work.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+
+with workflow.unsafe.imports_passed_through():
+    from workflows.refund import DECIDE, GATEWAY
+
+RAW_FLOWS_QUEUE = "raw-flows"
+RAW_ACTIVITY_QUEUE = "raw-activities"
+LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the SDK's marker for a local activity's result
+
+
+@activity.defn(name="raw_noop")
+def noop(step: int) -> int:
+    """Does nothing: a sync activity run in the thread pool, like settleflow's."""
+    return step
+
+
+@workflow.defn(name="RawChainWorkflow")
+class RawChainWorkflow:
+    @workflow.run
+    async def run(self, shape: str) -> int:
+        done = 0
+        for step, kind in enumerate(shape):
+            if kind == "L":
+                answer = await workflow.execute_local_activity(
+                    "raw_noop", step, result_type=int, start_to_close_timeout=DECIDE.start_to_close,
+                    schedule_to_close_timeout=DECIDE.schedule_to_close, retry_policy=DECIDE.retry,
+                )
+            else:
+                answer = await workflow.execute_activity(
+                    "raw_noop", step, task_queue=RAW_ACTIVITY_QUEUE, result_type=int,
+                    start_to_close_timeout=GATEWAY.start_to_close,
+                    schedule_to_close_timeout=GATEWAY.schedule_to_close, retry_policy=GATEWAY.retry,
+                )
+            done += answer == step
+        return done
+
+
+def shape_of(events) -> str:
+    """"L" per local-activity marker, "R" per scheduled activity, in history order."""
+    shape = ""
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            shape += "R"
+        elif (event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+              and event.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER):
+            shape += "L"
+    return shape
