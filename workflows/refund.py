@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
-    from workflows.process import refuse_role
+    from workflows.process import from_outside, refuse_outsider
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -102,6 +102,7 @@ class RefundWorkflow(Process):
 
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
+        from_outside(request.requested_by)
         self.request = request
         self.set_status("requested")
         try:
@@ -110,6 +111,7 @@ class RefundWorkflow(Process):
                     RequestRefund,
                     "request",
                     actor=request.requested_by,
+                    credential=request.token,
                     order_id=request.order_id,
                     refund_id=request.refund_id,
                     amount=request.amount,
@@ -152,6 +154,7 @@ class RefundWorkflow(Process):
                 amount=approved.amount,
                 approved_at=approved.occurred_at,
                 owed=approved.owed,
+                requested_by=approved.requested_by,
             ),
             DECIDE,
         )
@@ -233,6 +236,7 @@ class RefundWorkflow(Process):
                         ResolveFraudReview,
                         "resolve-review" if not self.refused_decisions else f"resolve-review-{self.refused_decisions}",
                         actor=resolution.reviewer,
+                        credential=resolution.token,
                         issued_at=self.resolution_at,
                         refund_id=approved.refund_id,
                         decision=resolution.decision,
@@ -265,7 +269,7 @@ class RefundWorkflow(Process):
             raise ValueError("this review has already been decided")
         if self.status != "under_review" or self.review_closed:
             raise ValueError(f"refund is {self.status}; no review is waiting for a decision")
-        refuse_role(resolution.reviewer, ResolveFraudReview, "decide a fraud review")
+        refuse_outsider(resolution.reviewer, resolution.token, ResolveFraudReview, "decide a fraud review")
 
     # -- money out ---------------------------------------------------------------------
     async def pay_out(self, approved: RefundApproved) -> RefundStatus:
