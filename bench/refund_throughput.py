@@ -30,7 +30,7 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from adapters.codec import data_converter
 
 from demo import WAREHOUSE, status_when
 from devstack import READY_LINE, Stack
@@ -349,7 +349,7 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         FOREIGN.extend(foreign_load(stack))
         log(f"stack up: Temporal {stack.temporal_address}, {primary} worker.py process(es), files in {base}")
         client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
-                                      data_converter=pydantic_data_converter)
+                                      data_converter=data_converter())
         b = Bench(stack, client, f"b{uuid.uuid4().hex[:6]}")
 
         extra_two = args.workers == "both"

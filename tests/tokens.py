@@ -1,8 +1,8 @@
 """Signed tokens for tests, from the dev issuer the suite configures (tests/conftest.py:
 a key pair of its own under a temporary directory, shared with every process it starts).
 
-Test tokens are valid from a day before they are minted for ten years: the time-skipping
-server moves workflow time days ahead, and expiry is judged at each command's issued_at.
+Test tokens are valid from a day before they are minted for 500 years: the time-skipping
+server leaps years ahead (awaiting a closed flow), and expiry is judged at each command's issued_at.
 The token table (tests/workflows/test_tokens.py) mints the short-lived and the bad ones.
 """
 
@@ -16,7 +16,7 @@ from domain.shared.actor import Actor, Role
 SINCE = datetime(2020, 1, 1, tzinfo=UTC)  # before every fixed time the unit tests use
 
 
-def token_for(actor: Actor | str, *, lifetime: timedelta = timedelta(days=3650 * 3)) -> str:
+def token_for(actor: Actor | str, *, lifetime: timedelta = timedelta(days=365 * 500)) -> str:
     """A valid token proving this actor (`Actor` or `role:id`)."""
     actor = Actor.parse(actor) if isinstance(actor, str) else actor
     return mint(load_trust(), actor.role, actor.id, now=SINCE, lifetime=lifetime)
