@@ -846,3 +846,21 @@ def test_every_command_is_served_on_its_owners_task_queue_and_nowhere_else():
     for command_type in all_commands():
         queues = [queue for queue, names_ in served.items() if command_type.activity_name() in names_]
         assert queues == [command_type.owner], f"{command_type.name()} is served on {queues}"
+
+
+def test_a_payload_with_an_unknown_key_id_fails_with_a_message_naming_the_key():
+    import asyncio
+
+    from adapters.codec import EncryptionCodec, KeyRing, UnknownPayloadKey
+    from temporalio.api.common.v1 import Payload
+
+    one = EncryptionCodec(KeyRing("k1", {"k1": b"1" * 32}))
+    two = EncryptionCodec(KeyRing("k2", {"k2": b"2" * 32}))
+    ring = EncryptionCodec(KeyRing("k2", {"k1": b"1" * 32, "k2": b"2" * 32}))
+    sealed = asyncio.run(one.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"card tok_secret"')]))
+    assert b"tok_secret" not in sealed[0].SerializeToString()
+    assert asyncio.run(ring.decode(sealed))[0].data == b'"card tok_secret"'
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=b'"recorded before the codec"')
+    assert asyncio.run(two.decode([plain]))[0] == plain
+    with pytest.raises(UnknownPayloadKey, match="'k1', which is not in this process's key ring"):
+        asyncio.run(two.decode(sealed))
