@@ -204,3 +204,12 @@ def unverified_actor(token: str) -> Actor | None:
         return Actor(role=Role(claims.get("role")), id=claims["sub"])
     except (jwt.PyJWTError, KeyError, ValueError):
         return None
+
+
+def signed(actor: Actor, lifetime: timedelta = timedelta(hours=2)) -> dict:
+    """`token=...` for a request from this actor, minted by the dev issuer: for the demo,
+    chaos and bench, which run against a local stack (never with production keys)."""
+    settings = load_trust()
+    if not settings.dev_mode:
+        raise RuntimeError("the demo, chaos and bench mint dev tokens: unset SETTLEFLOW_TOKEN_KEYS")
+    return {"token": mint(settings, actor.role, actor.id, lifetime=lifetime)}

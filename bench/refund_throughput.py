@@ -44,6 +44,7 @@ from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, Shipmen
 from bench.baseline import BASELINE_FLOWS_QUEUE, BaselineWorkflow
 from bench.profile import Profiler, summarize
 from bench.relay import RelayBench
+from adapters.identity import signed
 
 THREADS = 16  # worker.py's default --threads; the baseline worker gets the same
 LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the SDK's marker for a local activity's result
@@ -94,17 +95,17 @@ class Bench:
         payment = await self.client.start_workflow(
             PaymentWorkflow,
             OrderRequest(order_id=order_id, customer_id=customer, amount=Money.of("120.00", "EUR"),
-                         card_token="tok_visa", placed_by=Actor(role=Role.CUSTOMER, id=customer)),
+                         card_token="tok_visa", placed_by=Actor(role=Role.CUSTOMER, id=customer), **signed(Actor(role=Role.CUSTOMER, id=customer))),
             id=f"payment-{order_id}", task_queue=FLOWS_QUEUE,
         )
         view = await status_when(payment, lambda s: s != "capturing", timeout=120, interval=0.5)
         if view["status"] != "paid":
             raise RuntimeError(f"{order_id}: payment ended {view['status']}, not paid")
         await (await self.client.start_workflow(
-            ShipOrderWorkflow, ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", requested_by=WAREHOUSE),
+            ShipOrderWorkflow, ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"ship-{order_id}", task_queue=FLOWS_QUEUE)).result()
         await (await self.client.start_workflow(
-            ConfirmDeliveryWorkflow, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE),
+            ConfirmDeliveryWorkflow, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"deliver-{order_id}", task_queue=FLOWS_QUEUE)).result()
         return order_id, customer
 
@@ -129,7 +130,7 @@ class Bench:
             handle = await self.client.start_workflow(
                 RefundWorkflow,
                 RefundRequest(refund_id=refund_id, order_id=order_id, amount=Money.of("20.00", "EUR"),
-                              reason="bench", requested_by=Actor(role=Role.CUSTOMER, id=customer)),
+                              reason="bench", requested_by=Actor(role=Role.CUSTOMER, id=customer), **signed(Actor(role=Role.CUSTOMER, id=customer))),
                 id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE,
             )
             result = await handle.result()

@@ -60,6 +60,7 @@ from workflows.process import FLOWS_QUEUE, ORDER_ID, REFUND_ID  # noqa: E402
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution  # noqa: E402
 from worker import Dependencies  # noqa: E402
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow  # noqa: E402
+from adapters.identity import signed
 
 REFUND_FINAL = {"completed", "rejected", "failed", "cancelled"}
 PAYMENT_FINAL = {"paid", "abandoned"}
@@ -228,7 +229,7 @@ class Chaos:
         handle = await self.start(
             PaymentWorkflow.run,
             OrderRequest(order_id=order.order_id, customer_id=order.customer_id,
-                         amount=Money.of(order.amount, CURRENCY), card_token=order.card, placed_by=customer),
+                         amount=Money.of(order.amount, CURRENCY), card_token=order.card, placed_by=customer, **signed(customer)),
             pay_id, "payment", {ORDER_ID: order.order_id},
         )
         view = await self.until(handle, lambda s: s != "capturing")
@@ -245,14 +246,14 @@ class Chaos:
         # ship and deliver: short workflows that complete
         ship = await self.start(
             ShipOrderWorkflow.run,
-            ShipmentRequest(order_id=order.order_id, tracking=f"TRK-{order.order_id}", requested_by=WAREHOUSE),
+            ShipmentRequest(order_id=order.order_id, tracking=f"TRK-{order.order_id}", requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"ship-{order.order_id}", "ship", {ORDER_ID: order.order_id},
         )
         await self.rpc(f"result {ship.id}", ship.result)
         order.shipped = True
         deliver = await self.start(
             ConfirmDeliveryWorkflow.run,
-            DeliveryRequest(order_id=order.order_id, requested_by=WAREHOUSE),
+            DeliveryRequest(order_id=order.order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"deliver-{order.order_id}", "deliver", {ORDER_ID: order.order_id},
         )
         await self.rpc(f"result {deliver.id}", deliver.result)
@@ -276,7 +277,7 @@ class Chaos:
             request = RefundRequest(
                 refund_id=refund_id, order_id=order.order_id,
                 amount=Money.of(amount, CURRENCY) if amount is not None else None,
-                reason="chaos: arrived damaged", requested_by=customer,
+                reason="chaos: arrived damaged", requested_by=customer, **signed(customer),
             )
             attrs = {ORDER_ID: order.order_id, REFUND_ID: refund_id}
             refund = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund", attrs)
@@ -305,7 +306,7 @@ class Chaos:
             order.refund_ids.append(refund_id)
             request = RefundRequest(refund_id=refund_id, order_id=order.order_id,
                                     amount=Money.of(order.amount, CURRENCY),
-                                    reason="chaos: asked again", requested_by=customer)
+                                    reason="chaos: asked again", requested_by=customer, **signed(customer))
             late = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund",
                                     {ORDER_ID: order.order_id, REFUND_ID: refund_id})
             await self.refund_outcome(late)
@@ -320,7 +321,7 @@ class Chaos:
             self.faults.reviews_decided += 1
             try:
                 await self.rpc(f"review {handle.id}", lambda: handle.start_update(
-                    RefundWorkflow.resolve_review, ReviewResolution(decision=decision, reviewer=ANALYST),
+                    RefundWorkflow.resolve_review, ReviewResolution(decision=decision, reviewer=ANALYST, **signed(ANALYST)),
                     id=f"chaos-review-{handle.id}", wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                 ))
             except WorkflowUpdateFailedError:
@@ -339,7 +340,7 @@ class Chaos:
             attempts = view["attempts"]
             try:
                 await self.rpc(f"new card {handle.id}", lambda: handle.start_update(
-                    PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token=card, given_by=customer),
+                    PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token=card, given_by=customer, **signed(customer)),
                     id=f"chaos-card-{attempts}", wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                 ))
             except WorkflowUpdateFailedError:
