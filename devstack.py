@@ -55,8 +55,8 @@ STRIPE_API = "https://api.stripe.com"  # SETTLEFLOW_GATEWAY_URL for Stripe itsel
 SIMULATOR_API_KEY = "sk_test_simulator"  # as adapters.settings: the simulator's key unless STRIPE_API_KEY says
 
 # How long each part may take to come up, and to go down before it is killed.
-START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0, "nats": 15.0, "relay": 30.0, "reporting": 30.0}
-STOP_TIMEOUT = {"temporal": 10.0, "gateway": 5.0, "worker": 20.0, "nats": 10.0, "relay": 10.0, "reporting": 10.0}
+START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0, "nats": 15.0, "relay": 30.0, "reporting": 30.0, "codec": 20.0}
+STOP_TIMEOUT = {"temporal": 10.0, "gateway": 5.0, "worker": 20.0, "nats": 10.0, "relay": 10.0, "reporting": 10.0, "codec": 5.0}
 DEFAULT_NATS_URL = "nats://127.0.0.1:4333"  # = integration.stream.DEFAULT_NATS_URL (not 4222: never a stranger's NATS)
 
 
