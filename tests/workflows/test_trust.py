@@ -213,6 +213,13 @@ async def test_raw_histories_hold_no_customer_data_which_the_codec_decodes(harne
         decoded_text += b"".join(p.data for p in decoded).decode("utf-8", "replace")
     for name, secret in secrets.items():
         assert secret in decoded_text, f"{name} not found even with the codec"
+    assert "eyJ" in decoded_text  # the signed tokens travelled (encrypted) with the requests ...
+
+    # ... but settleflow's own database never keeps one: not the processed commands' outcomes,
+    # not the outbox, not any aggregate.
+    with harness.engine.connect() as connection:
+        stored = "".join(str(row) for table in metadata.sorted_tables for row in connection.execute(select(table)))
+    assert "eyJ" not in stored and secrets["customer"] in stored
 
 
 # -- key rotation ---------------------------------------------------------------------------------
