@@ -20,7 +20,7 @@ from activities.fraud import FraudActivities
 from activities.registry import OWNER_QUEUES, activities_for
 from activities.shipping import ShippingActivities
 
-from adapters.gateway_client import configure
+from simulators.control import configure
 from domain.contracts import ConfirmDelivery, Outcome, ResolveFraudReview, ReviewDecision
 from domain.shared.actor import Actor
 from domain.shared.money import Money
@@ -42,7 +42,7 @@ from workflows.process import FLOWS_QUEUE
 from workflows.refund import RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
-from tests.tokens import signed
+from tests.tokens import signed, token_for
 
 CUSTOMER = Actor.parse("customer:c-1")
 OTHER_CUSTOMER = Actor.parse("customer:c-2")
@@ -130,7 +130,7 @@ async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_wa
     # The parcel arrived; shipping knows it, billing does not yet (its delivery flow is late).
     ShippingActivities(harness.uow_factory).confirm_delivery(
         ConfirmDelivery(
-            command_id=f"scan-{order_id}", actor=WAREHOUSE, issued_at=await _workflow_now(harness), order_id=order_id
+            command_id=f"scan-{order_id}", actor=WAREHOUSE, credential=token_for(WAREHOUSE), issued_at=await _workflow_now(harness), order_id=order_id
         )
     )
 
