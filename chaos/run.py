@@ -287,7 +287,7 @@ class Chaos:
                 # a second copy of the workflow's RequestRefund, racing the first
                 self.redeliveries.append(asyncio.create_task(asyncio.to_thread(
                     self.redelivery.request_refund, refund.id, refund_id, order.order_id, request.amount,
-                    request.reason, customer)))
+                    request.reason, customer, request.token)))
             refunds.append(refund)
         for refund in refunds:
             view = await self.refund_outcome(refund)
