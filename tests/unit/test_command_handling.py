@@ -864,3 +864,46 @@ def test_a_payload_with_an_unknown_key_id_fails_with_a_message_naming_the_key():
     assert asyncio.run(two.decode([plain]))[0] == plain
     with pytest.raises(UnknownPayloadKey, match="'k1', which is not in this process's key ring"):
         asyncio.run(two.decode(sealed))
+
+
+def test_the_guard_proves_the_actor_by_the_token_and_hands_the_owner_the_command_without_it():
+    from datetime import timedelta
+
+    from adapters.identity import load_trust, mint
+    from domain.billing.commands import CancelOrder
+
+    def cancel(actor: Actor, credential: str | None) -> CancelOrder:
+        return CancelOrder(command_id="c-1", actor=actor, credential=credential, issued_at=T0, order_id=ORDER_ID,
+                           reason="moved")
+
+    verified = authorize(cancel(CUSTOMER, token_for(CUSTOMER)))
+    assert verified.actor == CUSTOMER and verified.credential is None
+    assert "credential" not in repr(cancel(CUSTOMER, token_for(CUSTOMER)))
+    refusals = {
+        "no_token": cancel(CUSTOMER, None),
+        "actor_mismatch": cancel(CUSTOMER, token_for("customer:c-2")),
+        "token_expired": cancel(CUSTOMER, mint(load_trust(), "customer", CUSTOMER.id, now=T0 - timedelta(hours=1))),
+        "token_not_yet_valid": cancel(CUSTOMER, mint(load_trust(), "customer", CUSTOMER.id, now=T0 + timedelta(hours=1))),
+        "role_not_allowed": cancel(WAREHOUSE, token_for(WAREHOUSE)),  # proven, but may not cancel
+        "bad_signature": cancel(CUSTOMER, _tampered(token_for(CUSTOMER))),
+        "system_from_outside": cancel(Actor.system("x"), token_for(CUSTOMER)),  # a system command carries none
+    }
+    for code, command_ in refusals.items():
+        with pytest.raises(NotAuthorized) as refused:
+            authorize(command_)
+        assert refused.value.code == code, (code, refused.value.message)
+    with pytest.raises(NotAuthorized, match="may not act from outside"):  # no token ever acts as system
+        authorize(cancel(Actor.system("x"), None).model_copy(
+            update={"actor": CUSTOMER, "credential": mint(load_trust(), "system", CUSTOMER.id, now=T0)}))
+
+
+def _tampered(token: str) -> str:
+    """The same token with its claims changed (a customer id swapped), signature kept."""
+    import base64
+    import json
+
+    header, claims, signature = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    body["exp"] += 1
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    return f"{header}.{forged}.{signature}"
