@@ -24,6 +24,7 @@ from workflows.payment import CancellationRequest, NewPaymentMethod, OrderReques
 from workflows.process import CUSTOMER_ID, FLOWS_QUEUE, ORDER_ID, REFUND_ID
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+from adapters.identity import signed
 
 WAREHOUSE = Actor(role=Role.WAREHOUSE, id="demo-warehouse")
 SCENARIO_TIMEOUT = 120.0  # seconds; each takes one or two when a worker is running
@@ -65,7 +66,7 @@ class Demo:
                 customer_id=customer,
                 amount=total,
                 card_token=card,
-                placed_by=Actor(role=Role.CUSTOMER, id=customer),
+                placed_by=Actor(role=Role.CUSTOMER, id=customer), **signed(Actor(role=Role.CUSTOMER, id=customer)),
                 placed_at=at,
             ),
             f"payment-{order_id}",
@@ -78,7 +79,7 @@ class Demo:
     async def ship(self, order_id: str, at: datetime | None = None) -> None:
         handle = await self._start(
             ShipOrderWorkflow,
-            ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", shipped_at=at, requested_by=WAREHOUSE),
+            ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", shipped_at=at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"ship-{order_id}",
             f"Ship order {order_id}",
             {ORDER_ID: order_id},
@@ -88,7 +89,7 @@ class Demo:
     async def deliver(self, order_id: str, at: datetime | None = None) -> None:
         handle = await self._start(
             ConfirmDeliveryWorkflow,
-            DeliveryRequest(order_id=order_id, delivered_at=at, requested_by=WAREHOUSE),
+            DeliveryRequest(order_id=order_id, delivered_at=at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"deliver-{order_id}",
             f"Confirm delivery of order {order_id}",
             {ORDER_ID: order_id},
@@ -104,7 +105,7 @@ class Demo:
                 order_id=order_id,
                 amount=Money.of(amount, "EUR") if amount else None,
                 reason=reason,
-                requested_by=by,
+                requested_by=by, **signed(by),
             ),
             f"refund-{refund_id}",
             f"Refund {refund_id} of order {order_id}: {amount or 'everything'} EUR, asked by {by}",
@@ -134,7 +135,7 @@ class Demo:
         reviewer = Actor.parse("fraud_analyst:alice")
         await handle.execute_update(
             RefundWorkflow.resolve_review,
-            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=reviewer, note="photos check out"),
+            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=reviewer, **signed(reviewer), note="photos check out"),
         )
         self.notes[handle.id] = f"reviewed: approved by {reviewer}"
         return handle
@@ -149,7 +150,7 @@ class Demo:
         handle = self.client.get_workflow_handle(f"payment-{order_id}")
         await handle.execute_update(
             PaymentWorkflow.update_payment_method,
-            NewPaymentMethod(card_token="tok_visa", given_by=self.as_customer),
+            NewPaymentMethod(card_token="tok_visa", given_by=self.as_customer, **signed(self.as_customer)),
         )
         self.notes[handle.id] = "declined, then paid with a new card"
         return handle
@@ -164,7 +165,7 @@ class Demo:
         handle = self.client.get_workflow_handle(f"payment-{order_id}")
         await handle.execute_update(
             PaymentWorkflow.cancel_order,
-            CancellationRequest(requested_by=Actor.parse("support:sam"), reason="customer moved abroad"),
+            CancellationRequest(requested_by=Actor.parse("support:sam"), **signed(Actor.parse("support:sam")), reason="customer moved abroad"),
         )
         self.notes[handle.id] = f"refund-{order_id}-cancellation paid it back"
         self.settled_when[handle.id] = {"refunded"}  # its story ends once the child refund is done

@@ -55,8 +55,8 @@ STRIPE_API = "https://api.stripe.com"  # SETTLEFLOW_GATEWAY_URL for Stripe itsel
 SIMULATOR_API_KEY = "sk_test_simulator"  # as adapters.settings: the simulator's key unless STRIPE_API_KEY says
 
 # How long each part may take to come up, and to go down before it is killed.
-START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0, "nats": 15.0, "relay": 30.0, "reporting": 30.0}
-STOP_TIMEOUT = {"temporal": 10.0, "gateway": 5.0, "worker": 20.0, "nats": 10.0, "relay": 10.0, "reporting": 10.0}
+START_TIMEOUT = {"temporal": 30.0, "gateway": 20.0, "worker": 60.0, "nats": 15.0, "relay": 30.0, "reporting": 30.0, "codec": 20.0}
+STOP_TIMEOUT = {"temporal": 10.0, "gateway": 5.0, "worker": 20.0, "nats": 10.0, "relay": 10.0, "reporting": 10.0, "codec": 5.0}
 DEFAULT_NATS_URL = "nats://127.0.0.1:4333"  # = integration.stream.DEFAULT_NATS_URL (not 4222: never a stranger's NATS)
 
 
@@ -277,6 +277,8 @@ class Stack:
             cli, "server", "start-dev",
             "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
             "--db-filename", str(self.temporal_db), "--log-level", "warn",
+            # The UI decodes payloads through settleflow's codec server (adapters/codec_server.py).
+            "--ui-codec-endpoint", self.codec_url,
         ]
         for name in SEARCH_ATTRIBUTES:
             command += ["--search-attribute", f"{name}=Keyword"]
@@ -312,6 +314,24 @@ class Stack:
         )
         self._wait(managed, lambda: http_ok(health), f"{health} never answered")
         self._say(f"gateway: Stripe simulator at {self.gateway_url} (log {_show(managed.log)})")
+        return managed.process
+
+    @property
+    def codec_url(self) -> str:
+        """The codec server the web UI decodes payloads with: the UI's port + 1 (8234)."""
+        ui = urlsplit(self.web_ui)
+        return f"http://{ui.hostname}:{(ui.port or 8233) + 1}"
+
+    def start_codec_server(self) -> subprocess.Popen | None:
+        """Start the codec server for the web UI (or use one already answering there)."""
+        port = urlsplit(self.codec_url).port or 8234
+        if listening("127.0.0.1", port):
+            self._say(f"codec server: using the one at {self.codec_url}")
+            return None
+        managed = self._spawn("codec", [sys.executable, "-m", "adapters.codec_server", "--port", str(port),
+                                        "--ui-origin", self.web_ui])
+        self._wait(managed, lambda: listening("127.0.0.1", port), "the codec server never listened")
+        self._say(f"codec server: {self.codec_url}, the web UI decodes payloads through it (log {_show(managed.log)})")
         return managed.process
 
     def start_worker(self, *queues: str) -> subprocess.Popen:
@@ -362,6 +382,10 @@ class Stack:
 
     def up(self) -> Stack:
         """Everything: server, simulator, one worker for all task queues, NATS, the relay, reporting."""
+        from adapters.identity import ensure_dev_material
+
+        ensure_dev_material()  # the dev issuer's key pair and the payload key, once, before any child
+        self.start_codec_server()
         self.start_temporal()
         self.start_gateway()
         self.start_worker()

@@ -39,6 +39,7 @@ from cli import reconciliation as reconciliation_verbs
 from adapters.temporal import connect, ui_link
 from adapters.views import DatabaseUnavailable, OrderView, order_view
 from cli import events as events_cli
+from cli import trust as trust_cli
 from demo import run_demo, status_when
 from domain.billing.commands import CancelOrder, RequestRefund
 from domain.fraud.commands import ResolveFraudReview, ReviewDecision
@@ -270,7 +271,8 @@ class Cli:
             customer_id=a.customer,
             amount=total,
             card_token=a.card,
-            placed_by=Actor(role=Role.CUSTOMER, id=a.customer),
+            placed_by=a.actor,
+            token=a.token,
             placed_at=a.at,
         )
         handle, _ = await self.start(
@@ -291,7 +293,7 @@ class Cli:
     async def ship(self) -> dict:
         a = self.args
         self.existing_order(a.order_id)
-        request = ShipmentRequest(order_id=a.order_id, tracking=a.tracking, shipped_at=a.at, requested_by=a.actor)
+        request = ShipmentRequest(order_id=a.order_id, tracking=a.tracking, shipped_at=a.at, requested_by=a.actor, token=a.token)
         handle, _ = await self.start(
             ShipOrderWorkflow, request, f"ship-{a.order_id}", f"Ship order {a.order_id} ({a.tracking})",
             {ORDER_ID: a.order_id},
@@ -301,7 +303,7 @@ class Cli:
     async def deliver(self) -> dict:
         a = self.args
         self.existing_order(a.order_id)
-        request = DeliveryRequest(order_id=a.order_id, delivered_at=a.at, requested_by=a.actor)
+        request = DeliveryRequest(order_id=a.order_id, delivered_at=a.at, requested_by=a.actor, token=a.token)
         handle, _ = await self.start(
             ConfirmDeliveryWorkflow, request, f"deliver-{a.order_id}", f"Confirm delivery of order {a.order_id}",
             {ORDER_ID: a.order_id},
@@ -315,7 +317,8 @@ class Cli:
         refund_amount = money_of(a.amount, order.currency) if a.amount else None
         refund_id = a.refund_id or f"r-{uuid.uuid4().hex[:10]}"
         request = RefundRequest(
-            refund_id=refund_id, order_id=a.order_id, amount=refund_amount, reason=a.reason, requested_by=a.actor
+            refund_id=refund_id, order_id=a.order_id, amount=refund_amount, reason=a.reason, requested_by=a.actor,
+            token=a.token,
         )
         what = str(refund_amount) if refund_amount else "everything refundable"
         handle, _ = await self.start(
@@ -334,7 +337,7 @@ class Cli:
         try:
             status = await handle.execute_update(
                 RefundWorkflow.resolve_review,
-                ReviewResolution(decision=ReviewDecision(a.decision), reviewer=a.actor, note=a.note),
+                ReviewResolution(decision=ReviewDecision(a.decision), reviewer=a.actor, note=a.note, token=a.token),
             )
         except WorkflowUpdateFailedError as refused:
             raise UsageError(f"review refused: {refused.cause or refused}") from None
@@ -348,8 +351,10 @@ class Cli:
         a = self.args
         order = self.existing_order(a.order_id)
         given_by = a.actor or Actor(role=Role.CUSTOMER, id=order.customer_id)
+        token = a.token or trust_cli.dev_token(given_by, UsageError)
         status = await self._update_payment(
-            PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token=a.card, given_by=given_by), "new card"
+            PaymentWorkflow.update_payment_method,
+            NewPaymentMethod(card_token=a.card, given_by=given_by, token=token), "new card",
         )
         self.out(f"payment-{a.order_id}: new card taken; the order is now {status}", status=status)
         return status
@@ -358,7 +363,7 @@ class Cli:
         a = self.args
         self.existing_order(a.order_id)
         status = await self._update_payment(
-            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=a.actor, reason=a.reason), "cancellation"
+            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=a.actor, reason=a.reason, token=a.token), "cancellation"
         )
         self.out(f"payment-{a.order_id}: cancelled by {a.actor}; the order is now {status}", status=status)
         return status
@@ -452,6 +457,7 @@ def build_parser() -> CliParser:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--address", help="Temporal address (default: $TEMPORAL_ADDRESS or localhost:7233)")
     common.add_argument("--namespace", help="Temporal namespace (default: $TEMPORAL_NAMESPACE or default)")
+    trust_cli.add_token_option(common)
 
     parser = CliParser(prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=CliParser)
@@ -469,25 +475,25 @@ def build_parser() -> CliParser:
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--tracking", required=True, type=identifier)
     p.add_argument("--at", type=instant, help="when it left (ISO-8601; default now)")
-    p.add_argument("--as", dest="actor", type=actor, default=Actor(role=Role.WAREHOUSE, id="cli"))
+    p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID (default: warehouse:cli)")
 
     p = verbs.add_parser("deliver", parents=[common], help="confirm an order's delivery")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--at", type=instant, help="when it arrived (ISO-8601; default now)")
-    p.add_argument("--as", dest="actor", type=actor, default=Actor(role=Role.WAREHOUSE, id="cli"))
+    p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID (default: warehouse:cli)")
 
     p = verbs.add_parser("refund", parents=[common], help="ask for a refund")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--amount", type=amount, help="default: everything still refundable")
     p.add_argument("--reason", required=True, type=reason)
-    p.add_argument("--as", dest="actor", required=True, type=actor, help="ROLE:ID, e.g. customer:c-1")
+    p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID, e.g. customer:c-1")
     p.add_argument("--refund-id", type=identifier, help="default: a new id")
     p.add_argument("--wait", action="store_true", help="wait for the final status")
 
     p = verbs.add_parser("review", parents=[common], help="decide a fraud review")
     p.add_argument("refund_id", type=identifier)
     p.add_argument("decision", choices=[d.value for d in ReviewDecision])
-    p.add_argument("--as", dest="actor", required=True, type=actor, help="fraud_analyst:ID")
+    p.add_argument("--as", dest="actor", type=actor, help="fraud_analyst:ID")
     p.add_argument("--note", default="", type=note)
 
     p = verbs.add_parser("update-payment-method", parents=[common], help="give a recovering order a new card")
@@ -497,7 +503,7 @@ def build_parser() -> CliParser:
 
     p = verbs.add_parser("cancel", parents=[common], help="cancel an order (billing decides)")
     p.add_argument("--order-id", required=True, type=identifier)
-    p.add_argument("--as", dest="actor", required=True, type=actor, help="ROLE:ID, e.g. customer:c-1 or support:sam")
+    p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID, e.g. customer:c-1 or support:sam")
     p.add_argument("--reason", default="cancelled on request", type=reason)
 
     p = verbs.add_parser("status", parents=[common], help="a workflow's status and trail")
@@ -516,6 +522,7 @@ def build_parser() -> CliParser:
     p.add_argument("action", choices=["upgrade"])
     events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
     reconciliation_verbs.add_verbs(verbs, common, identifier, note, reason, actor)
+    trust_cli.add_verbs(verbs, common, identifier)  # token
     return parser
 
 
@@ -532,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = Cli(args, settings)
     verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
     try:
+        trust_cli.resolve(args, UsageError)  # who acts: a verified token, or a dev token for --as
         may_act(args.verb, getattr(args, "actor", None))
         handler = getattr(args, "handler", None)  # verbs from cli/ modules carry their own
         asyncio.run(handler(cli) if handler else getattr(cli, verb)())

@@ -43,7 +43,7 @@ def prepare(uow_factory: Callable[[], Any], command: Command, owner_decides: Cal
 
 def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
     try:
-        authorize(command)
+        command = authorize(command)  # verified, its token dropped: what the owner sees
         for attempt in range(RACE_RETRIES):
             try:
                 with uow_factory() as uow:

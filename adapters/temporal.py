@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from adapters.codec import data_converter
 from adapters.settings import Settings
 
 
@@ -22,7 +22,7 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         api_key=settings.temporal_api_key,
         tls=tls,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(),  # encrypted payloads (adapters/codec.py)
     )
 
 

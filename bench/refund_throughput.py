@@ -54,6 +54,7 @@ from bench.baseline import BASELINE_FLOWS_QUEUE, BaselineWorkflow
 from bench.profile import Profiler, summarize
 from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, shape_of
 from bench.relay import RelayBench
+from adapters.identity import signed
 
 THREADS = 16  # worker.py's default --threads; the raw and old-baseline workers get the same
 WARMUP = 3  # refunds / raw chains run (and not counted) before each measurement
@@ -115,17 +116,17 @@ class Bench:
         payment = await self.client.start_workflow(
             PaymentWorkflow,
             OrderRequest(order_id=order_id, customer_id=customer, amount=Money.of("120.00", "EUR"),
-                         card_token="tok_visa", placed_by=Actor(role=Role.CUSTOMER, id=customer)),
+                         card_token="tok_visa", placed_by=Actor(role=Role.CUSTOMER, id=customer), **signed(Actor(role=Role.CUSTOMER, id=customer))),
             id=f"payment-{order_id}", task_queue=FLOWS_QUEUE,
         )
         status = await self.payment_status(payment)
         if status != "paid":
             raise RuntimeError(f"{order_id}: payment ended {status}, not paid")
         await (await self.client.start_workflow(
-            ShipOrderWorkflow, ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", requested_by=WAREHOUSE),
+            ShipOrderWorkflow, ShipmentRequest(order_id=order_id, tracking=f"TRK-{order_id}", requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"ship-{order_id}", task_queue=FLOWS_QUEUE)).result()
         await (await self.client.start_workflow(
-            ConfirmDeliveryWorkflow, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE),
+            ConfirmDeliveryWorkflow, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"deliver-{order_id}", task_queue=FLOWS_QUEUE)).result()
         return order_id, customer
 
@@ -161,9 +162,10 @@ class Bench:
     # -- one refund, one raw chain ------------------------------------------------------------
     @staticmethod
     def refund_request(order_id: str, customer: str) -> RefundRequest:
-        """The happy-path request (where a token would be attached, once requests carry one)."""
+        """The happy-path request (signed by the dev issuer, as the starter signs `--as`)."""
         return RefundRequest(refund_id=f"{order_id}-r", order_id=order_id, amount=Money.of("20.00", "EUR"),
-                             reason="bench", requested_by=Actor(role=Role.CUSTOMER, id=customer))
+                             reason="bench", requested_by=Actor(role=Role.CUSTOMER, id=customer),
+                             **signed(Actor(role=Role.CUSTOMER, id=customer)))
 
     async def one_refund(self, order_id: str, customer: str) -> tuple[float, str, str]:
         t0 = time.monotonic()

@@ -41,9 +41,11 @@ class Redelivery:
         self._lock = threading.Lock()
 
     def request_refund(self, workflow_id: str, refund_id: str, order_id: str, amount: Money | None,
-                       reason: str, customer: Actor) -> None:
+                       reason: str, customer: Actor, token: str | None) -> None:
+        # The same command as the workflow's, signed token and all (the owner verifies it).
         self._deliver(self.billing.request_refund, RequestRefund(
-            command_id=f"{workflow_id}/request", actor=customer, issued_at=now(), correlation_id=workflow_id,
+            command_id=f"{workflow_id}/request", actor=customer, credential=token, issued_at=now(),
+            correlation_id=workflow_id,
             order_id=order_id, refund_id=refund_id, amount=amount, reason=reason,
         ))
 

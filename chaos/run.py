@@ -41,7 +41,7 @@ from temporalio.client import (  # noqa: E402
     WorkflowUpdateStage,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from adapters.codec import data_converter  # noqa: E402
 from temporalio.exceptions import WorkflowAlreadyStartedError  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
@@ -65,6 +65,7 @@ from workflows.reconciliation import ReconciliationWorkflow  # noqa: E402
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution  # noqa: E402
 from worker import Dependencies  # noqa: E402
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow  # noqa: E402
+from adapters.identity import signed
 
 REFUND_FINAL = {"completed", "rejected", "failed", "cancelled"}
 PAYMENT_FINAL = {"paid", "abandoned"}
@@ -243,7 +244,7 @@ class Chaos:
         handle = await self.start(
             PaymentWorkflow.run,
             OrderRequest(order_id=order.order_id, customer_id=order.customer_id,
-                         amount=Money.of(order.amount, CURRENCY), card_token=order.card, placed_by=customer),
+                         amount=Money.of(order.amount, CURRENCY), card_token=order.card, placed_by=customer, **signed(customer)),
             pay_id, "payment", {ORDER_ID: order.order_id},
         )
         if order.card == ANSWER_LOST_CAPTURE:
@@ -262,14 +263,14 @@ class Chaos:
         # ship and deliver: short workflows that complete
         ship = await self.start(
             ShipOrderWorkflow.run,
-            ShipmentRequest(order_id=order.order_id, tracking=f"TRK-{order.order_id}", requested_by=WAREHOUSE),
+            ShipmentRequest(order_id=order.order_id, tracking=f"TRK-{order.order_id}", requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"ship-{order.order_id}", "ship", {ORDER_ID: order.order_id},
         )
         await self.rpc(f"result {ship.id}", ship.result)
         order.shipped = True
         deliver = await self.start(
             ConfirmDeliveryWorkflow.run,
-            DeliveryRequest(order_id=order.order_id, requested_by=WAREHOUSE),
+            DeliveryRequest(order_id=order.order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"deliver-{order.order_id}", "deliver", {ORDER_ID: order.order_id},
         )
         await self.rpc(f"result {deliver.id}", deliver.result)
@@ -293,7 +294,7 @@ class Chaos:
             request = RefundRequest(
                 refund_id=refund_id, order_id=order.order_id,
                 amount=Money.of(amount, CURRENCY) if amount is not None else None,
-                reason="chaos: arrived damaged", requested_by=customer,
+                reason="chaos: arrived damaged", requested_by=customer, **signed(customer),
             )
             attrs = {ORDER_ID: order.order_id, REFUND_ID: refund_id}
             refund = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund", attrs)
@@ -303,7 +304,7 @@ class Chaos:
                 # a second copy of the workflow's RequestRefund, racing the first
                 self.redeliveries.append(asyncio.create_task(asyncio.to_thread(
                     self.redelivery.request_refund, refund.id, refund_id, order.order_id, request.amount,
-                    request.reason, customer)))
+                    request.reason, customer, request.token)))
             refunds.append(refund)
         for refund in refunds:
             view = await self.refund_outcome(refund, order.card)
@@ -325,7 +326,7 @@ class Chaos:
             order.refund_ids.append(refund_id)
             request = RefundRequest(refund_id=refund_id, order_id=order.order_id,
                                     amount=Money.of(order.amount, CURRENCY),
-                                    reason="chaos: asked again", requested_by=customer)
+                                    reason="chaos: asked again", requested_by=customer, **signed(customer))
             late = await self.start(RefundWorkflow.run, request, f"refund-{refund_id}", "refund",
                                     {ORDER_ID: order.order_id, REFUND_ID: refund_id})
             await self.refund_outcome(late, order.card)
@@ -368,7 +369,7 @@ class Chaos:
             self.faults.reviews_decided += 1
             try:
                 await self.rpc(f"review {handle.id}", lambda: handle.start_update(
-                    RefundWorkflow.resolve_review, ReviewResolution(decision=decision, reviewer=ANALYST),
+                    RefundWorkflow.resolve_review, ReviewResolution(decision=decision, reviewer=ANALYST, **signed(ANALYST)),
                     id=f"chaos-review-{handle.id}", wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                 ))
             except WorkflowUpdateFailedError:
@@ -387,7 +388,7 @@ class Chaos:
             attempts = view["attempts"]
             try:
                 await self.rpc(f"new card {handle.id}", lambda: handle.start_update(
-                    PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token=card, given_by=customer),
+                    PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token=card, given_by=customer, **signed(customer)),
                     id=f"chaos-card-{attempts}", wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                 ))
             except WorkflowUpdateFailedError:
@@ -726,7 +727,7 @@ async def amain(cfg: Config, stack: Stack) -> int:
     quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
         filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
     client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
-                                  data_converter=pydantic_data_converter, runtime=quiet)
+                                  data_converter=data_converter(), runtime=quiet)
     # the owners' handlers, for second copies of commands (chaos/redelivery.py)
     deps = Dependencies.connect(stack.database_url, stack.gateway_url, stack.mailbox_dir, gateway_timeout_seconds=3.0)
     chaos = Chaos(cfg, stack, client, deps)

@@ -55,7 +55,7 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser, identifier: Any, note
     p = verbs.add_parser("resolve-discrepancy", parents=[common], help="support closes a discrepancy with a note")
     p.add_argument("discrepancy_id", type=identifier)
     p.add_argument("--note", required=True, type=reason, help="what was done about it")
-    p.add_argument("--as", dest="actor", required=True, type=actor, help="support:ID")
+    p.add_argument("--as", dest="actor", type=actor, help="support:ID (or --token, or $SETTLEFLOW_TOKEN)")
     p.set_defaults(handler=resolve_discrepancy)
 
 
@@ -123,7 +123,9 @@ async def resolve_discrepancy(cli: Any) -> dict:
         raise UsageError(f"discrepancy {args.discrepancy_id!r} is already resolved")
     handle, _ = await cli.start(
         ResolveDiscrepancyWorkflow.run,
-        DiscrepancyResolution(discrepancy_id=args.discrepancy_id, note=args.note, resolved_by=args.actor),
+        DiscrepancyResolution(
+            discrepancy_id=args.discrepancy_id, note=args.note, resolved_by=args.actor, token=args.token
+        ),
         f"resolve-discrepancy-{args.discrepancy_id}",
         f"Support resolves discrepancy {args.discrepancy_id}",
         {},

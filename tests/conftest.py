@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import tempfile
 
 import pytest
+
+# One dev issuer and one payload key ring for the whole suite and every process it starts
+# (workers, starters, the dev server's codec clients): never the developer's var/.
+os.environ.setdefault("SETTLEFLOW_DEV_ISSUER_DIR", tempfile.mkdtemp(prefix="settleflow-issuer-"))
+os.environ.setdefault("SETTLEFLOW_PAYLOAD_KEYS", "test-1=" + base64.b64encode(b"settleflow-test-payload-key-0001").decode())
+os.environ.setdefault("SETTLEFLOW_PAYLOAD_KEY_ID", "test-1")
 
 pytest_plugins = ["tests.nats_fixtures"]
 

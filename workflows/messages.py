@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from domain.contracts import Actor, Money, ReviewDecision
 from domain.shared.messages import DerivedId, Id, Note, Text
@@ -22,6 +22,12 @@ from domain.shared.messages import DerivedId, Id, Note, Text
 # (domain/shared/text.py), so a request or an Update that passes here can always
 # be turned into a command and recorded.
 Reason = Text
+
+
+def Token() -> Any:  # noqa: N802 - reads as a type in the models below
+    """The sender's signed token (JWT), passed on to the command untouched: the owner's
+    activity verifies it. Hidden from repr so that no log line shows it."""
+    return Field(default=None, repr=False)
 
 
 class InvalidRequest(Exception):
@@ -78,6 +84,7 @@ class RefundRequest(Request):
     amount: Money | None = None  # None: everything still refundable
     reason: Reason
     requested_by: Actor
+    token: str | None = Token()
 
 
 class ReviewResolution(Request):
@@ -86,6 +93,7 @@ class ReviewResolution(Request):
     decision: ReviewDecision
     reviewer: Actor
     note: Note = ""
+    token: str | None = Token()
 
 
 class RefundStatus(TrailView):
@@ -102,17 +110,20 @@ class OrderRequest(Request):
     amount: Money
     card_token: Id
     placed_by: Actor
+    token: str | None = Token()
     placed_at: datetime | None = None  # None: placed when the request reached settleflow
 
 
 class NewPaymentMethod(Request):
     card_token: Id
-    given_by: Actor | None = None
+    given_by: Actor | None = None  # None: refused (old flows took it as system)
+    token: str | None = Token()
 
 
 class CancellationRequest(Request):
     requested_by: Actor
     reason: Reason = "cancelled on request"
+    token: str | None = Token()
 
 
 class PaymentStatus(TrailView):
@@ -132,12 +143,14 @@ class ShipmentRequest(Request):
     tracking: Id
     shipped_at: datetime | None = None
     requested_by: Actor
+    token: str | None = Token()
 
 
 class DeliveryRequest(Request):
     order_id: Id
     delivered_at: datetime | None = None
     requested_by: Actor
+    token: str | None = Token()
 
 
 # -- ReconciliationWorkflow ----------------------------------------------------------------
@@ -162,3 +175,4 @@ class DiscrepancyResolution(Request):
     discrepancy_id: DerivedId
     note: Reason
     resolved_by: Actor
+    token: str | None = Token()

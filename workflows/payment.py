@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         UpdatePaymentMethod,
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
-    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, refuse_role, retry_until_done
+    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, refuse_outsider, retry_until_done
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -120,6 +120,7 @@ class PaymentWorkflow(Process):
 
     @workflow.run
     async def run(self, order: OrderRequest) -> PaymentStatus:
+        from_outside(order.placed_by)
         self.order = order
         # Asked before the first command (see RefundWorkflow.run).
         self.open_until_delivered = workflow.patched(OPEN_UNTIL_DELIVERED)
@@ -130,6 +131,7 @@ class PaymentWorkflow(Process):
                 PlaceOrder,
                 "place",
                 actor=order.placed_by,
+                credential=order.token,
                 order_id=order.order_id,
                 customer_id=order.customer_id,
                 lines=[OrderLine(description=f"Order {order.order_id}", amount=order.amount)],
@@ -265,6 +267,7 @@ class PaymentWorkflow(Process):
                     UpdatePaymentMethod,
                     step,
                     actor=card.given_by,
+                    credential=card.token,
                     issued_at=self.new_card_at,
                     order_id=self.order.order_id,
                     card_token=card.card_token,
@@ -355,6 +358,7 @@ class PaymentWorkflow(Process):
                     CancelOrder,
                     f"cancel-{len(self.trail)}",
                     actor=request.requested_by,
+                    credential=request.token,
                     issued_at=self.cancellation_at,
                     order_id=self.order.order_id,
                     reason=request.reason,
@@ -415,8 +419,7 @@ class PaymentWorkflow(Process):
     def check_payment_method(self, method: NewPaymentMethod) -> None:
         if not method.card_token.strip():
             raise ValueError("a card token is required")
-        if method.given_by is not None:
-            refuse_role(method.given_by, UpdatePaymentMethod, "give a new payment method")
+        refuse_outsider(method.given_by, method.token, UpdatePaymentMethod, "give a new payment method")
         if self.status != "recovering" or self.new_card is not None:
             raise ValueError(f"order is {self.status}; a new payment method is only taken while recovering")
         if self.next_attempt_at is None:
@@ -433,7 +436,7 @@ class PaymentWorkflow(Process):
 
     @cancel_order.validator
     def check_cancellation(self, request: CancellationRequest) -> None:
-        refuse_role(request.requested_by, CancelOrder, "cancel an order")
+        refuse_outsider(request.requested_by, request.token, CancelOrder, "cancel an order")
         if self.cancellation is not None:
             raise ValueError("a cancellation is already being handled")
         if self.status not in {"capturing", "recovering", "paid"}:

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from domain.contracts import Actor, Command, Outcome
+    from domain.shared.actor import Role
     from workflows.messages import InvalidRequest
 
 C = TypeVar("C", bound=Command)
@@ -101,6 +102,27 @@ def refuse_role(actor: Actor, command_type: type[Command], doing: str) -> None:
     if actor.role not in command_type.issued_by:
         allowed = ", ".join(sorted(r.value for r in command_type.issued_by))
         raise ValueError(f"a {actor.role.value} cannot {doing} (needs {allowed})")
+
+
+def refuse_outsider(actor: Actor | None, token: str | None, command_type: type[Command], doing: str) -> None:
+    """For Update validators (an Update always comes from outside): it must name someone,
+    never `system`, carry a token, and come from a role that may issue the command. The
+    token itself is verified by the owner's activity, which answers a forged one."""
+    if actor is None:
+        raise ValueError(f"nobody named: say who wants to {doing}")
+    if actor.role is Role.SYSTEM:
+        raise ValueError("system is settleflow's workflows alone: an Update from outside cannot act as system")
+    if not token:
+        raise ValueError(f"no token: {actor} must send a signed token to {doing}")
+    refuse_role(actor, command_type, doing)
+
+
+def from_outside(actor: Actor) -> None:
+    """A start request claims `system` only when one of settleflow's own workflows started
+    this one as its child (Temporal records the parent; nobody outside can forge it).
+    Anyone else naming `system` is refused before any owner is asked."""
+    if actor.role is Role.SYSTEM and workflow.info().parent is None:
+        raise InvalidRequest("system is settleflow's workflows alone: a request from outside cannot act as system")
 
 
 class Process:

@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.reconciliation.commands import discrepancy_id
     from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun, TrailView
-    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, retry_until_done
+    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, retry_until_done
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -225,12 +225,15 @@ class ResolveDiscrepancyWorkflow(Process):
 
     @workflow.run
     async def run(self, request: DiscrepancyResolution) -> TrailView:
+        from_outside(request.resolved_by)
         self.set_status("resolving")
         await self.send(
             self.command(
                 ResolveDiscrepancy,
                 "resolve",
                 actor=request.resolved_by,
+                credential=request.token,
+                issued_at=self.started_at(),
                 discrepancy_id=request.discrepancy_id,
                 note=request.note,
             ),

@@ -70,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
-    from workflows.process import refuse_role
+    from workflows.process import from_outside, refuse_outsider
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -120,6 +120,7 @@ class RefundWorkflow(Process):
 
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
+        from_outside(request.requested_by)
         self.request = request
         # Patches are asked once, before the first command: asked later, after a local
         # activity that outlived its workflow task, a replay could see the marker too late.
@@ -133,6 +134,7 @@ class RefundWorkflow(Process):
                     RequestRefund,
                     "request",
                     actor=request.requested_by,
+                    credential=request.token,
                     order_id=request.order_id,
                     refund_id=request.refund_id,
                     amount=request.amount,
@@ -175,6 +177,7 @@ class RefundWorkflow(Process):
                 amount=approved.amount,
                 approved_at=approved.occurred_at,
                 owed=approved.owed,
+                requested_by=approved.requested_by,
             ),
             DECIDE,
         )
@@ -256,6 +259,7 @@ class RefundWorkflow(Process):
                         ResolveFraudReview,
                         "resolve-review" if not self.refused_decisions else f"resolve-review-{self.refused_decisions}",
                         actor=resolution.reviewer,
+                        credential=resolution.token,
                         issued_at=self.resolution_at,
                         refund_id=approved.refund_id,
                         decision=resolution.decision,
@@ -288,7 +292,7 @@ class RefundWorkflow(Process):
             raise ValueError("this review has already been decided")
         if self.status != "under_review" or self.review_closed:
             raise ValueError(f"refund is {self.status}; no review is waiting for a decision")
-        refuse_role(resolution.reviewer, ResolveFraudReview, "decide a fraud review")
+        refuse_outsider(resolution.reviewer, resolution.token, ResolveFraudReview, "decide a fraud review")
 
     # -- money out ---------------------------------------------------------------------
     async def pay_out(self, approved: RefundApproved) -> RefundStatus:

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         ShippingRefused,
     )
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView
-    from workflows.process import INVALID_REQUEST, Process, Refused, Step, retry_until_done
+    from workflows.process import INVALID_REQUEST, Process, Refused, Step, from_outside, retry_until_done
 
 # -- Process concerns ------------------------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -54,12 +54,16 @@ class ShipOrderWorkflow(Process):
 
     @workflow.run
     async def run(self, request: ShipmentRequest) -> TrailView:
+        from_outside(request.requested_by)
         self.set_status("shipping")
         patched = workflow.patched(BILLING_CLEARS_SHIPPING)
         if patched:
             # Billing decides first whether the order may ship; shipping acts after.
             cleared = await self.send(
-                self.command(ClearOrderForShipping, "clear", order_id=request.order_id, issued_at=self.started_at()),
+                self.command(
+                    ClearOrderForShipping, "clear", actor=request.requested_by, credential=request.token,
+                    order_id=request.order_id, issued_at=self.started_at(),
+                ),
                 DECIDE,
             )
             if refused := cleared.first(ShippingRefused):
@@ -71,6 +75,7 @@ class ShipOrderWorkflow(Process):
                 ShipOrder,
                 "ship",
                 actor=request.requested_by,
+                credential=request.token,
                 issued_at=self.started_at(),
                 order_id=request.order_id,
                 tracking=request.tracking,
@@ -111,11 +116,13 @@ class ConfirmDeliveryWorkflow(Process):
 
     @workflow.run
     async def run(self, request: DeliveryRequest) -> TrailView:
+        from_outside(request.requested_by)
         self.set_status("delivering")
         confirm = self.command(
             ConfirmDelivery,
             "confirm-delivery",
             actor=request.requested_by,
+            credential=request.token,
             issued_at=self.started_at(),
             order_id=request.order_id,
             delivered_at=request.delivered_at,

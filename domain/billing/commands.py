@@ -47,9 +47,11 @@ class RecordDelivery(BillingCommand):
 
 
 class ClearOrderForShipping(BillingCommand):
-    """May this order's parcel leave? Billing answers before shipping acts."""
+    """May this order's parcel leave? Billing answers before shipping acts. Sent with the
+    warehouse's (or support's) own identity, so that nothing is recorded for a sender
+    whose token does not hold."""
 
-    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM, Role.WAREHOUSE, Role.SUPPORT})
 
 
 class RecordInterceptOutcome(BillingCommand):

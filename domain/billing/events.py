@@ -86,6 +86,7 @@ class RefundApproved(Event):
     # Owed because the order was cancelled after it was paid: it goes back whatever a
     # review or a timer says (fraud clears it without a review).
     owed: bool = False
+    requested_by: str = ""  # the id of the person who asked (separation of duties in review)
 
 
 class RefundRejected(Event):

@@ -290,6 +290,7 @@ class Order(AggregateRoot):
                 customer_id=self.customer_id,
                 amount=amount,
                 owed=self.cancelled,
+                requested_by=command.actor.id,
             ),
         )
         if self.fulfilment is Fulfilment.SHIPPED and not self.refundable.is_positive:

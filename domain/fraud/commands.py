@@ -27,6 +27,7 @@ class ScreenRefund(FraudCommand):
     # Money settleflow owes back because it cancelled a paid order (billing says so):
     # no review may hold it, so it is cleared without one.
     owed: bool = False
+    requested_by: str = ""  # who asked for the refund: they may not decide its review
 
 
 class ReviewDecision(StrEnum):

@@ -9,7 +9,7 @@ from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewD
 from domain.fraud.events import FraudReviewOpened, RefundCleared, RefundWithdrawn, ReviewApproved, ReviewRejected
 from domain.fraud.screening import RefundScreening, Screening
 from domain.shared.aggregate import AggregateRoot
-from domain.shared.errors import InvalidCommand
+from domain.shared.errors import InvalidCommand, NotAuthorized
 from domain.shared.money import Money
 
 
@@ -36,6 +36,7 @@ class FraudReview(AggregateRoot):
     reasons: list[str] = []
     decided_by: str = ""
     note: str = ""
+    requested_by: str = ""  # the id of whoever asked for the refund
 
     @classmethod
     def screen(
@@ -54,6 +55,7 @@ class FraudReview(AggregateRoot):
             approved_at=command.approved_at,
             status=ReviewStatus.OPEN if verdict.needs_review else ReviewStatus.CLEARED,
             reasons=list(verdict.reasons),
+            requested_by=command.requested_by,
         )
         if verdict.needs_review:
             review.record(
@@ -72,6 +74,9 @@ class FraudReview(AggregateRoot):
 
     def resolve(self, command: ResolveFraudReview) -> None:
         self._must_be_open()
+        if self.requested_by and command.actor.id == self.requested_by:
+            # Separation of duties: the person who asked for the money never approves it.
+            raise NotAuthorized("own_refund", f"{command.actor.id} requested refund {self.id} and may not decide its review")
         self.decided_by, self.note = str(command.actor), command.note
         if command.decision is ReviewDecision.APPROVE:
             self.status = ReviewStatus.APPROVED

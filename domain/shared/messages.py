@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from domain.shared.actor import Actor, Role
 from domain.shared.text import DERIVED_ID_MAX, ID_MAX, TEXT_MAX, DerivedId, Id, Note, Text, storable
@@ -58,6 +58,11 @@ class Command(Message):
     issued_at: datetime  # decisions use this time, never the clock of the moment
     correlation_id: str = ""  # the business transaction: `order-{order_id}`, shared by all of an order's flows
     causation_id: str = ""  # what caused it: the event a process reacted to, or the request a person made
+    # The signed token (JWT) of a person or script, passed on untouched by the workflow from
+    # the request that carried it. The owner's activity verifies it against `actor` and drops
+    # it before the owner decides: never stored, never shown (repr=False). A workflow's own
+    # commands (actor `system`) carry none.
+    credential: str | None = Field(default=None, repr=False)
 
     @field_validator("issued_at")
     @classmethod

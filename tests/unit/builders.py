@@ -27,6 +27,7 @@ from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import DomainError
 from domain.shared.messages import Command, Event
 from domain.shared.money import Money
+from tests.tokens import token_for
 
 C = TypeVar("C", bound=Command)
 
@@ -47,6 +48,8 @@ def command(cls: type[C], *, actor: Actor = SYSTEM, issued_at: datetime = T0, **
     """Build a command with a fresh command id, an actor and an issue time.
     Any of the three can be overridden (`command_id=...`, `actor=...`, `issued_at=...`)."""
     fields.setdefault("command_id", f"{cls.__name__}-{next(_ids)}")
+    if actor.role is not Role.SYSTEM:  # from outside: signed, as the guard requires
+        fields.setdefault("credential", token_for(actor))
     return cls(actor=actor, issued_at=issued_at, **fields)
 
 

@@ -60,6 +60,7 @@ from domain.shared.errors import InvalidCommand, NotAuthorized
 from domain.shared.messages import Command
 from domain.shipping.commands import ConfirmDelivery, InterceptShipment, ShipOrder
 from tests.fakes import FakeDatabase, FakeUnitOfWork
+from tests.tokens import token_for
 from tests.unit.builders import (
     CUSTOMER,
     CUSTOMER_ID,
@@ -277,7 +278,10 @@ def all_commands() -> list[type[Command]]:
 @pytest.mark.parametrize("role", list(Role))
 @pytest.mark.parametrize("command_type", all_commands(), ids=lambda cls: cls.__name__)
 def test_the_guard_lets_through_exactly_the_roles_a_command_is_issued_by(command_type, role):
-    cmd = command_type.model_construct(actor=Actor(role=role, id="someone"))
+    actor = Actor(role=role, id="someone")
+    cmd = command_type.model_construct(
+        actor=actor, issued_at=T0, credential=None if role is Role.SYSTEM else token_for(actor)
+    )
     if role in command_type.issued_by:
         authorize(cmd)
     else:
@@ -293,7 +297,7 @@ WHO_MAY_SEND = {
     "CancelOrder": {C, SU, S},
     "MarkOrderPaid": {S},
     "RecordShipment": {S},
-    "ClearOrderForShipping": {S},
+    "ClearOrderForShipping": {S, W, SU},
     "RecordInterceptOutcome": {S},
     "RecordDelivery": {S},
     "CompleteRefund": {S},
@@ -855,3 +859,64 @@ def test_every_command_is_served_on_its_owners_task_queue_and_nowhere_else():
     for command_type in all_commands():
         queues = [queue for queue, names_ in served.items() if command_type.activity_name() in names_]
         assert queues == [command_type.owner], f"{command_type.name()} is served on {queues}"
+
+
+def test_a_payload_with_an_unknown_key_id_fails_with_a_message_naming_the_key():
+    import asyncio
+
+    from adapters.codec import EncryptionCodec, KeyRing, UnknownPayloadKey
+    from temporalio.api.common.v1 import Payload
+
+    one = EncryptionCodec(KeyRing("k1", {"k1": b"1" * 32}))
+    two = EncryptionCodec(KeyRing("k2", {"k2": b"2" * 32}))
+    ring = EncryptionCodec(KeyRing("k2", {"k1": b"1" * 32, "k2": b"2" * 32}))
+    sealed = asyncio.run(one.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"card tok_secret"')]))
+    assert b"tok_secret" not in sealed[0].SerializeToString()
+    assert asyncio.run(ring.decode(sealed))[0].data == b'"card tok_secret"'
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=b'"recorded before the codec"')
+    assert asyncio.run(two.decode([plain]))[0] == plain
+    with pytest.raises(UnknownPayloadKey, match="'k1', which is not in this process's key ring"):
+        asyncio.run(two.decode(sealed))
+
+
+def test_the_guard_proves_the_actor_by_the_token_and_hands_the_owner_the_command_without_it():
+    from datetime import timedelta
+
+    from adapters.identity import load_trust, mint
+    from domain.billing.commands import CancelOrder
+
+    def cancel(actor: Actor, credential: str | None) -> CancelOrder:
+        return CancelOrder(command_id="c-1", actor=actor, credential=credential, issued_at=T0, order_id=ORDER_ID,
+                           reason="moved")
+
+    verified = authorize(cancel(CUSTOMER, token_for(CUSTOMER)))
+    assert verified.actor == CUSTOMER and verified.credential is None
+    assert "credential" not in repr(cancel(CUSTOMER, token_for(CUSTOMER)))
+    refusals = {
+        "no_token": cancel(CUSTOMER, None),
+        "actor_mismatch": cancel(CUSTOMER, token_for("customer:c-2")),
+        "token_expired": cancel(CUSTOMER, mint(load_trust(), "customer", CUSTOMER.id, now=T0 - timedelta(hours=1))),
+        "token_not_yet_valid": cancel(CUSTOMER, mint(load_trust(), "customer", CUSTOMER.id, now=T0 + timedelta(hours=1))),
+        "role_not_allowed": cancel(WAREHOUSE, token_for(WAREHOUSE)),  # proven, but may not cancel
+        "bad_signature": cancel(CUSTOMER, _tampered(token_for(CUSTOMER))),
+        "system_from_outside": cancel(Actor.system("x"), token_for(CUSTOMER)),  # a system command carries none
+    }
+    for code, command_ in refusals.items():
+        with pytest.raises(NotAuthorized) as refused:
+            authorize(command_)
+        assert refused.value.code == code, (code, refused.value.message)
+    with pytest.raises(NotAuthorized, match="may not act from outside"):  # no token ever acts as system
+        authorize(cancel(Actor.system("x"), None).model_copy(
+            update={"actor": CUSTOMER, "credential": mint(load_trust(), "system", CUSTOMER.id, now=T0)}))
+
+
+def _tampered(token: str) -> str:
+    """The same token with its claims changed (a customer id swapped), signature kept."""
+    import base64
+    import json
+
+    header, claims, signature = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    body["exp"] += 1
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    return f"{header}.{forged}.{signature}"

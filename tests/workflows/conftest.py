@@ -15,7 +15,7 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from adapters.codec import data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from adapters import db
@@ -39,14 +39,14 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         # Debugging aid: the same tests on the real dev server (no time skipping, so the
         # tests that wait days of workflow time cannot pass there).
         environment = await WorkflowEnvironment.start_local(
-            data_converter=pydantic_data_converter, dev_server_existing_path=temporal_cli(),
+            data_converter=data_converter(), dev_server_existing_path=temporal_cli(),
             search_attributes=list(SEARCH_ATTRIBUTES),
         )
         yield environment
         await environment.shutdown()
         return
     environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, test_server_existing_path=test_server_path()
+        data_converter=data_converter(), test_server_existing_path=test_server_path()
     )
     # The workflows set typed search attributes; the test server must know them.
     await environment.client.operator_service.add_search_attributes(

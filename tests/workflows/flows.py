@@ -19,6 +19,7 @@ from workflows.payment import OrderRequest, PaymentWorkflow
 from workflows.process import FLOWS_QUEUE
 from workflows.refund import RefundRequest, RefundWorkflow
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+from tests.tokens import signed
 
 WAREHOUSE = Actor(role=Role.WAREHOUSE, id="w-1")
 
@@ -41,7 +42,7 @@ async def place_order(
             customer_id=customer,
             amount=Money.of(amount, currency),
             card_token=card,
-            placed_by=Actor(role=Role.CUSTOMER, id=customer),
+            placed_by=Actor(role=Role.CUSTOMER, id=customer), **signed(Actor(role=Role.CUSTOMER, id=customer)),
         ),
         id=f"payment-{order_id}",
         task_queue=FLOWS_QUEUE,
@@ -76,7 +77,7 @@ async def ship(harness, order_id: str, at: datetime | None = None) -> None:
         await _execute(
             harness.client,
             ShipOrderWorkflow.run,
-            ShipmentRequest(order_id=order_id, tracking=new_id("TRK"), shipped_at=at, requested_by=WAREHOUSE),
+            ShipmentRequest(order_id=order_id, tracking=new_id("TRK"), shipped_at=at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"ship-{order_id}",
         )
 
@@ -88,7 +89,7 @@ async def deliver(harness, order_id: str, at: datetime | None = None) -> None:
         await _execute(
             harness.client,
             ConfirmDeliveryWorkflow.run,
-            DeliveryRequest(order_id=order_id, delivered_at=at, requested_by=WAREHOUSE),
+            DeliveryRequest(order_id=order_id, delivered_at=at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             f"deliver-{order_id}",
         )
         payment = harness.client.get_workflow_handle(f"payment-{order_id}")
@@ -136,7 +137,7 @@ async def start_refund(
             order_id=order_id,
             amount=Money.of(amount, currency) if amount else None,
             reason="arrived damaged",
-            requested_by=Actor.parse(by),
+            requested_by=Actor.parse(by), **signed(Actor.parse(by)),
         ),
         id=f"refund-{refund_id}",
         task_queue=FLOWS_QUEUE,

@@ -7,6 +7,8 @@ workflow task retried forever."""
 
 from __future__ import annotations
 
+from tests.tokens import token_for
+
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -94,7 +96,8 @@ async def test_a_bad_field_in_a_review_decision_is_refused_and_a_later_valid_dec
     order_id = await delivered_order(harness, amount="1500.00")
     handle = await start_refund(harness, order_id)
     await wait_for_status(handle, "under_review")
-    good = {"decision": "approve", "reviewer": {"role": "fraud_analyst", "id": "alice"}, "note": ""}
+    good = {"decision": "approve", "reviewer": {"role": "fraud_analyst", "id": "alice"}, "note": "",
+            "token": token_for("fraud_analyst:alice")}
 
     for case, bad in BAD_REVIEWS.items():
         with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -112,26 +115,27 @@ async def test_a_bad_new_card_or_cancellation_is_refused_and_the_flow_still_take
     order_id, _ = await place_order(harness, card="tok_capture_declined")
     handle = harness.client.get_workflow_handle(f"payment-{order_id}")
     customer = {"role": "customer", "id": "c-1"}
+    token = token_for("customer:c-1")
 
     for card in ("tok\x00visa", "t" * (ID_MAX + 1), "", "  "):
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update("update_payment_method", {"card_token": card, "given_by": customer})
+            await handle.execute_update("update_payment_method", {"card_token": card, "given_by": customer, "token": token})
         assert "invalid NewPaymentMethod: card_token" in str(refused.value.cause)
     for given_by in ({"role": "customer", "id": "c\x001"}, {"role": "customer", "id": "c" * (ID_MAX + 1)}):
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update("update_payment_method", {"card_token": "tok_visa", "given_by": given_by})
+            await handle.execute_update("update_payment_method", {"card_token": "tok_visa", "given_by": given_by, "token": token})
         assert "invalid NewPaymentMethod: given_by.id" in str(refused.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as wrong_role:
         await handle.execute_update(
-            "update_payment_method", {"card_token": "tok_visa", "given_by": {"role": "warehouse", "id": "w"}})
+            "update_payment_method", {"card_token": "tok_visa", "given_by": {"role": "warehouse", "id": "w"}, "token": token_for("warehouse:w")})
     assert "a warehouse cannot give a new payment method" in str(wrong_role.value.cause)
     for bad in ({"reason": "moved\x00away"}, {"reason": "r" * (TEXT_MAX + 1)}, {"reason": ""},
                 {"requested_by": {"role": "customer", "id": "c\x001"}},
                 {"requested_by": {"role": "warehouse", "id": "w"}}):
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", **bad})
+            await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token, **bad})
     assert (await handle.query(PaymentWorkflow.status_view)).status == "recovering"
 
-    answer = await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind"})
+    answer = await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token})
     assert answer == "cancelled"
     assert harness.order(order_id).cancelled

@@ -4,6 +4,8 @@ before any owner is asked: no activity runs, and nothing is written anywhere."""
 
 from __future__ import annotations
 
+from tests.tokens import token_for
+
 import pytest
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
@@ -82,7 +84,7 @@ async def test_a_request_of_the_wrong_shape_fails_the_workflow_at_once_and_chang
 async def test_a_well_formed_request_through_the_same_path_is_accepted(harness):
     """The JSON above differs from a working request only in the field named: this one,
     started the same way, places and pays the order."""
-    payload = {**GOOD["PaymentWorkflow"], "order_id": new_id("o")}
+    payload = {**GOOD["PaymentWorkflow"], "order_id": new_id("o"), "token": token_for("customer:c-1")}
     async with real_time(harness.env):
         handle = harness.track(await harness.client.start_workflow(
             "PaymentWorkflow", payload, id=f"payment-{payload['order_id']}", task_queue=FLOWS_QUEUE))

@@ -14,6 +14,7 @@ from domain.shared.money import Money
 from tests.workflows.flows import deliver, finished, new_id, place_order, real_time, ship, start_refund, wait_for_status
 from workflows.payment import OrderRequest, PaymentWorkflow
 from workflows.process import FLOWS_QUEUE
+from tests.tokens import signed
 
 
 async def test_a_shipment_dated_before_its_order_was_placed_is_refused_and_billing_keeps_the_order_unshipped(harness):
@@ -34,7 +35,7 @@ async def test_an_order_placed_fifty_days_ago_ships_and_delivers_in_the_past_and
         handle = harness.track(await harness.client.start_workflow(
             PaymentWorkflow.run,
             OrderRequest(order_id=order_id, customer_id="c-1", amount=Money.of("80.00", "EUR"), card_token="tok_visa",
-                         placed_by=Actor(role=Role.CUSTOMER, id="c-1"), placed_at=now - timedelta(days=50)),
+                         placed_by=Actor(role=Role.CUSTOMER, id="c-1"), **signed(Actor(role=Role.CUSTOMER, id="c-1")), placed_at=now - timedelta(days=50)),
             id=f"payment-{order_id}", task_queue=FLOWS_QUEUE,
         ))
     await wait_for_status(handle, "paid")

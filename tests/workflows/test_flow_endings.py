@@ -43,6 +43,7 @@ from workflows.process import FLOWS_QUEUE
 from workflows.refund import RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+from tests.tokens import signed, token_for
 
 CUSTOMER = Actor.parse("customer:c-1")
 OTHER_CUSTOMER = Actor.parse("customer:c-2")
@@ -87,7 +88,7 @@ async def test_a_review_rejected_on_an_in_transit_refund_leaves_the_parcel_movin
     await wait_for_status(handle, "under_review")
 
     await handle.execute_update(
-        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST, **signed(ANALYST))
     )
     result = await finished(harness, handle)
     await keep_history(handle, "refund_in_transit_review_rejected")
@@ -134,7 +135,7 @@ async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_wa
     # The parcel arrived; shipping knows it, billing does not yet (its delivery flow is late).
     ShippingActivities(harness.uow_factory).confirm_delivery(
         ConfirmDelivery(
-            command_id=f"scan-{order_id}", actor=WAREHOUSE, issued_at=await _workflow_now(harness), order_id=order_id
+            command_id=f"scan-{order_id}", actor=WAREHOUSE, credential=token_for(WAREHOUSE), issued_at=await _workflow_now(harness), order_id=order_id
         )
     )
 
@@ -153,7 +154,7 @@ async def test_a_cancelled_paid_orders_money_goes_back_even_when_its_review_woul
     handle = payment_handle(harness, order_id)
 
     answer = await handle.execute_update(
-        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="out of stock")
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="out of stock")
     )
     await harness.env.sleep(timedelta(hours=80))  # past the 72 h a review may wait
     result = await handle.result()
@@ -174,12 +175,12 @@ async def test_a_partial_refund_in_flight_at_cancellation_that_is_rejected_leave
     await wait_for_status(partial, "under_review")
     payment = payment_handle(harness, order_id)
     await payment.execute_update(
-        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="parcel lost")
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="parcel lost")
     )
     cancelled = await finished(harness, payment)  # the rest (500.00) went back at once
 
     await partial.execute_update(
-        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST, **signed(ANALYST))
     )
     rejected = await finished(harness, partial)
 
@@ -198,7 +199,7 @@ async def test_an_update_refused_by_the_owner_leaves_the_flow_running(harness):
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await asyncio.wait_for(
             handle.execute_update(
-                PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=OTHER_CUSTOMER)
+                PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=OTHER_CUSTOMER, **signed(OTHER_CUSTOMER))
             ),
             ANSWER_WITHIN,
         )
@@ -206,7 +207,7 @@ async def test_an_update_refused_by_the_owner_leaves_the_flow_running(harness):
     assert (await handle.query(PaymentWorkflow.status_view)).status == "recovering"
 
     status = await handle.execute_update(
-        PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER)
+        PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER))
     )
     assert status == "paid"
     assert harness.payment(order_id).card_token == "tok_visa"
@@ -224,7 +225,7 @@ async def test_a_cancellation_accepted_while_capturing_is_answered_when_payments
         await wait_for_status(handle, "capturing")
         answer = await asyncio.wait_for(
             handle.execute_update(
-                PaymentWorkflow.cancel_order, CancellationRequest(requested_by=CUSTOMER, reason="changed my mind")
+                PaymentWorkflow.cancel_order, CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER), reason="changed my mind")
             ),
             ANSWER_WITHIN,
         )
@@ -240,7 +241,7 @@ async def test_a_new_card_given_during_a_retry_is_refused_and_the_flow_still_end
     with slow_gateway(harness):
         first = await handle.start_update(
             PaymentWorkflow.update_payment_method,
-            NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER),
+            NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER)),
             wait_for_stage=WorkflowUpdateStage.ACCEPTED,
         )
         for _ in range(400):  # until the retry with the new card is under way
@@ -251,7 +252,7 @@ async def test_a_new_card_given_during_a_retry_is_refused_and_the_flow_still_end
         with pytest.raises(WorkflowUpdateFailedError):
             await asyncio.wait_for(
                 handle.execute_update(
-                    PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_other", given_by=CUSTOMER)
+                    PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_other", given_by=CUSTOMER, **signed(CUSTOMER))
                 ),
                 ANSWER_WITHIN,
             )
@@ -273,7 +274,7 @@ async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_
 
     delivery = harness.track(await harness.client.start_workflow(
         ConfirmDeliveryWorkflow.run,
-        DeliveryRequest(order_id=order_id, delivered_at=delivered_at, requested_by=WAREHOUSE),
+        DeliveryRequest(order_id=order_id, delivered_at=delivered_at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
         id=f"deliver-{order_id}",
         task_queue=FLOWS_QUEUE,
     ))
@@ -298,7 +299,7 @@ async def test_an_unpaid_order_does_not_ship(harness):
     async with real_time(harness.env):
         result = await harness.client.execute_workflow(
             ShipOrderWorkflow.run,
-            ShipmentRequest(order_id=order_id, tracking="TRK-1", requested_by=WAREHOUSE),
+            ShipmentRequest(order_id=order_id, tracking="TRK-1", requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"ship-{order_id}",
             task_queue=FLOWS_QUEUE,
         )
@@ -321,7 +322,7 @@ async def test_a_refund_asked_on_day_29_is_judged_on_day_29_even_when_no_worker_
         RefundWorkflow.run,
         RefundRequest(
             refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged", requested_by=CUSTOMER
-        ),
+        , **signed(CUSTOMER)),
         id=f"refund-{refund_id}",
         task_queue=FLOWS_QUEUE,
         start_delay=timedelta(days=2),
@@ -340,7 +341,7 @@ async def test_a_paid_order_never_delivered_can_still_be_cancelled_after_120_day
 
     answer = await asyncio.wait_for(
         handle.execute_update(
-            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="parcel lost")
+            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="parcel lost")
         ),
         ANSWER_WITHIN,
     )
@@ -356,7 +357,7 @@ def _order(order_id: str, card: str):
 
     return OrderRequest(
         order_id=order_id, customer_id="c-1", amount=Money.of("120.00", "EUR"), card_token=card, placed_by=CUSTOMER
-    )
+    , **signed(CUSTOMER))
 
 
 async def _workflow_now(harness) -> datetime:
@@ -368,7 +369,7 @@ async def ship_at(harness, order_id: str, at: datetime) -> None:
     async with real_time(harness.env):
         await harness.client.execute_workflow(
             ShipOrderWorkflow.run,
-            ShipmentRequest(order_id=order_id, tracking=new_id("TRK"), shipped_at=at, requested_by=WAREHOUSE),
+            ShipmentRequest(order_id=order_id, tracking=new_id("TRK"), shipped_at=at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"ship-{order_id}",
             task_queue=FLOWS_QUEUE,
         )
@@ -402,7 +403,7 @@ async def test_a_review_decision_the_owner_refuses_is_answered_and_the_review_ke
             handle = harness.track(await harness.client.start_workflow(
                 RefundWorkflow.run,
                 RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="broken",
-                              requested_by=CUSTOMER),
+                              requested_by=CUSTOMER, **signed(CUSTOMER)),
                 id=f"refund-{refund_id}",
                 task_queue=queue,
             ))
@@ -411,7 +412,7 @@ async def test_a_review_decision_the_owner_refuses_is_answered_and_the_review_ke
                 await asyncio.wait_for(
                     handle.execute_update(
                         RefundWorkflow.resolve_review,
-                        ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("fraud_analyst:mallory")),
+                        ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("fraud_analyst:mallory"), **signed(Actor.parse("fraud_analyst:mallory"))),
                     ),
                     ANSWER_WITHIN,
                 )
@@ -419,7 +420,7 @@ async def test_a_review_decision_the_owner_refuses_is_answered_and_the_review_ke
             assert (await handle.query(RefundWorkflow.status_view)).status == "under_review"
 
             await handle.execute_update(
-                RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST)
+                RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST))
             )
             result = await finished(harness, handle)
 

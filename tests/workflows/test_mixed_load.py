@@ -39,6 +39,7 @@ from tests.workflows.flows import deliver, place_order, ship, start_refund, wait
 from worker import ALL_QUEUES, Dependencies, build_workers
 from workflows.payment import CancellationRequest, PaymentWorkflow
 from workflows.refund import RefundStatus
+from tests.tokens import signed
 
 CENT = Decimal("0.01")
 SUPPORT = Actor.parse("support:load-desk")
@@ -133,7 +134,7 @@ async def drive(harness: Harness, run: OrderRun) -> OrderRun:
     if run.shape == CANCEL_RACES_REFUND:
         answer, refund = await asyncio.gather(
             payment.execute_update(
-                PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="lost in the warehouse")
+                PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="lost in the warehouse")
             ),
             start_refund(harness, order_id, share(run.total, 60), by=customer),
         )

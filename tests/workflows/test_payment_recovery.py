@@ -12,6 +12,7 @@ from domain.shared.actor import Actor
 from domain.shared.messages import ID_MAX
 from tests.workflows.flows import keep_history, place_order, ship, wait_for_status
 from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
+from tests.tokens import signed
 
 CUSTOMER = Actor.parse("customer:c-1")
 SUPPORT = Actor.parse("support:sam")
@@ -62,7 +63,7 @@ async def test_a_new_card_mid_wait_is_tried_at_once_and_the_order_is_paid_and_in
     handle = handle_of(harness, order_id)
 
     status = await handle.execute_update(
-        PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER)
+        PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER))
     )
     view = await wait_for_status(handle, "paid")
     await handle.signal(PaymentWorkflow.order_delivered)
@@ -90,7 +91,7 @@ async def test_cancelling_during_recovery_stops_the_retries(harness):
     handle = handle_of(harness, order_id)
 
     answer = await handle.execute_update(
-        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=CUSTOMER, reason="found it cheaper")
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER), reason="found it cheaper")
     )
     result = await handle.result()
     await harness.env.sleep(timedelta(days=30))
@@ -108,7 +109,7 @@ async def test_cancelling_a_paid_order_in_transit_refunds_it_and_intercepts_the_
     handle = handle_of(harness, order_id)
 
     answer = await handle.execute_update(
-        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, reason="customer moved")
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="customer moved")
     )
     result = await handle.result()
     await keep_history(handle, "payment_cancelled_and_refunded")
@@ -132,7 +133,7 @@ async def test_the_longest_ids_a_person_may_give_fit_every_id_the_flows_derive_f
     await ship(harness, order_id)
     handle = handle_of(harness, order_id)
 
-    await handle.execute_update(PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT))
+    await handle.execute_update(PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT)))
     result = await handle.result()
 
     assert result.status == "refunded"
@@ -146,11 +147,11 @@ async def test_billing_refuses_a_customer_cancelling_after_shipping_or_someone_e
 
     with pytest.raises(WorkflowUpdateFailedError) as stranger:
         await handle.execute_update(
-            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=Actor.parse("customer:c-2"))
+            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=Actor.parse("customer:c-2"), **signed(Actor.parse("customer:c-2")))
         )
     await ship(harness, order_id)
     with pytest.raises(WorkflowUpdateFailedError) as shipped:
-        await handle.execute_update(PaymentWorkflow.cancel_order, CancellationRequest(requested_by=CUSTOMER))
+        await handle.execute_update(PaymentWorkflow.cancel_order, CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER)))
 
     assert "belongs to another customer" in str(stranger.value.cause)
     assert "only support can cancel it now" in str(shipped.value.cause)
@@ -165,10 +166,18 @@ async def test_a_new_card_is_refused_without_a_token_or_once_the_order_is_paid(h
 
     with pytest.raises(WorkflowUpdateFailedError) as empty:
         await handle.execute_update("update_payment_method", {"card_token": " "})
-    await handle.execute_update(PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa"))
-    with pytest.raises(WorkflowUpdateFailedError) as paid:
+    with pytest.raises(WorkflowUpdateFailedError) as nobody:
         await handle.execute_update(PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa"))
+    await handle.execute_update(
+        PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER))
+    )
+    with pytest.raises(WorkflowUpdateFailedError) as paid:
+        await handle.execute_update(
+            PaymentWorkflow.update_payment_method,
+            NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER)),
+        )
 
     assert "invalid NewPaymentMethod: card_token: Value error, must not be blank" in str(empty.value.cause)
+    assert "nobody named" in str(nobody.value.cause)  # once taken as system; now refused
     assert "only taken while recovering" in str(paid.value.cause)
     await handle.terminate("test done")

@@ -14,6 +14,7 @@ from tests.workflows.flows import (
 )
 from workflows.payment import PaymentWorkflow
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+from tests.tokens import signed
 
 
 def captures_of(harness, order_id: str) -> list[dict]:
@@ -49,14 +50,14 @@ async def test_shipping_and_delivery_are_recorded_and_close_the_payment_process(
     async with real_time(harness.env):
         ship = await harness.client.start_workflow(
             ShipOrderWorkflow.run,
-            ShipmentRequest(order_id=order_id, tracking="TRK-9", requested_by=WAREHOUSE),
+            ShipmentRequest(order_id=order_id, tracking="TRK-9", requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"ship-{order_id}",
             task_queue=FLOWS_QUEUE,
         )
         shipped = await ship.result()
         deliver = await harness.client.start_workflow(
             ConfirmDeliveryWorkflow.run,
-            DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE),
+            DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
             id=f"deliver-{order_id}",
             task_queue=FLOWS_QUEUE,
         )

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -32,6 +32,7 @@ from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
 from tests.fakes import FakeGateway
+from tests.tokens import signed
 from tests.workflows.conftest import Harness
 from tests.workflows.flows import deliver, keep_history, new_id, real_time, ship, start_refund, wait_for_status
 from worker import ALL_QUEUES, Dependencies, build_workers
@@ -93,7 +94,7 @@ async def start_payment(harness: ReconHarness, card: str, amount: str = "120.00"
                 customer_id="c-1",
                 amount=Money.of(amount, "EUR"),
                 card_token=card,
-                placed_by=Actor(role=Role.CUSTOMER, id="c-1"),
+                placed_by=Actor(role=Role.CUSTOMER, id="c-1"), **signed("customer:c-1"),
             ),
             id=f"payment-{order_id}",
             task_queue=FLOWS_QUEUE,
@@ -324,7 +325,8 @@ async def test_support_resolves_a_discrepancy_with_a_note_and_it_is_no_longer_op
         handle = await harness.client.start_workflow(
             ResolveDiscrepancyWorkflow.run,
             DiscrepancyResolution(
-                discrepancy_id=found.id, note="a test refund in the shared account", resolved_by=Actor.parse("support:sam")
+                discrepancy_id=found.id, note="a test refund in the shared account",
+                resolved_by=Actor.parse("support:sam"), **signed("support:sam"),
             ),
             id=f"resolve-discrepancy-{found.id}",
             task_queue=FLOWS_QUEUE,
@@ -392,3 +394,24 @@ async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequ
     assert not frequent.state.paused
     assert [spec.every for spec in frequent.spec.intervals] == [timedelta(minutes=10)]
     assert "reconciliation: unpause done; running" in capsys.readouterr().out
+
+
+async def test_a_resolution_without_a_token_changes_nothing(harness):
+    harness.gateway.moved["re_stray2"] = SettlementLine(
+        kind="refund", business_id="r-stray2", order_id="o-stray2", reference="re_stray2",
+        amount=Money.of("5.00", "EUR"), settled_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC),
+    )
+    await reconcile(harness, daily=True, day=date(2026, 11, 30))
+    [found] = harness.discrepancies()
+
+    async with real_time(harness.env):
+        handle = await harness.client.start_workflow(
+            ResolveDiscrepancyWorkflow.run,
+            DiscrepancyResolution(discrepancy_id=found.id, note="typed, not proven", resolved_by=Actor.parse("support:sam")),
+            id=f"resolve-discrepancy-unsigned-{found.id}",
+            task_queue=FLOWS_QUEUE,
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+
+    assert [d.id for d in harness.discrepancies()] == [found.id]  # still open

@@ -18,6 +18,7 @@ from reporting.consumer import ReportingConsumer
 from tests.nats_fixtures import stream_messages, stream_settings
 from tests.workflows.flows import delivered_order, finished, place_order, ship, start_refund
 from workflows.payment import CancellationRequest, PaymentWorkflow
+from tests.tokens import signed
 
 pytestmark = pytest.mark.nats
 
@@ -79,7 +80,7 @@ async def test_a_cancelled_orders_flows_and_its_child_refund_share_the_orders_co
     await ship(harness, order_id)
     payment = harness.client.get_workflow_handle(f"payment-{order_id}")
     await payment.execute_update(
-        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=Actor.parse("support:sam"), reason="moved")
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=Actor.parse("support:sam"), **signed(Actor.parse("support:sam")), reason="moved")
     )
     result = await payment.result()
     assert result["status"] == "refunded"

@@ -25,6 +25,7 @@ from tests.workflows.flows import (
 from tests.workflows.flows import wait_for_status as wait_until
 from tests.workflows.flows import real_time
 from workflows.refund import RefundWorkflow, ReviewResolution
+from tests.tokens import signed
 
 ANALYST = Actor.parse("fraud_analyst:alice")
 
@@ -120,7 +121,7 @@ async def test_a_large_refund_waits_for_a_person_and_is_paid_after_approval(harn
     await wait_for_status(handle, "under_review")
 
     status = await handle.execute_update(
-        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST)
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST))
     )
     result = await handle.result()
     await keep_history(handle, "refund_review_approved")
@@ -137,7 +138,7 @@ async def test_a_rejected_review_cancels_the_refund_and_releases_the_amount(harn
 
     await handle.execute_update(
         RefundWorkflow.resolve_review,
-        ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST, note="pattern of abuse"),
+        ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST, **signed(ANALYST), note="pattern of abuse"),
     )
     result = await handle.result()
     await keep_history(handle, "refund_review_rejected")
@@ -156,17 +157,17 @@ async def test_a_review_decision_is_taken_once_and_only_by_a_fraud_analyst(harne
     with pytest.raises(WorkflowUpdateFailedError) as wrong_role:
         await handle.execute_update(
             RefundWorkflow.resolve_review,
-            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("support:sam")),
+            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("support:sam"), **signed(Actor.parse("support:sam"))),
         )
     assert "a support cannot decide a fraud review" in str(wrong_role.value.cause)
     # Two analysts decide at the same moment: exactly one decision is taken.
     decisions = await asyncio.gather(
         handle.execute_update(
-            RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST)
+            RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.REJECT, reviewer=ANALYST, **signed(ANALYST))
         ),
         handle.execute_update(
             RefundWorkflow.resolve_review,
-            ReviewResolution(decision=ReviewDecision.REJECT, reviewer=Actor.parse("fraud_analyst:bob")),
+            ReviewResolution(decision=ReviewDecision.REJECT, reviewer=Actor.parse("fraud_analyst:bob"), **signed(Actor.parse("fraud_analyst:bob"))),
         ),
         return_exceptions=True,
     )

@@ -1,0 +1,97 @@
+"""The codec server: lets a person in the Temporal web UI (or `temporal --codec-endpoint`)
+read payloads the server itself stores only as ciphertext.
+
+    python -m adapters.codec_server --port 8234 --ui-origin http://localhost:8233
+
+`POST /encode` and `POST /decode` take and give Temporal's JSON form of `Payloads`
+(`{"payloads": [{"metadata": {...}, "data": "..."}]}`), using the same key ring as the
+workers (adapters/codec.py). CORS lets the UI's origin call it from the browser. Outside
+dev mode (production token keys configured) every request needs
+`Authorization: Bearer <token>` of a `support` or `fraud_analyst` (verified like every
+command's token, at the moment of the request); the UI forwards it when its
+"include credentials" / access-token setting is on. `make demo` starts it on port 8234 and
+points the dev server's UI at it (`--ui-codec-endpoint`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+from google.protobuf import json_format
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from temporalio.api.common.v1 import Payloads
+
+from adapters.codec import EncryptionCodec, KeyRing
+from adapters.identity import TrustSettings, load_trust, verifier
+from domain.shared.actor import Role
+from domain.shared.errors import NotAuthorized
+
+STAFF = {Role.SUPPORT, Role.FRAUD_ANALYST}
+
+
+def build_app(ui_origins: list[str], settings: TrustSettings | None = None) -> Starlette:
+    settings = settings or load_trust()
+    codec = EncryptionCodec(KeyRing.from_settings(settings))
+
+    def refused(request: Request) -> Response | None:
+        if settings.dev_mode:
+            return None  # local only: the dev issuer is configured
+        header = request.headers.get("authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
+        try:
+            who = verifier(settings).verify(token, datetime.now(timezone.utc))
+        except NotAuthorized as bad:
+            return JSONResponse({"error": bad.message}, status_code=401)
+        if who.role not in STAFF:
+            return JSONResponse({"error": f"a {who.role.value} may not read payloads"}, status_code=403)
+        return None
+
+    async def handle(request: Request, encode: bool) -> Response:
+        if (refusal := refused(request)) is not None:
+            return refusal
+        try:
+            payloads = json_format.Parse(await request.body(), Payloads())
+        except json_format.ParseError as bad:
+            return JSONResponse({"error": f"not a Payloads JSON: {bad}"}, status_code=400)
+        try:
+            done = await (codec.encode if encode else codec.decode)(list(payloads.payloads))
+        except Exception as bad:  # noqa: BLE001 - an unknown key or a tampered payload: say so
+            return JSONResponse({"error": f"{type(bad).__name__}: {bad}"}, status_code=400)
+        return Response(json_format.MessageToJson(Payloads(payloads=done)), media_type="application/json")
+
+    async def encode(request: Request) -> Response:
+        return await handle(request, encode=True)
+
+    async def decode(request: Request) -> Response:
+        return await handle(request, encode=False)
+
+    return Starlette(
+        routes=[Route("/encode", encode, methods=["POST"]), Route("/decode", decode, methods=["POST"])],
+        middleware=[Middleware(
+            CORSMiddleware, allow_origins=ui_origins, allow_methods=["POST"], allow_credentials=True,
+            allow_headers=["content-type", "x-namespace", "authorization"],
+        )],
+    )
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8234)
+    parser.add_argument("--ui-origin", action="append", default=None,
+                        help="the web UI's origin (repeatable; default http://localhost:8233)")
+    args = parser.parse_args()
+    origins = args.ui_origin or ["http://localhost:8233", "http://127.0.0.1:8233"]
+    uvicorn.run(build_app(origins), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Signed identities: who sent a command from outside, proven by a JWT.
+
+A person or a script gets a token from an issuer (production: your identity provider,
+its public keys given as a JWKS file or PEM files; locally: the dev issuer, an ES256
+key pair created under `var/dev-issuer/` on first start). The token travels with the
+request into the command; the owner's activity verifies it (activities/authorization.py)
+before the owner decides:
+
+  signature  against the configured public keys (ES256 or EdDSA only)
+  iss, aud   the configured issuer and audience
+  exp, nbf   judged at the command's `issued_at` (when the request reached settleflow),
+             so a retry hours later gives the same answer
+  role, sub  the role claim and the subject become the command's actor
+
+The token is never stored or logged: the guard drops it from the command before the
+owner sees it, and `Credential` hides it from repr().
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.shared.actor import Actor, Role
+from domain.shared.errors import NotAuthorized
+
+ALGORITHMS = ["ES256", "EdDSA"]  # asymmetric only: a verifier can never mint
+DEV_ISSUER = "settleflow-dev"
+DEV_TOKEN_LIFETIME = timedelta(minutes=15)
+
+
+class TrustSettings(BaseSettings):
+    """Identity and payload-encryption settings (README "Security")."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    # Public keys that verify tokens: a JWKS file (.json) or PEM public keys, comma-separated
+    # paths. Unset: the dev issuer under `dev_dir` is the configured one (local use only).
+    token_keys: str = Field("", validation_alias="SETTLEFLOW_TOKEN_KEYS")
+    token_issuer: str = Field(DEV_ISSUER, validation_alias="SETTLEFLOW_TOKEN_ISSUER")
+    token_audience: str = Field("settleflow", validation_alias="SETTLEFLOW_TOKEN_AUDIENCE")
+    role_claim: str = Field("role", validation_alias="SETTLEFLOW_TOKEN_ROLE_CLAIM")
+    dev_dir: str = Field("var/dev-issuer", validation_alias="SETTLEFLOW_DEV_ISSUER_DIR")
+    # Payload encryption key ring (adapters/codec.py): `kid=base64key,kid2=base64key`;
+    # the active key encrypts, every key in the ring decrypts. Unset: a dev key under `dev_dir`.
+    payload_keys: str = Field("", validation_alias="SETTLEFLOW_PAYLOAD_KEYS")
+    payload_key_id: str = Field("", validation_alias="SETTLEFLOW_PAYLOAD_KEY_ID")
+
+    @property
+    def dev_mode(self) -> bool:
+        """The dev issuer is the configured one: `--as ROLE:ID` may mint tokens."""
+        return not self.token_keys
+
+
+def load_trust() -> TrustSettings:
+    return TrustSettings()
+
+
+# -- the dev issuer ---------------------------------------------------------------------
+def _write_once(path: Path, data: bytes) -> None:
+    """Create a file atomically, once: when two processes start together, the first wins
+    and the other reads its file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.write_bytes(data)
+    os.chmod(temp, 0o600)
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink()
+
+
+def dev_private_key(settings: TrustSettings) -> ec.EllipticCurvePrivateKey:
+    """The dev issuer's signing key, created on first use."""
+    path = Path(settings.dev_dir) / "issuer.pem"
+    if not path.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_once(path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ))
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+def ensure_dev_material(settings: TrustSettings | None = None) -> None:
+    """Create the dev issuer key pair (and the dev payload key) on first start."""
+    settings = settings or load_trust()
+    if settings.dev_mode:
+        dev_private_key(settings)
+    if not settings.payload_keys:
+        from adapters.codec import dev_payload_key
+
+        dev_payload_key(settings)
+
+
+def mint(
+    settings: TrustSettings, role: Role | str, subject: str, *, now: datetime | None = None,
+    lifetime: timedelta = DEV_TOKEN_LIFETIME, private_key: object = None, issuer: str | None = None,
+    audience: str | None = None, algorithm: str = "ES256",
+) -> str:
+    """A token signed by the dev issuer (or by `private_key`, for tests of a foreign issuer)."""
+    now = now or datetime.now(timezone.utc)
+    claims = {
+        "iss": issuer if issuer is not None else settings.token_issuer,
+        "aud": audience if audience is not None else settings.token_audience,
+        "sub": subject,
+        settings.role_claim: Role(role).value,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()) - 60,
+        "exp": int((now + lifetime).timestamp()),
+    }
+    return jwt.encode(claims, private_key or dev_private_key(settings), algorithm=algorithm)
+
+
+# -- verifying ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verifier:
+    settings: TrustSettings
+    keys: tuple[object, ...]  # public keys; a JWKS's keys are matched by `kid` first
+
+    @classmethod
+    def from_settings(cls, settings: TrustSettings) -> Verifier:
+        if settings.dev_mode:
+            return cls(settings, (dev_private_key(settings).public_key(),))
+        keys: list[object] = []
+        for raw in filter(None, (p.strip() for p in settings.token_keys.split(","))):
+            path = Path(raw)
+            text = path.read_bytes()
+            if path.suffix == ".json":
+                keys.extend(jwk.key for jwk in jwt.PyJWKSet.from_dict(json.loads(text)).keys)
+            else:
+                keys.append(serialization.load_pem_public_key(text))
+        if not keys:
+            raise ValueError(f"SETTLEFLOW_TOKEN_KEYS={settings.token_keys!r} names no public key")
+        return cls(settings, tuple(keys))
+
+    def verify(self, token: str | None, at: datetime) -> Actor:
+        """The actor the token proves, judged at `at`; NotAuthorized with the reason otherwise."""
+        if not token:
+            raise NotAuthorized("no_token", "no token: a command from outside must carry a signed token")
+        claims = None
+        for key in self.keys:
+            try:
+                claims = jwt.decode(
+                    token, key, algorithms=ALGORITHMS, audience=self.settings.token_audience,
+                    issuer=self.settings.token_issuer,
+                    # Expiry is judged at the command's issued_at below, not at the clock of this moment.
+                    options={"verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                             "require": ["exp", "iss", "aud", "sub"]},
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.InvalidAudienceError:
+                raise NotAuthorized("wrong_audience", "the token is not meant for settleflow (audience)") from None
+            except jwt.InvalidIssuerError:
+                raise NotAuthorized("wrong_issuer", "the token comes from an issuer settleflow does not trust") from None
+            except jwt.PyJWTError as bad:
+                raise NotAuthorized("invalid_token", f"the token cannot be read: {type(bad).__name__}") from None
+        if claims is None:
+            raise NotAuthorized("bad_signature", "the token's signature does not match any trusted key")
+        moment = int(at.timestamp())
+        if moment >= int(claims["exp"]):
+            raise NotAuthorized("token_expired", "the token had expired when the request arrived")
+        if "nbf" in claims and moment < int(claims["nbf"]):
+            raise NotAuthorized("token_not_yet_valid", "the token was not yet valid when the request arrived")
+        role = claims.get(self.settings.role_claim)
+        if role not in {r.value for r in Role} or role == Role.SYSTEM.value:
+            raise NotAuthorized("role_not_allowed", f"the token's role {role!r} may not act from outside")
+        try:
+            return Actor(role=Role(role), id=claims["sub"])
+        except ValueError:
+            raise NotAuthorized("invalid_token", "the token's subject is not a valid actor id") from None
+
+
+@lru_cache(maxsize=8)
+def _verifier(settings_json: str) -> Verifier:
+    return Verifier.from_settings(TrustSettings.model_validate_json(settings_json))
+
+
+def verifier(settings: TrustSettings | None = None) -> Verifier:
+    """The verifier for these settings (the environment's by default), built once."""
+    settings = settings or load_trust()
+    return _verifier(settings.model_dump_json())
+
+
+def unverified_actor(token: str) -> Actor | None:
+    """The actor a token claims, not checked: only for a command line's messages."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return Actor(role=Role(claims.get("role")), id=claims["sub"])
+    except (jwt.PyJWTError, KeyError, ValueError):
+        return None
+
+
+def signed(actor: Actor, lifetime: timedelta = timedelta(hours=2)) -> dict:
+    """`token=...` for a request from this actor, minted by the dev issuer: for the demo,
+    chaos and bench, which run against a local stack (never with production keys)."""
+    settings = load_trust()
+    if not settings.dev_mode:
+        raise RuntimeError("the demo, chaos and bench mint dev tokens: unset SETTLEFLOW_TOKEN_KEYS")
+    return {"token": mint(settings, actor.role, actor.id, lifetime=lifetime)}

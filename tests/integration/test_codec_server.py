@@ -1,0 +1,61 @@
+"""The codec server the web UI decodes payloads with: it answers the UI's origin, turns
+ciphertext into the payloads people may read and back, and outside dev mode it answers
+only support and fraud analysts with a valid token."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.testclient import TestClient
+
+from adapters.codec_server import build_app
+from adapters.identity import TrustSettings, load_trust, mint
+from tests.tokens import SINCE
+
+UI = "http://localhost:8233"
+SECRET = b'{"reason":"arrived damaged","customer_id":"c-1"}'
+PLAIN = {"payloads": [{"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
+                       "data": base64.b64encode(SECRET).decode()}]}
+
+
+def test_the_ui_origin_encodes_and_decodes_through_the_same_key_ring_as_the_workers():
+    client = TestClient(build_app([UI]))
+    sealed = client.post("/encode", json=PLAIN, headers={"Origin": UI})
+    assert sealed.status_code == 200 and sealed.headers["access-control-allow-origin"] == UI
+    assert SECRET not in base64.b64decode(sealed.json()["payloads"][0]["data"])
+    opened = client.post("/decode", content=sealed.content, headers={"Origin": UI})
+    assert base64.b64decode(opened.json()["payloads"][0]["data"]) == SECRET
+    preflight = client.options("/decode", headers={"Origin": UI, "Access-Control-Request-Method": "POST",
+                                                   "Access-Control-Request-Headers": "content-type,x-namespace"})
+    assert preflight.status_code == 200
+    other = client.options("/decode", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_outside_dev_mode_only_staff_with_a_valid_token_may_decode(tmp_path: Path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "idp.pem"
+    pem.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    settings = TrustSettings(token_keys=str(pem), token_issuer="https://idp.example",
+                             payload_keys=load_trust().payload_keys, payload_key_id=load_trust().payload_key_id)
+    client = TestClient(build_app([UI], settings))
+    sealed = TestClient(build_app([UI])).post("/encode", json=PLAIN).content
+
+    def bearer(role: str) -> dict:
+        token = mint(settings, role, "someone", now=SINCE, lifetime=timedelta(days=365 * 500), private_key=key)
+        return {"Authorization": f"Bearer {token}"}
+
+    assert client.post("/decode", content=sealed).status_code == 401
+    dev = mint(load_trust(), "support", "sam", now=SINCE, lifetime=timedelta(days=365 * 500))
+    assert client.post("/decode", content=sealed, headers={"Authorization": f"Bearer {dev}"}).status_code == 401
+    assert client.post("/decode", content=sealed, headers=bearer("customer")).status_code == 403
+    for staff in ("support", "fraud_analyst"):
+        opened = client.post("/decode", content=sealed, headers=bearer(staff))
+        assert opened.status_code == 200
+        assert base64.b64decode(json.loads(opened.content)["payloads"][0]["data"]) == SECRET
