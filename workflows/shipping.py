@@ -63,6 +63,7 @@ class ShipOrderWorkflow(Process):
                 self.command(
                     ClearOrderForShipping, "clear", actor=request.requested_by, credential=request.token,
                     order_id=request.order_id, issued_at=self.started_at(),
+                    shipped_at=request.shipped_at or self.started_at(),
                 ),
                 DECIDE,
             )

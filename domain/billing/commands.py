@@ -52,6 +52,7 @@ class ClearOrderForShipping(BillingCommand):
     whose token does not hold."""
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM, Role.WAREHOUSE, Role.SUPPORT})
+    shipped_at: datetime | None = None  # when the parcel leaves (None: asked by flows started before this)
 
 
 class RecordInterceptOutcome(BillingCommand):

@@ -148,7 +148,10 @@ class Order(AggregateRoot):
             )
 
     def clear_for_shipping(self, command: ClearOrderForShipping) -> None:
-        """Only a paid order that is not cancelled may ship. A "no" is a fact too."""
+        """Only a paid order that is not cancelled may ship. A "no" is a fact too. A date
+        before the order was placed is refused outright, before shipping records anything."""
+        if command.shipped_at is not None:
+            self.check_shipping_date(command.shipped_at)
         if self.cancelled:
             refusal = "order_cancelled", f"order {self.id} was cancelled"
         elif not self.paid.is_positive:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from domain.billing.commands import PlaceOrder, RecordDelivery, RecordShipment
+from domain.billing.commands import ClearOrderForShipping, PlaceOrder, RecordDelivery, RecordShipment
 from domain.billing.order import Fulfilment, Order
 from domain.shared.errors import InvalidCommand
 from tests.unit.builders import T0, assert_refused, command, days, eur, paid_order, place_order, shipped_order
@@ -17,6 +17,13 @@ def test_a_shipment_dated_before_the_order_was_placed_is_refused():
     early = command(RecordShipment, order_id=order.id, tracking="TRK-1", shipped_at=T0 - days(1))
     assert_refused(order, lambda: order.record_shipment(early), InvalidCommand, "shipped_before_placed")
     assert order.fulfilment is Fulfilment.PENDING
+
+
+def test_a_parcel_dated_before_the_order_was_placed_is_refused_before_it_may_leave():
+    """Billing answers the warehouse's flow before shipping records anything."""
+    order = paid_order()  # placed at T0
+    early = command(ClearOrderForShipping, order_id=order.id, shipped_at=T0 - days(1))
+    assert_refused(order, lambda: order.clear_for_shipping(early), InvalidCommand, "shipped_before_placed")
 
 
 def test_a_shipment_dated_when_the_order_was_placed_is_recorded():

@@ -26,6 +26,8 @@ async def test_a_shipment_dated_before_its_order_was_placed_is_refused_and_billi
 
     assert "was placed at" in str(failed.value.cause) and "cannot have shipped earlier" in str(failed.value.cause)
     assert harness.order(order_id).fulfilment == "pending"
+    with harness.uow_factory() as uow:
+        assert uow.shipments.find(order_id) is None  # billing said no before shipping recorded anything
 
 
 async def test_an_order_placed_fifty_days_ago_ships_and_delivers_in_the_past_and_its_window_is_closed(harness):
