@@ -60,7 +60,7 @@ FLOW_STATUSES = frozenset({
     # RefundWorkflow
     "requested", "under_review", "sending", "completed", "rejected", "cancelled", "failed",
     # PaymentWorkflow
-    "capturing", "recovering", "paid", "refunded", "abandoned",
+    "capturing", "recovering", "paid", "refunded", "returned", "abandoned",
     # ShipOrderWorkflow, ConfirmDeliveryWorkflow
     "shipping", "shipped", "refused", "delivering", "waiting_for_shipment", "delivered",
     # waiting for the gateway's real answer (RefundWorkflow, PaymentWorkflow)

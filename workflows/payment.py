@@ -100,6 +100,7 @@ class PaymentWorkflow(Process):
         super().__init__()
         self.order: OrderRequest | None = None
         self.open_until_delivered = False
+        self.returned = False  # the parcel was stopped and comes back (signal order_returned)
         self.unknown_capture_awaits_reconciliation = False
         self.attempts = 0
         self.next_attempt_at: datetime | None = None
@@ -346,7 +347,8 @@ class PaymentWorkflow(Process):
                     return await self.end(self.status)
                 continue
             if not arrived or self.delivered:
-                return await self.end("paid")
+                # A parcel that came back was refunded in full by the refund that stopped it.
+                return await self.end("returned" if self.returned else "paid")
 
     async def cancel(self) -> bool:
         """Ask billing to cancel. Returns False (and answers the Update) when billing refuses."""
@@ -449,6 +451,7 @@ class PaymentWorkflow(Process):
     @workflow.signal
     def order_returned(self) -> None:
         """The parcel was intercepted for a full refund and comes back: nothing is left to cancel."""
+        self.returned = True
         self.delivered = True
 
     # -- small helpers ---------------------------------------------------------------------

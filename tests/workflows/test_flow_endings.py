@@ -126,7 +126,7 @@ async def test_an_intercepted_parcel_is_recorded_by_billing_as_returned_and_the_
     order = harness.order(order_id)
     assert order.fulfilment == "returned" and order.returned_at is not None
     assert shipment_status(harness, order_id) == "intercepted"
-    assert payment.status == "paid"  # closed: nothing left to cancel
+    assert payment.status == "returned"  # closed: nothing left to cancel, the money went back
 
 
 async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_way_and_the_money_goes_back(harness):
