@@ -17,6 +17,7 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
@@ -151,3 +152,25 @@ async def test_sigterm_lets_the_gateway_call_in_flight_finish_and_record_before_
     assert [r.status.value for r in payment.refunds.values()] == ["settled"]  # recorded, not only moved
     await handle.terminate("test finished")
     deps.engine.dispose()
+
+
+async def test_an_envconfig_profile_file_points_the_client_at_its_server_and_namespace(env, tmp_path, monkeypatch):
+    from adapters.temporal import connect
+
+    address = env.client.service_client.config.target_host
+    profile = tmp_path / "temporal.toml"
+    profile.write_text(
+        '[profile.default]\naddress = "unreachable.invalid:7233"\n\n'
+        f'[profile.test-server]\naddress = "{address}"\nnamespace = "{env.client.namespace}"\n'
+    )
+    for variable in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_TLS"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(profile))
+    monkeypatch.setenv("TEMPORAL_PROFILE", "test-server")
+
+    client = await connect(Settings())
+
+    assert client.service_client.config.target_host == address
+    assert client.namespace == env.client.namespace
+    assert await client.service_client.check_health()
+    assert (await client.workflow_service.get_system_info(GetSystemInfoRequest())).server_version is not None
