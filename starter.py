@@ -38,6 +38,8 @@ from adapters.settings import Settings, load
 from adapters.temporal import connect, ui_link
 from adapters.views import DatabaseUnavailable, OrderView, order_view
 from cli import events as events_cli
+from cli import ops as ops_cli
+from adapters import tracing
 from demo import run_demo, status_when
 from domain.billing.commands import CancelOrder, RequestRefund
 from domain.fraud.commands import ResolveFraudReview, ReviewDecision
@@ -497,13 +499,15 @@ def build_parser() -> CliParser:
     p = verbs.add_parser("db", parents=[common], help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
     events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
+    ops_cli.add_verbs(verbs, common)  # config
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    settings = load()
+    settings = ops_cli.load_or_exit()
+    tracing.setup("settleflow-starter")
     if args.address:
         settings.temporal_address = args.address
     if args.namespace:
@@ -514,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
     try:
         may_act(args.verb, getattr(args, "actor", None))
-        asyncio.run(getattr(cli, verb)())
+        asyncio.run(tracing.within_span(f"starter {args.verb}", getattr(cli, verb)()))
     except UsageError as bad:
         print(f"starter.py: error: {bad}", file=sys.stderr)
         return 2
@@ -546,6 +550,7 @@ def run() -> None:
     Everything is flushed first, so nothing printed is lost.
     """
     code = main()
+    tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

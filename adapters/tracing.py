@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
@@ -36,6 +37,7 @@ CORRELATION_ID = "settleflow.correlation_id"
 COMMAND_ID = "settleflow.command_id"
 ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
+T = TypeVar("T")
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
 _traced_engines: set[int] = set()
@@ -83,6 +85,12 @@ def trace_engine(engine: Engine) -> Engine:
 
 def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER)
+
+
+async def within_span(name: str, work: Awaitable[T]) -> T:
+    """Await `work` inside a span (a starter command: the root of its flow's trace)."""
+    with tracer().start_as_current_span(name):
+        return await work
 
 
 def annotate(correlation_id: str, command_id: str) -> None:
