@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import JSON, Column, Engine, MetaData, Table, Text, func, inspect, select
@@ -39,6 +39,7 @@ from adapters.tables import fraud_reviews
 from domain.payments.gateway import Declined, GatewayRefusedRequest, GatewayUnavailable
 
 log = logging.getLogger("settleflow.metrics")
+disable_created_metrics()  # no *_created series: they only clutter dashboards
 
 REFUNDS = Counter("settleflow_refunds", "Refunds decided, by outcome", ["outcome"])
 PAYMENTS = Counter("settleflow_payments", "Payments decided, by outcome", ["outcome"])

@@ -174,3 +174,26 @@ async def test_an_envconfig_profile_file_points_the_client_at_its_server_and_nam
     assert client.namespace == env.client.namespace
     assert await client.service_client.check_health()
     assert (await client.workflow_service.get_system_info(GetSystemInfoRequest())).server_version is not None
+
+
+async def test_every_recorded_history_replays_with_the_tracing_interceptor_the_workers_now_run():
+    """Flows started before tracing was switched on (no trace headers in their
+    histories) still replay on workers that have the TracingInterceptor."""
+    from temporalio.client import WorkflowHistory
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from tests.workflows.test_replay import HISTORIES
+    from workflows.registry import WORKFLOWS
+
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, interceptors=[TracingInterceptor()])
+    histories = [WorkflowHistory.from_json(path.stem, path.read_text()) for path in HISTORIES]
+
+    async def each():
+        for history in histories:
+            yield history
+
+    results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
+
+    assert results.replay_failures == {}
+    assert len(histories) > 10
