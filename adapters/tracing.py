@@ -41,6 +41,7 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
 _traced_engines: set[int] = set()
+_exporters: set[int] = set()
 
 
 def setup(service: str) -> TracerProvider | None:
@@ -54,9 +55,13 @@ def setup(service: str) -> TracerProvider | None:
 
 def install(exporter: SpanExporter, service: str = "settleflow", batch: bool = False) -> TracerProvider:
     """Install the process's tracer provider once (OpenTelemetry allows one) and the
-    httpx instrumentation; a second call adds the exporter to the same provider."""
+    httpx instrumentation; a second call adds the exporter to the same provider
+    (an exporter already installed is not added twice)."""
     global _provider
     with _lock:
+        if id(exporter) in _exporters:
+            return _provider
+        _exporters.add(id(exporter))
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         if _provider is None:
             _provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
