@@ -145,10 +145,10 @@ class DatabaseCollector(Collector):
                 select(func.count(), func.min(fraud_reviews.c.updated_at)).where(is_open)
             ).one()
             has_discrepancies = inspect(connection).has_table("discrepancies")
+            kind = _discrepancies.c.state["kind"].as_string().label("kind")
             discrepancies = (
                 connection.execute(
-                    select(_discrepancies.c.status, _discrepancies.c.state["kind"].as_string(), func.count())
-                    .group_by(_discrepancies.c.status, _discrepancies.c.state["kind"].as_string())
+                    select(_discrepancies.c.status, kind, func.count()).group_by(_discrepancies.c.status, kind)
                 ).all()
                 if has_discrepancies
                 else []
