@@ -115,13 +115,38 @@ async def test_metrics_after_a_refund_show_the_refund_the_payment_and_the_gatewa
     assert sample(after, "settleflow_fraud_reviews_open") == 0
 
 
+@pytest.fixture
+async def own_env() -> AsyncIterator:
+    """A test server of its own: stopping workers mid-flight must not disturb the shared one."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from tests.workflows.conftest import test_server_path
+
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    from workflows.process import SEARCH_ATTRIBUTES
+
+    environment = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter, test_server_existing_path=test_server_path()
+    )
+    await environment.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=environment.client.namespace,
+        search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in SEARCH_ATTRIBUTES},
+    ))  # fmt: skip
+    yield environment
+    await environment.shutdown()
+
+
 async def test_sigterm_lets_the_gateway_call_in_flight_finish_and_record_before_the_worker_exits(
-    env, gateway_url: str, tmp_path: Path
+    own_env, gateway_url: str, tmp_path: Path
 ):
     """The shutdown path of worker.py (run_until_stopped, the grace period from the
     settings): a refund whose gateway call is in flight when the stop comes is
     answered and recorded by payments, so nothing is left between "money moved" and
     "we know it"."""
+    env = own_env
     grace = Settings(SETTLEFLOW_SHUTDOWN_GRACE_SECONDS=10).shutdown_grace_seconds
     url = f"sqlite:///{tmp_path / 'settleflow.db'}"
     db.upgrade(url)
