@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo up test unit histories bench chaos clean
+.PHONY: install demo up test unit histories keep-histories bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ unit: install
 ## Re-record the workflow histories the replay tests check (commit the result).
 histories: install
 	SETTLEFLOW_RECORD_HISTORIES=1 $(PY) -m pytest tests/workflows -q
+
+## Before changing a workflow: keep the running release's histories so they go on replaying
+## (README "Shipping a change to a workflow"). make keep-histories RELEASE=2026-12-01
+keep-histories:
+	@test -n "$(RELEASE)" || { echo "make keep-histories RELEASE=<the running release>"; exit 2; }
+	mkdir -p tests/workflows/histories/$(RELEASE)
+	cp tests/workflows/histories/*.json tests/workflows/histories/$(RELEASE)/
 
 ## Refund throughput against a no-op baseline on the same dev server (figures printed).
 bench: install

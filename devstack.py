@@ -169,6 +169,7 @@ class Stack:
         reporting_database_url: str = "sqlite:///var/reporting.db",
         reuse_running: bool = True,
         echo: bool = True,
+        ops_env: dict[str, str] | None = None,
     ) -> None:
         self.temporal_address = temporal_address
         self.web_ui = web_ui.rstrip("/")
@@ -184,6 +185,7 @@ class Stack:
         self.reporting_database_url = reporting_database_url
         self.reuse_running = reuse_running  # False: a busy port is an error, not a server to use
         self.echo = echo
+        self.ops_env = ops_env or {}  # the ops endpoints' ports (private stacks: none, so workers never collide)
         self.managed: list[Managed] = []
         self._names: dict[str, int] = {}
         self._atexit = False
@@ -233,6 +235,7 @@ class Stack:
             "reporting_database_url": f"sqlite:///{base / 'reporting.db'}",
             "reuse_running": False,
             "echo": False,
+            "ops_env": {"SETTLEFLOW_OPS_PORT": "0", "SETTLEFLOW_RELAY_OPS_PORT": "0", "SETTLEFLOW_TEMPORAL_METRICS_ADDRESS": ""},
         }
         return cls(**{**options, **overrides})
 
@@ -251,6 +254,7 @@ class Stack:
             "NATS_URL": self.nats_url,
             "REPORTING_DATABASE_URL": self.reporting_database_url,
             "PYTHONUNBUFFERED": "1",
+            **self.ops_env,
         }
 
     # -- the parts ------------------------------------------------------------------------

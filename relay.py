@@ -27,6 +27,10 @@ The process concerns, in one table (environment variables):
 | log the lag every | SETTLEFLOW_RELAY_LAG_LOG_SECONDS | 10 |
 | warn when the oldest unpublished row is older than | SETTLEFLOW_RELAY_LAG_WARN_SECONDS | 30 |
 | `--once` gives up (exit 1) after | SETTLEFLOW_RELAY_ONCE_TIMEOUT_SECONDS | 60 |
+| /healthz, /readyz (database, NATS), /metrics on (0: off; not with --once) | SETTLEFLOW_OPS_HOST:SETTLEFLOW_RELAY_OPS_PORT | 127.0.0.1:9466 |
+
+Each row is published in a `publish <event type>` span carrying the row's correlation and
+command ids; its trace context goes to the consumer in the message's `traceparent` header.
 
 The stream's own settings (NATS_URL, retention, duplicate window, limits) are in
 integration/stream.py.
@@ -47,11 +51,13 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
-from adapters import db
+from adapters import db, tracing
+from adapters.ops_server import OpsServer, database_check, nats_check
 from adapters.outbox import Batch, OutboxReader, lag
 from integration.envelope import CONTENT_TYPE
 from integration.stream import StreamSettings, connect, ensure_stream
@@ -74,6 +80,9 @@ class RelaySettings(BaseSettings):
     lag_log_seconds: float = Field(10.0, validation_alias="SETTLEFLOW_RELAY_LAG_LOG_SECONDS", gt=0)
     lag_warn_seconds: float = Field(30.0, validation_alias="SETTLEFLOW_RELAY_LAG_WARN_SECONDS", gt=0)
     once_timeout_seconds: float = Field(60.0, validation_alias="SETTLEFLOW_RELAY_ONCE_TIMEOUT_SECONDS", gt=0)
+    ops_host: str = Field("127.0.0.1", validation_alias="SETTLEFLOW_OPS_HOST")
+    ops_port: int = Field(9466, validation_alias="SETTLEFLOW_RELAY_OPS_PORT", ge=0, le=65535)  # 0: not served
+    ready_timeout_seconds: float = Field(2.0, validation_alias="SETTLEFLOW_READY_TIMEOUT_SECONDS", gt=0)
 
 
 # What "NATS is not there right now" looks like; anything else is a bug and stops the relay.
@@ -132,6 +141,14 @@ class Relay:
             return len(batch.rows)
 
     async def _publish_row(self, js: JetStreamContext, batch: Batch, row: dict) -> None:
+        with tracing.tracer().start_as_current_span(
+            f"publish {row['event_type']}", kind=SpanKind.PRODUCER,
+            attributes={tracing.CORRELATION_ID: row["correlation_id"], tracing.COMMAND_ID: row["causation_id"],
+                        "messaging.system": "nats", "messaging.message.id": row["event_id"]},
+        ):  # fmt: skip
+            await self._publish_traced(js, batch, row)
+
+    async def _publish_traced(self, js: JetStreamContext, batch: Batch, row: dict) -> None:
         try:
             outgoing = translate(row)
         except Unpublishable as reason:
@@ -144,7 +161,8 @@ class Relay:
                 message.subject,
                 message.envelope.to_json(),
                 timeout=self.settings.ack_timeout_seconds,
-                headers={"Nats-Msg-Id": message.message_id, "Content-Type": CONTENT_TYPE},
+                # The trace context (W3C traceparent) rides along: the consumer's apply continues this trace.
+                headers=tracing.inject({"Nats-Msg-Id": message.message_id, "Content-Type": CONTENT_TYPE}),
             )
             self.counts.published += 1
             self.counts.duplicates += int(bool(ack.duplicate))
@@ -199,9 +217,16 @@ class Relay:
 
 async def serve(once: bool) -> int:
     settings, stream = RelaySettings(), StreamSettings()
-    engine = db.make_engine(settings.database_url)
+    tracing.setup("settleflow-relay")
+    engine = tracing.trace_engine(db.make_engine(settings.database_url))
     db.upgrade(settings.database_url)
     relay = Relay(engine, settings, stream)
+    ops = OpsServer(
+        settings.ops_host, settings.ops_port, metrics_engine=engine, timeout=settings.ready_timeout_seconds,
+        checks={"database": database_check(engine), "broker": nats_check(stream.nats_url, settings.ready_timeout_seconds)},
+    )  # fmt: skip
+    if settings.ops_port and not once:
+        await ops.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, relay.stop)
@@ -209,8 +234,10 @@ async def serve(once: bool) -> int:
     try:
         return await relay.run(once=once)
     finally:
+        await ops.stop()
         await relay.close()
         engine.dispose()
+        tracing.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

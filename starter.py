@@ -40,6 +40,8 @@ from adapters.temporal import connect, ui_link
 from adapters.views import DatabaseUnavailable, OrderView, order_view
 from cli import events as events_cli
 from cli import trust as trust_cli
+from cli import ops as ops_cli
+from adapters import tracing
 from demo import run_demo, status_when
 from domain.billing.commands import CancelOrder, RequestRefund
 from domain.fraud.commands import ResolveFraudReview, ReviewDecision
@@ -523,13 +525,15 @@ def build_parser() -> CliParser:
     events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
     reconciliation_verbs.add_verbs(verbs, common, identifier, note, reason, actor)
     trust_cli.add_verbs(verbs, common, identifier)  # token
+    ops_cli.add_verbs(verbs, common)  # config
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    settings = load()
+    settings = ops_cli.load_or_exit()
+    tracing.setup("settleflow-starter")
     if args.address:
         settings.temporal_address = args.address
     if args.namespace:
@@ -542,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         trust_cli.resolve(args, UsageError)  # who acts: a verified token, or a dev token for --as
         may_act(args.verb, getattr(args, "actor", None))
         handler = getattr(args, "handler", None)  # verbs from cli/ modules carry their own
-        asyncio.run(handler(cli) if handler else getattr(cli, verb)())
+        asyncio.run(tracing.within_span(f"starter {args.verb}", handler(cli) if handler else getattr(cli, verb)()))
     except (UsageError, reconciliation_verbs.UsageError) as bad:
         print(f"starter.py: error: {bad}", file=sys.stderr)
         return 2
@@ -574,6 +578,7 @@ def run() -> None:
     Everything is flushed first, so nothing printed is lost.
     """
     code = main()
+    tracing.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

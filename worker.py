@@ -4,8 +4,14 @@
     python worker.py --queue billing --queue payments   # a subset: scale owners separately
 
 Migrations are applied on start. SIGINT / SIGTERM shut down cleanly: no new
-tasks are taken, activities in flight get time to finish, and anything left is
-retried by Temporal on another worker.
+tasks are taken, activities in flight get `SETTLEFLOW_SHUTDOWN_GRACE_SECONDS`
+(default 15) to finish, and anything left is retried by Temporal on another worker.
+
+Operations (README "Operating settleflow"): /healthz, /readyz and /metrics on
+`SETTLEFLOW_OPS_HOST:SETTLEFLOW_OPS_PORT` (127.0.0.1:9464), Temporal's SDK metrics on
+`SETTLEFLOW_TEMPORAL_METRICS_ADDRESS` (127.0.0.1:9465), OTLP traces when
+`OTEL_EXPORTER_OTLP_ENDPOINT` is set, and Worker Deployment Versioning when
+`SETTLEFLOW_DEPLOYMENT_NAME` and `SETTLEFLOW_BUILD_ID` are set.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.registry import OWNER_QUEUES, activities_for
-from adapters import db
+from adapters import db, tracing
+from adapters.metrics import MeasuredGateway
+from adapters.ops_server import OpsServer, database_check, temporal_check
 from adapters.stripe_gateway import StripeGateway
 from adapters.mailbox import FileMailbox
 from adapters.settings import SIMULATOR_API_KEY, Settings, load
-from adapters.temporal import connect
+from adapters.temporal import address_of, connect
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from workflows.registry import FLOWS_QUEUE, WORKFLOWS
 from workflows.schedules import ensure_schedules
@@ -44,7 +54,7 @@ class Dependencies:
     """What the activities are given: a unit of work per command, the gateway, the mailbox."""
 
     uow_factory: object
-    gateway: StripeGateway
+    gateway: StripeGateway | MeasuredGateway  # measured (adapters/metrics.py) in every worker
     mailbox: FileMailbox
     engine: Engine | None = None  # the database the units of work use (disposed by whoever made it)
 
@@ -60,11 +70,11 @@ class Dependencies:
         cls, database_url: str, gateway_url: str, mailbox_dir: str | Path, gateway_timeout_seconds: float = 10.0,
         gateway_api_key: str = SIMULATOR_API_KEY,
     ) -> Dependencies:
-        engine = db.make_engine(database_url)
+        engine = tracing.trace_engine(db.make_engine(database_url))
         aggregates = default_aggregate_types()
         return cls(
             uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
-            gateway=StripeGateway(gateway_api_key, gateway_url, gateway_timeout_seconds),
+            gateway=MeasuredGateway(StripeGateway(gateway_api_key, gateway_url, gateway_timeout_seconds)),
             mailbox=FileMailbox(mailbox_dir),
             engine=engine,
         )
@@ -124,35 +134,74 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def deployment_options(settings: Settings) -> dict:
+    """Worker Deployment Versioning when a deployment name and build id are set (README:
+    "Shipping a change to a workflow"); otherwise unversioned workers, as before."""
+    if not (settings.deployment_name and settings.build_id):
+        return {}
+    behavior = {"auto_upgrade": VersioningBehavior.AUTO_UPGRADE, "pinned": VersioningBehavior.PINNED}
+    return {
+        "deployment_config": WorkerDeploymentConfig(
+            version=WorkerDeploymentVersion(settings.deployment_name, settings.build_id),
+            use_worker_versioning=True,
+            default_versioning_behavior=behavior[settings.versioning_behavior],
+        )
+    }
+
+
+def runtime_for(settings: Settings) -> Runtime | None:
+    """Temporal's SDK metrics (task latencies, slots, polls) on their own Prometheus endpoint."""
+    if not settings.temporal_metrics_address:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=settings.temporal_metrics_address)))
+
+
+async def run_until_stopped(workers: list[Worker], stop: asyncio.Event) -> None:
+    """Run the workers until `stop` is set (or one fails), then shut them all down:
+    polling stops, activities in flight finish within the workers' grace period."""
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    await asyncio.wait([asyncio.create_task(stop.wait()), *runs], return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down: activities in flight get their grace period to finish")
+    await asyncio.gather(*(w.shutdown() for w in workers))
+    for run in runs:
+        if run.done() and not run.cancelled() and run.exception():
+            raise run.exception()
+
+
 async def serve(args: argparse.Namespace) -> None:
     settings = load()
+    tracing.setup("settleflow-worker")
     db.upgrade(settings.database_url)
     deps = Dependencies.from_settings(settings)
-    client = await connect(settings)
+    client = await connect(settings, runtime=runtime_for(settings))
     queues = args.queue or list(ALL_QUEUES)
     if FLOWS_QUEUE in queues:
         # The reconciliation schedules exist wherever the flows run; an existing one is kept as is.
         created = await ensure_schedules(client)
         log.info("reconciliation schedules: %s", ", ".join(created) + " created" if created else "already there")
+    ops = OpsServer(
+        settings.ops_host, settings.ops_port, metrics_engine=deps.engine, timeout=settings.ready_timeout_seconds,
+        checks={"database": database_check(deps.engine), "temporal": temporal_check(client, settings.ready_timeout_seconds)},
+    )  # fmt: skip
+    if settings.ops_port:
+        await ops.start()
     with ThreadPoolExecutor(max_workers=args.threads, thread_name_prefix="activity") as executor:
         workers = build_workers(
-            client, deps, queues, executor, graceful_shutdown_timeout=timedelta(seconds=15)
-        )
+            client, deps, queues, executor,
+            graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
+            **deployment_options(settings),
+        )  # fmt: skip
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        runs = [asyncio.create_task(w.run()) for w in workers]
         log.info("serving %s on %s (namespace %s), payments through Stripe at %s", ", ".join(queues),
-                 settings.temporal_address, settings.temporal_namespace, deps.gateway.api_base)
+                 *address_of(settings), deps.gateway.api_base)
         print(f"worker ready: {', '.join(queues)}", flush=True)
-        done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *runs], return_when=asyncio.FIRST_COMPLETED)
-        log.info("shutting down")
-        await asyncio.gather(*(w.shutdown() for w in workers))
-        for run in runs:
-            if run.done() and run.exception():
-                raise run.exception()
+        await run_until_stopped(workers, stop)
+    await ops.stop()
     deps.gateway.close()
+    tracing.flush()
 
 
 def main(argv: list[str] | None = None) -> None:

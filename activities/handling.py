@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from temporalio.exceptions import ApplicationError
 
 from activities.authorization import authorize
+from adapters import tracing
+from adapters.metrics import count_decision
 from domain.contracts import Outcome
 from domain.shared.errors import ConcurrencyConflict, DomainError
 from domain.shared.messages import Command
@@ -43,6 +45,7 @@ def prepare(uow_factory: Callable[[], Any], command: Command, owner_decides: Cal
 
 def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
     try:
+        tracing.annotate(command.correlation_id, command.command_id)
         command = authorize(command)  # verified, its token dropped: what the owner sees
         for attempt in range(RACE_RETRIES):
             try:
@@ -54,6 +57,7 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
                     outcome = Outcome(command_id=command.command_id, events=uow.pending_events())
                     if final:
                         uow.commit(command, outcome.model_dump(mode="json"))
+                        count_decision(outcome.events)  # once: a duplicate returned above
                         return outcome, value
                     uow.commit()
                     return None, value

@@ -10,6 +10,8 @@ itself) and `STRIPE_API_KEY` its secret key (kept as a SecretStr: never printed)
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -32,6 +34,20 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr = Field(SecretStr(SIMULATOR_API_KEY), validation_alias="STRIPE_API_KEY")
     mailbox_dir: str = Field("var/mailbox", validation_alias=AliasChoices("SETTLEFLOW_MAILBOX_DIR"))
     web_ui: str = Field("http://localhost:8233", validation_alias="SETTLEFLOW_WEB_UI")
+
+    # Operations (README "Operating settleflow"): the worker's /healthz, /readyz and /metrics,
+    # Temporal's SDK metrics, the shutdown grace period and Worker Deployment Versioning.
+    ops_host: str = Field("127.0.0.1", validation_alias="SETTLEFLOW_OPS_HOST")
+    ops_port: int = Field(9464, validation_alias="SETTLEFLOW_OPS_PORT", ge=0, le=65535)  # 0: not served
+    temporal_metrics_address: str = Field("127.0.0.1:9465", validation_alias="SETTLEFLOW_TEMPORAL_METRICS_ADDRESS")
+    ready_timeout_seconds: float = Field(2.0, validation_alias="SETTLEFLOW_READY_TIMEOUT_SECONDS", gt=0)
+    shutdown_grace_seconds: float = Field(15.0, validation_alias="SETTLEFLOW_SHUTDOWN_GRACE_SECONDS", ge=0)
+    deployment_name: str | None = Field(None, validation_alias="SETTLEFLOW_DEPLOYMENT_NAME")
+    build_id: str | None = Field(None, validation_alias="SETTLEFLOW_BUILD_ID")
+    versioning_behavior: Literal["auto_upgrade", "pinned"] = Field(
+        "auto_upgrade", validation_alias="SETTLEFLOW_VERSIONING_BEHAVIOR"
+    )
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 def load() -> Settings:

@@ -33,6 +33,8 @@ import sys
 import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Engine
 
 from integration.envelope import CloudEvent
@@ -61,6 +63,18 @@ class ReportingConsumer:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _apply(self, message) -> str:
+        """Apply one event, in the trace the relay's publish started (traceparent header)."""
+        event = CloudEvent.from_json(message.data)
+        with trace.get_tracer("settleflow.reporting").start_as_current_span(
+            f"apply {event.type}", context=propagate.extract(dict(message.headers or {})), kind=SpanKind.CONSUMER,
+            attributes={"settleflow.correlation_id": event.correlationid, "settleflow.command_id": event.causationid,
+                        "messaging.system": "nats", "messaging.message.id": event.id},
+        ) as span:  # fmt: skip
+            outcome = store.apply(self.engine, event)
+            span.set_attribute("settleflow.apply_outcome", outcome)
+            return outcome
 
     async def run(self, once: bool = False) -> int:
         backoff = 0.5
@@ -93,7 +107,7 @@ class ReportingConsumer:
                             return 0
                         continue
                     for message in messages:
-                        outcome = store.apply(self.engine, CloudEvent.from_json(message.data))
+                        outcome = self._apply(message)
                         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
                         await message.ack()
             except BROKER_TROUBLE as trouble:
@@ -106,7 +120,23 @@ class ReportingConsumer:
         return 0
 
 
+def setup_tracing() -> None:
+    """OTLP export of the apply spans when OTEL_EXPORTER_OTLP_ENDPOINT is set (as in adapters/tracing.py,
+    which this package may not import); nothing is recorded otherwise."""
+    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "settleflow-reporting"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
 async def serve(once: bool) -> int:
+    setup_tracing()
     engine = store.open_store()
     consumer = ReportingConsumer(engine, StreamSettings())
     loop = asyncio.get_running_loop()
@@ -118,6 +148,8 @@ async def serve(once: bool) -> int:
     finally:
         log.info("reporting consumer stopped: %s", consumer.outcomes)
         engine.dispose()
+        if hasattr(provider := trace.get_tracer_provider(), "shutdown"):
+            provider.shutdown()  # sends the spans still buffered
 
 
 def main(argv: list[str] | None = None) -> int:

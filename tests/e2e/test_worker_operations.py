@@ -1,0 +1,62 @@
+"""worker.py as an orchestrator sees it: /healthz, /readyz and /metrics on the configured
+port, Temporal's SDK metrics on theirs, SIGTERM ends it with exit code 0 within the
+grace period; and `starter.py config` is content with a running stack."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from devstack import Stack, free_ports
+from tests.e2e.conftest import run, run_json
+
+pytestmark = pytest.mark.e2e
+
+GRACE_SECONDS = 5
+
+
+def test_a_worker_serves_its_health_and_metrics_and_exits_cleanly_on_sigterm_within_its_grace(stack: Stack):
+    ops_port, sdk_port = free_ports(2)
+    saved = stack.ops_env
+    stack.ops_env = {
+        "SETTLEFLOW_OPS_PORT": str(ops_port), "SETTLEFLOW_TEMPORAL_METRICS_ADDRESS": f"127.0.0.1:{sdk_port}",
+        "SETTLEFLOW_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+    }  # fmt: skip
+    try:
+        worker = stack.start_worker()
+    finally:
+        stack.ops_env = saved
+    base = f"http://127.0.0.1:{ops_port}"
+
+    assert httpx.get(f"{base}/healthz").text == "alive\n"
+    ready = httpx.get(f"{base}/readyz")
+    assert (ready.status_code, ready.json()["checks"]) == (200, {"database": "ok", "temporal": "ok"})
+    assert "settleflow_outbox_unpublished" in httpx.get(f"{base}/metrics").text
+    assert "temporal_worker_start" in httpx.get(f"http://127.0.0.1:{sdk_port}/metrics").text
+
+    asked = time.monotonic()
+    code = stack.stop_process(worker, timeout=GRACE_SECONDS + 10)
+
+    assert code == 0
+    assert time.monotonic() - asked < GRACE_SECONDS + 5
+
+
+def test_the_configuration_of_a_running_stack_is_valid_and_shows_no_secret(stack: Stack):
+    shown = run_json(stack, "config")
+
+    assert shown["problems"] == []
+    assert shown["temporal"]["address"] == stack.temporal_address
+    assert stack.stripe_api_key not in str(shown)
+
+
+def test_a_stack_pointing_at_a_missing_key_file_is_refused_before_anything_starts(stack: Stack, tmp_path):
+    saved = stack.ops_env
+    stack.ops_env = {"TEMPORAL_TLS_CLIENT_CERT_PATH": str(tmp_path / "client.pem"),
+                     "TEMPORAL_TLS_CLIENT_KEY_PATH": str(tmp_path / "client.key")}  # fmt: skip
+    try:
+        done = run(stack, "config", expect=2)
+    finally:
+        stack.ops_env = saved
+    assert f"file not found: {tmp_path / 'client.pem'}" in done.stderr

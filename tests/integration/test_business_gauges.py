@@ -1,0 +1,65 @@
+"""The gauges read from the database at scrape time: the fraud queue and its oldest
+entry's age, and reconciliation's discrepancies once that owner's table exists (its
+shape on branch recon: a document table with an indexed status column)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import JSON, Column, Integer, MetaData, Table, Text, insert
+
+from adapters.metrics import DatabaseCollector
+from adapters.tables import fraud_reviews
+
+NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
+
+
+def gauges(engine) -> dict[tuple[str, tuple], float]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(engine, clock=lambda: NOW))
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for family in registry.collect() for s in family.samples
+    }
+
+
+def review(engine, refund_id: str, status: str, waiting: timedelta) -> None:
+    with engine.begin() as connection:
+        connection.execute(insert(fraud_reviews).values(
+            id=refund_id, version=1, state={"id": refund_id, "status": status}, updated_at=NOW - waiting,
+            customer_id="c-1", approved_at=NOW - waiting,
+        ))  # fmt: skip
+
+
+def test_open_fraud_reviews_are_counted_and_the_oldest_ones_wait_is_its_age(engine):
+    review(engine, "r-1", "open", timedelta(hours=5))
+    review(engine, "r-2", "open", timedelta(minutes=10))
+    review(engine, "r-3", "approved", timedelta(days=2))  # decided: not waiting
+
+    found = gauges(engine)
+
+    assert found[("settleflow_fraud_reviews_open", ())] == 2
+    assert found[("settleflow_fraud_review_oldest_age_seconds", ())] == 5 * 3600
+    assert ("settleflow_reconciliation_discrepancies", ()) not in found  # no such table yet: no series
+
+
+def test_discrepancies_are_counted_by_status_and_kind_once_reconciliation_has_its_table(engine):
+    table = Table(
+        "discrepancies", MetaData(), Column("id", Text, primary_key=True), Column("version", Integer),
+        Column("state", JSON), Column("updated_at", Text), Column("status", Text),
+    )  # fmt: skip
+    table.create(engine)
+    with engine.begin() as connection:
+        for n, (kind, status) in enumerate([("missing_at_gateway", "open"), ("missing_at_gateway", "open"),
+                                            ("amount_mismatch", "resolved")]):  # fmt: skip
+            connection.execute(insert(table).values(
+                id=f"d-{n}", version=1, state={"kind": kind}, updated_at=str(NOW), status=status
+            ))  # fmt: skip
+
+    found = gauges(engine)
+
+    discrepancies = {labels: v for (name, labels), v in found.items() if name == "settleflow_reconciliation_discrepancies"}
+    assert discrepancies == {
+        (("kind", "missing_at_gateway"), ("status", "open")): 2,
+        (("kind", "amount_mismatch"), ("status", "resolved")): 1,
+    }
