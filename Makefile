@@ -44,7 +44,7 @@ keep-histories:
 	mkdir -p tests/workflows/histories/$(RELEASE)
 	cp tests/workflows/histories/*.json tests/workflows/histories/$(RELEASE)/
 
-## Refund throughput against a no-op baseline on the same dev server (figures printed).
+## Refund throughput against a raw chain of the same shape on the same dev server (ratios printed).
 bench: install
 	$(PY) -m bench.refund_throughput
 

@@ -1,15 +1,15 @@
 """The gauges read from the database at scrape time: the fraud queue and its oldest
-entry's age, and reconciliation's discrepancies once that owner's table exists (its
-shape on branch recon: a document table with an indexed status column)."""
+entry's age, and reconciliation's discrepancies by status and kind."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import JSON, Column, Integer, MetaData, Table, Text, insert
+from sqlalchemy import insert
 
 from adapters.metrics import DatabaseCollector
+from adapters.tables import discrepancies as discrepancy_table
 from adapters.tables import fraud_reviews
 
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
@@ -40,20 +40,16 @@ def test_open_fraud_reviews_are_counted_and_the_oldest_ones_wait_is_its_age(engi
 
     assert found[("settleflow_fraud_reviews_open", ())] == 2
     assert found[("settleflow_fraud_review_oldest_age_seconds", ())] == 5 * 3600
-    assert ("settleflow_reconciliation_discrepancies", ()) not in found  # no such table yet: no series
+    assert ("settleflow_reconciliation_discrepancies", ()) not in found  # none recorded: no series
 
 
-def test_discrepancies_are_counted_by_status_and_kind_once_reconciliation_has_its_table(engine):
-    table = Table(
-        "discrepancies", MetaData(), Column("id", Text, primary_key=True), Column("version", Integer),
-        Column("state", JSON), Column("updated_at", Text), Column("status", Text),
-    )  # fmt: skip
-    table.create(engine)
+def test_discrepancies_are_counted_by_status_and_kind(engine):
+    table = discrepancy_table
     with engine.begin() as connection:
         for n, (kind, status) in enumerate([("missing_at_gateway", "open"), ("missing_at_gateway", "open"),
                                             ("amount_mismatch", "resolved")]):  # fmt: skip
             connection.execute(insert(table).values(
-                id=f"d-{n}", version=1, state={"kind": kind}, updated_at=str(NOW), status=status
+                id=f"d-{n}", version=1, state={"kind": kind}, updated_at=NOW, status=status
             ))  # fmt: skip
 
     found = gauges(engine)
