@@ -205,13 +205,13 @@ async def test_every_recorded_history_replays_with_the_tracing_interceptor_the_w
     """Flows started before tracing was switched on (no trace headers in their
     histories) still replay on workers that have the TracingInterceptor."""
     from temporalio.client import WorkflowHistory
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Replayer
 
+    from adapters.codec import data_converter
     from tests.workflows.test_replay import HISTORIES
     from workflows.registry import WORKFLOWS
 
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, interceptors=[TracingInterceptor()])
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(), interceptors=[TracingInterceptor()])
     histories = [WorkflowHistory.from_json(path.stem, path.read_text()) for path in HISTORIES]
 
     async def each():
