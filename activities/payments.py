@@ -14,6 +14,7 @@ from activities.handling import decide, prepare
 from activities.ports import PaymentGateway
 from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from domain.contracts import Outcome
+from domain.shared.messages import Command
 from domain.payments.commands import (
     CapturePayment,
     MarkCaptureUnknown,
@@ -45,22 +46,20 @@ class PaymentsActivities:
         return decide(self.uow, command, lambda uow: uow.payments.get(command.order_id).update_payment_method(command))
 
     def _capture(self, command: CapturePayment | RetryPaymentCapture, load: Callable[[Any], Payment]) -> Outcome:
-        request = prepare(self.uow, command, lambda uow: load(uow).begin_capture(command))
-        if isinstance(request, Outcome):
-            return request
-        answer = self._ask(lambda: self.gateway.capture(request))
-        return decide(
-            self.uow, command, lambda uow: uow.payments.get(command.order_id).record_capture_answer(command, answer)
+        return self._around_the_gateway(
+            command,
+            lambda uow: load(uow).begin_capture(command),
+            self.gateway.capture,
+            lambda payment, answer: payment.record_capture_answer(command, answer),
         )
 
     @activity.defn(name=SendRefundToGateway.activity_name())
     def send_refund_to_gateway(self, command: SendRefundToGateway) -> Outcome:
-        request = prepare(self.uow, command, lambda uow: uow.payments.get(command.order_id).begin_refund(command))
-        if isinstance(request, Outcome):
-            return request
-        answer = self._ask(lambda: self.gateway.refund(request))
-        return decide(
-            self.uow, command, lambda uow: uow.payments.get(command.order_id).record_refund_answer(command, answer)
+        return self._around_the_gateway(
+            command,
+            lambda uow: uow.payments.get(command.order_id).begin_refund(command),
+            self.gateway.refund,
+            lambda payment, answer: payment.record_refund_answer(command, answer),
         )
 
     # -- unknown answers, and reconciliation's look-ups ------------------------------------
@@ -76,23 +75,37 @@ class PaymentsActivities:
     def reconcile_gateway_refund(self, command: ReconcileGatewayRefund) -> Outcome:
         """Payments says what may be asked, the gateway is looked up by the refund id (no
         transaction open; a look-up never moves money), payments decides what it means."""
-        request = prepare(self.uow, command, lambda uow: uow.payments.get(command.order_id).refund_lookup(command))
-        if isinstance(request, Outcome):
-            return request
-        answer = self._ask(lambda: self.gateway.find_refund(request))
-        return decide(
-            self.uow, command, lambda uow: uow.payments.get(command.order_id).reconcile_refund(command, answer)
+        return self._around_the_gateway(
+            command,
+            lambda uow: uow.payments.get(command.order_id).refund_lookup(command),
+            self.gateway.find_refund,
+            lambda payment, answer: payment.reconcile_refund(command, answer),
         )
 
     @activity.defn(name=ReconcileCapture.activity_name())
     def reconcile_capture(self, command: ReconcileCapture) -> Outcome:
-        request = prepare(self.uow, command, lambda uow: uow.payments.get(command.order_id).capture_lookup(command))
+        return self._around_the_gateway(
+            command,
+            lambda uow: uow.payments.get(command.order_id).capture_lookup(command),
+            self.gateway.find_capture,
+            lambda payment, answer: payment.reconcile_capture(command, answer),
+        )
+
+    def _around_the_gateway(
+        self,
+        command: Command,
+        what_to_ask: Callable[[Any], Any],
+        ask: Callable[[Any], Any],
+        what_it_means: Callable[[Payment, Any], None],
+    ) -> Outcome:
+        """Payments decides what to ask (saved), the gateway is asked with no transaction
+        open, payments decides what the answer means (saved with the processed record).
+        A command handled before returns its stored outcome without asking again."""
+        request = prepare(self.uow, command, what_to_ask)
         if isinstance(request, Outcome):
             return request
-        answer = self._ask(lambda: self.gateway.find_capture(request))
-        return decide(
-            self.uow, command, lambda uow: uow.payments.get(command.order_id).reconcile_capture(command, answer)
-        )
+        answer = self._ask(lambda: ask(request))
+        return decide(self.uow, command, lambda uow: what_it_means(uow.payments.get(command.order_id), answer))
 
     @staticmethod
     def _payment_for(uow: Any, command: CapturePayment) -> Payment:

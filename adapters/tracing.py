@@ -18,6 +18,7 @@ exporter (`install(exporter)`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Awaitable, Mapping
@@ -46,7 +47,13 @@ _exporters: set[int] = set()
 
 def setup(service: str) -> TracerProvider | None:
     """A process's tracing, from the environment: OTLP export when the endpoint is set."""
-    if not os.environ.get(ENDPOINT_VARIABLE):
+    endpoint = os.environ.get(ENDPOINT_VARIABLE, "")
+    if not endpoint:
+        return None
+    if not endpoint.startswith(("http://", "https://")):
+        # Not an address the exporter can send to (`starter.py config` names it): export nothing
+        # rather than fail every batch until the process exits.
+        logging.getLogger(__name__).warning("%s=%r is not an http(s) URL: no traces are exported", ENDPOINT_VARIABLE, endpoint)
         return None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
