@@ -143,6 +143,7 @@ class Relay:
     async def _publish_row(self, js: JetStreamContext, batch: Batch, row: dict) -> None:
         with tracing.tracer().start_as_current_span(
             f"publish {row['event_type']}", kind=SpanKind.PRODUCER,
+            context=tracing.continuing(row.get("trace_parent")),  # the trace of the step that recorded it
             attributes={tracing.CORRELATION_ID: row["correlation_id"], tracing.COMMAND_ID: row["causation_id"],
                         "messaging.system": "nats", "messaging.message.id": row["event_id"]},
         ):  # fmt: skip

@@ -134,6 +134,9 @@ outbox = Table(
     Column("occurred_at", UtcDateTime, nullable=True),
     Column("recorded_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),
+    # The W3C traceparent of the step that recorded the event (NULL: not traced): the
+    # relay's publish continues that trace.
+    Column("trace_parent", Text, nullable=True),
     # What the relay published the row as (CloudEvents types, space separated);
     # NULL with published_at set: an internal event, handled but not published.
     Column("published_as", Text, nullable=True),

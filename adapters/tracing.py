@@ -119,5 +119,17 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+def current_traceparent() -> str | None:
+    """The current span's W3C traceparent, to store beside what this step records (None: no trace)."""
+    carried: dict[str, str] = {}
+    propagate.inject(carried)
+    return carried.get("traceparent")
+
+
+def continuing(traceparent: str | None):  # -> opentelemetry Context | None
+    """The context to start a span in so that it continues a stored traceparent (None: a new trace)."""
+    return propagate.extract({"traceparent": traceparent}) if traceparent else None
+
+
 def extract(headers: Mapping[str, str] | None):  # -> opentelemetry Context
     return propagate.extract(dict(headers or {}))

@@ -24,7 +24,7 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from adapters import tables
+from adapters import tables, tracing
 from adapters.repository import (
     STATE_CONTEXT,
     DiscrepancyRepository,
@@ -259,6 +259,7 @@ class SqlUnitOfWork:
 def _outbox_rows(
     repository: SqlRepository[Any], aggregate: AggregateRoot, version: int, events: list[Event], now: datetime
 ) -> list[dict[str, Any]]:
+    traceparent = tracing.current_traceparent()
     return [
         {
             "event_id": event.event_id,
@@ -274,6 +275,7 @@ def _outbox_rows(
             "occurred_at": event.occurred_at,
             "recorded_at": now,
             "published_at": None,
+            "trace_parent": traceparent,
         }
         for position, event in enumerate(events)
     ]

@@ -43,3 +43,25 @@ async def test_each_applied_event_continues_the_trace_of_its_publish_with_the_id
         assert span.attributes["settleflow.correlation_id"] == parent.attributes[tracing.CORRELATION_ID] != ""
         assert span.attributes["settleflow.command_id"] == parent.attributes[tracing.COMMAND_ID]
     reporting.dispose()
+
+
+async def test_the_publish_continues_the_trace_of_the_step_that_recorded_the_event(
+    engine, nats_server, jetstream
+):
+    """The outbox row keeps the recording step's traceparent, so the starter → workflow →
+    activity trace goes on through the relay's publish (and from there to the consumer)."""
+    tracing.install(SPANS)
+    SPANS.clear()
+    store(engine, delivered_order("o-1", "100.00"))
+    with tracing.tracer().start_as_current_span("the owner's activity") as step:
+        approve_refund(engine, "r-1", "30.00")
+
+    await run_once(engine, nats_server.url)
+
+    published = [s for s in SPANS.get_finished_spans() if s.name.startswith("publish Refund")]
+    assert published, "the refund's events were published"
+    for span in published:
+        assert span.context.trace_id == step.get_span_context().trace_id
+        assert span.parent.span_id == step.get_span_context().span_id
+    recorded_untraced = [s for s in SPANS.get_finished_spans() if s.name.startswith("publish OrderPlaced")]
+    assert recorded_untraced and all(s.parent is None for s in recorded_untraced)  # a trace of its own
