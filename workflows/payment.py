@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         UpdatePaymentMethod,
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
-    from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, refuse_outsider, retry_until_done
+    from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, from_outside, refuse_outsider, retry_until_done
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -93,7 +93,7 @@ OPEN_UNTIL_DELIVERED = "open-until-delivered"
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
-class PaymentWorkflow(Process):
+class PaymentWorkflow(AwaitsReconciliation, Process):
     flow_name = "payment"
 
     def __init__(self) -> None:
@@ -117,7 +117,6 @@ class PaymentWorkflow(Process):
         self.cancellation_answer: str | None = None  # billing's refusal, for the Update
         self.delivered = False
         self.closed = False  # the flow is ending: every Update still waiting is answered
-        self.reconciled: Outcome | None = None  # payments' answer for an unknown attempt, from reconciliation
 
     @workflow.run
     async def run(self, order: OrderRequest) -> PaymentStatus:
@@ -211,26 +210,7 @@ class PaymentWorkflow(Process):
             return await self.send(command, CAPTURE)
         self.set_status("awaiting_reconciliation")
         self.note("waiting for reconciliation to ask the gateway what became of the attempt")
-        await self.until_reconciled()
-        outcome, self.reconciled = self.reconciled, None
-        assert outcome is not None
-        self.note(f"reconciliation: payments answered {', '.join(outcome.event_names)}")
-        return outcome
-
-    @workflow.signal
-    def gateway_answer(self, outcome: Outcome) -> None:
-        """Reconciliation brings payments' answer for a capture attempt whose outcome was unknown."""
-        self.reconciled = outcome
-
-    async def until_reconciled(self) -> None:
-        """Wait for reconciliation's answer. An operator's Cancel meanwhile changes nothing:
-        only the gateway's answer may end a money question (Terminate stops the flow, and
-        reconciliation then records the discrepancy for support)."""
-        while self.reconciled is None:
-            try:
-                await workflow.wait_condition(lambda: self.reconciled is not None)
-            except asyncio.CancelledError:
-                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
+        return await self.reconciliation_answer()
 
     async def recover(self, declined: PaymentDeclined) -> Outcome | None:
         assert self.order is not None

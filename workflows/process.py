@@ -7,6 +7,7 @@ which facts came back.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -240,3 +241,28 @@ class Process:
     async def finish(self) -> None:
         # An Update still in flight must get its answer before the workflow closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+class AwaitsReconciliation:
+    """Mixed into a Process (before it) that may have to wait for reconciliation to learn what the gateway really
+    did with a request whose answer was lost (the signal `gateway_answer`)."""
+
+    reconciled: Outcome | None = None  # payments' answer, brought by reconciliation
+
+    @workflow.signal
+    def gateway_answer(self, outcome: Outcome) -> None:
+        """Reconciliation brings payments' answer for a request whose outcome was unknown."""
+        self.reconciled = outcome
+
+    async def reconciliation_answer(self) -> Outcome:
+        """Wait for reconciliation's answer and take it. An operator's Cancel meanwhile changes
+        nothing: only the gateway's answer may end a money question (Terminate stops the flow,
+        and reconciliation then records the discrepancy for support)."""
+        while self.reconciled is None:
+            try:
+                await workflow.wait_condition(lambda: self.reconciled is not None)
+            except asyncio.CancelledError:
+                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
+        outcome, self.reconciled = self.reconciled, None
+        self.note(f"reconciliation: payments answered {', '.join(outcome.event_names)}")
+        return outcome

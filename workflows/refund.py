@@ -70,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
-    from workflows.process import from_outside, refuse_outsider
+    from workflows.process import AwaitsReconciliation, from_outside, refuse_outsider
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -100,7 +100,7 @@ FRAUD_HEARS_UNPAID = "fraud-hears-unpaid-refunds"
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
-class RefundWorkflow(Process):
+class RefundWorkflow(AwaitsReconciliation, Process):
     flow_name = "refund"
 
     def __init__(self) -> None:
@@ -116,7 +116,6 @@ class RefundWorkflow(Process):
         self.review_refusal: tuple[ReviewResolution, str] | None = None  # fraud refused it: the Update's answer
         self.refused_decisions = 0
         self.review_closed = False  # expiry started or a decision taken
-        self.reconciled: Outcome | None = None  # payments' answer, brought by reconciliation
 
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
@@ -348,25 +347,7 @@ class RefundWorkflow(Process):
             return marked
         self.set_status("awaiting_reconciliation")
         self.note("waiting for reconciliation to ask the gateway what became of the refund")
-        await self.until_reconciled()
-        assert self.reconciled is not None
-        self.note(f"reconciliation: payments answered {', '.join(self.reconciled.event_names)}")
-        return self.reconciled
-
-    @workflow.signal
-    def gateway_answer(self, outcome: Outcome) -> None:
-        """Reconciliation brings payments' answer for a refund whose outcome was unknown."""
-        self.reconciled = outcome
-
-    async def until_reconciled(self) -> None:
-        """Wait for reconciliation's answer. An operator's Cancel meanwhile changes nothing:
-        only the gateway's answer may end a money question (Terminate stops the flow, and
-        reconciliation then records the discrepancy for support)."""
-        while self.reconciled is None:
-            try:
-                await workflow.wait_condition(lambda: self.reconciled is not None)
-            except asyncio.CancelledError:
-                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
+        return await self.reconciliation_answer()
 
     async def answered(self, approved: RefundApproved, sent: Outcome) -> RefundStatus:
         confirmation: Event | None
