@@ -313,13 +313,19 @@ async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_
     assert len(harness.support_messages()) == 1
 
 
-async def test_support_resolves_a_discrepancy_with_a_note_and_it_is_no_longer_open(harness):
-    harness.gateway.moved["re_stray"] = SettlementLine(
-        kind="refund", business_id="r-stray", order_id="o-stray", reference="re_stray",
+async def stray_refund_at_the_gateway(harness, refund_id: str):
+    """A refund the gateway settled that settleflow never asked for: the daily pass records it."""
+    harness.gateway.moved[f"re_{refund_id}"] = SettlementLine(
+        kind="refund", business_id=refund_id, order_id=f"o-{refund_id}", reference=f"re_{refund_id}",
         amount=Money.of("5.00", "EUR"), settled_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC),
     )
     await reconcile(harness, daily=True, day=date(2026, 11, 30))
     [found] = harness.discrepancies()
+    return found
+
+
+async def test_support_resolves_a_discrepancy_with_a_note_and_it_is_no_longer_open(harness):
+    found = await stray_refund_at_the_gateway(harness, "r-stray")
 
     async with real_time(harness.env):
         handle = await harness.client.start_workflow(
@@ -397,12 +403,7 @@ async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequ
 
 
 async def test_a_resolution_without_a_token_changes_nothing(harness):
-    harness.gateway.moved["re_stray2"] = SettlementLine(
-        kind="refund", business_id="r-stray2", order_id="o-stray2", reference="re_stray2",
-        amount=Money.of("5.00", "EUR"), settled_at=datetime(2026, 11, 30, 9, 0, tzinfo=UTC),
-    )
-    await reconcile(harness, daily=True, day=date(2026, 11, 30))
-    [found] = harness.discrepancies()
+    found = await stray_refund_at_the_gateway(harness, "r-stray2")
 
     async with real_time(harness.env):
         handle = await harness.client.start_workflow(
