@@ -52,7 +52,7 @@ from domain.shared.messages import ID_MAX, TEXT_MAX, Command
 from domain.shared.text import storable
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
 from domain.shipping.commands import ConfirmDelivery, ShipOrder
-from workflows.messages import FLOW_STATUSES
+from workflows.messages import PASSING_STATUSES, SEARCHABLE_STATUSES
 from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import CUSTOMER_ID, FLOW_STATUS, FLOWS_QUEUE, ORDER_ID, REFUND_ID
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
@@ -141,8 +141,14 @@ def currency(text: str) -> str:
 
 def flow_status(text: str) -> str:
     # Goes into a visibility query: only the statuses the processes show, never quotes.
-    if text not in FLOW_STATUSES:
-        raise argparse.ArgumentTypeError(f"not a flow status: {text!r} (one of: {', '.join(sorted(FLOW_STATUSES))})")
+    if text in PASSING_STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is passed within one step and never searchable; ask `status WORKFLOW_ID` instead"
+        )
+    if text not in SEARCHABLE_STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"not a flow status: {text!r} (one of: {', '.join(sorted(SEARCHABLE_STATUSES))})"
+        )
     return text
 
 

@@ -34,7 +34,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
 
 from activities.registry import OWNER_QUEUES, activities_for
+import workflows
 from adapters import db, tracing
+from adapters.bytecode import write_bytecode
 from adapters.metrics import MeasuredGateway
 from adapters.ops_server import OpsServer, database_check, temporal_check
 from adapters.stripe_gateway import StripeGateway
@@ -170,6 +172,7 @@ async def run_until_stopped(workers: list[Worker], stop: asyncio.Event) -> None:
 
 async def serve(args: argparse.Namespace) -> None:
     settings = load()
+    write_bytecode(workflows)  # the sandbox imports a flow's module afresh for every run
     tracing.setup("settleflow-worker")
     db.upgrade(settings.database_url)
     deps = Dependencies.from_settings(settings)

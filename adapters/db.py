@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 from alembic import command
@@ -73,7 +75,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            _switch_to_wal(cursor)  # readers never block the writer
             cursor.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL, far fewer fsyncs
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -88,6 +90,21 @@ def _sqlite_engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _switch_to_wal(cursor) -> None:  # type: ignore[no-untyped-def]
+    """PRAGMA journal_mode = WAL, waiting for a lock another process holds. Switching a new
+    file to WAL can answer "database is locked" at once, without the busy handler, while a
+    second process opens the same new file (two workers migrating a fresh database)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as busy:
+            if "locked" not in str(busy) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _create_sqlite_folder(url: str) -> None:

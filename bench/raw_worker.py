@@ -20,12 +20,15 @@ from datetime import timedelta
 
 from temporalio.worker import Worker
 
+import bench
+from adapters.bytecode import write_bytecode
 from adapters.settings import load
 from adapters.temporal import connect
 from bench.raw_chain import RAW_ACTIVITY_QUEUE, RAW_FLOWS_QUEUE, RawChainWorkflow, noop
 
 
 async def serve(threads: int) -> None:
+    write_bytecode(bench)  # like worker.py: the sandbox imports raw_chain.py afresh for every run
     client = await connect(load())
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="activity") as executor:
         options = {"graceful_shutdown_timeout": timedelta(seconds=15), "activity_executor": executor}

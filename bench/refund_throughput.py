@@ -61,11 +61,14 @@ WARMUP = 3  # refunds / raw chains run (and not counted) before each measurement
 PREP_CONCURRENCY = 40  # orders prepared at once
 AT_REST = 20  # sequential refunds / raw chains for the latency at rest
 
+SERVER_SYNC = "wal"  # set from --server-sync
+
 # Production settings every process of the stack gets (worker.py, the raw worker, relay.py,
-# and this process's client, which connects through adapters.temporal.connect). Once the
-# payload codec and token verification exist, the line that turns them on goes here, e.g.
-#   "SETTLEFLOW_PAYLOAD_KEY": secrets.token_hex(32),
-# so refunds and the raw chain both pay for the codec, as in production.
+# and this process's client, which connects through adapters.temporal.connect). The payload
+# codec (AES-GCM, the dev key under SETTLEFLOW_DEV_ISSUER_DIR) and token verification are
+# always on: every process encrypts, so refunds and the raw chain both pay for the codec,
+# and every refund request carries a signed token (`signed`) its owner verifies. The relay
+# runs during every measured run. Anything else production sets goes here.
 PRODUCTION_ENV: dict[str, str] = {}
 
 
@@ -344,7 +347,8 @@ def report(runs: list[Run], shape: str, database: str, load_start: str) -> None:
               "(they share the cores; figures are noisier):")
         for line in FOREIGN[:5]:
             print(f"    {line}")
-    print(f"  database: {database}; worker threads: {THREADS}; warm-up per configuration: {WARMUP}")
+    print(f"  database: {database}; dev server's SQLite: {SERVER_SYNC}; worker threads: {THREADS}; "
+          f"warm-up per configuration: {WARMUP}")
     print(f"  happy-path refund shape (history order, L = local activity, R = regular activity): {shape} "
           f"= {shape.count('L')} local + {shape.count('R')} regular")
     if PRODUCTION_ENV:
@@ -432,6 +436,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         if make_url(db.normalise_url(args.database)).get_backend_name() == "postgresql":
             fresh_postgres(args.database)
         overrides["database_url"] = args.database
+    if args.server_sync == "full":
+        overrides["server_sqlite_pragmas"] = ()  # the server's SQLite defaults: a disk flush per transaction
     os.environ.update(PRODUCTION_ENV)  # every child inherits it through Stack.env
     stack = Stack.private(base, **overrides)
     try:
@@ -531,9 +537,14 @@ def main() -> None:
     parser.add_argument("--old-baseline", action="store_true",
                         help="also run the old baseline (the same number of calls, all regular activities)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
+    parser.add_argument("--server-sync", choices=["wal", "full"], default="wal",
+                        help="the dev server's own SQLite file: wal (devstack's setting, default) or full "
+                             "(SQLite's defaults: the server waits on a disk flush per transaction)")
     args = parser.parse_args()
     if args.n < 1 or args.scale_n < 0:
         parser.error("--n must be at least 1, --scale-n at least 0")
+    global SERVER_SYNC
+    SERVER_SYNC = "write-ahead log, synced at checkpoints" if args.server_sync == "wal" else "SQLite defaults (full sync)"
     base = Path(tempfile.mkdtemp(prefix="settleflow-bench-"))
     try:
         asyncio.run(bench(args, base))

@@ -53,8 +53,8 @@ class Request(BaseModel):
             raise InvalidRequest(f"invalid {cls.__name__}: {problems}") from None
 
 
-# Every status a process shows (its `status` query and the FlowStatus search attribute):
-# what `starter.py list --status` accepts. A test keeps it in step with the workflows.
+# Every status a process shows (its `status` query and, unless passing, the FlowStatus
+# search attribute). A test keeps it in step with the workflows.
 FLOW_STATUSES = frozenset({
     "started",
     # RefundWorkflow
@@ -68,6 +68,11 @@ FLOW_STATUSES = frozenset({
     # ReconciliationWorkflow, ResolveDiscrepancyWorkflow
     "asking_gateway", "comparing_settlements", "done", "resolving", "resolved",
 })
+# Statuses a flow passes within one run of decisions, without waiting for anybody: the
+# status query shows them, the FlowStatus search attribute does not (Process.set_status),
+# so `starter.py list --status` does not take them.
+PASSING_STATUSES = frozenset({"started", "requested", "shipping", "delivering"})
+SEARCHABLE_STATUSES = FLOW_STATUSES - PASSING_STATUSES
 
 
 class TrailView(BaseModel):

@@ -122,9 +122,10 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
     async def run(self, order: OrderRequest) -> PaymentStatus:
         from_outside(order.placed_by)
         self.order = order
-        # Asked before the first command (see RefundWorkflow.run).
-        self.open_until_delivered = workflow.patched(OPEN_UNTIL_DELIVERED)
-        self.unknown_capture_awaits_reconciliation = workflow.patched(UNKNOWN_CAPTURE_AWAITS_RECONCILIATION)
+        # Which changes this flow runs with, asked once before the first command.
+        self.begin()
+        self.open_until_delivered = self.runs_with(OPEN_UNTIL_DELIVERED)
+        self.unknown_capture_awaits_reconciliation = self.runs_with(UNKNOWN_CAPTURE_AWAITS_RECONCILIATION)
         self.set_status("capturing")
         await self.send(
             self.command(

@@ -121,11 +121,11 @@ class RefundWorkflow(AwaitsReconciliation, Process):
     async def run(self, request: RefundRequest) -> RefundStatus:
         from_outside(request.requested_by)
         self.request = request
-        # Patches are asked once, before the first command: asked later, after a local
-        # activity that outlived its workflow task, a replay could see the marker too late.
-        self.intercepts_after_fraud = workflow.patched(INTERCEPT_AFTER_FRAUD)
-        self.fraud_hears_unpaid = workflow.patched(FRAUD_HEARS_UNPAID)
-        self.unknown_awaits_reconciliation = workflow.patched(UNKNOWN_AWAITS_RECONCILIATION)
+        # Which changes this flow runs with, asked once before the first command.
+        self.begin()
+        self.intercepts_after_fraud = self.runs_with(INTERCEPT_AFTER_FRAUD)
+        self.fraud_hears_unpaid = self.runs_with(FRAUD_HEARS_UNPAID)
+        self.unknown_awaits_reconciliation = self.runs_with(UNKNOWN_AWAITS_RECONCILIATION)
         self.set_status("requested")
         try:
             decided = await self.send(
@@ -147,14 +147,14 @@ class RefundWorkflow(AwaitsReconciliation, Process):
             return await self.end("rejected", reason=str(refused))
 
         if rejected := decided.first(RefundRejected):
-            workflow.upsert_search_attributes([CUSTOMER_ID.value_set(rejected.customer_id)])
+            self.show_in_search(CUSTOMER_ID, rejected.customer_id)
             await self.notify_customer(rejected.customer_id, "refund_rejected", detail=rejected.detail)
             return await self.end("rejected", reason=rejected.reason_code)
 
         approved = decided.first(RefundApproved)
         assert approved is not None, "billing answers a refund request with an approval or a rejection"
         self.amount = approved.amount
-        workflow.upsert_search_attributes([CUSTOMER_ID.value_set(approved.customer_id)])
+        self.show_in_search(CUSTOMER_ID, approved.customer_id)
 
         intercept = decided.first(ShipmentInterceptRequested)
         # Old flows stopped the parcel before fraud had looked; new ones only once the

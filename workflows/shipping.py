@@ -55,8 +55,9 @@ class ShipOrderWorkflow(Process):
     @workflow.run
     async def run(self, request: ShipmentRequest) -> TrailView:
         from_outside(request.requested_by)
+        self.begin()
         self.set_status("shipping")
-        patched = workflow.patched(BILLING_CLEARS_SHIPPING)
+        patched = self.runs_with(BILLING_CLEARS_SHIPPING)
         if patched:
             # Billing decides first whether the order may ship; shipping acts after.
             cleared = await self.send(
@@ -118,6 +119,7 @@ class ConfirmDeliveryWorkflow(Process):
     @workflow.run
     async def run(self, request: DeliveryRequest) -> TrailView:
         from_outside(request.requested_by)
+        self.begin()
         self.set_status("delivering")
         confirm = self.command(
             ConfirmDelivery,
@@ -128,7 +130,7 @@ class ConfirmDeliveryWorkflow(Process):
             order_id=request.order_id,
             delivered_at=request.delivered_at,
         )
-        if workflow.patched(DELIVERY_WAITS_FOR_SHIPMENT):
+        if self.runs_with(DELIVERY_WAITS_FOR_SHIPMENT):
             delivered = await self.confirm_once_shipped(confirm)
         else:
             delivered = await self.send(confirm, DECIDE)

@@ -221,7 +221,7 @@ bad("place-order: a customer id with a byte that is not UTF-8", argv("place-orde
 for label, text in {"an unknown decision": "maybe", "a decision in capitals": "APPROVE"}.items():
     bad(f"review: {label}", argv("review", {"decision": text}), "decision", "invalid choice")
 for label, text in {"SQL in the status": "completed' OR '1'='1", "a status in capitals": "COMPLETED",
-                    "a status no flow has": "nonsense"}.items():
+                    "a status no flow has": "nonsense", "a status passed within one step": "requested"}.items():
     bad(f"list: {label}", argv("list", {"--status": text}), "status")
 
 # Missing arguments, options without values, unknown flags and verbs.

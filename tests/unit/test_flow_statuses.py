@@ -1,5 +1,5 @@
-"""`starter.py list --status` accepts exactly the statuses the processes show: every
-status a workflow sets is in workflows.messages.FLOW_STATUSES."""
+"""Every status a workflow sets is in workflows.messages.FLOW_STATUSES; `starter.py list
+--status` accepts those a flow rests in (the passing ones never reach FlowStatus)."""
 
 from __future__ import annotations
 
