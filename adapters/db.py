@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
+import weakref
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -89,7 +92,21 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_begin(connection) -> None:  # type: ignore[no-untyped-def]
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    _writers[engine] = threading.RLock()
     return engine
+
+
+# One SQLite file has one writer at a time. Threads of one process that wait for it in
+# SQLite's busy handler sleep in steps of up to 100 ms, and the file sits idle meanwhile;
+# waiting on a lock of the process instead hands the file over the moment it is free.
+# (Processes still meet in the busy handler: scale out on PostgreSQL.)
+_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+
+def one_writer(engine: Engine) -> AbstractContextManager[object]:
+    """Hold while a transaction of this engine is open: this process's turn at a SQLite
+    file (nothing to wait for on PostgreSQL, whose row locks are per aggregate)."""
+    return _writers.get(engine) or nullcontext()
 
 
 def _switch_to_wal(cursor) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ with its result (the inbox). Either all of it lands or none of it does.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -24,7 +25,7 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from adapters import tables, tracing
+from adapters import db, tables, tracing
 from adapters.repository import (
     STATE_CONTEXT,
     DiscrepancyRepository,
@@ -106,14 +107,21 @@ class SqlUnitOfWork:
         self.aggregate_types = aggregate_types
         self.clock = clock  # stamps updated_at / recorded_at / processed_at, never a decision
         self._connection: Connection | None = None
+        self._turn: AbstractContextManager[object] = nullcontext()  # this process's turn at a SQLite file
 
     # -- transaction ---------------------------------------------------------------
     def __enter__(self) -> Self:
         if self._connection is not None:
             raise RuntimeError("this unit of work is already open")
-        self._connection = self.engine.connect()
-        self._connection.begin()
-        self._open_repositories(self._connection)
+        self._turn = db.one_writer(self.engine)
+        self._turn.__enter__()
+        try:
+            self._connection = self.engine.connect()
+            self._connection.begin()
+            self._open_repositories(self._connection)
+        except BaseException:
+            self.__exit__(None, None, None)  # the connection closed, the turn given back
+            raise
         return self
 
     def __exit__(
@@ -123,12 +131,15 @@ class SqlUnitOfWork:
         traceback: TracebackType | None,
     ) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
+        turn, self._turn = self._turn, nullcontext()
         try:
-            connection.rollback()  # whatever was not committed is dropped
+            if connection is not None:
+                try:
+                    connection.rollback()  # whatever was not committed is dropped
+                finally:
+                    connection.close()
         finally:
-            connection.close()
+            turn.__exit__(None, None, None)
 
     @property
     def connection(self) -> Connection:
