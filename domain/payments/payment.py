@@ -99,7 +99,12 @@ LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
 class Payment(AggregateRoot):
     MAX_ATTEMPTS: ClassVar[int] = 4
     # Declines that no retry will ever turn into a payment.
-    HARD_DECLINES: ClassVar[frozenset[str]] = frozenset({"card_stolen", "card_lost", "fraudulent"})
+    # Declines no new attempt may follow: Stripe's decline codes (`stolen_card`, `lost_card`,
+    # `pickup_card`: the bank asks to keep the card; `fraudulent`), and the older simulator
+    # tokens' spellings (`card_stolen`, `card_lost`).
+    HARD_DECLINES: ClassVar[frozenset[str]] = frozenset(
+        {"stolen_card", "lost_card", "pickup_card", "fraudulent", "card_stolen", "card_lost"}
+    )
     # A request still `sent` after this long has outlived every retry of its flow (a day):
     # its flow is gone or stuck, and reconciliation may ask the gateway about it.
     SENT_TOO_LONG: ClassVar[timedelta] = timedelta(hours=25)

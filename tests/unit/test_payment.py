@@ -168,7 +168,7 @@ def test_a_soft_decline_leaves_the_payment_recoverable():
     assert not payment.abandoned
 
 
-@pytest.mark.parametrize("code", ["card_stolen", "card_lost", "fraudulent"])
+@pytest.mark.parametrize("code", ["stolen_card", "lost_card", "pickup_card", "fraudulent", "card_stolen", "card_lost"])
 def test_a_hard_decline_abandons_the_payment_at_once(code):
     payment = Payment.for_order(cmd := capture_cmd())
     payment.begin_capture(cmd)

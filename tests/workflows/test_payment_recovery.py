@@ -86,6 +86,16 @@ async def test_a_hard_decline_ends_recovery_at_once(harness):
     assert kinds(harness) == ["payment_abandoned"]
 
 
+@pytest.mark.parametrize("card, code", [("pm_card_chargeDeclinedStolenCard", "stolen_card"),
+                                        ("pm_card_chargeDeclinedLostCard", "lost_card")])
+async def test_stripes_own_stolen_and_lost_card_declines_end_recovery_at_once(harness, card, code):
+    order_id, view = await place_order(harness, card=card)
+
+    assert (view["status"], view["reason"], view["attempts"]) == ("abandoned", f"hard_decline:{code}", 1)
+    assert harness.order(order_id).cancelled
+    assert kinds(harness) == ["payment_abandoned"]
+
+
 async def test_cancelling_during_recovery_stops_the_retries(harness):
     order_id, _ = await place_order(harness, card="tok_capture_declined")
     handle = handle_of(harness, order_id)
