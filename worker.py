@@ -37,6 +37,7 @@ from activities.registry import OWNER_QUEUES, activities_for
 import workflows
 from adapters import db, tracing
 from adapters.bytecode import write_bytecode
+from adapters.sandbox import SandboxRunner
 from adapters.metrics import MeasuredGateway
 from adapters.ops_server import OpsServer, database_check, temporal_check
 from adapters.stripe_gateway import StripeGateway
@@ -100,6 +101,7 @@ def build_workers(
                     client,
                     task_queue=queue,
                     workflows=WORKFLOWS,
+                    workflow_runner=SandboxRunner(),  # Temporal's sandbox, its entry code compiled once
                     activities=local,
                     activity_executor=executor,
                     max_concurrent_local_activities=executor._max_workers,

@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 import bench
 from adapters.bytecode import write_bytecode
+from adapters.sandbox import SandboxRunner
 from adapters.settings import load
 from adapters.temporal import connect
 from bench.raw_chain import RAW_ACTIVITY_QUEUE, RAW_FLOWS_QUEUE, RawChainWorkflow, noop
@@ -34,6 +35,7 @@ async def serve(threads: int) -> None:
         options = {"graceful_shutdown_timeout": timedelta(seconds=15), "activity_executor": executor}
         workers = [
             Worker(client, task_queue=RAW_FLOWS_QUEUE, workflows=[RawChainWorkflow], activities=[noop],
+                   workflow_runner=SandboxRunner(),  # like worker.py
                    max_concurrent_local_activities=threads, max_concurrent_activities=1, **options),
             Worker(client, task_queue=RAW_ACTIVITY_QUEUE, activities=[noop],
                    max_concurrent_activities=threads, **options),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from adapters.codec import data_converter
+from adapters.sandbox import SandboxRunner
 from temporalio.worker import Replayer
 
 from workflows.registry import WORKFLOWS
@@ -31,7 +32,7 @@ def test_every_workflow_has_a_recorded_history():
 @pytest.mark.parametrize("path", HISTORIES, ids=[str(p.relative_to(p.parents[1] if p.parent.name != "histories" else p.parent).with_suffix("")) for p in HISTORIES])
 async def test_recorded_history_replays_with_current_code(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter())
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(), workflow_runner=SandboxRunner())
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
