@@ -21,6 +21,7 @@ PARTS = (
     ("settleflow: domain", "/domain/"),
     ("settleflow: activities", "/activities/"),
     ("settleflow: workflows", "/workflows/"),
+    ("temporalio: workflow sandbox", "/adapters/sandbox.py"),  # SandboxRunner: the SDK's sandbox
     ("settleflow: adapters", "/adapters/"),
     ("temporalio: workflow sandbox", "temporalio/worker/workflow_sandbox"),
     ("temporalio: converter", "temporalio/converter"),
