@@ -25,3 +25,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.skipped and "postgres" in item.keywords and os.environ.get("SETTLEFLOW_REQUIRE_POSTGRES") == "1":
         report.outcome = "failed"
         report.longrepr = f"PostgreSQL test skipped although SETTLEFLOW_REQUIRE_POSTGRES=1: {report.longrepr}"
+
+
+def _chaos(item: pytest.Item) -> bool:
+    return item.get_closest_marker("chaos") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The quick chaos run goes last: its own process runs meanwhile (see below)."""
+    items.sort(key=_chaos)  # stable: everything else keeps its order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the quick chaos run (a process of its own, about 80 s) as soon as it is known
+    to be wanted, so it overlaps the rest of the suite instead of adding to it."""
+    if session.config.option.collectonly or not any(_chaos(item) for item in session.items):
+        return
+    from tests.chaos.test_quick_chaos_run import start_quick_run
+
+    start_quick_run()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    import sys
+
+    chaos = sys.modules.get("tests.chaos.test_quick_chaos_run")
+    if chaos is not None:
+        chaos.stop_quick_run()
