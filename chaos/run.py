@@ -153,6 +153,7 @@ class Chaos:
         self.redeliveries: list[asyncio.Task] = []
         self.deps = deps
         self.reconciliations = 0  # passes run to the end
+        self.reconciliation_attempts = 0  # each pass gets an id of its own, even one whose answer was lost
         self.cancelled_while_waiting = 0  # flows an "operator" cancelled while the gateway's answer was lost
 
     # -- resilient client calls ----------------------------------------------------------
@@ -348,14 +349,18 @@ class Chaos:
             await self.reconcile_once()
 
     async def reconcile_once(self) -> None:
+        # A fresh id per attempt: a pass whose answer was lost in a server restart may still
+        # be running, and starting its id again would fail (and once ended the passes for good).
+        self.reconciliation_attempts += 1
         try:
             await self.client.execute_workflow(
-                ReconciliationWorkflow.run, ReconciliationRun(), id=f"chaos-reconciliation-{self.reconciliations}",
+                ReconciliationWorkflow.run, ReconciliationRun(),
+                id=f"chaos-reconciliation-{self.reconciliation_attempts}",
                 task_queue=FLOWS_QUEUE, execution_timeout=timedelta(seconds=60),
             )
             self.reconciliations += 1
-        except (RPCError, WorkflowFailureError) as trouble:  # the server restarting: next pass
-            log(f"reconciliation pass failed: {trouble}")
+        except (RPCError, WorkflowFailureError, WorkflowAlreadyStartedError) as trouble:  # the server restarting
+            log(f"reconciliation pass failed: {type(trouble).__name__}: {trouble}")
 
     async def refund_outcome(self, handle: WorkflowHandle, card: str = "") -> dict:
         """Wait for a refund's final status. One sent to fraud review (a customer's third
