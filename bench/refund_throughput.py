@@ -50,13 +50,12 @@ from workflows.process import FLOWS_QUEUE
 from workflows.refund import RefundRequest, RefundWorkflow
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
-from bench.baseline import BASELINE_FLOWS_QUEUE, BaselineWorkflow
 from bench.profile import Profiler, summarize
 from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, shape_of
 from bench.relay import RelayBench
 from adapters.identity import signed
 
-THREADS = 16  # worker.py's default --threads; the raw and old-baseline workers get the same
+THREADS = 16  # worker.py's default --threads; the raw worker gets the same
 WARMUP = 3  # refunds / raw chains run (and not counted) before each measurement
 PREP_CONCURRENCY = 40  # orders prepared at once
 AT_REST = 20  # sequential refunds / raw chains for the latency at rest
@@ -238,18 +237,6 @@ class Bench:
 
     async def shape(self, workflow_id: str) -> str:
         return shape_of((await self.client.get_workflow_handle(workflow_id).fetch_history()).events)
-
-    # -- the old baseline (--old-baseline) -------------------------------------------------------
-    async def old_baseline(self, label: str, n: int, calls: int, workers: int) -> Run:
-        async def one() -> tuple[float, str, str]:
-            self._runs += 1
-            t0 = time.monotonic()
-            handle = await self.client.start_workflow(
-                BaselineWorkflow.run, calls, id=f"baseline-{self.tag}-{self._runs}", task_queue=BASELINE_FLOWS_QUEUE)
-            done = await handle.result()
-            return time.monotonic() - t0, "completed" if done == calls else "short", handle.id
-
-        return await self.measure(label, [one for _ in range(n)], workers)
 
 
 FOREIGN: list[str] = []  # other stacks' processes seen when ours came up
@@ -491,16 +478,6 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
             runs.append(await b.raw("raw chain, 2 workers (after)", shape, scale_n, 2))
             await relay.wait_published(timeout=300)
 
-        if args.old_baseline:
-            calls = len(shape)
-            for proc in settleflow + raw_workers:
-                stack.stop_process(proc)
-            olds = [start_helper_worker(stack, "baseline", "bench.baseline_worker")]
-            await b.old_baseline("warm-up", WARMUP, calls, 1)
-            runs.append(await b.old_baseline(f"old baseline: {calls} regular no-ops", n, calls, 1))
-            for proc in olds:
-                stack.stop_process(proc)
-
         report(runs, shape, shown, load_start)
         for line in ratio_lines(runs):
             print(line)
@@ -534,8 +511,6 @@ def main() -> None:
                         help="workflows per run with two worker processes (default: --n)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the worker.py process with py-spy during the refund run")
-    parser.add_argument("--old-baseline", action="store_true",
-                        help="also run the old baseline (the same number of calls, all regular activities)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     parser.add_argument("--server-sync", choices=["wal", "full"], default="wal",
                         help="the dev server's own SQLite file: wal (devstack's setting, default) or full "
