@@ -36,6 +36,17 @@ class FileMailbox:
             )
         )
         temporary.replace(path)  # atomic: a reader sees the whole message or none
+        self._sweep_left_behind(path)
+
+    @staticmethod
+    def _sweep_left_behind(path: Path) -> None:
+        """A writer killed between writing and renaming leaves its `<name>.<pid>.tmp`. Once
+        the message is delivered whole, those of processes no longer alive go (a live one
+        may still be writing the same message: it finishes by replacing the same file)."""
+        for stale in path.parent.glob(f"{path.stem}.*.tmp"):
+            pid = stale.suffixes[-2].lstrip(".") if len(stale.suffixes) >= 2 else ""
+            if pid.isdigit() and not _alive(int(pid)):
+                stale.unlink(missing_ok=True)
 
     def messages(self, recipient: str | None = None) -> list[dict]:
         found = [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]
@@ -44,3 +55,13 @@ class FileMailbox:
     def _path_for(self, notification_id: str) -> Path:
         # Ids carry arbitrary text (customer ids, refund ids): hash them into a safe name.
         return self.folder / f"{hashlib.sha256(notification_id.encode()).hexdigest()[:32]}.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

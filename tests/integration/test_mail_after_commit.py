@@ -4,6 +4,7 @@ the retry of the same command, which finds the stored outcome and delivers it ag
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -69,4 +70,34 @@ def test_a_message_committed_but_not_delivered_is_delivered_by_the_retry_once(en
     assert [type(e).__name__ for e in retried.events] == ["MessageSent"] == [type(e).__name__ for e in again.events]
     [message] = mailbox.messages("customer:c-1")
     assert message["title"] == "Your refund is on its way"
+    assert notification_rows(engine) == 1
+
+
+def dead_pid() -> int:
+    """A process id that no longer runs: a child that has exited and been reaped."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_writer_killed_before_its_rename_leaves_nothing_once_the_retry_delivers(engine, tmp_path):
+    mailbox = FileMailbox(tmp_path / "mailbox")
+    activities = NotificationsActivities(lambda: SqlUnitOfWork(engine, default_aggregate_types()), mailbox)
+    activities.notify_customer(notify())
+    [delivered] = list((tmp_path / "mailbox").glob("*.json"))
+    # What a worker SIGKILLed between writing and renaming leaves behind, and what a live
+    # process writing the same message at this moment has on disk.
+    killed = delivered.with_suffix(f".{dead_pid()}.tmp")
+    killed.write_text('{"notification_id": "half')
+    writing = delivered.with_suffix(f".{os.getppid()}.tmp")
+    writing.write_text('{"notification_id": "half')
+
+    activities.notify_customer(notify())  # the retry of the same command delivers it again
+
+    assert not killed.exists()
+    assert writing.exists()  # still being written by a live process: left to it
+    assert [m["title"] for m in mailbox.messages("customer:c-1")] == ["Your refund is on its way"]
     assert notification_rows(engine) == 1
