@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from workflows.messages import FLOW_STATUSES
+from workflows.messages import FLOW_STATUSES, PASSING_STATUSES, SEARCHABLE_STATUSES
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
@@ -23,7 +23,14 @@ def statuses_set_in(source: str) -> set[str]:
     return found
 
 
-def test_every_status_a_workflow_sets_is_one_the_command_line_accepts():
+def test_every_status_a_workflow_sets_is_a_known_flow_status():
     shown = set().union(*(statuses_set_in(path.read_text()) for path in WORKFLOWS.glob("*.py")))
     assert shown, "no statuses found: has the way workflows set their status changed?"
     assert shown <= FLOW_STATUSES, f"add to FLOW_STATUSES: {sorted(shown - FLOW_STATUSES)}"
+
+
+def test_the_command_line_searches_only_statuses_a_flow_rests_in():
+    assert PASSING_STATUSES <= FLOW_STATUSES
+    assert SEARCHABLE_STATUSES == FLOW_STATUSES - PASSING_STATUSES
+    assert {"under_review", "sending", "awaiting_reconciliation", "completed"} <= SEARCHABLE_STATUSES
+    assert "requested" not in SEARCHABLE_STATUSES
