@@ -52,8 +52,8 @@ def py_spy() -> str:
 class Profiler:
     """`with Profiler(pids, folder):` samples those processes for the block's duration."""
 
-    def __init__(self, pids: list[int], folder: Path, rate: int = 250) -> None:
-        self.outputs = [folder / f"worker-{pid}.txt" for pid in pids]
+    def __init__(self, pids: list[int], folder: Path, rate: int = 250, name: str = "worker") -> None:
+        self.outputs = [folder / f"{name}-{pid}.txt" for pid in pids]
         self.pids = pids
         self.rate = rate
         self.procs: list[subprocess.Popen] = []

@@ -465,7 +465,9 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         runs.append(await b.refunds("refunds, 1 worker", take(n), 1, profiler=profiler))
         await relay.wait_published(timeout=300)
         relay_lag = relay.lag_since(since)
-        runs.append(await b.raw("raw chain, 1 worker (after)", shape, n, 1))
+        # The raw worker profiled too: what the SDK costs a bare chain of the same shape.
+        raw_profiler = Profiler([p.pid for p in raw_workers], base, name="raw") if args.profile else None
+        runs.append(await b.raw("raw chain, 1 worker (after)", shape, n, 1, profiler=raw_profiler))
 
         if two:
             settleflow.append(stack.start_worker())
@@ -492,6 +494,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         if profiler:
             print("\nrun profiled: refunds, 1 worker (py-spy, so its figures above are a little lower)")
             print("\n".join(summarize(profiler.stacks())))
+            print("\nrun profiled: raw chain, 1 worker (after): the same-shape raw chain's worker")
+            print("\n".join(summarize(raw_profiler.stacks())))
         print(f"command: {' '.join(['python -m bench.refund_throughput', *sys.argv[1:]])}")
         log(f"whole run: {time.monotonic() - t_all:.0f} s")
         b.engine.dispose()
