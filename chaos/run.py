@@ -47,6 +47,7 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError  # noqa: E402
 
 from adapters import db  # noqa: E402
+from adapters.mailbox import FileMailbox  # noqa: E402
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types  # noqa: E402
 from simulators.control import configure, read_ledger  # noqa: E402
 from adapters.inspection import outbox_rows  # noqa: E402
@@ -610,7 +611,7 @@ def run_checks(chaos: Chaos, finals: dict[str, tuple[str, str]]) -> list[tuple[s
         expected = hashlib.sha256(message["notification_id"].encode()).hexdigest()[:32]
         if path.stem != expected:
             bad.append(f"{path.name}: named for another notification than {message['notification_id']}")
-    stray = list(folder.glob("*.tmp"))
+    stray = FileMailbox(folder).half_written()
     bad += [f"half-written mailbox file {p.name}" for p in stray]
     row_ids = {r["id"] for r in rows}
     file_ids = set(per_id)

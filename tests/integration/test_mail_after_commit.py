@@ -90,14 +90,15 @@ def test_a_writer_killed_before_its_rename_leaves_nothing_once_the_retry_deliver
     [delivered] = list((tmp_path / "mailbox").glob("*.json"))
     # What a worker SIGKILLed between writing and renaming leaves behind, and what a live
     # process writing the same message at this moment has on disk.
-    killed = delivered.with_suffix(f".{dead_pid()}.tmp")
+    killed = mailbox.writing / f"{delivered.stem}.{dead_pid()}.tmp"
     killed.write_text('{"notification_id": "half')
-    writing = delivered.with_suffix(f".{os.getppid()}.tmp")
+    writing = mailbox.writing / f"{delivered.stem}.{os.getppid()}.tmp"
     writing.write_text('{"notification_id": "half')
 
     activities.notify_customer(notify())  # the retry of the same command delivers it again
 
     assert not killed.exists()
     assert writing.exists()  # still being written by a live process: left to it
+    assert mailbox.half_written() == [writing]
     assert [m["title"] for m in mailbox.messages("customer:c-1")] == ["Your refund is on its way"]
     assert notification_rows(engine) == 1
