@@ -13,6 +13,7 @@ decodes (48 times per refund) and enters the sandbox each time — swapping `sys
 instance's own state (its id, and which pending activity or child a command is). No
 workflow code runs for it, nothing is imported, no clock is read: the answer is the same
 object either way, and the sandbox still guards every activation.
+
 It reaches into the SDK's (private) sandbox instance, so it is tied to the pinned
 temporalio version: `tests/workflows/test_sandbox_runner.py` checks both still fit.
 """
