@@ -1,7 +1,10 @@
 """The payments port (activities/ports.py `PaymentGateway`) on Stripe, through the official SDK.
 
-    capture       a PaymentIntent created and confirmed for the order's amount (automatic capture)
-    refund        a Refund against that PaymentIntent
+    capture       a PaymentIntent created and confirmed for the order's amount (automatic capture);
+                  the answer carries the currency Stripe charged in, which payments keeps
+    refund        a Refund against that PaymentIntent, refused before any call when it is not
+                  in that currency (one request; the PaymentIntent is read first only for a
+                  capture recorded before payments kept its currency)
     find_capture  the PaymentIntent whose metadata attempt_id is the business id (search)
     find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
     settlements   the day's balance transactions of type charge and refund
@@ -158,20 +161,24 @@ class StripeGateway:
         return _capture_answer(_plain(intent), key)
 
     def refund(self, request: RefundRequest) -> GatewayAnswer:
-        # Read the payment first: a refund crosses in the payment's currency, so a request in
-        # another currency would move a wrong amount. The read moves nothing.
+        # A refund crosses in the payment's currency, so a request in another currency would
+        # move a wrong amount: it is refused before anything moves. The payment's currency is
+        # the one Stripe confirmed at capture (payments keeps it); for a capture recorded
+        # before payments kept it, the PaymentIntent is read first (the read moves nothing).
         key = stripe_business_id(request.idempotency_key)
-        intent = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(request.charge)))
-        if intent["currency"].upper() != request.amount.currency:
+        currency, order_id = request.charge_currency, request.order_id
+        if not currency:
+            intent = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(request.charge)))
+            currency, order_id = intent["currency"].upper(), (intent.get("metadata") or {}).get(ORDER_ID, "")
+        if currency != request.amount.currency:
             raise GatewayRefusedRequest(
                 f"refund {request.idempotency_key} is in {request.amount.currency}, "
-                f"payment {request.charge} in {intent['currency'].upper()}")
+                f"payment {request.charge} in {currency}")
         params = {
             "payment_intent": request.charge,
             "amount": to_stripe_amount(request.amount),
             "reason": "requested_by_customer",
-            "metadata": {REFUND_ID: key,
-                         ORDER_ID: (intent.get("metadata") or {}).get(ORDER_ID, "")},
+            "metadata": {REFUND_ID: key, ORDER_ID: order_id},
         }
         try:
             refund = _ask(lambda: self._client.v1.refunds.create(params, {"idempotency_key": key}))
@@ -196,7 +203,7 @@ class StripeGateway:
             return NotFound()
         succeeded = [i for i in intents if i["status"] in ("succeeded", "requires_capture")]
         if succeeded:
-            return Accepted(succeeded[0]["id"])
+            return _captured(succeeded[0])
         if any(i["status"] == "processing" for i in intents):
             raise GatewayUnavailable(f"capture {key} is still processing at Stripe")
         return _capture_answer(intents[0], key)
@@ -285,10 +292,15 @@ def _ask(call: Callable[[], T]) -> T:
         raise GatewayUnavailable(f"Stripe answered {trouble.http_status}: {_message(trouble)}") from trouble
 
 
+def _captured(intent: dict[str, Any]) -> Accepted:
+    """A capture Stripe made: the PaymentIntent, and the currency it charged in."""
+    return Accepted(intent["id"], currency=intent["currency"].upper())
+
+
 def _capture_answer(intent: dict[str, Any], key: str) -> GatewayAnswer:
     status = intent["status"]
     if status in ("succeeded", "requires_capture"):
-        return Accepted(intent["id"])
+        return _captured(intent)
     if status == "requires_payment_method":
         error = intent.get("last_payment_error") or {}
         return Declined(error.get("decline_code") or error.get("code") or "card_declined")

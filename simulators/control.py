@@ -26,6 +26,13 @@ def read_ledger(base_url: str) -> dict[str, list[dict[str, Any]]]:
     return response.json()
 
 
+def read_calls(base_url: str) -> list[str]:
+    """The API requests the simulator served (its last 10,000), oldest first: "GET /v1/refunds"."""
+    response = httpx.get(base_url.rstrip("/") + "/_sim/calls", timeout=_CONTROL_TIMEOUT)
+    response.raise_for_status()
+    return response.json()["calls"]
+
+
 def reset(base_url: str) -> None:
     """Empty the simulated account and forget all idempotency keys (the knobs stay)."""
     httpx.post(base_url.rstrip("/") + "/_sim/reset", timeout=_CONTROL_TIMEOUT).raise_for_status()

@@ -14,7 +14,8 @@ Stripe's API (form-encoded bodies, `Authorization: Bearer <key>`, Stripe's JSON 
     GET  /v1/balance_transactions         created[gte|gt|lte|lt], type, limit, starting_after,
                                           expand[]=data.source
 Test control (no key needed; not Stripe's): GET /health, GET|POST /_sim/config,
-POST /_sim/reset, GET /_sim/ledger (every capture and refund that moved money, in order).
+POST /_sim/reset, GET /_sim/ledger (every capture and refund that moved money, in order),
+GET /_sim/calls (the last 10,000 API requests served, "METHOD /v1/path", oldest first).
 
 Errors are Stripe's bodies, {"error": {"type", "code", "decline_code", "message", "param"}}:
 402 card_error (declines), 400 invalid_request_error (bad parameters, idempotency_error for a
@@ -79,6 +80,7 @@ import re
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any, NoReturn
@@ -91,6 +93,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 DEFAULT_API_KEY = "sk_test_simulator"
+CALLS_KEPT = 10_000  # API requests /_sim/calls remembers
 
 # Stripe's currency rules for amounts in minor units (https://docs.stripe.com/currencies).
 ZERO_DECIMAL = frozenset(
@@ -300,6 +303,7 @@ class Simulator:
             self._transactions: dict[str, dict[str, Any]] = {}  # balance transactions, in creation order
             self._keys: dict[str, _KeyRecord] = {}
             self._last_created = 0
+            self.calls: deque[str] = deque(maxlen=CALLS_KEPT)  # "METHOD /v1/path" of each API request
 
     def configure(self, changes: dict[str, Any]) -> None:
         with self._lock:
@@ -549,6 +553,7 @@ def create_app(config: SimConfig) -> Starlette:
 
     async def stripe_call(request: Request) -> JSONResponse | None:
         """Latency, then the API key: None when the call may go on, else the 401."""
+        sim.calls.append(f"{request.method} {request.url.path}")
         if sim.config.latency_ms > 0:
             await asyncio.sleep(sim.config.latency_ms / 1000)
         if request.headers.get("Authorization", "") != f"Bearer {sim.config.api_key}":
@@ -640,6 +645,9 @@ def create_app(config: SimConfig) -> Starlette:
     async def ledger(request: Request) -> JSONResponse:
         return answer(200, sim.ledger())
 
+    async def calls(request: Request) -> JSONResponse:
+        return answer(200, {"calls": list(sim.calls)})
+
     async def health(request: Request) -> JSONResponse:
         return answer(200, {"status": "ok"})
 
@@ -676,6 +684,7 @@ def create_app(config: SimConfig) -> Starlette:
         Route("/v1/balance_transactions", list_transactions, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/_sim/ledger", ledger, methods=["GET"]),
+        Route("/_sim/calls", calls, methods=["GET"]),
         Route("/_sim/config", get_config, methods=["GET"]),
         Route("/_sim/config", set_config, methods=["POST"]),
         Route("/_sim/reset", reset, methods=["POST"]),

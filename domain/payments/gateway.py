@@ -28,11 +28,17 @@ class RefundRequest:
     charge: str  # the gateway's capture reference
     amount: Money
     reference: str
+    order_id: str = ""  # whose payment it is (the gateway keeps it beside the refund)
+    # The currency the gateway confirmed for the charge when it captured it. A refund in any
+    # other currency is refused before anything moves; "" (a capture recorded before payments
+    # kept it) makes the gateway adapter read the charge's currency first.
+    charge_currency: str = ""
 
 
 @dataclass(frozen=True)
 class Accepted:
     reference: str  # the gateway's id for the capture or refund
+    currency: str = ""  # the currency the gateway says the money moved in ("" if it did not say)
 
 
 @dataclass(frozen=True)

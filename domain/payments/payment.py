@@ -64,6 +64,7 @@ class CaptureAttempt(BaseModel):
     status: AttemptStatus = AttemptStatus.SENT
     decline_code: str = ""
     gateway_reference: str = ""
+    gateway_currency: str = ""  # the currency the gateway confirmed it charged in ("": not kept then)
     sent_at: datetime | None = None  # when payments decided to ask (None: recorded before this was kept)
 
 
@@ -221,6 +222,7 @@ class Payment(AggregateRoot):
     def _capture_answered(self, command: PaymentsCommandLike, attempt: CaptureAttempt, answer: GatewayAnswer) -> None:
         if isinstance(answer, Accepted):
             attempt.status, attempt.gateway_reference = AttemptStatus.CAPTURED, answer.reference
+            attempt.gateway_currency = answer.currency
             self.record(
                 command,
                 PaymentCaptured(
@@ -320,11 +322,17 @@ class Payment(AggregateRoot):
             self.record(command, GatewayRefundRequested(order_id=self.id, refund_id=refund.refund_id, amount=refund.amount))
         elif refund.status is not GatewayRefundStatus.SENT:
             raise InvalidCommand("refund_already_answered", f"refund {command.refund_id} is already {refund.status.value}")
+        return self._refund_request(refund)
+
+    def _refund_request(self, refund: GatewayRefund) -> RefundRequest:
+        assert self.capture is not None
         return RefundRequest(
             idempotency_key=refund.refund_id,
             charge=self.capture.gateway_reference,
             amount=refund.amount,
             reference=refund.refund_id,
+            order_id=self.id,
+            charge_currency=self.capture.gateway_currency,
         )
 
     def record_refund_answer(self, command: SendRefundToGateway, answer: GatewayAnswer) -> None:
@@ -360,13 +368,7 @@ class Payment(AggregateRoot):
         if refund is None:
             raise InvalidCommand("no_such_refund", f"order {self.id} has no gateway refund {command.refund_id}")
         self._may_reconcile(refund.status, refund.sent_at, command, f"refund {refund.refund_id}")
-        assert self.capture is not None
-        return RefundRequest(
-            idempotency_key=refund.refund_id,
-            charge=self.capture.gateway_reference,
-            amount=refund.amount,
-            reference=refund.refund_id,
-        )
+        return self._refund_request(refund)
 
     def reconcile_refund(self, command: ReconcileGatewayRefund, answer: LookupAnswer) -> None:
         """What the gateway's look-up means: settled, declined, or confirmed never paid."""

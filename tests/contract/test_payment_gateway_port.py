@@ -8,6 +8,7 @@ Cards used are Stripe's documented test cards, which the simulator knows too.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -111,9 +112,21 @@ def test_a_refund_above_what_remains_is_refused_and_moves_no_money(provider: Pro
     assert isinstance(provider.gateway.refund(refund_request(provider, payment, "40.00")), Accepted)
 
 
-def test_a_refund_in_another_currency_than_the_payment_is_refused_before_anything_moves(provider: Provider):
-    payment = captured(provider, capture_request(provider, "100.00", "EUR"))
-    in_dollars = refund_request(provider, payment, "10.00", "USD")
+@pytest.mark.parametrize("currency", ["EUR", "JPY"])
+def test_a_capture_answer_carries_the_currency_the_provider_charged_in(provider: Provider, currency: str):
+    answer = provider.gateway.capture(capture_request(provider, "5000", currency))
+
+    assert isinstance(answer, Accepted) and answer.currency == currency
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["currency kept at capture", "capture recorded before"])
+def test_a_refund_in_another_currency_than_the_payment_is_refused_before_anything_moves(provider: Provider,
+                                                                                       kept: bool):
+    answer = provider.gateway.capture(capture_request(provider, "100.00", "EUR"))
+    assert isinstance(answer, Accepted)
+    in_dollars = refund_request(provider, answer.reference, "10.00", "USD")
+    if kept:  # payments asks with the currency the capture's answer carried
+        in_dollars = replace(in_dollars, charge_currency=answer.currency)
 
     with pytest.raises(GatewayRefusedRequest, match="USD"):
         provider.gateway.refund(in_dollars)
@@ -140,7 +153,7 @@ def test_look_ups_find_what_moved_and_say_so_when_nothing_did(provider: Provider
     accepted_refund = provider.gateway.refund(refund)
 
     assert provider.eventually(lambda: provider.gateway.find_capture(request),
-                               lambda a: a != NotFound()) == Accepted(payment)
+                               lambda a: a != NotFound()) == Accepted(payment, "EUR")
     assert provider.gateway.find_refund(refund) == accepted_refund
     assert provider.gateway.find_capture(capture_request(provider)) == NotFound()
     assert provider.gateway.find_refund(refund_request(provider, payment, "2.00")) == NotFound()

@@ -31,7 +31,7 @@ from domain.payments.gateway import (
     RefundRequest,
 )
 from domain.shared.money import Money
-from simulators.control import configure, read_ledger, reset
+from simulators.control import configure, read_calls, read_ledger, reset
 from tests.gateway_process import free_port, gateway_simulator
 
 HANG_SECONDS = 1.0
@@ -264,6 +264,32 @@ def test_other_cards_succeed_like_visa(gateway: StripeGateway, token: str):
     assert isinstance(gateway.capture(capture_of(token)), Accepted)
 
 
+def test_a_refund_of_a_payment_whose_currency_stripe_confirmed_is_one_request(gateway: StripeGateway, base_url: str):
+    captured = gateway.capture(capture_of(amount="50.00"))
+    assert isinstance(captured, Accepted) and captured.currency == "EUR"
+    before = len(read_calls(base_url))
+    request = RefundRequest(_key(), captured.reference, Money.of("20.00", "EUR"), "r-1",
+                            order_id="order-1", charge_currency=captured.currency)
+
+    assert isinstance(gateway.refund(request), Accepted)
+
+    assert read_calls(base_url)[before:] == ["POST /v1/refunds"]
+    [refund] = read_ledger(base_url)["refunds"]
+    assert (refund["amount"], refund["metadata"]["order_id"]) == ("20.00", "order-1")
+
+
+def test_a_refund_of_a_capture_recorded_before_its_currency_was_kept_reads_the_payment_first(
+        gateway: StripeGateway, base_url: str):
+    payment = paid(gateway, amount="50.00")
+    before = len(read_calls(base_url))
+
+    assert isinstance(gateway.refund(refund_of(payment, "20.00")), Accepted)
+
+    assert read_calls(base_url)[before:] == [f"GET /v1/payment_intents/{payment}", "POST /v1/refunds"]
+    [refund] = read_ledger(base_url)["refunds"]
+    assert refund["metadata"]["order_id"] == "order-1"  # from the payment's own metadata
+
+
 def test_a_refund_declined_card_fails_the_refund_and_moves_no_money(gateway: StripeGateway, base_url: str):
     payment = paid(gateway, "tok_refund_declined")
     request = refund_of(payment, "20.00")
@@ -293,7 +319,7 @@ def test_a_timeout_after_the_charge_then_a_retry_returns_the_same_payment(impati
     charged = read_ledger(base_url)["captures"]
     assert len(charged) == 1  # the card was charged although the client stopped waiting
 
-    assert impatient.capture(request) == Accepted(charged[0]["id"])  # the stored answer, at once
+    assert impatient.capture(request) == Accepted(charged[0]["id"], "EUR")  # the stored answer, at once
     assert len(read_ledger(base_url)["captures"]) == 1
 
 
@@ -370,7 +396,7 @@ def test_a_capture_whose_answer_is_lost_charged_once_and_a_look_up_finds_it(
             client.capture(request)
 
     [charged] = read_ledger(base_url)["captures"]
-    assert gateway.find_capture(request) == Accepted(charged["id"])
+    assert gateway.find_capture(request) == Accepted(charged["id"], "EUR")
 
 
 def test_a_capture_that_never_arrives_charges_nothing_and_a_look_up_finds_nothing(

@@ -317,11 +317,32 @@ def test_a_refund_needs_a_capture_not_just_a_declined_attempt():
 def test_beginning_a_refund_asks_the_gateway_to_refund_the_capture_with_the_refund_id_as_key():
     payment = captured_payment()
     request = payment.begin_refund(refund_cmd("r-1", "30.00"))
-    assert request == RefundRequest(idempotency_key="r-1", charge=CHARGE, amount=eur("30"), reference="r-1")
+    assert request == RefundRequest(idempotency_key="r-1", charge=CHARGE, amount=eur("30"), reference="r-1",
+                                    order_id=ORDER_ID)
     [requested] = payment.pending_events
     assert isinstance(requested, GatewayRefundRequested)
     assert requested.refund_id == "r-1" and requested.amount == eur("30")
     assert payment.refunds["r-1"].status is GatewayRefundStatus.SENT
+
+
+def test_a_refund_is_asked_in_the_currency_the_gateway_confirmed_at_capture():
+    payment = new_payment()
+    cmd = capture_cmd()
+    payment.begin_capture(cmd)
+    payment.record_capture_answer(cmd, Accepted(CHARGE, currency="EUR"))
+
+    assert payment.capture is not None and payment.capture.gateway_currency == "EUR"
+    assert payment.begin_refund(refund_cmd("r-1", "30.00")).charge_currency == "EUR"
+
+
+def test_a_capture_recorded_before_payments_kept_the_gateways_currency_still_loads_and_refunds():
+    stored = captured_payment().model_dump(mode="json")
+    for attempt in stored["attempts"]:
+        del attempt["gateway_currency"]  # a state document written before the field existed
+
+    payment = Payment.model_validate(stored)
+
+    assert payment.begin_refund(refund_cmd("r-1", "30.00")).charge_currency == ""  # the adapter reads the charge
 
 
 def test_a_refund_of_everything_captured_may_be_sent():
