@@ -55,10 +55,17 @@ class FileMailbox:
         """A writer killed between writing and renaming leaves its `.writing/<name>.<pid>.tmp`.
         Once the message is delivered whole, those of processes no longer alive go (a live one
         may still be writing the same message: it finishes by replacing the same file)."""
-        for stale in self.writing.glob(f"{path.stem}.*.tmp"):
-            pid = stale.suffixes[-2].lstrip(".") if len(stale.suffixes) >= 2 else ""
-            if pid.isdigit() and not _alive(int(pid)):
-                stale.unlink(missing_ok=True)
+        # os.scandir and plain string tests: pathlib's glob compiled its pattern anew on
+        # every delivery, most of the sweep's cost.
+        prefix = f"{path.stem}."
+        with os.scandir(self.writing) as entries:
+            for entry in entries:
+                name = entry.name
+                if not (name.startswith(prefix) and name.endswith(".tmp")):
+                    continue
+                pid = name[len(prefix):-len(".tmp")]
+                if pid.isdigit() and not _alive(int(pid)):
+                    Path(entry.path).unlink(missing_ok=True)
 
     def messages(self, recipient: str | None = None) -> list[dict]:
         found = [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]

@@ -602,14 +602,15 @@ def test_an_unavailable_gateway_is_retried_with_the_same_idempotency_key(service
 
 
 def test_payments_activities_send_a_refund_against_the_capture(service):
-    gateway = FakeGateway(answers=[Accepted("ch_1"), Accepted("re_1")])
+    gateway = FakeGateway(answers=[Accepted("ch_1", "EUR"), Accepted("re_1")])
     payments = PaymentsActivities(service.uow, gateway)
     payments.capture_payment(capture())
     send = command(SendRefundToGateway, order_id=ORDER_ID, refund_id="r-1", amount=eur("30"))
     outcome = payments.send_refund_to_gateway(send)
     assert names(outcome.events) == ["GatewayRefundSettled"]  # the request itself was saved by `prepare`
     assert names(service.db.outbox)[-2:] == ["GatewayRefundRequested", "GatewayRefundSettled"]
-    assert gateway.refunds == [RefundRequest(idempotency_key="r-1", charge="ch_1", amount=eur("30"), reference="r-1")]
+    assert gateway.refunds == [RefundRequest(idempotency_key="r-1", charge="ch_1", amount=eur("30"), reference="r-1",
+                                             order_id=ORDER_ID, charge_currency="EUR")]
     assert payments.send_refund_to_gateway(send) == outcome
     assert len(gateway.refunds) == 1
 
@@ -908,6 +909,30 @@ def test_the_guard_proves_the_actor_by_the_token_and_hands_the_owner_the_command
     with pytest.raises(NotAuthorized, match="may not act from outside"):  # no token ever acts as system
         authorize(cancel(Actor.system("x"), None).model_copy(
             update={"actor": CUSTOMER, "credential": mint(load_trust(), "system", CUSTOMER.id, now=T0)}))
+
+
+def test_the_guard_reads_the_trust_settings_once_and_again_when_the_environment_changes(monkeypatch, tmp_path):
+    """Every command from outside is verified: the settings it is verified against are built once,
+    not per command, yet a changed variable (another issuer, other keys) is the next command's rule."""
+    from adapters.identity import load_trust, mint
+    from domain.billing.commands import CancelOrder
+
+    assert load_trust() is load_trust()
+    token = token_for(CUSTOMER)
+    command_ = CancelOrder(command_id="c-1", actor=CUSTOMER, credential=token, issued_at=T0, order_id=ORDER_ID,
+                           reason="moved")
+    assert authorize(command_).actor == CUSTOMER
+
+    monkeypatch.setenv("SETTLEFLOW_TOKEN_ISSUER", "another-issuer")
+    assert load_trust().token_issuer == "another-issuer"
+    with pytest.raises(NotAuthorized) as refused:
+        authorize(command_)  # the token's issuer is no longer the configured one
+    assert refused.value.code == "wrong_issuer"
+    assert authorize(command_.model_copy(update={"credential": mint(load_trust(), "customer", CUSTOMER.id,
+                                                                     now=T0)})).actor == CUSTOMER
+
+    monkeypatch.delenv("SETTLEFLOW_TOKEN_ISSUER")
+    assert authorize(command_).actor == CUSTOMER
 
 
 def _tampered(token: str) -> str:
