@@ -32,17 +32,16 @@ class Message(BaseModel):
     def _times_carry_a_zone(self) -> Message:
         # A time without a zone cannot be compared with one that has it; refuse it
         # at the door rather than crash an owner's decision later.
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, datetime) and value.tzinfo is None:
-                raise ValueError(f"{name} must carry a time zone")
-            # Text is stored verbatim, but no database stores a NUL character (nor a lone
-            # surrogate): every text field, typed or not, is held to `storable`.
+        for name, value in self.__dict__.items():  # the fields' values (a frozen model has no others)
             if isinstance(value, str):
+                # Text is stored verbatim, but no database stores a NUL character (nor a lone
+                # surrogate): every text field, typed or not, is held to `storable`.
                 try:
                     storable(value)
                 except ValueError as bad:
                     raise ValueError(f"{name} {bad}") from None
+            elif isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError(f"{name} must carry a time zone")
         return self
 
 
