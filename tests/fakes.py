@@ -289,7 +289,8 @@ class FakeGateway:
             self.moved[key] = line
             if "answer_lost" in scenario:
                 raise GatewayUnavailable("the answer was lost")
-            return Accepted(reference=line.reference)
+            # A capture's answer says which currency was charged, as Stripe's does.
+            return Accepted(reference=line.reference, currency=amount.currency if kind == "capture" else "")
 
     def _order_of_charge(self, charge: str) -> str:
         return next((l.order_id for l in self.moved.values() if l.reference == charge), charge)
@@ -306,7 +307,8 @@ class FakeGateway:
             if not self.reachable:
                 raise GatewayUnavailable("the gateway is down")
             if key in self.moved:
-                return Accepted(reference=self.moved[key].reference)
+                line = self.moved[key]
+                return Accepted(reference=line.reference, currency=line.amount.currency if line.kind == "capture" else "")
             if key in self.declined:
                 return Declined(code=self.declined[key])
             return NoSuchPayment()
