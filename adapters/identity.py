@@ -42,7 +42,8 @@ DEV_TOKEN_LIFETIME = timedelta(minutes=15)
 class TrustSettings(BaseSettings):
     """Identity and payload-encryption settings (README "Security")."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # Frozen: load_trust() hands every caller the same instance.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
     # Public keys that verify tokens: a JWKS file (.json) or PEM public keys, comma-separated
     # paths. Unset: the dev issuer under `dev_dir` is the configured one (local use only).
@@ -62,8 +63,13 @@ class TrustSettings(BaseSettings):
         return not self.token_keys
 
 
-# The environment variables TrustSettings reads (its fields' aliases).
-TRUST_VARIABLES = tuple(str(field.validation_alias) for field in TrustSettings.model_fields.values())
+# The environment variables TrustSettings reads, upper-cased: pydantic-settings matches names
+# regardless of case, by each field's alias and (populate_by_name) by the field's own name.
+TRUST_VARIABLES = frozenset(
+    name.upper()
+    for field_name, field in TrustSettings.model_fields.items()
+    for name in (str(field.validation_alias), field_name)
+)
 
 
 def load_trust() -> TrustSettings:
@@ -73,12 +79,13 @@ def load_trust() -> TrustSettings:
     return _trust_from(_trust_environment())
 
 
-def _trust_environment() -> tuple[str | None, ...]:
-    return tuple(os.environ.get(name) for name in TRUST_VARIABLES)
+def _trust_environment() -> tuple[tuple[str, str], ...]:
+    """Every environment variable TrustSettings would read, with its value."""
+    return tuple(sorted((name, value) for name, value in os.environ.items() if name.upper() in TRUST_VARIABLES))
 
 
 @lru_cache(maxsize=8)
-def _trust_from(_environment: tuple[str | None, ...]) -> TrustSettings:
+def _trust_from(_environment: tuple[tuple[str, str], ...]) -> TrustSettings:
     return TrustSettings()
 
 
@@ -215,7 +222,7 @@ def verifier(settings: TrustSettings | None = None) -> Verifier:
 
 
 @lru_cache(maxsize=8)
-def _environment_verifier(environment: tuple[str | None, ...]) -> Verifier:
+def _environment_verifier(environment: tuple[tuple[str, str], ...]) -> Verifier:
     return _verifier(_trust_from(environment).model_dump_json())
 
 

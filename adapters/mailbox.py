@@ -64,7 +64,7 @@ class FileMailbox:
                 if not (name.startswith(prefix) and name.endswith(".tmp")):
                     continue
                 pid = name[len(prefix):-len(".tmp")]
-                if pid.isdigit() and not _alive(int(pid)):
+                if pid.isascii() and pid.isdigit() and not _alive(int(pid)):
                     Path(entry.path).unlink(missing_ok=True)
 
     def messages(self, recipient: str | None = None) -> list[dict]:

@@ -269,13 +269,13 @@ def test_a_refund_of_a_payment_whose_currency_stripe_confirmed_is_one_request(ga
     assert isinstance(captured, Accepted) and captured.currency == "EUR"
     before = len(read_calls(base_url))
     request = RefundRequest(_key(), captured.reference, Money.of("20.00", "EUR"), "r-1",
-                            order_id="order-1", charge_currency=captured.currency)
+                            order_id="order-of-the-request", charge_currency=captured.currency)
 
     assert isinstance(gateway.refund(request), Accepted)
 
     assert read_calls(base_url)[before:] == ["POST /v1/refunds"]
     [refund] = read_ledger(base_url)["refunds"]
-    assert (refund["amount"], refund["metadata"]["order_id"]) == ("20.00", "order-1")
+    assert (refund["amount"], refund["metadata"]["order_id"]) == ("20.00", "order-of-the-request")
 
 
 def test_a_refund_of_a_capture_recorded_before_its_currency_was_kept_reads_the_payment_first(

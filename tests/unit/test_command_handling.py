@@ -911,7 +911,7 @@ def test_the_guard_proves_the_actor_by_the_token_and_hands_the_owner_the_command
             update={"actor": CUSTOMER, "credential": mint(load_trust(), "system", CUSTOMER.id, now=T0)}))
 
 
-def test_the_guard_reads_the_trust_settings_once_and_again_when_the_environment_changes(monkeypatch, tmp_path):
+def test_the_guard_reads_the_trust_settings_once_and_again_when_the_environment_changes(monkeypatch):
     """Every command from outside is verified: the settings it is verified against are built once,
     not per command, yet a changed variable (another issuer, other keys) is the next command's rule."""
     from adapters.identity import load_trust, mint
@@ -933,6 +933,12 @@ def test_the_guard_reads_the_trust_settings_once_and_again_when_the_environment_
 
     monkeypatch.delenv("SETTLEFLOW_TOKEN_ISSUER")
     assert authorize(command_).actor == CUSTOMER
+
+    # The settings read a variable whatever its case, so the same goes for noticing its change.
+    monkeypatch.setenv("settleflow_token_issuer", "another-issuer")
+    assert load_trust().token_issuer == "another-issuer"
+    monkeypatch.delenv("settleflow_token_issuer")
+    assert load_trust().token_issuer == "settleflow-dev"
 
 
 def _tampered(token: str) -> str:

@@ -171,9 +171,10 @@ def test_a_capture_reconciliation_finds_made_is_captured():
     payment, attempt_id = attempt_sent()
     payment.mark_capture_unknown(mark_capture(attempt_id))
     payment.clear_events()
-    payment.reconcile_capture(reconcile_capture(attempt_id), Accepted("ch_9"))
+    payment.reconcile_capture(reconcile_capture(attempt_id), Accepted("ch_9", currency="EUR"))
     assert names(payment.pending_events) == ["PaymentCaptured"]
     assert payment.capture is not None and payment.capture.gateway_reference == "ch_9"
+    assert payment.capture.gateway_currency == "EUR"  # a refund of it is asked in Stripe's word
     assert payment.open_since is None
 
 
