@@ -27,6 +27,7 @@ class FileMailbox:
         self.folder = Path(folder)
         self.writing = self.folder / WRITING
         self.writing.mkdir(parents=True, exist_ok=True)
+        self._sweep_earlier_layout()
 
     def deliver(self, message: MessageSent) -> None:
         path = self._path_for(message.notification_id)
@@ -57,15 +58,12 @@ class FileMailbox:
         may still be writing the same message: it finishes by replacing the same file)."""
         # os.scandir and plain string tests: pathlib's glob compiled its pattern anew on
         # every delivery, most of the sweep's cost.
-        prefix = f"{path.stem}."
-        with os.scandir(self.writing) as entries:
-            for entry in entries:
-                name = entry.name
-                if not (name.startswith(prefix) and name.endswith(".tmp")):
-                    continue
-                pid = name[len(prefix):-len(".tmp")]
-                if pid.isascii() and pid.isdigit() and not _alive(int(pid)):
-                    Path(entry.path).unlink(missing_ok=True)
+        _sweep_dead_writers(self.writing, f"{path.stem}.")
+
+    def _sweep_earlier_layout(self) -> None:
+        """Mailboxes written before `.writing/` kept half-written files beside the messages,
+        where no delivery sweeps any more: those of writers no longer alive go once, at start."""
+        _sweep_dead_writers(self.folder, "")
 
     def messages(self, recipient: str | None = None) -> list[dict]:
         found = [json.loads(p.read_text()) for p in sorted(self.folder.glob("*.json"))]
@@ -74,6 +72,19 @@ class FileMailbox:
     def _path_for(self, notification_id: str) -> Path:
         # Ids carry arbitrary text (customer ids, refund ids): hash them into a safe name.
         return self.folder / f"{hashlib.sha256(notification_id.encode()).hexdigest()[:32]}.json"
+
+
+def _sweep_dead_writers(folder: Path, prefix: str) -> None:
+    """Remove the `<name>.<pid>.tmp` files in `folder` whose name starts with `prefix` and
+    whose writing process is gone."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            pid = name[: -len(".tmp")].rpartition(".")[2]
+            if pid.isascii() and pid.isdigit() and not _alive(int(pid)):
+                Path(entry.path).unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

@@ -102,3 +102,21 @@ def test_a_writer_killed_before_its_rename_leaves_nothing_once_the_retry_deliver
     assert mailbox.half_written() == [writing]
     assert [m["title"] for m in mailbox.messages("customer:c-1")] == ["Your refund is on its way"]
     assert notification_rows(engine) == 1
+
+
+def test_half_written_files_of_the_earlier_mailbox_layout_go_when_a_worker_starts(tmp_path):
+    """Before `.writing/`, half-written messages sat beside the delivered ones, where no
+    delivery sweeps now: a dead writer's go at start, a live writer's and every message stay."""
+    folder = tmp_path / "mailbox"
+    folder.mkdir()
+    message = folder / "0123456789abcdef0123456789abcdef.json"
+    message.write_text('{"notification_id": "n-1"}')
+    killed = folder / f"{message.stem}.{dead_pid()}.tmp"
+    killed.write_text('{"notification_id": "half')
+    writing = folder / f"{message.stem}.{os.getppid()}.tmp"
+    writing.write_text('{"notification_id": "half')
+
+    FileMailbox(folder)
+
+    assert not killed.exists()
+    assert writing.exists() and message.exists()
