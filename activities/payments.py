@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.handling import decide, prepare
 from activities.ports import PaymentGateway
+from domain.payments.answers import GatewayQuestion
 from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from domain.contracts import Outcome
 from domain.shared.messages import Command
@@ -90,6 +91,18 @@ class PaymentsActivities:
             self.gateway.find_capture,
             lambda payment, answer: payment.reconcile_capture(command, answer),
         )
+
+    @activity.defn(name=GatewayQuestion.activity_name)
+    def recorded_answer(self, question: GatewayQuestion) -> Outcome | None:
+        """What payments' inbox holds for the command reconciliation named, if those facts
+        answer the question (domain/payments/answers.py); None for anything else — a command
+        payments never handled, or one about another refund or attempt. Reads, decides nothing."""
+        with self.uow() as uow:
+            stored = uow.processed_result(question.command_id)
+        if not stored:
+            return None
+        recorded = Outcome.model_validate(stored)
+        return recorded if question.is_answered_by(recorded.events) else None
 
     def _around_the_gateway(
         self,

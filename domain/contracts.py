@@ -63,6 +63,7 @@ from domain.payments.commands import (  # noqa: F401
     SendRefundToGateway,
     UpdatePaymentMethod,
 )
+from domain.payments.answers import GatewayQuestion  # noqa: F401
 from domain.payments.events import (
     CaptureAttempted,
     CaptureOutcomeUnknown,

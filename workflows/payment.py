@@ -6,8 +6,10 @@ Read top to bottom:
   CapturePayment → payments → PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
   No usable answer for an attempt (a day of retries ran out, a refused request)
       → MarkCaptureUnknown → payments → CaptureOutcomeUnknown: wait (status
-      `awaiting_reconciliation`) for reconciliation's signal `gateway_answer` → PaymentCaptured
-      | PaymentDeclined (+ PaymentAbandoned); a capture the gateway confirms it never made
+      `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which names the
+      payments command that found the answer; RecordedAnswer → payments gives what that command
+      recorded, taken only if it answers this attempt → PaymentCaptured | PaymentDeclined
+      (+ PaymentAbandoned); anything else is noted and the flow waits on; a capture the gateway confirms it never made
       is a declined attempt (`not_charged`), and recovery goes on as after any decline
   PaymentCaptured → MarkOrderPaid → billing, CreateInvoice → invoicing,
       NotifyCustomer (payment received, invoice number)
@@ -211,7 +213,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             return await self.send(command, CAPTURE)
         self.set_status("awaiting_reconciliation")
         self.note("waiting for reconciliation to ask the gateway what became of the attempt")
-        return await self.reconciliation_answer()
+        return await self.reconciliation_answer("capture", self.order.order_id, command.command_id, DECIDE)
 
     async def recover(self, declined: PaymentDeclined) -> Outcome | None:
         assert self.order is not None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from domain.contracts import Actor, Command, Outcome
+    from domain.contracts import Actor, Command, GatewayQuestion, Outcome
     from domain.shared.actor import Role
     from workflows.messages import PASSING_STATUSES, InvalidRequest
 
@@ -52,6 +52,10 @@ RELEASE = "flows-2026-12"
 # Only InvalidRequest, raised by the start requests themselves: any other error later in
 # a flow still fails just the task, which a fixed deployment can retry.
 INVALID_REQUEST = [InvalidRequest]
+
+# A change made after RELEASE, asked only where a flow reaches it (a flow waiting for
+# reconciliation): the flow takes payments' recorded answer, not the signal's facts.
+VERIFIED_GATEWAY_ANSWERS = "verified-gateway-answers"
 
 # Errors an owner raises when a command makes no sense; retrying cannot help.
 REFUSALS = ["InvalidCommand", "NotAuthorized", "NotFound"]
@@ -287,22 +291,43 @@ class AwaitsReconciliation:
     """Mixed into a Process (before it) that may have to wait for reconciliation to learn what the gateway really
     did with a request whose answer was lost (the signal `gateway_answer`)."""
 
-    reconciled: Outcome | None = None  # payments' answer, brought by reconciliation
+    reconciled: Outcome | None = None  # what the last `gateway_answer` signal said
 
     @workflow.signal
     def gateway_answer(self, outcome: Outcome) -> None:
-        """Reconciliation brings payments' answer for a request whose outcome was unknown."""
+        """Reconciliation says which of payments' commands found the answer (`outcome.command_id`).
+        A signal names no sender: its facts are not taken, payments' record of that command is."""
         self.reconciled = outcome
 
-    async def reconciliation_answer(self) -> Outcome:
-        """Wait for reconciliation's answer and take it. An operator's Cancel meanwhile changes
-        nothing: only the gateway's answer may end a money question (Terminate stops the flow,
-        and reconciliation then records the discrepancy for support)."""
-        while self.reconciled is None:
-            try:
-                await workflow.wait_condition(lambda: self.reconciled is not None)
-            except asyncio.CancelledError:
-                self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
-        outcome, self.reconciled = self.reconciled, None
-        self.note(f"reconciliation: payments answered {', '.join(outcome.event_names)}")
-        return outcome
+    async def reconciliation_answer(
+        self, kind: Literal["capture", "refund"], order_id: str, business_id: str, step: Step
+    ) -> Outcome:
+        """Wait for reconciliation's word, and take the answer payments recorded for the command
+        it names, about this refund or capture attempt (`business_id`; `step` runs the read). A signal whose
+        command recorded no answer to this question — forged, or about another refund or
+        attempt — is noted and changes nothing: the flow waits on. An operator's Cancel
+        meanwhile changes nothing either: only the gateway's answer may end a money question
+        (Terminate stops the flow, and reconciliation then records the discrepancy for support)."""
+        while True:
+            while self.reconciled is None:
+                try:
+                    await workflow.wait_condition(lambda: self.reconciled is not None)
+                except asyncio.CancelledError:
+                    self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
+            told, self.reconciled = self.reconciled, None
+            if not workflow.patched(VERIFIED_GATEWAY_ANSWERS):
+                self.note(f"reconciliation: payments answered {', '.join(told.event_names)}")
+                return told  # recorded before answers were checked: replays as it ran
+            recorded: Outcome | None = await workflow.execute_local_activity(
+                GatewayQuestion.activity_name,
+                GatewayQuestion(kind=kind, order_id=order_id, business_id=business_id, command_id=told.command_id),
+                result_type=Outcome | None,  # type: ignore[arg-type]
+                start_to_close_timeout=step.start_to_close,
+                retry_policy=step.retry,
+                summary="RecordedAnswer → payments",
+            )
+            if recorded is None:
+                self.note(f"ignored a gateway answer payments never recorded for this {kind} ({told.command_id})")
+                continue
+            self.note(f"reconciliation: payments answered {', '.join(recorded.event_names)}")
+            return recorded

@@ -10,7 +10,8 @@ Read top to bottom:
         GatewayRefundSettled | GatewayRefundDeclined | GatewayRefundNotFound
         | PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
       → signal `gateway_answer` to the waiting flow (refund-{refund id} / payment-{order id}),
-        which completes or compensates through its owners as usual
+        which takes from payments what that command recorded (a signal names no sender, so
+        its facts are not believed) and completes or compensates through its owners as usual
       the flow is gone → RecordDiscrepancy(flow_gone) → reconciliation → DiscrepancyRecorded
         → NotifyTeam(support). The gateway cannot say yet → asked again next run.
   Daily (`daily`):

@@ -17,8 +17,11 @@ Read top to bottom:
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
   No usable answer (retries ran out, a timeout, a refused request, an operator's Cancel)
       → MarkRefundUnknown → payments → GatewayRefundOutcomeUnknown: wait (status
-      `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which carries
-      payments' answer → GatewayRefundSettled | GatewayRefundDeclined | GatewayRefundNotFound.
+      `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which names the
+      payments command that found the answer; RecordedAnswer → payments gives what that command
+      recorded, taken only if it answers this refund → GatewayRefundSettled
+      | GatewayRefundDeclined | GatewayRefundNotFound (a signal that names no such answer,
+      forged or mistaken, is noted and the flow waits on).
       (Never asked the gateway → GatewayRefundNotSent.)
   Settled → CompleteRefund → billing → NotifyCustomer. Done.
   Declined, NotFound or NotSent (payments confirms no money went out) → compensation:
@@ -347,7 +350,7 @@ class RefundWorkflow(AwaitsReconciliation, Process):
             return marked
         self.set_status("awaiting_reconciliation")
         self.note("waiting for reconciliation to ask the gateway what became of the refund")
-        return await self.reconciliation_answer()
+        return await self.reconciliation_answer("refund", approved.order_id, approved.refund_id, DECIDE)
 
     async def answered(self, approved: RefundApproved, sent: Outcome) -> RefundStatus:
         confirmation: Event | None

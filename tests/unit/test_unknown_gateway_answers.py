@@ -7,7 +7,17 @@ from datetime import timedelta
 
 import pytest
 
+from domain.payments.answers import GatewayQuestion
 from domain.payments.commands import MarkCaptureUnknown, MarkRefundUnknown, ReconcileCapture, ReconcileGatewayRefund
+from domain.payments.events import (
+    GatewayRefundDeclined,
+    GatewayRefundNotFound,
+    GatewayRefundNotSent,
+    GatewayRefundOutcomeUnknown,
+    GatewayRefundSettled,
+    PaymentCaptured,
+    PaymentDeclined,
+)
 from domain.payments.gateway import Accepted, Declined, NotFound
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus, Payment
 from domain.shared.errors import InvalidCommand
@@ -186,3 +196,43 @@ def test_a_capture_attempt_already_answered_cannot_be_marked_unknown():
         payment, lambda: payment.mark_capture_unknown(mark_capture(attempt_id)), InvalidCommand, "attempt_already_answered"
     )
     assert payment.attempts[0].status is AttemptStatus.CAPTURED
+
+
+# -- which recorded facts answer a waiting flow (domain/payments/answers.py) -----------------------
+def refund_question(refund_id: str = "r-1") -> GatewayQuestion:
+    return GatewayQuestion(kind="refund", order_id=ORDER_ID, business_id=refund_id, command_id="recon/1")
+
+
+def test_a_settlement_a_decline_or_a_confirmed_absence_of_this_refund_answers_its_flow():
+    answers = [
+        GatewayRefundSettled(order_id=ORDER_ID, refund_id="r-1", amount=eur("30.00"), gateway_reference="re_1"),
+        GatewayRefundDeclined(order_id=ORDER_ID, refund_id="r-1", amount=eur("30.00"), decline_code="expired_card"),
+        GatewayRefundNotFound(order_id=ORDER_ID, refund_id="r-1", amount=eur("30.00")),
+        GatewayRefundNotSent(order_id=ORDER_ID, refund_id="r-1"),
+    ]
+    assert all(refund_question().is_answered_by([answer]) for answer in answers)
+
+
+def test_another_refunds_answer_or_a_fact_that_is_no_answer_does_not_answer_a_refunds_flow():
+    other_refund = GatewayRefundSettled(order_id=ORDER_ID, refund_id="r-2", amount=eur("30.00"), gateway_reference="re_2")
+    other_order = GatewayRefundSettled(order_id="o-2", refund_id="r-1", amount=eur("30.00"), gateway_reference="re_3")
+    still_unknown = GatewayRefundOutcomeUnknown(order_id=ORDER_ID, refund_id="r-1", amount=eur("30.00"), reason="x")
+
+    assert not refund_question().is_answered_by([other_refund])
+    assert not refund_question().is_answered_by([other_order])
+    assert not refund_question().is_answered_by([still_unknown])
+    assert not refund_question().is_answered_by([])
+
+
+def test_only_a_capture_or_decline_of_this_attempt_answers_a_payments_flow():
+    question = GatewayQuestion(kind="capture", order_id=ORDER_ID, business_id="a-1", command_id="recon/1")
+    captured = PaymentCaptured(
+        order_id=ORDER_ID, customer_id="c-1", attempt_id="a-1", amount=eur("100.00"), gateway_reference="ch_1"
+    )
+    declined = PaymentDeclined(
+        order_id=ORDER_ID, customer_id="c-1", attempt_id="a-1", amount=eur("100.00"), decline_code="not_charged"
+    )
+
+    assert question.is_answered_by([captured]) and question.is_answered_by([declined])
+    assert not question.is_answered_by([captured.model_copy(update={"attempt_id": "a-2"})])
+    assert not question.is_answered_by([GatewayRefundNotSent(order_id=ORDER_ID, refund_id="a-1")])

@@ -27,6 +27,7 @@ from adapters.mailbox import FileMailbox
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from cli import reconciliation as verbs
 from devstack import temporal_cli
+from domain.contracts import GatewayRefundSettled, Outcome, PaymentCaptured
 from domain.payments.gateway import SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
@@ -288,6 +289,73 @@ async def test_a_capture_that_never_arrived_fails_only_when_the_gateway_confirms
 
     assert view.decline_code == "not_charged"
     assert harness.gateway.settlements(datetime.now(UTC).date()) == []
+
+
+# -- a signal names no sender ----------------------------------------------------------------------------
+async def wait_for_trail(handle, line: str, env: WorkflowEnvironment, times: int = 1) -> list[str]:
+    """Poll the status query until the trail holds `line` (a prefix) `times` times."""
+    for _ in range(400):
+        trail = (await handle.query("status"))["trail"]
+        if sum(entry.startswith(line) for entry in trail) >= times:
+            return trail
+        await env.sleep(timedelta(seconds=1))
+    raise AssertionError(f"{handle.id}: no {times} × {line!r} in the trail")
+
+
+async def test_a_forged_gateway_answer_completes_no_refund_and_the_flow_takes_only_what_payments_recorded(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-refused")  # the gateway refuses the request: no money moves
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+
+    # Anyone who may signal the workflow claims the gateway paid it...
+    forged = GatewayRefundSettled(
+        order_id=order_id, refund_id=refund_id, amount=Money.of("30.00", "EUR"), gateway_reference="re_forged",
+        event_id="forged-1",
+    )
+    await handle.signal("gateway_answer", Outcome(command_id="somebody/forged", events=[forged]))
+    # ...or names a real payments command that is no answer (the flow's own "unknown" record).
+    await handle.signal("gateway_answer", Outcome(command_id=f"refund-{refund_id}/mark-unknown", events=[forged]))
+    trail = await wait_for_trail(handle, "ignored a gateway answer", times=2, env=harness.env)
+
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    assert (await handle.query("status")).get("status") == "awaiting_reconciliation"
+    assert not any(entry.startswith("CompleteRefund") for entry in trail)
+    assert harness.refund(order_id, refund_id).status.value == "approved"
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")  # still reserved
+    assert "refund_completed" not in [m["kind"] for m in harness.messages("customer:c-1")]
+
+    await reconcile(harness)  # payments asks the gateway: it holds no such refund
+    result = await handle.result()
+
+    assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+    assert harness.gateway.refunds_paid(refund_id) == 0
+
+
+async def test_a_forged_capture_answer_marks_no_order_paid_and_recovery_follows_payments_answer(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_refused")  # nothing is charged
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    attempt_id = harness.payment(order_id).attempts[0].attempt_id
+
+    forged = PaymentCaptured(
+        order_id=order_id, customer_id="c-1", attempt_id=attempt_id, amount=Money.of("120.00", "EUR"),
+        gateway_reference="ch_forged", event_id="forged-2",
+    )
+    await handle.signal("gateway_answer", Outcome(command_id="somebody/forged", events=[forged]))
+    await wait_for_trail(handle, "ignored a gateway answer", env=harness.env)
+
+    assert (await handle.query("status")).get("status") == "awaiting_reconciliation"
+    assert harness.order(order_id).paid.amount == Decimal("0")
+    assert harness.payment(order_id).attempts[0].status is AttemptStatus.UNKNOWN
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == []
+
+    await reconcile(harness)
+    view = await wait_for_status(handle, "recovering", env=harness.env)
+
+    assert view.decline_code == "not_charged"
+    assert harness.order(order_id).paid.amount == Decimal("0")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_declined"]
 
 
 # -- the daily pass ------------------------------------------------------------------------------------------
