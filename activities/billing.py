@@ -21,6 +21,7 @@ from domain.billing.commands import (
     RecordShipment,
     RequestRefund,
 )
+from domain.billing.fulfilment import RecordedFulfilment
 from domain.billing.order import Order
 from domain.contracts import Outcome
 
@@ -28,6 +29,13 @@ from domain.contracts import Outcome
 class BillingActivities:
     def __init__(self, uow_factory: Callable[[], Any]) -> None:
         self.uow = uow_factory
+
+    @activity.defn(name=RecordedFulfilment.activity_name)
+    def recorded_fulfilment(self, order_id: str) -> RecordedFulfilment:
+        """Billing's record of the order's parcel. A read: decides nothing, changes nothing."""
+        with self.uow() as uow:
+            order = uow.orders.get(order_id)
+        return RecordedFulfilment(order_id=order.id, fulfilment=order.fulfilment)
 
     @activity.defn(name=PlaceOrder.activity_name())
     def place_order(self, command: PlaceOrder) -> Outcome:

@@ -6,8 +6,9 @@ delivered and paid orders, reads the shape of a happy-path refund from its recor
 history (local and regular activities, in order), then measures in the same run:
 
   1. latency at rest: 20 sequential refunds and 20 sequential raw chains, p50 of each;
-  2. throughput: N raw chains, N refunds, N raw chains again (all of a run started at once);
-     with --rounds R, R refund runs, each followed by a raw run;
+  2. throughput: N raw chains, N refunds, N chains of the refund's engine shape (the same
+     activities plus its patch marker and search-attribute upserts), N raw chains again (all
+     of a run started at once); with --rounds R, R refund runs, each followed by a raw run;
   3. rows (outbox, processed_commands) and history events per refund;
   4. with --workers both: the same with two worker.py and two raw workers, CPU per process;
   5. the relay's outbox lag during the refund run and its throughput on a backlog.
@@ -52,7 +53,7 @@ from workflows.refund import RefundRequest, RefundWorkflow
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 from bench.profile import Profiler, summarize
-from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, shape_of
+from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, engine_shape_of, shape_of
 from bench.relay import RelayBench
 from adapters.identity import signed
 
@@ -62,6 +63,7 @@ PREP_CONCURRENCY = 40  # orders prepared at once
 AT_REST = 20  # sequential refunds / raw chains for the latency at rest
 
 SERVER_SYNC = "wal"  # set from --server-sync
+ENGINE_RUN = "engine shape, 1 worker"  # not "raw chain ...": it is no part of the raw figure
 
 # Production settings every process of the stack gets (worker.py, the raw worker, relay.py,
 # and this process's client, which connects through adapters.temporal.connect). The payload
@@ -238,8 +240,11 @@ class Bench:
                 processed_commands.c.command_id.like(f"{w}/%"))).scalar_one() for w in workflow_ids]
         return outbox_rows, inbox_rows
 
-    async def shape(self, workflow_id: str) -> str:
-        return shape_of((await self.client.get_workflow_handle(workflow_id).fetch_history()).events)
+    async def shape(self, workflow_id: str) -> tuple[str, str]:
+        """The refund's shape (local and regular activities) and its engine shape (also patch
+        markers and search-attribute upserts), read from its history."""
+        events = (await self.client.get_workflow_handle(workflow_id).fetch_history()).events
+        return shape_of(events), engine_shape_of(events)
 
 
 FOREIGN: list[str] = []  # other stacks' processes seen when ours came up
@@ -325,7 +330,7 @@ def spread(values: list[int]) -> str:
     return f"{statistics.mean(values):.1f}" + ("" if lo == hi else f" ({lo}-{hi})")
 
 
-def report(runs: list[Run], shape: str, database: str, load_start: str) -> None:
+def report(runs: list[Run], shape: str, engine_shape: str, database: str, load_start: str) -> None:
     print()
     print("=" * 110)
     print("settleflow refund throughput against the same-shape raw chain")
@@ -341,6 +346,8 @@ def report(runs: list[Run], shape: str, database: str, load_start: str) -> None:
           f"warm-up per configuration: {WARMUP}")
     print(f"  happy-path refund shape (history order, L = local activity, R = regular activity): {shape} "
           f"= {shape.count('L')} local + {shape.count('R')} regular")
+    print(f"  its engine shape (+ P = patch marker with its TemporalChangeVersion upsert, U = search-attribute "
+          f"upsert): {engine_shape}")
     if PRODUCTION_ENV:
         print(f"  production settings on: {', '.join(sorted(PRODUCTION_ENV))}")
     print()
@@ -391,6 +398,17 @@ def ratio_lines(runs: list[Run]) -> list[str]:
                          f"{1000 * statistics.mean(sum(r.cpu.values()) / r.n for r in raws):.1f} ms (server "
                          f"{1000 * statistics.mean(r.cpu_of('temporal') / r.n for r in raws):.1f}, raw worker "
                          f"{1000 * statistics.mean(r.cpu_of('raw') / r.n for r in raws):.1f})")
+    engine, refund, raws = by.get(ENGINE_RUN), by.get("refunds, 1 worker"), [
+        r for r in runs if r.label.startswith("raw chain") and r.workers == 1 and "rest" not in r.label]
+    if engine and refund and raws:
+        raw_rate = statistics.mean(r.rate for r in raws)
+        lines.append(f"ratio refund/raw engine-shape = {refund.rate / engine.rate:.2f}   (settleflow's own code: "
+                     f"{refund.rate:.2f} / {engine.rate:.2f} per s); ratio engine-shape/raw same-shape = "
+                     f"{engine.rate / raw_rate:.2f}   (what the patch marker and the status upserts cost the bare "
+                     f"engine: {engine.rate:.2f} / {raw_rate:.2f} per s)")
+        lines.append(f"  CPU per workflow: engine shape {1000 * sum(engine.cpu.values()) / engine.n:.1f} ms (server "
+                     f"{1000 * engine.cpu_of('temporal') / engine.n:.1f}, raw worker "
+                     f"{1000 * engine.cpu_of('raw') / engine.n:.1f})")
     rest_refund, rest_raw = by.get("refunds at rest"), by.get("raw chain at rest")
     if rest_refund and rest_raw:
         lines.append(f"latency at rest refund/raw same-shape = {rest_refund.pct(50) / rest_raw.pct(50):.2f}   "
@@ -457,8 +475,9 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
 
         runs: list[Run] = []
         await b.refunds("warm-up", take(WARMUP), 1)
-        shape = await b.shape(b.last_ids[0])
-        log(f"refund shape from its history: {shape}")
+        shape, engine_shape = await b.shape(b.last_ids[0])
+        log(f"refund shape from its history: {shape} (engine shape {engine_shape})")
+        await b.raw("warm-up", engine_shape, WARMUP, 1)
         await b.raw("warm-up", shape, WARMUP, 1)
 
         # Latency at rest: one at a time on an idle stack.
@@ -474,6 +493,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         runs.append(first_refunds)
         await relay.wait_published(timeout=300)
         relay_lag = relay.lag_since(since)
+        # The bare engine with the refund's patch marker and status upserts too: splits the gap.
+        runs.append(await b.raw(ENGINE_RUN, engine_shape, n, 1))
         # The raw worker profiled too: what the SDK costs a bare chain of the same shape.
         raw_profiler = Profiler([p.pid for p in raw_workers], base, name="raw") if args.profile else None
         runs.append(await b.raw("raw chain, 1 worker (after)", shape, n, 1, profiler=raw_profiler))
@@ -494,7 +515,7 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
             runs.append(await b.raw("raw chain, 2 workers (after)", shape, scale_n, 2))
             await relay.wait_published(timeout=300)
 
-        report(runs, shape, shown, load_start)
+        report(runs, shape, engine_shape, shown, load_start)
         for line in ratio_lines(runs):
             print(line)
         relayed = await relay.throughput()

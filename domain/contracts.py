@@ -41,6 +41,7 @@ from domain.billing.events import (
     ShipmentRecorded,
     ShippingRefused,
 )
+from domain.billing.fulfilment import RecordedFulfilment  # noqa: F401
 from domain.fraud.commands import (  # noqa: F401
     ExpireFraudReview,
     ResolveFraudReview,

@@ -24,7 +24,9 @@ Read top to bottom:
       child RefundWorkflow: fraud clears owed money, and whatever stays owed reaches
       support). Done.
   Signal `order_delivered` (from ConfirmDeliveryWorkflow) or `order_returned` (from a
-      RefundWorkflow whose intercept brought the parcel back): nothing left to cancel. Done.
+      RefundWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
+      (a signal names no sender: billing's record decides) → delivered or returned: nothing
+      left to cancel. Done. Billing records neither: noted, and the process stays open.
   Every Update is refused by its validator or answered, on every path; an owner's refusal
   (UpdatePaymentMethod, CancelOrder) is the Update's answer and the flow goes on. Commands
   caused by the start request carry the workflow's start time, those caused by an Update
@@ -56,12 +58,14 @@ with workflow.unsafe.imports_passed_through():
         PaymentCaptured,
         PaymentDeclined,
         PlaceOrder,
+        RecordedFulfilment,
         RefundOwed,
         RetryPaymentCapture,
         UpdatePaymentMethod,
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, from_outside, refuse_outsider, retry_until_done
+    from workflows.process import VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -313,6 +317,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         return await self.end("abandoned")
 
     async def stay_open_for_cancellation(self) -> PaymentStatus:
+        assert self.order is not None
         until_delivered = self.open_until_delivered
         while True:
             if until_delivered:
@@ -329,6 +334,15 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                 if await self.cancel():
                     return await self.end(self.status)
                 continue
+            if arrived and self.delivered and self.takes(VERIFIED_FULFILMENT):
+                recorded: RecordedFulfilment = await self.look_up(
+                    RecordedFulfilment.activity_name, self.order.order_id, RecordedFulfilment, DECIDE
+                )
+                if not recorded.ends_cancelling:
+                    self.note(f"told the order was delivered or returned, but billing records it {recorded.fulfilment}: still open")
+                    self.delivered = self.returned = False
+                    continue
+                self.returned = recorded.returned  # billing's word, not the signal's
             if not arrived or self.delivered:
                 # A parcel that came back was refunded in full by the refund that stopped it.
                 return await self.end("returned" if self.returned else "paid")

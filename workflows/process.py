@@ -38,13 +38,15 @@ FLOWS_QUEUE = "flows"  # where the process managers themselves run
 # only: the marker this patch records tells the two apart (see Step.local).
 LOCAL_DECISIONS = "local-decisions"
 
-# The release of the flows' code paths. A flow that starts on it records this one patch
-# marker and takes every earlier change (each patch id above and in the flow modules)
-# without asking for them one by one: each patch asked costs a marker and an upsert of
-# TemporalChangeVersion in every history (4 patches were 8 of a refund's 27 events). Flows
-# recorded before it ask each change where they always did and replay their own path.
-# The next release that patches a flow adds its own id and asks it after this one.
-RELEASE = "flows-2026-12"
+# The releases of the flows' code paths, newest first. A flow that starts on a release
+# records its one patch marker and takes every change up to it (each patch id above, below
+# and in the flow modules) without asking for them one by one: each patch asked costs a
+# marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
+# refund's 27 events). Flows recorded before a release ask each later change where they
+# reach it, and replay their own path. A new release goes first in this list.
+RELEASE = "flows-2026-12-06"  # new flows start on it
+FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
+RELEASES = (RELEASE, FIRST_RELEASE)
 
 # A start request that does not fit its message (JSON with a wrong type or a missing
 # field, from the web UI or `temporal workflow start --input`) fails the workflow at once
@@ -53,9 +55,11 @@ RELEASE = "flows-2026-12"
 # a flow still fails just the task, which a fixed deployment can retry.
 INVALID_REQUEST = [InvalidRequest]
 
-# A change made after RELEASE, asked only where a flow reaches it (a flow waiting for
-# reconciliation): the flow takes payments' recorded answer, not the signal's facts.
+# Changes made after FIRST_RELEASE, folded into RELEASE (`Process.takes`): a flow waiting for
+# reconciliation takes payments' recorded answer, not the signal's facts; a payment process
+# told its order was delivered or came back asks billing before it ends.
 VERIFIED_GATEWAY_ANSWERS = "verified-gateway-answers"
+VERIFIED_FULFILMENT = "verified-fulfilment"
 
 # Errors an owner raises when a command makes no sense; retrying cannot help.
 REFUSALS = ["InvalidCommand", "NotAuthorized", "NotFound"]
@@ -145,7 +149,8 @@ class Process:
 
     def __init__(self) -> None:
         self.status = "started"
-        self.on_release = False  # started on RELEASE (see begin)
+        self.release: str | None = None  # the release this flow started on (see begin)
+        self.on_release = False  # started on a release: takes every change up to FIRST_RELEASE
         self.unshown: dict[SearchAttributeKey[str], str] = {}  # search attributes for the next resting status
         self.searchable_status = ""  # the FlowStatus last written
         self.trail: list[str] = []
@@ -155,13 +160,21 @@ class Process:
     # -- which code path this flow runs --------------------------------------------
     def begin(self) -> None:
         """Asked once, before the first command (asked later, after a local activity that
-        outlived its workflow task, a replay could meet the marker too late)."""
-        self.on_release = workflow.patched(RELEASE)
+        outlived its workflow task, a replay could meet the marker too late). A new flow
+        records RELEASE's marker alone; one recorded earlier finds its own release's."""
+        self.release = next((release for release in RELEASES if workflow.patched(release)), None)
+        self.on_release = self.release is not None
 
     def runs_with(self, change: str) -> bool:
-        """Whether this flow takes the change patched in under `change`: every flow started
-        on RELEASE does; an older one as its history says."""
+        """Whether this flow takes a change made before FIRST_RELEASE, patched in under
+        `change`: every flow started on a release does; an older one as its history says."""
         return self.on_release or workflow.patched(change)
+
+    def takes(self, change: str) -> bool:
+        """Whether this flow takes a change made after FIRST_RELEASE: a flow started on RELEASE
+        does without asking; an older one asks where it reaches the change (a marker only in
+        the flows that get there, never before a local activity still running)."""
+        return self.release == RELEASE or workflow.patched(change)
 
     # -- sending commands ---------------------------------------------------------
     def command(
@@ -242,6 +255,20 @@ class Process:
         return outcome
 
     @staticmethod
+    async def look_up(activity_name: str, argument: Any, result_type: Any, step: Step) -> Any:
+        """Read what an owner has recorded (`owner.What`: decides nothing, changes nothing), as a
+        local activity on this worker, with the step's timeout and retries."""
+        owner, what = activity_name.split(".", 1)
+        return await workflow.execute_local_activity(
+            activity_name,
+            argument,
+            result_type=result_type,
+            start_to_close_timeout=step.start_to_close,
+            retry_policy=step.retry,
+            summary=f"{what} → {owner}",
+        )
+
+    @staticmethod
     async def wait_for(condition: Any, timeout: timedelta, summary: str | None = None) -> bool:
         """Wait for a person (or another process); False when the time ran out."""
         try:
@@ -315,16 +342,14 @@ class AwaitsReconciliation:
                 except asyncio.CancelledError:
                     self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
             told, self.reconciled = self.reconciled, None
-            if not workflow.patched(VERIFIED_GATEWAY_ANSWERS):
+            if not self.takes(VERIFIED_GATEWAY_ANSWERS):
                 self.note(f"reconciliation: payments answered {', '.join(told.event_names)}")
                 return told  # recorded before answers were checked: replays as it ran
-            recorded: Outcome | None = await workflow.execute_local_activity(
+            recorded: Outcome | None = await self.look_up(  # type: ignore[attr-defined]
                 GatewayQuestion.activity_name,
                 GatewayQuestion(kind=kind, order_id=order_id, business_id=business_id, command_id=told.command_id),
-                result_type=Outcome | None,  # type: ignore[arg-type]
-                start_to_close_timeout=step.start_to_close,
-                retry_policy=step.retry,
-                summary="RecordedAnswer → payments",
+                Outcome | None,
+                step,
             )
             if recorded is None:
                 self.note(f"ignored a gateway answer payments never recorded for this {kind} ({told.command_id})")

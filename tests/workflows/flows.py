@@ -65,6 +65,17 @@ async def wait_for_status(handle: WorkflowHandle, *statuses: str, env: WorkflowE
     raise AssertionError(f"{handle.id} never reached {' or '.join(statuses)}")
 
 
+async def wait_for_trail(handle: WorkflowHandle, line: str, env: WorkflowEnvironment, times: int = 1) -> list[str]:
+    """Poll the status query, letting a second of workflow time pass each time, until the
+    trail holds a line starting with `line` `times` times."""
+    for _ in range(400):
+        trail = (await handle.query("status"))["trail"]
+        if sum(entry.startswith(line) for entry in trail) >= times:
+            return trail
+        await env.sleep(timedelta(seconds=1))
+    raise AssertionError(f"{handle.id}: no {times} × {line!r} in the trail")
+
+
 def _status_type(handle: WorkflowHandle):
     from workflows.payment import PaymentStatus
     from workflows.refund import RefundStatus

@@ -36,6 +36,7 @@ from tests.workflows.flows import (
     ship,
     start_refund,
     wait_for_status,
+    wait_for_trail,
 )
 from workflows.messages import RefundRequest
 from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
@@ -257,7 +258,8 @@ async def test_a_new_card_given_during_a_retry_is_refused_and_the_flow_still_end
                 ANSWER_WITHIN,
             )
         answer = await asyncio.wait_for(first.result(), ANSWER_WITHIN)
-    await handle.signal(PaymentWorkflow.order_delivered)
+    await ship(harness, order_id)
+    await deliver(harness, order_id)  # billing records it, and the payment process closes
     result = await finished(harness, handle)
 
     assert (answer, result.status) == ("paid", "paid")
@@ -339,6 +341,31 @@ async def test_a_paid_order_never_delivered_can_still_be_cancelled_after_120_day
     await ship(harness, order_id)
     await harness.env.sleep(timedelta(days=120))
 
+    answer = await asyncio.wait_for(
+        handle.execute_update(
+            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="parcel lost")
+        ),
+        ANSWER_WITHIN,
+    )
+    result = await handle.result()
+
+    assert (answer, result.status) == ("cancelled", "refunded")
+    assert refunds_of(harness, order_id) == ["120.00"]
+
+
+async def test_a_delivery_or_return_billing_never_recorded_leaves_the_order_open_for_cancelling(harness):
+    order_id, _ = await place_order(harness)
+    handle = payment_handle(harness, order_id)
+    await ship(harness, order_id)
+
+    # Anyone who may signal the workflow says the parcel arrived, then that it came back.
+    await handle.signal(PaymentWorkflow.order_delivered)
+    await wait_for_trail(handle, "told the order was delivered or returned", harness.env)
+    await handle.signal(PaymentWorkflow.order_returned)
+    trail = await wait_for_trail(handle, "told the order was delivered or returned", harness.env, times=2)
+
+    assert trail[-1].endswith("billing records it shipped: still open")
+    assert (await handle.query("status"))["status"] == "paid"
     answer = await asyncio.wait_for(
         handle.execute_update(
             PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="parcel lost")

@@ -78,3 +78,26 @@ async def test_a_payment_on_this_release_marks_one_patch_for_all_its_changes(har
 
     assert patches == [RELEASE]
     assert [u["FlowStatus"] for u in upserts] == ["capturing", "paid"]
+
+
+async def test_a_payment_closed_by_its_delivery_asks_billing_without_a_patch_of_its_own(harness):
+    # Checking billing's record of the delivery (the signal names no sender) came after the
+    # first release; a flow started on this one takes it under the release's one marker.
+    order_id = await delivered_order(harness)
+    handle = harness.client.get_workflow_handle(f"payment-{order_id}")
+
+    patches, upserts = await written(handle)
+
+    assert patches == [RELEASE]
+    assert [u["FlowStatus"] for u in upserts] == ["capturing", "paid"]
+    assert (await local_activities(handle))[-1] == "billing.RecordedFulfilment"
+
+
+async def local_activities(handle: WorkflowHandle) -> list[str]:
+    """The activity types of a flow's local activities, in history order."""
+    return [
+        json.loads(event.marker_recorded_event_attributes.details["data"].payloads[0].data)["activity_type"]
+        for event in (await handle.fetch_history()).events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]

@@ -10,7 +10,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from domain.shared.actor import Actor
 from domain.shared.messages import ID_MAX
-from tests.workflows.flows import keep_history, place_order, ship, wait_for_status
+from tests.workflows.flows import deliver, keep_history, place_order, ship, wait_for_status
 from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
 from tests.tokens import signed
 
@@ -66,7 +66,8 @@ async def test_a_new_card_mid_wait_is_tried_at_once_and_the_order_is_paid_and_in
         PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER))
     )
     view = await wait_for_status(handle, "paid")
-    await handle.signal(PaymentWorkflow.order_delivered)
+    await ship(harness, order_id)
+    await deliver(harness, order_id)  # billing records it, and the payment process closes
     await handle.result()
     await keep_history(handle, "payment_recovered")
 

@@ -35,7 +35,9 @@ from domain.shared.money import Money
 from tests.fakes import FakeGateway
 from tests.tokens import signed
 from tests.workflows.conftest import Harness
-from tests.workflows.flows import deliver, keep_history, new_id, real_time, ship, start_refund, wait_for_status
+from tests.workflows.flows import (
+    deliver, keep_history, new_id, real_time, ship, start_refund, wait_for_status, wait_for_trail,
+)
 from worker import ALL_QUEUES, Dependencies, build_workers
 from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun
 from workflows.payment import OrderRequest, PaymentWorkflow
@@ -292,16 +294,6 @@ async def test_a_capture_that_never_arrived_fails_only_when_the_gateway_confirms
 
 
 # -- a signal names no sender ----------------------------------------------------------------------------
-async def wait_for_trail(handle, line: str, env: WorkflowEnvironment, times: int = 1) -> list[str]:
-    """Poll the status query until the trail holds `line` (a prefix) `times` times."""
-    for _ in range(400):
-        trail = (await handle.query("status"))["trail"]
-        if sum(entry.startswith(line) for entry in trail) >= times:
-            return trail
-        await env.sleep(timedelta(seconds=1))
-    raise AssertionError(f"{handle.id}: no {times} × {line!r} in the trail")
-
-
 async def test_a_forged_gateway_answer_completes_no_refund_and_the_flow_takes_only_what_payments_recorded(harness):
     order_id = await delivered(harness)
     refund_id = new_id("r-refused")  # the gateway refuses the request: no money moves
@@ -316,7 +308,7 @@ async def test_a_forged_gateway_answer_completes_no_refund_and_the_flow_takes_on
     await handle.signal("gateway_answer", Outcome(command_id="somebody/forged", events=[forged]))
     # ...or names a real payments command that is no answer (the flow's own "unknown" record).
     await handle.signal("gateway_answer", Outcome(command_id=f"refund-{refund_id}/mark-unknown", events=[forged]))
-    trail = await wait_for_trail(handle, "ignored a gateway answer", times=2, env=harness.env)
+    trail = await wait_for_trail(handle, "ignored a gateway answer", harness.env, times=2)
 
     assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
     assert (await handle.query("status")).get("status") == "awaiting_reconciliation"
@@ -343,7 +335,7 @@ async def test_a_forged_capture_answer_marks_no_order_paid_and_recovery_follows_
         gateway_reference="ch_forged", event_id="forged-2",
     )
     await handle.signal("gateway_answer", Outcome(command_id="somebody/forged", events=[forged]))
-    await wait_for_trail(handle, "ignored a gateway answer", env=harness.env)
+    await wait_for_trail(handle, "ignored a gateway answer", harness.env)
 
     assert (await handle.query("status")).get("status") == "awaiting_reconciliation"
     assert harness.order(order_id).paid.amount == Decimal("0")

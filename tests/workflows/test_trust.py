@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -259,7 +260,9 @@ async def test_a_flow_started_under_key_1_completes_and_replays_after_key_2_beco
             await handle.execute_update(PaymentWorkflow.update_payment_method,
                                         NewPaymentMethod(card_token="tok_visa", given_by=customer, **signed(customer)))
             await wait_for_status(handle, "paid")
-            await handle.signal(PaymentWorkflow.order_delivered)
+            stack_of_key_2 = SimpleNamespace(client=new, env=env)  # the deployment now running
+            await ship(stack_of_key_2, order_id)
+            await deliver(stack_of_key_2, order_id)  # billing records it, and the payment process closes
             with env.auto_time_skipping_disabled():
                 assert (await handle.result())["status"] == "paid"
     deps.engine.dispose()

@@ -1,0 +1,27 @@
+"""The bench reads a refund's shape from its recorded history, so the raw chain it compares
+with follows the refund when the refund changes (bench/raw_chain.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from temporalio.client import WorkflowHistory
+
+from bench.raw_chain import engine_shape_of, shape_of
+
+HISTORIES = Path(__file__).parents[1] / "workflows" / "histories"
+
+
+def events_of(name: str):
+    path = HISTORIES / f"{name}.json"
+    return WorkflowHistory.from_json("refund", path.read_text()).events
+
+
+def test_a_completed_refund_is_four_local_activities_around_one_regular_one():
+    assert shape_of(events_of("refund_completed")) == "LLRLL"
+
+
+def test_the_engine_shape_adds_the_release_marker_and_the_two_resting_status_upserts_in_history_order():
+    # P: the release's patch marker (with its TemporalChangeVersion upsert); U: FlowStatus written
+    # where the flow rests — `sending` (with CustomerId) before the gateway step, and its end.
+    assert engine_shape_of(events_of("refund_completed")) == "PLLURLLU"
