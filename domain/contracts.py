@@ -89,6 +89,7 @@ from domain.reconciliation.queries import (  # noqa: F401
 )
 from domain.reconciliation.settlement import Finding  # noqa: F401
 from domain.shared.actor import Actor, Role  # noqa: F401
+from domain.shared.errors import refusal_kinds
 from domain.shared.messages import Command, Event  # noqa: F401
 from domain.shared.money import Money  # noqa: F401
 from domain.shipping.commands import ConfirmDelivery, InterceptShipment, ShipOrder  # noqa: F401
@@ -130,3 +131,8 @@ class Outcome(BaseModel):
     @property
     def event_names(self) -> list[str]:
         return [type(e).__name__ for e in self.events]
+
+
+# The failure types of an owner's outright refusals (every DomainError's kind): workflows
+# never retry them.
+REFUSALS: list[str] = refusal_kinds()

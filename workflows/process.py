@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from domain.contracts import REFUSALS as CONTRACT_REFUSALS
     from domain.contracts import Actor, Command, GatewayQuestion, Outcome
     from domain.shared.actor import Role
     from workflows.messages import PASSING_STATUSES, InvalidRequest
@@ -61,8 +62,9 @@ INVALID_REQUEST = [InvalidRequest]
 VERIFIED_GATEWAY_ANSWERS = "verified-gateway-answers"
 VERIFIED_FULFILMENT = "verified-fulfilment"
 
-# Errors an owner raises when a command makes no sense; retrying cannot help.
-REFUSALS = ["InvalidCommand", "NotAuthorized", "NotFound"]
+# Errors an owner raises when a command makes no sense; retrying cannot help. Read from the
+# domain's errors, so a new kind of refusal is never retried by mistake.
+REFUSALS = CONTRACT_REFUSALS
 
 
 @dataclass(frozen=True)

@@ -30,5 +30,16 @@ class NotFound(DomainError):
     kind = "NotFound"
 
 
+def refusal_kinds() -> list[str]:
+    """Every kind of outright refusal an owner raises (each DomainError subclass): retrying
+    a refused command cannot help, so workflows never retry these (workflows/process.py)."""
+    found, waiting = set(), list(DomainError.__subclasses__())
+    while waiting:
+        refusal = waiting.pop()
+        found.add(refusal.kind)
+        waiting.extend(refusal.__subclasses__())
+    return sorted(found)
+
+
 class ConcurrencyConflict(Exception):
     """Someone else saved the aggregate first; reload and decide again."""

@@ -951,3 +951,16 @@ def _tampered(token: str) -> str:
     body["exp"] += 1
     forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
     return f"{header}.{forged}.{signature}"
+
+
+def test_every_kind_of_refusal_an_owner_raises_is_one_the_workflows_never_retry():
+    from domain.shared.errors import DomainError, InvalidCommand, NotAuthorized, NotFound, refusal_kinds
+    from workflows.process import REFUSALS as NEVER_RETRIED
+
+    assert NEVER_RETRIED == sorted(kind.kind for kind in (InvalidCommand, NotAuthorized, NotFound))
+    assert set(NEVER_RETRIED) == {kind.kind for kind in DomainError.__subclasses__()}
+
+    class AlreadyArchived(NotFound):  # a refusal added later, under another one
+        kind = "AlreadyArchived"
+
+    assert "AlreadyArchived" in refusal_kinds()
