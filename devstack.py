@@ -171,6 +171,7 @@ class Stack:
         nats_store: str | Path = VAR / "nats",
         reporting_database_url: str = "sqlite:///var/reporting.db",
         reuse_running: bool = True,
+        ports_chosen_here: bool = False,
         echo: bool = True,
         ops_env: dict[str, str] | None = None,
         server_sqlite_pragmas: tuple[str, ...] = SERVER_SQLITE_PRAGMAS,
@@ -188,6 +189,9 @@ class Stack:
         self.nats_store = Path(nats_store)
         self.reporting_database_url = reporting_database_url
         self.reuse_running = reuse_running  # False: a busy port is an error, not a server to use
+        # True for a private stack: it picked free ports when it was made, and a port taken since
+        # (the dev server's own services bind ports of their own) is picked again, not an error.
+        self.ports_chosen_here = ports_chosen_here
         self.echo = echo
         self.ops_env = ops_env or {}  # the ops endpoints' ports (private stacks: none, so workers never collide)
         self.server_sqlite_pragmas = server_sqlite_pragmas  # () : the server's own SQLite defaults
@@ -239,6 +243,7 @@ class Stack:
             "nats_store": base / "nats",
             "reporting_database_url": f"sqlite:///{base / 'reporting.db'}",
             "reuse_running": False,
+            "ports_chosen_here": True,
             "echo": False,
             "ops_env": {"SETTLEFLOW_OPS_PORT": "0", "SETTLEFLOW_RELAY_OPS_PORT": "0", "SETTLEFLOW_TEMPORAL_METRICS_ADDRESS": ""},
         }
@@ -314,6 +319,10 @@ class Stack:
         health = f"{self.gateway_url}/health"
         url = urlsplit(self.gateway_url)
         port = url.port or (443 if url.scheme == "https" else 80)
+        if self.ports_chosen_here and listening(url.hostname or "127.0.0.1", port):
+            port = free_port()
+            self.gateway_url = f"{url.scheme}://{url.hostname}:{port}"
+            health = f"{self.gateway_url}/health"
         if http_ok(health) or listening(url.hostname or "127.0.0.1", port):
             if not self.reuse_running:
                 raise StartupError("gateway simulator", f"port {port} is already in use")
@@ -365,6 +374,9 @@ class Stack:
             return own[0].process
         url = urlsplit(self.nats_url.split(",")[0])
         host, port = url.hostname or "127.0.0.1", url.port or 4222
+        if self.ports_chosen_here and listening(host, port):
+            port = free_port()
+            self.nats_url = f"nats://{host}:{port}"
         if listening(host, port):
             if not self.reuse_running:
                 raise StartupError("NATS", f"port {port} is already in use")
