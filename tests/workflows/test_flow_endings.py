@@ -341,16 +341,7 @@ async def test_a_paid_order_never_delivered_can_still_be_cancelled_after_120_day
     await ship(harness, order_id)
     await harness.env.sleep(timedelta(days=120))
 
-    answer = await asyncio.wait_for(
-        handle.execute_update(
-            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="parcel lost")
-        ),
-        ANSWER_WITHIN,
-    )
-    result = await handle.result()
-
-    assert (answer, result.status) == ("cancelled", "refunded")
-    assert refunds_of(harness, order_id) == ["120.00"]
+    await support_cancels_and_the_money_goes_back(harness, handle, order_id)
 
 
 async def test_a_delivery_or_return_billing_never_recorded_leaves_the_order_open_for_cancelling(harness):
@@ -366,6 +357,12 @@ async def test_a_delivery_or_return_billing_never_recorded_leaves_the_order_open
 
     assert trail[-1].endswith("billing records it shipped: still open")
     assert (await handle.query("status"))["status"] == "paid"
+    await support_cancels_and_the_money_goes_back(harness, handle, order_id)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+async def support_cancels_and_the_money_goes_back(harness, handle, order_id: str) -> None:
+    """Support cancels the lost parcel's order: billing accepts, and all 120.00 is refunded."""
     answer = await asyncio.wait_for(
         handle.execute_update(
             PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="parcel lost")
@@ -378,7 +375,6 @@ async def test_a_delivery_or_return_billing_never_recorded_leaves_the_order_open
     assert refunds_of(harness, order_id) == ["120.00"]
 
 
-# -- helpers ----------------------------------------------------------------------------------------
 def _order(order_id: str, card: str):
     from workflows.messages import OrderRequest
 
