@@ -9,8 +9,9 @@ Read top to bottom:
       `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which names the
       payments command that found the answer; RecordedAnswer → payments gives what that command
       recorded, taken only if it answers this attempt → PaymentCaptured | PaymentDeclined
-      (+ PaymentAbandoned); anything else is noted and the flow waits on; a capture the gateway confirms it never made
-      is a declined attempt (`not_charged`), and recovery goes on as after any decline
+      (+ PaymentAbandoned); anything else is noted and the flow waits on. A capture the
+      gateway confirms it never made is a declined attempt (`not_charged`), and recovery goes
+      on as after any decline
   PaymentCaptured → MarkOrderPaid → billing, CreateInvoice → invoicing,
       NotifyCustomer (payment received, invoice number)
   PaymentDeclined → NotifyCustomer, wait 1, 3, 7 days — or less when the Update
@@ -339,7 +340,10 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                     RecordedFulfilment.activity_name, self.order.order_id, RecordedFulfilment, DECIDE
                 )
                 if not recorded.ends_cancelling:
-                    self.note(f"told the order was delivered or returned, but billing records it {recorded.fulfilment}: still open")
+                    self.note(
+                        f"told the order was delivered or returned, but billing records it {recorded.fulfilment}: "
+                        "still open"
+                    )
                     self.delivered = self.returned = False
                     continue
                 self.returned = recorded.returned  # billing's word, not the signal's

@@ -175,7 +175,7 @@ class Process:
     def takes(self, change: str) -> bool:
         """Whether this flow takes a change made after FIRST_RELEASE: a flow started on RELEASE
         does without asking; an older one asks where it reaches the change (a marker only in
-        the flows that get there, never before a local activity still running)."""
+        the flows that get there)."""
         return self.release == RELEASE or workflow.patched(change)
 
     # -- sending commands ---------------------------------------------------------

@@ -6,10 +6,12 @@ retried and show in the web UI like everything else.
   ClearOrderForShipping → billing → OrderClearedForShipping | ShippingRefused (not paid,
       cancelled: nothing ships. Done.)
   ShipOrder → shipping → OrderShipped → RecordShipment → billing → ShipmentRecorded
-      (+ DeliveryRecorded when the delivery came first) → signal `shipment_recorded` to a
-      delivery flow waiting for it
+      (+ DeliveryRecorded when the delivery came first → signal `order_delivered` to the
+      order's payment process) → signal `shipment_recorded` to a delivery flow waiting for it
   ConfirmDelivery → shipping → OrderDelivered → RecordDelivery → billing → DeliveryRecorded
-      (or DeliveryHeld when billing has not recorded the shipment yet: applied with it)
+      → signal `order_delivered` to the order's payment process
+      (or DeliveryHeld when billing has not recorded the shipment yet: applied with it, and
+      the shipment flow tells the payment process)
       Shipping has no parcel yet (NotFound): the delivery waits for `shipment_recorded`
       (up to WAIT_FOR_SHIPMENT), then asks again — a delivery is never lost for arriving first.
 
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
         ClearOrderForShipping,
         ConfirmDelivery,
+        DeliveryRecorded,
         OrderDelivered,
         OrderShipped,
         RecordDelivery,
@@ -35,7 +38,8 @@ with workflow.unsafe.imports_passed_through():
         ShippingRefused,
     )
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView
-    from workflows.process import INVALID_REQUEST, Process, Refused, Step, from_outside, retry_until_done
+    from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, Process, Refused, Step, from_outside
+    from workflows.process import retry_until_done
 
 # -- Process concerns ------------------------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -48,8 +52,20 @@ BILLING_CLEARS_SHIPPING = "billing-clears-shipping"
 DELIVERY_WAITS_FOR_SHIPMENT = "delivery-waits-for-shipment"
 
 
+class TellsThePaymentProcess:
+    """Mixed into a Process (before it): the order's payment process stays open for
+    cancellations until delivery, and is told when billing has recorded it."""
+
+    async def tell_payment_process_delivered(self, order_id: str) -> None:
+        try:
+            await workflow.get_external_workflow_handle(f"payment-{order_id}").signal("order_delivered")
+            self.note("told payment process: delivered")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
+            self.note("payment process already closed")  # type: ignore[attr-defined]
+
+
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
-class ShipOrderWorkflow(Process):
+class ShipOrderWorkflow(TellsThePaymentProcess, Process):
     flow_name = "shipping"
 
     @workflow.run
@@ -87,12 +103,16 @@ class ShipOrderWorkflow(Process):
         )
         fact = shipped.first(OrderShipped)
         assert fact is not None
-        await self.send(
+        recorded = await self.send(
             self.command(
                 RecordShipment, "record-shipment", order_id=fact.order_id, tracking=fact.tracking, shipped_at=fact.shipped_at
             ),
             DECIDE,
         )
+        if recorded.has(DeliveryRecorded) and self.takes(VERIFIED_FULFILMENT):
+            # Billing applied a delivery it had held: only now does its record say delivered,
+            # so only now may the payment process (which reads that record) close.
+            await self.tell_payment_process_delivered(fact.order_id)
         if patched:
             # A delivery that arrived first may be waiting for this shipment.
             try:
@@ -109,7 +129,7 @@ class ShipOrderWorkflow(Process):
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
-class ConfirmDeliveryWorkflow(Process):
+class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
     flow_name = "shipping"
 
     def __init__(self) -> None:
@@ -136,16 +156,14 @@ class ConfirmDeliveryWorkflow(Process):
             delivered = await self.send(confirm, DECIDE)
         fact = delivered.first(OrderDelivered)
         assert fact is not None
-        await self.send(
+        recorded = await self.send(
             self.command(RecordDelivery, "record-delivery", order_id=fact.order_id, delivered_at=fact.delivered_at),
             DECIDE,
         )
-        # The order's payment process stays open for cancellations until delivery.
-        try:
-            await workflow.get_external_workflow_handle(f"payment-{fact.order_id}").signal("order_delivered")
-            self.note("told payment process: delivered")
-        except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
-            self.note("payment process already closed")
+        # The order's payment process stays open for cancellations until billing records the
+        # delivery; one billing holds (no shipment recorded yet) is told by the shipment flow.
+        if recorded.has(DeliveryRecorded) or not self.takes(VERIFIED_FULFILMENT):
+            await self.tell_payment_process_delivered(fact.order_id)
         self.set_status("delivered")
         return TrailView(status=self.status, trail=self.trail)
 

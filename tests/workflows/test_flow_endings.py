@@ -6,6 +6,7 @@ the request reached settleflow. Time-skipping server, real activities, temporary
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,12 +17,13 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.billing import BillingActivities
 from activities.fraud import FraudActivities
 from activities.registry import OWNER_QUEUES, activities_for
 from activities.shipping import ShippingActivities
 
 from simulators.control import configure
-from domain.contracts import ConfirmDelivery, Outcome, ResolveFraudReview, ReviewDecision
+from domain.contracts import ConfirmDelivery, Outcome, RecordShipment, ResolveFraudReview, ReviewDecision
 from domain.shared.actor import Actor
 from domain.shared.money import Money
 from tests.workflows.flows import (
@@ -295,6 +297,58 @@ async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_
     assert shipment_status(harness, order_id) == "delivered"
 
 
+async def test_a_delivery_billing_held_closes_the_payment_process_once_the_shipment_is_recorded(harness):
+    # Shipping has the parcel, billing has not recorded the shipment yet (its RecordShipment
+    # step is failing): the delivery arrives in that window, billing holds it, and the payment
+    # process — which ends only on billing's record — is told when billing applies it.
+    billing = BillingActivities(harness.deps.uow_factory)
+    billing_down, billing_was_asked = threading.Event(), threading.Event()
+    billing_down.set()
+
+    @activity.defn(name=RecordShipment.activity_name())
+    def record_shipment_while_billing_is_down(command: RecordShipment) -> Outcome:
+        if billing_down.is_set():
+            billing_was_asked.set()
+            raise ApplicationError("billing's database is down")
+        return billing.record_shipment(command)
+
+    local = [
+        a
+        for owner in OWNER_QUEUES
+        for a in activities_for(owner, harness.deps.uow_factory, harness.deps.gateway, harness.deps.mailbox)
+        if a.__temporal_activity_definition.name != RecordShipment.activity_name()
+    ] + [record_shipment_while_billing_is_down]
+    queue = f"{FLOWS_QUEUE}-stubbed-{new_id('q')}"
+    order_id, _ = await place_order(harness)
+    payment = payment_handle(harness, order_id)
+
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        async with Worker(harness.client, task_queue=queue, workflows=WORKFLOWS, activities=local,
+                          activity_executor=executor):
+            async with real_time(harness.env):
+                shipping = await harness.client.start_workflow(
+                    ShipOrderWorkflow.run,
+                    ShipmentRequest(order_id=order_id, tracking=new_id("TRK"), requested_by=WAREHOUSE, **signed(WAREHOUSE)),
+                    id=f"ship-{order_id}",
+                    task_queue=queue,
+                )
+                await asyncio.to_thread(billing_was_asked.wait, 30)
+                await deliver_without_waiting(harness, order_id)
+
+                assert harness.order(order_id).fulfilment == "pending"  # held: billing has no shipment
+                assert (await payment.query(PaymentWorkflow.status_view)).status == "paid"
+
+                billing_down.clear()
+                shipped = await shipping.result()
+                closed = await payment.result()
+    await keep_history(shipping, "ship_order_applying_a_held_delivery")
+
+    assert (shipped.status, closed.status) == ("shipped", "paid")
+    assert harness.order(order_id).fulfilment == "delivered"
+    assert "told payment process: delivered" in shipped.trail
+    assert not any("still open" in line for line in closed.trail)
+
+
 async def test_an_unpaid_order_does_not_ship(harness):
     order_id, _ = await place_order(harness, card="tok_capture_declined")
 
@@ -381,6 +435,16 @@ def _order(order_id: str, card: str):
     return OrderRequest(
         order_id=order_id, customer_id="c-1", amount=Money.of("120.00", "EUR"), card_token=card, placed_by=CUSTOMER
     , **signed(CUSTOMER))
+
+
+async def deliver_without_waiting(harness, order_id: str) -> None:
+    """Confirm the delivery, and wait for that flow alone (not for the payment process)."""
+    await harness.client.execute_workflow(
+        ConfirmDeliveryWorkflow.run,
+        DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
+        id=f"deliver-{order_id}",
+        task_queue=FLOWS_QUEUE,
+    )
 
 
 async def _workflow_now(harness) -> datetime:
