@@ -332,9 +332,9 @@ class AwaitsReconciliation:
         self, kind: Literal["capture", "refund"], order_id: str, business_id: str, step: Step
     ) -> Outcome:
         """Wait for reconciliation's word, and take the answer payments recorded for the command
-        it names, about this refund or capture attempt (`business_id`; `step` runs the read). A signal whose
-        command recorded no answer to this question — forged, or about another refund or
-        attempt — is noted and changes nothing: the flow waits on. An operator's Cancel
+        it names, about this refund or capture attempt (`business_id`; `step` runs the read).
+        A signal whose command recorded no answer to this question — forged, or about another
+        refund or attempt — is noted and changes nothing: the flow waits on. An operator's Cancel
         meanwhile changes nothing either: only the gateway's answer may end a money question
         (Terminate stops the flow, and reconciliation then records the discrepancy for support)."""
         while True:
@@ -347,7 +347,7 @@ class AwaitsReconciliation:
             if not self.takes(VERIFIED_GATEWAY_ANSWERS):
                 self.note(f"reconciliation: payments answered {', '.join(told.event_names)}")
                 return told  # recorded before answers were checked: replays as it ran
-            recorded: Outcome | None = await self.look_up(  # type: ignore[attr-defined]
+            recorded: Outcome | None = await self.look_up(
                 GatewayQuestion.activity_name,
                 GatewayQuestion(kind=kind, order_id=order_id, business_id=business_id, command_id=told.command_id),
                 Outcome | None,

@@ -59,9 +59,9 @@ class TellsThePaymentProcess:
     async def tell_payment_process_delivered(self, order_id: str) -> None:
         try:
             await workflow.get_external_workflow_handle(f"payment-{order_id}").signal("order_delivered")
-            self.note("told payment process: delivered")  # type: ignore[attr-defined]
+            self.note("told payment process: delivered")
         except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
-            self.note("payment process already closed")  # type: ignore[attr-defined]
+            self.note("payment process already closed")
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
