@@ -562,6 +562,13 @@ def _stop_on_signal(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_on_sigterm() -> None:
+    """For a script that starts a Stack (the bench, chaos): SIGTERM unwinds like Ctrl-C, so the
+    Stack's `finally`/atexit stop takes its children down instead of leaving them running (the
+    default SIGTERM ends the script alone, and its children live in process groups of their own)."""
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+
+
 def _keep_running(stack: Stack) -> int:
     print(f"web UI: {stack.web_ui}", flush=True)
     print("press Ctrl-C to stop", flush=True)

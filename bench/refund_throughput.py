@@ -44,7 +44,7 @@ from adapters.settings import load
 from adapters.tables import outbox, processed_commands
 from adapters.temporal import connect
 from demo import WAREHOUSE
-from devstack import READY_LINE, START_TIMEOUT, Stack
+from devstack import READY_LINE, START_TIMEOUT, Stack, stop_on_sigterm
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
 from workflows.payment import OrderRequest, PaymentWorkflow
@@ -563,8 +563,12 @@ def main() -> None:
     global SERVER_SYNC
     SERVER_SYNC = "write-ahead log, synced at checkpoints" if args.server_sync == "wal" else "SQLite defaults (full sync)"
     base = Path(tempfile.mkdtemp(prefix="settleflow-bench-"))
+    stop_on_sigterm()
     try:
         asyncio.run(bench(args, base))
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process it started is stopped", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         if not args.keep:
             import shutil

@@ -55,7 +55,7 @@ from adapters.tables import notifications  # noqa: E402
 from adapters.views import order_view  # noqa: E402
 from chaos.events import EventFaults  # noqa: E402
 from chaos.redelivery import Redelivery  # noqa: E402
-from devstack import Stack  # noqa: E402
+from devstack import Stack, stop_on_sigterm  # noqa: E402
 from domain.fraud.commands import ReviewDecision  # noqa: E402
 from domain.shared.actor import Actor, Role  # noqa: E402
 from domain.shared.money import Money  # noqa: E402
@@ -856,4 +856,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # the test suite ends an early quick run with SIGTERM: its stack goes too
     sys.exit(main())
