@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -347,14 +347,21 @@ class AwaitsReconciliation:
             if not self.takes(VERIFIED_GATEWAY_ANSWERS):
                 self.note(f"reconciliation: payments answered {', '.join(told.event_names)}")
                 return told  # recorded before answers were checked: replays as it ran
-            recorded: Outcome | None = await self.look_up(
-                GatewayQuestion.activity_name,
-                GatewayQuestion(kind=kind, order_id=order_id, business_id=business_id, command_id=told.command_id),
-                Outcome | None,
-                step,
-            )
+            question = GatewayQuestion(kind=kind, order_id=order_id, business_id=business_id, command_id=told.command_id)
+            recorded = await self.recorded_answer(question, step)
             if recorded is None:
                 self.note(f"ignored a gateway answer payments never recorded for this {kind} ({told.command_id})")
                 continue
             self.note(f"reconciliation: payments answered {', '.join(recorded.event_names)}")
             return recorded
+
+    async def recorded_answer(self, question: GatewayQuestion, step: Step) -> Outcome | None:
+        """Payments' recorded answer to `question`, or None. An operator's Cancel while payments
+        is asked changes nothing, as while waiting: the read is asked again."""
+        while True:
+            try:
+                return await self.look_up(GatewayQuestion.activity_name, question, Outcome | None, step)
+            except (asyncio.CancelledError, ActivityError) as stopped:
+                if not is_cancelled_exception(stopped):  # the read cancelled with the flow, or Cancel itself
+                    raise
+                self.note("Cancel while asking payments for the gateway's answer: the answer still decides")

@@ -9,6 +9,8 @@ lose answers, never arrive, or refuse the request."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -17,17 +19,21 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 import starter
 from adapters import db
+from activities.payments import PaymentsActivities
+from activities.registry import OWNER_QUEUES, activities_for
 from adapters.mailbox import FileMailbox
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from cli import reconciliation as verbs
 from devstack import temporal_cli
-from domain.contracts import GatewayRefundSettled, Outcome, PaymentCaptured
+from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured
 from domain.payments.gateway import SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
@@ -42,14 +48,18 @@ from worker import ALL_QUEUES, Dependencies, build_workers
 from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun
 from workflows.payment import OrderRequest, PaymentWorkflow
 from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
+from workflows.refund import RefundRequest, RefundWorkflow
+from workflows.registry import WORKFLOWS
 from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
 from workflows.schedules import DAILY, FREQUENT, ensure_schedules
 
 RETRY_WINDOW_PASSED = timedelta(hours=25)
+CUSTOMER = Actor(role=Role.CUSTOMER, id="c-1")
 
 
 class ReconHarness(Harness):
     gateway: FakeGateway
+    deps: Dependencies
 
     def refund(self, order_id: str, refund_id: str):
         return self.order(order_id).refunds[refund_id]
@@ -81,6 +91,7 @@ async def harness(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rec
             await stack.enter_async_context(worker)
         harness = ReconHarness(env.client, env, deps.uow_factory, deps.mailbox, "", engine)
         harness.gateway = gateway
+        harness.deps = deps
         yield harness
         await harness.close_open_workflows()
     engine.dispose()
@@ -319,6 +330,55 @@ async def test_a_forged_gateway_answer_completes_no_refund_and_the_flow_takes_on
 
     await reconcile(harness)  # payments asks the gateway: it holds no such refund
     result = await handle.result()
+
+    assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")
+    assert harness.gateway.refunds_paid(refund_id) == 0
+
+
+async def test_a_cancel_while_the_flow_asks_payments_for_the_answer_changes_nothing(harness):
+    # Payments' read is held up; the operator presses Cancel meanwhile. The flow asks again,
+    # and the gateway's answer (never sent: nothing paid) still decides and frees the money.
+    payments = PaymentsActivities(harness.deps.uow_factory, harness.gateway)
+    payments_slow, payments_asked = threading.Event(), threading.Event()
+
+    @activity.defn(name=GatewayQuestion.activity_name)
+    def recorded_answer_slowly(question: GatewayQuestion) -> Outcome | None:
+        payments_asked.set()
+        payments_slow.wait(60)
+        return payments.recorded_answer(question)
+
+    local = [
+        a
+        for owner in OWNER_QUEUES
+        for a in activities_for(owner, harness.deps.uow_factory, harness.gateway, harness.deps.mailbox)
+        if a.__temporal_activity_definition.name != GatewayQuestion.activity_name
+    ] + [recorded_answer_slowly]
+    queue = f"{FLOWS_QUEUE}-slow-payments-{new_id('q')}"
+    order_id = await delivered(harness)
+    refund_id = new_id("r-refused")  # the gateway refuses the request: no money moves
+
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        async with Worker(harness.client, task_queue=queue, workflows=WORKFLOWS, activities=local,
+                          activity_executor=executor):
+            handle = harness.track(await harness.client.start_workflow(
+                RefundWorkflow.run,
+                RefundRequest(refund_id=refund_id, order_id=order_id, amount=Money.of("30.00", "EUR"),
+                              reason="arrived damaged", requested_by=CUSTOMER, **signed(CUSTOMER)),
+                id=f"refund-{refund_id}",
+                task_queue=queue,
+            ))
+            await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+            await reconcile(harness)
+            async with real_time(harness.env):
+                await asyncio.to_thread(payments_asked.wait, 30)
+                await handle.cancel()
+                for _ in range(240):  # the Cancel reaches the flow with its next workflow task
+                    if any(line.startswith("Cancel while asking payments") for line in (await handle.query("status"))["trail"]):
+                        break
+                    await asyncio.sleep(0.25)
+                payments_slow.set()
+                result = await handle.result()
 
     assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
     assert harness.order(order_id).refundable.amount == Decimal("120.00")
