@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import VersioningBehavior
-from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
+from temporalio.api.enums.v1.task_queue_pb2 import ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkerDeploymentRequest,
+    SetWorkerDeploymentCurrentVersionRequest,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -48,10 +52,28 @@ async def make_current(env: WorkflowEnvironment, build_id: str) -> None:
                     namespace=env.client.namespace, deployment_name=DEPLOYMENT, build_id=build_id, identity="test"
                 )
             )
+            await routed_to(env, build_id)
             return
         except RPCError:
             await asyncio.sleep(0.1)
     raise AssertionError(f"version {build_id} never became current")
+
+
+async def routed_to(env: WorkflowEnvironment, build_id: str) -> None:
+    """Until the new current version has reached every task queue: the server propagates it
+    to the queues' partitions after it answers (a flow started before that, on a loaded
+    machine, still ran on the old build)."""
+    for _ in range(300):
+        info = (
+            await env.client.workflow_service.describe_worker_deployment(
+                DescribeWorkerDeploymentRequest(namespace=env.client.namespace, deployment_name=DEPLOYMENT)
+            )
+        ).worker_deployment_info
+        current = info.routing_config.current_deployment_version.build_id
+        if current == build_id and info.routing_config_update_state != ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"version {build_id} never reached the task queues")
 
 
 async def running_build(handle) -> tuple[str, int]:
