@@ -9,6 +9,7 @@
     python starter.py order o-1
     python starter.py list --status completed
     python starter.py demo
+    python starter.py resume-flow refund-REFUND_ID --note "terminated by mistake" --as support:sam
 
 Every command checks its arguments before anything starts; a bad one exits with
 code 2 and a single line saying what is wrong.
@@ -36,6 +37,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from adapters import db
 from adapters.settings import Settings, load
 from cli import reconciliation as reconciliation_verbs
+from cli import resume as resume_verb
 from adapters.temporal import connect, ui_link
 from adapters.views import DatabaseUnavailable, OrderView, order_view
 from cli import events as events_cli
@@ -530,6 +532,7 @@ def build_parser() -> CliParser:
     p.add_argument("action", choices=["upgrade"])
     events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
     reconciliation_verbs.add_verbs(verbs, common, identifier, note, reason, actor)
+    resume_verb.add_verb(verbs, common, identifier, reason, actor)
     trust_cli.add_verbs(verbs, common, identifier)  # token
     ops_cli.add_verbs(verbs, common)  # config
     return parser

@@ -66,6 +66,7 @@ class CaptureAttempt(BaseModel):
     gateway_reference: str = ""
     gateway_currency: str = ""  # the currency the gateway confirmed it charged in ("": not kept then)
     sent_at: datetime | None = None  # when payments decided to ask (None: recorded before this was kept)
+    answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
 
 class GatewayRefundStatus(StrEnum):
@@ -87,6 +88,7 @@ class GatewayRefund(BaseModel):
     decline_code: str = ""
     gateway_reference: str = ""
     sent_at: datetime | None = None
+    answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
 
 CaptureCommand = CapturePayment | RetryPaymentCapture
@@ -215,6 +217,7 @@ class Payment(AggregateRoot):
         self.capture_lookup(command)
         attempt = self._attempt(command.attempt_id)
         assert attempt is not None
+        attempt.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         if isinstance(answer, NotFound):
             answer = Declined(code=self.NOT_CHARGED)
         self._capture_answered(command, attempt, answer)
@@ -291,6 +294,16 @@ class Payment(AggregateRoot):
             return None
         known = [t for t in waiting if t is not None]
         return min(known) if len(known) == len(waiting) else LONG_AGO
+
+    def answers_found_by_reconciliation(self, refund_id: str | None = None) -> list[str]:
+        """The reconciliation command that found the answer a flow waits for: the refund's
+        (`refund_id`), or else the order's latest capture attempt's — the one its payment
+        flow waits on. Empty when reconciliation found none (or the flow's own answer came)."""
+        if refund_id is not None:
+            refund = self.refunds.get(refund_id)
+            return [refund.answered_by] if refund is not None and refund.answered_by else []
+        latest = self.attempts[-1] if self.attempts else None
+        return [latest.answered_by] if latest is not None and latest.answered_by else []
 
     def _attempt(self, attempt_id: str) -> CaptureAttempt | None:
         return next((a for a in self.attempts if a.attempt_id == attempt_id), None)
@@ -374,6 +387,7 @@ class Payment(AggregateRoot):
         """What the gateway's look-up means: settled, declined, or confirmed never paid."""
         self.refund_lookup(command)
         refund = self.refunds[command.refund_id]
+        refund.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         if isinstance(answer, NotFound):
             refund.status = GatewayRefundStatus.NOT_FOUND
             self.record(

@@ -308,3 +308,38 @@ def test_a_delivery_confirmed_before_its_shipment_is_kept_and_the_command_line_r
     while run_json(stack, "order", order_id)["fulfilment"] != "delivered":
         assert time.monotonic() < deadline, "the kept delivery was never applied after the shipment"
         time.sleep(0.3)
+
+
+def test_support_resumes_a_terminated_refund_which_then_pays_out_once(stack: Stack) -> None:
+    order_id, refund_id = "o-e2e-resume", "r-e2e-resume"
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-8",
+                      "--amount", "1500.00", "--currency", "EUR", "--wait")
+    assert placed["status"] == "paid", placed
+    run(stack, "ship", "--order-id", order_id, "--tracking", "T8")
+    run(stack, "deliver", "--order-id", order_id)
+    run(stack, "refund", "--order-id", order_id, "--reason", "damaged", "--as", "customer:c-8",
+        "--refund-id", refund_id)
+    flow = f"refund-{refund_id}"
+    wait_for_flow_status(stack, flow, "under_review")
+    refused = run(stack, "resume-flow", flow, "--note", "too early", "--as", "support:sam", expect=2)
+    assert "still runs" in refused.stderr, refused.stderr
+    subprocess.run([temporal_cli(), "workflow", "terminate", "--workflow-id", flow, "--reason", "by mistake",
+                    "--address", stack.temporal_address], check=True, capture_output=True, timeout=30)
+
+    done = run(stack, "resume-flow", flow, "--note", "terminated by mistake, ticket 881", "--as", "support:sam")
+
+    assert done.stdout.startswith(f"{flow}: resumed (terminated before)"), done.stdout
+    wait_for_flow_status(stack, flow, "under_review")
+    run(stack, "review", refund_id, "approve", "--as", "fraud_analyst:B", "--note", "fine")
+    wait_for_flow_status(stack, flow, "completed")
+    assert run_json(stack, "order", order_id)["refunds"][0]["status"] == "completed"
+    assert [r["amount"] for r in read_ledger(stack.gateway_url)["refunds"] if r["reference"] == refund_id] == ["1500.00"]
+    finished = run(stack, "resume-flow", flow, "--note", "again", "--as", "support:sam", expect=2)
+    assert "finished" in finished.stderr, finished.stderr
+
+
+def wait_for_flow_status(stack: Stack, workflow_id: str, status: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while (seen := run_json(stack, "status", workflow_id)["status"]) != status:
+        assert time.monotonic() < deadline, f"{workflow_id} stayed {seen}, never {status}"
+        time.sleep(0.3)

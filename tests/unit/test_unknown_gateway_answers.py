@@ -236,3 +236,34 @@ def test_only_a_capture_or_decline_of_this_attempt_answers_a_payments_flow():
     assert question.is_answered_by([captured]) and question.is_answered_by([declined])
     assert not question.is_answered_by([captured.model_copy(update={"attempt_id": "a-2"})])
     assert not question.is_answered_by([GatewayRefundNotSent(order_id=ORDER_ID, refund_id="a-1")])
+
+
+# == a flow gone while reconciliation found its answer ===================================================
+def test_payments_keeps_which_reconciliation_command_found_a_refunds_answer_for_a_flow_resumed_later():
+    payment = unknown_refund()
+    assert payment.answers_found_by_reconciliation("r-1") == []  # none found yet
+    found = reconcile_refund()
+
+    payment.reconcile_refund(found, Accepted("re_1"))
+
+    assert payment.answers_found_by_reconciliation("r-1") == [found.command_id]
+    assert payment.answers_found_by_reconciliation("r-other") == []
+
+
+def test_a_refund_answered_in_its_own_flow_names_no_reconciliation_command():
+    payment = captured_payment("100.00")
+    sent = refund_sent(payment, "r-1", "30.00")
+    payment.record_refund_answer(sent, Accepted("re_1"))
+    assert payment.answers_found_by_reconciliation("r-1") == []
+
+
+def test_only_the_latest_capture_attempts_reconciled_answer_is_the_one_a_payment_flow_waits_for():
+    payment, first = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(first))
+    declined = reconcile_capture(first)
+    payment.reconcile_capture(declined, NotFound())
+    assert payment.answers_found_by_reconciliation() == [declined.command_id]
+
+    payment.begin_capture(capture_cmd("100.00", command_id="payment-o-1/retry-1"))
+
+    assert payment.answers_found_by_reconciliation() == []  # the new attempt's flow waits on its own answer

@@ -117,8 +117,8 @@ async def start_payment(harness: ReconHarness, card: str, amount: str = "120.00"
     return order_id, handle
 
 
-async def delivered(harness: ReconHarness) -> str:
-    order_id, handle = await start_payment(harness, "tok_visa")
+async def delivered(harness: ReconHarness, amount: str = "120.00") -> str:
+    order_id, handle = await start_payment(harness, "tok_visa", amount)
     await wait_for_status(handle, "paid", env=harness.env)
     await ship(harness, order_id)
     await deliver(harness, order_id)

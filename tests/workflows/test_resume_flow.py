@@ -1,0 +1,171 @@
+"""A flow that is gone is resumed by support (`starter.py resume-flow`, cli/resume.py) and
+finishes what it held, deciding, sending and paying nothing twice.
+
+Temporal's Reset is not in the time-skipping test server, so these run on a dev server of
+their own (real time: no test here waits for a timer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from adapters import db
+from adapters.codec import data_converter
+from adapters.mailbox import FileMailbox
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from cli.resume import NotResumable, resume
+from devstack import temporal_cli
+from domain.payments.payment import GatewayRefundStatus
+from domain.shared.actor import Actor, Role
+from domain.contracts import ReviewDecision
+from tests.fakes import FakeGateway
+from tests.tokens import signed
+from tests.workflows.flows import new_id, start_refund, wait_for_status
+from tests.workflows.test_reconciliation import ReconHarness, delivered, reconcile, start_payment
+from worker import ALL_QUEUES, Dependencies, build_workers
+from workflows.messages import ReviewResolution
+from workflows.process import SEARCH_ATTRIBUTES
+from workflows.refund import RefundWorkflow
+
+SUPPORT = "resumed by support:sam: terminated by mistake"
+ANALYST = Actor(role=Role.FRAUD_ANALYST, id="a-1")
+
+
+@pytest.fixture(scope="module")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_local(
+        data_converter=data_converter(), dev_server_existing_path=temporal_cli(),
+        search_attributes=list(SEARCH_ATTRIBUTES),
+    )
+    yield environment
+    await environment.shutdown()
+
+
+@pytest.fixture
+async def harness(dev_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[ReconHarness]:
+    url = f"sqlite:///{tmp_path / 'settleflow.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    aggregates = default_aggregate_types()
+    gateway = FakeGateway()
+    deps = Dependencies(
+        uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
+        gateway=gateway,  # type: ignore[arg-type]
+        mailbox=FileMailbox(tmp_path / "mailbox"),
+        engine=engine,
+    )
+    async with AsyncExitStack() as stack:
+        executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
+        for worker in build_workers(dev_server.client, deps, list(ALL_QUEUES), executor):
+            await stack.enter_async_context(worker)
+        harness = ReconHarness(dev_server.client, dev_server, deps.uow_factory, deps.mailbox, "", engine)
+        harness.gateway = gateway
+        harness.deps = deps
+        yield harness
+        await harness.close_open_workflows()
+    engine.dispose()
+
+
+async def large_refund_under_review(harness: ReconHarness):
+    order_id = await delivered(harness, amount="1500.00")
+    handle = await start_refund(harness, order_id, refund_id=new_id("r-review"))
+    await wait_for_status(handle, "under_review")
+    return order_id, handle
+
+
+async def approve(harness: ReconHarness, workflow_id: str) -> None:
+    await harness.client.get_workflow_handle(workflow_id).execute_update(
+        RefundWorkflow.resolve_review,
+        ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST)),
+    )
+
+
+async def test_a_refund_terminated_while_awaiting_reconciliation_is_resumed_told_what_was_found_and_completes_once(
+    harness,
+):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-answer_lost")  # the gateway pays, its answer never arrives
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending")
+    await handle.cancel()  # the answer is unknown: the flow waits for reconciliation
+    await wait_for_status(handle, "awaiting_reconciliation")
+    await handle.terminate("an operator pressed Terminate")
+    await reconcile(harness)  # payments learns the gateway paid; the flow it would tell is gone
+    [discrepancy] = harness.discrepancies()
+    assert (discrepancy.kind.value, discrepancy.business_id) == ("flow_gone", refund_id)
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")  # still reserved
+
+    resumed = await resume(harness.client, harness.uow_factory, f"refund-{refund_id}", SUPPORT)
+
+    resumed_flow = harness.client.get_workflow_handle_for(RefundWorkflow.run, f"refund-{refund_id}")
+    result = await asyncio.wait_for(resumed_flow.result(), timeout=60)  # not left waiting for a lost signal
+    assert result.status == "completed"
+    assert resumed.was == "terminated"
+    assert resumed.told == harness.payment(order_id).answers_found_by_reconciliation(refund_id) != []
+    assert harness.refund(order_id, refund_id).status.value == "completed"
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.SETTLED
+    assert harness.gateway.refunds_paid(refund_id) == 1
+    assert harness.order(order_id).refundable.amount == Decimal("90.00")  # paid out now, not reserved
+    assert [m["kind"] for m in harness.messages("customer:c-1")].count("refund_completed") == 1
+
+
+async def test_a_payment_flow_terminated_while_awaiting_reconciliation_is_resumed_and_ends_paid_once(harness):
+    order_id, handle = await start_payment(harness, "tok_capture_answer_lost")  # captured, answer lost
+    await wait_for_status(handle, "capturing")
+    await handle.cancel()  # the capture is unknown: the flow waits for reconciliation
+    await wait_for_status(handle, "awaiting_reconciliation")
+    await handle.terminate("an operator pressed Terminate")
+    await reconcile(harness)  # payments learns the card was charged; nobody to tell
+    assert harness.order(order_id).paid.amount == Decimal("0")
+
+    resumed = await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
+
+    view = await wait_for_status(harness.client.get_workflow_handle(handle.id), "paid")
+    assert view.invoice_number
+    assert resumed.told == harness.payment(order_id).answers_found_by_reconciliation() != []
+    assert harness.order(order_id).paid.amount == Decimal("120.00")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+
+async def test_a_refund_cancelled_in_review_is_resumed_without_its_cancel_and_pays_out_once_approved(harness):
+    order_id, handle = await large_refund_under_review(harness)
+    await handle.cancel()  # before the gateway step a Cancel stops the flow, the money stays reserved
+    with pytest.raises(Exception):
+        await handle.result()
+    assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
+
+    resumed = await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
+
+    assert (resumed.was, resumed.told) == ("cancelled", [])
+    again = harness.client.get_workflow_handle_for(RefundWorkflow.run, handle.id)
+    assert (await wait_for_status(again, "under_review")).status == "under_review"  # not cancelled again
+    await approve(harness, handle.id)
+    assert (await again.result()).status == "completed"
+    refund_id = handle.id.removeprefix("refund-")
+    assert harness.gateway.refunds_paid(refund_id) == 1
+    assert harness.order(order_id).refunded.amount == Decimal("1500.00")
+
+
+async def test_only_a_flow_that_is_gone_is_resumed_and_a_refused_resume_changes_nothing(harness):
+    order_id, handle = await large_refund_under_review(harness)
+
+    with pytest.raises(NotResumable, match="still runs"):
+        await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
+    with pytest.raises(NotResumable, match="no flow"):
+        await resume(harness.client, harness.uow_factory, "refund-r-never-started", SUPPORT)
+    assert (await handle.describe()).run_id == handle.result_run_id  # the same run goes on
+
+    await approve(harness, handle.id)
+    assert (await handle.result()).status == "completed"
+    with pytest.raises(NotResumable, match="finished"):
+        await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
+    assert harness.gateway.refunds_paid(handle.id.removeprefix("refund-")) == 1
