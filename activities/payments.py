@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.handling import decide, prepare
 from activities.ports import PaymentGateway
-from domain.payments.answers import GatewayQuestion
+from domain.payments.answers import FoundByReconciliation, GatewayQuestion
 from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from domain.contracts import Outcome
 from domain.shared.messages import Command
@@ -97,12 +97,14 @@ class PaymentsActivities:
         """What payments' inbox holds for the command reconciliation named, if those facts
         answer the question (domain/payments/answers.py); None for anything else — a command
         payments never handled, or one about another refund or attempt. Reads, decides nothing."""
+        recorded = self._recorded(question.command_id)
+        return recorded if recorded is not None and question.is_answered_by(recorded.events) else None
+
+    def _recorded(self, command_id: str) -> Outcome | None:
+        """The outcome payments recorded for this command, if it handled it."""
         with self.uow() as uow:
-            stored = uow.processed_result(question.command_id)
-        if not stored:
-            return None
-        recorded = Outcome.model_validate(stored)
-        return recorded if question.is_answered_by(recorded.events) else None
+            stored = uow.processed_result(command_id)
+        return Outcome.model_validate(stored) if stored else None
 
     def _around_the_gateway(
         self,
@@ -117,6 +119,12 @@ class PaymentsActivities:
         request = prepare(self.uow, command, what_to_ask)
         if isinstance(request, Outcome):
             return request
+        if isinstance(request, FoundByReconciliation):
+            # A resumed flow asks again for what reconciliation answered while it was gone: the
+            # answer is that command's record (written with `answered_by`), not a second request.
+            found = self._recorded(request.command_id)
+            assert found is not None, f"{request.command_id} recorded no outcome"
+            return found
         answer = self._ask(lambda: ask(request))
         return decide(self.uow, command, lambda uow: what_it_means(uow.payments.get(command.order_id), answer))
 

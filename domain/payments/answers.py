@@ -52,3 +52,13 @@ class GatewayQuestion(BaseModel):
             isinstance(e, CAPTURE_ANSWERS) and e.order_id == self.order_id and e.attempt_id == self.business_id
             for e in events
         )
+
+
+class FoundByReconciliation(BaseModel):
+    """Payments' answer to a flow that asks it to send a refund or capture attempt whose answer
+    reconciliation has already found (the flow was gone meanwhile, and is resumed): not a second
+    request, but the command whose recorded outcome is the answer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command_id: str

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
+from domain.payments.answers import FoundByReconciliation
 from domain.payments.commands import (
     CapturePayment,
     MarkCaptureUnknown,
@@ -151,10 +152,13 @@ class Payment(AggregateRoot):
     def captured(self) -> Money:
         return self.capture.amount if self.capture else Money.zero(self.amount.currency)
 
-    def begin_capture(self, command: CaptureCommand) -> CaptureRequest:
+    def begin_capture(self, command: CaptureCommand) -> CaptureRequest | FoundByReconciliation:
         """Decide what the gateway is asked. Asking again for the same attempt
-        (an activity retry) asks the same thing with the same key."""
+        (an activity retry) asks the same thing with the same key; asking again for one whose
+        answer reconciliation found (a resumed flow) gets that answer instead."""
         attempt = self._attempt(command.command_id)
+        if attempt is not None and attempt.answered_by:
+            return FoundByReconciliation(command_id=attempt.answered_by)
         if attempt is None:
             self._must_be_recoverable()
             if isinstance(command, CapturePayment) and command.amount != self.amount:
@@ -318,8 +322,12 @@ class Payment(AggregateRoot):
             self.amount.currency,
         )
 
-    def begin_refund(self, command: SendRefundToGateway) -> RefundRequest:
+    def begin_refund(self, command: SendRefundToGateway) -> RefundRequest | FoundByReconciliation:
+        """What the gateway is asked for this refund: the same again for a refund still waiting
+        for its answer; for one whose answer reconciliation found (a resumed flow), that answer."""
         refund = self.refunds.get(command.refund_id)
+        if refund is not None and refund.answered_by:
+            return FoundByReconciliation(command_id=refund.answered_by)
         if refund is None:
             if self.capture is None:
                 raise InvalidCommand("not_captured", f"order {self.id} has no captured payment to refund")

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from domain.payments.answers import GatewayQuestion
+from domain.payments.answers import FoundByReconciliation, GatewayQuestion
 from domain.payments.commands import MarkCaptureUnknown, MarkRefundUnknown, ReconcileCapture, ReconcileGatewayRefund
 from domain.payments.events import (
     GatewayRefundDeclined,
@@ -267,3 +267,28 @@ def test_only_the_latest_capture_attempts_reconciled_answer_is_the_one_a_payment
     payment.begin_capture(capture_cmd("100.00", command_id="payment-o-1/retry-1"))
 
     assert payment.answers_found_by_reconciliation() == []  # the new attempt's flow waits on its own answer
+
+
+def test_a_refund_reconciliation_answered_is_not_sent_again_its_flow_gets_that_answer():
+    payment = unknown_refund()
+    found = reconcile_refund()
+    payment.reconcile_refund(found, Accepted("re_1"))
+    payment.clear_events()
+
+    asked_again = payment.begin_refund(refund_cmd("r-1", "30.00"))  # the resumed flow's same command
+
+    assert asked_again == FoundByReconciliation(command_id=found.command_id)
+    assert payment.pending_events == []
+
+
+def test_a_capture_attempt_reconciliation_answered_is_not_sent_again_its_flow_gets_that_answer():
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+    found = reconcile_capture(attempt_id)
+    payment.reconcile_capture(found, Accepted("ch_9", currency="EUR"))
+    payment.clear_events()
+
+    asked_again = payment.begin_capture(capture_cmd("100.00", command_id=attempt_id))
+
+    assert asked_again == FoundByReconciliation(command_id=found.command_id)
+    assert payment.pending_events == []

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from activities.payments import PaymentsActivities
 from adapters import db
 from adapters.codec import data_converter
 from adapters.mailbox import FileMailbox
@@ -26,8 +28,9 @@ from cli.resume import NotResumable, resume
 from devstack import temporal_cli
 from domain.payments.payment import GatewayRefundStatus
 from domain.shared.actor import Actor, Role
-from domain.contracts import ReviewDecision
+from domain.contracts import ReconcileGatewayRefund, ReviewDecision
 from tests.fakes import FakeGateway
+from tests.unit.builders import command
 from tests.tokens import signed
 from tests.workflows.flows import new_id, start_refund, wait_for_status
 from tests.workflows.test_reconciliation import ReconHarness, delivered, reconcile, start_payment
@@ -116,6 +119,30 @@ async def test_a_refund_terminated_while_awaiting_reconciliation_is_resumed_told
     assert harness.gateway.refunds_paid(refund_id) == 1
     assert harness.order(order_id).refundable.amount == Decimal("90.00")  # paid out now, not reserved
     assert [m["kind"] for m in harness.messages("customer:c-1")].count("refund_completed") == 1
+
+
+async def test_a_refund_terminated_while_sending_and_answered_by_reconciliation_a_day_later_completes_once_resumed(
+    harness,
+):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-answer_lost")  # the gateway pays, its answers never arrive
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending")  # its send is retried: nothing recorded as answered
+    await handle.terminate("an operator pressed Terminate")
+    # A day later, reconciliation finds the request still `sent` and asks the gateway.
+    a_day_later = datetime.now(UTC) + timedelta(hours=26)
+    found = PaymentsActivities(harness.uow_factory, harness.gateway).reconcile_gateway_refund(
+        command(ReconcileGatewayRefund, order_id=order_id, refund_id=refund_id, issued_at=a_day_later)
+    )
+    assert found.event_names == ["GatewayRefundSettled"]
+
+    resumed = await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
+
+    again = harness.client.get_workflow_handle_for(RefundWorkflow.run, handle.id)
+    result = await asyncio.wait_for(again.result(), timeout=60)
+    assert (resumed.was, result.status) == ("terminated", "completed")  # not refused as answered already
+    assert harness.refund(order_id, refund_id).status.value == "completed"
+    assert harness.gateway.refunds_paid(refund_id) == 1
 
 
 async def test_a_payment_flow_terminated_while_awaiting_reconciliation_is_resumed_and_ends_paid_once(harness):
