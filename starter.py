@@ -480,17 +480,20 @@ def build_parser() -> CliParser:
     p.add_argument("--card", default="tok_visa", type=identifier, help="card token (default tok_visa)")
     p.add_argument("--at", type=instant, help="when it was placed (ISO-8601; default now)")
     p.add_argument("--wait", action="store_true", help="wait for the payment's outcome")
+    p.set_defaults(handler=Cli.place_order)
 
     p = verbs.add_parser("ship", parents=[common], help="the warehouse ships an order")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--tracking", required=True, type=identifier)
     p.add_argument("--at", type=instant, help="when it left (ISO-8601; default now)")
     p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID (default: warehouse:cli)")
+    p.set_defaults(handler=Cli.ship)
 
     p = verbs.add_parser("deliver", parents=[common], help="confirm an order's delivery")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--at", type=instant, help="when it arrived (ISO-8601; default now)")
     p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID (default: warehouse:cli)")
+    p.set_defaults(handler=Cli.deliver)
 
     p = verbs.add_parser("refund", parents=[common], help="ask for a refund")
     p.add_argument("--order-id", required=True, type=identifier)
@@ -499,37 +502,46 @@ def build_parser() -> CliParser:
     p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID, e.g. customer:c-1")
     p.add_argument("--refund-id", type=identifier, help="default: a new id")
     p.add_argument("--wait", action="store_true", help="wait for the final status")
+    p.set_defaults(handler=Cli.refund)
 
     p = verbs.add_parser("review", parents=[common], help="decide a fraud review")
     p.add_argument("refund_id", type=identifier)
     p.add_argument("decision", choices=[d.value for d in ReviewDecision])
     p.add_argument("--as", dest="actor", type=actor, help="fraud_analyst:ID")
     p.add_argument("--note", default="", type=note)
+    p.set_defaults(handler=Cli.review)
 
     p = verbs.add_parser("update-payment-method", parents=[common], help="give a recovering order a new card")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--card", required=True, type=identifier, help="the new card token")
     p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID (default: the order's customer)")
+    p.set_defaults(handler=Cli.update_payment_method)
 
     p = verbs.add_parser("cancel", parents=[common], help="cancel an order (billing decides)")
     p.add_argument("--order-id", required=True, type=identifier)
     p.add_argument("--as", dest="actor", type=actor, help="ROLE:ID, e.g. customer:c-1 or support:sam")
     p.add_argument("--reason", default="cancelled on request", type=reason)
+    p.set_defaults(handler=Cli.cancel)
 
     p = verbs.add_parser("status", parents=[common], help="a workflow's status and trail")
     p.add_argument("workflow_id", type=identifier)
+    p.set_defaults(handler=Cli.status)
 
     p = verbs.add_parser("order", parents=[common], help="billing's view of an order")
     p.add_argument("order_id", type=identifier)
+    p.set_defaults(handler=Cli.order)
 
     p = verbs.add_parser("list", parents=[common], help="list workflows")
     p.add_argument("--status", type=flow_status, help="only this flow status (e.g. completed, under_review)",
                    metavar="STATUS")
+    p.set_defaults(handler=Cli.list)
 
-    verbs.add_parser("demo", parents=[common], help="run the demo scenarios against a running worker")
+    p = verbs.add_parser("demo", parents=[common], help="run the demo scenarios against a running worker")
+    p.set_defaults(handler=Cli.demo)
 
     p = verbs.add_parser("db", parents=[common], help="database maintenance")
     p.add_argument("action", choices=["upgrade"])
+    p.set_defaults(handler=Cli.db_upgrade)
     events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
     reconciliation_verbs.add_verbs(verbs, common, identifier, note, reason, actor)
     resume_verb.add_verb(verbs, common, identifier, reason, actor)
@@ -547,15 +559,15 @@ def main(argv: list[str] | None = None) -> int:
         settings.temporal_address = args.address
     if args.namespace:
         settings.temporal_namespace = args.namespace
-    if getattr(args, "run", None):  # a verb from a cli/ module
+    # Each verb carries how it runs: `run(args, settings)` for one that needs no Temporal
+    # client (config, token, events, outbox, report, map), `handler(cli)` for the rest.
+    if getattr(args, "run", None):
         return args.run(args, settings)
     cli = Cli(args, settings)
-    verb = "db_upgrade" if args.verb == "db" else args.verb.replace("-", "_")
     try:
         trust_cli.resolve(args, UsageError)  # who acts: a verified token, or a dev token for --as
         may_act(args.verb, getattr(args, "actor", None))
-        handler = getattr(args, "handler", None)  # verbs from cli/ modules carry their own
-        asyncio.run(tracing.within_span(f"starter {args.verb}", handler(cli) if handler else getattr(cli, verb)()))
+        asyncio.run(tracing.within_span(f"starter {args.verb}", args.handler(cli)))
     except (UsageError, reconciliation_verbs.UsageError) as bad:
         print(f"starter.py: error: {bad}", file=sys.stderr)
         return 2
