@@ -2,7 +2,7 @@
 
 `decide` runs the owner inside one database transaction that also writes the
 outbox rows and the processed-command record. A command id seen before returns
-its first result and decides nothing anew. A lost optimistic-concurrency race
+its first result and decides nothing anew, even when its token no longer verifies. A lost optimistic-concurrency race
 reloads and lets the owner decide again.
 """
 
@@ -20,7 +20,7 @@ from activities.authorization import authorize
 from adapters import tracing
 from adapters.metrics import count_decision
 from domain.contracts import Outcome
-from domain.shared.errors import ConcurrencyConflict, DomainError
+from domain.shared.errors import ConcurrencyConflict, DomainError, NotAuthorized
 from domain.shared.messages import Command
 
 T = TypeVar("T")
@@ -43,10 +43,25 @@ def prepare(uow_factory: Callable[[], Any], command: Command, owner_decides: Cal
     return outcome if outcome is not None else value  # type: ignore[return-value]
 
 
+def _processed(uow_factory: Callable[[], Any], command_id: str) -> dict | None:
+    with uow_factory() as uow:
+        return uow.processed_result(command_id)
+
+
 def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
     try:
         tracing.annotate(command.correlation_id, command.command_id)
-        command = authorize(command)  # verified, its token dropped: what the owner sees
+        try:
+            command = authorize(command)  # verified, its token dropped: what the owner sees
+        except NotAuthorized:
+            # A command decided before is answered from the inbox whatever its token says
+            # now: it was verified when it was decided, and answering again decides nothing.
+            # A resumed or reset flow sends it again later (issued then), when its token may
+            # have expired or its key been retired.
+            stored = _processed(uow_factory, command.command_id)
+            if stored is None:
+                raise
+            return Outcome.model_validate(stored), None
         for attempt in range(RACE_RETRIES):
             try:
                 with uow_factory() as uow:

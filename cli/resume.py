@@ -12,34 +12,42 @@ command ids, so every owner answers what it already decided from its inbox and t
 from its idempotency key: nothing is decided, sent or paid twice, and nothing is re-judged
 at today's date (a refund's 30-day window, an expired token).
 
-A flow that waits for reconciliation and whose answer reconciliation found while it was
-gone (the signal had nobody to reach) is told again: payments' record of the command that
-found it, checked by the flow like any `gateway_answer`.
+A flow that was waiting for reconciliation when it ended, and whose answer reconciliation
+found while it was gone (the signal had nobody to reach), is told it again after the reset:
+payments' record of the command that found it, checked by the flow like any `gateway_answer`.
+A flow still running and waiting for an answer reconciliation has found is told it the same
+way, without a reset (a resume whose signal was cut short is simply run again).
 
-What it may not do: resume a flow that still runs or that finished, or decide anything.
-Temporal's namespace permissions say who may reset a workflow (as for the UI button); who
-resumed it and why is written into the reset's reason, which the history keeps.
+What it may not do: resume a flow that still runs (unless told as above) or that finished, a
+cancellation's child refund (its parent has ended on it), or decide anything. A flow that
+failed on something its history holds (a child's end, an owner's refusal) fails again at
+once: the verb waits a few seconds and says so (exit code 1). Temporal's namespace
+permissions say who may reset a workflow (as for the UI button); the command line verifies
+the support token as for every acting verb, and who resumed it and why is written into the
+reset's reason, which the history keeps.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType, ResetReapplyExcludeType
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.reconciliation import UsageError  # one line on stderr, exit code 2
 from domain.contracts import Outcome
 from domain.shared.actor import Role
 from workflows.messages import OrderRequest, RefundRequest
+from workflows.process import FLOW_STATUS
 
 GONE = {
     WorkflowExecutionStatus.TERMINATED: "terminated",
@@ -72,8 +80,8 @@ def resume_point(events: Sequence[HistoryEvent], cancelled: bool) -> int:
 class Resumed:
     workflow_id: str
     was: str  # how it had ended
-    run_id: str  # the new run
-    reset_to: int  # the event id of the workflow task it went back to
+    run_id: str  # the new run (a waiting run that was only told: that run)
+    reset_to: int | None  # the event id of the workflow task it went back to (None: not reset)
     told: list[str]  # commands whose answer reconciliation had found while the flow was gone
 
 
@@ -85,10 +93,20 @@ async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str
         if missing.status is RPCStatusCode.NOT_FOUND:
             raise NotResumable(f"no flow {workflow_id!r} (see `starter.py list`)") from None
         raise
+    events = [event async for event in handle.fetch_history_events()]
+    answers = await _answers_found_while_gone(client, uow_factory, described, events)
+    if described.status is WorkflowExecutionStatus.RUNNING and answers:
+        # Still waiting for an answer reconciliation has found: a resume whose telling was
+        # cut short (the reset happened, the signal did not), or a signal lost on its way.
+        await _tell(handle, answers)
+        return Resumed(workflow_id, "waiting for reconciliation", described.run_id, None, [a.command_id for a in answers])
     if described.status not in GONE:
         what = "still runs" if described.status is WorkflowExecutionStatus.RUNNING else "finished"
         raise NotResumable(f"{workflow_id} {what}: there is nothing to resume")
-    events = [event async for event in handle.fetch_history_events()]
+    if described.parent_id:
+        # Its parent waited for this run's result and has ended on it: a new run would report
+        # to nobody. The parent's own money question is support's (README "Reconciliation").
+        raise NotResumable(f"{workflow_id} is a child of {described.parent_id}, which waited for it and has ended")
     point = resume_point(events, cancelled=described.status is WorkflowExecutionStatus.CANCELED)
     reset = await client.workflow_service.reset_workflow_execution(
         ResetWorkflowExecutionRequest(
@@ -97,33 +115,49 @@ async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str
             reason=reason,
             workflow_task_finish_event_id=point,
             request_id=str(uuid.uuid4()),
-            # Signals and Updates sent after that point are kept; the Cancel that ended it is not.
-            reset_reapply_exclude_types=[ResetReapplyExcludeType.RESET_REAPPLY_EXCLUDE_TYPE_CANCEL_REQUEST],
+            # Signals and Updates sent after that point are kept. The Cancel that ended a
+            # cancelled flow is not seen again because the point lies before it.
         )
     )
-    told = await _tell_answers_found_meanwhile(client, uow_factory, workflow_id, described.workflow_type, events)
-    return Resumed(workflow_id, GONE[described.status], reset.run_id, point, told)
+    # The dev server takes no signal with the reset itself (post-reset operations), so it
+    # follows it; should it be lost, `resume-flow` again tells the waiting run (above).
+    await _tell(client.get_workflow_handle(workflow_id, run_id=reset.run_id), answers)
+    return Resumed(workflow_id, GONE[described.status], reset.run_id, point, [a.command_id for a in answers])
 
 
-async def _tell_answers_found_meanwhile(
-    client: Client, uow_factory: Any, workflow_id: str, workflow_type: str, events: Sequence[HistoryEvent]
-) -> list[str]:
-    request_type = WAITS_FOR_RECONCILIATION.get(workflow_type)
-    if request_type is None or not events:
+async def _tell(handle: Any, answers: list[Outcome]) -> None:
+    for answer in answers:
+        # The flow takes no fact from a signal: it reads payments' record of this command again.
+        await handle.signal("gateway_answer", answer)
+
+
+async def _answers_found_while_gone(
+    client: Client, uow_factory: Any, described: WorkflowExecutionDescription, events: Sequence[HistoryEvent]
+) -> list[Outcome]:
+    """Payments' record of the answer reconciliation found for the request the flow was waiting
+    for when it ended (its last FlowStatus `awaiting_reconciliation`); none for any other flow.
+    The flow takes no fact from the signal: it reads payments' record of that command again."""
+    request_type = WAITS_FOR_RECONCILIATION.get(described.workflow_type)
+    if request_type is None or described.typed_search_attributes.get(FLOW_STATUS) != "awaiting_reconciliation":
         return []
     started = events[0].workflow_execution_started_event_attributes
     [request] = await client.data_converter.decode(started.input.payloads, [request_type])
     with uow_factory() as uow:
         payment = uow.payments.find(request.order_id)
-        if payment is None:
-            return []
-        found = payment.answers_found_by_reconciliation(getattr(request, "refund_id", None))
-        recorded = [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
-    handle = client.get_workflow_handle(workflow_id)
-    for outcome in recorded:
-        # The flow takes no fact from a signal: it reads payments' record of this command again.
-        await handle.signal("gateway_answer", outcome)
-    return [outcome.command_id for outcome in recorded]
+        found = payment.answers_found_by_reconciliation(getattr(request, "refund_id", None)) if payment else []
+        return [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
+
+
+async def new_run_settled(client: Client, resumed: Resumed, within: float = 5.0) -> WorkflowExecutionStatus:
+    """The new run's status once it has had `within` seconds to run its first workflow task:
+    a flow that failed on something its history holds fails again at once."""
+    handle = client.get_workflow_handle(resumed.workflow_id, run_id=resumed.run_id)
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        status = (await handle.describe()).status
+        if status is not WorkflowExecutionStatus.RUNNING or asyncio.get_running_loop().time() > deadline:
+            return status
+        await asyncio.sleep(0.2)
 
 
 # -- the verb -----------------------------------------------------------------------------------
@@ -144,10 +178,11 @@ async def resume_flow(cli: Any) -> dict:
     args = cli.args
     if args.actor.role is not Role.SUPPORT:
         raise UsageError(f"only support resumes a flow, not a {args.actor.role.value}")
+    client = await cli.client()
     engine = db.make_engine(cli.settings.database_url)
     try:
         resumed = await resume(
-            await cli.client(),
+            client,
             lambda: SqlUnitOfWork(engine, default_aggregate_types()),
             args.workflow_id,
             f"resumed by {args.actor}: {args.note}",
@@ -156,6 +191,19 @@ async def resume_flow(cli: Any) -> dict:
         raise UsageError(f"cannot resume {args.workflow_id}: {refused}") from None
     finally:
         engine.dispose()
+    if resumed.reset_to is None:
+        cli.out(
+            f"{resumed.workflow_id}: still waiting for reconciliation; told it what reconciliation found "
+            f"({', '.join(resumed.told)})",
+            workflow_id=resumed.workflow_id, was=resumed.was, run_id=resumed.run_id, reset_to=None, told=resumed.told,
+        )
+        return {"workflow_id": resumed.workflow_id, "run_id": resumed.run_id}
+    status = await new_run_settled(client, resumed)
+    if status in GONE:
+        raise ResumedButEnded(
+            f"{resumed.workflow_id} was resumed (new run {resumed.run_id}) and at once {GONE[status]} again: "
+            f"what ended it is still in its history (`starter.py status {resumed.workflow_id}`, the web UI)"
+        )
     told = f"; told it what reconciliation found meanwhile ({', '.join(resumed.told)})" if resumed.told else ""
     cli.out(
         f"{resumed.workflow_id}: resumed ({resumed.was} before) from its workflow task at event {resumed.reset_to}, "
@@ -168,3 +216,6 @@ async def resume_flow(cli: Any) -> dict:
     )
     return {"workflow_id": resumed.workflow_id, "run_id": resumed.run_id}
 
+
+class ResumedButEnded(RuntimeError):
+    """The reset happened, and the new run ended again at once (exit code 1)."""

@@ -26,6 +26,7 @@ from domain.shared.errors import DomainError
 # Verbs that act for someone: they take --as or a token. place-order acts for its customer.
 ACTING_VERBS = {
     "place-order", "ship", "deliver", "refund", "review", "update-payment-method", "cancel", "resolve-discrepancy",
+    "resume-flow",
 }
 # Who a verb acts as locally when neither --as nor a token says (dev issuer only).
 DEFAULT_ACTORS = {

@@ -323,6 +323,8 @@ def test_support_resumes_a_terminated_refund_which_then_pays_out_once(stack: Sta
     wait_for_flow_status(stack, flow, "under_review")
     refused = run(stack, "resume-flow", flow, "--note", "too early", "--as", "support:sam", expect=2)
     assert "still runs" in refused.stderr, refused.stderr
+    nobody = run(stack, "resume-flow", flow, "--note", "who am I", expect=2)
+    assert "required: --as" in nobody.stderr, nobody.stderr
     subprocess.run([temporal_cli(), "workflow", "terminate", "--workflow-id", flow, "--reason", "by mistake",
                     "--address", stack.temporal_address], check=True, capture_output=True, timeout=30)
 

@@ -60,7 +60,7 @@ from domain.shared.errors import InvalidCommand, NotAuthorized
 from domain.shared.messages import Command
 from domain.shipping.commands import ConfirmDelivery, InterceptShipment, ShipOrder
 from tests.fakes import FakeDatabase, FakeUnitOfWork
-from tests.tokens import token_for
+from tests.tokens import SINCE, token_for
 from tests.unit.builders import (
     CUSTOMER,
     CUSTOMER_ID,
@@ -125,7 +125,7 @@ def refund_request(refund_id: str = "r-1", amount: str | None = "30.00", actor: 
     return command(
         RequestRefund,
         actor=actor,
-        issued_at=DELIVERED_AT + days(1),
+        issued_at=fields.pop("issued_at", DELIVERED_AT + days(1)),
         order_id=fields.pop("order_id", ORDER_ID),
         refund_id=refund_id,
         amount=eur(amount) if amount else None,
@@ -236,6 +236,24 @@ def test_a_business_no_is_an_outcome_not_a_failure(service, billing):
 
 
 # == the authorization guard ==================================================================================
+def test_a_command_decided_before_is_answered_from_the_inbox_even_once_its_token_has_expired(service, billing):
+    # A resumed flow sends its request again, issued at the resume: after its token expired.
+    delivered(billing)
+    asked_at = DELIVERED_AT + days(1)
+    token = token_for(CUSTOMER, lifetime=asked_at - SINCE + days(1))  # valid for a day after asking
+    first = billing.request_refund(refund_request("r-1", credential=token, command_id="refund-r-1/request"))
+    after_first = service.snapshot()
+
+    again = billing.request_refund(
+        refund_request("r-1", credential=token, command_id="refund-r-1/request", issued_at=asked_at + days(30))
+    )
+
+    assert again == first
+    assert service.snapshot() == after_first
+    new_request = refund_request("r-2", credential=token, issued_at=asked_at + days(30))
+    assert refuses(lambda: billing.request_refund(new_request)).type == "NotAuthorized"  # never decided: refused
+
+
 def test_the_guard_refuses_a_role_the_command_does_not_allow_before_the_owner_is_called(service, billing):
     delivered(billing)
     billing.request_refund(refund_request("r-1"))

@@ -292,3 +292,15 @@ def test_a_capture_attempt_reconciliation_answered_is_not_sent_again_its_flow_ge
 
     assert asked_again == FoundByReconciliation(command_id=found.command_id)
     assert payment.pending_events == []
+
+
+def test_another_refund_or_a_new_capture_attempt_is_asked_of_the_gateway_as_usual():
+    payment = unknown_refund()
+    payment.reconcile_refund(reconcile_refund(), Accepted("re_1"))
+    assert not isinstance(payment.begin_refund(refund_cmd("r-2", "20.00")), FoundByReconciliation)
+
+    payment, first = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(first))
+    payment.reconcile_capture(reconcile_capture(first), NotFound())  # never charged: another may follow
+    retry = payment.begin_capture(capture_cmd("100.00", command_id="payment-o-1/retry-1"))
+    assert not isinstance(retry, FoundByReconciliation) and retry.idempotency_key == "payment-o-1/retry-1"

@@ -98,8 +98,8 @@ async def harness(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[Rec
 
 
 # -- steps ------------------------------------------------------------------------------------------
-async def start_payment(harness: ReconHarness, card: str, amount: str = "120.00"):
-    order_id = new_id("o")
+async def start_payment(harness: ReconHarness, card: str, amount: str = "120.00", order_id: str | None = None):
+    order_id = order_id or new_id("o")
     handle = harness.track(
         await harness.client.start_workflow(
             PaymentWorkflow.run,

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.payments import PaymentsActivities
@@ -24,7 +24,7 @@ from adapters import db
 from adapters.codec import data_converter
 from adapters.mailbox import FileMailbox
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
-from cli.resume import NotResumable, resume
+from cli.resume import NotResumable, new_run_settled, resume
 from devstack import temporal_cli
 from domain.payments.payment import GatewayRefundStatus
 from domain.shared.actor import Actor, Role
@@ -35,12 +35,14 @@ from tests.tokens import signed
 from tests.workflows.flows import new_id, start_refund, wait_for_status
 from tests.workflows.test_reconciliation import ReconHarness, delivered, reconcile, start_payment
 from worker import ALL_QUEUES, Dependencies, build_workers
-from workflows.messages import ReviewResolution
+from workflows.messages import CancellationRequest, ReviewResolution
+from workflows.payment import PaymentWorkflow
 from workflows.process import SEARCH_ATTRIBUTES
 from workflows.refund import RefundWorkflow
 
 SUPPORT = "resumed by support:sam: terminated by mistake"
 ANALYST = Actor(role=Role.FRAUD_ANALYST, id="a-1")
+SUPPORT_AGENT = Actor(role=Role.SUPPORT, id="sam")
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,25 @@ async def test_a_refund_terminated_while_awaiting_reconciliation_is_resumed_told
     assert [m["kind"] for m in harness.messages("customer:c-1")].count("refund_completed") == 1
 
 
+async def test_a_waiting_refund_whose_answer_reconciliation_found_without_telling_it_is_told_on_resume(harness):
+    # As when a resume's reset happened and its signal did not: the flow waits, the answer is in.
+    order_id = await delivered(harness)
+    refund_id = new_id("r-answer_lost")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending")
+    await handle.cancel()
+    await wait_for_status(handle, "awaiting_reconciliation")
+    found = PaymentsActivities(harness.uow_factory, harness.gateway).reconcile_gateway_refund(
+        command(ReconcileGatewayRefund, order_id=order_id, refund_id=refund_id, issued_at=datetime.now(UTC))
+    )
+
+    resumed = await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
+
+    result = await asyncio.wait_for(harness.client.get_workflow_handle_for(RefundWorkflow.run, handle.id).result(), 60)
+    assert (resumed.reset_to, resumed.told, result.status) == (None, [found.command_id], "completed")
+    assert harness.gateway.refunds_paid(refund_id) == 1
+
+
 async def test_a_refund_terminated_while_sending_and_answered_by_reconciliation_a_day_later_completes_once_resumed(
     harness,
 ):
@@ -141,6 +162,7 @@ async def test_a_refund_terminated_while_sending_and_answered_by_reconciliation_
     again = harness.client.get_workflow_handle_for(RefundWorkflow.run, handle.id)
     result = await asyncio.wait_for(again.result(), timeout=60)
     assert (resumed.was, result.status) == ("terminated", "completed")  # not refused as answered already
+    assert resumed.told == []  # it was not waiting for reconciliation: nothing to tell it
     assert harness.refund(order_id, refund_id).status.value == "completed"
     assert harness.gateway.refunds_paid(refund_id) == 1
 
@@ -166,7 +188,7 @@ async def test_a_payment_flow_terminated_while_awaiting_reconciliation_is_resume
 async def test_a_refund_cancelled_in_review_is_resumed_without_its_cancel_and_pays_out_once_approved(harness):
     order_id, handle = await large_refund_under_review(harness)
     await handle.cancel()  # before the gateway step a Cancel stops the flow, the money stays reserved
-    with pytest.raises(Exception):
+    with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
 
@@ -196,3 +218,27 @@ async def test_only_a_flow_that_is_gone_is_resumed_and_a_refused_resume_changes_
     with pytest.raises(NotResumable, match="finished"):
         await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
     assert harness.gateway.refunds_paid(handle.id.removeprefix("refund-")) == 1
+
+
+async def test_a_cancellations_child_refund_is_not_resumed_and_a_parent_that_failed_on_it_is_seen_failing_again(
+    harness,
+):
+    order_id, payment = await start_payment(harness, "tok_visa", order_id=new_id("o-answer_lost"))
+    await wait_for_status(payment, "paid")
+    await payment.execute_update(
+        PaymentWorkflow.cancel_order,
+        CancellationRequest(requested_by=SUPPORT_AGENT, **signed(SUPPORT_AGENT), reason="out of stock"),
+    )
+    child = harness.client.get_workflow_handle(f"refund-{order_id}-cancellation")
+    await wait_for_status(child, "sending")  # the refund's answers are lost: it keeps retrying
+    await child.terminate("an operator pressed Terminate")
+    with pytest.raises(WorkflowFailureError):
+        await payment.result()  # the payment flow ends on its child's end
+
+    with pytest.raises(NotResumable, match=f"child of payment-{order_id}"):
+        await resume(harness.client, harness.uow_factory, child.id, SUPPORT)
+    resumed = await resume(harness.client, harness.uow_factory, payment.id, SUPPORT)
+
+    assert resumed.was == "failed"
+    # What failed it is in the history it goes back to: the new run fails again, and is seen to.
+    assert await new_run_settled(harness.client, resumed, within=30) is WorkflowExecutionStatus.FAILED
