@@ -87,6 +87,25 @@ async def large_refund_under_review(harness: ReconHarness):
     return order_id, handle
 
 
+async def sent_to_gateway(harness: ReconHarness, order_id: str, refund_id: str) -> None:
+    """Until payments has recorded the request (status `sending` comes just before it)."""
+    for _ in range(400):
+        if refund_id in harness.payment(order_id).refunds:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"refund {refund_id} never reached payments")
+
+
+async def capture_sent(harness: ReconHarness, order_id: str) -> None:
+    for _ in range(400):
+        with harness.uow_factory() as uow:
+            payment = uow.payments.find(order_id)
+        if payment is not None and payment.attempts:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"order {order_id}'s capture never reached payments")
+
+
 async def approve(harness: ReconHarness, workflow_id: str) -> None:
     await harness.client.get_workflow_handle(workflow_id).execute_update(
         RefundWorkflow.resolve_review,
@@ -100,7 +119,7 @@ async def test_a_refund_terminated_while_awaiting_reconciliation_is_resumed_told
     order_id = await delivered(harness)
     refund_id = new_id("r-answer_lost")  # the gateway pays, its answer never arrives
     handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
-    await wait_for_status(handle, "sending")
+    await sent_to_gateway(harness, order_id, refund_id)
     await handle.cancel()  # the answer is unknown: the flow waits for reconciliation
     await wait_for_status(handle, "awaiting_reconciliation")
     await handle.terminate("an operator pressed Terminate")
@@ -128,7 +147,7 @@ async def test_a_waiting_refund_whose_answer_reconciliation_found_without_tellin
     order_id = await delivered(harness)
     refund_id = new_id("r-answer_lost")
     handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
-    await wait_for_status(handle, "sending")
+    await sent_to_gateway(harness, order_id, refund_id)
     await handle.cancel()
     await wait_for_status(handle, "awaiting_reconciliation")
     found = PaymentsActivities(harness.uow_factory, harness.gateway).reconcile_gateway_refund(
@@ -148,7 +167,7 @@ async def test_a_refund_terminated_while_sending_and_answered_by_reconciliation_
     order_id = await delivered(harness)
     refund_id = new_id("r-answer_lost")  # the gateway pays, its answers never arrive
     handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
-    await wait_for_status(handle, "sending")  # its send is retried: nothing recorded as answered
+    await sent_to_gateway(harness, order_id, refund_id)  # its send is retried: nothing recorded as answered
     await handle.terminate("an operator pressed Terminate")
     # A day later, reconciliation finds the request still `sent` and asks the gateway.
     a_day_later = datetime.now(UTC) + timedelta(hours=26)
@@ -170,6 +189,7 @@ async def test_a_refund_terminated_while_sending_and_answered_by_reconciliation_
 async def test_a_payment_flow_terminated_while_awaiting_reconciliation_is_resumed_and_ends_paid_once(harness):
     order_id, handle = await start_payment(harness, "tok_capture_answer_lost")  # captured, answer lost
     await wait_for_status(handle, "capturing")
+    await capture_sent(harness, order_id)
     await handle.cancel()  # the capture is unknown: the flow waits for reconciliation
     await wait_for_status(handle, "awaiting_reconciliation")
     await handle.terminate("an operator pressed Terminate")
