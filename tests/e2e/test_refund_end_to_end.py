@@ -231,19 +231,21 @@ def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
 
 
 # -- a person decides a review from the command line -------------------------------------------
-def test_a_rejected_review_is_confirmed_in_plain_words(stack: Stack) -> None:
-    order_id, refund_id = "o-e2e-review", "r-e2e-review"
-    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-9",
+def a_large_refund_under_review(stack: Stack, order_id: str, refund_id: str, customer: str) -> None:
+    """A paid, delivered order of 1,500 EUR, refunded in full: a fraud analyst must decide."""
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", customer,
                       "--amount", "1500.00", "--currency", "EUR", "--wait")
     assert placed["status"] == "paid", placed
-    run(stack, "ship", "--order-id", order_id, "--tracking", "T9")
+    run(stack, "ship", "--order-id", order_id, "--tracking", f"T-{order_id}")
     run(stack, "deliver", "--order-id", order_id)
-    run(stack, "refund", "--order-id", order_id, "--reason", "damaged", "--as", "customer:c-9",
+    run(stack, "refund", "--order-id", order_id, "--reason", "damaged", "--as", f"customer:{customer}",
         "--refund-id", refund_id)
-    deadline = time.monotonic() + 30
-    while run_json(stack, "status", f"refund-{refund_id}")["status"] != "under_review":
-        assert time.monotonic() < deadline, "the refund never went to review"
-        time.sleep(0.3)
+    wait_for_flow_status(stack, f"refund-{refund_id}", "under_review")
+
+
+def test_a_rejected_review_is_confirmed_in_plain_words(stack: Stack) -> None:
+    order_id, refund_id = "o-e2e-review", "r-e2e-review"
+    a_large_refund_under_review(stack, order_id, refund_id, "c-9")
 
     done = run(stack, "review", refund_id, "reject", "--as", "fraud_analyst:B", "--note", "pattern")
 
@@ -312,15 +314,8 @@ def test_a_delivery_confirmed_before_its_shipment_is_kept_and_the_command_line_r
 
 def test_support_resumes_a_terminated_refund_which_then_pays_out_once(stack: Stack) -> None:
     order_id, refund_id = "o-e2e-resume", "r-e2e-resume"
-    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-8",
-                      "--amount", "1500.00", "--currency", "EUR", "--wait")
-    assert placed["status"] == "paid", placed
-    run(stack, "ship", "--order-id", order_id, "--tracking", "T8")
-    run(stack, "deliver", "--order-id", order_id)
-    run(stack, "refund", "--order-id", order_id, "--reason", "damaged", "--as", "customer:c-8",
-        "--refund-id", refund_id)
+    a_large_refund_under_review(stack, order_id, refund_id, "c-8")
     flow = f"refund-{refund_id}"
-    wait_for_flow_status(stack, flow, "under_review")
     refused = run(stack, "resume-flow", flow, "--note", "too early", "--as", "support:sam", expect=2)
     assert "still runs" in refused.stderr, refused.stderr
     nobody = run(stack, "resume-flow", flow, "--note", "who am I", expect=2)

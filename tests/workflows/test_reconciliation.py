@@ -13,7 +13,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -74,6 +74,13 @@ class ReconHarness(Harness):
 
 @pytest.fixture
 async def harness(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[ReconHarness]:
+    async with recon_harness(env, tmp_path) as harness:
+        yield harness
+
+
+@asynccontextmanager
+async def recon_harness(env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[ReconHarness]:
+    """Every queue's worker on `env`, a SQLite file and the FakeGateway."""
     url = f"sqlite:///{tmp_path / 'settleflow.db'}"
     db.upgrade(url)
     engine = db.make_engine(url)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,21 +18,16 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.payments import PaymentsActivities
-from adapters import db
 from adapters.codec import data_converter
-from adapters.mailbox import FileMailbox
-from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from cli.resume import NotResumable, new_run_settled, resume
 from devstack import temporal_cli
 from domain.payments.payment import GatewayRefundStatus
 from domain.shared.actor import Actor, Role
 from domain.contracts import ReconcileGatewayRefund, ReviewDecision
-from tests.fakes import FakeGateway
 from tests.unit.builders import command
 from tests.tokens import signed
 from tests.workflows.flows import new_id, start_refund, wait_for_status
-from tests.workflows.test_reconciliation import ReconHarness, delivered, reconcile, start_payment
-from worker import ALL_QUEUES, Dependencies, build_workers
+from tests.workflows.test_reconciliation import ReconHarness, delivered, recon_harness, reconcile, start_payment
 from workflows.messages import CancellationRequest, ReviewResolution
 from workflows.payment import PaymentWorkflow
 from workflows.process import SEARCH_ATTRIBUTES
@@ -57,27 +50,8 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture
 async def harness(dev_server: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[ReconHarness]:
-    url = f"sqlite:///{tmp_path / 'settleflow.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    aggregates = default_aggregate_types()
-    gateway = FakeGateway()
-    deps = Dependencies(
-        uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
-        gateway=gateway,  # type: ignore[arg-type]
-        mailbox=FileMailbox(tmp_path / "mailbox"),
-        engine=engine,
-    )
-    async with AsyncExitStack() as stack:
-        executor = stack.enter_context(ThreadPoolExecutor(max_workers=8))
-        for worker in build_workers(dev_server.client, deps, list(ALL_QUEUES), executor):
-            await stack.enter_async_context(worker)
-        harness = ReconHarness(dev_server.client, dev_server, deps.uow_factory, deps.mailbox, "", engine)
-        harness.gateway = gateway
-        harness.deps = deps
+    async with recon_harness(dev_server, tmp_path) as harness:
         yield harness
-        await harness.close_open_workflows()
-    engine.dispose()
 
 
 async def large_refund_under_review(harness: ReconHarness):
