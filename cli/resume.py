@@ -18,8 +18,11 @@ payments' record of the command that found it, checked by the flow like any `gat
 A flow still running and waiting for an answer reconciliation has found is told it the same
 way, without a reset (a resume whose signal was cut short is simply run again).
 
-What it may not do: resume a flow that still runs (unless told as above) or that finished, a
-cancellation's child refund (its parent has ended on it), or decide anything. A flow that
+A cancellation's child refund is resumed like any refund and pays out on its own; its
+payment flow, which ended on the child's end, stays ended (resuming it fails again: below).
+
+What it may not do: resume a flow that still runs (unless told as above) or that finished, or
+decide anything. A flow that
 failed on something its history holds (a child's end, an owner's refusal) fails again at
 once: the verb waits a few seconds and says so (exit code 1). Temporal's namespace
 permissions say who may reset a workflow (as for the UI button); the command line verifies
@@ -83,6 +86,7 @@ class Resumed:
     run_id: str  # the new run (a waiting run that was only told: that run)
     reset_to: int | None  # the event id of the workflow task it went back to (None: not reset)
     told: list[str]  # commands whose answer reconciliation had found while the flow was gone
+    parent_id: str | None = None  # a child's parent, which ended with it: the new run reports to nobody
 
 
 async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str) -> Resumed:
@@ -103,10 +107,6 @@ async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str
     if described.status not in GONE:
         what = "still runs" if described.status is WorkflowExecutionStatus.RUNNING else "finished"
         raise NotResumable(f"{workflow_id} {what}: there is nothing to resume")
-    if described.parent_id:
-        # Its parent waited for this run's result and has ended on it: a new run would report
-        # to nobody. The parent's own money question is support's (README "Reconciliation").
-        raise NotResumable(f"{workflow_id} is a child of {described.parent_id}, which waited for it and has ended")
     point = resume_point(events, cancelled=described.status is WorkflowExecutionStatus.CANCELED)
     reset = await client.workflow_service.reset_workflow_execution(
         ResetWorkflowExecutionRequest(
@@ -122,7 +122,9 @@ async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str
     # The dev server takes no signal with the reset itself (post-reset operations), so it
     # follows it; should it be lost, `resume-flow` again tells the waiting run (above).
     await _tell(client.get_workflow_handle(workflow_id, run_id=reset.run_id), answers)
-    return Resumed(workflow_id, GONE[described.status], reset.run_id, point, [a.command_id for a in answers])
+    return Resumed(
+        workflow_id, GONE[described.status], reset.run_id, point, [a.command_id for a in answers], described.parent_id
+    )
 
 
 async def _tell(handle: Any, answers: list[Outcome]) -> None:
@@ -205,6 +207,8 @@ async def resume_flow(cli: Any) -> dict:
             f"what ended it is still in its history (`starter.py status {resumed.workflow_id}`, the web UI)"
         )
     told = f"; told it what reconciliation found meanwhile ({', '.join(resumed.told)})" if resumed.told else ""
+    if resumed.parent_id:
+        told += f"; its parent {resumed.parent_id} has ended: it finishes on its own"
     cli.out(
         f"{resumed.workflow_id}: resumed ({resumed.was} before) from its workflow task at event {resumed.reset_to}, "
         f"new run {resumed.run_id}{told}",

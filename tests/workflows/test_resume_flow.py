@@ -214,25 +214,31 @@ async def test_only_a_flow_that_is_gone_is_resumed_and_a_refused_resume_changes_
     assert harness.gateway.refunds_paid(handle.id.removeprefix("refund-")) == 1
 
 
-async def test_a_cancellations_child_refund_is_not_resumed_and_a_parent_that_failed_on_it_is_seen_failing_again(
-    harness,
-):
+async def test_a_cancellations_terminated_child_refund_is_resumed_and_pays_out_once_its_parent_stays_ended(harness):
     order_id, payment = await start_payment(harness, "tok_visa", order_id=new_id("o-answer_lost"))
     await wait_for_status(payment, "paid")
     await payment.execute_update(
         PaymentWorkflow.cancel_order,
         CancellationRequest(requested_by=SUPPORT_AGENT, **signed(SUPPORT_AGENT), reason="out of stock"),
     )
-    child = harness.client.get_workflow_handle(f"refund-{order_id}-cancellation")
-    await wait_for_status(child, "sending")  # the refund's answers are lost: it keeps retrying
+    refund_id = f"{order_id}-cancellation"
+    child = harness.client.get_workflow_handle_for(RefundWorkflow.run, f"refund-{refund_id}")
+    await sent_to_gateway(harness, order_id, refund_id)  # its answers are lost: it keeps retrying
     await child.terminate("an operator pressed Terminate")
     with pytest.raises(WorkflowFailureError):
         await payment.result()  # the payment flow ends on its child's end
+    assert harness.order(order_id).refundable.amount == Decimal("0.00")  # all of it reserved
 
-    with pytest.raises(NotResumable, match=f"child of payment-{order_id}"):
-        await resume(harness.client, harness.uow_factory, child.id, SUPPORT)
-    resumed = await resume(harness.client, harness.uow_factory, payment.id, SUPPORT)
+    parent = await resume(harness.client, harness.uow_factory, payment.id, SUPPORT)
+    # What failed the parent is in the history it goes back to: it fails again, and is seen to.
+    assert await new_run_settled(harness.client, parent, within=30) is WorkflowExecutionStatus.FAILED
+    resumed = await resume(harness.client, harness.uow_factory, child.id, SUPPORT)
 
-    assert resumed.was == "failed"
-    # What failed it is in the history it goes back to: the new run fails again, and is seen to.
-    assert await new_run_settled(harness.client, resumed, within=30) is WorkflowExecutionStatus.FAILED
+    assert resumed.parent_id == payment.id
+    await wait_for_status(child, "sending")  # the gateway still loses its answers:
+    await child.cancel()  # unknown, and reconciliation finds what it did
+    await wait_for_status(child, "awaiting_reconciliation")
+    await reconcile(harness)
+    assert (await asyncio.wait_for(child.result(), 60)).status == "completed"
+    assert harness.gateway.refunds_paid(refund_id) == 1
+    assert harness.order(order_id).refunded.amount == Decimal("120.00")
