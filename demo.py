@@ -16,7 +16,10 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
+from adapters import db
 from adapters.temporal import ui_link
+from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from cli.resume import resume
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
@@ -31,9 +34,10 @@ SCENARIO_TIMEOUT = 120.0  # seconds; each takes one or two when a worker is runn
 
 
 class Demo:
-    def __init__(self, client: Client, run: str) -> None:
+    def __init__(self, client: Client, run: str, uow_factory: Callable[[], Any]) -> None:
         self.client = client
         self.run = run
+        self.uow_factory = uow_factory  # the owners' database, for `resume` (cli/resume.py)
         # Customers of this run only: fraud screening counts a customer's recent refunds,
         # so a shared customer would send the next run's refunds to a review.
         self.customer = f"c-{run}"
@@ -159,6 +163,24 @@ class Demo:
         order_id = await self.order("stolen-card", "75.00", card="tok_card_stolen")
         return self.client.get_workflow_handle(f"payment-{order_id}")
 
+    async def resumed_refund(self) -> WorkflowHandle:
+        order_id = await self.order("resumed", "1500.00", customer=f"c-resumed-{self.run}")
+        await self.ship(order_id)
+        await self.deliver(order_id)
+        handle = await self.refund(order_id, None, "screen cracked", Actor.parse("support:sam"))
+        await self._until_under_review(handle)
+        await handle.terminate("terminated by mistake (demo)")  # the amount stays reserved
+        support = Actor.parse("support:sam")
+        await resume(self.client, self.uow_factory, handle.id, f"resumed by {support}: terminated by mistake (demo)")
+        await self._until_under_review(handle)  # back where it stopped, as the new run
+        reviewer = Actor.parse("fraud_analyst:alice")
+        await handle.execute_update(
+            RefundWorkflow.resolve_review,
+            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=reviewer, **signed(reviewer)),
+        )
+        self.notes[handle.id] = f"terminated in review, resumed by {support}, approved by {reviewer}"
+        return handle
+
     async def cancelled_and_refunded(self) -> WorkflowHandle:
         order_id = await self.order("cancelled", "90.00", customer=f"c-mover-{self.run}")
         await self.ship(order_id)
@@ -218,6 +240,7 @@ SCENARIOS = [
     ("payment declined, recovered with a new card", Demo.recovered_payment),
     ("payment abandoned after a hard decline, order cancelled", Demo.abandoned_payment),
     ("paid order cancelled in transit, refunded and intercepted", Demo.cancelled_and_refunded),
+    ("refund terminated by mistake in review, resumed by support, approved", Demo.resumed_refund),
 ]
 
 # Where a scenario's story ends (payment processes stay open for cancellations).
@@ -226,7 +249,15 @@ SETTLED = {"completed", "rejected", "failed", "cancelled", "paid", "abandoned", 
 
 async def run_demo(cli: Any) -> list[dict]:
     client = await cli.client()
-    demo = Demo(client, run=f"demo-{datetime.now(timezone.utc):%m%d%H%M%S}-{uuid.uuid4().hex[:4]}")
+    engine = db.make_engine(cli.settings.database_url)
+    try:
+        return await _run_scenarios(cli, client, lambda: SqlUnitOfWork(engine, default_aggregate_types()))
+    finally:
+        engine.dispose()
+
+
+async def _run_scenarios(cli: Any, client: Client, uow_factory: Callable[[], Any]) -> list[dict]:
+    demo = Demo(client, f"demo-{datetime.now(timezone.utc):%m%d%H%M%S}-{uuid.uuid4().hex[:4]}", uow_factory)
     results = []
     for title, scenario in SCENARIOS:
         try:

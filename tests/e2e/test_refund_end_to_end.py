@@ -209,7 +209,7 @@ def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
         assert done.returncode == 0, f"run {run}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
 
         outcome = re.findall(r"^  ((?:refund|payment)-\S+): (.+)\n  (\S+)$", done.stdout, re.MULTILINE)
-        assert len(outcome) == 7, done.stdout
+        assert len(outcome) == 8, done.stdout
         statuses = [status for _, status, _ in outcome]
         assert statuses[0] == "completed", done.stdout
         assert statuses[1].startswith("rejected"), done.stdout
@@ -218,11 +218,12 @@ def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
         assert statuses[4].startswith("paid (declined, then paid with a new card"), done.stdout
         assert statuses[5].startswith("abandoned (hard_decline:card_stolen"), done.stdout
         assert statuses[6].startswith("refunded"), done.stdout
+        assert re.fullmatch(r"completed \(terminated in review, resumed by support:sam, .*\)", statuses[7]), done.stdout
         for workflow_id, _, link in outcome:
             assert link == f"{private.web_ui}/namespaces/default/workflows/{workflow_id}"
         for title in (
             "completed refund", "rejected refund", "fraud review", "declined by the gateway",
-            "recovered with a new card", "hard decline", "cancelled in transit",
+            "recovered with a new card", "hard decline", "cancelled in transit", "resumed by support",
         ):
             assert title in done.stdout
         # Everything it started is stopped again.
