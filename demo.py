@@ -25,6 +25,8 @@ from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
 from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import CUSTOMER_ID, FLOWS_QUEUE, ORDER_ID, REFUND_ID
+from workflows.messages import DiscrepancyResolution, ReconciliationRun
+from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 from adapters.identity import signed
@@ -164,22 +166,50 @@ class Demo:
         return self.client.get_workflow_handle(f"payment-{order_id}")
 
     async def resumed_refund(self) -> WorkflowHandle:
-        order_id = await self.order("resumed", "1500.00", customer=f"c-resumed-{self.run}")
+        order_id = await self.order("answer-lost", "70.00", card="tok_refund_answer_lost")
         await self.ship(order_id)
         await self.deliver(order_id)
-        handle = await self.refund(order_id, None, "screen cracked", Actor.parse("support:sam"))
-        await self._until_under_review(handle)
-        await handle.terminate("terminated by mistake (demo)")  # the amount stays reserved
+        handle = await self.refund(order_id, "70.00", "never arrived", self.as_customer)
+        refund_id = f"{order_id}-r"
+        await self._until_sent_to_gateway(order_id, refund_id)  # the gateway pays; its answers are lost
+        await handle.cancel()  # an operator's Cancel: the refund is unknown, the flow waits for reconciliation
+        await status_when(handle, lambda status: status == "awaiting_reconciliation", timeout=30)
+        await handle.terminate("terminated by mistake (demo)")  # the flow is gone, the money question open
+        reconciliation = await self.client.start_workflow(
+            ReconciliationWorkflow.run, ReconciliationRun(), id=f"reconciliation-{self.run}", task_queue=FLOWS_QUEUE,
+            static_summary="Reconciliation run by the demo",
+        )
+        await reconciliation.result()  # the gateway paid it; with its flow gone, a discrepancy for support
         support = Actor.parse("support:sam")
         await resume(self.client, self.uow_factory, handle.id, f"resumed by {support}: terminated by mistake (demo)")
-        await self._until_under_review(handle)  # back where it stopped, as the new run
-        reviewer = Actor.parse("fraud_analyst:alice")
-        await handle.execute_update(
-            RefundWorkflow.resolve_review,
-            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=reviewer, **signed(reviewer)),
+        await status_when(handle, lambda status: status == "completed", timeout=30)
+        discrepancy = f"flow_gone:{refund_id}"
+        resolved = await self.client.start_workflow(
+            ResolveDiscrepancyWorkflow.run,
+            DiscrepancyResolution(
+                discrepancy_id=discrepancy, note="flow resumed, refund completed", resolved_by=support, **signed(support)
+            ),
+            id=f"resolve-discrepancy-{discrepancy}", task_queue=FLOWS_QUEUE,
+            static_summary=f"Support resolves discrepancy {discrepancy}",
         )
-        self.notes[handle.id] = f"terminated in review, resumed by {support}, approved by {reviewer}"
+        await resolved.result()
+        self.notes[handle.id] = (
+            f"gateway answer lost, Cancel, terminated; reconciliation found it paid ({discrepancy}); "
+            f"resumed by {support}, discrepancy resolved"
+        )
         return handle
+
+    async def _until_sent_to_gateway(self, order_id: str, refund_id: str, timeout: float = 30) -> None:
+        """Until payments has recorded the request (the flow shows `sending` just before)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            with self.uow_factory() as uow:
+                payment = uow.payments.find(order_id)
+            if payment is not None and refund_id in payment.refunds:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"refund {refund_id} never reached payments")
+            await asyncio.sleep(0.1)
 
     async def cancelled_and_refunded(self) -> WorkflowHandle:
         order_id = await self.order("cancelled", "90.00", customer=f"c-mover-{self.run}")
@@ -240,7 +270,7 @@ SCENARIOS = [
     ("payment declined, recovered with a new card", Demo.recovered_payment),
     ("payment abandoned after a hard decline, order cancelled", Demo.abandoned_payment),
     ("paid order cancelled in transit, refunded and intercepted", Demo.cancelled_and_refunded),
-    ("refund terminated by mistake in review, resumed by support, approved", Demo.resumed_refund),
+    ("refund whose gateway answer was lost, terminated by mistake, resumed by support", Demo.resumed_refund),
 ]
 
 # Where a scenario's story ends (payment processes stay open for cancellations).

@@ -218,7 +218,8 @@ def test_devstack_demo_twice_on_the_same_files(tmp_path) -> None:
         assert statuses[4].startswith("paid (declined, then paid with a new card"), done.stdout
         assert statuses[5].startswith("abandoned (hard_decline:card_stolen"), done.stdout
         assert statuses[6].startswith("refunded"), done.stdout
-        assert re.fullmatch(r"completed \(terminated in review, resumed by support:sam, .*\)", statuses[7]), done.stdout
+        assert re.fullmatch(r"completed \(gateway answer lost, .* resumed by support:sam, discrepancy resolved\)",
+                            statuses[7]), done.stdout
         for workflow_id, _, link in outcome:
             assert link == f"{private.web_ui}/namespaces/default/workflows/{workflow_id}"
         for title in (
