@@ -23,7 +23,8 @@ Read top to bottom:
   Update `cancel_order` (until delivery, however long that takes) → CancelOrder → billing
       → OrderCancelled (+ RefundOwed when it had been paid → RequestRefund by system, as a
       child RefundWorkflow: fraud clears owed money, and whatever stays owed reaches
-      support). Done.
+      support; a child terminated or failed leaves its money reserved for reconciliation
+      and support's `resume-flow`). Done.
   Signal `order_delivered` (from ConfirmDeliveryWorkflow) or `order_returned` (from a
       RefundWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
       (a signal names no sender: billing's record decides) → delivered or returned: nothing
@@ -41,7 +42,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
@@ -384,18 +385,28 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
     async def refund(self, owed: RefundOwed) -> None:
         """Policy: a cancelled order that was paid gets its money back, as a refund of its own."""
         self.refund_workflow_id = f"refund-{owed.order_id}-cancellation"
-        result = await workflow.execute_child_workflow(
-            RefundWorkflow.run,
-            RefundRequest(
-                refund_id=f"{owed.order_id}-cancellation",
-                order_id=owed.order_id,
-                amount=None,  # billing refunds everything still refundable
-                reason="order cancelled",
-                requested_by=Actor.system("cancellation-refund"),
-            ),
-            id=self.refund_workflow_id,
-            static_summary=f"Refund of cancelled order {owed.order_id}",
-        )
+        try:
+            result = await workflow.execute_child_workflow(
+                RefundWorkflow.run,
+                RefundRequest(
+                    refund_id=f"{owed.order_id}-cancellation",
+                    order_id=owed.order_id,
+                    amount=None,  # billing refunds everything still refundable
+                    reason="order cancelled",
+                    requested_by=Actor.system("cancellation-refund"),
+                ),
+                id=self.refund_workflow_id,
+                static_summary=f"Refund of cancelled order {owed.order_id}",
+            )
+        except ChildWorkflowError as ended:
+            if is_cancelled_exception(ended):
+                raise  # this flow's own Cancel reached its child: it ends cancelled, as before
+            # Terminated, or failed on a bug: what the refund held stays as it was (the money
+            # reserved at billing), reconciliation's daily pass flags it (`flow_gone`) and support
+            # resumes it (`starter.py resume-flow`). The cancellation itself is done. (Only a
+            # child's end not yet in any running history takes this path: replay-safe.)
+            self.note(f"child {self.refund_workflow_id} ended unfinished ({ended.cause or ended}): its money stays reserved")
+            return
         self.note(f"child {self.refund_workflow_id} ended {result.status}")
         if result.status == "completed":
             self.set_status("refunded")
