@@ -23,13 +23,14 @@ from domain.shared.messages import Command
 C = TypeVar("C", bound=Command)
 
 
-def authorize(command: C) -> C:
-    """The command as its owner may see it, or NotAuthorized (nothing is decided)."""
+def authorize(command: C, *, expired_ok: bool = False) -> C:
+    """The command as its owner may see it, or NotAuthorized (nothing is decided).
+    `expired_ok`: every check but the token's expiry (a command decided before, re-sent)."""
     if command.actor.role is Role.SYSTEM:
         if command.credential is not None:
             raise NotAuthorized("system_from_outside", "system is settleflow's workflows alone: no token acts as system")
     else:
-        proven = verifier().verify(command.credential, command.issued_at)
+        proven = verifier().verify(command.credential, command.issued_at, expired_ok=expired_ok)
         if proven != command.actor:
             raise NotAuthorized(
                 "actor_mismatch", f"the token is {proven}'s, but the command names {command.actor}"

@@ -2,7 +2,7 @@
 
 `decide` runs the owner inside one database transaction that also writes the
 outbox rows and the processed-command record. A command id seen before returns
-its first result and decides nothing anew, even when its token no longer verifies. A lost optimistic-concurrency race
+its first result and decides nothing anew, even once its token has expired. A lost optimistic-concurrency race
 reloads and lets the owner decide again.
 """
 
@@ -53,14 +53,14 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
         tracing.annotate(command.correlation_id, command.command_id)
         try:
             command = authorize(command)  # verified, its token dropped: what the owner sees
-        except NotAuthorized:
-            # A command decided before is answered from the inbox whatever its token says
-            # now: it was verified when it was decided, and answering again decides nothing.
-            # A resumed or reset flow sends it again later (issued then), when its token may
-            # have expired or its key been retired.
-            stored = _processed(uow_factory, command.command_id)
+        except NotAuthorized as refused:
+            # A command decided before, sent again by a resumed or reset flow (issued then),
+            # after its token expired: answered from the inbox, since answering again decides
+            # nothing. Only an expiry: every other check of the token must still hold.
+            stored = _processed(uow_factory, command.command_id) if refused.code == "token_expired" else None
             if stored is None:
                 raise
+            authorize(command, expired_ok=True)
             return Outcome.model_validate(stored), None
         for attempt in range(RACE_RETRIES):
             try:

@@ -170,8 +170,10 @@ class Verifier:
             raise ValueError(f"SETTLEFLOW_TOKEN_KEYS={settings.token_keys!r} names no public key")
         return cls(settings, tuple(keys))
 
-    def verify(self, token: str | None, at: datetime) -> Actor:
-        """The actor the token proves, judged at `at`; NotAuthorized with the reason otherwise."""
+    def verify(self, token: str | None, at: datetime, *, expired_ok: bool = False) -> Actor:
+        """The actor the token proves, judged at `at`; NotAuthorized with the reason otherwise.
+        `expired_ok`: a genuine token that has expired by `at` still proves its actor (for a
+        command its owner decided before, re-sent later: activities/handling.py)."""
         if not token:
             raise NotAuthorized("no_token", "no token: a command from outside must carry a signed token")
         claims = None
@@ -196,7 +198,7 @@ class Verifier:
         if claims is None:
             raise NotAuthorized("bad_signature", "the token's signature does not match any trusted key")
         moment = int(at.timestamp())
-        if moment >= int(claims["exp"]):
+        if moment >= int(claims["exp"]) and not expired_ok:
             raise NotAuthorized("token_expired", "the token had expired when the request arrived")
         if "nbf" in claims and moment < int(claims["nbf"]):
             raise NotAuthorized("token_not_yet_valid", "the token was not yet valid when the request arrived")

@@ -19,7 +19,7 @@ A flow still running and waiting for an answer reconciliation has found is told 
 way, without a reset (a resume whose signal was cut short is simply run again).
 
 A cancellation's child refund is resumed like any refund and pays out on its own; its
-payment flow, which ended on the child's end, stays ended (resuming it fails again: below).
+payment flow has ended `cancelled`, noting the refund unfinished (workflows/payment.py).
 
 What it may not do: resume a flow that still runs (unless told as above) or that finished, or
 decide anything. A flow that
@@ -150,15 +150,21 @@ async def _answers_found_while_gone(
         return [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
 
 
-async def new_run_settled(client: Client, resumed: Resumed, within: float = 5.0) -> WorkflowExecutionStatus:
-    """The new run's status once it has had `within` seconds to run its first workflow task:
-    a flow that failed on something its history holds fails again at once."""
+async def new_run_settled(client: Client, resumed: Resumed, within: float = 5.0) -> tuple[WorkflowExecutionStatus, bool]:
+    """The new run's status, and whether a worker has run a workflow task of it yet, once it
+    has run one or `within` seconds have passed: a flow that failed on something its history
+    holds fails again at once."""
     handle = client.get_workflow_handle(resumed.workflow_id, run_id=resumed.run_id)
     deadline = asyncio.get_running_loop().time() + within
     while True:
         status = (await handle.describe()).status
-        if status is not WorkflowExecutionStatus.RUNNING or asyncio.get_running_loop().time() > deadline:
-            return status
+        events = [e async for e in handle.fetch_history_events()]
+        ran = any(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id > (resumed.reset_to or 0)
+            for e in events
+        )
+        if status is not WorkflowExecutionStatus.RUNNING or ran or asyncio.get_running_loop().time() > deadline:
+            return status, ran
         await asyncio.sleep(0.2)
 
 
@@ -200,7 +206,7 @@ async def resume_flow(cli: Any) -> dict:
             workflow_id=resumed.workflow_id, was=resumed.was, run_id=resumed.run_id, reset_to=None, told=resumed.told,
         )
         return {"workflow_id": resumed.workflow_id, "run_id": resumed.run_id}
-    status = await new_run_settled(client, resumed)
+    status, ran = await new_run_settled(client, resumed)
     if status in GONE:
         raise ResumedButEnded(
             f"{resumed.workflow_id} was resumed (new run {resumed.run_id}) and at once {GONE[status]} again: "
@@ -209,6 +215,8 @@ async def resume_flow(cli: Any) -> dict:
     told = f"; told it what reconciliation found meanwhile ({', '.join(resumed.told)})" if resumed.told else ""
     if resumed.parent_id:
         told += f"; its parent {resumed.parent_id} has ended: it finishes on its own"
+    if not ran:
+        told += f"; no worker has run it yet (is one running? `starter.py status {resumed.workflow_id}`)"
     cli.out(
         f"{resumed.workflow_id}: resumed ({resumed.was} before) from its workflow task at event {resumed.reset_to}, "
         f"new run {resumed.run_id}{told}",

@@ -23,8 +23,8 @@ Read top to bottom:
   Update `cancel_order` (until delivery, however long that takes) → CancelOrder → billing
       → OrderCancelled (+ RefundOwed when it had been paid → RequestRefund by system, as a
       child RefundWorkflow: fraud clears owed money, and whatever stays owed reaches
-      support; a child terminated or failed leaves its money reserved for reconciliation
-      and support's `resume-flow`). Done.
+      support; a child terminated, cancelled on its own or failed leaves its money reserved
+      for reconciliation and support's `resume-flow`). Done.
   Signal `order_delivered` (from ConfirmDeliveryWorkflow) or `order_returned` (from a
       RefundWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
       (a signal names no sender: billing's record decides) → delivered or returned: nothing
@@ -399,12 +399,14 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                 static_summary=f"Refund of cancelled order {owed.order_id}",
             )
         except ChildWorkflowError as ended:
-            if is_cancelled_exception(ended):
+            if is_cancelled_exception(ended) and workflow.cancellation_reason() is not None:
                 raise  # this flow's own Cancel reached its child: it ends cancelled, as before
-            # Terminated, or failed on a bug: what the refund held stays as it was (the money
-            # reserved at billing), reconciliation's daily pass flags it (`flow_gone`) and support
-            # resumes it (`starter.py resume-flow`). The cancellation itself is done. (Only a
-            # child's end not yet in any running history takes this path: replay-safe.)
+            # Terminated, cancelled on its own, or failed on a bug: what the refund held stays
+            # as it was (the money reserved at billing), reconciliation's daily pass flags it
+            # (`flow_gone`) and support resumes it (`starter.py resume-flow`). The cancellation
+            # itself is done. (Only a child's end not yet in any running history takes this
+            # path: replay-safe. A run that failed on it under the code before ends cancelled
+            # when resumed, and its `status` query no longer replays.)
             self.note(f"child {self.refund_workflow_id} ended unfinished ({ended.cause or ended}): its money stays reserved")
             return
         self.note(f"child {self.refund_workflow_id} ended {result.status}")

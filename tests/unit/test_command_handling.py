@@ -254,6 +254,17 @@ def test_a_command_decided_before_is_answered_from_the_inbox_even_once_its_token
     assert refuses(lambda: billing.request_refund(new_request)).type == "NotAuthorized"  # never decided: refused
 
 
+def test_a_known_command_id_with_another_actors_or_a_forged_token_gets_no_answer_from_the_inbox(service, billing):
+    delivered(billing)
+    asked_at = DELIVERED_AT + days(1)
+    billing.request_refund(refund_request("r-1", command_id="refund-r-1/request"))
+    expired_other = token_for(Actor(role=Role.CUSTOMER, id="c-other"), lifetime=asked_at - SINCE)
+    forged = token_for(CUSTOMER)[:-4] + "AAAA"
+    for token in (expired_other, forged, None):
+        again = refund_request("r-1", credential=token, command_id="refund-r-1/request", issued_at=asked_at + days(30))
+        assert refuses(lambda: billing.request_refund(again)).type == "NotAuthorized"
+
+
 def test_the_guard_refuses_a_role_the_command_does_not_allow_before_the_owner_is_called(service, billing):
     delivered(billing)
     billing.request_refund(refund_request("r-1"))

@@ -30,7 +30,7 @@ from tests.workflows.flows import new_id, start_refund, wait_for_status
 from tests.workflows.test_reconciliation import ReconHarness, delivered, recon_harness, reconcile, start_payment
 from workflows.messages import CancellationRequest, ReviewResolution
 from workflows.payment import PaymentWorkflow
-from workflows.process import SEARCH_ATTRIBUTES
+from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
 from workflows.refund import RefundWorkflow
 
 SUPPORT = "resumed by support:sam: terminated by mistake"
@@ -245,3 +245,17 @@ async def test_a_cancellations_terminated_child_refund_is_resumed_and_pays_out_o
     assert (await asyncio.wait_for(child.result(), 60)).status == "completed"
     assert harness.gateway.refunds_paid(refund_id) == 1
     assert harness.order(order_id).refunded.amount == Decimal("120.00")
+
+
+async def test_a_flow_that_failed_on_its_own_history_fails_again_when_resumed_and_that_is_seen(harness):
+    refused = {"refund_id": "r-1", "order_id": "o-1", "amount": 20.5, "reason": "damaged",  # a bare number
+               "requested_by": {"role": "customer", "id": "c-1"}}
+    handle = harness.track(await harness.client.start_workflow(
+        "RefundWorkflow", refused, id=new_id("refund-bad"), task_queue=FLOWS_QUEUE))
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+    resumed = await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
+
+    assert resumed.was == "failed"
+    assert await new_run_settled(harness.client, resumed, within=30) == (WorkflowExecutionStatus.FAILED, True)
