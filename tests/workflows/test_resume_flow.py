@@ -26,7 +26,7 @@ from domain.shared.actor import Actor, Role
 from domain.contracts import ReconcileGatewayRefund, ReviewDecision
 from tests.unit.builders import command
 from tests.tokens import signed
-from tests.workflows.flows import new_id, start_refund, wait_for_status
+from tests.workflows.flows import keep_history, new_id, start_refund, wait_for_status
 from tests.workflows.test_reconciliation import ReconHarness, delivered, recon_harness, reconcile, start_payment
 from workflows.messages import CancellationRequest, ReviewResolution
 from workflows.payment import PaymentWorkflow
@@ -107,6 +107,7 @@ async def test_a_refund_terminated_while_awaiting_reconciliation_is_resumed_told
     resumed_flow = harness.client.get_workflow_handle_for(RefundWorkflow.run, f"refund-{refund_id}")
     result = await asyncio.wait_for(resumed_flow.result(), timeout=60)  # not left waiting for a lost signal
     assert result.status == "completed"
+    await keep_history(resumed_flow, "refund_resumed_and_told_what_reconciliation_found")
     assert resumed.was == "terminated"
     assert resumed.told == harness.payment(order_id).answers_found_by_reconciliation(refund_id) != []
     assert harness.refund(order_id, refund_id).status.value == "completed"
@@ -193,6 +194,7 @@ async def test_a_refund_cancelled_in_review_is_resumed_without_its_cancel_and_pa
     assert (await wait_for_status(again, "under_review")).status == "under_review"  # not cancelled again
     await approve(harness, handle.id)
     assert (await again.result()).status == "completed"
+    await keep_history(again, "refund_resumed_after_a_cancel_in_review")
     refund_id = handle.id.removeprefix("refund-")
     assert harness.gateway.refunds_paid(refund_id) == 1
     assert harness.order(order_id).refunded.amount == Decimal("1500.00")
@@ -230,6 +232,7 @@ async def test_a_cancellations_terminated_child_refund_is_resumed_and_pays_out_o
 
     ended = await payment.result()  # the cancellation is done; the refund's money stays reserved
     assert ended.status == "cancelled"
+    await keep_history(payment, "payment_cancelled_with_its_refund_unfinished")
     assert any(line.startswith(f"child refund-{refund_id} ended unfinished") for line in ended.trail)
     assert harness.order(order_id).refundable.amount == Decimal("0.00")
     with pytest.raises(NotResumable, match="finished"):
