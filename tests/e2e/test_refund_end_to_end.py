@@ -20,6 +20,7 @@ from simulators.control import read_ledger
 from adapters.mailbox import FileMailbox
 from devstack import ROOT, Stack, listening, split_address, temporal_cli
 from tests.e2e.conftest import run, run_json
+from workflows.process import FLOWS_QUEUE
 
 pytestmark = pytest.mark.e2e
 
@@ -335,6 +336,26 @@ def test_support_resumes_a_terminated_refund_which_then_pays_out_once(stack: Sta
     assert [r["amount"] for r in read_ledger(stack.gateway_url)["refunds"] if r["reference"] == refund_id] == ["1500.00"]
     finished = run(stack, "resume-flow", flow, "--note", "again", "--as", "support:sam", expect=2)
     assert "finished" in finished.stderr, finished.stderr
+
+
+def test_resuming_a_flow_that_fails_again_on_its_own_history_says_so_with_exit_code_1(stack: Stack) -> None:
+    flow = "refund-e2e-wrong-shape"
+    wrong_shape = ('{"refund_id": "r-x", "order_id": "o-x", "amount": 20.5, "reason": "damaged", '
+                   '"requested_by": {"role": "customer", "id": "c-1"}}')  # the amount as a bare number
+    def workflow(*args: str) -> str:
+        return subprocess.run([temporal_cli(), "workflow", *args, "--address", stack.temporal_address],
+                              check=True, capture_output=True, text=True, timeout=30).stdout
+
+    workflow("start", "--task-queue", FLOWS_QUEUE, "--type", "RefundWorkflow", "--workflow-id", flow,
+             "--input", wrong_shape)
+    deadline = time.monotonic() + 30
+    while "failed" not in workflow("describe", "--workflow-id", flow).lower():
+        assert time.monotonic() < deadline, f"{flow} never failed"
+        time.sleep(0.3)
+
+    done = run(stack, "resume-flow", flow, "--note", "try again", "--as", "support:sam", expect=1)
+
+    assert "was resumed" in done.stderr and "at once failed again" in done.stderr, done.stderr
 
 
 def wait_for_flow_status(stack: Stack, workflow_id: str, status: str, within: float = 30) -> None:
