@@ -2,8 +2,8 @@
 
 `decide` runs the owner inside one database transaction that also writes the
 outbox rows and the processed-command record. A command id seen before returns
-its first result and decides nothing anew, even once its token has expired. A lost optimistic-concurrency race
-reloads and lets the owner decide again.
+its first result and decides nothing anew, even once its token has expired. A lost
+optimistic-concurrency race reloads and lets the owner decide again.
 """
 
 from __future__ import annotations

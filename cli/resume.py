@@ -157,8 +157,8 @@ async def new_run_settled(client: Client, resumed: Resumed, within: float = 5.0)
     handle = client.get_workflow_handle(resumed.workflow_id, run_id=resumed.run_id)
     deadline = asyncio.get_running_loop().time() + within
     while True:
-        status = (await handle.describe()).status
-        events = [e async for e in handle.fetch_history_events()]
+        events = [e async for e in handle.fetch_history_events()]  # before describe: a task that
+        status = (await handle.describe()).status  # closed the run is then seen closed
         ran = any(
             e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id > (resumed.reset_to or 0)
             for e in events
