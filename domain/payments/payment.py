@@ -76,10 +76,13 @@ class GatewayRefundStatus(StrEnum):
     SETTLED = "settled"
     DECLINED = "declined"
     NOT_FOUND = "not_found"  # the gateway confirmed it holds no such refund: nothing went out
+    # Closed before payments ever asked: its flow was told "not sent" and failed the refund, so
+    # it is never sent afterwards (a send still on its way would pay a refund billing released).
+    NOT_SENT = "not_sent"
 
 
 REFUND_OPEN = frozenset({GatewayRefundStatus.SENT, GatewayRefundStatus.UNKNOWN})
-NOTHING_PAID = frozenset({GatewayRefundStatus.DECLINED, GatewayRefundStatus.NOT_FOUND})
+NOTHING_PAID = frozenset({GatewayRefundStatus.DECLINED, GatewayRefundStatus.NOT_FOUND, GatewayRefundStatus.NOT_SENT})
 
 
 class GatewayRefund(BaseModel):
@@ -341,6 +344,10 @@ class Payment(AggregateRoot):
             refund = GatewayRefund(refund_id=command.refund_id, amount=command.amount, sent_at=command.issued_at)
             self.refunds[refund.refund_id] = refund
             self.record(command, GatewayRefundRequested(order_id=self.id, refund_id=refund.refund_id, amount=refund.amount))
+        elif refund.status is GatewayRefundStatus.NOT_SENT:
+            raise InvalidCommand(
+                "refund_never_sent", f"refund {command.refund_id} was closed unsent: its flow failed it, billing released it"
+            )
         elif refund.status is not GatewayRefundStatus.SENT:
             raise InvalidCommand("refund_already_answered", f"refund {command.refund_id} is already {refund.status.value}")
         return self._refund_request(refund)
@@ -363,11 +370,18 @@ class Payment(AggregateRoot):
         self._refund_answered(command, refund, answer)
 
     def mark_refund_unknown(self, command: MarkRefundUnknown) -> None:
-        """The refund flow has no usable answer. Never sent: a confirmed "nothing went out".
+        """The refund flow has no usable answer. Never sent: a confirmed "nothing went out",
+        and the refund is closed so that nothing goes out later either.
         Sent and waiting: unknown (a fact; the money may have gone out). Already answered:
         refused, so the flow reads that answer instead."""
         refund = self.refunds.get(command.refund_id)
         if refund is None:
+            # Closed for good: a send still on its way (an activity attempt the flow stopped
+            # waiting for, a reset flow) is refused, since billing will release the money.
+            self.refunds[command.refund_id] = GatewayRefund(
+                refund_id=command.refund_id, amount=Money.zero(self.amount.currency), status=GatewayRefundStatus.NOT_SENT
+            )
+        if refund is None or refund.status is GatewayRefundStatus.NOT_SENT:
             self.record(command, GatewayRefundNotSent(order_id=self.id, refund_id=command.refund_id))
             return
         if refund.status is GatewayRefundStatus.UNKNOWN:

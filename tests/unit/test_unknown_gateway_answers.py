@@ -84,6 +84,31 @@ def test_a_refund_payments_never_sent_is_confirmed_not_sent():
     assert payment.refunded == eur("0")
 
 
+def test_a_refund_confirmed_not_sent_is_never_sent_afterwards():
+    # Its flow fails the refund on "not sent" and billing releases the money; a send still on
+    # its way (an activity attempt the flow stopped waiting for) must not pay it after all.
+    payment = captured_payment("100.00")
+    payment.mark_refund_unknown(mark_refund("r-late"))
+    payment.clear_events()
+
+    assert_refused(payment, lambda: payment.begin_refund(refund_cmd("r-late", "30.00")), InvalidCommand, "refund_never_sent")
+    assert payment.refunds["r-late"].status is GatewayRefundStatus.NOT_SENT
+    assert payment.refunded == eur("0")
+    assert payment.awaiting_reconciliation(LATER + timedelta(days=1)) == []
+
+
+def test_a_refund_closed_unsent_is_confirmed_not_sent_again_to_a_new_question():
+    payment = captured_payment("100.00")
+    payment.mark_refund_unknown(mark_refund("r-never"))
+    payment.clear_events()
+
+    again = command(MarkRefundUnknown, order_id=ORDER_ID, refund_id="r-never", reason="cancelled_while_sending")
+    payment.mark_refund_unknown(again)
+
+    assert names(payment.pending_events) == ["GatewayRefundNotSent"]
+    assert payment.refunds["r-never"].status is GatewayRefundStatus.NOT_SENT
+
+
 def test_a_refund_already_answered_cannot_be_marked_unknown():
     payment = captured_payment("100.00")
     cmd = refund_sent(payment, "r-1", "30.00")
