@@ -5,7 +5,9 @@
     refund        a Refund against that PaymentIntent, refused before any call when it is not
                   in that currency (one request; the PaymentIntent is read first only for a
                   capture recorded before payments kept its currency)
-    find_capture  the PaymentIntent whose metadata attempt_id is the business id (search)
+    find_capture  the PaymentIntent whose metadata attempt_id is the business id (search;
+                  Stripe's search can lag an hour in an outage, so "not found" counts only for
+                  an attempt older than that: `NotFound.settles_after`)
     find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
     settlements   the day's balance transactions of type charge and refund
 
@@ -67,6 +69,11 @@ from domain.shared.money import Money
 T = TypeVar("T")
 
 STRIPE_API = "https://api.stripe.com"
+# "Under normal operating conditions, data is searchable in less than 1 minute. Occasionally,
+# propagation of new or updated data can be up to an hour behind during outages" (Stripe's
+# search documentation): a capture Stripe's search does not find counts as never made only
+# for an attempt older than this. Refunds are found by a list, which is current.
+STRIPE_SEARCH_LAG = timedelta(hours=1)
 
 # Stripe's minor units (https://docs.stripe.com/currencies): two decimals unless listed.
 ZERO_DECIMAL = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
@@ -126,7 +133,10 @@ class StripeGateway:
     """Thread-safe (one StripeClient over one httpx connection pool); calls are synchronous
     because the payments activities run in a thread pool."""
 
-    def __init__(self, api_key: str, base_url: str | None = None, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, api_key: str, base_url: str | None = None, timeout_seconds: float = 10.0,
+        search_lag: timedelta | None = None,
+    ) -> None:
         if not api_key:
             raise ValueError("a Stripe secret key is required (STRIPE_API_KEY)")
         self._http = _HttpxClient(timeout=timeout_seconds, allow_sync_methods=True)
@@ -138,6 +148,10 @@ class StripeGateway:
             http_client=self._http,
         )
         self.api_base = api_base
+        # Stripe's own search lags (STRIPE_SEARCH_LAG); another base — the simulator — searches
+        # its own records, which are current as soon as a request is answered.
+        self.search_lag = search_lag if search_lag is not None else (
+            STRIPE_SEARCH_LAG if api_base == STRIPE_API else timedelta(0))
 
     # -- money-moving calls ----------------------------------------------------------
 
@@ -192,15 +206,16 @@ class StripeGateway:
 
     def find_capture(self, request: CaptureRequest) -> LookupAnswer:
         """The PaymentIntent made under this attempt id (only `idempotency_key` is used).
-        On Stripe, search is eventually consistent (usually under a minute): ask about
-        attempts older than that."""
+        On Stripe, search is eventually consistent (usually under a minute, up to an hour in
+        an outage): "not found" says so (`settles_after`), and payments decides on it only
+        for an attempt older than that."""
         key = stripe_business_id(request.idempotency_key)
         query = f"metadata['{ATTEMPT_ID}']:'{_quoted(key)}'"
         found = _ask(lambda: list(self._client.v1.payment_intents.search({"query": query, "limit": 100})
                                   .auto_paging_iter()))
         intents = [_plain(i) for i in found]
         if not intents:
-            return NotFound()
+            return NotFound(settles_after=self.search_lag)
         succeeded = [i for i in intents if i["status"] in ("succeeded", "requires_capture")]
         if succeeded:
             return _captured(succeeded[0])

@@ -7,8 +7,8 @@ aggregate and outside any database transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Literal
 
 from domain.shared.money import Money
@@ -52,7 +52,13 @@ GatewayAnswer = Accepted | Declined
 @dataclass(frozen=True)
 class NotFound:
     """The gateway confirms it holds nothing under this business id: no money moved.
-    Only this answer (or a Declined) may free money that an unknown request reserved."""
+    Only this answer (or a Declined) may free money that an unknown request reserved.
+
+    `settles_after` is how long after a request the look-up is sure to show it (Stripe's
+    search, which finds a capture, lags up to an hour in an outage). Asked sooner, "not
+    found" is not an answer yet: payments refuses to decide on it, and it is asked again."""
+
+    settles_after: timedelta = field(default=timedelta(0), compare=False)
 
 
 # What a look-up by business id can tell (reconciliation). A look-up never moves money;

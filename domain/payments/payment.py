@@ -67,6 +67,7 @@ class CaptureAttempt(BaseModel):
     gateway_reference: str = ""
     gateway_currency: str = ""  # the currency the gateway confirmed it charged in ("": not kept then)
     sent_at: datetime | None = None  # when payments decided to ask (None: recorded before this was kept)
+    unknown_since: datetime | None = None  # when its flow gave up waiting: no send of it starts later
     answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
 
@@ -92,6 +93,7 @@ class GatewayRefund(BaseModel):
     decline_code: str = ""
     gateway_reference: str = ""
     sent_at: datetime | None = None
+    unknown_since: datetime | None = None  # when its flow gave up waiting: no send of it starts later
     answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
 
@@ -199,7 +201,7 @@ class Payment(AggregateRoot):
             return  # already recorded: nothing happens twice
         if attempt.status is not AttemptStatus.SENT:
             raise InvalidCommand("attempt_already_answered", f"attempt {attempt.attempt_id} is {attempt.status.value}")
-        attempt.status = AttemptStatus.UNKNOWN
+        attempt.status, attempt.unknown_since = AttemptStatus.UNKNOWN, command.issued_at
         self.record(
             command,
             CaptureOutcomeUnknown(
@@ -224,9 +226,10 @@ class Payment(AggregateRoot):
         self.capture_lookup(command)
         attempt = self._attempt(command.attempt_id)
         assert attempt is not None
-        attempt.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         if isinstance(answer, NotFound):
+            self._not_found_must_have_settled(command, answer, attempt.unknown_since or attempt.sent_at)
             answer = Declined(code=self.NOT_CHARGED)
+        attempt.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         self._capture_answered(command, attempt, answer)
 
     def _capture_answered(self, command: PaymentsCommandLike, attempt: CaptureAttempt, answer: GatewayAnswer) -> None:
@@ -275,6 +278,17 @@ class Payment(AggregateRoot):
                 return
             raise InvalidCommand("still_in_flight", f"{what} was sent at {sent_at}; its flow may still be asking")
         raise InvalidCommand("already_answered", f"{what} is already {status.value}")
+
+    @staticmethod
+    def _not_found_must_have_settled(command: PaymentsCommandLike, answer: NotFound, asked_at: datetime | None) -> None:
+        """"Not found" frees money only once the look-up is sure to show the request: asked
+        too soon (a search that lags), it is no answer, and the question stays open."""
+        if asked_at is not None and command.issued_at - asked_at < answer.settles_after:
+            raise InvalidCommand(
+                "not_found_too_soon",
+                f"the gateway's look-up may not show a request of {asked_at:%Y-%m-%d %H:%M:%S} UTC "
+                f"before {asked_at + answer.settles_after:%H:%M:%S}: asked again later",
+            )
 
     def awaiting_reconciliation(self, as_of: datetime) -> list[tuple[str, str, str, Money]]:
         """(kind, business id, status, amount) of every request reconciliation may ask the
@@ -388,7 +402,7 @@ class Payment(AggregateRoot):
             return  # already recorded: nothing happens twice
         if refund.status is not GatewayRefundStatus.SENT:
             raise InvalidCommand("refund_already_answered", f"refund {refund.refund_id} is already {refund.status.value}")
-        refund.status = GatewayRefundStatus.UNKNOWN
+        refund.status, refund.unknown_since = GatewayRefundStatus.UNKNOWN, command.issued_at
         self.record(
             command,
             GatewayRefundOutcomeUnknown(
@@ -409,6 +423,8 @@ class Payment(AggregateRoot):
         """What the gateway's look-up means: settled, declined, or confirmed never paid."""
         self.refund_lookup(command)
         refund = self.refunds[command.refund_id]
+        if isinstance(answer, NotFound):
+            self._not_found_must_have_settled(command, answer, refund.unknown_since or refund.sent_at)
         refund.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         if isinstance(answer, NotFound):
             refund.status = GatewayRefundStatus.NOT_FOUND

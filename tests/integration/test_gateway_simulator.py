@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -341,7 +341,9 @@ def test_an_unavailable_card_is_always_503_and_never_charged(gateway: StripeGate
         with pytest.raises(GatewayUnavailable):
             gateway.capture(request)
 
-    assert gateway.find_capture(request) == NotFound()
+    not_found = gateway.find_capture(request)
+    assert not_found == NotFound()
+    assert not_found.settles_after == timedelta(0)  # the simulator's search is current at once
     assert read_ledger(base_url)["captures"] == []
 
 

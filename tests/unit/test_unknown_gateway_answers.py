@@ -202,6 +202,46 @@ def test_a_capture_the_gateway_confirms_it_never_made_is_a_failed_attempt_and_an
     assert len(payment.attempts) == 2
 
 
+SEARCH_LAG = timedelta(hours=1)  # Stripe's search, in an outage
+
+
+def test_a_capture_the_gateways_search_does_not_find_yet_stays_unknown_until_the_search_has_caught_up():
+    # Cancelled while capturing at T0, looked up 20 s later: Stripe's search may not show the
+    # PaymentIntent yet. Taking "not found" then would let the customer be charged twice.
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))  # issued at T0
+    payment.clear_events()
+
+    too_soon = reconcile_capture(attempt_id, at=T0 + timedelta(seconds=20))
+    assert_refused(
+        payment, lambda: payment.reconcile_capture(too_soon, NotFound(settles_after=SEARCH_LAG)),
+        InvalidCommand, "not_found_too_soon",
+    )
+    assert payment.attempts[0].status is AttemptStatus.UNKNOWN
+
+    payment.reconcile_capture(reconcile_capture(attempt_id, at=T0 + SEARCH_LAG), NotFound(settles_after=SEARCH_LAG))
+    assert names(payment.pending_events) == ["PaymentDeclined"]
+    assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
+
+
+def test_a_capture_the_search_finds_is_taken_at_once_however_young():
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+    payment.clear_events()
+    payment.reconcile_capture(reconcile_capture(attempt_id, at=T0 + timedelta(seconds=20)), Accepted("ch_9", "EUR"))
+    assert payment.capture is not None and payment.capture.gateway_reference == "ch_9"
+
+
+def test_a_refund_not_found_by_a_look_up_that_may_lag_stays_unknown_until_it_has_caught_up():
+    payment = unknown_refund()  # marked unknown at T0
+    too_soon = reconcile_refund(at=T0 + timedelta(minutes=5))
+    assert_refused(
+        payment, lambda: payment.reconcile_refund(too_soon, NotFound(settles_after=SEARCH_LAG)),
+        InvalidCommand, "not_found_too_soon",
+    )
+    assert payment.refunded == eur("30.00")  # still reserved: its money may have gone out
+
+
 def test_a_capture_reconciliation_finds_made_is_captured():
     payment, attempt_id = attempt_sent()
     payment.mark_capture_unknown(mark_capture(attempt_id))
