@@ -152,7 +152,7 @@ def mint(
 @dataclass(frozen=True)
 class Verifier:
     settings: TrustSettings
-    keys: tuple[object, ...]  # public keys; a JWKS's keys are matched by `kid` first
+    keys: tuple[object, ...]  # public keys, each tried in turn (a key of another type is skipped)
 
     @classmethod
     def from_settings(cls, settings: TrustSettings) -> Verifier:
@@ -187,8 +187,8 @@ class Verifier:
                              "require": ["exp", "iss", "aud", "sub"]},
                 )
                 break
-            except jwt.InvalidSignatureError:
-                continue
+            except (jwt.InvalidSignatureError, jwt.InvalidKeyError, jwt.InvalidAlgorithmError):
+                continue  # not this key's signature, or a key of another type (an EC key, an EdDSA token)
             except jwt.InvalidAudienceError:
                 raise NotAuthorized("wrong_audience", "the token is not meant for settleflow (audience)") from None
             except jwt.InvalidIssuerError:
@@ -198,17 +198,27 @@ class Verifier:
         if claims is None:
             raise NotAuthorized("bad_signature", "the token's signature does not match any trusted key")
         moment = int(at.timestamp())
-        if moment >= int(claims["exp"]) and not expired_ok:
+        expires, not_before = _instant(claims["exp"]), _instant(claims.get("nbf", moment))
+        if moment >= expires and not expired_ok:
             raise NotAuthorized("token_expired", "the token had expired when the request arrived")
-        if "nbf" in claims and moment < int(claims["nbf"]):
+        if moment < not_before:
             raise NotAuthorized("token_not_yet_valid", "the token was not yet valid when the request arrived")
         role = claims.get(self.settings.role_claim)
-        if role not in {r.value for r in Role} or role == Role.SYSTEM.value:
+        # One role, as a string: a list of roles (as some issuers write) is not guessed from.
+        if not isinstance(role, str) or role not in {r.value for r in Role} or role == Role.SYSTEM.value:
             raise NotAuthorized("role_not_allowed", f"the token's role {role!r} may not act from outside")
         try:
             return Actor(role=Role(role), id=claims["sub"])
         except ValueError:
             raise NotAuthorized("invalid_token", "the token's subject is not a valid actor id") from None
+
+
+def _instant(claim: object) -> int:
+    """A NumericDate claim (`exp`, `nbf`) as seconds; anything else refuses the token, so that
+    a malformed token is refused for good instead of failing the step again and again."""
+    if isinstance(claim, bool) or not isinstance(claim, int | float):
+        raise NotAuthorized("invalid_token", f"the token's time claims are not NumericDates: {claim!r}")
+    return int(claim)
 
 
 @lru_cache(maxsize=8)

@@ -993,3 +993,44 @@ def test_every_kind_of_refusal_an_owner_raises_is_one_the_workflows_never_retry(
         kind = "AlreadyArchived"
 
     assert "AlreadyArchived" in refusal_kinds()
+
+
+def test_a_token_with_malformed_claims_is_refused_for_good_not_failed_again_and_again():
+    """A role written as a list (as some issuers do) or a time that is not a number used to
+    raise a TypeError: the decide step, retried until done, would fail for ever."""
+    import jwt as pyjwt
+
+    from adapters.identity import dev_private_key, load_trust, verifier
+
+    settings = load_trust()
+    good = {"iss": settings.token_issuer, "aud": settings.token_audience, "sub": CUSTOMER.id,
+            settings.role_claim: "customer", "exp": int(T0.timestamp()) + 3600}
+    for claims, code in [
+        ({**good, settings.role_claim: ["customer"]}, "role_not_allowed"),
+        ({**good, "exp": "tomorrow"}, "invalid_token"),
+        ({**good, "nbf": {"at": 1}}, "invalid_token"),
+        ({**good, "sub": 42}, "invalid_token"),
+    ]:
+        token = pyjwt.encode(claims, dev_private_key(settings), algorithm="ES256")
+        with pytest.raises(NotAuthorized) as refused:
+            verifier().verify(token, T0)
+        assert refused.value.code == code, (claims, refused.value.message)
+    assert verifier().verify(pyjwt.encode(good, dev_private_key(settings), algorithm="ES256"), T0) == CUSTOMER
+
+
+def test_a_token_is_checked_against_every_trusted_key_whatever_their_types():
+    """A key set with an EC key before an Ed25519 one: an EdDSA token is verified by the second."""
+    from dataclasses import replace
+
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from adapters.identity import load_trust, mint, verifier
+
+    issuer = ed25519.Ed25519PrivateKey.generate()
+    other = ec.generate_private_key(ec.SECP256R1())
+    trusting_both = replace(verifier(), keys=(other.public_key(), issuer.public_key()))
+    token = mint(load_trust(), "customer", CUSTOMER.id, now=T0, private_key=issuer, algorithm="EdDSA")
+    assert trusting_both.verify(token, T0) == CUSTOMER
+    with pytest.raises(NotAuthorized) as refused:
+        replace(verifier(), keys=(other.public_key(),)).verify(token, T0)
+    assert refused.value.code == "bad_signature"
