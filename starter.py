@@ -45,7 +45,7 @@ from cli import trust as trust_cli
 from cli import ops as ops_cli
 from adapters import tracing
 from demo import run_demo, status_when
-from domain.billing.commands import CancelOrder, RequestRefund
+from domain.billing.commands import CancelOrder, PlaceOrder, RequestRefund
 from domain.fraud.commands import ResolveFraudReview, ReviewDecision
 from domain.payments.commands import UpdatePaymentMethod
 from domain.shared.actor import Actor, Role
@@ -67,6 +67,7 @@ PLAIN_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 # The command each verb's --as becomes the actor of: who may use the verb is who may
 # issue that command (its `issued_by`); `system` is settleflow's own, never given from outside.
 ACTS_AS = {
+    "place-order": PlaceOrder,
     "ship": ShipOrder,
     "deliver": ConfirmDelivery,
     "refund": RequestRefund,
@@ -154,8 +155,9 @@ def flow_status(text: str) -> str:
     return text
 
 
-def may_act(verb: str, who: Actor | None) -> None:
-    """Refuse, before anything starts, a role that may not issue the verb's command."""
+def may_act(verb: str, who: Actor | None, customer: str | None = None) -> None:
+    """Refuse, before anything starts, a role that may not issue the verb's command, and a
+    customer placing an order in another customer's name (billing refuses both as well)."""
     command: type[Command] | None = ACTS_AS.get(verb)
     if command is None or who is None:
         return
@@ -163,6 +165,8 @@ def may_act(verb: str, who: Actor | None) -> None:
     if who.role not in allowed:
         roles = ", ".join(sorted(r.value for r in allowed))
         raise UsageError(f"argument --as: a {who.role.value} may not {verb} (one of: {roles})")
+    if customer is not None and who.role is Role.CUSTOMER and who.id != customer:
+        raise UsageError(f"argument --customer: {who} may place orders only as {who.id}, not as {customer}")
 
 
 def actor(text: str) -> Actor:
@@ -566,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = Cli(args, settings)
     try:
         trust_cli.resolve(args, UsageError)  # who acts: a verified token, or a dev token for --as
-        may_act(args.verb, getattr(args, "actor", None))
+        may_act(args.verb, getattr(args, "actor", None), getattr(args, "customer", None) if args.verb == "place-order" else None)
         asyncio.run(tracing.within_span(f"starter {args.verb}", args.handler(cli)))
     except (UsageError, reconciliation_verbs.UsageError) as bad:
         print(f"starter.py: error: {bad}", file=sys.stderr)

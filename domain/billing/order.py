@@ -80,6 +80,9 @@ class Order(AggregateRoot):
     # -- placing and paying ----------------------------------------------------
     @classmethod
     def place(cls, command: PlaceOrder) -> Order:
+        if command.actor.role is Role.CUSTOMER and command.actor.id != command.customer_id:
+            # A customer orders in their own name: support (or settleflow) may for anyone.
+            raise NotAuthorized("not_your_order", f"{command.actor} may not place an order for {command.customer_id}")
         placed_at = command.placed_at or command.issued_at
         if placed_at > command.issued_at:
             raise InvalidCommand("placed_in_future", "an order cannot be recorded as placed before it is")

@@ -68,6 +68,21 @@ def test_a_valid_token_of_a_role_that_may_not_use_the_verb_exits_2(seeded_databa
     assert done.returncode == 2 and "a warehouse may not refund" in done.stderr, done
 
 
+@pytest.mark.parametrize("token, words", [
+    ("warehouse:w-1", "a warehouse may not place-order"),
+    ("customer:c-2", "may place orders only as c-2, not as c-1"),  # another customer's name
+])
+def test_an_order_is_placed_only_by_its_customer_or_support_else_exit_2(
+    token, words, seeded_database, refusing_port, tmp_path
+):
+    done, _ = starter(argv("place-order", {"--customer": "c-1", "--token": token_for(token)}),
+                      seeded_database, tmp_path, refusing_port)
+    assert done.returncode == 2 and words in done.stderr and done.stderr.count("\n") == 1, done
+    done, _ = starter(argv("place-order", {"--customer": "c-1", "--token": token_for("support:sam")}),
+                      seeded_database, tmp_path / "support", refusing_port)
+    assert done.returncode == 1 and "cannot reach Temporal" in done.stderr, done  # support may
+
+
 def test_as_naming_someone_other_than_the_token_exits_2(seeded_database, refusing_port, tmp_path):
     done, _ = starter(argv("refund", {"--as": "customer:c-1", "--token": token_for("customer:c-2")}),
                       seeded_database, tmp_path, refusing_port)

@@ -8,7 +8,8 @@ from pydantic import ValidationError
 
 from domain.billing.commands import ClearOrderForShipping, PlaceOrder, RecordDelivery, RecordShipment
 from domain.billing.order import Fulfilment, Order
-from domain.shared.errors import InvalidCommand
+from domain.shared.actor import Actor, Role
+from domain.shared.errors import InvalidCommand, NotAuthorized
 from tests.unit.builders import T0, assert_refused, command, days, eur, paid_order, place_order, shipped_order
 
 
@@ -85,3 +86,12 @@ def test_a_command_with_an_id_no_database_can_store_cannot_even_be_asked_for(fie
     with pytest.raises(ValidationError) as refused:
         PlaceOrder.model_validate({**place_order().model_dump(), field: value})
     assert words in str(refused.value)
+
+
+def test_a_customer_places_an_order_only_in_their_own_name():
+    another = Actor(role=Role.CUSTOMER, id="c-2")
+    with pytest.raises(NotAuthorized) as refused:
+        Order.place(place_order().model_copy(update={"actor": another}))
+    assert refused.value.code == "not_your_order"
+    support = Actor(role=Role.SUPPORT, id="sam")  # support may place one for any customer
+    assert Order.place(place_order().model_copy(update={"actor": support})).customer_id == "c-1"
