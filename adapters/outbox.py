@@ -74,12 +74,16 @@ class OutboxReader:
         """Claim up to `limit` unpublished rows; on leaving, write what was done with them --
         also when publishing stopped half-way (what was acknowledged stays acknowledged)."""
         if self.postgres:
+            stopped: BaseException | None = None
             with self.engine.connect() as connection, connection.begin():
                 claimed = Batch(self._claim_locked(connection, limit))
                 try:
                     yield claimed
-                finally:
-                    self._write(connection, claimed)
+                except BaseException as error:  # the broker went away half-way, or the relay is stopping
+                    stopped = error  # leave the block normally, so that the marks commit with the locks
+                self._write(connection, claimed)
+            if stopped is not None:
+                raise stopped
         else:
             with self.engine.connect() as connection, connection.begin():
                 claimed = Batch(self._pending_rows(connection, limit))

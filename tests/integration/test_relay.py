@@ -213,3 +213,23 @@ def test_the_relay_logs_its_lag_and_warns_past_the_threshold(engine, caplog):
     [record] = caplog.records
     assert record.levelname == "WARNING"
     assert "1 unpublished" in record.getMessage()
+
+
+def test_rows_published_before_the_broker_failed_stay_marked_on_every_database(engine):
+    """A batch that stops half-way (NATS gone after some acks) keeps the marks of what was
+    acknowledged: on PostgreSQL they are written in the claiming transaction, which used to
+    roll back with the error, so those rows went out again after the broker's duplicate window."""
+    from datetime import UTC, datetime
+
+    from adapters.outbox import OutboxReader
+
+    store(engine, delivered_order("o-1", "100.00"))
+    before = lag(engine).unpublished
+    reader = OutboxReader(engine, clock=lambda: datetime.now(UTC))
+    with pytest.raises(ConnectionError), reader.batch(10) as batch:
+        batch.mark_published(batch.rows[0]["event_id"], "settleflow.billing.order_placed.v1")
+        raise ConnectionError("the broker went away after one ack")
+
+    assert lag(engine).unpublished == before - 1
+    [marked] = [r for r in outbox_rows(engine) if r["published_at"] is not None]
+    assert marked["published_as"] == "settleflow.billing.order_placed.v1"
