@@ -8,8 +8,10 @@ in version order), translates each through integration/translation.py into its
 public contract(s) in a CloudEvents envelope, publishes each to stream SETTLEFLOW
 with header `Nats-Msg-Id` = the event id, waits for JetStream's acknowledgement,
 and only then marks the row published. An event that stays inside is marked with
-nothing published; a row that can never be published (an unknown type) is parked
-with its reason and shown by `starter.py outbox` -- never skipped in silence.
+nothing published; a row that cannot be published (an unknown type) is parked
+with its reason and shown by `starter.py outbox` -- never skipped in silence. Its
+aggregate's later rows wait behind it (order holds), and a relay that starts tries
+parked rows again (an upgraded relay may know the type: a rolling deploy).
 
 Guarantees: at-least-once (a crash between ack and mark publishes the row again;
 the stream's duplicate window and every consumer's inbox drop the copy),
@@ -58,7 +60,7 @@ from sqlalchemy import Engine
 
 from adapters import db, tracing
 from adapters.ops_server import OpsServer, database_check, nats_check
-from adapters.outbox import Batch, OutboxReader, lag
+from adapters.outbox import Batch, OutboxReader, lag, retry_parked
 from integration.envelope import CONTENT_TYPE
 from integration.stream import StreamSettings, connect, ensure_stream
 from integration.translation import Unpublishable, translate
@@ -136,8 +138,14 @@ class Relay:
         Raises one of BROKER_TROUBLE when NATS did not acknowledge; what was acknowledged is marked."""
         js = await self._jetstream()
         with self.outbox.batch(self.settings.batch) as batch:
+            held: set[tuple[str, str]] = set()  # aggregates with a row parked in this batch
             for row in batch.rows:
+                aggregate = (row["aggregate_type"], row["aggregate_id"])
+                if aggregate in held:
+                    continue  # waits behind its parked row (adapters/outbox.py HELD)
                 await self._publish_row(js, batch, row)
+                if row["event_id"] in batch.parked:
+                    held.add(aggregate)
             return len(batch.rows)
 
     async def _publish_row(self, js: JetStreamContext, batch: Batch, row: dict) -> None:
@@ -173,7 +181,10 @@ class Relay:
 
     # -- the loop ---------------------------------------------------------------------------
     async def run(self, once: bool = False) -> int:
-        """Publish until stopped (or, with once, until nothing is pending). Exit code."""
+        """Publish until stopped (or, with once, until nothing is pending). Exit code.
+        Rows parked by an earlier relay are tried again first: this one may know their type."""
+        if retried := retry_parked(self.engine):
+            log.info("trying %d parked outbox row(s) again", retried)
         backoff = self.settings.backoff_seconds
         deadline = time.monotonic() + self.settings.once_timeout_seconds
         while not self._stopping.is_set():

@@ -27,11 +27,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, text, tuple_, update
+from sqlalchemy import Connection, Engine, and_, bindparam, exists, func, select, text, tuple_, update
 
 from adapters.tables import outbox
 
 PENDING = and_(outbox.c.published_at.is_(None), outbox.c.parked_at.is_(None))
+# An aggregate with a parked row is held: its later rows wait behind it, since publishing
+# version N+1 without N would break the per-aggregate order consumers rely on (a reader that
+# has seen N+1 drops N as stale). They count as unpublished, so the lag shows them.
+_PARKED = outbox.alias("parked")
+HELD = exists().where(
+    _PARKED.c.parked_at.is_not(None),
+    _PARKED.c.aggregate_type == outbox.c.aggregate_type,
+    _PARKED.c.aggregate_id == outbox.c.aggregate_id,
+)
+READY = and_(PENDING, ~HELD)
 ORDER = (outbox.c.aggregate_version, outbox.c.position)
 
 # Built once and run once per batch with every row's values (executemany): a statement per
@@ -95,13 +105,13 @@ class OutboxReader:
                         self._write(connection, claimed)
 
     def _pending_rows(self, connection: Connection, limit: int, aggregates: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-        query = select(outbox).where(PENDING)
+        query = select(outbox).where(READY)
         if aggregates is not None:
             query = query.where(tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(aggregates))
         # Oldest first overall; within one aggregate strictly by (version, position).
         first = (
             select(outbox.c.aggregate_type, outbox.c.aggregate_id, func.min(outbox.c.recorded_at).label("first"))
-            .where(PENDING)
+            .where(READY)
             .group_by(outbox.c.aggregate_type, outbox.c.aggregate_id)
             .subquery()
         )
@@ -116,7 +126,9 @@ class OutboxReader:
                 """
                 WITH heads AS MATERIALIZED (
                     SELECT aggregate_type, aggregate_id, min(recorded_at) AS first
-                    FROM outbox WHERE published_at IS NULL AND parked_at IS NULL
+                    FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL
+                                    AND p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id)
                     GROUP BY aggregate_type, aggregate_id ORDER BY first LIMIT :limit
                 )
                 SELECT aggregate_type, aggregate_id FROM heads
@@ -143,6 +155,16 @@ class OutboxReader:
                 {"parked_event_id": event_id, "parked_on": now, "parked_reason": reason[:2000]}
                 for event_id, reason in claimed.parked.items()
             ])  # fmt: skip
+
+
+def retry_parked(engine: Engine) -> int:
+    """Put every parked row back in line (a relay does this when it starts: an upgraded relay
+    may know a type the last one did not); the number of rows. What still cannot be published
+    is parked again, with its reason, and its aggregate stays held."""
+    with engine.begin() as connection:
+        return connection.execute(
+            update(outbox).where(outbox.c.parked_at.is_not(None)).values(parked_at=None, park_reason=None)
+        ).rowcount
 
 
 def interleave(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

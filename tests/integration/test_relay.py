@@ -233,3 +233,36 @@ def test_rows_published_before_the_broker_failed_stay_marked_on_every_database(e
     assert lag(engine).unpublished == before - 1
     [marked] = [r for r in outbox_rows(engine) if r["published_at"] is not None]
     assert marked["published_as"] == "settleflow.billing.order_placed.v1"
+
+
+async def test_a_parked_row_holds_its_aggregates_later_rows_and_goes_out_first_once_a_relay_knows_its_type(
+    engine, nats_server, jetstream, monkeypatch
+):
+    """A rolling deploy: a worker records an event type the running relay does not know yet.
+    The row is parked and the order's later events wait; the upgraded relay publishes it,
+    then the rest, in version order."""
+    import integration.translation as translation
+
+    _, js = jetstream
+    store(engine, delivered_order("o-1", "100.00"))  # version 1: placed, paid, shipped, delivered
+    with engine.begin() as connection:  # "paid" is of a type this relay cannot publish yet
+        connection.execute(update(outbox).where(outbox.c.event_type == "OrderPaid")
+                           .values(event_type="OrderPaidInInstalments"))
+    approve_refund(engine, "r-1", "30.00")  # version 2 of the same order, a known type
+
+    old_relay = await run_once(engine, nats_server.url)
+
+    assert old_relay.counts.parked == 1
+    assert [e.type.split(".")[2] for e in envelopes(await stream_messages(js))] == ["order_placed"]
+    assert lag(engine).unpublished == 3  # shipped, delivered and the approval wait behind it
+
+    with engine.begin() as connection:  # the upgraded relay knows the type: here, as OrderPaid
+        connection.execute(update(outbox).where(outbox.c.event_type == "OrderPaidInInstalments")
+                           .values(event_type="OrderPaid"))
+    new_relay = await run_once(engine, nats_server.url)
+
+    assert new_relay.counts.parked == 0
+    published = envelopes(await stream_messages(js))
+    assert [e.type.split(".")[2] for e in published] == ["order_placed", "order_paid", "refund_approved"]
+    assert [e.aggregateversion for e in published] == [1, 1, 2]
+    assert (lag(engine).unpublished, lag(engine).parked) == (0, 0)
