@@ -72,9 +72,28 @@ class ReportingConsumer:
             attributes={"settleflow.correlation_id": event.correlationid, "settleflow.command_id": event.causationid,
                         "messaging.system": "nats", "messaging.message.id": event.id},
         ) as span:  # fmt: skip
-            outcome = store.apply(self.engine, event)
+            outcome = store.apply(self.engine, event, at=(self.durable, message.metadata.sequence.stream))
             span.set_attribute("settleflow.apply_outcome", outcome)
             return outcome
+
+    async def _own_position(self, js) -> int:
+        """The last stream sequence this database applied. The database's position decides, not
+        the broker's: a durable consumer already past it (the database deleted, or restored
+        from a backup) is removed, so that it is created again starting after that position."""
+        applied = await asyncio.to_thread(store.position, self.engine, self.durable)
+        try:
+            info = await js.consumer_info(STREAM, self.durable)
+        except nats.js.errors.NotFoundError:
+            info = None
+        if info is not None and info.ack_floor is not None and (info.ack_floor.stream_seq or 0) > applied:
+            log.warning("durable consumer %s is at stream sequence %s, this database at %s: replaying from %s",
+                        self.durable, info.ack_floor.stream_seq, applied, applied + 1)
+            await js.delete_consumer(STREAM, self.durable)
+            first = (await js.stream_info(STREAM)).state.first_seq
+            if first > applied + 1:
+                log.warning("events %s to %s are no longer on the stream (its limits): the report misses them",
+                            applied + 1, first - 1)
+        return applied
 
     async def run(self, once: bool = False) -> int:
         backoff = 0.5
@@ -89,13 +108,17 @@ class ReportingConsumer:
             try:
                 js = nc.jetstream()
                 await ensure_stream(js, self.stream)
+                applied = await self._own_position(js)
+                start = (  # used only when the durable consumer is created
+                    {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": applied + 1}
+                    if applied else {"deliver_policy": DeliverPolicy.ALL}
+                )
                 subscription = await js.pull_subscribe(
                     "settleflow.>",
                     durable=self.durable,
                     stream=STREAM,
                     config=ConsumerConfig(
-                        ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait,
-                        max_ack_pending=1,
+                        ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_ack_pending=1, **start,
                     ),
                 )
                 backoff = 0.5

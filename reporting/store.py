@@ -7,10 +7,15 @@ Tables:
 - `aggregate_versions`: the newest aggregate version applied per (aggregate type,
   aggregate id); an event from an older version arrives out of order and is
   ignored as stale (the newer state already includes what it said).
+- `positions`: the stream sequence of the last event each consumer applied, written in
+  the same transaction (eventsourcing's `Tracking`). The read position is this database's,
+  not the broker's: the consumer starts after it, so a deleted or restored database is
+  rebuilt from the stream instead of resuming where the broker's durable consumer was.
 - `refunds`, `payments`: the read model the report shows.
 
 The schema belongs to this read model alone and is created on start; the model can
-be rebuilt at any time by deleting the file and replaying the stream from the start.
+be rebuilt at any time by deleting the file: the consumer replays the stream from the start
+(what the stream still holds: 30 days or 1 GiB, integration/stream.py).
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ aggregate_versions = Table(
     Column("aggregate_type", Text, primary_key=True),
     Column("aggregate_id", Text, primary_key=True),
     Column("version", Integer, nullable=False),
+)
+
+positions = Table(
+    "positions",
+    metadata,
+    Column("consumer", Text, primary_key=True),  # the durable consumer's name
+    Column("stream_sequence", Integer, nullable=False),  # the last event applied (or found a duplicate)
 )
 
 refunds = Table(
@@ -139,11 +151,30 @@ APPLY: dict[str, tuple[type[c.Contract], Callable[[Connection, CloudEvent, Any],
 }
 
 
-def apply(engine: Engine, event: CloudEvent, now: datetime | None = None) -> str:
-    """Apply one event exactly once, in one transaction with its inbox row.
+def position(engine: Engine, consumer: str) -> int:
+    """The stream sequence of the last event `consumer` applied here (0: none yet)."""
+    with engine.connect() as conn:
+        found = conn.execute(select(positions.c.stream_sequence).where(positions.c.consumer == consumer)).scalar()
+        return found or 0
+
+
+def _advance(conn: Connection, consumer: str, sequence: int) -> None:
+    key = positions.c.consumer == consumer
+    seen = conn.execute(select(positions.c.stream_sequence).where(key)).scalar()
+    if seen is None:
+        conn.execute(insert(positions).values(consumer=consumer, stream_sequence=sequence))
+    elif sequence > seen:
+        conn.execute(update(positions).where(key).values(stream_sequence=sequence))
+
+
+def apply(engine: Engine, event: CloudEvent, now: datetime | None = None, at: tuple[str, int] | None = None) -> str:
+    """Apply one event exactly once, in one transaction with its inbox row and, when `at` =
+    (consumer, stream sequence) is given, that consumer's position.
     Returns: applied | duplicate | stale | not_reported."""
     now = now or datetime.now(UTC)
     with engine.begin() as conn:
+        if at is not None:
+            _advance(conn, *at)
         if conn.execute(select(inbox.c.event_id).where(inbox.c.event_id == event.id)).first():
             return "duplicate"
         key = (aggregate_versions.c.aggregate_type == event.aggregatetype) & (

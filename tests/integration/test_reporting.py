@@ -152,3 +152,35 @@ async def test_an_event_delivered_but_never_applied_comes_again_before_any_later
     assert restarted.outcomes == {"applied": 2}  # e-1 first: e-2 (a later version) never overtook it
     report = store.report(reporting_engine)
     assert sorted(p["refund_id"] for p in report.approved_not_settled) == ["r-1", "r-2"]  # r-2 was not dropped as stale
+
+
+async def test_a_deleted_or_restored_reporting_database_is_rebuilt_from_the_stream_not_resumed(
+    tmp_path, nats_server, jetstream
+):
+    """The read position is the database's own (eventsourcing's tracking), not the broker's
+    durable consumer: an empty database replays the stream from the start, and one restored
+    from an older backup replays what came after its backup."""
+    import shutil
+
+    _, js = jetstream
+    first = store.open_store(f"sqlite:///{tmp_path / 'reporting.db'}")
+    await publish(js, event(approved("r-1"), id="e-1", version=2))
+    assert await consume(first, nats_server.url) == {"applied": 1}
+    first.dispose()
+    shutil.copy(tmp_path / "reporting.db", tmp_path / "backup.db")
+
+    reopened = store.open_store(f"sqlite:///{tmp_path / 'reporting.db'}")
+    await publish(js, event(approved("r-2", "5.00"), id="e-2", version=3))
+    assert await consume(reopened, nats_server.url) == {"applied": 1}
+    reopened.dispose()
+
+    empty = store.open_store(f"sqlite:///{tmp_path / 'new.db'}")  # the file deleted: a new one
+    assert await consume(empty, nats_server.url) == {"applied": 2}
+    assert [(r.status, r.count) for r in store.report(empty).refunds] == [("approved", 2)]
+    assert await consume(empty, nats_server.url) == {}  # and then it resumes from there
+    empty.dispose()
+
+    restored = store.open_store(f"sqlite:///{tmp_path / 'backup.db'}")  # r-1 only
+    assert await consume(restored, nats_server.url) == {"applied": 1}
+    assert store.report(restored).events_applied == 2
+    restored.dispose()
