@@ -71,7 +71,7 @@ class OrderCancelledV1(Contract):
     event: ClassVar[str] = "order_cancelled"
     order_id: str
     customer_id: str
-    reason: str
+    reason: str  # a code: settleflow's own (payment_failed) or requested_by_customer / _support -- never their words
     cancelled_by_role: str  # customer, support or system -- never the person's id
 
 

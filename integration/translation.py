@@ -43,6 +43,13 @@ def _role(actor: str) -> str:
     return actor.split(":", 1)[0]
 
 
+def _cancellation_reason(e: domain.OrderCancelled) -> str:
+    """A reason code: settleflow's own (`payment_failed`) as it is; a person's words (a
+    customer's or support's text, which may hold anything) never leave, only who asked."""
+    role = _role(e.cancelled_by)
+    return e.reason if role == "system" else f"requested_by_{role}"
+
+
 # domain event type -> ((contract, translate), ...) or NotPublished(reason)
 TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | NotPublished] = {
     # billing
@@ -50,7 +57,8 @@ TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | N
         order_id=e.order_id, customer_id=e.customer_id, **_money(e.total))),),
     domain.OrderPaid: ((public.OrderPaidV1, lambda e: public.OrderPaidV1(order_id=e.order_id, **_money(e.amount))),),
     domain.OrderCancelled: ((public.OrderCancelledV1, lambda e: public.OrderCancelledV1(
-        order_id=e.order_id, customer_id=e.customer_id, reason=e.reason, cancelled_by_role=_role(e.cancelled_by))),),
+        order_id=e.order_id, customer_id=e.customer_id, reason=_cancellation_reason(e),
+        cancelled_by_role=_role(e.cancelled_by))),),
     domain.RefundApproved: ((public.RefundApprovedV1, lambda e: public.RefundApprovedV1(
         refund_id=e.refund_id, order_id=e.order_id, customer_id=e.customer_id, **_money(e.amount))),),
     domain.RefundRejected: ((public.RefundRejectedV1, lambda e: public.RefundRejectedV1(

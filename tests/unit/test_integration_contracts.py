@@ -150,3 +150,15 @@ def test_check_reports_a_published_version_whose_field_was_dropped(tmp_path):
     assert schemas.check(tmp_path) == [
         "settleflow.billing.refund_approved.v1.json: field 'reason_code' was removed or renamed"
     ]
+
+
+@pytest.mark.parametrize(("cancelled_by", "reason", "published"), [
+    ("customer:c-1", "my address is 12 Rue X, call me on +33 6 12 34 56 78", "requested_by_customer"),
+    ("support:sam", "customer phoned, see ticket 4411", "requested_by_support"),
+    ("system:payment-o-1", "payment_failed", "payment_failed"),
+])
+def test_a_cancellation_leaves_as_a_reason_code_never_in_a_persons_own_words(cancelled_by, reason, published):
+    event = domain.OrderCancelled(order_id="o-1", customer_id="c-1", reason=reason, cancelled_by=cancelled_by)
+    [message] = translate(outbox_row(event))
+    assert message.envelope.data["reason"] == published
+    assert reason.encode() not in message.envelope.to_json() or reason == published
