@@ -20,6 +20,7 @@ from activities.authorization import authorize
 from adapters import tracing
 from adapters.metrics import count_decision
 from domain.contracts import Outcome
+from domain.payments.answers import FoundByReconciliation
 from domain.shared.errors import ConcurrencyConflict, DomainError, NotAuthorized
 from domain.shared.messages import Command
 
@@ -70,6 +71,10 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
                         return Outcome.model_validate(stored), None
                     value = owner_decides(uow)
                     outcome = Outcome(command_id=command.command_id, events=uow.pending_events())
+                    if final and isinstance(value, FoundByReconciliation):
+                        # Answered meanwhile by reconciliation's command: its record is this
+                        # command's answer too (kept as such, so a redelivery gets the same).
+                        outcome = Outcome.model_validate(uow.processed_result(value.command_id))
                     if final:
                         uow.commit(command, outcome.model_dump(mode="json"))
                         count_decision(outcome.events)  # once: a duplicate returned above

@@ -183,12 +183,18 @@ class Payment(AggregateRoot):
             idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id
         )
 
-    def record_capture_answer(self, command: CaptureCommand, answer: GatewayAnswer) -> None:
-        """Decide what the gateway's answer means."""
+    def record_capture_answer(self, command: CaptureCommand, answer: GatewayAnswer) -> FoundByReconciliation | None:
+        """Decide what the gateway's answer means. Reconciliation may have answered while this
+        request was out (sent so long ago that its flow seemed gone): its answer stands and is
+        this command's too. Were the two to disagree (a capture after a confirmed "not
+        charged"), the daily settlement comparison shows it to support."""
         attempt = self._attempt(command.command_id)
+        if attempt is not None and attempt.answered_by:
+            return FoundByReconciliation(command_id=attempt.answered_by)
         if attempt is None or attempt.status is not AttemptStatus.SENT:
             raise InvalidCommand("no_open_attempt", f"attempt {command.command_id} is not waiting for an answer")
         self._capture_answered(command, attempt, answer)
+        return None
 
     def mark_capture_unknown(self, command: MarkCaptureUnknown) -> None:
         """The flow has no usable answer. An attempt still waiting becomes unknown (a fact:
@@ -377,11 +383,16 @@ class Payment(AggregateRoot):
             charge_currency=self.capture.gateway_currency,
         )
 
-    def record_refund_answer(self, command: SendRefundToGateway, answer: GatewayAnswer) -> None:
+    def record_refund_answer(self, command: SendRefundToGateway, answer: GatewayAnswer) -> FoundByReconciliation | None:
+        """Decide what the gateway's answer means; reconciliation's answer, when it found one
+        while this request was out, stands (as for captures)."""
         refund = self.refunds.get(command.refund_id)
+        if refund is not None and refund.answered_by:
+            return FoundByReconciliation(command_id=refund.answered_by)
         if refund is None or refund.status is not GatewayRefundStatus.SENT:
             raise InvalidCommand("no_open_refund", f"refund {command.refund_id} is not waiting for an answer")
         self._refund_answered(command, refund, answer)
+        return None
 
     def mark_refund_unknown(self, command: MarkRefundUnknown) -> None:
         """The refund flow has no usable answer. Never sent: a confirmed "nothing went out",

@@ -45,7 +45,14 @@ from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewD
 from domain.invoicing.commands import CreateInvoice
 from domain.notifications.commands import NotifyCustomer, NotifyTeam
 from domain.notifications.events import MessageSent
-from domain.payments.commands import CapturePayment, RetryPaymentCapture, SendRefundToGateway, UpdatePaymentMethod
+from domain.payments.commands import (
+    CapturePayment,
+    ReconcileCapture,
+    ReconcileGatewayRefund,
+    RetryPaymentCapture,
+    SendRefundToGateway,
+    UpdatePaymentMethod,
+)
 from domain.payments.gateway import (
     Accepted,
     CaptureRequest,
@@ -642,6 +649,58 @@ def test_payments_activities_send_a_refund_against_the_capture(service):
                                              order_id=ORDER_ID, charge_currency="EUR")]
     assert payments.send_refund_to_gateway(send) == outcome
     assert len(gateway.refunds) == 1
+
+
+@dataclass
+class GatewayAnsweringLate(FakeGateway):
+    """While a request is out, reconciliation looks the same business id up and settles it
+    (the request was sent so long ago that its flow seemed gone): `meanwhile` runs then."""
+
+    meanwhile: Callable[[], object] = lambda: None
+
+    def capture(self, request: CaptureRequest):
+        self.meanwhile()
+        return super().capture(request)
+
+    def refund(self, request: RefundRequest):
+        self.meanwhile()
+        return super().refund(request)
+
+    def find_capture(self, request: CaptureRequest):
+        return Accepted("ch_1", "EUR")
+
+    def find_refund(self, request: RefundRequest):
+        return Accepted("re_1")
+
+
+def test_a_capture_answered_by_reconciliation_while_its_request_was_out_gets_reconciliations_answer(service):
+    """The flow's own answer arrives after reconciliation recorded one: the flow used to be
+    refused (no_open_attempt) and fail; it now gets the answer payments recorded, once."""
+    gateway = GatewayAnsweringLate(answers=[Accepted("ch_1", "EUR")])
+    payments = PaymentsActivities(service.uow, gateway)
+    cmd = capture()
+    late = command(ReconcileCapture, order_id=ORDER_ID, attempt_id=cmd.command_id, issued_at=T0 + Payment.SENT_TOO_LONG)
+    gateway.meanwhile = lambda: payments.reconcile_capture(late)
+
+    outcome = payments.capture_payment(cmd)
+
+    assert names(outcome.events) == ["PaymentCaptured"] and outcome.command_id == late.command_id
+    assert names(service.db.outbox) == ["CaptureAttempted", "PaymentCaptured"]  # recorded once
+    assert payments.capture_payment(cmd) == outcome  # delivered again: the same answer
+
+
+def test_a_refund_answered_by_reconciliation_while_its_request_was_out_gets_reconciliations_answer(service):
+    gateway = GatewayAnsweringLate(answers=[Accepted("ch_1", "EUR"), Accepted("re_1")])
+    payments = PaymentsActivities(service.uow, gateway)
+    payments.capture_payment(capture())
+    send = command(SendRefundToGateway, order_id=ORDER_ID, refund_id="r-1", amount=eur("30"))
+    late = command(ReconcileGatewayRefund, order_id=ORDER_ID, refund_id="r-1", issued_at=T0 + Payment.SENT_TOO_LONG)
+    gateway.meanwhile = lambda: payments.reconcile_gateway_refund(late)
+
+    outcome = payments.send_refund_to_gateway(send)
+
+    assert names(outcome.events) == ["GatewayRefundSettled"]
+    assert names(service.db.outbox).count("GatewayRefundSettled") == 1
 
 
 @dataclass
