@@ -25,11 +25,11 @@ import re
 import sys
 import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -184,7 +184,10 @@ def instant(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if value > datetime.now(timezone.utc):  # the owners refuse it too: a fact has happened
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future: --at says when something happened")
+    return value
 
 
 def money_of(value: str, in_currency: str) -> Money:
@@ -229,24 +232,36 @@ class Cli:
         workflow_id: str,
         summary: str,
         attributes: dict[SearchAttributeKey[str], str],
+        again: Callable[[WorkflowHandle, Any], Awaitable[Any]] | None = None,
     ):
+        """Start the flow, once per workflow id. With `again`: when the last run of that id
+        ended refused or failed, `again(last run, request)` may give a new request (the nth
+        ask), started as a new run of the same id — a refused request is asked again, not
+        stuck behind its id until the namespace's retention."""
         client = await self.client()
         search = [SearchAttributePair(key, value) for key, value in attributes.items() if value]
         ui = ui_link(self.settings, workflow_id)
-        try:
-            handle = await client.start_workflow(
-                workflow,
-                request,
-                id=workflow_id,
-                task_queue=FLOWS_QUEUE,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes(search),
-                static_summary=summary,
+
+        async def start_as(request: Any, policy: WorkflowIDReusePolicy):
+            return await client.start_workflow(
+                workflow, request, id=workflow_id, task_queue=FLOWS_QUEUE, id_reuse_policy=policy,
+                search_attributes=TypedSearchAttributes(search), static_summary=summary,
             )
+
+        try:
+            handle = await start_as(request, WorkflowIDReusePolicy.REJECT_DUPLICATE)
             started, text = True, f"started {workflow_id}\n  {ui}"
         except WorkflowAlreadyStartedError:
             handle = client.get_workflow_handle_for(workflow.run, workflow_id)
             started, text = False, f"{workflow_id} already exists; nothing new was started\n  {ui}"
+            asked_again = await again(handle, request) if again is not None else None
+            if asked_again is not None:
+                try:  # a run started meanwhile by someone else is the one to follow
+                    handle = await start_as(asked_again, WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+                    started = True
+                    text = f"started {workflow_id} again (the last request was refused)\n  {ui}"
+                except WorkflowAlreadyStartedError:
+                    pass
         self._started = {"workflow_id": workflow_id, "started": started, "ui": ui}
         if not (self.args.json and getattr(self.args, "wait", True)):
             self.out(text, **self._started)  # with --json --wait, wait_for prints one document
@@ -295,6 +310,7 @@ class Cli:
             f"payment-{a.order_id}",
             f"Order {a.order_id}: capture {total} from {a.customer}",
             {ORDER_ID: a.order_id, CUSTOMER_ID: a.customer, FLOW_STATUS: "capturing"},
+            again=self.unplaced_order,
         )
         if not a.wait:
             return None
@@ -304,13 +320,34 @@ class Cli:
         self.out(_describe(handle.id, view), **{**self._started, **view})
         return view
 
+    async def unplaced_order(self, last: WorkflowHandle, request: OrderRequest) -> OrderRequest | None:
+        """A placement billing refused (its flow failed, no order was recorded) may be asked
+        again with corrected facts: the refusal was not kept, so the same commands decide anew."""
+        failed = (await last.describe()).status is WorkflowExecutionStatus.FAILED
+        return request if failed and self.order_view(request.order_id) is None else None
+
+    async def after_a_refusal(self, last: WorkflowHandle, request: ShipmentRequest | DeliveryRequest):
+        """The warehouse's next request, when its last one for the order was refused (billing:
+        not paid yet, a date before the order) or failed (no shipment within 30 days of a
+        delivery): the same facts asked anew, with commands of their own. None while the last
+        one runs or after it succeeded (then it is a duplicate, and nothing new starts)."""
+        status = (await last.describe()).status
+        refused = status is WorkflowExecutionStatus.COMPLETED and (await last.result()).status == "refused"
+        if not (refused or status is WorkflowExecutionStatus.FAILED):
+            return None
+        history = await last.fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        client = await self.client()
+        [before] = await client.data_converter.decode(started.input.payloads, [type(request)])
+        return request.model_copy(update={"attempt": before.attempt + 1})
+
     async def ship(self) -> dict:
         a = self.args
         self.existing_order(a.order_id)
         request = ShipmentRequest(order_id=a.order_id, tracking=a.tracking, shipped_at=a.at, requested_by=a.actor, token=a.token)
         handle, _ = await self.start(
             ShipOrderWorkflow, request, f"ship-{a.order_id}", f"Ship order {a.order_id} ({a.tracking})",
-            {ORDER_ID: a.order_id},
+            {ORDER_ID: a.order_id}, again=self.after_a_refusal,
         )
         return await self.wait_for(handle)
 
@@ -320,7 +357,7 @@ class Cli:
         request = DeliveryRequest(order_id=a.order_id, delivered_at=a.at, requested_by=a.actor, token=a.token)
         handle, _ = await self.start(
             ConfirmDeliveryWorkflow, request, f"deliver-{a.order_id}", f"Confirm delivery of order {a.order_id}",
-            {ORDER_ID: a.order_id},
+            {ORDER_ID: a.order_id}, again=self.after_a_refusal,
         )
         # A delivery confirmed before its shipment is kept until the shipment arrives: say so and return.
         return await self.wait_for(handle, unless_status="waiting_for_shipment")

@@ -149,6 +149,9 @@ class ShipmentRequest(Request):
     shipped_at: datetime | None = None
     requested_by: Actor
     token: str | None = Token()
+    # The warehouse's nth request for this order: one refused (not paid yet, a wrong date) may
+    # be asked again, and is then a new question with commands of its own (`ask_again`).
+    attempt: int = Field(1, ge=1, le=1000)
 
 
 class DeliveryRequest(Request):
@@ -156,6 +159,14 @@ class DeliveryRequest(Request):
     delivered_at: datetime | None = None
     requested_by: Actor
     token: str | None = Token()
+    attempt: int = Field(1, ge=1, le=1000)  # as for ShipmentRequest
+
+
+def ask_again(step: str, attempt: int) -> str:
+    """A step's name in the nth request for the same fact: the first keeps its plain name
+    (the ids of flows already recorded), a later one gets commands of its own, since the
+    owners' inboxes answer a command id seen before with its first answer."""
+    return step if attempt == 1 else f"{step}-{attempt}"
 
 
 # -- ReconciliationWorkflow ----------------------------------------------------------------

@@ -16,6 +16,8 @@ retried and show in the web UI like everything else.
       (up to WAIT_FOR_SHIPMENT), then asks again — a delivery is never lost for arriving first.
 
 Both are judged at the time their request reached settleflow (the workflow's start).
+A request refused or failed may be asked again (`starter.py ship` / `deliver` do): a new
+run of the same workflow id with `attempt` n, whose commands carry ids of their own.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ShipOrder,
         ShippingRefused,
     )
-    from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView
+    from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView, ask_again
     from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, Process, Refused, Step, from_outside
     from workflows.process import retry_until_done
 
@@ -78,7 +80,7 @@ class ShipOrderWorkflow(TellsThePaymentProcess, Process):
             # Billing decides first whether the order may ship; shipping acts after.
             cleared = await self.send(
                 self.command(
-                    ClearOrderForShipping, "clear", actor=request.requested_by, credential=request.token,
+                    ClearOrderForShipping, ask_again("clear", request.attempt), actor=request.requested_by, credential=request.token,
                     order_id=request.order_id, issued_at=self.started_at(),
                     shipped_at=request.shipped_at or self.started_at(),
                 ),
@@ -91,7 +93,7 @@ class ShipOrderWorkflow(TellsThePaymentProcess, Process):
         shipped = await self.send(
             self.command(
                 ShipOrder,
-                "ship",
+                ask_again("ship", request.attempt),
                 actor=request.requested_by,
                 credential=request.token,
                 issued_at=self.started_at(),
@@ -105,7 +107,7 @@ class ShipOrderWorkflow(TellsThePaymentProcess, Process):
         assert fact is not None
         recorded = await self.send(
             self.command(
-                RecordShipment, "record-shipment", order_id=fact.order_id, tracking=fact.tracking, shipped_at=fact.shipped_at
+                RecordShipment, ask_again("record-shipment", request.attempt), order_id=fact.order_id, tracking=fact.tracking, shipped_at=fact.shipped_at
             ),
             DECIDE,
         )
@@ -143,7 +145,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         self.set_status("delivering")
         confirm = self.command(
             ConfirmDelivery,
-            "confirm-delivery",
+            ask_again("confirm-delivery", request.attempt),
             actor=request.requested_by,
             credential=request.token,
             issued_at=self.started_at(),
@@ -157,7 +159,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         fact = delivered.first(OrderDelivered)
         assert fact is not None
         recorded = await self.send(
-            self.command(RecordDelivery, "record-delivery", order_id=fact.order_id, delivered_at=fact.delivered_at),
+            self.command(RecordDelivery, ask_again("record-delivery", request.attempt), order_id=fact.order_id, delivered_at=fact.delivered_at),
             DECIDE,
         )
         # The order's payment process stays open for cancellations until billing records the

@@ -273,6 +273,10 @@ def test_an_order_placed_in_the_past_with_at_ships_and_delivers_after_that(stack
                expect=1)
     assert "shipped_before_placed" in done.stderr or "cannot have shipped earlier" in done.stderr, done.stderr
     assert run_json(stack, "order", early)["fulfilment"] == "pending"
+    # Asked again with the right time, the shipment is a new request, not the old failure replayed.
+    again = run(stack, "ship", "--order-id", early, "--tracking", "T7")
+    assert f"started ship-{early} again" in again.stdout, again.stdout
+    assert run_json(stack, "order", early)["fulfilment"] == "shipped"
 
 
 def test_the_refund_reaches_reporting_through_the_relay_and_the_stream(stack: Stack, refund: dict) -> None:
@@ -363,3 +367,21 @@ def wait_for_flow_status(stack: Stack, workflow_id: str, status: str, within: fl
     while (seen := run_json(stack, "status", workflow_id)["status"]) != status:
         assert time.monotonic() < deadline, f"{workflow_id} stayed {seen}, never {status}"
         time.sleep(0.3)
+
+
+def test_a_shipment_refused_before_payment_is_asked_again_once_paid_and_ships(stack: Stack) -> None:
+    """`ship` for an unpaid order is refused; once the order is paid the same verb asks again
+    (a new run of ship-{order}, its own commands) instead of replaying the old refusal."""
+    order_id = "o-e2e-ship-early"
+    run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-10", "--amount", "15.00",
+             "--currency", "EUR", "--card", "tok_capture_declined", "--wait")
+    early = run_json(stack, "ship", "--order-id", order_id, "--tracking", "T10")
+    assert early["status"] == "refused", early
+
+    assert run_json(stack, "update-payment-method", "--order-id", order_id, "--card", "tok_visa")["status"] == "paid"
+    again = run(stack, "ship", "--order-id", order_id, "--tracking", "T10")
+
+    assert f"started ship-{order_id} again" in again.stdout, again.stdout
+    assert run_json(stack, "order", order_id)["fulfilment"] == "shipped"
+    duplicate = run(stack, "ship", "--order-id", order_id, "--tracking", "T10")  # shipped: nothing new
+    assert f"ship-{order_id} already exists; nothing new was started" in duplicate.stdout, duplicate.stdout

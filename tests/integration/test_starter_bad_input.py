@@ -204,6 +204,8 @@ for verb, label, text in (("ship", "a word", "yesterday"), ("ship", "a Unix time
                           ("place-order", "a word", "last week"),
                           ("deliver", "month 13", "2026-13-01T10:00:00+00:00")):
     bad(f"{verb}: --at with {label}", argv(verb, {"--at": text}), "ISO-8601")
+for verb in ("place-order", "ship", "deliver"):  # a fact has happened: the owners refuse the future too
+    bad(f"{verb}: --at in the future", argv(verb, {"--at": "2999-01-01T00:00:00+00:00"}), "--at", "in the future")
 
 # Free text: a reason must say something and has a limit (as the owners' commands do); so has a note.
 for verb in ("refund", "cancel"):

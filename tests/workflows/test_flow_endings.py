@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -364,6 +365,38 @@ async def test_an_unpaid_order_does_not_ship(harness):
     assert harness.order(order_id).fulfilment == "pending"
     with harness.uow_factory() as uow, pytest.raises(Exception, match="no shipment"):
         uow.shipments.get(order_id)
+
+
+async def test_a_shipment_refused_as_not_paid_is_asked_again_once_paid_and_ships(harness):
+    """The warehouse asks too early: billing refuses (not paid), which its inbox keeps as the
+    answer to that request. Asked again once the order is paid — the command line's next
+    request, `attempt` 2, with commands of its own — it ships."""
+    order_id, _ = await place_order(harness, card="tok_capture_declined")
+    request = ShipmentRequest(order_id=order_id, tracking="TRK-1", requested_by=WAREHOUSE, **signed(WAREHOUSE))
+    async with real_time(harness.env):
+        first = await harness.client.execute_workflow(
+            ShipOrderWorkflow.run, request, id=f"ship-{order_id}", task_queue=FLOWS_QUEUE
+        )
+    await payment_handle(harness, order_id).execute_update(
+        PaymentWorkflow.update_payment_method, NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER))
+    )
+    await wait_for_status(payment_handle(harness, order_id), "paid")
+
+    async with real_time(harness.env):
+        again = harness.track(await harness.client.start_workflow(
+            ShipOrderWorkflow.run, request.model_copy(update={"attempt": 2}), id=f"ship-{order_id}",
+            task_queue=FLOWS_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        ))
+        second = await again.result()
+
+    assert (first.status, second.status) == ("refused", "shipped")
+    assert harness.order(order_id).fulfilment == "shipped"
+    with harness.uow_factory() as uow:  # each request got its own answer, the first one kept
+        answers = [uow.processed_result(f"ship-{order_id}/{step}") for step in ("clear", "clear-2")]
+        assert uow.shipments.get(order_id).tracking == "TRK-1"
+    assert [[e["type"] for e in answer["events"]] for answer in answers] == [
+        ["ShippingRefused"], ["OrderClearedForShipping"]
+    ]
 
 
 # == 6. decisions take their time from the request ======================================================
