@@ -388,6 +388,7 @@ async def test_a_shipment_refused_as_not_paid_is_asked_again_once_paid_and_ships
             task_queue=FLOWS_QUEUE, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         ))
         second = await again.result()
+    await keep_history(again, "ship_order_asked_again_once_paid")
 
     assert (first.status, second.status) == ("refused", "shipped")
     assert harness.order(order_id).fulfilment == "shipped"
