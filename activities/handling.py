@@ -71,13 +71,15 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
                         return Outcome.model_validate(stored), None
                     value = owner_decides(uow)
                     outcome = Outcome(command_id=command.command_id, events=uow.pending_events())
-                    if final and isinstance(value, FoundByReconciliation):
+                    found = final and isinstance(value, FoundByReconciliation)
+                    if found:
                         # Answered meanwhile by reconciliation's command: its record is this
                         # command's answer too (kept as such, so a redelivery gets the same).
                         outcome = Outcome.model_validate(uow.processed_result(value.command_id))
                     if final:
                         uow.commit(command, outcome.model_dump(mode="json"))
-                        count_decision(outcome.events)  # once: a duplicate returned above
+                        if not found:  # reconciliation's events were counted when it decided them
+                            count_decision(outcome.events)  # once: a duplicate returned above
                         return outcome, value
                     uow.commit()
                     return None, value

@@ -19,6 +19,7 @@ owner sees it, and `Credential` hides it from repr().
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -216,7 +217,7 @@ class Verifier:
 def _instant(claim: object) -> int:
     """A NumericDate claim (`exp`, `nbf`) as seconds; anything else refuses the token, so that
     a malformed token is refused for good instead of failing the step again and again."""
-    if isinstance(claim, bool) or not isinstance(claim, int | float):
+    if isinstance(claim, bool) or not isinstance(claim, int | float) or not math.isfinite(claim):
         raise NotAuthorized("invalid_token", f"the token's time claims are not NumericDates: {claim!r}")
     return int(claim)
 

@@ -64,6 +64,7 @@ from domain.payments.gateway import (
     RefundRequest,
     SettlementLine,
 )
+from adapters.settings import SIMULATOR_API_KEY
 from domain.shared.money import Money
 
 T = TypeVar("T")
@@ -148,10 +149,11 @@ class StripeGateway:
             http_client=self._http,
         )
         self.api_base = api_base
-        # Stripe's own search lags (STRIPE_SEARCH_LAG); another base — the simulator — searches
-        # its own records, which are current as soon as a request is answered.
+        # Stripe's search lags (STRIPE_SEARCH_LAG), wherever it is reached from (a proxy, another
+        # base address); only the simulator — known by its own key, which Stripe never accepts —
+        # searches its own records, current as soon as a request is answered.
         self.search_lag = search_lag if search_lag is not None else (
-            STRIPE_SEARCH_LAG if api_base == STRIPE_API else timedelta(0))
+            timedelta(0) if api_key == SIMULATOR_API_KEY else STRIPE_SEARCH_LAG)
 
     # -- money-moving calls ----------------------------------------------------------
 

@@ -117,6 +117,9 @@ class Payment(AggregateRoot):
     # A request still `sent` after this long has outlived every retry of its flow (a day):
     # its flow is gone or stuck, and reconciliation may ask the gateway about it.
     SENT_TOO_LONG: ClassVar[timedelta] = timedelta(hours=25)
+    # How long a flow's step keeps retrying one request (24 h): a request still `sent` may have
+    # been sent again until then, so a look-up's "not found" is measured from that moment.
+    RETRIED_FOR: ClassVar[timedelta] = timedelta(hours=24)
     # What a capture the gateway confirms it never made counts as, for the customer: a
     # failed attempt (they may give another card), like a decline.
     NOT_CHARGED: ClassVar[str] = "not_charged"
@@ -233,7 +236,7 @@ class Payment(AggregateRoot):
         attempt = self._attempt(command.attempt_id)
         assert attempt is not None
         if isinstance(answer, NotFound):
-            self._not_found_must_have_settled(command, answer, attempt.unknown_since or attempt.sent_at)
+            self._not_found_must_have_settled(command, answer, self._last_sent(attempt))
             answer = Declined(code=self.NOT_CHARGED)
         attempt.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         self._capture_answered(command, attempt, answer)
@@ -284,6 +287,13 @@ class Payment(AggregateRoot):
                 return
             raise InvalidCommand("still_in_flight", f"{what} was sent at {sent_at}; its flow may still be asking")
         raise InvalidCommand("already_answered", f"{what} is already {status.value}")
+
+    def _last_sent(self, request: CaptureAttempt | GatewayRefund) -> datetime | None:
+        """The latest moment the request can have been sent: when its flow gave up on it
+        (unknown), or the end of its step's retries (still `sent`)."""
+        if request.unknown_since is not None:
+            return request.unknown_since
+        return request.sent_at + self.RETRIED_FOR if request.sent_at is not None else None
 
     @staticmethod
     def _not_found_must_have_settled(command: PaymentsCommandLike, answer: NotFound, asked_at: datetime | None) -> None:
@@ -435,7 +445,7 @@ class Payment(AggregateRoot):
         self.refund_lookup(command)
         refund = self.refunds[command.refund_id]
         if isinstance(answer, NotFound):
-            self._not_found_must_have_settled(command, answer, refund.unknown_since or refund.sent_at)
+            self._not_found_must_have_settled(command, answer, self._last_sent(refund))
         refund.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         if isinstance(answer, NotFound):
             refund.status = GatewayRefundStatus.NOT_FOUND

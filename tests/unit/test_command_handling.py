@@ -1067,6 +1067,7 @@ def test_a_token_with_malformed_claims_is_refused_for_good_not_failed_again_and_
     for claims, code in [
         ({**good, settings.role_claim: ["customer"]}, "role_not_allowed"),
         ({**good, "exp": "tomorrow"}, "invalid_token"),
+        ({**good, "exp": float("inf")}, "invalid_token"),  # JSON's Infinity: int() of it overflows
         ({**good, "nbf": {"at": 1}}, "invalid_token"),
         ({**good, "sub": 42}, "invalid_token"),
     ]:

@@ -16,6 +16,7 @@ from adapters.stripe_gateway import (
     stripe_business_id,
     to_stripe_amount,
 )
+from adapters.settings import SIMULATOR_API_KEY
 from domain.shared.money import CURRENCY_EXPONENTS, Money
 
 
@@ -51,4 +52,5 @@ def test_a_capture_stripes_own_search_does_not_find_counts_as_never_made_only_af
     # Stripe's search lags up to an hour in an outage; the simulator searches its own records.
     assert STRIPE_SEARCH_LAG == timedelta(hours=1)
     assert StripeGateway("sk_test_unused").search_lag == STRIPE_SEARCH_LAG
-    assert StripeGateway("sk_test_unused", "http://127.0.0.1:1").search_lag == timedelta(0)
+    assert StripeGateway("sk_test_unused", "https://stripe-proxy.internal").search_lag == STRIPE_SEARCH_LAG
+    assert StripeGateway(SIMULATOR_API_KEY, "http://127.0.0.1:1").search_lag == timedelta(0)

@@ -369,3 +369,14 @@ def test_another_refund_or_a_new_capture_attempt_is_asked_of_the_gateway_as_usua
     payment.reconcile_capture(reconcile_capture(first), NotFound())  # never charged: another may follow
     retry = payment.begin_capture(capture_cmd("100.00", command_id="payment-o-1/retry-1"))
     assert not isinstance(retry, FoundByReconciliation) and retry.idempotency_key == "payment-o-1/retry-1"
+
+
+def test_a_sent_capture_not_found_counts_from_the_end_of_its_retries_plus_the_search_lag():
+    # Still `sent`: the flow's step may have asked again until a day after sent_at, so Stripe's
+    # search may not show it before 24 h + 1 h.
+    payment, attempt_id = attempt_sent()  # sent at T0, never marked unknown
+    too_soon = NotFound(settles_after=SEARCH_LAG + timedelta(seconds=2))  # 24 h + 1 h 2 s > 25 h
+    later = reconcile_capture(attempt_id, at=T0 + Payment.SENT_TOO_LONG)
+    assert_refused(payment, lambda: payment.reconcile_capture(later, too_soon), InvalidCommand, "not_found_too_soon")
+    payment.reconcile_capture(later, NotFound(settles_after=SEARCH_LAG))
+    assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
