@@ -55,6 +55,7 @@ class ReportingConsumer:
         self.ack_wait = ack_wait_seconds or float(os.environ.get("SETTLEFLOW_REPORTING_ACK_WAIT_SECONDS", "30"))
         self.fetch_timeout = fetch_timeout_seconds  # with once: this long without a message means done
         self.outcomes: dict[str, int] = {}
+        self._stream = ""  # the stream read (its creation time), set on connecting
         self._stopping = asyncio.Event()
 
     @staticmethod
@@ -72,27 +73,40 @@ class ReportingConsumer:
             attributes={"settleflow.correlation_id": event.correlationid, "settleflow.command_id": event.causationid,
                         "messaging.system": "nats", "messaging.message.id": event.id},
         ) as span:  # fmt: skip
-            outcome = store.apply(self.engine, event, at=(self.durable, message.metadata.sequence.stream))
+            outcome = store.apply(self.engine, event, at=(self.durable, self._stream, message.metadata.sequence.stream))
             span.set_attribute("settleflow.apply_outcome", outcome)
             return outcome
 
     async def _own_position(self, js) -> int:
         """The last stream sequence this database applied. The database's position decides, not
         the broker's: a durable consumer already past it (the database deleted, or restored
-        from a backup) is removed, so that it is created again starting after that position."""
-        applied = await asyncio.to_thread(store.position, self.engine, self.durable)
+        from a backup) is removed, so that it is created again starting after that position.
+        A stream recreated since (its sequence starts at 1 again) is read from its start."""
+        stream = await js.stream_info(STREAM)
+        self._stream = str(stream.created)
+        mine = await asyncio.to_thread(store.position, self.engine, self.durable)
         try:
             info = await js.consumer_info(STREAM, self.durable)
         except nats.js.errors.NotFoundError:
             info = None
-        if info is not None and info.ack_floor is not None and (info.ack_floor.stream_seq or 0) > applied:
+        acked = (info.ack_floor.stream_seq or 0) if info is not None and info.ack_floor is not None else 0
+        if mine.stream is None and acked and await asyncio.to_thread(store.has_applied_anything, self.engine):
+            # A database from before positions were kept, read up to the durable's acks: take those
+            # as its position once, rather than replaying the whole stream into it.
+            await asyncio.to_thread(store.record_position, self.engine, self.durable, self._stream, acked)
+            return acked
+        applied = mine.sequence if mine.stream in (None, self._stream) else 0
+        if applied > stream.state.last_seq:
+            applied = 0  # the stream was emptied or recreated under the same name
+        if applied != mine.sequence:
+            log.warning("stream %s is not the one this database read (recreated): reading it from its start", STREAM)
+        if acked > applied:
             log.warning("durable consumer %s is at stream sequence %s, this database at %s: replaying from %s",
-                        self.durable, info.ack_floor.stream_seq, applied, applied + 1)
+                        self.durable, acked, applied, applied + 1)
             await js.delete_consumer(STREAM, self.durable)
-            first = (await js.stream_info(STREAM)).state.first_seq
-            if first > applied + 1:
+            if stream.state.first_seq > applied + 1:
                 log.warning("events %s to %s are no longer on the stream (its limits): the report misses them",
-                            applied + 1, first - 1)
+                            applied + 1, stream.state.first_seq - 1)
         return applied
 
     async def run(self, once: bool = False) -> int:

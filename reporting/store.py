@@ -61,6 +61,7 @@ positions = Table(
     "positions",
     metadata,
     Column("consumer", Text, primary_key=True),  # the durable consumer's name
+    Column("stream", Text, nullable=False),  # which stream: its creation time (a recreated one starts at 1 again)
     Column("stream_sequence", Integer, nullable=False),  # the last event applied (or found a duplicate)
 )
 
@@ -151,25 +152,46 @@ APPLY: dict[str, tuple[type[c.Contract], Callable[[Connection, CloudEvent, Any],
 }
 
 
-def position(engine: Engine, consumer: str) -> int:
-    """The stream sequence of the last event `consumer` applied here (0: none yet)."""
+@dataclass(frozen=True)
+class Position:
+    stream: str | None  # None: nothing recorded (a new database, or one from before positions were kept)
+    sequence: int  # the last event applied from that stream (0: none)
+
+
+def position(engine: Engine, consumer: str) -> Position:
+    """Where `consumer` is in this database: which stream, and the last event applied from it."""
     with engine.connect() as conn:
-        found = conn.execute(select(positions.c.stream_sequence).where(positions.c.consumer == consumer)).scalar()
-        return found or 0
+        row = conn.execute(
+            select(positions.c.stream, positions.c.stream_sequence).where(positions.c.consumer == consumer)
+        ).first()
+        return Position(row.stream, row.stream_sequence) if row else Position(None, 0)
 
 
-def _advance(conn: Connection, consumer: str, sequence: int) -> None:
+def has_applied_anything(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(select(inbox.c.event_id).limit(1)).first() is not None
+
+
+def record_position(engine: Engine, consumer: str, stream: str, sequence: int) -> None:
+    """Take a position as this database's (an existing database, the first time positions are kept)."""
+    with engine.begin() as conn:
+        _advance(conn, consumer, stream, sequence)
+
+
+def _advance(conn: Connection, consumer: str, stream: str, sequence: int) -> None:
     key = positions.c.consumer == consumer
-    seen = conn.execute(select(positions.c.stream_sequence).where(key)).scalar()
+    seen = conn.execute(select(positions.c.stream, positions.c.stream_sequence).where(key)).first()
     if seen is None:
-        conn.execute(insert(positions).values(consumer=consumer, stream_sequence=sequence))
-    elif sequence > seen:
-        conn.execute(update(positions).where(key).values(stream_sequence=sequence))
+        conn.execute(insert(positions).values(consumer=consumer, stream=stream, stream_sequence=sequence))
+    elif seen.stream != stream or sequence > seen.stream_sequence:
+        conn.execute(update(positions).where(key).values(stream=stream, stream_sequence=sequence))
 
 
-def apply(engine: Engine, event: CloudEvent, now: datetime | None = None, at: tuple[str, int] | None = None) -> str:
+def apply(
+    engine: Engine, event: CloudEvent, now: datetime | None = None, at: tuple[str, str, int] | None = None
+) -> str:
     """Apply one event exactly once, in one transaction with its inbox row and, when `at` =
-    (consumer, stream sequence) is given, that consumer's position.
+    (consumer, stream, stream sequence) is given, that consumer's position.
     Returns: applied | duplicate | stale | not_reported."""
     now = now or datetime.now(UTC)
     with engine.begin() as conn:

@@ -184,3 +184,38 @@ async def test_a_deleted_or_restored_reporting_database_is_rebuilt_from_the_stre
     assert await consume(restored, nats_server.url) == {"applied": 1}
     assert store.report(restored).events_applied == 2
     restored.dispose()
+
+
+async def test_a_stream_recreated_under_the_same_name_is_read_from_its_start(
+    reporting_engine, nats_server, jetstream
+):
+    """The stream lost and made again starts its sequence at 1: the database's old position
+    must not skip its first events."""
+    from integration.stream import STREAM, ensure_stream
+
+    _, js = jetstream
+    for n in range(3):
+        await publish(js, event(approved(f"r-{n}", "1.00"), id=f"e-{n}", version=n + 2))
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 3}
+
+    await js.delete_stream(STREAM)  # the broker's storage lost; the stream comes back empty
+    await ensure_stream(js, stream_settings(nats_server.url))
+    await publish(js, event(approved("r-new", "7.00"), id="e-new", subject="o-2", version=2))
+
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
+    assert "r-new" in [p["refund_id"] for p in store.report(reporting_engine).approved_not_settled]
+
+
+async def test_a_database_from_before_positions_were_kept_continues_without_replaying_the_stream(
+    reporting_engine, nats_server, jetstream
+):
+    _, js = jetstream
+    await publish(js, event(approved("r-1"), id="e-1", version=2))
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
+    with reporting_engine.begin() as conn:  # as a database written before this change: no position
+        conn.execute(store.positions.delete())
+
+    await publish(js, event(approved("r-2", "5.00"), id="e-2", version=3))
+
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}  # e-1 not delivered again
+    assert store.position(reporting_engine, ReportingConsumer.default_durable()).sequence == 2
