@@ -10,8 +10,9 @@ with header `Nats-Msg-Id` = the event id, waits for JetStream's acknowledgement,
 and only then marks the row published. An event that stays inside is marked with
 nothing published; a row that cannot be published (an unknown type) is parked
 with its reason and shown by `starter.py outbox` -- never skipped in silence. Its
-aggregate's later rows wait behind it (order holds), and a relay that starts tries
-parked rows again (an upgraded relay may know the type: a rolling deploy).
+aggregate's later rows wait behind it (order holds). Each park names the translation
+table that could not publish it; a relay tries again, at start and every minute, rows
+parked under another table (an older relay's, in a rolling deploy), never its own.
 
 Guarantees: at-least-once (a crash between ack and mark publishes the row again;
 the stream's duplicate window and every consumer's inbox drop the copy),
@@ -29,6 +30,7 @@ The process concerns, in one table (environment variables):
 | log the lag every | SETTLEFLOW_RELAY_LAG_LOG_SECONDS | 10 |
 | warn when the oldest unpublished row is older than | SETTLEFLOW_RELAY_LAG_WARN_SECONDS | 30 |
 | `--once` gives up (exit 1) after | SETTLEFLOW_RELAY_ONCE_TIMEOUT_SECONDS | 60 |
+| try rows parked under another translation table again every | SETTLEFLOW_RELAY_RETRY_PARKED_SECONDS | 60 |
 | /healthz, /readyz (database, NATS), /metrics on (0: off; not with --once) | SETTLEFLOW_OPS_HOST:SETTLEFLOW_RELAY_OPS_PORT | 127.0.0.1:9466 |
 
 Each row is published in a `publish <event type>` span carrying the row's correlation and
@@ -60,10 +62,10 @@ from sqlalchemy import Engine
 
 from adapters import db, tracing
 from adapters.ops_server import OpsServer, database_check, nats_check
-from adapters.outbox import Batch, OutboxReader, lag, retry_parked
+from adapters.outbox import Batch, OutboxReader, lag, parked_under, retry_parked
 from integration.envelope import CONTENT_TYPE
 from integration.stream import StreamSettings, connect, ensure_stream
-from integration.translation import Unpublishable, translate
+from integration.translation import TABLE_VERSION, Unpublishable, translate
 
 log = logging.getLogger("settleflow.relay")
 
@@ -82,6 +84,7 @@ class RelaySettings(BaseSettings):
     lag_log_seconds: float = Field(10.0, validation_alias="SETTLEFLOW_RELAY_LAG_LOG_SECONDS", gt=0)
     lag_warn_seconds: float = Field(30.0, validation_alias="SETTLEFLOW_RELAY_LAG_WARN_SECONDS", gt=0)
     once_timeout_seconds: float = Field(60.0, validation_alias="SETTLEFLOW_RELAY_ONCE_TIMEOUT_SECONDS", gt=0)
+    retry_parked_seconds: float = Field(60.0, validation_alias="SETTLEFLOW_RELAY_RETRY_PARKED_SECONDS", gt=0)
     ops_host: str = Field("127.0.0.1", validation_alias="SETTLEFLOW_OPS_HOST")
     ops_port: int = Field(9466, validation_alias="SETTLEFLOW_RELAY_OPS_PORT", ge=0, le=65535)  # 0: not served
     ready_timeout_seconds: float = Field(2.0, validation_alias="SETTLEFLOW_READY_TIMEOUT_SECONDS", gt=0)
@@ -110,6 +113,7 @@ class Relay:
         self._js: JetStreamContext | None = None
         self._stopping = asyncio.Event()
         self._last_lag_log = 0.0
+        self._last_parked_retry = 0.0
 
     # -- connection -------------------------------------------------------------------
     async def _jetstream(self) -> JetStreamContext:
@@ -162,7 +166,7 @@ class Relay:
             outgoing = translate(row)
         except Unpublishable as reason:
             log.error("parked outbox row %s (%s): %s", row["event_id"], row["event_type"], reason)
-            batch.park(row["event_id"], str(reason))
+            batch.park(row["event_id"], parked_under(TABLE_VERSION, str(reason)))
             self.counts.parked += 1
             return
         for message in outgoing:
@@ -182,9 +186,9 @@ class Relay:
     # -- the loop ---------------------------------------------------------------------------
     async def run(self, once: bool = False) -> int:
         """Publish until stopped (or, with once, until nothing is pending). Exit code.
-        Rows parked by an earlier relay are tried again first: this one may know their type."""
-        if retried := retry_parked(self.engine):
-            log.info("trying %d parked outbox row(s) again", retried)
+        Rows parked under another translation table (an older relay's) are tried again, at
+        start and every `retry_parked_seconds`: this relay may know their type."""
+        self._retry_parked()
         backoff = self.settings.backoff_seconds
         deadline = time.monotonic() + self.settings.once_timeout_seconds
         while not self._stopping.is_set():
@@ -202,11 +206,18 @@ class Relay:
                 backoff = min(backoff * 2, self.settings.backoff_max_seconds)
                 continue
             self._log_lag(force=once and handled == 0)
+            if time.monotonic() - self._last_parked_retry > self.settings.retry_parked_seconds:
+                self._retry_parked()  # an older relay may have parked a row since (a rolling deploy)
             if handled == 0:
                 if once:
                     return 0
                 await self._sleep(self.settings.poll_seconds)
         return 0
+
+    def _retry_parked(self) -> None:
+        self._last_parked_retry = time.monotonic()
+        if retried := retry_parked(self.engine, TABLE_VERSION):
+            log.info("trying %d outbox row(s) parked under another translation table again", retried)
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -157,13 +157,21 @@ class OutboxReader:
             ])  # fmt: skip
 
 
-def retry_parked(engine: Engine) -> int:
-    """Put every parked row back in line (a relay does this when it starts: an upgraded relay
-    may know a type the last one did not); the number of rows. What still cannot be published
-    is parked again, with its reason, and its aggregate stays held."""
+def parked_under(table_version: str, reason: str) -> str:
+    """A park reason naming the translation table that could not publish the row."""
+    return f"[table {table_version}] {reason}"
+
+
+def retry_parked(engine: Engine, table_version: str) -> int:
+    """Put back in line every row parked under another translation table than this one (an
+    older relay's: an upgraded relay may know its type); the number of rows. Rows this table
+    parked stay parked, so a relay that restarts does not churn them. What still cannot be
+    published is parked again, with its reason, and its aggregate stays held."""
     with engine.begin() as connection:
         return connection.execute(
-            update(outbox).where(outbox.c.parked_at.is_not(None)).values(parked_at=None, park_reason=None)
+            update(outbox)
+            .where(outbox.c.parked_at.is_not(None), ~outbox.c.park_reason.startswith(parked_under(table_version, "")))
+            .values(parked_at=None, park_reason=None)
         ).rowcount
 
 

@@ -11,6 +11,7 @@ output is the envelopes to publish, each with its NATS subject.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,6 +136,14 @@ TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | N
 
 BY_NAME = {event_type.__name__: entry for event_type, entry in TABLE.items()}
 EVENT_CLASSES = {event_type.__name__: event_type for event_type in TABLE}
+# Which table this is: what it publishes each event type as. A row parked under another table
+# (an older relay's, in a rolling deploy) is tried again by this one (relay.py).
+TABLE_VERSION = hashlib.sha256(
+    "\n".join(
+        f"{name}:{'-' if isinstance(entry, NotPublished) else ','.join(c.type_name() for c, _ in entry)}"
+        for name, entry in sorted(BY_NAME.items())
+    ).encode()
+).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from adapters.nats_server import LocalNatsServer
 from adapters.outbox import lag, parked_rows
 from adapters.tables import outbox
 from integration.envelope import CloudEvent
+from integration.translation import TABLE_VERSION
 from relay import Relay, RelaySettings
 from tests.integration.test_persistence import (
     PLACED_AT,
@@ -129,6 +130,9 @@ async def test_an_unknown_event_type_is_parked_with_its_reason_and_the_rest_stil
     assert "unknown event type 'OrderTeleported'" in parked["park_reason"]
     assert (lag(engine).unpublished, lag(engine).parked) == (0, 1)
     assert [e.subject for e in envelopes(await stream_messages(js))] == ["o-1"]
+    assert parked["park_reason"].startswith(f"[table {TABLE_VERSION}] ")  # parked by this table:
+    again = await run_once(engine, nats_server.url)  # a restart does not try it again
+    assert (again.counts.parked, lag(engine).parked) == (0, 1)
 
 
 async def test_nats_down_nothing_is_marked_and_everything_goes_out_once_it_is_back(engine, tmp_path: Path):
@@ -241,7 +245,7 @@ async def test_a_parked_row_holds_its_aggregates_later_rows_and_goes_out_first_o
     """A rolling deploy: a worker records an event type the running relay does not know yet.
     The row is parked and the order's later events wait; the upgraded relay publishes it,
     then the rest, in version order."""
-    import integration.translation as translation
+    import relay as relay_module
 
     _, js = jetstream
     store(engine, delivered_order("o-1", "100.00"))  # version 1: placed, paid, shipped, delivered
@@ -250,7 +254,9 @@ async def test_a_parked_row_holds_its_aggregates_later_rows_and_goes_out_first_o
                            .values(event_type="OrderPaidInInstalments"))
     approve_refund(engine, "r-1", "30.00")  # version 2 of the same order, a known type
 
-    old_relay = await run_once(engine, nats_server.url)
+    with monkeypatch.context() as old_version:  # the relay before the upgrade: another table
+        old_version.setattr(relay_module, "TABLE_VERSION", "old-table")
+        old_relay = await run_once(engine, nats_server.url)
 
     assert old_relay.counts.parked == 1
     assert [e.type.split(".")[2] for e in envelopes(await stream_messages(js))] == ["order_placed"]
