@@ -181,10 +181,14 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             return await self.send(command, CAPTURE)
         except Refused as refused:
             # Payments refusing the attempt itself fails the flow with its words; only the
-            # gateway refusing the request leaves the outcome unknown.
-            if refused.kind != "GatewayRefusedRequest" or not self.unknown_capture_awaits_reconciliation:
+            # gateway refusing the request leaves the outcome unknown — and an attempt payments
+            # already holds as unknown (a flow Reset to before it asks again) stays unknown.
+            if refused.code == "attempt_unknown" and self.unknown_capture_awaits_reconciliation:
+                reason = "unknown_when_asked_again"
+            elif refused.kind != "GatewayRefusedRequest" or not self.unknown_capture_awaits_reconciliation:
                 raise
-            reason = f"refused:{refused.kind}"
+            else:
+                reason = f"refused:{refused.kind}"
         except ActivityError as gave_up:
             if not self.unknown_capture_awaits_reconciliation:
                 raise

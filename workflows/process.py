@@ -99,6 +99,7 @@ class Refused(ApplicationError):
     def __init__(self, refusal: ApplicationError) -> None:
         super().__init__(refusal.message, type=refusal.type, non_retryable=True)
         self.kind = refusal.type or "Refused"
+        self.code = str(refusal.details[0]) if refusal.details else ""  # the owner's reason code
 
     @classmethod
     def invalid(cls, command_name: str, bad: ValidationError) -> Refused:

@@ -163,10 +163,18 @@ class Payment(AggregateRoot):
     def begin_capture(self, command: CaptureCommand) -> CaptureRequest | FoundByReconciliation:
         """Decide what the gateway is asked. Asking again for the same attempt
         (an activity retry) asks the same thing with the same key; asking again for one whose
-        answer reconciliation found (a resumed flow) gets that answer instead."""
+        answer reconciliation found (a resumed flow) gets that answer instead; for one whose
+        answer is unknown, a refusal (`attempt_unknown`): reconciliation asks, not a resend."""
         attempt = self._attempt(command.command_id)
         if attempt is not None and attempt.answered_by:
             return FoundByReconciliation(command_id=attempt.answered_by)
+        if attempt is not None and attempt.status is AttemptStatus.UNKNOWN:
+            # Its flow gave up on it (a Reset flow asks again): the gateway may hold it, and may
+            # have forgotten its key by now (Stripe keeps one 24 h), so a second request could
+            # charge again. Reconciliation asks the gateway instead.
+            raise InvalidCommand(
+                "attempt_unknown", f"attempt {attempt.attempt_id}'s answer is unknown: reconciliation asks the gateway"
+            )
         if attempt is None:
             self._must_be_recoverable()
             if isinstance(command, CapturePayment) and command.amount != self.amount:

@@ -380,3 +380,13 @@ def test_a_sent_capture_not_found_counts_from_the_end_of_its_retries_plus_the_se
     assert_refused(payment, lambda: payment.reconcile_capture(later, too_soon), InvalidCommand, "not_found_too_soon")
     payment.reconcile_capture(later, NotFound(settles_after=SEARCH_LAG))
     assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
+
+
+def test_a_capture_attempt_whose_answer_is_unknown_is_not_sent_again_reconciliation_asks():
+    # A flow Reset to before its capture asks again: the gateway may have charged, and may have
+    # forgotten the idempotency key by now (Stripe keeps it 24 h), so no second request goes out.
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+    payment.clear_events()
+    again = capture_cmd("100.00", command_id=attempt_id)
+    assert_refused(payment, lambda: payment.begin_capture(again), InvalidCommand, "attempt_unknown")

@@ -8,6 +8,7 @@ their own (real time: no test here waits for a timer).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.payments import PaymentsActivities
@@ -23,7 +26,7 @@ from cli.resume import NotResumable, new_run_settled, resume
 from devstack import temporal_cli
 from domain.payments.payment import GatewayRefundStatus
 from domain.shared.actor import Actor, Role
-from domain.contracts import ReconcileGatewayRefund, ReviewDecision
+from domain.contracts import CapturePayment, ReconcileGatewayRefund, ReviewDecision
 from tests.unit.builders import command
 from tests.tokens import signed
 from tests.workflows.flows import keep_history, new_id, start_refund, wait_for_status
@@ -177,6 +180,43 @@ async def test_a_payment_flow_terminated_while_awaiting_reconciliation_is_resume
     assert view.invoice_number
     assert resumed.told == harness.payment(order_id).answers_found_by_reconciliation() != []
     assert harness.order(order_id).paid.amount == Decimal("120.00")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+
+async def test_a_payment_flow_reset_to_before_its_unknown_capture_sends_no_second_request_and_ends_paid_once(harness):
+    """An operator Resets a flow (the UI's button) to before its capture, whose answer is
+    unknown. A second request could charge again once the gateway forgot the key (Stripe: 24 h):
+    payments refuses it (`attempt_unknown`), the flow waits for reconciliation, paid once."""
+    order_id, handle = await start_payment(harness, "tok_capture_answer_lost")  # charged, answer lost
+    await wait_for_status(handle, "capturing")
+    await capture_sent(harness, order_id)
+    await handle.cancel()  # the capture becomes unknown: the flow waits for reconciliation
+    await wait_for_status(handle, "awaiting_reconciliation")
+    attempt_id = harness.payment(order_id).attempts[0].attempt_id
+    requests_before = harness.gateway.calls[attempt_id]
+    events = [e async for e in handle.fetch_history_events()]
+    scheduled = next(e for e in events if e.activity_task_scheduled_event_attributes.activity_type.name
+                     == CapturePayment.activity_name())
+    before_capture = max(e.event_id for e in events if e.event_id < scheduled.event_id and e.HasField(
+        "workflow_task_completed_event_attributes"))
+    described = await handle.describe()
+    reset = await harness.client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
+        namespace=harness.client.namespace,
+        workflow_execution=WorkflowExecution(workflow_id=handle.id, run_id=described.run_id),
+        reason="an operator reset it to before the capture", workflow_task_finish_event_id=before_capture,
+        request_id=str(uuid.uuid4()),
+    ))
+    again = harness.client.get_workflow_handle(handle.id, run_id=reset.run_id)
+
+    await wait_for_status(again, "awaiting_reconciliation")
+    assert harness.gateway.calls[attempt_id] == requests_before  # no second request went out
+    await reconcile(harness)
+    await wait_for_status(again, "paid")
+    await keep_history(again, "payment_reset_to_before_its_unknown_capture")
+
+    assert harness.order(order_id).paid.amount == Decimal("120.00")
+    assert len([line for line in harness.gateway.moved.values() if line.kind == "capture"
+                and line.order_id == order_id]) == 1
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
 
 
