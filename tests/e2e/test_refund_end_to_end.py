@@ -7,6 +7,7 @@ trail, the visibility store, the gateway's ledger and the customer's mailbox.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -385,3 +386,30 @@ def test_a_shipment_refused_before_payment_is_asked_again_once_paid_and_ships(st
     assert run_json(stack, "order", order_id)["fulfilment"] == "shipped"
     duplicate = run(stack, "ship", "--order-id", order_id, "--tracking", "T10")  # shipped: nothing new
     assert f"ship-{order_id} already exists; nothing new was started" in duplicate.stdout, duplicate.stdout
+
+
+def test_a_placement_that_failed_is_asked_again_with_corrected_facts_and_is_paid(stack: Stack) -> None:
+    """A request of the wrong shape (started from the UI or the temporal CLI) fails the order's
+    flow and records no order: `place-order` with the right facts is then a new run of
+    payment-{order}, not the old failure replayed."""
+    order_id = "o-e2e-unplaced"
+    flow = f"payment-{order_id}"
+    wrong_shape = json.dumps({"order_id": order_id, "customer_id": "c-11", "amount": 12.5, "card_token": "tok_visa",
+                              "placed_by": {"role": "customer", "id": "c-11"}})  # the amount as a bare number
+
+    def workflow(*args: str) -> str:
+        return subprocess.run([temporal_cli(), "workflow", *args, "--address", stack.temporal_address],
+                              check=True, capture_output=True, text=True, timeout=30).stdout
+
+    workflow("start", "--task-queue", FLOWS_QUEUE, "--type", "PaymentWorkflow", "--workflow-id", flow,
+             "--input", wrong_shape)
+    deadline = time.monotonic() + 30
+    while "failed" not in workflow("describe", "--workflow-id", flow).lower():
+        assert time.monotonic() < deadline, "the request of the wrong shape never failed its flow"
+        time.sleep(0.3)
+
+    placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-11", "--amount", "12.50",
+                      "--currency", "EUR", "--wait")
+
+    assert (placed["started"], placed["status"]) == (True, "paid"), placed
+    assert run_json(stack, "order", order_id)["paid"] == "12.50 EUR"
