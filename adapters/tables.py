@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 # Named constraints and indexes, so that migrations and this module agree on
@@ -146,6 +147,12 @@ outbox = Table(
     Index(None, "aggregate_type", "aggregate_id"),
     Index(None, "correlation_id"),
     Index(None, "published_at"),
+    # The aggregates a parked row holds (adapters/outbox.py HELD): a partial index, so that
+    # the relay's "is this aggregate held?" probes an index of the few parked rows only.
+    Index(
+        "ix_outbox_parked_aggregate", "aggregate_type", "aggregate_id",
+        sqlite_where=text("parked_at IS NOT NULL"), postgresql_where=text("parked_at IS NOT NULL"),
+    ),
 )
 
 # The inbox: a command id seen once is never decided again; its first result is
