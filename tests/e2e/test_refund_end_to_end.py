@@ -343,20 +343,25 @@ def test_support_resumes_a_terminated_refund_which_then_pays_out_once(stack: Sta
     assert "finished" in finished.stderr, finished.stderr
 
 
-def test_resuming_a_flow_that_fails_again_on_its_own_history_says_so_with_exit_code_1(stack: Stack) -> None:
-    flow = "refund-e2e-wrong-shape"
-    wrong_shape = ('{"refund_id": "r-x", "order_id": "o-x", "amount": 20.5, "reason": "damaged", '
-                   '"requested_by": {"role": "customer", "id": "c-1"}}')  # the amount as a bare number
+def started_and_failed(stack: Stack, workflow_type: str, workflow_id: str, request_json: str) -> None:
+    """Start a flow with the temporal CLI (as from the web UI) and wait until it has failed."""
     def workflow(*args: str) -> str:
         return subprocess.run([temporal_cli(), "workflow", *args, "--address", stack.temporal_address],
                               check=True, capture_output=True, text=True, timeout=30).stdout
 
-    workflow("start", "--task-queue", FLOWS_QUEUE, "--type", "RefundWorkflow", "--workflow-id", flow,
-             "--input", wrong_shape)
+    workflow("start", "--task-queue", FLOWS_QUEUE, "--type", workflow_type, "--workflow-id", workflow_id,
+             "--input", request_json)
     deadline = time.monotonic() + 30
-    while "failed" not in workflow("describe", "--workflow-id", flow).lower():
-        assert time.monotonic() < deadline, f"{flow} never failed"
+    while "failed" not in workflow("describe", "--workflow-id", workflow_id).lower():
+        assert time.monotonic() < deadline, f"{workflow_id} never failed"
         time.sleep(0.3)
+
+
+def test_resuming_a_flow_that_fails_again_on_its_own_history_says_so_with_exit_code_1(stack: Stack) -> None:
+    flow = "refund-e2e-wrong-shape"
+    wrong_shape = ('{"refund_id": "r-x", "order_id": "o-x", "amount": 20.5, "reason": "damaged", '
+                   '"requested_by": {"role": "customer", "id": "c-1"}}')  # the amount as a bare number
+    started_and_failed(stack, "RefundWorkflow", flow, wrong_shape)
 
     done = run(stack, "resume-flow", flow, "--note", "try again", "--as", "support:sam", expect=1)
 
@@ -396,17 +401,7 @@ def test_a_placement_that_failed_is_asked_again_with_corrected_facts_and_is_paid
     flow = f"payment-{order_id}"
     wrong_shape = json.dumps({"order_id": order_id, "customer_id": "c-11", "amount": 12.5, "card_token": "tok_visa",
                               "placed_by": {"role": "customer", "id": "c-11"}})  # the amount as a bare number
-
-    def workflow(*args: str) -> str:
-        return subprocess.run([temporal_cli(), "workflow", *args, "--address", stack.temporal_address],
-                              check=True, capture_output=True, text=True, timeout=30).stdout
-
-    workflow("start", "--task-queue", FLOWS_QUEUE, "--type", "PaymentWorkflow", "--workflow-id", flow,
-             "--input", wrong_shape)
-    deadline = time.monotonic() + 30
-    while "failed" not in workflow("describe", "--workflow-id", flow).lower():
-        assert time.monotonic() < deadline, "the request of the wrong shape never failed its flow"
-        time.sleep(0.3)
+    started_and_failed(stack, "PaymentWorkflow", flow, wrong_shape)
 
     placed = run_json(stack, "place-order", "--order-id", order_id, "--customer", "c-11", "--amount", "12.50",
                       "--currency", "EUR", "--wait")
