@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 from domain.notifications.events import MessageSent
@@ -31,7 +32,9 @@ class FileMailbox:
 
     def deliver(self, message: MessageSent) -> None:
         path = self._path_for(message.notification_id)
-        temporary = self.writing / f"{path.stem}.{os.getpid()}.tmp"
+        # One file per writing thread (a timed-out local activity and its retry may deliver the
+        # same message at once in one process); the pid comes last, for the sweep.
+        temporary = self.writing / f"{path.stem}.{threading.get_ident()}.{os.getpid()}.tmp"
         temporary.write_text(
             json.dumps(
                 {
@@ -53,7 +56,7 @@ class FileMailbox:
         return sorted(self.writing.glob("*.tmp"))
 
     def _sweep_left_behind(self, path: Path) -> None:
-        """A writer killed between writing and renaming leaves its `.writing/<name>.<pid>.tmp`.
+        """A writer killed between writing and renaming leaves its `.writing/<name>.<thread>.<pid>.tmp`.
         Once the message is delivered whole, those of processes no longer alive go (a live one
         may still be writing the same message: it finishes by replacing the same file)."""
         # os.scandir and plain string tests: pathlib's glob compiled its pattern anew on

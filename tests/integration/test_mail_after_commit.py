@@ -5,6 +5,7 @@ the retry of the same command, which finds the stored outcome and delivers it ag
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,29 @@ def test_half_written_files_of_the_earlier_mailbox_layout_go_when_a_worker_start
 
     assert not killed.exists()
     assert writing.exists() and message.exists()
+
+
+def test_the_same_message_delivered_by_two_threads_at_once_is_read_whole_and_kept_once(tmp_path):
+    """A timed-out local activity and its retry may deliver one message at the same moment in
+    one worker: each thread writes its own half-written file, so neither tears the other's,
+    and a reader meanwhile sees the whole message or none."""
+    mailbox = FileMailbox(tmp_path / "mailbox")
+    message = MessageSent(notification_id="n-1", recipient="customer:c-1", kind="refund_completed",
+                          subject="r-1", title="Your refund is on its way", body="30.00 EUR")
+
+    def deliver_often() -> None:
+        for _ in range(200):
+            mailbox.deliver(message)
+
+    def read_often() -> int:
+        return sum(len(mailbox.messages("customer:c-1")) for _ in range(200))
+
+    with ThreadPoolExecutor(3) as pool:
+        writers = [pool.submit(deliver_often) for _ in range(2)]
+        reader = pool.submit(read_often)
+        for writer in writers:
+            writer.result()  # no FileNotFoundError from a rename of a file the other thread moved
+        reader.result()  # no JSONDecodeError from a torn file
+
+    assert [m["title"] for m in mailbox.messages()] == ["Your refund is on its way"]
+    assert mailbox.half_written() == []
