@@ -63,6 +63,22 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
                 raise
             authorize(command, expired_ok=True)
             return Outcome.model_validate(stored), None
+        return _decided(uow_factory, command, owner_decides, final=final)
+    except DomainError as refused:
+        # The owner refused the command outright: nothing changed, and asking again
+        # cannot help, so Temporal must not retry it.
+        raise ApplicationError(
+            refused.message, refused.code, type=refused.kind, non_retryable=True
+        ) from refused
+
+
+def _decided(uow_factory, command, owner_decides, *, final: bool):
+    """The owner's decision on an authorized command, once. A copy of the same command decided
+    meanwhile (a timed-out local activity's retry runs beside its first attempt) is answered
+    with that first decision: on PostgreSQL (READ COMMITTED) the later copy sees the state the
+    first one committed after its inbox check, and the owner would refuse it (`already_exists`,
+    `duplicate_refund`) — so a refusal looks in the inbox once more before it stands."""
+    try:
         for attempt in range(RACE_RETRIES):
             try:
                 with uow_factory() as uow:
@@ -91,9 +107,8 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
         raise ApplicationError(
             f"{command.name()} kept losing concurrency races; retrying later", type="ConcurrencyConflict"
         )
-    except DomainError as refused:
-        # The owner refused the command outright: nothing changed, and asking again
-        # cannot help, so Temporal must not retry it.
-        raise ApplicationError(
-            refused.message, refused.code, type=refused.kind, non_retryable=True
-        ) from refused
+    except DomainError:
+        stored = _processed(uow_factory, command.command_id)
+        if stored is None:
+            raise
+        return Outcome.model_validate(stored), None

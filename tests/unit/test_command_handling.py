@@ -218,6 +218,28 @@ def test_a_refused_command_fails_for_good_and_leaves_the_database_unchanged(serv
     assert cmd.command_id not in service.db.processed
 
 
+def test_a_copy_of_a_command_decided_while_it_was_deciding_gets_the_first_answer_not_a_refusal(service, billing):
+    """A timed-out local activity's retry runs beside its first attempt. The retry finds no
+    answer in the inbox, the first attempt then commits, and the retry's owner sees the new
+    state (PostgreSQL's READ COMMITTED) and refuses: `duplicate_refund`. The flow took that
+    for a rejection while billing had approved and reserved the refund."""
+    delivered(billing)
+    cmd = refund_request()
+    first: list[Outcome] = []
+
+    class FirstCopyCommitsMeanwhile(FakeUnitOfWork):
+        def processed_result(self, command_id: str):
+            found = super().processed_result(command_id)
+            if command_id == cmd.command_id and not first:
+                first.append(billing.request_refund(cmd))  # the other copy decides now
+            return found
+
+    second = BillingActivities(lambda: FirstCopyCommitsMeanwhile(service.db)).request_refund(cmd)
+
+    assert second == first[0] and names(second.events) == ["RefundApproved"]
+    assert names(service.db.outbox).count("RefundApproved") == 1
+
+
 def test_a_refused_command_may_be_asked_again_and_is_refused_again(service, billing):
     delivered(billing)
     cmd = refund_request(actor=OTHER_CUSTOMER)
