@@ -20,9 +20,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, select
 
 from adapters import tables
-from adapters.db import alembic_config, make_engine
+from adapters.db import alembic_config, make_engine, upgrade
+from adapters.repository import dump_state
 from adapters.inspection import outbox_rows, processed_count
-from adapters.unit_of_work import AggregateTypes, SqlUnitOfWork
+from adapters.unit_of_work import AggregateTypes, SqlUnitOfWork, default_aggregate_types
 from domain.billing.commands import (
     MarkOrderPaid,
     OrderLine,
@@ -33,6 +34,7 @@ from domain.billing.commands import (
 )
 from domain.billing.order import Order
 from domain.billing.refund import RefundStatus
+from domain.payments.payment import AttemptStatus, CaptureAttempt, GatewayRefund, Payment
 from domain.shared.actor import Actor, Role
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import ConcurrencyConflict, NotFound
@@ -164,6 +166,38 @@ def test_the_migrated_schema_matches_the_table_definitions(engine: Engine) -> No
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), tables.metadata)
     assert differences == []
+
+
+def test_rows_saved_before_reconciliation_kept_its_columns_are_found_by_reconciliation_after_upgrading(
+    database_url: str,
+) -> None:
+    """0003 added `open_since` / `reserved_since` empty; a payment with a refund still `sent`
+    and an order with a refund in flight, saved before and never again, were never looked at
+    by reconciliation. 0006 fills the columns from each row's own aggregate."""
+    upgrade(database_url, "0002_events")
+    payment = Payment(
+        id="o-old", customer_id="c-1", amount=eur("50.00"),
+        attempts=[CaptureAttempt(attempt_id="a-1", amount=eur("50.00"), card_token="tok_visa",
+                                 status=AttemptStatus.CAPTURED, gateway_reference="ch_1")],
+        refunds={"r-old": GatewayRefund(refund_id="r-old", amount=eur("20.00"))},  # sent; no sent_at then
+    )
+    order = delivered_order("o-old", "50.00")
+    order.request_refund(refund("r-old", "20.00", "o-old"))
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:  # as the code of those days wrote them: no such columns
+            for table, aggregate in ((tables.payments, payment), (tables.orders, order)):
+                connection.execute(table.insert().values(
+                    id=aggregate.id, version=3, state=dump_state(aggregate), updated_at=PLACED_AT,
+                    **({"customer_id": "c-1"} if table is tables.orders else {}),
+                ))
+        upgrade(database_url)
+
+        with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+            assert [p.id for p in uow.payments.awaiting_answers()] == ["o-old"]
+            assert [o.id for o in uow.orders.reserving_since(PLACED_AT + timedelta(days=30))] == ["o-old"]
+    finally:
+        engine.dispose()
 
 
 def test_two_processes_migrating_at_once_both_succeed(database_url: str) -> None:
