@@ -54,7 +54,7 @@ from domain.shared.messages import ID_MAX, TEXT_MAX, Command
 from domain.shared.text import storable
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
 from domain.shipping.commands import ConfirmDelivery, ShipOrder
-from workflows.messages import PASSING_STATUSES, SEARCHABLE_STATUSES
+from workflows.messages import PASSING_STATUSES, SEARCHABLE_STATUSES, InvalidRequest
 from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import CUSTOMER_ID, FLOW_STATUS, FLOWS_QUEUE, ORDER_ID, REFUND_ID
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         trust_cli.resolve(args, UsageError)  # who acts: a verified token, or a dev token for --as
         may_act(args.verb, getattr(args, "actor", None), getattr(args, "customer", None) if args.verb == "place-order" else None)
         asyncio.run(tracing.within_span(f"starter {args.verb}", args.handler(cli)))
-    except (UsageError, reconciliation_verbs.UsageError) as bad:
+    except (UsageError, reconciliation_verbs.UsageError, InvalidRequest) as bad:  # a request that does not fit
         print(f"starter.py: error: {bad}", file=sys.stderr)
         return 2
     except RPCError as trouble:

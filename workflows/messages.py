@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from domain.contracts import Actor, Money, ReviewDecision
+from domain.shared.actor import Role
 from domain.shared.messages import DerivedId, Id, Note, Text
 
 # One definition of an id and a text: the very types the owners' commands use
@@ -83,6 +84,9 @@ class TrailView(BaseModel):
 
 
 # -- RefundWorkflow -----------------------------------------------------------------
+CANCELLATION_REFUND = "-cancellation"  # the end of a cancelled order's refund id: `{order_id}-cancellation`
+
+
 class RefundRequest(Request):
     refund_id: DerivedId  # a cancellation's is derived
     order_id: Id
@@ -90,6 +94,18 @@ class RefundRequest(Request):
     reason: Reason
     requested_by: Actor
     token: str | None = Token()
+
+    @model_validator(mode="after")
+    def _cancellation_ids_are_settleflows_own(self) -> RefundRequest:
+        # A cancelled order's refund is `refund-{order}-cancellation`, and owners answer a
+        # command id they saw with its first answer: a refund someone else had started under
+        # that id would answer the cancellation's steps with its own facts, and no money moved.
+        if self.refund_id.endswith(CANCELLATION_REFUND) and self.requested_by.role is not Role.SYSTEM:
+            raise InvalidRequest(
+                f"invalid RefundRequest: refund_id: ids ending in {CANCELLATION_REFUND!r} are a cancelled "
+                "order's, set by settleflow"
+            )
+        return self
 
 
 class ReviewResolution(Request):

@@ -155,6 +155,9 @@ for verb, (text, *words) in {
 bad("refund: --as system, which only settleflow's own flows are", argv("refund", {"--as": "system:x"}),
     "a system may not refund")
 
+bad("refund: an id of the form a cancelled order's refund has (settleflow's own)",
+    argv("refund", {"--refund-id": f"{EUR_ORDER}-cancellation"}), "refund_id", "-cancellation")
+
 # Ids: not blank, at most 200 characters, no control characters or line breaks.
 IDS = {
     "empty": ("", "id", "empty"),

@@ -139,3 +139,16 @@ async def test_a_bad_new_card_or_cancellation_is_refused_and_the_flow_still_take
     answer = await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token})
     assert answer == "cancelled"
     assert harness.order(order_id).cancelled
+
+
+async def test_a_refund_asked_from_outside_under_a_cancelled_orders_refund_id_fails_at_once_and_decides_nothing(harness):
+    """`refund-{order}-cancellation` is the refund settleflow starts for a cancelled order. A
+    refund someone else started under that id first would later answer the cancellation's
+    steps from the owners' inboxes with its own facts (another order's money), and the
+    cancelled order's money would never move: such an id is refused at the door."""
+    before = row_counts(harness)
+    async with real_time(harness.env):
+        reason = await start_and_fail(harness, "RefundWorkflow",
+                                      {**GOOD["RefundWorkflow"], "refund_id": "o-other-cancellation"})
+    assert reason.type == "InvalidRequest" and "-cancellation" in reason.message
+    assert row_counts(harness) == before
