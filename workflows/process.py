@@ -321,13 +321,19 @@ class AwaitsReconciliation:
     """Mixed into a Process (before it) that may have to wait for reconciliation to learn what the gateway really
     did with a request whose answer was lost (the signal `gateway_answer`)."""
 
-    reconciled: Outcome | None = None  # what the last `gateway_answer` signal said
-
     @workflow.signal
     def gateway_answer(self, outcome: Outcome) -> None:
         """Reconciliation says which of payments' commands found the answer (`outcome.command_id`).
-        A signal names no sender: its facts are not taken, payments' record of that command is."""
-        self.reconciled = outcome
+        A signal names no sender: its facts are not taken, payments' record of that command is.
+        Every one is kept until read: a stray signal arriving after the genuine one must not
+        push it out (reconciliation tells a flow once; the question is then no longer open)."""
+        self.gateway_answers_told().append(outcome)
+
+    def gateway_answers_told(self) -> list[Outcome]:
+        """`gateway_answer` signals not read yet, in the order they came."""
+        if "_told" not in self.__dict__:
+            self._told: list[Outcome] = []
+        return self._told
 
     async def reconciliation_answer(
         self, kind: Literal["capture", "refund"], order_id: str, business_id: str, step: Step
@@ -338,13 +344,16 @@ class AwaitsReconciliation:
         refund or attempt — is noted and changes nothing: the flow waits on. An operator's Cancel
         meanwhile changes nothing either: only the gateway's answer may end a money question
         (Terminate stops the flow, and reconciliation then records the discrepancy for support)."""
+        waiting = self.gateway_answers_told()
         while True:
-            while self.reconciled is None:
+            while not waiting:
                 try:
-                    await workflow.wait_condition(lambda: self.reconciled is not None)
+                    await workflow.wait_condition(lambda: bool(waiting))
                 except asyncio.CancelledError:
                     self.note("Cancel while waiting for reconciliation: the gateway's answer still decides")
-            told, self.reconciled = self.reconciled, None
+            # The newest first, as when only the last signal was kept (histories replay as they
+            # ran); the ones before it wait their turn instead of being dropped.
+            told = waiting.pop()
             if not self.takes(VERIFIED_GATEWAY_ANSWERS):
                 self.note(f"reconciliation: payments answered {', '.join(told.event_names)}")
                 return told  # recorded before answers were checked: replays as it ran

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -343,16 +343,18 @@ async def test_a_forged_gateway_answer_completes_no_refund_and_the_flow_takes_on
     assert harness.gateway.refunds_paid(refund_id) == 0
 
 
-async def test_a_cancel_while_the_flow_asks_payments_for_the_answer_changes_nothing(harness):
-    # Payments' read is held up; the operator presses Cancel meanwhile. The flow asks again,
-    # and the gateway's answer (never sent: nothing paid) still decides and frees the money.
+@asynccontextmanager
+async def refunds_reading_payments_slowly(harness, slow: Callable[[GatewayQuestion], bool]):
+    """A flows worker of its own whose read of payments' recorded answer (`RecordedAnswer`) waits
+    for `go_on` when `slow(question)`; yields (start a refused refund, asked, go_on)."""
     payments = PaymentsActivities(harness.deps.uow_factory, harness.gateway)
-    payments_slow, payments_asked = threading.Event(), threading.Event()
+    go_on, asked = threading.Event(), threading.Event()
 
     @activity.defn(name=GatewayQuestion.activity_name)
     def recorded_answer_slowly(question: GatewayQuestion) -> Outcome | None:
-        payments_asked.set()
-        payments_slow.wait(60)
+        if slow(question):
+            asked.set()
+            go_on.wait(60)
         return payments.recorded_answer(question)
 
     local = [
@@ -362,34 +364,76 @@ async def test_a_cancel_while_the_flow_asks_payments_for_the_answer_changes_noth
         if a.__temporal_activity_definition.name != GatewayQuestion.activity_name
     ] + [recorded_answer_slowly]
     queue = f"{FLOWS_QUEUE}-slow-payments-{new_id('q')}"
-    order_id = await delivered(harness)
-    refund_id = new_id("r-refused")  # the gateway refuses the request: no money moves
+
+    async def refused_refund(order_id: str, refund_id: str):  # the gateway refuses it: no money moves
+        return harness.track(await harness.client.start_workflow(
+            RefundWorkflow.run,
+            RefundRequest(refund_id=refund_id, order_id=order_id, amount=Money.of("30.00", "EUR"),
+                          reason="arrived damaged", requested_by=CUSTOMER, **signed(CUSTOMER)),
+            id=f"refund-{refund_id}",
+            task_queue=queue,
+        ))
 
     with ThreadPoolExecutor(max_workers=4) as executor:
         async with Worker(harness.client, task_queue=queue, workflows=WORKFLOWS, activities=local,
                           activity_executor=executor):
-            handle = harness.track(await harness.client.start_workflow(
-                RefundWorkflow.run,
-                RefundRequest(refund_id=refund_id, order_id=order_id, amount=Money.of("30.00", "EUR"),
-                              reason="arrived damaged", requested_by=CUSTOMER, **signed(CUSTOMER)),
-                id=f"refund-{refund_id}",
-                task_queue=queue,
-            ))
-            await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
-            await reconcile(harness)
-            async with real_time(harness.env):
-                await asyncio.to_thread(payments_asked.wait, 30)
-                await handle.cancel()
-                for _ in range(240):  # the Cancel reaches the flow with its next workflow task
-                    if any(line.startswith("Cancel while asking payments") for line in (await handle.query("status"))["trail"]):
-                        break
-                    await asyncio.sleep(0.25)
-                payments_slow.set()
-                result = await handle.result()
+            try:
+                yield refused_refund, asked, go_on
+            finally:
+                go_on.set()
+
+
+async def test_a_cancel_while_the_flow_asks_payments_for_the_answer_changes_nothing(harness):
+    # Payments' read is held up; the operator presses Cancel meanwhile. The flow asks again,
+    # and the gateway's answer (never sent: nothing paid) still decides and frees the money.
+    order_id = await delivered(harness)
+    refund_id = new_id("r-refused")  # the gateway refuses the request: no money moves
+
+    async with refunds_reading_payments_slowly(harness, lambda question: True) as (
+        refused_refund, payments_asked, payments_slow,
+    ):
+        handle = await refused_refund(order_id, refund_id)
+        await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+        await reconcile(harness)
+        async with real_time(harness.env):
+            await asyncio.to_thread(payments_asked.wait, 30)
+            await handle.cancel()
+            for _ in range(240):  # the Cancel reaches the flow with its next workflow task
+                if any(line.startswith("Cancel while asking payments") for line in (await handle.query("status"))["trail"]):
+                    break
+                await asyncio.sleep(0.25)
+            payments_slow.set()
+            result = await handle.result()
 
     assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
     assert harness.order(order_id).refundable.amount == Decimal("120.00")
     assert harness.gateway.refunds_paid(refund_id) == 0
+
+
+async def test_reconciliations_answer_is_taken_although_a_stray_signal_came_after_it(harness):
+    """The flow is reading payments for a stray `gateway_answer` when reconciliation's genuine
+    one arrives, then another stray one. Only the last signal used to be kept: the genuine
+    answer was pushed out, reconciliation (which tells a flow once) found nothing open any
+    more, and the refund stayed reserved for good. Every signal is now read in turn."""
+    order_id = await delivered(harness)
+    refund_id = new_id("r-refused")
+
+    async with refunds_reading_payments_slowly(harness, lambda question: question.command_id == "stray/1") as (
+        refused_refund, stray_read, go_on,
+    ):
+        handle = await refused_refund(order_id, refund_id)
+        await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+        async with real_time(harness.env):
+            await handle.signal("gateway_answer", Outcome(command_id="stray/1", events=[]))
+            await asyncio.to_thread(stray_read.wait, 30)
+        await reconcile(harness)  # the genuine answer (not found: nothing paid) comes meanwhile
+        async with real_time(harness.env):
+            await handle.signal("gateway_answer", Outcome(command_id="stray/2", events=[]))
+            go_on.set()
+            result = await asyncio.wait_for(handle.result(), 60)  # it used to wait for ever
+
+    assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
+    assert harness.order(order_id).refundable.amount == Decimal("120.00")  # released on the answer
 
 
 async def test_a_forged_capture_answer_marks_no_order_paid_and_recovery_follows_payments_answer(harness):
