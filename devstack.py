@@ -34,6 +34,7 @@ import atexit
 import os
 import shutil
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -83,9 +84,27 @@ class Managed:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range where there is room (10000 up to it).
+    A port the system hands out by itself (bind to 0) may be taken as the local end of any
+    outgoing connection while its server is down: a dev server restarted on it (chaos) then
+    finds it in use. One below that range is only ever taken by asking for it."""
+    low = _ephemeral_range_start()
+    for _ in range(50):
+        port = random.randint(10000, low - 1) if low > 11000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use: another
+            return s.getsockname()[1]
+    raise OSError("no free port found")
+
+
+def _ephemeral_range_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # unknown (not Linux): let the system choose
 
 
 def free_ports(count: int) -> list[int]:
