@@ -421,10 +421,10 @@ class Payment(AggregateRoot):
         if refund is None:
             # Closed for good: a send still on its way (an activity attempt the flow stopped
             # waiting for, a reset flow) is refused, since billing will release the money.
-            self.refunds[command.refund_id] = GatewayRefund(
+            refund = self.refunds[command.refund_id] = GatewayRefund(
                 refund_id=command.refund_id, amount=Money.zero(self.amount.currency), status=GatewayRefundStatus.NOT_SENT
             )
-        if refund is None or refund.status is GatewayRefundStatus.NOT_SENT:
+        if refund.status is GatewayRefundStatus.NOT_SENT:
             self.record(command, GatewayRefundNotSent(order_id=self.id, refund_id=command.refund_id))
             return
         if refund.status is GatewayRefundStatus.UNKNOWN:

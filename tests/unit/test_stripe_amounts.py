@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.stripe_gateway import (
-    STRIPE_SEARCH_LAG,
-    StripeGateway,
-    from_stripe_amount,
-    stripe_business_id,
-    to_stripe_amount,
-)
-from adapters.settings import SIMULATOR_API_KEY
+from adapters.stripe_gateway import from_stripe_amount, stripe_business_id, to_stripe_amount
 from domain.shared.money import CURRENCY_EXPONENTS, Money
 
 
@@ -46,11 +38,3 @@ def test_business_ids_within_stripes_limit_cross_unchanged_and_longer_ones_as_a_
     assert stripe_business_id(long_id) == stripe_business_id(long_id)
     assert stripe_business_id(long_id).startswith("sha256:") and len(stripe_business_id(long_id)) <= 255
     assert stripe_business_id(long_id) != stripe_business_id("o" * 257)
-
-
-def test_a_capture_stripes_own_search_does_not_find_counts_as_never_made_only_after_an_hour():
-    # Stripe's search lags up to an hour in an outage; the simulator searches its own records.
-    assert STRIPE_SEARCH_LAG == timedelta(hours=1)
-    assert StripeGateway("sk_test_unused").search_lag == STRIPE_SEARCH_LAG
-    assert StripeGateway("sk_test_unused", "https://stripe-proxy.internal").search_lag == STRIPE_SEARCH_LAG
-    assert StripeGateway(SIMULATOR_API_KEY, "http://127.0.0.1:1").search_lag == timedelta(0)
