@@ -17,7 +17,8 @@ Read top to bottom:
   PaymentDeclined → NotifyCustomer, wait 1, 3, 7 days — or less when the Update
       `update_payment_method` brings a new card (UpdatePaymentMethod → payments) —
       then RetryPaymentCapture → payments, which decides whether another attempt
-      is allowed (at most 4; hard declines stop at once)
+      is allowed (at most 4; hard declines stop at once); a cancellation accepted
+      meanwhile, even while the new card was being recorded, goes first: nothing is charged
   PaymentAbandoned → compensation: CancelOrder (system, payment_failed) → billing,
       NotifyCustomer. Done.
   Update `cancel_order` (until delivery, however long that takes) → CancelOrder → billing
@@ -28,7 +29,8 @@ Read top to bottom:
   Signal `order_delivered` (from ConfirmDeliveryWorkflow) or `order_returned` (from a
       RefundWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
       (a signal names no sender: billing's record decides) → delivered or returned: nothing
-      left to cancel. Done. Billing records neither: noted, and the process stays open.
+      left to cancel. Done (a cancellation accepted while billing's record was read is
+      answered as refused). Billing records neither: noted, and the process stays open.
   Every Update is refused by its validator or answered, on every path; an owner's refusal
   (UpdatePaymentMethod, CancelOrder) is the Update's answer and the flow goes on. Commands
   caused by the start request carry the workflow's start time, those caused by an Update
@@ -67,7 +69,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, from_outside, refuse_outsider, retry_until_done
-    from workflows.process import VERIFIED_FULFILMENT
+    from workflows.process import CANCELLED_BEFORE_RETRY, VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -123,6 +125,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.cancellation: CancellationRequest | None = None
         self.cancellation_at: datetime | None = None
         self.cancellation_answer: str | None = None  # billing's refusal, for the Update
+        self.cancels_before_retry = False  # a cancellation met after recording a new card stops the retry
         self.delivered = False
         self.closed = False  # the flow is ending: every Update still waiting is answered
 
@@ -246,6 +249,11 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             break
         if self.new_card is not None:  # arrived as the wait ran out
             await self.take_new_card()
+        if self.cancellation is not None and self.cancels_before_retry:
+            # Accepted while the new card was being recorded, or as the wait ran out: a
+            # cancelled order is not charged (billing may still refuse; then the retry goes on).
+            if await self.cancel():
+                return None
         return await self.attempt(
             self.command(RetryPaymentCapture, f"retry-{self.attempts}", order_id=self.order.order_id)
         )
@@ -353,6 +361,9 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                     continue
                 self.returned = recorded.returned  # billing's word, not the signal's
             if not arrived or self.delivered:
+                if self.cancellation is not None and self.delivered:  # accepted while billing's record was read
+                    ended = "came back" if self.returned else "was delivered"
+                    self.cancellation_answer = f"refused: order {self.order.order_id} {ended}; nothing left to cancel"
                 # A parcel that came back was refunded in full by the refund that stopped it.
                 return await self.end("returned" if self.returned else "paid")
 
@@ -449,6 +460,8 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
     async def cancel_order(self, request: CancellationRequest) -> str:
         self.cancellation_answer = None
         self.cancellation, self.cancellation_at = request, workflow.now()
+        # Asked here, where the flow has just woken, not after the local activity it may meet.
+        self.cancels_before_retry = self.takes(CANCELLED_BEFORE_RETRY)
         await workflow.wait_condition(lambda: self.cancellation_answer is not None)
         if self.cancellation_answer.startswith("refused"):
             raise ApplicationError(self.cancellation_answer, type="CancellationRefused")

@@ -45,9 +45,9 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-06"  # new flows start on it
+RELEASE = "flows-2026-12-06b"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
-RELEASES = (RELEASE, FIRST_RELEASE)
+RELEASES = (RELEASE, "flows-2026-12-06", FIRST_RELEASE)
 
 # A start request that does not fit its message (JSON with a wrong type or a missing
 # field, from the web UI or `temporal workflow start --input`) fails the workflow at once
@@ -56,11 +56,20 @@ RELEASES = (RELEASE, FIRST_RELEASE)
 # a flow still fails just the task, which a fixed deployment can retry.
 INVALID_REQUEST = [InvalidRequest]
 
-# Changes made after FIRST_RELEASE, folded into RELEASE (`Process.takes`): a flow waiting for
-# reconciliation takes payments' recorded answer, not the signal's facts; a payment process
-# told its order was delivered or came back asks billing before it ends.
+# Changes made after FIRST_RELEASE, each with the release that folded it in (`Process.takes`).
+# flows-2026-12-06: a flow waiting for reconciliation takes payments' recorded answer, not the
+# signal's facts; a payment process told its order was delivered or came back asks billing
+# before it ends.
 VERIFIED_GATEWAY_ANSWERS = "verified-gateway-answers"
 VERIFIED_FULFILMENT = "verified-fulfilment"
+# flows-2026-12-06b: a cancellation accepted while a new card was being recorded is taken
+# before the card is charged.
+CANCELLED_BEFORE_RETRY = "cancelled-before-retry"
+FOLDED_INTO = {
+    VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
+    VERIFIED_FULFILMENT: "flows-2026-12-06",
+    CANCELLED_BEFORE_RETRY: "flows-2026-12-06b",
+}
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the
 # domain's errors, so a new kind of refusal is never retried by mistake.
@@ -174,10 +183,12 @@ class Process:
         return self.on_release or workflow.patched(change)
 
     def takes(self, change: str) -> bool:
-        """Whether this flow takes a change made after FIRST_RELEASE: a flow started on RELEASE
-        does without asking; an older one asks where it reaches the change (a marker only in
-        the flows that get there)."""
-        return self.release == RELEASE or workflow.patched(change)
+        """Whether this flow takes a change made after FIRST_RELEASE: a flow started on the
+        release that folded it in, or a later one, does without asking; an older one asks where
+        it reaches the change (a marker only in the flows that get there). Ask it where the
+        flow has just woken (a start, a signal, an Update, a timer), never right after a local
+        activity (see `begin`)."""
+        return self.release in RELEASES[: RELEASES.index(FOLDED_INTO[change]) + 1] or workflow.patched(change)
 
     # -- sending commands ---------------------------------------------------------
     def command(

@@ -246,7 +246,9 @@ class RefundWorkflow(AwaitsReconciliation, Process):
                     ),
                     NOTIFY,
                 )
-                expiry_wait = REVIEW_EXPIRES_AFTER - REVIEW_REMINDER_AFTER
+                # The expiry stays 72 h after the review opened, however late the reminder went
+                # out (a mailbox or worker outage); a timer of a second at least, as before.
+                expiry_wait = max(expires_at - workflow.now(), timedelta(seconds=1))
             if not decided() and not await self.wait_for(decided, expiry_wait, "fraud review expiry"):
                 self.review_closed = True
                 return await self.send(

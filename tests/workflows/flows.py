@@ -30,10 +30,11 @@ def new_id(prefix: str) -> str:
 
 async def place_order(
     harness, amount: str = "120.00", card: str = "tok_visa", customer: str = "c-1", currency: str = "EUR",
-    order_id: str | None = None,
+    order_id: str | None = None, task_timeout: timedelta | None = None,
 ) -> tuple[str, dict]:
     """Place an order and wait (in real time) until its payment has an answer.
-    The payment process itself stays open afterwards, for cancellations."""
+    The payment process itself stays open afterwards, for cancellations. A short
+    `task_timeout` lets a test hold a local activity past its workflow task."""
     order_id = order_id or new_id("o")
     handle = harness.track(await harness.client.start_workflow(
         PaymentWorkflow.run,
@@ -46,6 +47,7 @@ async def place_order(
         ),
         id=f"payment-{order_id}",
         task_queue=FLOWS_QUEUE,
+        task_timeout=task_timeout,
     ))
     view = await wait_for_status(handle, "paid", "recovering", "abandoned", env=harness.env)
     return order_id, view.model_dump(mode="json")

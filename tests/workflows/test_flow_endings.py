@@ -6,6 +6,7 @@ the request reached settleflow. Time-skipping server, real activities, temporary
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from activities.registry import OWNER_QUEUES, activities_for
 from activities.shipping import ShippingActivities
 
 from simulators.control import configure
-from domain.contracts import ConfirmDelivery, Outcome, RecordShipment, ResolveFraudReview, ReviewDecision
+from domain.contracts import ConfirmDelivery, Outcome, RecordDelivery, RecordShipment, ResolveFraudReview, ReviewDecision
 from domain.shared.actor import Actor
 from domain.shared.money import Money
 from tests.workflows.flows import (
@@ -267,6 +268,80 @@ async def test_a_new_card_given_during_a_retry_is_refused_and_the_flow_still_end
 
     assert (answer, result.status) == ("paid", "paid")
     assert harness.payment(order_id).card_token == "tok_visa"
+
+
+class database_held:
+    """Another connection holds the database's write lock (every transaction here takes it),
+    so an owner's step waits, as behind a long transaction; released on leaving."""
+
+    def __init__(self, harness) -> None:
+        self.path = harness.engine.url.database
+
+    def __enter__(self) -> None:
+        self.connection = sqlite3.connect(self.path, isolation_level=None)
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.execute("ROLLBACK")
+        self.connection.close()
+
+
+# Workflow tasks of 2 s: a step held longer outlives its task, and an Update arrives while it runs.
+SHORT_TASKS = timedelta(seconds=2)
+HELD = 3  # seconds of real time a step is held
+
+
+async def test_a_cancellation_accepted_while_a_new_card_is_recorded_goes_before_any_charge(harness):
+    order_id, _ = await place_order(harness, card="tok_capture_declined", task_timeout=SHORT_TASKS)
+    handle = payment_handle(harness, order_id)
+    with database_held(harness):
+        new_card = await handle.start_update(
+            PaymentWorkflow.update_payment_method,
+            NewPaymentMethod(card_token="tok_visa", given_by=CUSTOMER, **signed(CUSTOMER)),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        await asyncio.sleep(HELD)  # payments is still recording the new card
+        cancellation = await handle.start_update(
+            PaymentWorkflow.cancel_order,
+            CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER), reason="found it cheaper"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+    answers = await asyncio.wait_for(asyncio.gather(cancellation.result(), new_card.result()), ANSWER_WITHIN)
+    result = await finished(harness, handle)
+    await keep_history(handle, "payment_cancelled_while_its_new_card_was_recorded")
+
+    assert answers == ["cancelled", "cancelled"]
+    assert (result.status, result.attempts) == ("cancelled", 1)
+    assert [c for c in harness.ledger()["captures"] if c["reference"] == order_id] == []  # nothing charged
+    assert harness.order(order_id).cancelled
+    assert harness.payment(order_id).card_token == "tok_visa"  # the card was recorded all the same
+
+
+async def test_a_cancellation_accepted_while_the_delivery_is_read_is_refused_as_delivered(harness):
+    order_id, _ = await place_order(harness, task_timeout=SHORT_TASKS)
+    handle = payment_handle(harness, order_id)
+    await ship(harness, order_id)
+    # Billing records the delivery; the payment process is told, and reads billing's record.
+    delivered_at = await _workflow_now(harness)
+    BillingActivities(harness.uow_factory).record_delivery(RecordDelivery(
+        command_id=f"deliver-{order_id}/record-delivery", actor=Actor.system("shipping"), issued_at=delivered_at,
+        correlation_id=f"order-{order_id}", causation_id="test", order_id=order_id, delivered_at=delivered_at,
+    ))
+    with database_held(harness):
+        await handle.signal(PaymentWorkflow.order_delivered)
+        await asyncio.sleep(HELD)  # the read of billing's record is still running
+        cancellation = await handle.start_update(
+            PaymentWorkflow.cancel_order,
+            CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER), reason="changed my mind"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await asyncio.wait_for(cancellation.result(), ANSWER_WITHIN)
+    result = await finished(harness, handle)
+
+    assert "was delivered; nothing left to cancel" in str(refused.value.cause)
+    assert result.status == "paid"
+    assert not harness.order(order_id).cancelled
 
 
 # == 4. a delivery that comes before its shipment is kept ================================================

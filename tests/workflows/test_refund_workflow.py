@@ -8,6 +8,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
 from domain.fraud.commands import ReviewDecision
@@ -18,16 +19,19 @@ from tests.workflows.flows import (
     delivered_order,
     finished,
     keep_history,
+    new_id,
     place_order,
     ship,
     start_refund,
 )
 from tests.workflows.flows import wait_for_status as wait_until
 from tests.workflows.flows import real_time
-from workflows.refund import RefundWorkflow, ReviewResolution
+from workflows.process import FLOWS_QUEUE
+from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from tests.tokens import signed
 
 ANALYST = Actor.parse("fraud_analyst:alice")
+CUSTOMER = Actor.parse("customer:c-1")
 
 
 def refunds_in_ledger(harness, order_id: str) -> list[dict]:
@@ -194,6 +198,54 @@ async def test_an_unanswered_review_reminds_the_fraud_team_at_24h_and_expires_at
     assert (result.status, result.reason) == ("cancelled", "review_expired")
     assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
     assert refunds_in_ledger(harness, order_id) == []
+
+
+class mailbox_down:
+    """The mailbox refuses every message for a while (its writing folder is a file), as in
+    an outage: notifications are retried until it is back."""
+
+    def __init__(self, harness) -> None:
+        self.writing = harness.mailbox.writing
+        self.away = self.writing.with_name(".writing-away")
+
+    def __enter__(self) -> None:
+        self.writing.rename(self.away)
+        self.writing.write_text("")
+
+    def __exit__(self, *exc: object) -> None:
+        self.writing.unlink()
+        self.away.rename(self.writing)
+
+
+async def test_a_reminder_held_up_by_a_mailbox_outage_does_not_move_the_reviews_expiry(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    refund_id = new_id("r")
+    # Workflow tasks of 2 s: a reminder held up for longer comes back in a later task, at a
+    # later workflow time, as a longer outage would (the test server cannot skip time then).
+    handle = harness.track(await harness.client.start_workflow(
+        RefundWorkflow.run,
+        RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged",
+                      requested_by=CUSTOMER, **signed(CUSTOMER)),
+        id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE, task_timeout=timedelta(seconds=2),
+    ))
+    await wait_until(handle, "under_review")
+    await harness.env.sleep(timedelta(hours=23))
+
+    with mailbox_down(harness):
+        held_up = asyncio.create_task(harness.env.sleep(timedelta(hours=2)))  # the reminder falls due
+        await asyncio.sleep(4)
+    await held_up
+    result = await handle.result()
+
+    timers = [e for e in (await handle.fetch_history()).events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+    reminder_started, expiry_started = timers[0], timers[-1]
+    reminder_due = reminder_started.event_time.ToDatetime() + reminder_started.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+    expiry_due = expiry_started.event_time.ToDatetime() + expiry_started.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+    reminded_at = expiry_started.event_time.ToDatetime()
+    assert reminded_at - reminder_due > timedelta(seconds=1)  # the reminder did go out late
+    assert expiry_due - reminder_due <= timedelta(hours=48, seconds=1)  # 72 h after the review opened
+    assert (result.status, result.reason) == ("cancelled", "review_expired")
+    assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
 
 
 async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refundable_again(harness):
