@@ -5,6 +5,7 @@ open), payments decides what the answer means (saved with the processed record).
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
@@ -29,10 +30,21 @@ from domain.payments.commands import (
 from domain.payments.payment import Payment
 
 
+def attempt_started() -> datetime | None:
+    """When this activity attempt started, on Temporal's clock: the moment a request leaves for
+    the gateway. Payments records it as a fact (the gateway keeps a request's key for a day from
+    then); no business decision takes its time from it. Outside an activity (a script, a test
+    calling the handler directly): None, and payments takes the command's time."""
+    return activity.info().started_time if activity.in_activity() else None
+
+
 class PaymentsActivities:
-    def __init__(self, uow_factory: Callable[[], Any], gateway: PaymentGateway) -> None:
+    def __init__(
+        self, uow_factory: Callable[[], Any], gateway: PaymentGateway, asked_at: Callable[[], datetime | None] = attempt_started
+    ) -> None:
         self.uow = uow_factory
         self.gateway = gateway
+        self.asked_at = asked_at
 
     @activity.defn(name=CapturePayment.activity_name())
     def capture_payment(self, command: CapturePayment) -> Outcome:
@@ -49,7 +61,7 @@ class PaymentsActivities:
     def _capture(self, command: CapturePayment | RetryPaymentCapture, load: Callable[[Any], Payment]) -> Outcome:
         return self._around_the_gateway(
             command,
-            lambda uow: load(uow).begin_capture(command),
+            lambda uow: load(uow).begin_capture(command, self.asked_at()),
             self.gateway.capture,
             lambda payment, answer: payment.record_capture_answer(command, answer),
         )
@@ -58,7 +70,7 @@ class PaymentsActivities:
     def send_refund_to_gateway(self, command: SendRefundToGateway) -> Outcome:
         return self._around_the_gateway(
             command,
-            lambda uow: uow.payments.get(command.order_id).begin_refund(command),
+            lambda uow: uow.payments.get(command.order_id).begin_refund(command, self.asked_at()),
             self.gateway.refund,
             lambda payment, answer: payment.record_refund_answer(command, answer),
         )

@@ -67,6 +67,7 @@ class CaptureAttempt(BaseModel):
     gateway_reference: str = ""
     gateway_currency: str = ""  # the currency the gateway confirmed it charged in ("": not kept then)
     sent_at: datetime | None = None  # when payments decided to ask (None: recorded before this was kept)
+    first_asked_at: datetime | None = None  # when it first left for the gateway (None: before this was kept)
     unknown_since: datetime | None = None  # when its flow gave up waiting: no send of it starts later
     answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
@@ -93,6 +94,7 @@ class GatewayRefund(BaseModel):
     decline_code: str = ""
     gateway_reference: str = ""
     sent_at: datetime | None = None
+    first_asked_at: datetime | None = None  # when it first left for the gateway (None: before this was kept)
     unknown_since: datetime | None = None  # when its flow gave up waiting: no send of it starts later
     answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
@@ -114,11 +116,17 @@ class Payment(AggregateRoot):
     HARD_DECLINES: ClassVar[frozenset[str]] = frozenset(
         {"stolen_card", "lost_card", "pickup_card", "fraudulent", "card_stolen", "card_lost"}
     )
-    # A request still `sent` after this long has outlived every retry of its flow (a day):
-    # its flow is gone or stuck, and reconciliation may ask the gateway about it.
+    # Stripe forgets an idempotency key 24 h after its first use; sent again under it later, a
+    # request could move money a second time. No request is sent again once this long has passed
+    # since it first left (an hour's margin for clocks and the send itself): its answer is then
+    # unknown, and reconciliation asks the gateway.
+    KEY_KEPT_FOR: ClassVar[timedelta] = timedelta(hours=23)
+    # A request still `sent` this long after it first left can no longer be sent (KEY_KEPT_FOR)
+    # nor be waited for by its flow's step (a day): its flow is gone or stuck, and reconciliation
+    # may ask the gateway about it.
     SENT_TOO_LONG: ClassVar[timedelta] = timedelta(hours=25)
-    # How long a flow's step keeps retrying one request (24 h): a request still `sent` may have
-    # been sent again until then, so a look-up's "not found" is measured from that moment.
+    # For requests recorded before payments kept `first_asked_at`: a flow's step kept retrying
+    # one for 24 h after it was issued, so a look-up's "not found" is measured from then.
     RETRIED_FOR: ClassVar[timedelta] = timedelta(hours=24)
     # What a capture the gateway confirms it never made counts as, for the customer: a
     # failed attempt (they may give another card), like a decline.
@@ -160,11 +168,16 @@ class Payment(AggregateRoot):
     def captured(self) -> Money:
         return self.capture.amount if self.capture else Money.zero(self.amount.currency)
 
-    def begin_capture(self, command: CaptureCommand) -> CaptureRequest | FoundByReconciliation:
-        """Decide what the gateway is asked. Asking again for the same attempt
-        (an activity retry) asks the same thing with the same key; asking again for one whose
-        answer reconciliation found (a resumed flow) gets that answer instead; for one whose
-        answer is unknown, a refusal (`attempt_unknown`): reconciliation asks, not a resend."""
+    def begin_capture(
+        self, command: CaptureCommand, asked_at: datetime | None = None
+    ) -> CaptureRequest | FoundByReconciliation:
+        """Decide what the gateway is asked, at `asked_at` (when the request leaves: the
+        activity attempt's start; by default the command's time). Asking again for the same
+        attempt (an activity retry) asks the same thing with the same key, while the gateway
+        still keeps that key; asking again for one whose answer reconciliation found (a resumed
+        flow) gets that answer instead; for one whose answer is unknown, or first sent longer
+        ago than the gateway keeps keys, a refusal (`attempt_unknown`): reconciliation asks."""
+        asked_at = asked_at or command.issued_at
         attempt = self._attempt(command.command_id)
         if attempt is not None and attempt.answered_by:
             return FoundByReconciliation(command_id=attempt.answered_by)
@@ -175,6 +188,8 @@ class Payment(AggregateRoot):
             raise InvalidCommand(
                 "attempt_unknown", f"attempt {attempt.attempt_id}'s answer is unknown: reconciliation asks the gateway"
             )
+        if attempt is not None:
+            self._key_still_kept(attempt, asked_at, "attempt_unknown", f"attempt {attempt.attempt_id}")
         if attempt is None:
             self._must_be_recoverable()
             if isinstance(command, CapturePayment) and command.amount != self.amount:
@@ -186,7 +201,8 @@ class Payment(AggregateRoot):
             if len(self.attempts) >= self.MAX_ATTEMPTS:
                 raise InvalidCommand("no_attempts_left", f"order {self.id} had its {self.MAX_ATTEMPTS} attempts")
             attempt = CaptureAttempt(
-                attempt_id=command.command_id, amount=self.amount, card_token=self.card_token, sent_at=command.issued_at
+                attempt_id=command.command_id, amount=self.amount, card_token=self.card_token,
+                sent_at=command.issued_at, first_asked_at=asked_at,
             )
             self.attempts.append(attempt)
             self.record(command, CaptureAttempted(order_id=self.id, attempt_id=attempt.attempt_id, amount=attempt.amount))
@@ -232,7 +248,7 @@ class Payment(AggregateRoot):
         attempt = self._attempt(command.attempt_id)
         if attempt is None:
             raise InvalidCommand("no_such_attempt", f"order {self.id} has no capture attempt {command.attempt_id}")
-        self._may_reconcile(attempt.status, attempt.sent_at, command, f"attempt {attempt.attempt_id}")
+        self._may_reconcile(attempt.status, self._first_asked(attempt), command, f"attempt {attempt.attempt_id}")
         return CaptureRequest(
             idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id
         )
@@ -286,21 +302,39 @@ class Payment(AggregateRoot):
             )
 
     def _may_reconcile(
-        self, status: StrEnum, sent_at: datetime | None, command: PaymentsCommandLike, what: str
+        self, status: StrEnum, first_asked: datetime | None, command: PaymentsCommandLike, what: str
     ) -> None:
         if status in (AttemptStatus.UNKNOWN, GatewayRefundStatus.UNKNOWN):
             return
         if status in (AttemptStatus.SENT, GatewayRefundStatus.SENT):
-            if sent_at is None or command.issued_at - sent_at >= self.SENT_TOO_LONG:
+            if first_asked is None or command.issued_at - first_asked >= self.SENT_TOO_LONG:
                 return
-            raise InvalidCommand("still_in_flight", f"{what} was sent at {sent_at}; its flow may still be asking")
+            raise InvalidCommand("still_in_flight", f"{what} was sent at {first_asked}; its flow may still be asking")
         raise InvalidCommand("already_answered", f"{what} is already {status.value}")
+
+    def _key_still_kept(self, request: CaptureAttempt | GatewayRefund, asked_at: datetime, code: str, what: str) -> None:
+        """A request is sent again under its key only while the gateway still keeps that key."""
+        first = self._first_asked(request)
+        if first is not None and asked_at - first >= self.KEY_KEPT_FOR:
+            raise InvalidCommand(
+                code,
+                f"{what} first left for the gateway at {first:%Y-%m-%d %H:%M:%S} UTC; its key may be forgotten "
+                "by now, so it is not sent again: reconciliation asks the gateway",
+            )
+
+    @staticmethod
+    def _first_asked(request: CaptureAttempt | GatewayRefund) -> datetime | None:
+        """When the request first left for the gateway; for one recorded before that was kept,
+        when it was issued (no later)."""
+        return request.first_asked_at or request.sent_at
 
     def _last_sent(self, request: CaptureAttempt | GatewayRefund) -> datetime | None:
         """The latest moment the request can have been sent: when its flow gave up on it
-        (unknown), or the end of its step's retries (still `sent`)."""
+        (unknown), or the last moment it may be sent again under its key (still `sent`)."""
         if request.unknown_since is not None:
             return request.unknown_since
+        if request.first_asked_at is not None:
+            return request.first_asked_at + self.KEY_KEPT_FOR
         return request.sent_at + self.RETRIED_FOR if request.sent_at is not None else None
 
     @staticmethod
@@ -316,16 +350,17 @@ class Payment(AggregateRoot):
 
     def awaiting_reconciliation(self, as_of: datetime) -> list[tuple[str, str, str, Money]]:
         """(kind, business id, status, amount) of every request reconciliation may ask the
-        gateway about at `as_of`: unknown ones, and ones sent longer ago than SENT_TOO_LONG."""
+        gateway about at `as_of`: unknown ones, and ones first sent longer ago than SENT_TOO_LONG."""
 
-        def due(status: StrEnum, sent_at: datetime | None) -> bool:
-            unknown = status in (AttemptStatus.UNKNOWN, GatewayRefundStatus.UNKNOWN)
-            return unknown or sent_at is None or as_of - sent_at >= self.SENT_TOO_LONG
+        def due(request: CaptureAttempt | GatewayRefund) -> bool:
+            first_asked = self._first_asked(request)
+            unknown = request.status in (AttemptStatus.UNKNOWN, GatewayRefundStatus.UNKNOWN)
+            return unknown or first_asked is None or as_of - first_asked >= self.SENT_TOO_LONG
 
-        return [("capture", a.attempt_id, a.status.value, a.amount) for a in self.attempts if a.status in OPEN and due(a.status, a.sent_at)] + [
+        return [("capture", a.attempt_id, a.status.value, a.amount) for a in self.attempts if a.status in OPEN and due(a)] + [
             ("refund", r.refund_id, r.status.value, r.amount)
             for r in self.refunds.values()
-            if r.status in REFUND_OPEN and due(r.status, r.sent_at)
+            if r.status in REFUND_OPEN and due(r)
         ]
 
     @property
@@ -363,9 +398,13 @@ class Payment(AggregateRoot):
             self.amount.currency,
         )
 
-    def begin_refund(self, command: SendRefundToGateway) -> RefundRequest | FoundByReconciliation:
-        """What the gateway is asked for this refund: the same again for a refund still waiting
-        for its answer; for one whose answer reconciliation found (a resumed flow), that answer."""
+    def begin_refund(
+        self, command: SendRefundToGateway, asked_at: datetime | None = None
+    ) -> RefundRequest | FoundByReconciliation:
+        """What the gateway is asked for this refund, at `asked_at` (as for captures): the same
+        again for a refund still waiting for its answer, while the gateway keeps its key; for one
+        whose answer reconciliation found (a resumed flow), that answer."""
+        asked_at = asked_at or command.issued_at
         refund = self.refunds.get(command.refund_id)
         if refund is not None and refund.answered_by:
             return FoundByReconciliation(command_id=refund.answered_by)
@@ -379,7 +418,9 @@ class Payment(AggregateRoot):
                 raise InvalidCommand(
                     "exceeds_captured", f"{command.amount} would refund more than the {self.captured} captured"
                 )
-            refund = GatewayRefund(refund_id=command.refund_id, amount=command.amount, sent_at=command.issued_at)
+            refund = GatewayRefund(
+                refund_id=command.refund_id, amount=command.amount, sent_at=command.issued_at, first_asked_at=asked_at
+            )
             self.refunds[refund.refund_id] = refund
             self.record(command, GatewayRefundRequested(order_id=self.id, refund_id=refund.refund_id, amount=refund.amount))
         elif refund.status is GatewayRefundStatus.NOT_SENT:
@@ -388,6 +429,8 @@ class Payment(AggregateRoot):
             )
         elif refund.status is not GatewayRefundStatus.SENT:
             raise InvalidCommand("refund_already_answered", f"refund {command.refund_id} is already {refund.status.value}")
+        else:
+            self._key_still_kept(refund, asked_at, "refund_key_expired", f"refund {refund.refund_id}")
         return self._refund_request(refund)
 
     def _refund_request(self, refund: GatewayRefund) -> RefundRequest:
@@ -445,7 +488,7 @@ class Payment(AggregateRoot):
         refund = self.refunds.get(command.refund_id)
         if refund is None:
             raise InvalidCommand("no_such_refund", f"order {self.id} has no gateway refund {command.refund_id}")
-        self._may_reconcile(refund.status, refund.sent_at, command, f"refund {refund.refund_id}")
+        self._may_reconcile(refund.status, self._first_asked(refund), command, f"refund {refund.refund_id}")
         return self._refund_request(refund)
 
     def reconcile_refund(self, command: ReconcileGatewayRefund, answer: LookupAnswer) -> None:

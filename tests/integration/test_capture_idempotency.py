@@ -1,5 +1,6 @@
 """Money moves once: a capture command delivered twice, or a gateway that times
-out after charging, leaves one capture in the gateway's ledger and one invoice.
+out after charging, leaves one capture in the gateway's ledger and one invoice; a capture
+asked again after the gateway may have forgotten its key is not sent again.
 
 Real activities, a real SQLite database, the gateway simulator as its own process.
 """
@@ -7,7 +8,7 @@ Real activities, a real SQLite database, the gateway simulator as its own proces
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,8 @@ from domain.invoicing.commands import CreateInvoice
 from domain.payments.commands import CapturePayment
 from domain.shared.actor import Actor
 from domain.shared.money import Money
-from simulators.control import read_ledger
+from simulators.control import read_calls, read_ledger
+from temporalio.exceptions import ApplicationError
 from tests.gateway_process import gateway_simulator
 
 EUR_120 = Money.of("120.00", "EUR")
@@ -100,6 +102,30 @@ def test_a_gateway_timeout_after_charging_then_a_retry_captures_once(uow_factory
     with uow_factory() as uow:
         [attempt] = uow.payments.get("o-timeout").attempts
         assert attempt.status == "captured"
+
+
+def test_a_capture_asked_again_after_the_gateway_may_have_forgotten_its_key_is_not_sent_again(uow_factory, gateway_url):
+    # Stripe keeps an idempotency key for 24 h: a flow resumed a day after its capture first
+    # left must not send it again under that key (it could charge a second time).
+    asked_at = [NOW]
+    payments = PaymentsActivities(
+        uow_factory, StripeGateway(SIMULATOR_API_KEY, gateway_url, timeout_seconds=0.3), asked_at=lambda: asked_at[0]
+    )
+    command = capture("o-a-day-later", "tok_timeout")
+    with pytest.raises(Exception, match="gateway unavailable"):
+        payments.capture_payment(command)  # the charge went through; the answer never came
+    sent = read_calls(gateway_url).count("POST /v1/payment_intents")
+
+    asked_at[0] = NOW + timedelta(hours=23)  # the resumed flow's step asks again
+    with pytest.raises(ApplicationError) as refused:
+        payments.capture_payment(command)
+
+    assert (refused.value.type, refused.value.details) == ("InvalidCommand", ("attempt_unknown",))
+    assert read_calls(gateway_url).count("POST /v1/payment_intents") == sent  # nothing sent again
+    assert len(captures_for(gateway_url, "o-a-day-later")) == 1
+    with uow_factory() as uow:
+        [attempt] = uow.payments.get("o-a-day-later").attempts
+        assert (attempt.status, attempt.first_asked_at) == ("sent", NOW)  # reconciliation asks the gateway
 
 
 def test_one_invoice_per_captured_payment_however_often_asked(uow_factory):

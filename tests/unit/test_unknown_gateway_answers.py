@@ -371,15 +371,67 @@ def test_another_refund_or_a_new_capture_attempt_is_asked_of_the_gateway_as_usua
     assert not isinstance(retry, FoundByReconciliation) and retry.idempotency_key == "payment-o-1/retry-1"
 
 
-def test_a_sent_capture_not_found_counts_from_the_end_of_its_retries_plus_the_search_lag():
-    # Still `sent`: the flow's step may have asked again until a day after sent_at, so Stripe's
-    # search may not show it before 24 h + 1 h.
-    payment, attempt_id = attempt_sent()  # sent at T0, never marked unknown
-    too_soon = NotFound(settles_after=SEARCH_LAG + timedelta(seconds=2))  # 24 h + 1 h 2 s > 25 h
+def test_a_sent_capture_not_found_counts_from_the_last_moment_it_may_be_sent_again_plus_the_search_lag():
+    # Still `sent`: its flow may send it again under its key until KEY_KEPT_FOR after it first
+    # left (23 h), so Stripe's search may not show it before that plus the search's lag.
+    payment, attempt_id = attempt_sent()  # first sent at T0, never marked unknown
+    lag_left = Payment.SENT_TOO_LONG - Payment.KEY_KEPT_FOR  # what is left of the lag at 25 h
     later = reconcile_capture(attempt_id, at=T0 + Payment.SENT_TOO_LONG)
+    too_soon = NotFound(settles_after=lag_left + timedelta(seconds=2))
+    assert_refused(payment, lambda: payment.reconcile_capture(later, too_soon), InvalidCommand, "not_found_too_soon")
+    payment.reconcile_capture(later, NotFound(settles_after=lag_left))
+    assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
+
+
+def test_a_capture_recorded_before_its_first_send_was_kept_counts_from_a_day_after_it_was_issued():
+    payment, attempt_id = attempt_sent()
+    payment.attempts[0].first_asked_at = None  # as saved before payments kept it
+    later = reconcile_capture(attempt_id, at=T0 + Payment.SENT_TOO_LONG)
+    too_soon = NotFound(settles_after=SEARCH_LAG + timedelta(seconds=2))  # 24 h + 1 h 2 s > 25 h
     assert_refused(payment, lambda: payment.reconcile_capture(later, too_soon), InvalidCommand, "not_found_too_soon")
     payment.reconcile_capture(later, NotFound(settles_after=SEARCH_LAG))
     assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
+
+
+def test_a_capture_first_sent_long_after_its_flow_started_is_left_to_its_flow_for_a_day():
+    # A worker backlog (or a flow reset past a fixed bug) sends the capture 26 h after the flow
+    # started: reconciliation leaves it to the flow, and a "not found" minutes after the send
+    # is no answer (Stripe's search lags).
+    payment = new_payment()
+    attempt_id = "payment-o-1/capture"
+    sent = T0 + timedelta(hours=26)
+    payment.begin_capture(capture_cmd("100.00", command_id=attempt_id), asked_at=sent)
+    payment.clear_events()
+    minutes_later = reconcile_capture(attempt_id, at=sent + timedelta(minutes=5))
+
+    assert payment.awaiting_reconciliation(sent + timedelta(minutes=5)) == []
+    assert_refused(payment, lambda: payment.reconcile_capture(minutes_later, NotFound(settles_after=SEARCH_LAG)),
+                   InvalidCommand, "still_in_flight")
+    assert [a.status for a in payment.attempts] == [AttemptStatus.SENT]
+    assert [k for k, *_ in payment.awaiting_reconciliation(sent + Payment.SENT_TOO_LONG)] == ["capture"]
+
+
+def test_a_capture_is_not_sent_again_once_the_gateway_may_have_forgotten_its_key():
+    # A flow resumed (or reset) a day after its capture first left asks again with the same key;
+    # Stripe keeps a key 24 h, so a second request could charge again: refused, and the attempt
+    # is left to reconciliation.
+    payment = new_payment()
+    attempt_id = "payment-o-1/capture"
+    payment.begin_capture(capture_cmd("100.00", command_id=attempt_id), asked_at=T0)
+    again = capture_cmd("100.00", command_id=attempt_id)
+    assert payment.begin_capture(again, asked_at=T0 + Payment.KEY_KEPT_FOR - timedelta(seconds=1)).idempotency_key == attempt_id
+    payment.clear_events()
+    assert_refused(payment, lambda: payment.begin_capture(again, asked_at=T0 + Payment.KEY_KEPT_FOR),
+                   InvalidCommand, "attempt_unknown")
+
+
+def test_a_refund_is_not_sent_again_once_the_gateway_may_have_forgotten_its_key():
+    payment = captured_payment()
+    payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0)
+    payment.clear_events()
+    assert_refused(payment, lambda: payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0 + timedelta(hours=24, minutes=30)),
+                   InvalidCommand, "refund_key_expired")
+    assert payment.refunds["r-1"].status is GatewayRefundStatus.SENT
 
 
 def test_a_capture_attempt_whose_answer_is_unknown_is_not_sent_again_reconciliation_asks():

@@ -278,6 +278,9 @@ async def test_a_gateway_down_for_a_day_is_retried_then_the_refund_fails_once_th
     await keep_history(handle, "refund_gateway_unavailable")
 
     assert waiting.status == "awaiting_reconciliation"
+    # 23 h after the request first left (Temporal's clock), payments sends nothing more under
+    # its key (Stripe keeps one 24 h): the answer became unknown then, not when retries ran out.
+    assert any("its key may be forgotten" in line for line in waiting.trail), waiting.trail
     assert (result.status, result.reason) == ("failed", "not_paid:GatewayRefundNotFound")
     assert refunds_in_ledger(harness, order_id) == []
     assert harness.order(order_id).refundable.amount == Decimal("120.00")
