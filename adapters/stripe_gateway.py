@@ -227,14 +227,11 @@ class StripeGateway:
 
     def find_refund(self, request: RefundRequest) -> LookupAnswer:
         """The refund made under this refund id (`idempotency_key`), among the refunds of
-        its PaymentIntent (`charge`)."""
-        try:
-            refunds = _ask(lambda: list(self._client.v1.refunds.list({"payment_intent": request.charge, "limit": 100})
-                                        .auto_paging_iter()))
-        except GatewayRefusedRequest as refused:
-            if "resource_missing" in str(refused):
-                return NotFound()  # no such payment: no refund of it either
-            raise
+        its PaymentIntent (`charge`). A PaymentIntent the account does not know (another
+        account's key, a test key against live records) is no answer: refused, not "not found",
+        since "not found" would free money that may have gone out from the right account."""
+        refunds = _ask(lambda: list(self._client.v1.refunds.list({"payment_intent": request.charge, "limit": 100})
+                                    .auto_paging_iter()))
         key = stripe_business_id(request.idempotency_key)
         mine = [r for r in map(_plain, refunds) if (r.get("metadata") or {}).get(REFUND_ID) == key]
         if not mine:

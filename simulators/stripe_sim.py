@@ -621,6 +621,10 @@ def create_app(config: SimConfig) -> Starlette:
             return refused
         params = query(request)
         intent = params.get("payment_intent")
+        if isinstance(intent, str) and sim.get("payment_intents", intent) is None:
+            # As Stripe: a filter naming an object the account does not have is refused.
+            return answer(*_error(404, "invalid_request_error", "resource_missing",
+                                  f"No such payment_intent: '{intent}'", param="payment_intent"))
         return answer(200, _page(sim.refunds_of(intent if isinstance(intent, str) else None), params, "/v1/refunds"))
 
     async def list_transactions(request: Request) -> JSONResponse:

@@ -159,6 +159,16 @@ def test_look_ups_find_what_moved_and_say_so_when_nothing_did(provider: Provider
     assert provider.gateway.find_refund(refund_request(provider, payment, "2.00")) == NotFound()
 
 
+def test_a_refund_look_up_for_a_payment_the_provider_does_not_know_is_no_answer(provider: Provider):
+    # Another account's key, or test records asked of live: "not found" would free money that
+    # may have gone out from the right account.
+    payment = captured(provider, capture_request(provider))
+    stranger = replace(refund_request(provider, payment, "2.00"), charge="pi_not_of_this_account")
+
+    with pytest.raises(GatewayRefusedRequest, match="resource_missing|No such"):
+        provider.gateway.find_refund(stranger)
+
+
 def test_a_look_up_finds_a_decline(provider: Provider):
     request = capture_request(provider, card="pm_card_chargeDeclinedInsufficientFunds")
     provider.gateway.capture(request)
