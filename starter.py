@@ -50,7 +50,7 @@ from domain.fraud.commands import ResolveFraudReview, ReviewDecision
 from domain.payments.commands import UpdatePaymentMethod
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import DomainError
-from domain.shared.messages import ID_MAX, TEXT_MAX, Command
+from domain.shared.messages import DERIVED_ID_MAX, ID_MAX, TEXT_MAX, Command
 from domain.shared.text import storable
 from domain.shared.money import CURRENCY_EXPONENTS, Money, parse_amount
 from domain.shipping.commands import ConfirmDelivery, ShipOrder
@@ -61,6 +61,7 @@ from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 MAX_ID = ID_MAX  # the domain's limit for ids people give
+MAX_DERIVED_ID = DERIVED_ID_MAX  # and for ids made from them (workflow ids, discrepancy ids)
 MAX_TEXT = TEXT_MAX  # a reason or a note: what the owners' commands accept
 PLAIN_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
@@ -96,16 +97,22 @@ def stored_as_is(text: str, what: str) -> str:
         raise argparse.ArgumentTypeError(f"{what} {bad}") from None
 
 
-def identifier(text: str) -> str:
+def identifier(text: str, limit: int = MAX_ID) -> str:
     stored_as_is(text, "an id")
     if not text.strip():
         raise argparse.ArgumentTypeError("an id cannot be empty")
-    if len(text) > MAX_ID:
-        raise argparse.ArgumentTypeError(f"an id can have at most {MAX_ID} characters")
+    if len(text) > limit:
+        raise argparse.ArgumentTypeError(f"an id can have at most {limit} characters")
     # Cc: C0, DEL and C1 controls; Zl, Zp: Unicode line and paragraph separators.
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in text):
         raise argparse.ArgumentTypeError("an id cannot contain control characters or line breaks")
     return text
+
+
+def derived_identifier(text: str) -> str:
+    """An id settleflow made from ids people gave (a workflow id `refund-{order}-cancellation`,
+    a discrepancy id `capture:payment-{order}/retry-2`): the same rules, the derived limit."""
+    return identifier(text, MAX_DERIVED_ID)
 
 
 def reason(text: str) -> str:
@@ -259,7 +266,7 @@ class Cli:
                 try:  # a run started meanwhile by someone else is the one to follow
                     handle = await start_as(asked_again, WorkflowIDReusePolicy.ALLOW_DUPLICATE)
                     started = True
-                    text = f"started {workflow_id} again (the last request was refused)\n  {ui}"
+                    text = f"started {workflow_id} again (its last run had ended)\n  {ui}"
                 except WorkflowAlreadyStartedError:
                     pass
         self._started = {"workflow_id": workflow_id, "started": started, "ui": ui}
@@ -584,8 +591,8 @@ def build_parser() -> CliParser:
     p.add_argument("action", choices=["upgrade"])
     p.set_defaults(handler=Cli.db_upgrade)
     events_cli.add_verbs(verbs, common, identifier)  # events, outbox, report, map
-    reconciliation_verbs.add_verbs(verbs, common, identifier, note, reason, actor)
-    resume_verb.add_verb(verbs, common, identifier, reason, actor)
+    reconciliation_verbs.add_verbs(verbs, common, derived_identifier, note, reason, actor)
+    resume_verb.add_verb(verbs, common, derived_identifier, reason, actor)
     trust_cli.add_verbs(verbs, common, identifier)  # token
     ops_cli.add_verbs(verbs, common)  # config
     return parser

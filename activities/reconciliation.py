@@ -44,13 +44,17 @@ class ReconciliationActivities:
     # -- the discrepancy owner ---------------------------------------------------------------
     @activity.defn(name=RecordDiscrepancy.activity_name())
     def record_discrepancy(self, command: RecordDiscrepancy) -> Outcome:
-        """Found again (a later run, or after support resolved it): already known, nothing new."""
-        return decide(
-            self.uow,
-            command,
-            lambda uow: uow.discrepancies.find(command.discrepancy_id)
-            or uow.discrepancies.add(Discrepancy.found(command)),
-        )
+        """New: recorded. Known: the discrepancy decides (open again only when support resolved
+        it before this pass was issued; otherwise nothing new)."""
+
+        def found(uow: Any) -> None:
+            known = uow.discrepancies.find(command.discrepancy_id)
+            if known is None:
+                uow.discrepancies.add(Discrepancy.found(command))
+            else:
+                known.found_again(command)
+
+        return decide(self.uow, command, found)
 
     @activity.defn(name=ResolveDiscrepancy.activity_name())
     def resolve_discrepancy(self, command: ResolveDiscrepancy) -> Outcome:

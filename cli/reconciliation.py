@@ -5,6 +5,7 @@ resolving one.
     starter.py schedule interval MINUTES          # how often the frequent pass runs
     starter.py discrepancies [--all]              # open ones (all: resolved too)
     starter.py resolve-discrepancy ID --note TEXT --as support:ID
+    starter.py compare-settlements DAY            # a day's settlements again (a run that failed)
 
 Registered from starter.py's build_parser() with `add_verbs`; each verb carries its handler.
 """
@@ -13,17 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import inspect
-from temporalio.client import ScheduleIntervalSpec, ScheduleUpdate, ScheduleUpdateInput
+from temporalio.client import (
+    ScheduleIntervalSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 
 from adapters import db
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from domain.shared.actor import Role
-from workflows.messages import DiscrepancyResolution
-from workflows.reconciliation import ResolveDiscrepancyWorkflow
+from workflows.messages import DiscrepancyResolution, ReconciliationRun
+from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
 from workflows.schedules import DAILY, FREQUENT
 
 MAX_INTERVAL_MINUTES = 24 * 60
@@ -39,8 +46,20 @@ def minutes(text: str) -> int:
     return int(text)
 
 
-def add_verbs(verbs: Any, common: argparse.ArgumentParser, identifier: Any, note: Any, reason: Any, actor: Any) -> None:
-    """Add the verbs, reusing starter.py's argument checkers."""
+def past_day(text: str) -> date:
+    """A UTC day that is over (its settlements are complete only then), as YYYY-MM-DD."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a day is YYYY-MM-DD, got {text!r}") from None
+    if day >= datetime.now(UTC).date():
+        raise argparse.ArgumentTypeError(f"{day} is not over yet (UTC): its settlements are compared once it is")
+    return day
+
+
+def add_verbs(verbs: Any, common: argparse.ArgumentParser, derived_id: Any, note: Any, reason: Any, actor: Any) -> None:
+    """Add the verbs, reusing starter.py's argument checkers (`derived_id`: an id settleflow made,
+    e.g. `capture:payment-{order}/retry-2`, longer than any id a person gives)."""
     p = verbs.add_parser("schedule", parents=[common], help="pause, unpause, trigger or re-time reconciliation")
     p.add_argument("action", choices=["pause", "unpause", "trigger", "interval"])
     p.add_argument("minutes", nargs="?", type=minutes, help="with `interval`: run every MINUTES minutes")
@@ -53,10 +72,17 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser, identifier: Any, note
     p.set_defaults(handler=discrepancies)
 
     p = verbs.add_parser("resolve-discrepancy", parents=[common], help="support closes a discrepancy with a note")
-    p.add_argument("discrepancy_id", type=identifier)
+    p.add_argument("discrepancy_id", type=derived_id)
     p.add_argument("--note", required=True, type=reason, help="what was done about it")
     p.add_argument("--as", dest="actor", type=actor, help="support:ID (or --token, or $SETTLEFLOW_TOKEN)")
     p.set_defaults(handler=resolve_discrepancy)
+
+    p = verbs.add_parser(
+        "compare-settlements", parents=[common],
+        help="the daily pass for one day again (its settlements could not be read, or were listed late)",
+    )
+    p.add_argument("day", type=past_day, help="YYYY-MM-DD (UTC), a day that is over")
+    p.set_defaults(handler=compare_settlements)
 
 
 async def schedule(cli: Any) -> None:
@@ -109,6 +135,8 @@ async def discrepancies(cli: Any) -> list[dict]:
         print(f"    {row['detail']}")
         if row["status"] == "resolved":
             print(f"    resolved by {row['resolved_by']}: {row['note']}")
+        elif row["resolved_by"]:  # found again after support resolved it
+            print(f"    found again on {row['found_at']}; resolved before by {row['resolved_by']}: {row['note']}")
     return rows
 
 
@@ -119,18 +147,49 @@ async def resolve_discrepancy(cli: Any) -> dict:
     known = {d.id: d for d in _discrepancies(cli, include_resolved=True)}
     if args.discrepancy_id not in known:
         raise UsageError(f"no discrepancy {args.discrepancy_id!r} (see `starter.py discrepancies`)")
-    if known[args.discrepancy_id].status.value == "resolved":
+    discrepancy = known[args.discrepancy_id]
+    if discrepancy.status.value == "resolved":
         raise UsageError(f"discrepancy {args.discrepancy_id!r} is already resolved")
     handle, _ = await cli.start(
-        ResolveDiscrepancyWorkflow.run,
+        ResolveDiscrepancyWorkflow,
         DiscrepancyResolution(
             discrepancy_id=args.discrepancy_id, note=args.note, resolved_by=args.actor, token=args.token
         ),
-        f"resolve-discrepancy-{args.discrepancy_id}",
+        resolution_workflow_id(discrepancy),
         f"Support resolves discrepancy {args.discrepancy_id}",
         {},
     )
     return await cli.wait_for(handle)
+
+
+async def compare_settlements(cli: Any) -> dict:
+    """The daily pass for one day, as its schedule runs it (the frequent pass, the day's
+    settlements, stranded reservations): once per day at a time, asked again once the last
+    run of that day has ended."""
+    day = cli.args.day
+    handle, _ = await cli.start(
+        ReconciliationWorkflow,
+        ReconciliationRun(daily=True, settlement_day=day),
+        f"reconciliation-settlements-{day}",
+        f"Settlements of {day} compared again",
+        {},
+        again=_once_ended,
+    )
+    return await cli.wait_for(handle)
+
+
+async def _once_ended(last: WorkflowHandle, request: Any) -> Any:
+    return None if (await last.describe()).status is WorkflowExecutionStatus.RUNNING else request
+
+
+def resolution_workflow_id(discrepancy: Any) -> str:
+    """One resolution per time a discrepancy is open: its commands' ids derive from this id, so
+    a discrepancy found again after a resolution needs a new one (the first run's would be
+    answered from the inbox, resolving nothing). Its first opening keeps the plain id."""
+    workflow_id = f"resolve-discrepancy-{discrepancy.id}"
+    if discrepancy.resolved_at is None:
+        return workflow_id
+    return f"{workflow_id}-found-{discrepancy.found_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}"
 
 
 def _discrepancies(cli: Any, include_resolved: bool) -> list[Any]:

@@ -169,11 +169,13 @@ async def new_run_settled(client: Client, resumed: Resumed, within: float = 5.0)
 
 
 # -- the verb -----------------------------------------------------------------------------------
-def add_verb(verbs: Any, common: argparse.ArgumentParser, identifier: Any, reason: Any, actor: Any) -> None:
+def add_verb(verbs: Any, common: argparse.ArgumentParser, derived_id: Any, reason: Any, actor: Any) -> None:
+    """Add the verb, reusing starter.py's argument checkers (`derived_id`: a workflow id, made from
+    ids people gave, e.g. `refund-{order}-cancellation`)."""
     p = verbs.add_parser(
         "resume-flow", parents=[common], help="support sends a terminated, cancelled or failed flow on from where it stopped"
     )
-    p.add_argument("workflow_id", type=identifier, help="the flow, e.g. refund-r-42 (a flow_gone discrepancy names it)")
+    p.add_argument("workflow_id", type=derived_id, help="the flow, e.g. refund-r-42 (a flow_gone discrepancy names it)")
     p.add_argument("--note", required=True, type=reason, help="why (kept in the flow's history)")
     p.add_argument("--as", dest="actor", type=actor, help="support:ID (or --token, or $SETTLEFLOW_TOKEN)")
     p.set_defaults(handler=resume_flow)

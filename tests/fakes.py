@@ -259,7 +259,7 @@ class FakeGateway:
         self.moved: dict[str, SettlementLine] = {}  # business id -> what moved
         self.declined: dict[str, str] = {}
         self.calls: dict[str, int] = {}  # business id -> money-moving requests received
-        self.reachable = True  # False: look-ups fail too (the gateway is down)
+        self.reachable = True  # False: look-ups and the settlement listing fail too (the gateway is down)
 
     # -- money-moving requests ------------------------------------------------------------
     def capture(self, request: CaptureRequest) -> GatewayAnswer:
@@ -315,6 +315,8 @@ class FakeGateway:
 
     def settlements(self, day: date) -> list[SettlementLine]:
         with self._lock:
+            if not self.reachable:
+                raise GatewayUnavailable("the gateway is down")
             return sorted(
                 (line for line in self.moved.values() if line.settled_at.date() == day), key=lambda l: l.business_id
             )

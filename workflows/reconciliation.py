@@ -15,9 +15,13 @@ Read top to bottom:
       the flow is gone → RecordDiscrepancy(flow_gone) → reconciliation → DiscrepancyRecorded
         → NotifyTeam(support). The gateway cannot say yet → asked again next run.
   Daily (`daily`):
-    CompareSettlements(yesterday) → billing's ledger and payments' records against the
-        gateway's settlement listing → for each finding: RecordDiscrepancy → reconciliation
-        → DiscrepancyRecorded (new) → NotifyTeam(support), once per discrepancy
+    CompareSettlements(yesterday, or the day asked for) → billing's ledger and payments'
+        records against the gateway's settlement listing → for each finding: RecordDiscrepancy
+        → reconciliation → DiscrepancyRecorded (new, or found again after support resolved it)
+        → NotifyTeam(support)
+      the listing cannot be had (an hour of tries) → RecordDiscrepancy(settlements_not_compared)
+        → ... NotifyTeam(support), who compares that day again (`starter.py compare-settlements`);
+        the run goes on
     FindStrandedRefunds → money billing holds reserved for a refund whose flow no longer runs
         → RecordDiscrepancy(flow_gone) → ... NotifyTeam(support)
   Never: moves money, or decides for billing or payments. It describes and flags.
@@ -70,9 +74,19 @@ LOOKUP = Step(
         non_retryable_error_types=REFUSALS,
     ),
 )
-READ = dict(  # reads of the owners' records and the gateway's listing
+READ = dict(  # reads of the owners' records
     start_to_close_timeout=timedelta(minutes=2),
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_attempts=5),
+)
+SETTLEMENTS = dict(
+    # The gateway's listing of a day: one request per page and per capture, so a busy day takes
+    # minutes; a gateway outage at that hour is waited out for about an hour. After that the day
+    # is flagged for support, and the rest of the run (stranded reservations) still happens.
+    start_to_close_timeout=timedelta(minutes=30),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=30), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=15),
+        maximum_attempts=6,
+    ),
 )
 SUPPORT = "support"
 
@@ -99,10 +113,19 @@ class ReconciliationWorkflow(Process):
         if request.daily:
             day = request.settlement_day or (now - timedelta(days=1)).date()
             self.set_status("comparing_settlements")
-            findings: list[Finding] = await self.read(
-                "reconciliation.CompareSettlements", SettlementDay(day=day), list[Finding]
-            )
-            self.note(f"settlements of {day}: {len(findings)} disagreement(s)")
+            try:
+                findings: list[Finding] = await self.read(
+                    "reconciliation.CompareSettlements", SettlementDay(day=day), list[Finding], **SETTLEMENTS
+                )
+            except ActivityError as trouble:
+                findings = []
+                await self.flag(
+                    "settlements_not_compared", "", day.isoformat(),
+                    f"the gateway's settlements of {day} could not be read ({trouble.cause or trouble}): "
+                    f"nothing of that day was compared. Compare it again: starter.py compare-settlements {day}",
+                )
+            else:
+                self.note(f"settlements of {day}: {len(findings)} disagreement(s)")
             for finding in findings:
                 await self.flag(
                     finding.kind.value, finding.order_id, finding.business_id, finding.detail,
@@ -181,8 +204,9 @@ class ReconciliationWorkflow(Process):
             ),
             DECIDE,
         )
-        if not recorded.has(DiscrepancyRecorded):
-            return  # known already: support was told when it was first found
+        found = recorded.first(DiscrepancyRecorded)
+        if found is None:
+            return  # known already: support was told when it was found
         self.result.discrepancies += 1
         await self.send(
             self.command(
@@ -190,11 +214,12 @@ class ReconciliationWorkflow(Process):
                 f"tell-support-{identifier}",
                 team=SUPPORT,
                 kind="discrepancy_found",
-                subject=identifier,
+                # Each time it is found open (first, or again after support resolved it): a message.
+                subject=f"{identifier}@{found.occurred_at:%Y-%m-%dT%H:%M:%SZ}",
                 facts={
                     "discrepancy_id": identifier,
                     "kind": kind,
-                    "order_id": order_id,
+                    "order_id": order_id or "none: the whole day",
                     "business_id": business_id,
                     "detail": detail,
                 },
@@ -203,10 +228,10 @@ class ReconciliationWorkflow(Process):
         )
 
     # -- small helpers ---------------------------------------------------------------------------
-    async def read(self, activity_name: str, argument: Any, result_type: Any) -> Any:
+    async def read(self, activity_name: str, argument: Any, result_type: Any, **step: Any) -> Any:
         return await workflow.execute_activity(
             activity_name, argument, task_queue=RECONCILIATION_QUEUE, result_type=result_type,
-            summary=activity_name.split(".")[-1], **READ,
+            summary=activity_name.split(".")[-1], **(step or READ),
         )
 
     @workflow.query(name="status")

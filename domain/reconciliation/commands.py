@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
 
 from domain.shared.actor import Role
-from domain.shared.messages import Command, DerivedId, Text
+from domain.shared.messages import DERIVED_ID_MAX, Command, DerivedId, Text
+from domain.shared.text import storable
 from domain.shared.money import Money
 
 
@@ -27,8 +30,9 @@ class RecordDiscrepancy(ReconciliationCommand):
 
     issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
     kind: str = Field(min_length=1, max_length=100)
-    order_id: DerivedId
-    business_id: DerivedId  # the refund id or the capture attempt id
+    # The order it concerns; "" for one about no single order (a day's settlements not compared).
+    order_id: Annotated[str, Field(max_length=DERIVED_ID_MAX), AfterValidator(storable)]
+    business_id: DerivedId  # the refund id or the capture attempt id (or the day, for a day's settlements)
     ours: Money | None = None  # what settleflow's records say (None: nothing)
     gateway: Money | None = None  # what the gateway's records say (None: nothing)
     detail: Text

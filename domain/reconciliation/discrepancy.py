@@ -2,8 +2,11 @@
 held by a flow that no longer runs), kept open for support until someone resolves it.
 
 The owner describes and flags; it never moves money and never decides for billing or
-payments. One discrepancy per (kind, business id): finding it again changes nothing, so
-support is told once.
+payments. One discrepancy per (kind, business id): finding it again while it is open changes
+nothing, so support is told once. Found again by a pass issued after support resolved it (a
+resumed flow gone again, the gateway moving money under that id again), it is open again and
+recorded again (`DiscrepancyRecorded`, the fact support is told on); a pass issued before
+the resolution changes nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ class DiscrepancyKind(StrEnum):
     MISSING_AT_GATEWAY = "missing_at_gateway"  # settleflow says it moved; the gateway's listing has nothing
     MISSING_IN_PAYMENTS = "missing_in_payments"  # the gateway moved money payments has no settled record of
     MISSING_IN_BILLING = "missing_in_billing"  # the gateway moved money billing's ledger does not show
+    DUPLICATE_AT_GATEWAY = "duplicate_at_gateway"  # the gateway moved money twice (or more) under one business id
     AMOUNT_DIFFERS = "amount_differs"
     CURRENCY_DIFFERS = "currency_differs"
     FLOW_GONE = "flow_gone"  # money reserved or in flight, and the flow that would finish it no longer runs
+    # The gateway's settlements of a day could not be read: nothing of that day was compared.
+    SETTLEMENTS_NOT_COMPARED = "settlements_not_compared"
 
 
 class DiscrepancyStatus(StrEnum):
@@ -39,22 +45,15 @@ class Discrepancy(AggregateRoot):
     ours: Money | None = None
     gateway: Money | None = None
     detail: str
-    found_at: datetime
+    found_at: datetime  # when it was found: first, or again after support resolved it
     status: DiscrepancyStatus = DiscrepancyStatus.OPEN
     resolved_by: str = ""
-    resolved_at: datetime | None = None
+    resolved_at: datetime | None = None  # the last resolution (kept when found again after it)
     note: str = ""
 
     @classmethod
     def found(cls, command: RecordDiscrepancy) -> Discrepancy:
-        try:
-            kind = DiscrepancyKind(command.kind)
-        except ValueError:
-            raise InvalidCommand("unknown_kind", f"no discrepancy of kind {command.kind!r}") from None
-        if command.discrepancy_id != discrepancy_id(kind, command.business_id):
-            raise InvalidCommand(
-                "wrong_id", f"a {kind.value} discrepancy of {command.business_id} is {discrepancy_id(kind, command.business_id)}"
-            )
+        kind = _kind_of(command)
         discrepancy = cls(
             id=command.discrepancy_id,
             kind=kind,
@@ -65,19 +64,47 @@ class Discrepancy(AggregateRoot):
             detail=command.detail,
             found_at=command.issued_at,
         )
-        discrepancy.record(
+        discrepancy._record_found(command)
+        return discrepancy
+
+    def found_again(self, command: RecordDiscrepancy) -> None:
+        """Still open, or resolved at or after the time this pass was issued: already known,
+        nothing changes. Resolved before it, and still a question (`_still_a_question`): found
+        again since support dealt with it, so it is open again with what was found now, and
+        recorded again (for support to be told). The last resolution is kept, for support to
+        see what was done before."""
+        _kind_of(command)
+        resolved_before = self.status is DiscrepancyStatus.RESOLVED and (
+            self.resolved_at is not None and self.resolved_at < command.issued_at
+        )
+        if not resolved_before or not self._still_a_question(command):
+            return
+        self.status = DiscrepancyStatus.OPEN
+        self.order_id, self.ours, self.gateway = command.order_id, command.ours, command.gateway
+        self.detail, self.found_at = command.detail, command.issued_at
+        self._record_found(command)
+
+    def _still_a_question(self, command: RecordDiscrepancy) -> bool:
+        """Money held by a flow that is gone, or a day still not compared, is a question for as
+        long as it is found; a settlement disagreement support resolved is one again only when
+        what is found differs (a day compared again finds the same lines: nothing new)."""
+        if self.kind in (DiscrepancyKind.FLOW_GONE, DiscrepancyKind.SETTLEMENTS_NOT_COMPARED):
+            return True
+        return (command.detail, command.ours, command.gateway) != (self.detail, self.ours, self.gateway)
+
+    def _record_found(self, command: RecordDiscrepancy) -> None:
+        self.record(
             command,
             DiscrepancyRecorded(
-                discrepancy_id=discrepancy.id,
-                kind=kind.value,
-                order_id=command.order_id,
-                business_id=command.business_id,
-                ours=command.ours,
-                gateway=command.gateway,
-                detail=command.detail,
+                discrepancy_id=self.id,
+                kind=self.kind.value,
+                order_id=self.order_id,
+                business_id=self.business_id,
+                ours=self.ours,
+                gateway=self.gateway,
+                detail=self.detail,
             ),
         )
-        return discrepancy
 
     def resolve(self, command: ResolveDiscrepancy) -> None:
         if self.status is DiscrepancyStatus.RESOLVED:
@@ -87,3 +114,16 @@ class Discrepancy(AggregateRoot):
         self.record(
             command, DiscrepancyResolved(discrepancy_id=self.id, resolved_by=self.resolved_by, note=command.note)
         )
+
+
+def _kind_of(command: RecordDiscrepancy) -> DiscrepancyKind:
+    """The command's kind, refused when unknown or when the id is not `kind:business-id`."""
+    try:
+        kind = DiscrepancyKind(command.kind)
+    except ValueError:
+        raise InvalidCommand("unknown_kind", f"no discrepancy of kind {command.kind!r}") from None
+    if command.discrepancy_id != discrepancy_id(kind, command.business_id):
+        raise InvalidCommand(
+            "wrong_id", f"a {kind.value} discrepancy of {command.business_id} is {discrepancy_id(kind, command.business_id)}"
+        )
+    return kind

@@ -4,6 +4,7 @@ nothing about money (support does, with the discrepancies it yields)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Literal
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.payments.gateway import SettlementLine
 from domain.reconciliation.discrepancy import DiscrepancyKind
-from domain.shared.money import Money
+from domain.shared.money import Money, total
 
 
 class LedgerEntry(BaseModel):
@@ -45,39 +46,22 @@ class Finding(BaseModel):
 def compare(day: date, gateway: Iterable[SettlementLine], ours: Iterable[LedgerEntry]) -> list[Finding]:
     """Every disagreement about `day`. `gateway` is the listing of `day` and may include
     the next day's (a movement sent just before midnight settles after it); `ours` holds
-    every entry the owners changed since `day` began."""
-    listed = {(line.kind, line.business_id): line for line in gateway}
+    every entry the owners changed since `day` began.
+
+    The gateway may list more than one movement under one business id (a capture charged
+    twice, a refund paid twice): every line is kept, such a business id is a finding of its
+    own (`duplicate_at_gateway`), and what moved under it is compared as the sum of its lines.
+    A business id belongs to the day its first line settled on."""
+    listed: dict[tuple[str, str], list[SettlementLine]] = defaultdict(list)
+    for line in gateway:
+        listed[(line.kind, line.business_id)].append(line)
     recorded = {(entry.kind, entry.business_id): entry for entry in ours}
     findings: list[Finding] = []
-    for key, line in sorted(listed.items()):
-        if line.settled_at.date() != day:
-            continue
-        entry = recorded.get(key)
-        what = f"{line.kind} {line.business_id} of order {line.order_id}"
-        if entry is None:
-            findings.append(
-                Finding(
-                    kind=DiscrepancyKind.MISSING_IN_PAYMENTS,
-                    order_id=line.order_id,
-                    business_id=line.business_id,
-                    gateway=line.amount,
-                    detail=f"the gateway settled {line.amount} for {what} ({line.reference}); payments has no settled record of it",
-                )
-            )
-            continue
-        findings += _amounts(what, entry, line.amount, entry.amount, "payments")
-        if entry.billed is None:
-            findings.append(
-                Finding(
-                    kind=DiscrepancyKind.MISSING_IN_BILLING,
-                    order_id=entry.order_id,
-                    business_id=entry.business_id,
-                    gateway=line.amount,
-                    detail=f"the gateway settled {line.amount} for {what}; billing's ledger does not show it",
-                )
-            )
-        elif entry.billed != entry.amount:
-            findings += _amounts(what, entry, line.amount, entry.billed, "billing")
+    for key in sorted(listed):
+        lines = sorted(listed[key], key=lambda line: (line.settled_at, line.reference))
+        if lines[0].settled_at.date() != day:
+            continue  # first settled the next day: that day's comparison looks at it
+        findings += _against_the_listing(lines, recorded.get(key))
     for key, entry in sorted(recorded.items()):
         if entry.sent_at is None or entry.sent_at.date() != day or key in listed:
             continue
@@ -96,6 +80,57 @@ def compare(day: date, gateway: Iterable[SettlementLine], ours: Iterable[LedgerE
     return _once_per_kind(findings)
 
 
+def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None) -> list[Finding]:
+    """What the gateway's lines under one business id (oldest first) say against settleflow's
+    entry for it (None: payments has none)."""
+    first = lines[0]
+    what = f"{first.kind} {first.business_id} of order {first.order_id}"
+    moved = _total(lines)
+    amount = str(moved) if moved is not None else "amounts in more than one currency"
+    settled = f"the gateway settled {amount} for {what} ({_references(lines)})"
+    findings: list[Finding] = []
+    if len(lines) > 1:
+        ours = (
+            f"payments records one {first.kind} of {entry.amount}" if entry is not None
+            else "payments has no settled record of it"
+        )
+        findings.append(
+            Finding(
+                kind=DiscrepancyKind.DUPLICATE_AT_GATEWAY,
+                order_id=first.order_id,
+                business_id=first.business_id,
+                ours=entry.amount if entry is not None else None,
+                gateway=moved,
+                detail=f"{settled}: {len(lines)} movements under one id; {ours}",
+            )
+        )
+    if entry is None:
+        findings.append(
+            Finding(
+                kind=DiscrepancyKind.MISSING_IN_PAYMENTS,
+                order_id=first.order_id,
+                business_id=first.business_id,
+                gateway=moved,
+                detail=f"{settled}; payments has no settled record of it",
+            )
+        )
+        return findings
+    findings += _amounts(what, entry, _moved(lines, entry.amount.currency), entry.amount, "payments")
+    if entry.billed is None:
+        findings.append(
+            Finding(
+                kind=DiscrepancyKind.MISSING_IN_BILLING,
+                order_id=entry.order_id,
+                business_id=entry.business_id,
+                gateway=moved,
+                detail=f"{settled}; billing's ledger does not show it",
+            )
+        )
+    elif entry.billed != entry.amount:
+        findings += _amounts(what, entry, _moved(lines, entry.billed.currency), entry.billed, "billing")
+    return findings
+
+
 def _amounts(what: str, entry: LedgerEntry, gateway: Money, ours: Money, who: str) -> list[Finding]:
     if ours == gateway:
         return []
@@ -110,6 +145,35 @@ def _amounts(what: str, entry: LedgerEntry, gateway: Money, ours: Money, who: st
             detail=f"{who} records {ours} for {what}; the gateway settled {gateway}",
         )
     ]
+
+
+def _total(lines: list[SettlementLine]) -> Money | None:
+    """What the lines moved in all; None when they are in more than one currency."""
+    currency = lines[0].amount.currency
+    if any(line.amount.currency != currency for line in lines):
+        return None
+    return total([line.amount for line in lines], currency)
+
+
+def _moved(lines: list[SettlementLine], currency: str) -> Money:
+    """What the lines moved, to compare with a record in `currency`: their sum; a line in
+    another currency cannot be added, so it is what is compared (the currency differs)."""
+    other = [line.amount for line in lines if line.amount.currency != currency]
+    return other[0] if other else total([line.amount for line in lines], currency)
+
+
+SHOWN_REFERENCES = 5  # a finding names this many of the gateway's lines, and counts the rest
+
+
+def _references(lines: list[SettlementLine]) -> str:
+    """The gateway's own ids, for support to look the movements up; with their amounts and
+    times when there is more than one."""
+    if len(lines) == 1:
+        return lines[0].reference
+    shown = ", ".join(
+        f"{line.reference}: {line.amount} at {line.settled_at:%Y-%m-%d %H:%M} UTC" for line in lines[:SHOWN_REFERENCES]
+    )
+    return shown + (f" and {len(lines) - SHOWN_REFERENCES} more" if len(lines) > SHOWN_REFERENCES else "")
 
 
 def _once_per_kind(findings: list[Finding]) -> list[Finding]:

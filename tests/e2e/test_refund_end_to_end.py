@@ -409,3 +409,15 @@ def test_a_placement_that_failed_is_asked_again_with_corrected_facts_and_is_paid
 
     assert (placed["started"], placed["status"]) == (True, "paid"), placed
     assert run_json(stack, "order", order_id)["paid"] == "12.50 EUR"
+
+
+def test_support_compares_a_days_settlements_again_and_once_more_after_that_run_ended(stack: Stack) -> None:
+    """`compare-settlements DAY` runs the daily pass for that day (the one a failed run flagged
+    `settlements_not_compared`); asked again once that run has ended, it runs again."""
+    day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    first = run_json(stack, "compare-settlements", day)
+    again = run(stack, "compare-settlements", day)
+
+    assert (first["workflow_id"], first["status"]) == (f"reconciliation-settlements-{day}", "done"), first
+    assert any(line.startswith(f"settlements of {day}:") for line in first["trail"]), first["trail"]
+    assert f"started reconciliation-settlements-{day} again" in again.stdout, again.stdout

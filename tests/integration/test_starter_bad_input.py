@@ -58,6 +58,7 @@ VALID: dict[str, dict[str, Any]] = {
     "order": {"order_id": EUR_ORDER},
     "list": {"--status": "completed"},
     "schedule": {"action": "interval", "minutes": "10"},
+    "compare-settlements": {"day": "2026-11-30"},
 }
 
 
@@ -250,11 +251,28 @@ for label, text in (("zero", "0"), ("a fraction", "1.5"), ("more than a day", "1
 bad("schedule: minutes with pause", argv("schedule", {"action": "pause", "minutes": "5"}), "minutes", "interval")
 bad("schedule: an unknown action", argv("schedule", {"action": "stop", "minutes": None}), "invalid choice", "stop")
 bad("schedule: a daily interval", [*argv("schedule"), "--daily"], "daily")
+bad("compare-settlements: a day that is not over", argv("compare-settlements", {"day": "2999-01-01"}), "not over yet")
+bad("compare-settlements: not a day", argv("compare-settlements", {"day": "yesterday"}), "YYYY-MM-DD")
+bad("compare-settlements: no day", ["compare-settlements"], "day")
 RESOLVE = ["resolve-discrepancy", "flow_gone:r-1", "--note", "refunded by hand"]
 bad("resolve-discrepancy: by a customer", [*RESOLVE, "--as", "customer:c-1"], "only support")
 bad("resolve-discrepancy: no such discrepancy", [*RESOLVE, "--as", "support:sam"], "no discrepancy")
 bad("resolve-discrepancy: without a note", ["resolve-discrepancy", "flow_gone:r-1", "--as", "support:sam"],
     "required", "--note")
+
+# Ids settleflow derives (a discrepancy id, a flow's workflow id) may be longer than the ids people
+# give, up to 1000 characters (domain/shared/text.py DERIVED_ID_MAX); the other rules still hold.
+LONGEST_ORDER = "o-" + "x" * 198
+RESUME = ["resume-flow", "refund-r-1", "--note", "terminated by mistake", "--as", "support:sam"]
+bad("resolve-discrepancy: an id of 1001 characters", [RESOLVE[0], "d" * 1001, *RESOLVE[2:], "--as", "support:sam"],
+    "id", "1000")
+bad("resolve-discrepancy: an id with a newline", [RESOLVE[0], "flow_gone:r-1\nok", *RESOLVE[2:], "--as", "support:sam"],
+    "id", "control")
+bad("resolve-discrepancy: an id derived from a 200-character order id gets past parsing (no such discrepancy)",
+    [RESOLVE[0], f"capture:payment-{LONGEST_ORDER}/retry-2", *RESOLVE[2:], "--as", "support:sam"], "no discrepancy")
+bad("resume-flow: a workflow id of 1001 characters", [RESUME[0], "w" * 1001, *RESUME[2:]], "id", "1000")
+bad("resume-flow: an empty workflow id", [RESUME[0], "", *RESUME[2:]], "id", "empty")
+bad("resume-flow: a workflow id with a control character", [RESUME[0], "refund-\x1b[31m", *RESUME[2:]], "id", "control")
 
 
 # -- running the cases -------------------------------------------------------------------------
@@ -418,6 +436,19 @@ def test_each_valid_base_call_gets_past_validation_so_every_case_fails_for_its_o
         assert done.returncode == 1, done
         assert done.stderr == f"starter.py: cannot reach Temporal at 127.0.0.1:{refusing_port}" \
             " (is it running? `python devstack.py up` starts one)\n", done
+    assert done.database == seeded_snapshot
+
+
+def test_resume_flow_takes_a_workflow_id_derived_from_a_200_character_order_id(
+    seeded_database: Path, refusing_port: int, tmp_path: Path, seeded_snapshot: dict[str, Any]
+) -> None:
+    """`refund-{order}-cancellation` is longer than any id a person gives: it gets past validation
+    and reaches Temporal (refused here, exit 1), as `resume-flow refund-r-1` does."""
+    workflow_id = f"refund-{LONGEST_ORDER}-cancellation"
+    assert len(workflow_id) > 200
+    done = run_starter([RESUME[0], workflow_id, *RESUME[2:]], seeded_database, tmp_path / "run", refusing_port)
+    assert done.returncode == 1, done
+    assert "cannot reach Temporal" in done.stderr and done.stderr.count("\n") == 1, done
     assert done.database == seeded_snapshot
 
 

@@ -3,7 +3,7 @@ comparison of the ledgers with the gateway's settlement listing."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from domain.payments.gateway import SettlementLine
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy, discrepancy_id
@@ -11,27 +11,39 @@ from domain.reconciliation.discrepancy import Discrepancy, DiscrepancyKind, Disc
 from domain.reconciliation.settlement import LedgerEntry, compare
 from domain.shared.errors import InvalidCommand
 from domain.shared.money import Money
-from tests.unit.builders import SUPPORT, assert_refused, command, eur, names
+from tests.unit.builders import SUPPORT, T0, assert_refused, command, eur, names
 
 DAY = date(2025, 3, 1)
 NOON = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def record(kind: str = "flow_gone", business_id: str = "r-1") -> RecordDiscrepancy:
+def record(
+    kind: str = "flow_gone", business_id: str = "r-1", issued_at: datetime = T0,
+    detail: str = "billing holds 30.00 EUR reserved; its flow was terminated.",
+) -> RecordDiscrepancy:
     return command(
         RecordDiscrepancy,
+        issued_at=issued_at,
         discrepancy_id=discrepancy_id(kind, business_id),
         kind=kind,
         order_id="o-1",
         business_id=business_id,
         ours=eur("30.00"),
-        detail="billing holds 30.00 EUR reserved; its flow was terminated.",
+        detail=detail,
     )
 
 
-def line(kind: str, business_id: str, amount: str, currency: str = "EUR", at: datetime = NOON) -> SettlementLine:
+def resolve(discrepancy: Discrepancy, at: datetime, note: str = "resumed refund-r-1, ticket 881") -> None:
+    discrepancy.resolve(
+        command(ResolveDiscrepancy, actor=SUPPORT, issued_at=at, discrepancy_id=discrepancy.id, note=note)
+    )
+
+
+def line(
+    kind: str, business_id: str, amount: str, currency: str = "EUR", at: datetime = NOON, reference: str | None = None,
+) -> SettlementLine:
     return SettlementLine(
-        kind=kind, business_id=business_id, order_id="o-1", reference=f"x_{business_id}",
+        kind=kind, business_id=business_id, order_id="o-1", reference=reference or f"x_{business_id}",
         amount=Money.of(amount, currency), settled_at=at,
     )
 
@@ -72,6 +84,82 @@ def test_support_resolves_a_discrepancy_once_with_a_note():
     assert_refused(found, lambda: found.resolve(resolve), InvalidCommand, "already_resolved")
 
 
+# -- found again --------------------------------------------------------------------------------
+def test_a_discrepancy_found_again_after_support_resolved_it_is_open_again_and_recorded_again():
+    discrepancy = Discrepancy.found(record(issued_at=T0))
+    resolve(discrepancy, at=T0 + timedelta(hours=3))  # support resumed the flow, then resolved
+    discrepancy.clear_events()
+
+    # The resumed flow was terminated again: the next daily pass finds the same reservation.
+    next_pass = T0 + timedelta(days=1)
+    failed = "billing holds 30.00 EUR reserved; its flow failed."
+    discrepancy.found_again(record(issued_at=next_pass, detail=failed))
+
+    assert names(discrepancy.pending_events) == ["DiscrepancyRecorded"]  # what has support told
+    [recorded] = discrepancy.pending_events
+    assert (recorded.discrepancy_id, recorded.detail) == ("flow_gone:r-1", failed)
+    assert (discrepancy.status, discrepancy.found_at, discrepancy.detail) == (DiscrepancyStatus.OPEN, next_pass, failed)
+    # What support did last time stays in view, and it can be resolved again.
+    assert (discrepancy.resolved_by, discrepancy.note) == ("support:agent-7", "resumed refund-r-1, ticket 881")
+    discrepancy.clear_events()
+    resolve(discrepancy, at=next_pass + timedelta(hours=1), note="refunded by hand, ticket 902")
+    assert (discrepancy.status, discrepancy.note) == (DiscrepancyStatus.RESOLVED, "refunded by hand, ticket 902")
+
+
+def test_a_discrepancy_found_again_while_it_is_open_changes_nothing():
+    discrepancy = Discrepancy.found(record(issued_at=T0))
+    discrepancy.clear_events()
+    before = discrepancy.model_dump()
+
+    discrepancy.found_again(record(issued_at=T0 + timedelta(days=1), detail="its flow failed."))
+
+    assert discrepancy.pending_events == []
+    assert discrepancy.model_dump() == before
+
+
+def test_a_discrepancy_found_by_a_pass_issued_before_or_when_support_resolved_it_changes_nothing():
+    resolved_at = T0 + timedelta(hours=3)
+    for issued_at in (resolved_at - timedelta(minutes=1), resolved_at):  # a pass that began before it
+        discrepancy = Discrepancy.found(record(issued_at=T0))
+        resolve(discrepancy, at=resolved_at)
+        discrepancy.clear_events()
+        before = discrepancy.model_dump()
+
+        discrepancy.found_again(record(issued_at=issued_at))
+
+        assert discrepancy.pending_events == [], issued_at
+        assert discrepancy.model_dump() == before
+
+
+def test_a_settlement_disagreement_support_resolved_is_open_again_only_when_what_is_found_differs():
+    duplicate = "the gateway refunded r-1 twice: re_1 30.00 EUR, re_2 30.00 EUR (60.00 EUR in all)."
+    discrepancy = Discrepancy.found(record(kind="duplicate_at_gateway", detail=duplicate))
+    resolve(discrepancy, at=T0 + timedelta(hours=3), note="30.00 EUR charged back to the customer")
+    discrepancy.clear_events()
+
+    # The day compared again (compare-settlements) finds the same lines: nothing new for support.
+    discrepancy.found_again(record(kind="duplicate_at_gateway", issued_at=T0 + timedelta(days=1), detail=duplicate))
+    assert (discrepancy.pending_events, discrepancy.status) == ([], DiscrepancyStatus.RESOLVED)
+
+    # A third refund under the same id is news.
+    thrice = duplicate.replace("twice", "three times")
+    discrepancy.found_again(record(kind="duplicate_at_gateway", issued_at=T0 + timedelta(days=2), detail=thrice))
+    assert names(discrepancy.pending_events) == ["DiscrepancyRecorded"]
+    assert (discrepancy.status, discrepancy.detail) == (DiscrepancyStatus.OPEN, thrice)
+
+
+def test_a_day_whose_settlements_were_not_compared_is_a_discrepancy_of_no_single_order():
+    not_compared = command(
+        RecordDiscrepancy, discrepancy_id=discrepancy_id("settlements_not_compared", "2026-11-30"),
+        kind="settlements_not_compared", order_id="", business_id="2026-11-30",
+        detail="the gateway's settlements of 2026-11-30 could not be read.",
+    )
+    found = Discrepancy.found(not_compared)
+    assert (found.id, found.order_id, names(found.pending_events)) == (
+        "settlements_not_compared:2026-11-30", "", ["DiscrepancyRecorded"])
+
+
+# -- the daily comparison ----------------------------------------------------------------------
 def test_ledgers_that_agree_with_the_listing_yield_no_discrepancy():
     gateway = [line("capture", "a-1", "100.00"), line("refund", "r-1", "30.00")]
     ours = [entry("capture", "a-1", "100.00"), entry("refund", "r-1", "30.00")]
@@ -104,3 +192,59 @@ def test_each_kind_of_disagreement_is_found_once():
 def test_a_movement_settled_after_midnight_is_not_missing_from_the_day_it_was_sent():
     next_morning = datetime(2025, 3, 2, 0, 5, tzinfo=UTC)
     assert compare(DAY, [line("refund", "r-1", "30.00", at=next_morning)], [entry("refund", "r-1", "30.00")]) == []
+
+
+def test_two_refunds_the_gateway_paid_under_one_refund_id_are_a_duplicate_naming_both_references():
+    gateway = [line("refund", "r-1", "30.00", reference="re_1"), line("refund", "r-1", "30.00", reference="re_2")]
+
+    findings = compare(DAY, gateway, [entry("refund", "r-1", "30.00")])
+
+    duplicate = [f for f in findings if f.kind is DiscrepancyKind.DUPLICATE_AT_GATEWAY]
+    assert [(f.business_id, f.ours, f.gateway) for f in duplicate] == [("r-1", eur("30.00"), eur("60.00"))]
+    assert "re_1" in duplicate[0].detail and "re_2" in duplicate[0].detail and "60.00 EUR" in duplicate[0].detail
+    # The amounts are compared on what moved in all: 60.00 went out for a refund of 30.00.
+    assert {(f.kind, f.ours, f.gateway) for f in findings} == {
+        (DiscrepancyKind.DUPLICATE_AT_GATEWAY, eur("30.00"), eur("60.00")),
+        (DiscrepancyKind.AMOUNT_DIFFERS, eur("30.00"), eur("60.00")),
+    }
+
+
+def test_two_captures_the_gateway_charged_for_one_attempt_are_a_duplicate_naming_both_references():
+    attempt = "payment-o-1/capture"
+    gateway = [
+        line("capture", attempt, "100.00", reference="pi_1"),
+        line("capture", attempt, "100.00", reference="pi_2"),
+    ]
+
+    findings = compare(DAY, gateway, [entry("capture", attempt, "100.00")])
+
+    [duplicate] = [f for f in findings if f.kind is DiscrepancyKind.DUPLICATE_AT_GATEWAY]
+    assert (duplicate.business_id, duplicate.gateway) == (attempt, eur("200.00"))
+    assert "pi_1" in duplicate.detail and "pi_2" in duplicate.detail
+
+
+def test_a_single_line_that_matches_its_entry_is_no_duplicate():
+    assert compare(DAY, [line("refund", "r-1", "30.00", reference="re_1")], [entry("refund", "r-1", "30.00")]) == []
+
+
+def test_a_duplicate_settled_the_next_day_does_not_hide_the_days_line():
+    next_morning = datetime(2025, 3, 2, 0, 5, tzinfo=UTC)
+    gateway = [
+        line("refund", "r-1", "30.00", reference="re_1"),
+        line("refund", "r-1", "30.00", at=next_morning, reference="re_2"),
+    ]
+
+    found = {(f.kind, f.business_id) for f in compare(DAY, gateway, [entry("refund", "r-1", "30.00")])}
+
+    assert found == {(DiscrepancyKind.DUPLICATE_AT_GATEWAY, "r-1"), (DiscrepancyKind.AMOUNT_DIFFERS, "r-1")}
+
+
+def test_a_duplicate_payments_knows_nothing_of_is_both_a_duplicate_and_missing_in_payments():
+    gateway = [line("refund", "r-stray", "5.00", reference="re_1"), line("refund", "r-stray", "5.00", reference="re_2")]
+
+    findings = {(f.kind, f.gateway) for f in compare(DAY, gateway, [])}
+
+    assert findings == {
+        (DiscrepancyKind.DUPLICATE_AT_GATEWAY, eur("10.00")),
+        (DiscrepancyKind.MISSING_IN_PAYMENTS, eur("10.00")),
+    }

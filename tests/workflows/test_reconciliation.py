@@ -484,6 +484,56 @@ async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_
     assert len(harness.support_messages()) == 1
 
 
+async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_stranded_check_still_runs(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-never_arrives")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+    await harness.env.sleep(timedelta(hours=2))
+    await handle.terminate("an operator pressed Terminate")
+    harness.gateway.reachable = False  # the gateway is down all through the daily pass (an hour of tries)
+    day = date(2026, 11, 30)
+
+    run = await harness.client.start_workflow(
+        ReconciliationWorkflow.run, ReconciliationRun(daily=True, settlement_day=day), id=new_id("reconciliation"),
+        task_queue=FLOWS_QUEUE,
+    )
+    result = await run.result()  # time skips through the tries' backoff
+
+    found = {d.kind.value: d for d in harness.discrepancies()}
+    assert set(found) == {"settlements_not_compared", "flow_gone"}  # the money held is still found
+    assert (found["settlements_not_compared"].id, found["settlements_not_compared"].order_id) == (
+        "settlements_not_compared:2026-11-30", "")
+    assert "starter.py compare-settlements 2026-11-30" in found["settlements_not_compared"].detail
+    assert (result.status, result.discrepancies) == ("done", 2)
+    assert len(harness.support_messages()) == 2
+
+
+async def test_support_is_told_again_when_a_resolved_discrepancy_is_found_again(harness):
+    order_id = await delivered(harness)
+    refund_id = new_id("r-never_arrives")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+    await harness.env.sleep(timedelta(hours=2))
+    await handle.terminate("an operator pressed Terminate")
+    await reconcile(harness, daily=True)
+    [found] = harness.discrepancies()
+    async with real_time(harness.env):
+        await harness.client.execute_workflow(
+            ResolveDiscrepancyWorkflow.run,
+            DiscrepancyResolution(discrepancy_id=found.id, note="resumed it", resolved_by=Actor.parse("support:sam"),
+                                  **signed("support:sam")),
+            id=f"resolve-discrepancy-{found.id}", task_queue=FLOWS_QUEUE,
+        )
+    await harness.env.sleep(timedelta(minutes=1))
+
+    again = await reconcile(harness, daily=True)  # the money is still held by a flow that is gone
+
+    assert again.discrepancies == 1
+    assert [d.id for d in harness.discrepancies()] == [found.id]
+    assert [m["kind"] for m in harness.support_messages()] == ["discrepancy_found", "discrepancy_found"]
+
+
 async def stray_refund_at_the_gateway(harness, refund_id: str):
     """A refund the gateway settled that settleflow never asked for: the daily pass records it."""
     harness.gateway.moved[f"re_{refund_id}"] = SettlementLine(
