@@ -132,6 +132,18 @@ async def delivered(harness: ReconHarness, amount: str = "120.00") -> str:
     return order_id
 
 
+async def terminated_while_sending(harness: ReconHarness) -> tuple[str, str]:
+    """A refund of 30.00 whose request never arrives, terminated two hours into sending: its
+    money stays reserved at billing, and its flow is gone."""
+    order_id = await delivered(harness)
+    refund_id = new_id("r-never_arrives")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(handle, "sending", env=harness.env)
+    await harness.env.sleep(timedelta(hours=2))  # older than a flow just starting
+    await handle.terminate("an operator pressed Terminate")
+    return order_id, refund_id
+
+
 async def reconcile(
     harness: ReconHarness, daily: bool = False, day: date | None = None, history: str = ""
 ) -> ReconciliationResult:
@@ -246,12 +258,7 @@ async def test_cancelling_a_sending_refund_records_it_unknown_and_keeps_its_mone
 
 
 async def test_a_terminated_refunds_reservation_becomes_a_discrepancy_and_support_is_told_once(harness):
-    order_id = await delivered(harness)
-    refund_id = new_id("r-never_arrives")
-    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
-    await wait_for_status(handle, "sending", env=harness.env)
-    await harness.env.sleep(timedelta(hours=2))  # older than a flow just starting
-    await handle.terminate("an operator pressed Terminate")
+    order_id, refund_id = await terminated_while_sending(harness)
 
     first = await reconcile(harness, daily=True)
     again = await reconcile(harness, daily=True)
@@ -485,12 +492,7 @@ async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_
 
 
 async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_stranded_check_still_runs(harness):
-    order_id = await delivered(harness)
-    refund_id = new_id("r-never_arrives")
-    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
-    await wait_for_status(handle, "sending", env=harness.env)
-    await harness.env.sleep(timedelta(hours=2))
-    await handle.terminate("an operator pressed Terminate")
+    await terminated_while_sending(harness)
     harness.gateway.reachable = False  # the gateway is down all through the daily pass (an hour of tries)
     day = date(2026, 11, 30)
 
@@ -510,12 +512,7 @@ async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_strande
 
 
 async def test_support_is_told_again_when_a_resolved_discrepancy_is_found_again(harness):
-    order_id = await delivered(harness)
-    refund_id = new_id("r-never_arrives")
-    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
-    await wait_for_status(handle, "sending", env=harness.env)
-    await harness.env.sleep(timedelta(hours=2))
-    await handle.terminate("an operator pressed Terminate")
+    await terminated_while_sending(harness)
     await reconcile(harness, daily=True)
     [found] = harness.discrepancies()
     async with real_time(harness.env):
