@@ -127,11 +127,11 @@ class ReconciliationActivities:
             workflow_id = f"refund-{refund_id}"
             try:
                 description = await self.client.get_workflow_handle(workflow_id).describe()
-                status = description.status
+                status, run_id = description.status, description.run_id
             except RPCError as error:
                 if error.status is not RPCStatusCode.NOT_FOUND:
                     raise
-                status = None
+                status, run_id = None, ""
             if status is WorkflowExecutionStatus.RUNNING:
                 continue
             stranded.append(
@@ -142,6 +142,7 @@ class ReconciliationActivities:
                     requested_at=requested_at,
                     workflow_id=workflow_id,
                     workflow_status=status.name.lower() if status is not None else "not found",
+                    workflow_run_id=run_id,
                 )
             )
         return stranded

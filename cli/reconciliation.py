@@ -131,7 +131,8 @@ async def discrepancies(cli: Any) -> list[dict]:
         print("no open discrepancies" if not cli.args.all else "no discrepancies")
     for row in rows:
         amounts = ", ".join(f"{side}: {_money(row[side])}" for side in ("ours", "gateway") if row.get(side))
-        print(f"{row['id']}  [{row['status']}]  order {row['order_id']}" + (f"  ({amounts})" if amounts else ""))
+        order = f"order {row['order_id']}" if row["order_id"] else "no single order"
+        print(f"{row['id']}  [{row['status']}]  {order}" + (f"  ({amounts})" if amounts else ""))
         print(f"    {row['detail']}")
         if row["status"] == "resolved":
             print(f"    resolved by {row['resolved_by']}: {row['note']}")

@@ -260,6 +260,7 @@ class FakeGateway:
         self.declined: dict[str, str] = {}
         self.calls: dict[str, int] = {}  # business id -> money-moving requests received
         self.reachable = True  # False: look-ups and the settlement listing fail too (the gateway is down)
+        self.refuses_lookups = False  # True: look-ups are refused (400), as for another account's payment
 
     # -- money-moving requests ------------------------------------------------------------
     def capture(self, request: CaptureRequest) -> GatewayAnswer:
@@ -306,6 +307,8 @@ class FakeGateway:
         with self._lock:
             if not self.reachable:
                 raise GatewayUnavailable("the gateway is down")
+            if self.refuses_lookups:
+                raise GatewayRefusedRequest(f"resource_missing: no such payment for {key}")
             if key in self.moved:
                 line = self.moved[key]
                 return Accepted(reference=line.reference, currency=line.amount.currency if line.kind == "capture" else "")

@@ -4,7 +4,8 @@ card fails, and given back when the order is cancelled.
 Read top to bottom:
   PlaceOrder → billing → OrderPlaced
   CapturePayment → payments → PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
-  No usable answer for an attempt (a day of retries ran out, a refused request)
+  No usable answer for an attempt (a day of retries ran out, a refused request; payments
+      sends nothing again under its key 23 h after it first left)
       → MarkCaptureUnknown → payments → CaptureOutcomeUnknown: wait (status
       `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which names the
       payments command that found the answer; RecordedAnswer → payments gives what that command

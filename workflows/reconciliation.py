@@ -32,12 +32,12 @@ ResolveDiscrepancyWorkflow — support closes a discrepancy (`starter.py resolve
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
@@ -83,9 +83,9 @@ SETTLEMENTS = dict(
     # minutes; a gateway outage at that hour is waited out for about an hour. After that the day
     # is flagged for support, and the rest of the run (stranded reservations) still happens.
     start_to_close_timeout=timedelta(minutes=30),
-    retry_policy=RetryPolicy(
+    retry_policy=RetryPolicy(  # waits of 30 s, 1, 2, 4, 8 min, then 15 min: about an hour in 9 tries
         initial_interval=timedelta(seconds=30), backoff_coefficient=2.0, maximum_interval=timedelta(minutes=15),
-        maximum_attempts=6,
+        maximum_attempts=9,
     ),
 )
 SUPPORT = "support"
@@ -98,11 +98,12 @@ class ReconciliationWorkflow(Process):
     def __init__(self) -> None:
         super().__init__()
         self.result = ReconciliationResult(status="started", trail=[])
+        self.began_at: datetime | None = None  # what this pass finds, it found as of its start
 
     @workflow.run
     async def run(self, request: ReconciliationRun) -> ReconciliationResult:
         self.set_status("asking_gateway")
-        now = workflow.now()
+        now = self.began_at = workflow.now()
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
         )
@@ -118,10 +119,12 @@ class ReconciliationWorkflow(Process):
                     "reconciliation.CompareSettlements", SettlementDay(day=day), list[Finding], **SETTLEMENTS
                 )
             except ActivityError as trouble:
+                if is_cancelled_exception(trouble):
+                    raise  # an operator's Cancel: the run ends cancelled, nothing is flagged
                 findings = []
                 await self.flag(
                     "settlements_not_compared", "", day.isoformat(),
-                    f"the gateway's settlements of {day} could not be read ({trouble.cause or trouble}): "
+                    f"the gateway's settlements of {day} could not be read ({_short(trouble.cause or trouble)}): "
                     f"nothing of that day was compared. Compare it again: starter.py compare-settlements {day}",
                 )
             else:
@@ -141,7 +144,8 @@ class ReconciliationWorkflow(Process):
                     refund.order_id,
                     refund.refund_id,
                     f"billing holds {refund.amount} reserved for refund {refund.refund_id} since "
-                    f"{refund.requested_at:%Y-%m-%d %H:%M} UTC; its flow {refund.workflow_id} is {refund.workflow_status}.",
+                    f"{refund.requested_at:%Y-%m-%d %H:%M} UTC; its flow {refund.workflow_id} is {refund.workflow_status}"
+                    + (f" (run {refund.workflow_run_id})." if refund.workflow_run_id else "."),
                     ours=refund.amount,
                 )
         self.set_status("done")
@@ -167,6 +171,15 @@ class ReconciliationWorkflow(Process):
         except ActivityError as trouble:
             self.result.left_open += 1
             self.note(f"the gateway could not say what became of {item.kind} {item.business_id}: {trouble.cause or trouble}")
+            if isinstance(trouble.cause, ApplicationError) and trouble.cause.type == "GatewayRefusedRequest":
+                # Not "it cannot say yet" but "it will not say" (another account's key?): asked
+                # again every pass, and support is told, once.
+                await self.flag(
+                    "lookup_refused", item.order_id, item.business_id,
+                    f"the gateway refused to look up {item.kind} {item.business_id} ({item.amount}, {item.status}): "
+                    f"{_short(trouble.cause.message)}. Its money stays as it is until the gateway answers.",
+                    ours=item.amount,
+                )
             return
         self.result.answered += 1
         try:
@@ -190,10 +203,14 @@ class ReconciliationWorkflow(Process):
     ) -> None:
         """Record a discrepancy for support; support is told once, when it is new."""
         identifier = discrepancy_id(kind, business_id)
+        # Step ids name this run: a day compared again (`compare-settlements`, the same workflow
+        # id) must be decided again, not answered from the first run's records.
+        run = workflow.info().run_id
         recorded = await self.send(
             self.command(
                 RecordDiscrepancy,
-                f"discrepancy-{identifier}",
+                f"{run}/discrepancy-{identifier}",
+                issued_at=self.began_at,
                 discrepancy_id=identifier,
                 kind=kind,
                 order_id=order_id,
@@ -211,7 +228,7 @@ class ReconciliationWorkflow(Process):
         await self.send(
             self.command(
                 NotifyTeam,
-                f"tell-support-{identifier}",
+                f"{run}/tell-support-{identifier}",
                 team=SUPPORT,
                 kind="discrepancy_found",
                 # Each time it is found open (first, or again after support resolved it): a message.
@@ -240,6 +257,12 @@ class ReconciliationWorkflow(Process):
 
     def current(self) -> ReconciliationResult:
         return self.result.model_copy(update={"status": self.status, "trail": list(self.trail)})
+
+
+def _short(reason: object) -> str:
+    """An error's text, cut to fit a discrepancy's detail (a long one must not fail the run)."""
+    text = str(reason)
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)

@@ -15,7 +15,8 @@ Read top to bottom:
       → ShipmentIntercepted | ShipmentInterceptFailed → RecordInterceptOutcome → billing
       → ParcelReturned | ParcelStillInTransit
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
-  No usable answer (retries ran out, a timeout, a refused request, an operator's Cancel)
+  No usable answer (retries ran out, a timeout, a refused request — payments sends nothing
+      again under its key 23 h after it first left —, an operator's Cancel)
       → MarkRefundUnknown → payments → GatewayRefundOutcomeUnknown: wait (status
       `awaiting_reconciliation`) for reconciliation's signal `gateway_answer`, which names the
       payments command that found the answer; RecordedAnswer → payments gives what that command

@@ -31,6 +31,8 @@ class DiscrepancyKind(StrEnum):
     FLOW_GONE = "flow_gone"  # money reserved or in flight, and the flow that would finish it no longer runs
     # The gateway's settlements of a day could not be read: nothing of that day was compared.
     SETTLEMENTS_NOT_COMPARED = "settlements_not_compared"
+    # The gateway refused to say what became of a request (e.g. a payment another account holds).
+    LOOKUP_REFUSED = "lookup_refused"
 
 
 class DiscrepancyStatus(StrEnum):
@@ -85,10 +87,11 @@ class Discrepancy(AggregateRoot):
         self._record_found(command)
 
     def _still_a_question(self, command: RecordDiscrepancy) -> bool:
-        """Money held by a flow that is gone, or a day still not compared, is a question for as
-        long as it is found; a settlement disagreement support resolved is one again only when
-        what is found differs (a day compared again finds the same lines: nothing new)."""
-        if self.kind in (DiscrepancyKind.FLOW_GONE, DiscrepancyKind.SETTLEMENTS_NOT_COMPARED):
+        """A day still not compared is a question again whenever a pass fails to compare it;
+        anything else support resolved is one again only when what is found differs: a day
+        compared again finds the same lines, a reservation support dealt with is still held by
+        the same gone run (a resumed flow gone again is another run: reopened)."""
+        if self.kind is DiscrepancyKind.SETTLEMENTS_NOT_COMPARED:
             return True
         return (command.detail, command.ours, command.gateway) != (self.detail, self.ours, self.gateway)
 

@@ -35,6 +35,7 @@ class StrandedRefund(BaseModel):
     requested_at: datetime
     workflow_id: str
     workflow_status: str  # "terminated", "failed", "not found" ...
+    workflow_run_id: str = ""  # the run that is gone ("" when none is found): a later one gone again differs
 
 
 class ReconciliationScan(BaseModel):

@@ -14,8 +14,9 @@ from tests.unit.builders import SUPPORT, T0, command, eur, names
 FOUND = "flow_gone:r-42"
 
 
-def found_by(pass_id: str, issued_at: datetime) -> RecordDiscrepancy:
-    """The command a daily pass (`reconciliation-{pass_id}`) sends for refund r-42's reservation."""
+def found_by(pass_id: str, issued_at: datetime, run: str = "run-1") -> RecordDiscrepancy:
+    """The command a daily pass (`reconciliation-{pass_id}`) sends for refund r-42's reservation,
+    held by the gone run `run` of its flow."""
     return command(
         RecordDiscrepancy,
         command_id=f"reconciliation-{pass_id}/discrepancy-{FOUND}",
@@ -25,7 +26,7 @@ def found_by(pass_id: str, issued_at: datetime) -> RecordDiscrepancy:
         order_id="o-42",
         business_id="r-42",
         ours=eur("30.00"),
-        detail="billing holds 30.00 EUR reserved for refund r-42; its flow refund-r-42 is terminated.",
+        detail=f"billing holds 30.00 EUR reserved for refund r-42; its flow refund-r-42 is terminated (run {run}).",
     )
 
 
@@ -48,7 +49,9 @@ def test_a_gone_flow_found_again_after_support_resolved_its_discrepancy_is_recor
     )
     assert open_ids(database) == []
 
-    again = recon.record_discrepancy(found_by("day-2", T0 + timedelta(days=1)))  # the resumed flow is gone again
+    same_run = recon.record_discrepancy(found_by("day-2", T0 + timedelta(days=1)))  # support dealt with that run
+    assert (same_run.events, open_ids(database)) == ([], [])
+    again = recon.record_discrepancy(found_by("day-3", T0 + timedelta(days=2), run="run-2"))  # resumed, gone again
 
     assert names(again.events) == ["DiscrepancyRecorded"]  # the fact the flow tells support on
     assert open_ids(database) == [FOUND]

@@ -216,6 +216,22 @@ async def test_a_refund_that_never_reached_the_gateway_fails_and_frees_its_amoun
     assert "refund_failed" in [m["kind"] for m in harness.messages("customer:c-1")]
 
 
+async def test_a_look_up_the_gateway_refuses_leaves_the_refund_waiting_and_support_is_told_once(harness):
+    order_id, refund_id, handle, _ = await refund_awaiting_reconciliation(harness, "answer_lost")
+    harness.gateway.refuses_lookups = True  # e.g. a key of another account: "no such payment"
+
+    first = await reconcile(harness)
+    again = await reconcile(harness)
+
+    [discrepancy] = harness.discrepancies()
+    assert (discrepancy.id, discrepancy.ours) == (f"lookup_refused:{refund_id}", Money.of("30.00", "EUR"))
+    assert (first.left_open, first.discrepancies, again.discrepancies) == (1, 1, 0)
+    assert [m["kind"] for m in harness.support_messages()] == ["discrepancy_found"]
+    # Nothing is decided on a refusal: the money stays reserved and the flow waits.
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.UNKNOWN
+    assert (await handle.query(RefundWorkflow.status_view)).status == "awaiting_reconciliation"
+
+
 async def test_a_refund_the_gateway_refuses_as_invalid_waits_for_reconciliation_instead_of_failing(harness):
     order_id = await delivered(harness)
     refund_id = new_id("r-refused")
@@ -468,6 +484,16 @@ async def test_a_forged_capture_answer_marks_no_order_paid_and_recovery_follows_
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_declined"]
 
 
+async def support_resolves(harness: ReconHarness, discrepancy: str, note: str) -> None:
+    async with real_time(harness.env):
+        await harness.client.execute_workflow(
+            ResolveDiscrepancyWorkflow.run,
+            DiscrepancyResolution(discrepancy_id=discrepancy, note=note, resolved_by=Actor.parse("support:sam"),
+                                  **signed("support:sam")),
+            id=f"resolve-discrepancy-{discrepancy}", task_queue=FLOWS_QUEUE,
+        )
+
+
 # -- the daily pass ------------------------------------------------------------------------------------------
 async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_told_once(harness):
     day = date(2026, 11, 30)
@@ -511,20 +537,43 @@ async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_strande
     assert len(harness.support_messages()) == 2
 
 
-async def test_support_is_told_again_when_a_resolved_discrepancy_is_found_again(harness):
-    await terminated_while_sending(harness)
+async def test_a_day_compared_again_under_the_same_id_is_decided_again_not_answered_from_the_first_run(harness):
+    harness.gateway.reachable = False  # the listing cannot be read, the first time and the second
+    day = date(2026, 11, 30)
+
+    async def compare_again():  # what `starter.py compare-settlements 2026-11-30` starts, run after run
+        run = await harness.client.start_workflow(
+            ReconciliationWorkflow.run, ReconciliationRun(daily=True, settlement_day=day),
+            id=f"reconciliation-settlements-{day}", task_queue=FLOWS_QUEUE,
+        )
+        return await run.result()
+
+    await compare_again()
+    [found] = harness.discrepancies()
+    await support_resolves(harness, found.id, "compared it by hand")
+    await harness.env.sleep(timedelta(minutes=1))
+    second = await compare_again()
+
+    assert second.discrepancies == 1
+    assert [d.id for d in harness.discrepancies()] == ["settlements_not_compared:2026-11-30"]
+    assert len(harness.support_messages()) == 2
+
+
+async def test_a_resolved_gone_flow_is_reopened_and_support_told_again_only_when_another_run_is_gone(harness):
+    order_id, refund_id = await terminated_while_sending(harness)
     await reconcile(harness, daily=True)
     [found] = harness.discrepancies()
-    async with real_time(harness.env):
-        await harness.client.execute_workflow(
-            ResolveDiscrepancyWorkflow.run,
-            DiscrepancyResolution(discrepancy_id=found.id, note="resumed it", resolved_by=Actor.parse("support:sam"),
-                                  **signed("support:sam")),
-            id=f"resolve-discrepancy-{found.id}", task_queue=FLOWS_QUEUE,
-        )
+    await support_resolves(harness, found.id, "resumed it")
     await harness.env.sleep(timedelta(minutes=1))
+    same_run = await reconcile(harness, daily=True)  # the run support dealt with: nothing new
+    assert (same_run.discrepancies, harness.discrepancies()) == (0, [])
 
-    again = await reconcile(harness, daily=True)  # the money is still held by a flow that is gone
+    # Resumed, the flow is gone again: another run leaves the money held.
+    resumed = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await wait_for_status(resumed, "sending", env=harness.env)
+    await resumed.terminate("gone again")
+    await harness.env.sleep(timedelta(minutes=1))
+    again = await reconcile(harness, daily=True)
 
     assert again.discrepancies == 1
     assert [d.id for d in harness.discrepancies()] == [found.id]
