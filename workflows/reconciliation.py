@@ -232,7 +232,7 @@ class ReconciliationWorkflow(Process):
                 team=SUPPORT,
                 kind="discrepancy_found",
                 # Each time it is found open (first, or again after support resolved it): a message.
-                subject=f"{identifier}@{found.occurred_at:%Y-%m-%dT%H:%M:%SZ}",
+                subject=f"{identifier}@{found.occurred_at:%Y-%m-%dT%H:%M:%S.%fZ}",
                 facts={
                     "discrepancy_id": identifier,
                     "kind": kind,
