@@ -112,7 +112,9 @@ class ReconciliationWorkflow(Process):
             await self.reconcile(item)
 
         if request.daily:
-            day = request.settlement_day or (now - timedelta(days=1)).date()
+            # Yesterday as of when the run was asked for (its schedule fired), not when a worker
+            # first got to it: a run held past midnight still compares the day it was meant for.
+            day = request.settlement_day or (self.started_at() - timedelta(days=1)).date()
             self.set_status("comparing_settlements")
             try:
                 findings: list[Finding] = await self.read(

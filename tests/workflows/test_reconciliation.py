@@ -537,6 +537,20 @@ async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_strande
     assert len(harness.support_messages()) == 2
 
 
+async def test_a_daily_run_held_back_two_days_compares_the_day_before_it_was_asked_for(harness):
+    asked_at = (await harness.env.get_current_time()).astimezone(UTC)
+    # Its first workflow task waits two days (every worker down; the test server cannot skip
+    # time while a task waits for a worker, so the delay is the server's own start delay).
+    run = await harness.client.start_workflow(
+        ReconciliationWorkflow.run, ReconciliationRun(daily=True), id=new_id("reconciliation-daily"),
+        task_queue=FLOWS_QUEUE, start_delay=timedelta(days=2),
+    )
+    result = await run.result()
+
+    meant_for = (asked_at - timedelta(days=1)).date()
+    assert any(line.startswith(f"settlements of {meant_for}:") for line in result.trail), result.trail
+
+
 async def test_a_day_compared_again_under_the_same_id_is_decided_again_not_answered_from_the_first_run(harness):
     harness.gateway.reachable = False  # the listing cannot be read, the first time and the second
     day = date(2026, 11, 30)
