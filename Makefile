@@ -27,8 +27,10 @@ up: install
 	$(PY) devstack.py up
 
 ## The whole test suite (PostgreSQL tests run when SETTLEFLOW_TEST_POSTGRES_URL is set).
+## Two processes (pytest-xdist), each taking the next test as it finishes one: the suite's tests
+## mostly wait on servers and subprocesses, so two share the 2 cores it is sized for.
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist worksteal
 
 unit: install
 	$(PY) -m pytest tests/unit -q

@@ -93,7 +93,7 @@ def _decided(uow_factory, command, owner_decides, *, final: bool):
                         # command's answer too (kept as such, so a redelivery gets the same).
                         outcome = Outcome.model_validate(uow.processed_result(value.command_id))
                     if final:
-                        uow.commit(command, outcome.model_dump(mode="json"))
+                        uow.commit(command, outcome)
                         if not found:  # reconciliation's events were counted when it decided them
                             count_decision(outcome.events)  # once: a duplicate returned above
                         return outcome, value

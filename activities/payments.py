@@ -59,18 +59,20 @@ class PaymentsActivities:
         return decide(self.uow, command, lambda uow: uow.payments.get(command.order_id).update_payment_method(command))
 
     def _capture(self, command: CapturePayment | RetryPaymentCapture, load: Callable[[Any], Payment]) -> Outcome:
+        account = self._ask(self.gateway.account)  # asked before the transaction: it may call the gateway
         return self._around_the_gateway(
             command,
-            lambda uow: load(uow).begin_capture(command, self.asked_at()),
+            lambda uow: load(uow).begin_capture(command, self.asked_at(), account),
             self.gateway.capture,
             lambda payment, answer: payment.record_capture_answer(command, answer),
         )
 
     @activity.defn(name=SendRefundToGateway.activity_name())
     def send_refund_to_gateway(self, command: SendRefundToGateway) -> Outcome:
+        account = self._ask(self.gateway.account)
         return self._around_the_gateway(
             command,
-            lambda uow: uow.payments.get(command.order_id).begin_refund(command, self.asked_at()),
+            lambda uow: uow.payments.get(command.order_id).begin_refund(command, self.asked_at(), account),
             self.gateway.refund,
             lambda payment, answer: payment.record_refund_answer(command, answer),
         )

@@ -15,6 +15,12 @@ from domain.payments.gateway import CaptureRequest, GatewayAnswer, LookupAnswer,
 
 
 class PaymentGateway(Protocol):
+    def account(self) -> str:
+        """The account this gateway's key speaks for, "<mode>:<id>" ("live:acct_..."; the id ""
+        when the key may not read it). Payments keeps it with every request it sends, and a
+        look-up for a request sent to another account is refused (GatewayRefusedRequest): that
+        account's "not found" would be no answer."""
+
     def capture(self, request: CaptureRequest) -> GatewayAnswer: ...
 
     def refund(self, request: RefundRequest) -> GatewayAnswer: ...

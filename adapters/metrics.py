@@ -95,6 +95,9 @@ class MeasuredGateway:
             GATEWAY_ERRORS.labels(operation=operation, kind="declined").inc()
         return answer
 
+    def account(self) -> str:
+        return self.inner.account()  # read once per process, then kept: not a call worth a series
+
     def capture(self, request: Any) -> Any:
         return self._measure("capture", self.inner.capture, request)
 

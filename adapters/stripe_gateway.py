@@ -9,6 +9,8 @@
                   Stripe's search can lag an hour in an outage, so "not found" counts only for
                   an attempt older than that: `NotFound.settles_after`)
     find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
+    account       whose account the key speaks for (GET /v1/account, once): payments keeps it with
+                  each request, and a look-up for a request sent to another account is refused
     settlements   the day's balance transactions of type charge and refund
 
 Every call that moves money sends settleflow's business id as the `Idempotency-Key`
@@ -49,6 +51,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import hashlib
+import logging
 
 import stripe
 
@@ -63,11 +66,13 @@ from domain.payments.gateway import (
     NotFound,
     RefundRequest,
     SettlementLine,
+    may_be_the_same_account,
 )
 from adapters.settings import SIMULATOR_API_KEY
 from domain.shared.money import Money
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 STRIPE_API = "https://api.stripe.com"
 # "Under normal operating conditions, data is searchable in less than 1 minute. Occasionally,
@@ -154,6 +159,33 @@ class StripeGateway:
         # searches its own records, current as soon as a request is answered.
         self.search_lag = search_lag if search_lag is not None else (
             timedelta(0) if api_key == SIMULATOR_API_KEY else STRIPE_SEARCH_LAG)
+        self._mode = "live" if api_key.startswith(("sk_live_", "rk_live_")) else "test"
+        self._account: str | None = None  # read on first use, then kept (a key speaks for one account)
+
+    # -- whose account ----------------------------------------------------------------
+
+    def account(self) -> str:
+        """The account this key speaks for, "<mode>:<id>" (`GET /v1/account`, once). The mode
+        comes from the key (test and live keep separate records under one account id); a
+        restricted key that may not read its account gives "<mode>:", so only the mode is
+        compared. Unreachable: GatewayUnavailable, and it is read again next time."""
+        if self._account is None:
+            try:
+                account_id = _ask(lambda: self._client.v1.accounts.retrieve_current()).id
+            except GatewayRefusedRequest as refused:
+                if not isinstance(refused.__cause__, stripe.PermissionError):
+                    raise
+                log.warning("this Stripe key may not read its account (%s): only its mode is compared", refused)
+                account_id = ""
+            self._account = f"{self._mode}:{account_id}"
+        return self._account
+
+    def _must_see(self, what: str, sent_to: str) -> None:
+        """A look-up is asked only of the account the request went to: another account (a key
+        swapped, test and live mixed up) would find nothing, and "not found" there is no answer."""
+        if not may_be_the_same_account(sent_to, self.account()):
+            raise GatewayRefusedRequest(
+                f"{what} went to Stripe account {sent_to}; this key is {self.account()}'s, which cannot see it")
 
     # -- money-moving calls ----------------------------------------------------------
 
@@ -212,6 +244,7 @@ class StripeGateway:
         an outage): "not found" says so (`settles_after`), and payments decides on it only
         for an attempt older than that."""
         key = stripe_business_id(request.idempotency_key)
+        self._must_see(f"capture {key}", request.sent_to)
         query = f"metadata['{ATTEMPT_ID}']:'{_quoted(key)}'"
         found = _ask(lambda: list(self._client.v1.payment_intents.search({"query": query, "limit": 100})
                                   .auto_paging_iter()))
@@ -229,7 +262,9 @@ class StripeGateway:
         """The refund made under this refund id (`idempotency_key`), among the refunds of
         its PaymentIntent (`charge`). A PaymentIntent the account does not know (another
         account's key, a test key against live records) is no answer: refused, not "not found",
-        since "not found" would free money that may have gone out from the right account."""
+        since "not found" would free money that may have gone out from the right account. For
+        the same reason a refund sent to another account than this key's is not looked up."""
+        self._must_see(f"refund {request.idempotency_key}", request.sent_to)
         refunds = _ask(lambda: list(self._client.v1.refunds.list({"payment_intent": request.charge, "limit": 100})
                                     .auto_paging_iter()))
         key = stripe_business_id(request.idempotency_key)

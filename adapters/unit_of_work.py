@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -85,6 +86,12 @@ _PROCESSED_RESULT = select(tables.processed_commands.c.result).where(
 )
 _RECORD_PROCESSED = insert(tables.processed_commands)
 _RECORD_EVENTS = insert(tables.outbox)
+
+
+def _stored_result(result: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", context=STATE_CONTEXT)
+    return result if result is not None else {}
 
 
 class SqlUnitOfWork:
@@ -197,8 +204,11 @@ class SqlUnitOfWork:
         return self.connection.execute(_PROCESSED_RESULT, {"find_command_id": command_id}).scalar_one_or_none()
 
     # -- commit ------------------------------------------------------------------------
-    def commit(self, command: Command | None = None, result: dict[str, Any] | None = None) -> list[Event]:
+    def commit(self, command: Command | None = None, result: BaseModel | dict[str, Any] | None = None) -> list[Event]:
         """Save every changed aggregate, its events and the command's result, atomically.
+
+        A result given as a model is stored like the state and the outbox: money in integer
+        minor units (what `processed_result` returns reads back through the same model).
 
         Returns the events written. Raises ConcurrencyConflict, with nothing
         written, when an aggregate changed since it was loaded or the command
@@ -228,7 +238,7 @@ class SqlUnitOfWork:
                         "command_id": command.command_id,
                         "command_type": type(command).__name__,
                         # {} rather than NULL, so "processed without a result" still reads as processed
-                        "result": result if result is not None else {},
+                        "result": _stored_result(result),
                         "processed_at": now,
                         "causation_id": command.causation_id or None,
                     },

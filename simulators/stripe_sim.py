@@ -93,6 +93,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 DEFAULT_API_KEY = "sk_test_simulator"
+DEFAULT_ACCOUNT_ID = "acct_simulator"
 CALLS_KEPT = 10_000  # API requests /_sim/calls remembers
 
 # Stripe's currency rules for amounts in minor units (https://docs.stripe.com/currencies).
@@ -146,6 +147,7 @@ class SimConfig:
     seed: int | None = None
     frozen_time: int | None = None  # epoch seconds every new object is created at; None: the clock
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
+    account_id: str = DEFAULT_ACCOUNT_ID  # whose account the key speaks for (GET /v1/account)
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.hang_seconds < 0:
@@ -154,6 +156,8 @@ class SimConfig:
             raise ValueError("error_rate must be between 0 and 1")
         if not self.api_key:
             raise ValueError("the API key must not be empty")
+        if not self.account_id.startswith("acct_"):
+            raise ValueError("an account id starts with acct_")
 
     def public(self) -> dict[str, Any]:
         shown = asdict(self)
@@ -652,6 +656,13 @@ def create_app(config: SimConfig) -> Starlette:
     async def calls(request: Request) -> JSONResponse:
         return answer(200, {"calls": list(sim.calls)})
 
+    async def account(request: Request) -> JSONResponse:
+        refused = await stripe_call(request)
+        if refused:
+            return refused
+        return answer(200, {"id": sim.config.account_id, "object": "account", "type": "standard",
+                            "charges_enabled": True, "payouts_enabled": True})
+
     async def health(request: Request) -> JSONResponse:
         return answer(200, {"status": "ok"})
 
@@ -678,6 +689,7 @@ def create_app(config: SimConfig) -> Starlette:
         return answer(200, {"reset": True})
 
     app = Starlette(routes=[
+        Route("/v1/account", account, methods=["GET"]),
         Route("/v1/payment_intents", create_intent, methods=["POST"]),
         Route("/v1/payment_intents/search", search_intents, methods=["GET"]),
         Route("/v1/payment_intents/{id}", getter("payment_intents", "payment_intent"), methods=["GET"]),
@@ -731,10 +743,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=os.environ.get("STRIPE_API_KEY") or DEFAULT_API_KEY,
                         help="the secret key callers must send as Bearer (default: $STRIPE_API_KEY, else "
                         f"{DEFAULT_API_KEY})")
+    parser.add_argument("--account-id", default=DEFAULT_ACCOUNT_ID,
+                        help=f"the account the key speaks for, GET /v1/account (default {DEFAULT_ACCOUNT_ID})")
     args = parser.parse_args(argv)
     try:
         config = SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate, hang_seconds=args.hang_seconds,
-                           seed=args.seed, api_key=args.api_key)
+                           seed=args.seed, api_key=args.api_key, account_id=args.account_id)
     except ValueError as exc:
         parser.error(str(exc))
     # A short graceful shutdown: hanging answers must not hold up a terminate.

@@ -31,15 +31,24 @@ def _chaos(item: pytest.Item) -> bool:
     return item.get_closest_marker("chaos") is not None
 
 
+def _in_parallel(config: pytest.Config) -> bool:
+    """A process of a parallel run (pytest-xdist, `make test`): it gets a share of the tests."""
+    return hasattr(config, "workerinput")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The quick chaos run goes last: its own process runs meanwhile (see below)."""
-    items.sort(key=_chaos)  # stable: everything else keeps its order
+    """The quick chaos run overlaps the rest of the suite. Alone, the suite starts it at
+    collection and asks for its result last (below); in a parallel run its test goes first, so
+    that one process waits for it while the other works through the queue."""
+    items.sort(key=lambda item: _chaos(item) != _in_parallel(config))  # stable: the rest keeps its order
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the quick chaos run (a process of its own, about 80 s) as soon as it is known
     to be wanted, so it overlaps the rest of the suite instead of adding to it."""
-    if session.config.option.collectonly or not any(_chaos(item) for item in session.items):
+    if session.config.option.collectonly or _in_parallel(session.config):
+        return  # in a parallel run, every process collects everything: its test starts it
+    if not any(_chaos(item) for item in session.items):
         return
     from tests.chaos.test_quick_chaos_run import start_quick_run
 

@@ -18,7 +18,9 @@ from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from adapters.repository import dump_state, load_state
+from pydantic import BaseModel
+
+from adapters.repository import STATE_CONTEXT, dump_state, load_state
 from domain.payments.gateway import (
     Accepted,
     CaptureRequest,
@@ -29,6 +31,7 @@ from domain.payments.gateway import (
     LookupAnswer,
     RefundRequest,
     SettlementLine,
+    may_be_the_same_account,
 )
 from domain.payments.gateway import NotFound as NoSuchPayment
 from domain.shared.aggregate import AggregateRoot
@@ -201,7 +204,7 @@ class FakeUnitOfWork:
         result = self.database.processed.get(command_id)
         return None if result is None else dict(result)
 
-    def commit(self, command: Command | None = None, result: dict[str, Any] | None = None) -> list[Event]:
+    def commit(self, command: Command | None = None, result: BaseModel | dict[str, Any] | None = None) -> list[Event]:
         self._require_open()
         changes = [(repo, aggregate) for repo in self._repositories() for aggregate in repo.changed()]
         # Check everything first, so that a conflict leaves the database untouched.
@@ -219,6 +222,8 @@ class FakeUnitOfWork:
             aggregate.clear_events()
         self.database.outbox.extend(events)
         if command is not None:
+            if isinstance(result, BaseModel):  # stored as the database stores it
+                result = result.model_dump(mode="json", context=STATE_CONTEXT)
             self.database.processed[command.command_id] = dict(result) if result is not None else {}
         self.committed = True
         return events
@@ -261,6 +266,11 @@ class FakeGateway:
         self.calls: dict[str, int] = {}  # business id -> money-moving requests received
         self.reachable = True  # False: look-ups and the settlement listing fail too (the gateway is down)
         self.refuses_lookups = False  # True: look-ups are refused (400), as for another account's payment
+        # Whose account the key speaks for; a test swaps it to play a worker given another key.
+        self.account_id = "test:acct_fake"
+
+    def account(self) -> str:
+        return self.account_id
 
     # -- money-moving requests ------------------------------------------------------------
     def capture(self, request: CaptureRequest) -> GatewayAnswer:
@@ -298,15 +308,17 @@ class FakeGateway:
 
     # -- look-ups (never move money) --------------------------------------------------------
     def find_capture(self, request: CaptureRequest) -> LookupAnswer:
-        return self._find(request.idempotency_key)
+        return self._find(request.idempotency_key, request.sent_to)
 
     def find_refund(self, request: RefundRequest) -> LookupAnswer:
-        return self._find(request.idempotency_key)
+        return self._find(request.idempotency_key, request.sent_to)
 
-    def _find(self, key: str) -> LookupAnswer:
+    def _find(self, key: str, sent_to: str) -> LookupAnswer:
         with self._lock:
             if not self.reachable:
                 raise GatewayUnavailable("the gateway is down")
+            if not may_be_the_same_account(sent_to, self.account_id):  # as the Stripe adapter refuses it
+                raise GatewayRefusedRequest(f"{key} went to account {sent_to}; this key is {self.account_id}'s")
             if self.refuses_lookups:
                 raise GatewayRefusedRequest(f"resource_missing: no such payment for {key}")
             if key in self.moved:

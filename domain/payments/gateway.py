@@ -14,12 +14,29 @@ from typing import Literal
 from domain.shared.money import Money
 
 
+def may_be_the_same_account(sent_to: str, asked_of: str) -> bool:
+    """Whether the gateway account `asked_of` can see a request sent to `sent_to`.
+
+    An account is written "<mode>:<id>" ("live:acct_1Nv0..."): a gateway's test and live
+    modes keep separate records under one id. The id is "" when the key may not read it,
+    and the whole is "" for a request recorded before accounts were kept: what is not known
+    cannot tell two accounts apart, so only a known difference says "another account"."""
+    if not sent_to or not asked_of:
+        return True
+    sent_mode, _, sent_id = sent_to.partition(":")
+    asked_mode, _, asked_id = asked_of.partition(":")
+    return sent_mode == asked_mode and (not sent_id or not asked_id or sent_id == asked_id)
+
+
 @dataclass(frozen=True)
 class CaptureRequest:
     idempotency_key: str  # the attempt id: a business id, never a run id
     amount: Money
     card_token: str
     reference: str
+    # The gateway account the attempt went to ("" before accounts were kept). Only that account
+    # can say what became of it: another account's look-up would find nothing, which is no answer.
+    sent_to: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,7 @@ class RefundRequest:
     # other currency is refused before anything moves; "" (a capture recorded before payments
     # kept it) makes the gateway adapter read the charge's currency first.
     charge_currency: str = ""
+    sent_to: str = ""  # the gateway account the refund went to (as for captures)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from domain.payments.gateway import (
     LookupAnswer,
     NotFound,
     RefundRequest,
+    may_be_the_same_account,
 )
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.actor import Role
@@ -68,6 +69,7 @@ class CaptureAttempt(BaseModel):
     gateway_currency: str = ""  # the currency the gateway confirmed it charged in ("": not kept then)
     sent_at: datetime | None = None  # when payments decided to ask (None: recorded before this was kept)
     first_asked_at: datetime | None = None  # when it first left for the gateway (None: before this was kept)
+    sent_to: str = ""  # the gateway account it went to, "<mode>:<id>" ("": before this was kept)
     unknown_since: datetime | None = None  # when its flow gave up waiting: no send of it starts later
     answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
@@ -95,6 +97,7 @@ class GatewayRefund(BaseModel):
     gateway_reference: str = ""
     sent_at: datetime | None = None
     first_asked_at: datetime | None = None  # when it first left for the gateway (None: before this was kept)
+    sent_to: str = ""  # the gateway account it went to, "<mode>:<id>" ("": before this was kept)
     unknown_since: datetime | None = None  # when its flow gave up waiting: no send of it starts later
     answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
 
@@ -169,12 +172,13 @@ class Payment(AggregateRoot):
         return self.capture.amount if self.capture else Money.zero(self.amount.currency)
 
     def begin_capture(
-        self, command: CaptureCommand, asked_at: datetime | None = None
+        self, command: CaptureCommand, asked_at: datetime | None = None, asked_of: str = ""
     ) -> CaptureRequest | FoundByReconciliation:
         """Decide what the gateway is asked, at `asked_at` (when the request leaves: the
-        activity attempt's start; by default the command's time). Asking again for the same
-        attempt (an activity retry) asks the same thing with the same key, while the gateway
-        still keeps that key; asking again for one whose answer reconciliation found (a resumed
+        activity attempt's start; by default the command's time), of the gateway account
+        `asked_of`. Asking again for the same attempt (an activity retry) asks the same thing
+        with the same key, while the gateway still keeps that key and of the same account;
+        asking again for one whose answer reconciliation found (a resumed
         flow) gets that answer instead; for one whose answer is unknown, or first sent longer
         ago than the gateway keeps keys, a refusal (`attempt_unknown`): reconciliation asks."""
         asked_at = asked_at or command.issued_at
@@ -190,6 +194,7 @@ class Payment(AggregateRoot):
             )
         if attempt is not None:
             self._key_still_kept(attempt, asked_at, "attempt_unknown", f"attempt {attempt.attempt_id}")
+            self._same_account(attempt, asked_of, "attempt_unknown", f"attempt {attempt.attempt_id}")
         if attempt is None:
             self._must_be_recoverable()
             if isinstance(command, CapturePayment) and command.amount != self.amount:
@@ -202,12 +207,16 @@ class Payment(AggregateRoot):
                 raise InvalidCommand("no_attempts_left", f"order {self.id} had its {self.MAX_ATTEMPTS} attempts")
             attempt = CaptureAttempt(
                 attempt_id=command.command_id, amount=self.amount, card_token=self.card_token,
-                sent_at=command.issued_at, first_asked_at=asked_at,
+                sent_at=command.issued_at, first_asked_at=asked_at, sent_to=asked_of,
             )
             self.attempts.append(attempt)
             self.record(command, CaptureAttempted(order_id=self.id, attempt_id=attempt.attempt_id, amount=attempt.amount))
+        return self._capture_request(attempt)
+
+    def _capture_request(self, attempt: CaptureAttempt) -> CaptureRequest:
         return CaptureRequest(
-            idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id
+            idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id,
+            sent_to=attempt.sent_to,
         )
 
     def record_capture_answer(self, command: CaptureCommand, answer: GatewayAnswer) -> FoundByReconciliation | None:
@@ -249,9 +258,7 @@ class Payment(AggregateRoot):
         if attempt is None:
             raise InvalidCommand("no_such_attempt", f"order {self.id} has no capture attempt {command.attempt_id}")
         self._may_reconcile(attempt.status, self._first_asked(attempt), command, f"attempt {attempt.attempt_id}")
-        return CaptureRequest(
-            idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id
-        )
+        return self._capture_request(attempt)
 
     def reconcile_capture(self, command: ReconcileCapture, answer: LookupAnswer) -> None:
         """What the gateway's look-up means: captured, declined, or — confirmed never
@@ -320,6 +327,18 @@ class Payment(AggregateRoot):
                 code,
                 f"{what} first left for the gateway at {first:%Y-%m-%d %H:%M:%S} UTC; its key may be forgotten "
                 "by now, so it is not sent again: reconciliation asks the gateway",
+            )
+
+    @staticmethod
+    def _same_account(request: CaptureAttempt | GatewayRefund, asked_of: str, code: str, what: str) -> None:
+        """A request is sent again only to the account it went to: under another account's key
+        (a key swapped, test and live mixed up) the key means nothing there, and only the first
+        account can say what became of it."""
+        if not may_be_the_same_account(request.sent_to, asked_of):
+            raise InvalidCommand(
+                code,
+                f"{what} went to gateway account {request.sent_to}; this worker's key is {asked_of}'s, "
+                "so it is not sent again: reconciliation asks that account",
             )
 
     @staticmethod
@@ -399,10 +418,11 @@ class Payment(AggregateRoot):
         )
 
     def begin_refund(
-        self, command: SendRefundToGateway, asked_at: datetime | None = None
+        self, command: SendRefundToGateway, asked_at: datetime | None = None, asked_of: str = ""
     ) -> RefundRequest | FoundByReconciliation:
-        """What the gateway is asked for this refund, at `asked_at` (as for captures): the same
-        again for a refund still waiting for its answer, while the gateway keeps its key; for one
+        """What the gateway is asked for this refund, at `asked_at` of account `asked_of` (as for
+        captures): the same again for a refund still waiting for its answer, while the gateway
+        keeps its key and of the same account; for one
         whose answer reconciliation found (a resumed flow), that answer."""
         asked_at = asked_at or command.issued_at
         refund = self.refunds.get(command.refund_id)
@@ -419,7 +439,8 @@ class Payment(AggregateRoot):
                     "exceeds_captured", f"{command.amount} would refund more than the {self.captured} captured"
                 )
             refund = GatewayRefund(
-                refund_id=command.refund_id, amount=command.amount, sent_at=command.issued_at, first_asked_at=asked_at
+                refund_id=command.refund_id, amount=command.amount, sent_at=command.issued_at, first_asked_at=asked_at,
+                sent_to=asked_of,
             )
             self.refunds[refund.refund_id] = refund
             self.record(command, GatewayRefundRequested(order_id=self.id, refund_id=refund.refund_id, amount=refund.amount))
@@ -431,6 +452,7 @@ class Payment(AggregateRoot):
             raise InvalidCommand("refund_already_answered", f"refund {command.refund_id} is already {refund.status.value}")
         else:
             self._key_still_kept(refund, asked_at, "refund_key_expired", f"refund {refund.refund_id}")
+            self._same_account(refund, asked_of, "refund_key_expired", f"refund {refund.refund_id}")
         return self._refund_request(refund)
 
     def _refund_request(self, refund: GatewayRefund) -> RefundRequest:
@@ -442,6 +464,7 @@ class Payment(AggregateRoot):
             reference=refund.refund_id,
             order_id=self.id,
             charge_currency=self.capture.gateway_currency,
+            sent_to=refund.sent_to,
         )
 
     def record_refund_answer(self, command: SendRefundToGateway, answer: GatewayAnswer) -> FoundByReconciliation | None:

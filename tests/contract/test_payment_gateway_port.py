@@ -204,3 +204,9 @@ def test_a_wrong_api_key_is_refused_clearly_and_moves_no_money(provider: Provide
         wrong.close()
 
     assert provider.gateway.find_capture(request) == NotFound()
+
+
+def test_the_gateway_names_the_test_mode_account_its_key_speaks_for(provider: Provider):
+    # Payments keeps it with every request; a look-up under another account's key is refused.
+    mode, _, account_id = provider.gateway.account().partition(":")
+    assert mode == "test" and account_id.startswith("acct_")

@@ -413,6 +413,47 @@ def test_a_capture_that_never_arrives_charges_nothing_and_a_look_up_finds_nothin
     assert read_ledger(base_url)["captures"] == []
 
 
+def test_the_adapter_knows_whose_account_its_key_speaks_for_from_the_gateway(gateway: StripeGateway, base_url: str):
+    before = len(read_calls(base_url))
+    assert gateway.account() == "test:acct_simulator"
+    assert gateway.account() == "test:acct_simulator"
+    assert read_calls(base_url)[before:] == ["GET /v1/account"]  # read once, then kept
+    with gateway_simulator("--account-id", "acct_other") as other_url:
+        other = StripeGateway(SIMULATOR_API_KEY, other_url)
+        try:
+            assert other.account() == "test:acct_other"
+        finally:
+            other.close()
+
+
+def test_a_look_up_for_a_request_sent_to_another_account_is_refused_without_asking(
+        gateway: StripeGateway, impatient: StripeGateway, base_url: str):
+    # Another account's search and refund list would find nothing, and "not found" would free
+    # money that may have moved in the account the request went to.
+    request = capture_of("tok_capture_answer_lost")
+    with pytest.raises(GatewayUnavailable):
+        impatient.capture(request)
+    sent_elsewhere = CaptureRequest(request.idempotency_key, request.amount, request.card_token, request.reference,
+                                    sent_to="test:acct_1AnotherAccount")
+    payment = paid(gateway)
+    refund = refund_of(payment, "1.00")
+    gateway.refund(refund)
+    assert gateway.account() == "test:acct_simulator"
+    before = len(read_calls(base_url))
+
+    with pytest.raises(GatewayRefusedRequest, match="acct_1AnotherAccount"):
+        gateway.find_capture(sent_elsewhere)
+    with pytest.raises(GatewayRefusedRequest, match="live:acct_simulator"):
+        gateway.find_refund(RefundRequest(refund.idempotency_key, payment, refund.amount, refund.reference,
+                                          sent_to="live:acct_simulator"))
+    assert read_calls(base_url)[before:] == []
+    # Asked of the account it went to, the same look-ups answer.
+    mine = CaptureRequest(request.idempotency_key, request.amount, request.card_token, request.reference,
+                          sent_to=gateway.account())
+    assert isinstance(gateway.find_capture(mine), Accepted)
+    assert isinstance(gateway.find_refund(refund), Accepted)
+
+
 def test_refused_requests_move_nothing_and_a_look_up_finds_nothing(gateway: StripeGateway, base_url: str):
     capture = capture_of("tok_capture_refused")
     with pytest.raises(GatewayRefusedRequest, match="invalid_request_error"):

@@ -34,6 +34,7 @@ from domain.billing.commands import (
 )
 from domain.billing.order import Order
 from domain.billing.refund import RefundStatus
+from domain.contracts import Outcome
 from domain.payments.payment import AttemptStatus, CaptureAttempt, GatewayRefund, Payment
 from domain.shared.actor import Actor, Role
 from domain.shared.aggregate import AggregateRoot
@@ -401,6 +402,39 @@ def test_a_processed_command_returns_its_stored_result_and_cannot_be_recorded_tw
     assert outbox_rows(engine) == events_before
     assert processed_count(engine) == 1
     assert load_order(engine).version == 2
+
+
+def test_a_decisions_stored_answer_keeps_its_money_in_integer_minor_units(engine: Engine) -> None:
+    store(engine, delivered_order())
+    request = refund("r-1", "40.50")
+    with unit_of_work(engine) as uow:
+        uow.orders.get("o-1").request_refund(request)
+        uow.commit(request, Outcome(command_id=request.command_id, events=uow.pending_events()))
+
+    with engine.connect() as connection:
+        stored = connection.execute(
+            select(tables.processed_commands.c.result)
+            .where(tables.processed_commands.c.command_id == request.command_id)
+        ).scalar_one()
+    assert [event["amount"] for event in stored["events"]] == [{"minor": 4050, "currency": "EUR"}]
+    with unit_of_work(engine) as uow:
+        answer = Outcome.model_validate(uow.processed_result(request.command_id))
+    assert answer.event_names == ["RefundApproved"]
+    assert answer.events[0].amount == eur("40.50")
+
+
+def test_an_answer_stored_with_decimal_strings_before_minor_units_still_reads_the_same(engine: Engine) -> None:
+    store(engine, delivered_order())
+    request = refund("r-1", "40.50")
+    with unit_of_work(engine) as uow:
+        uow.orders.get("o-1").request_refund(request)
+        events = uow.pending_events()
+        # How answers were stored until 2026-12-06: the events' JSON, amounts as decimal strings.
+        uow.commit(request, Outcome(command_id=request.command_id, events=events).model_dump(mode="json"))
+    with unit_of_work(engine) as uow:
+        answer = Outcome.model_validate(uow.processed_result(request.command_id))
+    assert answer.events == events
+    assert answer.events[0].amount == eur("40.50")
 
 
 def test_a_command_without_a_result_still_reads_as_processed(engine: Engine) -> None:

@@ -612,6 +612,12 @@ class FakeGateway:
     answers: list[Any] = field(default_factory=list)
     captures: list[CaptureRequest] = field(default_factory=list)
     refunds: list[RefundRequest] = field(default_factory=list)
+    account_id: str | Exception = "test:acct_fake"
+
+    def account(self) -> str:
+        if isinstance(self.account_id, Exception):
+            raise self.account_id
+        return self.account_id
 
     def capture(self, request: CaptureRequest):
         self.captures.append(request)
@@ -637,6 +643,24 @@ def test_payments_activities_capture_once_however_often_the_command_is_delivered
     assert payments.capture_payment(cmd) == first
     assert len(gateway.captures) == 1
     assert names(service.db.outbox) == ["CaptureAttempted", "PaymentCaptured"]
+
+
+def test_payments_keeps_the_account_each_request_went_to(service):
+    gateway = FakeGateway(answers=[Accepted("ch_1"), Accepted("re_1")], account_id="live:acct_1")
+    payments = PaymentsActivities(service.uow, gateway)
+    payments.capture_payment(capture())
+    with service.uow() as uow:
+        payment = uow.payments.get("o-1")
+    assert [a.sent_to for a in payment.attempts] == ["live:acct_1"]
+
+
+def test_a_capture_whose_account_cannot_be_read_yet_is_retried_and_records_nothing(service):
+    gateway = FakeGateway(account_id=GatewayUnavailable("Stripe unreachable"))
+    payments = PaymentsActivities(service.uow, gateway)
+    with pytest.raises(ApplicationError) as raised:
+        payments.capture_payment(capture())
+    assert (raised.value.type, raised.value.non_retryable) == ("GatewayUnavailable", False)
+    assert gateway.captures == [] and service.db.outbox == []
 
 
 def test_payments_activities_record_a_decline_with_its_code(service):
@@ -668,7 +692,7 @@ def test_payments_activities_send_a_refund_against_the_capture(service):
     assert names(outcome.events) == ["GatewayRefundSettled"]  # the request itself was saved by `prepare`
     assert names(service.db.outbox)[-2:] == ["GatewayRefundRequested", "GatewayRefundSettled"]
     assert gateway.refunds == [RefundRequest(idempotency_key="r-1", charge="ch_1", amount=eur("30"), reference="r-1",
-                                             order_id=ORDER_ID, charge_currency="EUR")]
+                                             order_id=ORDER_ID, charge_currency="EUR", sent_to="test:acct_fake")]
     assert payments.send_refund_to_gateway(send) == outcome
     assert len(gateway.refunds) == 1
 

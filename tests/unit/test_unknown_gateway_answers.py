@@ -442,3 +442,53 @@ def test_a_capture_attempt_whose_answer_is_unknown_is_not_sent_again_reconciliat
     payment.clear_events()
     again = capture_cmd("100.00", command_id=attempt_id)
     assert_refused(payment, lambda: payment.begin_capture(again), InvalidCommand, "attempt_unknown")
+
+
+# -- which gateway account a request went to ----------------------------------------------------
+LIVE = "live:acct_1"
+
+
+def test_a_capture_keeps_the_account_it_went_to_and_its_look_up_names_that_account():
+    payment = new_payment()
+    attempt_id = "payment-o-1/capture"
+    payment.begin_capture(capture_cmd("100.00", command_id=attempt_id), asked_at=T0, asked_of=LIVE)
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+
+    assert payment.attempts[0].sent_to == LIVE
+    assert payment.capture_lookup(reconcile_capture(attempt_id, at=LATER)).sent_to == LIVE
+
+
+def test_a_capture_is_not_sent_again_under_another_accounts_key():
+    # A worker given another account's key (or the live key for a test-mode attempt) would send
+    # the same idempotency key where it means nothing: payments refuses, reconciliation asks.
+    payment = new_payment()
+    attempt_id = "payment-o-1/capture"
+    payment.begin_capture(capture_cmd("100.00", command_id=attempt_id), asked_at=T0, asked_of=LIVE)
+    payment.clear_events()
+    again = capture_cmd("100.00", command_id=attempt_id)
+    assert_refused(payment, lambda: payment.begin_capture(again, asked_at=T0, asked_of="live:acct_2"),
+                   InvalidCommand, "attempt_unknown")
+    assert_refused(payment, lambda: payment.begin_capture(again, asked_at=T0, asked_of="test:acct_1"),
+                   InvalidCommand, "attempt_unknown")
+    # The same account under a key that may not read its id: only the mode can be compared.
+    assert payment.begin_capture(again, asked_at=T0, asked_of="live:").idempotency_key == attempt_id
+
+
+def test_a_refund_is_not_sent_again_under_another_accounts_key_and_its_look_up_names_its_account():
+    payment = captured_payment()
+    payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0, asked_of=LIVE)
+    payment.clear_events()
+    assert_refused(payment, lambda: payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0, asked_of="live:acct_2"),
+                   InvalidCommand, "refund_key_expired")
+    assert payment.refunds["r-1"].status is GatewayRefundStatus.SENT
+    payment.mark_refund_unknown(mark_refund("r-1"))
+    assert payment.refund_lookup(reconcile_refund("r-1", at=LATER)).sent_to == LIVE
+
+
+def test_a_request_recorded_before_accounts_were_kept_may_be_sent_again_under_any_key():
+    payment = new_payment()
+    attempt_id = "payment-o-1/capture"
+    payment.begin_capture(capture_cmd("100.00", command_id=attempt_id), asked_at=T0)  # no account known
+    payment.clear_events()
+    again = capture_cmd("100.00", command_id=attempt_id)
+    assert payment.begin_capture(again, asked_at=T0, asked_of=LIVE).sent_to == ""

@@ -306,6 +306,31 @@ async def test_a_capture_whose_answer_was_lost_past_the_retry_window_ends_paid_o
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
 
 
+async def test_a_capture_looked_up_under_another_accounts_key_stays_unknown_until_its_own_account_answers(harness):
+    # The card was charged, the answer lost. The worker then runs with another account's key, whose
+    # search would find nothing: were that "not charged", recovery would charge the card again.
+    order_id, handle = await start_payment(harness, "tok_capture_answer_lost")
+    await wait_for_status(handle, "capturing", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
+    [attempt] = harness.payment(order_id).attempts
+    assert attempt.sent_to == "test:acct_fake"
+
+    harness.gateway.account_id = "test:acct_another"
+    await reconcile(harness)
+
+    [discrepancy] = harness.discrepancies()
+    assert discrepancy.id == f"lookup_refused:{attempt.attempt_id}"
+    assert "acct_another" in discrepancy.detail
+    assert harness.payment(order_id).attempts[0].status is AttemptStatus.UNKNOWN
+    assert (await handle.query(PaymentWorkflow.status_view)).status == "awaiting_reconciliation"
+
+    harness.gateway.account_id = "test:acct_fake"  # the right key again
+    await reconcile(harness)
+    await wait_for_status(handle, "paid", env=harness.env)
+    assert harness.order(order_id).paid.amount == Decimal("120.00")
+
+
 async def test_a_refused_capture_request_is_reconciled_as_not_charged_and_recovery_goes_on(harness):
     order_id, handle = await start_payment(harness, "tok_capture_refused")
     await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
