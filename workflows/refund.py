@@ -6,8 +6,9 @@ Read top to bottom:
   RefundRejected → NotifyCustomer. Done.
   RefundApproved → ScreenRefund → fraud → RefundCleared | FraudReviewOpened
       (money owed by a cancellation is always cleared)
-  FraudReviewOpened → wait for a person (Update `resolve_review`): 24 h reminder,
-      72 h ExpireFraudReview → ReviewApproved | ReviewRejected; a decision the owner
+  FraudReviewOpened → wait for a person (Update `resolve_review`): 24 h reminder
+      (NotifyTeam(fraud), going out beside the wait: a mailbox outage holds nothing up),
+      72 h after opening ExpireFraudReview → ReviewApproved | ReviewRejected; a decision the owner
       refuses is answered as refused and the review keeps waiting
   ReviewRejected → compensation: CancelRefund → billing, WithdrawRefund → fraud, NotifyCustomer
       (+ RefundOwed → NotifyTeam(support)). Done.
@@ -74,7 +75,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
-    from workflows.process import AwaitsReconciliation, from_outside, refuse_outsider
+    from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, from_outside, refuse_outsider
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -120,6 +121,7 @@ class RefundWorkflow(AwaitsReconciliation, Process):
         self.review_refusal: tuple[ReviewResolution, str] | None = None  # fraud refused it: the Update's answer
         self.refused_decisions = 0
         self.review_closed = False  # expiry started or a decision taken
+        self.reminding: asyncio.Task[Outcome] | None = None  # the review's reminder, going out beside it
 
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
@@ -236,7 +238,7 @@ class RefundWorkflow(AwaitsReconciliation, Process):
             expiry_wait = expires_at - workflow.now()
             if not reminded and not await self.wait_for(decided, remind_at - workflow.now(), "fraud review reminder"):
                 reminded = True
-                await self.send(
+                remind = self.send(
                     self.command(
                         NotifyTeam,
                         "remind-fraud-team",
@@ -247,6 +249,12 @@ class RefundWorkflow(AwaitsReconciliation, Process):
                     ),
                     NOTIFY,
                 )
+                if self.takes(REMINDER_BESIDE_REVIEW):
+                    # The reminder goes out beside the review: a mailbox outage holds up neither a
+                    # reviewer's decision nor the expiry. The flow ends only once it has gone out.
+                    self.reminding = asyncio.create_task(remind)
+                else:
+                    await remind
                 # The expiry stays 72 h after the review opened, however late the reminder went
                 # out (a mailbox or worker outage); a timer of a second at least, as before.
                 expiry_wait = max(expires_at - workflow.now(), timedelta(seconds=1))
@@ -473,6 +481,8 @@ class RefundWorkflow(AwaitsReconciliation, Process):
         return {"refund_id": approved.refund_id, "order_id": approved.order_id, "amount": str(approved.amount)}
 
     async def end(self, status: str, reason: str = "") -> RefundStatus:
+        if self.reminding is not None:
+            await self.reminding  # a reminder on its way is delivered (or its failure raised) first
         self.reason = reason
         self.set_status(status)
         await self.finish()
