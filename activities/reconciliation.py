@@ -25,14 +25,12 @@ from domain.payments.gateway import GatewayUnavailable
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy
 from domain.reconciliation.discrepancy import Discrepancy
 from domain.reconciliation.queries import OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
-from domain.reconciliation.settlement import Finding, LedgerEntry, compare
+from domain.reconciliation.settlement import Finding, compare, ledger_entries
+from domain.reconciliation.stranded import reservations_to_check, reserved_before
 
 READ_OPEN_REQUESTS = "reconciliation.FindOpenGatewayRequests"
 COMPARE_SETTLEMENTS = "reconciliation.CompareSettlements"
 FIND_STRANDED_REFUNDS = "reconciliation.FindStrandedRefunds"
-# A reservation younger than this is left alone: its flow may be starting, or waiting for a
-# person (a fraud review lasts up to 72 h), and is asked about only once it is this old.
-STRANDED_AFTER = timedelta(hours=1)
 
 
 class ReconciliationActivities:
@@ -81,37 +79,15 @@ class ReconciliationActivities:
             raise ApplicationError(f"gateway unavailable: {trouble}", type="GatewayUnavailable") from trouble
         since = datetime.combine(day.day, time(0), tzinfo=UTC)
         with self.uow() as uow:
-            entries = []
-            for payment in uow.payments.changed_since(since):
-                order = uow.orders.find(payment.id)
-                capture = payment.capture
-                if capture is not None:
-                    billed = order.paid if order is not None and order.paid.is_positive else None
-                    entries.append(
-                        LedgerEntry(
-                            kind="capture",
-                            business_id=capture.attempt_id,
-                            order_id=payment.id,
-                            amount=capture.amount,
-                            sent_at=capture.sent_at,
-                            billed=billed,
-                        )
-                    )
-                for refund in payment.refunds.values():
-                    if refund.status.value != "settled":
-                        continue
-                    billing_refund = order.refunds.get(refund.refund_id) if order is not None else None
-                    billed = billing_refund.amount if billing_refund is not None and billing_refund.paid_out else None
-                    entries.append(
-                        LedgerEntry(
-                            kind="refund",
-                            business_id=refund.refund_id,
-                            order_id=payment.id,
-                            amount=refund.amount,
-                            sent_at=refund.sent_at,
-                            billed=billed,
-                        )
-                    )
+            payments = {payment.id: payment for payment in uow.payments.changed_since(since)}
+            # And the orders the listing names, however long ago they changed: a movement under
+            # an old business id (a second charge days after the first) is compared with its record.
+            for order_id in sorted({line.order_id for line in listed if line.order_id} - payments.keys()):
+                if (payment := uow.payments.find(order_id)) is not None:
+                    payments[order_id] = payment
+            entries = [
+                entry for payment in payments.values() for entry in ledger_entries(payment, uow.orders.find(payment.id))
+            ]
         return compare(day.day, listed, entries)
 
     @activity.defn(name=FIND_STRANDED_REFUNDS)
@@ -119,9 +95,8 @@ class ReconciliationActivities:
         """Refunds whose money billing holds reserved while their flow (`refund-{id}`) no longer
         runs: terminated, failed, timed out, or reset away from and gone."""
         assert self.client is not None, "finding stranded refunds needs the Temporal client"
-        cutoff = scan.as_of - STRANDED_AFTER
         # The database is read in a thread: this activity runs on the worker's event loop.
-        candidates = await asyncio.to_thread(self._reserved_refunds, cutoff)
+        candidates = await asyncio.to_thread(self._reserved_refunds, scan.as_of)
         stranded = []
         for order_id, refund_id, amount, requested_at in candidates:
             workflow_id = f"refund-{refund_id}"
@@ -147,11 +122,10 @@ class ReconciliationActivities:
             )
         return stranded
 
-    def _reserved_refunds(self, cutoff: datetime) -> list[tuple[str, str, Any, datetime]]:
+    def _reserved_refunds(self, as_of: datetime) -> list[tuple[str, str, Any, datetime]]:
         with self.uow() as uow:
             return [
                 (order.id, refund.refund_id, refund.amount, refund.requested_at)
-                for order in uow.orders.reserving_since(cutoff)
-                for refund in order.refunds.values()
-                if refund.in_flight and refund.requested_at <= cutoff
+                for order in uow.orders.reserving_since(reserved_before(as_of))
+                for refund in reservations_to_check(order, as_of)
             ]

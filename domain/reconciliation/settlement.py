@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from domain.billing.order import Order
 from domain.payments.gateway import SettlementLine
+from domain.payments.payment import GatewayRefundStatus, Payment
 from domain.reconciliation.discrepancy import DiscrepancyKind
 from domain.shared.money import Money, total
 
@@ -28,6 +30,32 @@ class LedgerEntry(BaseModel):
     amount: Money  # payments' record
     sent_at: datetime | None
     billed: Money | None  # billing's ledger: the order's paid amount, or the completed refund
+    reference: str = ""  # the gateway's id payments recorded for the movement ("": it gave none)
+
+
+def ledger_entries(payment: Payment, order: Order | None) -> list[LedgerEntry]:
+    """What settleflow's owners record as moved for one order: payments' captured attempt
+    (billed: the order's paid amount, if any) and every refund payments saw settle (billed:
+    billing's refund, once paid out). Unknown, declined and open requests moved nothing
+    that payments knows of: they are reconciliation's other pass."""
+    entries = []
+    capture = payment.capture
+    if capture is not None:
+        billed = order.paid if order is not None and order.paid.is_positive else None
+        entries.append(LedgerEntry(
+            kind="capture", business_id=capture.attempt_id, order_id=payment.id, amount=capture.amount,
+            sent_at=capture.sent_at, billed=billed, reference=capture.gateway_reference,
+        ))
+    for refund in payment.refunds.values():
+        if refund.status is not GatewayRefundStatus.SETTLED:
+            continue
+        billing_refund = order.refunds.get(refund.refund_id) if order is not None else None
+        billed = billing_refund.amount if billing_refund is not None and billing_refund.paid_out else None
+        entries.append(LedgerEntry(
+            kind="refund", business_id=refund.refund_id, order_id=payment.id, amount=refund.amount,
+            sent_at=refund.sent_at, billed=billed, reference=refund.gateway_reference,
+        ))
+    return entries
 
 
 class Finding(BaseModel):
@@ -46,12 +74,15 @@ class Finding(BaseModel):
 def compare(day: date, gateway: Iterable[SettlementLine], ours: Iterable[LedgerEntry]) -> list[Finding]:
     """Every disagreement about `day`. `gateway` is the listing of `day` and may include
     the next day's (a movement sent just before midnight settles after it); `ours` holds
-    every entry the owners changed since `day` began.
+    every entry the owners changed since `day` began, and the entries of every business id
+    the listing names.
 
     The gateway may list more than one movement under one business id (a capture charged
     twice, a refund paid twice): every line is kept, such a business id is a finding of its
     own (`duplicate_at_gateway`), and what moved under it is compared as the sum of its lines.
-    A business id belongs to the day its first line settled on."""
+    So is a movement under another gateway id than the one payments recorded, though it is
+    alone in the day's listing: a second movement days after the first. A business id belongs
+    to the day its first line settled on."""
     listed: dict[tuple[str, str], list[SettlementLine]] = defaultdict(list)
     for line in gateway:
         listed[(line.kind, line.business_id)].append(line)
@@ -89,11 +120,14 @@ def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None)
     amount = str(moved) if moved is not None else "amounts in more than one currency"
     settled = f"the gateway settled {amount} for {what} ({_references(lines)})"
     findings: list[Finding] = []
-    if len(lines) > 1:
+    others = [line for line in lines if entry is not None and entry.reference and line.reference != entry.reference]
+    if len(lines) > 1 or others:
         ours = (
-            f"payments records one {first.kind} of {entry.amount}" if entry is not None
+            f"payments records one {first.kind} of {entry.amount}"
+            + (f" ({entry.reference})" if entry.reference else "") if entry is not None
             else "payments has no settled record of it"
         )
+        how_many = f"{len(lines)} movements under one id" if len(lines) > 1 else "another movement under its id"
         findings.append(
             Finding(
                 kind=DiscrepancyKind.DUPLICATE_AT_GATEWAY,
@@ -101,7 +135,7 @@ def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None)
                 business_id=first.business_id,
                 ours=entry.amount if entry is not None else None,
                 gateway=moved,
-                detail=f"{settled}: {len(lines)} movements under one id; {ours}",
+                detail=f"{settled}: {how_many}; {ours}",
             )
         )
     if entry is None:

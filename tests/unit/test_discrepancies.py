@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from domain.payments.gateway import SettlementLine
+from domain.payments.gateway import Accepted, SettlementLine
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy, discrepancy_id
 from domain.reconciliation.discrepancy import Discrepancy, DiscrepancyKind, DiscrepancyStatus
-from domain.reconciliation.settlement import LedgerEntry, compare
+from domain.reconciliation.settlement import LedgerEntry, compare, ledger_entries
 from domain.shared.errors import InvalidCommand
 from domain.shared.money import Money
-from tests.unit.builders import SUPPORT, T0, assert_refused, command, eur, names
+from tests.unit.builders import SUPPORT, T0, assert_refused, command, delivered_order, eur, names
+from tests.unit.test_order_refunds import approve, complete
+from tests.unit.test_payment import captured_payment, refund_cmd
 
 DAY = date(2025, 3, 1)
 NOON = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -48,10 +50,10 @@ def line(
     )
 
 
-def entry(kind: str, business_id: str, amount: str, billed: str | None = "same") -> LedgerEntry:
+def entry(kind: str, business_id: str, amount: str, billed: str | None = "same", reference: str = "") -> LedgerEntry:
     return LedgerEntry(
         kind=kind, business_id=business_id, order_id="o-1", amount=eur(amount), sent_at=NOON,
-        billed=eur(amount) if billed == "same" else (eur(billed) if billed else None),
+        billed=eur(amount) if billed == "same" else (eur(billed) if billed else None), reference=reference,
     )
 
 
@@ -223,6 +225,27 @@ def test_two_captures_the_gateway_charged_for_one_attempt_are_a_duplicate_naming
     assert "pi_1" in duplicate.detail and "pi_2" in duplicate.detail
 
 
+def test_a_second_movement_days_after_the_first_is_a_duplicate_not_a_movement_payments_does_not_know():
+    # The first charge settled (and was compared) days ago; this day's listing holds only the
+    # second, under the same attempt id and another PaymentIntent.
+    attempt = "payment-o-1/capture"
+    gateway = [line("capture", attempt, "100.00", reference="pi_2")]
+
+    findings = compare(DAY, gateway, [entry("capture", attempt, "100.00", reference="pi_1")])
+
+    [duplicate] = findings
+    assert (duplicate.kind, duplicate.business_id, duplicate.ours, duplicate.gateway) == (
+        DiscrepancyKind.DUPLICATE_AT_GATEWAY, attempt, eur("100.00"), eur("100.00"))
+    assert "pi_2" in duplicate.detail and "pi_1" in duplicate.detail and "another movement" in duplicate.detail
+
+
+def test_the_movement_payments_recorded_is_no_duplicate_and_an_unnamed_one_is_not_judged_by_its_id():
+    recorded = [entry("refund", "r-1", "30.00", reference="re_1")]
+    assert compare(DAY, [line("refund", "r-1", "30.00", reference="re_1")], recorded) == []
+    # Payments recorded no gateway id (the gateway gave none): nothing to tell a second one by.
+    assert compare(DAY, [line("refund", "r-1", "30.00", reference="re_9")], [entry("refund", "r-1", "30.00")]) == []
+
+
 def test_a_single_line_that_matches_its_entry_is_no_duplicate():
     assert compare(DAY, [line("refund", "r-1", "30.00", reference="re_1")], [entry("refund", "r-1", "30.00")]) == []
 
@@ -248,3 +271,24 @@ def test_a_duplicate_payments_knows_nothing_of_is_both_a_duplicate_and_missing_i
         (DiscrepancyKind.DUPLICATE_AT_GATEWAY, eur("10.00")),
         (DiscrepancyKind.MISSING_IN_PAYMENTS, eur("10.00")),
     }
+
+
+# -- what the owners record as moved --------------------------------------------------------
+def test_the_ledger_holds_the_captured_attempt_and_the_settled_refunds_with_what_billing_shows():
+    payment, order = captured_payment("100.00"), delivered_order("100.00")
+    for refund_id in ("r-1", "r-2", "r-3"):
+        payment.begin_refund(refund_cmd(refund_id, "10.00"))
+        approve(order, refund_id, "10.00")
+    payment.record_refund_answer(refund_cmd("r-1", "10.00"), Accepted("re_1"))
+    payment.record_refund_answer(refund_cmd("r-2", "10.00"), Accepted("re_2"))  # billing not told yet
+    order.complete_refund(complete(order, "r-1"))
+
+    entries = {(e.kind, e.business_id): e for e in ledger_entries(payment, order)}
+
+    capture = payment.capture
+    assert set(entries) == {("capture", capture.attempt_id), ("refund", "r-1"), ("refund", "r-2")}  # r-3 still sent
+    assert (entries["capture", capture.attempt_id].billed, entries["capture", capture.attempt_id].reference) == (
+        eur("100.00"), capture.gateway_reference)
+    assert (entries["refund", "r-1"].billed, entries["refund", "r-1"].reference) == (eur("10.00"), "re_1")
+    assert entries["refund", "r-2"].billed is None
+    assert [e.billed for e in ledger_entries(payment, None)] == [None, None, None]  # no order: billing shows nothing

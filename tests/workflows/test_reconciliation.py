@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -621,6 +621,24 @@ async def stray_refund_at_the_gateway(harness, refund_id: str):
     await reconcile(harness, daily=True, day=date(2026, 11, 30))
     [found] = harness.discrepancies()
     return found
+
+
+async def test_a_second_charge_days_after_the_first_is_reported_as_a_duplicate_of_the_paid_attempt(harness):
+    order_id, handle = await start_payment(harness, "tok_visa")
+    await wait_for_status(handle, "paid", env=harness.env)
+    [attempt] = harness.payment(order_id).attempts
+    later = (datetime.now(UTC) + timedelta(days=3)).date()
+    # The gateway charges again under the same attempt id, three days on (another PaymentIntent).
+    harness.gateway.moved["second-charge"] = SettlementLine(
+        kind="capture", business_id=attempt.attempt_id, order_id=order_id, reference="pi_second",
+        amount=Money.of("120.00", "EUR"), settled_at=datetime.combine(later, time(9), tzinfo=UTC),
+    )
+
+    await reconcile(harness, daily=True, day=later)
+
+    [found] = harness.discrepancies()
+    assert (found.id, found.gateway) == (f"duplicate_at_gateway:{attempt.attempt_id}", Money.of("120.00", "EUR"))
+    assert "pi_second" in found.detail and attempt.gateway_reference in found.detail
 
 
 async def test_support_resolves_a_discrepancy_with_a_note_and_it_is_no_longer_open(harness):
