@@ -572,7 +572,7 @@ def build_parser() -> CliParser:
     p.set_defaults(handler=Cli.cancel)
 
     p = verbs.add_parser("status", parents=[common], help="a workflow's status and trail")
-    p.add_argument("workflow_id", type=identifier)
+    p.add_argument("workflow_id", type=derived_identifier)  # refund-{order}-cancellation is longer than an order id
     p.set_defaults(handler=Cli.status)
 
     p = verbs.add_parser("order", parents=[common], help="billing's view of an order")

@@ -1,5 +1,6 @@
 """starter.py takes the ids settleflow derives from ids people give — a discrepancy id
-(`capture:payment-{order}/retry-2`), a flow's workflow id (`refund-{order}-cancellation`) —
+(`capture:payment-{order}/retry-2`), a flow's workflow id (`refund-{order}-cancellation`, for
+`resume-flow` and `status`) —
 up to the derived limit, so support can resolve and resume what an order of the longest id
 left behind; longer, empty or with control characters, they are refused with one line, exit 2."""
 
@@ -14,11 +15,13 @@ LONGEST_ORDER = "o-" + "x" * (ID_MAX - 2)
 DERIVED = {
     "resolve-discrepancy": ("discrepancy_id", f"capture:payment-{LONGEST_ORDER}/retry-2"),
     "resume-flow": ("workflow_id", f"refund-{LONGEST_ORDER}-cancellation"),
+    "status": ("workflow_id", f"refund-{LONGEST_ORDER}-cancellation"),
 }
+SUPPORTS_NOTE = ["--note", "ticket 881", "--as", "support:sam"]
 
 
 def parse(verb: str, the_id: str):
-    return starter.build_parser().parse_args([verb, the_id, "--note", "ticket 881", "--as", "support:sam"])
+    return starter.build_parser().parse_args([verb, the_id, *(SUPPORTS_NOTE if verb != "status" else [])])
 
 
 @pytest.mark.parametrize("verb", list(DERIVED))
