@@ -46,6 +46,7 @@ from adapters.mailbox import FileMailbox
 from adapters.settings import SIMULATOR_API_KEY, Settings, load
 from adapters.temporal import address_of, connect
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
+from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from workflows.registry import FLOWS_QUEUE, WORKFLOWS
 from workflows.schedules import ensure_schedules
 
@@ -66,19 +67,21 @@ class Dependencies:
     def from_settings(cls, settings: Settings) -> Dependencies:
         return cls.connect(
             settings.database_url, settings.gateway_url, settings.mailbox_dir, settings.gateway_timeout_seconds,
-            gateway_api_key=settings.stripe_api_key.get_secret_value(),
+            gateway_api_key=settings.stripe_api_key.get_secret_value(), gateway_account=settings.stripe_account,
         )
 
     @classmethod
     def connect(
         cls, database_url: str, gateway_url: str, mailbox_dir: str | Path, gateway_timeout_seconds: float = 10.0,
-        gateway_api_key: str = SIMULATOR_API_KEY,
+        gateway_api_key: str = SIMULATOR_API_KEY, gateway_account: str | None = None,
     ) -> Dependencies:
         engine = tracing.trace_engine(db.make_engine(database_url))
         aggregates = default_aggregate_types()
         return cls(
             uow_factory=lambda: SqlUnitOfWork(engine, aggregates),
-            gateway=MeasuredGateway(StripeGateway(gateway_api_key, gateway_url, gateway_timeout_seconds)),
+            gateway=MeasuredGateway(
+                StripeGateway(gateway_api_key, gateway_url, gateway_timeout_seconds, account_id=gateway_account)
+            ),
             mailbox=FileMailbox(mailbox_dir),
             engine=engine,
         )
@@ -173,12 +176,29 @@ async def run_until_stopped(workers: list[Worker], stop: asyncio.Event) -> None:
             raise run.exception()
 
 
+async def know_the_gateway_account(gateway: StripeGateway | MeasuredGateway) -> None:
+    """Payments keeps, with every request, the account it went to: a key that cannot say whose
+    it is (a wrong key, a restricted key without SETTLEFLOW_STRIPE_ACCOUNT, another account
+    than the declared one) stops the worker before it takes any work. A gateway not reachable
+    yet is asked again when the first request goes out."""
+    try:
+        account = await asyncio.to_thread(gateway.account)
+    except GatewayRefusedRequest as refused:
+        print(f"worker.py: error: the payment gateway's key: {refused}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except GatewayUnavailable as unreachable:
+        log.warning("the payment gateway cannot say yet whose account its key is (%s): asked again later", unreachable)
+        return
+    log.info("payments go to gateway account %s", account)
+
+
 async def serve(args: argparse.Namespace) -> None:
     settings = load()
     write_bytecode(workflows)  # the sandbox imports a flow's module afresh for every run
     tracing.setup("settleflow-worker")
     db.upgrade(settings.database_url)
     deps = Dependencies.from_settings(settings)
+    await know_the_gateway_account(deps.gateway)
     client = await connect(settings, runtime=runtime_for(settings))
     queues = args.queue or list(ALL_QUEUES)
     if FLOWS_QUEUE in queues:

@@ -59,7 +59,7 @@ class PaymentsActivities:
         return decide(self.uow, command, lambda uow: uow.payments.get(command.order_id).update_payment_method(command))
 
     def _capture(self, command: CapturePayment | RetryPaymentCapture, load: Callable[[Any], Payment]) -> Outcome:
-        account = self._ask(self.gateway.account)  # asked before the transaction: it may call the gateway
+        account = self._account()
         return self._around_the_gateway(
             command,
             lambda uow: load(uow).begin_capture(command, self.asked_at(), account),
@@ -69,7 +69,7 @@ class PaymentsActivities:
 
     @activity.defn(name=SendRefundToGateway.activity_name())
     def send_refund_to_gateway(self, command: SendRefundToGateway) -> Outcome:
-        account = self._ask(self.gateway.account)
+        account = self._account()
         return self._around_the_gateway(
             command,
             lambda uow: uow.payments.get(command.order_id).begin_refund(command, self.asked_at(), account),
@@ -145,6 +145,16 @@ class PaymentsActivities:
     @staticmethod
     def _payment_for(uow: Any, command: CapturePayment) -> Payment:
         return uow.payments.find(command.order_id) or uow.payments.add(Payment.for_order(command))
+
+    def _account(self) -> str:
+        """Whose account this worker's key speaks for, read before the transaction (the first
+        time it asks the gateway; the worker reads it at start-up). Not known: nothing is
+        decided or sent, and Temporal asks again — a worker whose key cannot say refuses to start."""
+        try:
+            return self.gateway.account()
+        except (GatewayUnavailable, GatewayRefusedRequest) as unknown:
+            raise ApplicationError(f"cannot tell which gateway account this key speaks for: {unknown}",
+                                   type="GatewayAccountUnknown") from unknown
 
     @staticmethod
     def _ask(call):

@@ -74,6 +74,7 @@ class ReconciliationActivities:
         """Billing's ledger and payments' records against the gateway's listing of `day`
         (and the next day's: a movement sent just before midnight settles after it)."""
         try:
+            listed_by = self.gateway.account()
             listed = self.gateway.settlements(day.day) + self.gateway.settlements(day.day + timedelta(days=1))
         except GatewayUnavailable as trouble:
             raise ApplicationError(f"gateway unavailable: {trouble}", type="GatewayUnavailable") from trouble
@@ -88,7 +89,7 @@ class ReconciliationActivities:
             entries = [
                 entry for payment in payments.values() for entry in ledger_entries(payment, uow.orders.find(payment.id))
             ]
-        return compare(day.day, listed, entries)
+        return compare(day.day, listed, entries, listed_by)
 
     @activity.defn(name=FIND_STRANDED_REFUNDS)
     async def find_stranded_refunds(self, scan: ReconciliationScan) -> list[StrandedRefund]:

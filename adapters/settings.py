@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     gateway_url: str = Field(f"http://127.0.0.1:{DEFAULT_GATEWAY_PORT}", validation_alias="SETTLEFLOW_GATEWAY_URL")
     gateway_timeout_seconds: float = Field(10.0, validation_alias="SETTLEFLOW_GATEWAY_TIMEOUT")
     stripe_api_key: SecretStr = Field(SecretStr(SIMULATOR_API_KEY), validation_alias="STRIPE_API_KEY")
+    # The Stripe account the key speaks for. Needed only by a restricted key that may not read
+    # its account (GET /v1/account); when given, a key of another account is refused.
+    stripe_account: str | None = Field(None, validation_alias="SETTLEFLOW_STRIPE_ACCOUNT", pattern=r"^acct_\w+$")
     mailbox_dir: str = Field("var/mailbox", validation_alias=AliasChoices("SETTLEFLOW_MAILBOX_DIR"))
     web_ui: str = Field("http://localhost:8233", validation_alias="SETTLEFLOW_WEB_UI")
 

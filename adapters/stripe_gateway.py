@@ -141,7 +141,7 @@ class StripeGateway:
 
     def __init__(
         self, api_key: str, base_url: str | None = None, timeout_seconds: float = 10.0,
-        search_lag: timedelta | None = None,
+        search_lag: timedelta | None = None, account_id: str | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("a Stripe secret key is required (STRIPE_API_KEY)")
@@ -160,23 +160,31 @@ class StripeGateway:
         self.search_lag = search_lag if search_lag is not None else (
             timedelta(0) if api_key == SIMULATOR_API_KEY else STRIPE_SEARCH_LAG)
         self._mode = "live" if api_key.startswith(("sk_live_", "rk_live_")) else "test"
+        self._declared = account_id or None  # SETTLEFLOW_STRIPE_ACCOUNT: needed by a key that may not read it
         self._account: str | None = None  # read on first use, then kept (a key speaks for one account)
 
     # -- whose account ----------------------------------------------------------------
 
     def account(self) -> str:
-        """The account this key speaks for, "<mode>:<id>" (`GET /v1/account`, once). The mode
-        comes from the key (test and live keep separate records under one account id); a
-        restricted key that may not read its account gives "<mode>:", so only the mode is
-        compared. Unreachable: GatewayUnavailable, and it is read again next time."""
+        """The account this key speaks for, "<mode>:<id>" (`GET /v1/account`, once; the mode
+        comes from the key: test and live keep separate records under one account id). A
+        restricted key that may not read its account uses the declared one
+        (SETTLEFLOW_STRIPE_ACCOUNT); a declared account the key does not speak for, or none for
+        such a key, is refused (GatewayRefusedRequest): settleflow never guesses where a request
+        went. Unreachable: GatewayUnavailable, and it is read again next time."""
         if self._account is None:
             try:
                 account_id = _ask(lambda: self._client.v1.accounts.retrieve_current()).id
             except GatewayRefusedRequest as refused:
                 if not isinstance(refused.__cause__, stripe.PermissionError):
                     raise
-                log.warning("this Stripe key may not read its account (%s): only its mode is compared", refused)
-                account_id = ""
+                if self._declared is None:
+                    raise GatewayRefusedRequest(
+                        "this Stripe key may not read its account: declare it in SETTLEFLOW_STRIPE_ACCOUNT") from refused
+                account_id = self._declared
+            if self._declared is not None and account_id != self._declared:
+                raise GatewayRefusedRequest(
+                    f"this Stripe key speaks for {account_id}, not {self._declared} (SETTLEFLOW_STRIPE_ACCOUNT)")
             self._account = f"{self._mode}:{account_id}"
         return self._account
 

@@ -148,6 +148,7 @@ class SimConfig:
     frozen_time: int | None = None  # epoch seconds every new object is created at; None: the clock
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
     account_id: str = DEFAULT_ACCOUNT_ID  # whose account the key speaks for (GET /v1/account)
+    restricted_key: bool = False  # the key may not read its account: GET /v1/account is 403, as on Stripe
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.hang_seconds < 0:
@@ -660,6 +661,9 @@ def create_app(config: SimConfig) -> Starlette:
         refused = await stripe_call(request)
         if refused:
             return refused
+        if sim.config.restricted_key:
+            return answer(*_error(403, "invalid_request_error", "secret_key_required",
+                                  "The provided key does not have the required permissions for this endpoint."))
         return answer(200, {"id": sim.config.account_id, "object": "account", "type": "standard",
                             "charges_enabled": True, "payouts_enabled": True})
 
@@ -745,10 +749,13 @@ def main(argv: list[str] | None = None) -> None:
                         f"{DEFAULT_API_KEY})")
     parser.add_argument("--account-id", default=DEFAULT_ACCOUNT_ID,
                         help=f"the account the key speaks for, GET /v1/account (default {DEFAULT_ACCOUNT_ID})")
+    parser.add_argument("--restricted-key", action="store_true",
+                        help="play a restricted key that may not read its account (GET /v1/account is 403)")
     args = parser.parse_args(argv)
     try:
         config = SimConfig(latency_ms=args.latency_ms, error_rate=args.error_rate, hang_seconds=args.hang_seconds,
-                           seed=args.seed, api_key=args.api_key, account_id=args.account_id)
+                           seed=args.seed, api_key=args.api_key, account_id=args.account_id,
+                           restricted_key=args.restricted_key)
     except ValueError as exc:
         parser.error(str(exc))
     # A short graceful shutdown: hanging answers must not hold up a terminate.

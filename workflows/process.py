@@ -233,16 +233,18 @@ class Process:
         a worker first got to it (a worker outage or a backlog must not move a decision)."""
         return workflow.info().workflow_start_time
 
-    async def send(self, command: Command, step: Step) -> Outcome:
+    async def send(self, command: Command, step: Step, causes_next: bool = True) -> Outcome:
         """Send a command to its owner and return the owner's outcome. Raises Refused when
-        the owner refuses it, ActivityError when the step ran out of time or retries."""
+        the owner refuses it, ActivityError when the step ran out of time or retries.
+        `causes_next=False` for a side step (a reminder beside a wait): its facts do not
+        become the cause of the flow's next command."""
         try:
             outcome = await self._execute(command, step)
         except (ActivityError, ApplicationError) as failed:
             if refused := Refused.from_failure(failed):
                 raise refused from failed
             raise
-        if outcome.events:  # the next command is caused by the newest fact
+        if outcome.events and causes_next:  # the next command is caused by the newest fact
             self.cause = outcome.events[-1].event_id
         self.note(f"{command.name()} → {command.owner} → {', '.join(outcome.event_names) or 'nothing new'}")
         return outcome

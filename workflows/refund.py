@@ -125,6 +125,12 @@ class RefundWorkflow(AwaitsReconciliation, Process):
 
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
+        try:
+            return await self.refund(request)
+        finally:
+            await self.reminder_gone_out()
+
+    async def refund(self, request: RefundRequest) -> RefundStatus:
         from_outside(request.requested_by)
         self.request = request
         # Which changes this flow runs with, asked once before the first command.
@@ -238,6 +244,7 @@ class RefundWorkflow(AwaitsReconciliation, Process):
             expiry_wait = expires_at - workflow.now()
             if not reminded and not await self.wait_for(decided, remind_at - workflow.now(), "fraud review reminder"):
                 reminded = True
+                beside = self.takes(REMINDER_BESIDE_REVIEW)
                 remind = self.send(
                     self.command(
                         NotifyTeam,
@@ -248,8 +255,9 @@ class RefundWorkflow(AwaitsReconciliation, Process):
                         facts=self.facts(approved),
                     ),
                     NOTIFY,
+                    causes_next=not beside,  # beside the review, it causes none of the review's steps
                 )
-                if self.takes(REMINDER_BESIDE_REVIEW):
+                if beside:
                     # The reminder goes out beside the review: a mailbox outage holds up neither a
                     # reviewer's decision nor the expiry. The flow ends only once it has gone out.
                     self.reminding = asyncio.create_task(remind)
@@ -480,9 +488,17 @@ class RefundWorkflow(AwaitsReconciliation, Process):
     def facts(approved: RefundApproved) -> dict[str, str]:
         return {"refund_id": approved.refund_id, "order_id": approved.order_id, "amount": str(approved.amount)}
 
+    async def reminder_gone_out(self) -> None:
+        """A review's reminder still on its way goes out before the flow ends, however it ends
+        (an operator's Cancel too). One that cannot go out is noted; the refund's outcome stands."""
+        if self.reminding is None:
+            return
+        try:
+            await self.reminding
+        except (Refused, ActivityError) as failed:
+            self.note(f"the fraud team's reminder did not go out: {failed}")
+
     async def end(self, status: str, reason: str = "") -> RefundStatus:
-        if self.reminding is not None:
-            await self.reminding  # a reminder on its way is delivered (or its failure raised) first
         self.reason = reason
         self.set_status(status)
         await self.finish()

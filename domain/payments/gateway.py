@@ -18,14 +18,9 @@ def may_be_the_same_account(sent_to: str, asked_of: str) -> bool:
     """Whether the gateway account `asked_of` can see a request sent to `sent_to`.
 
     An account is written "<mode>:<id>" ("live:acct_1Nv0..."): a gateway's test and live
-    modes keep separate records under one id. The id is "" when the key may not read it,
-    and the whole is "" for a request recorded before accounts were kept: what is not known
-    cannot tell two accounts apart, so only a known difference says "another account"."""
-    if not sent_to or not asked_of:
-        return True
-    sent_mode, _, sent_id = sent_to.partition(":")
-    asked_mode, _, asked_id = asked_of.partition(":")
-    return sent_mode == asked_mode and (not sent_id or not asked_id or sent_id == asked_id)
+    modes keep separate records under one id, so both must match. A request recorded before
+    accounts were kept has "" and may be asked of any account, as before."""
+    return not sent_to or sent_to == asked_of
 
 
 @dataclass(frozen=True)

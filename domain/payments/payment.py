@@ -195,6 +195,7 @@ class Payment(AggregateRoot):
         if attempt is not None:
             self._key_still_kept(attempt, asked_at, "attempt_unknown", f"attempt {attempt.attempt_id}")
             self._same_account(attempt, asked_of, "attempt_unknown", f"attempt {attempt.attempt_id}")
+            attempt.sent_to = attempt.sent_to or asked_of  # recorded before accounts were kept: it goes there now
         if attempt is None:
             self._must_be_recoverable()
             if isinstance(command, CapturePayment) and command.amount != self.amount:
@@ -438,6 +439,14 @@ class Payment(AggregateRoot):
                 raise InvalidCommand(
                     "exceeds_captured", f"{command.amount} would refund more than the {self.captured} captured"
                 )
+            if not may_be_the_same_account(self.capture.sent_to, asked_of):
+                # A refund goes back through the account that took the money: another account's
+                # key knows nothing of that payment. Nothing is sent; its flow is told so.
+                raise InvalidCommand(
+                    "wrong_gateway_account",
+                    f"the payment of order {self.id} was taken through gateway account {self.capture.sent_to}; "
+                    f"this worker's key is {asked_of}'s",
+                )
             refund = GatewayRefund(
                 refund_id=command.refund_id, amount=command.amount, sent_at=command.issued_at, first_asked_at=asked_at,
                 sent_to=asked_of,
@@ -453,6 +462,7 @@ class Payment(AggregateRoot):
         else:
             self._key_still_kept(refund, asked_at, "refund_key_expired", f"refund {refund.refund_id}")
             self._same_account(refund, asked_of, "refund_key_expired", f"refund {refund.refund_id}")
+            refund.sent_to = refund.sent_to or asked_of  # recorded before accounts were kept: it goes there now
         return self._refund_request(refund)
 
     def _refund_request(self, refund: GatewayRefund) -> RefundRequest:

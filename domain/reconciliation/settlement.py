@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from domain.billing.order import Order
-from domain.payments.gateway import SettlementLine
+from domain.payments.gateway import SettlementLine, may_be_the_same_account
 from domain.payments.payment import GatewayRefundStatus, Payment
 from domain.reconciliation.discrepancy import DiscrepancyKind
 from domain.shared.money import Money, total
@@ -31,6 +31,7 @@ class LedgerEntry(BaseModel):
     sent_at: datetime | None
     billed: Money | None  # billing's ledger: the order's paid amount, or the completed refund
     reference: str = ""  # the gateway's id payments recorded for the movement ("": it gave none)
+    sent_to: str = ""  # the gateway account it went to ("": recorded before accounts were kept)
 
 
 def ledger_entries(payment: Payment, order: Order | None) -> list[LedgerEntry]:
@@ -44,7 +45,7 @@ def ledger_entries(payment: Payment, order: Order | None) -> list[LedgerEntry]:
         billed = order.paid if order is not None and order.paid.is_positive else None
         entries.append(LedgerEntry(
             kind="capture", business_id=capture.attempt_id, order_id=payment.id, amount=capture.amount,
-            sent_at=capture.sent_at, billed=billed, reference=capture.gateway_reference,
+            sent_at=capture.sent_at, billed=billed, reference=capture.gateway_reference, sent_to=capture.sent_to,
         ))
     for refund in payment.refunds.values():
         if refund.status is not GatewayRefundStatus.SETTLED:
@@ -53,7 +54,7 @@ def ledger_entries(payment: Payment, order: Order | None) -> list[LedgerEntry]:
         billed = billing_refund.amount if billing_refund is not None and billing_refund.paid_out else None
         entries.append(LedgerEntry(
             kind="refund", business_id=refund.refund_id, order_id=payment.id, amount=refund.amount,
-            sent_at=refund.sent_at, billed=billed, reference=refund.gateway_reference,
+            sent_at=refund.sent_at, billed=billed, reference=refund.gateway_reference, sent_to=refund.sent_to,
         ))
     return entries
 
@@ -71,7 +72,9 @@ class Finding(BaseModel):
     detail: str
 
 
-def compare(day: date, gateway: Iterable[SettlementLine], ours: Iterable[LedgerEntry]) -> list[Finding]:
+def compare(
+    day: date, gateway: Iterable[SettlementLine], ours: Iterable[LedgerEntry], listed_by: str = ""
+) -> list[Finding]:
     """Every disagreement about `day`. `gateway` is the listing of `day` and may include
     the next day's (a movement sent just before midnight settles after it); `ours` holds
     every entry the owners changed since `day` began, and the entries of every business id
@@ -82,11 +85,17 @@ def compare(day: date, gateway: Iterable[SettlementLine], ours: Iterable[LedgerE
     own (`duplicate_at_gateway`), and what moved under it is compared as the sum of its lines.
     So is a movement under another gateway id than the one payments recorded, though it is
     alone in the day's listing: a second movement days after the first. A business id belongs
-    to the day its first line settled on."""
+    to the day its first line settled on.
+
+    `listed_by` is the gateway account whose listing `gateway` is: an entry sent to another
+    account is not in it, and is not compared (that account's listing would say what moved)."""
     listed: dict[tuple[str, str], list[SettlementLine]] = defaultdict(list)
     for line in gateway:
         listed[(line.kind, line.business_id)].append(line)
-    recorded = {(entry.kind, entry.business_id): entry for entry in ours}
+    recorded = {
+        (entry.kind, entry.business_id): entry for entry in ours
+        if not listed_by or may_be_the_same_account(entry.sent_to, listed_by)
+    }
     findings: list[Finding] = []
     for key in sorted(listed):
         lines = sorted(listed[key], key=lambda line: (line.settled_at, line.reference))

@@ -25,8 +25,10 @@ _early: tuple[subprocess.Popen, float] | None = None  # started at collection (t
 
 
 def start_quick_run() -> tuple[subprocess.Popen, float]:
-    """Start the run in its own process. The suite starts it as soon as collection is done
-    and runs these tests last, so the run's 80-odd seconds overlap the rest of the suite."""
+    """Start the run in its own process, once. Alone, the suite starts it as soon as collection
+    is done and runs these tests last; in a parallel run (`make test`) these tests go first to one
+    process, which starts it here and waits while the other works (tests/conftest.py). Either
+    way the run's 80-odd seconds overlap the rest of the suite."""
     global _early
     if _early is None:
         process = subprocess.Popen(

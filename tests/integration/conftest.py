@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from adapters.db import make_engine, normalise_url, upgrade
 
@@ -92,5 +92,8 @@ def _create_database_if_missing(url: str) -> None:
     try:
         with maintenance.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{target.database}"'))
+    except ProgrammingError as error:
+        if "already exists" not in str(error):  # the other process of a parallel run made it first
+            raise
     finally:
         maintenance.dispose()

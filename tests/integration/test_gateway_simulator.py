@@ -426,6 +426,23 @@ def test_the_adapter_knows_whose_account_its_key_speaks_for_from_the_gateway(gat
             other.close()
 
 
+def test_a_declared_account_must_be_the_keys_and_a_restricted_key_needs_one(base_url: str):
+    def account_of(url: str, declared: str | None = None) -> str:
+        gateway = StripeGateway(SIMULATOR_API_KEY, url, account_id=declared)
+        try:
+            return gateway.account()
+        finally:
+            gateway.close()
+
+    assert account_of(base_url, "acct_simulator") == "test:acct_simulator"
+    with pytest.raises(GatewayRefusedRequest, match="speaks for acct_simulator, not acct_other"):
+        account_of(base_url, "acct_other")
+    with gateway_simulator("--restricted-key") as restricted:
+        with pytest.raises(GatewayRefusedRequest, match="SETTLEFLOW_STRIPE_ACCOUNT"):
+            account_of(restricted)  # whose key it is cannot be guessed
+        assert account_of(restricted, "acct_declared") == "test:acct_declared"
+
+
 def test_a_look_up_for_a_request_sent_to_another_account_is_refused_without_asking(
         gateway: StripeGateway, impatient: StripeGateway, base_url: str):
     # Another account's search and refund list would find nothing, and "not found" would free

@@ -654,12 +654,13 @@ def test_payments_keeps_the_account_each_request_went_to(service):
     assert [a.sent_to for a in payment.attempts] == ["live:acct_1"]
 
 
-def test_a_capture_whose_account_cannot_be_read_yet_is_retried_and_records_nothing(service):
-    gateway = FakeGateway(account_id=GatewayUnavailable("Stripe unreachable"))
+@pytest.mark.parametrize("trouble", [GatewayUnavailable("Stripe unreachable"), GatewayRefusedRequest("key revoked")])
+def test_a_capture_whose_account_cannot_be_told_is_retried_and_records_nothing(service, trouble):
+    gateway = FakeGateway(account_id=trouble)
     payments = PaymentsActivities(service.uow, gateway)
     with pytest.raises(ApplicationError) as raised:
         payments.capture_payment(capture())
-    assert (raised.value.type, raised.value.non_retryable) == ("GatewayUnavailable", False)
+    assert (raised.value.type, raised.value.non_retryable) == ("GatewayAccountUnknown", False)
     assert gateway.captures == [] and service.db.outbox == []
 
 

@@ -246,6 +246,18 @@ def test_the_movement_payments_recorded_is_no_duplicate_and_an_unnamed_one_is_no
     assert compare(DAY, [line("refund", "r-1", "30.00", reference="re_9")], [entry("refund", "r-1", "30.00")]) == []
 
 
+def test_a_listing_compares_only_what_went_to_its_own_account():
+    # Read with another account's key, a listing does not hold what went to the first account:
+    # those entries are not "missing at the gateway", they are that account's to compare.
+    mine = entry("refund", "r-1", "30.00").model_copy(update={"sent_to": "live:acct_2"})
+    theirs = entry("refund", "r-2", "40.00").model_copy(update={"sent_to": "live:acct_1"})
+    older = entry("refund", "r-3", "50.00")  # recorded before accounts were kept: compared as before
+
+    found = compare(DAY, [line("refund", "r-1", "30.00")], [mine, theirs, older], listed_by="live:acct_2")
+
+    assert [(f.kind, f.business_id) for f in found] == [(DiscrepancyKind.MISSING_AT_GATEWAY, "r-3")]
+
+
 def test_a_single_line_that_matches_its_entry_is_no_duplicate():
     assert compare(DAY, [line("refund", "r-1", "30.00", reference="re_1")], [entry("refund", "r-1", "30.00")]) == []
 

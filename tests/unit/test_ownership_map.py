@@ -15,7 +15,7 @@ def test_the_map_names_every_command_with_its_owner_roles_events_reactions_and_s
         assert f"| `{command.__name__}` |" in text
     row = next(line for line in text.splitlines() if line.startswith("| `RequestRefund` |"))
     assert row == (
-        "| `RequestRefund` | customer, support, system | `RefundApproved` | RefundWorkflow.run, reporting (consumer) | "
+        "| `RequestRefund` | customer, support, system | `RefundApproved` | RefundWorkflow.refund, reporting (consumer) | "
         "`settleflow.billing.refund_approved.v1` on `settleflow.billing.refund_approved` |"
     )
     assert "| `UpdatePaymentMethod` | customer, support, system | `PaymentMethodUpdated` | - | not published: carries a card token |" in text

@@ -470,8 +470,7 @@ def test_a_capture_is_not_sent_again_under_another_accounts_key():
                    InvalidCommand, "attempt_unknown")
     assert_refused(payment, lambda: payment.begin_capture(again, asked_at=T0, asked_of="test:acct_1"),
                    InvalidCommand, "attempt_unknown")
-    # The same account under a key that may not read its id: only the mode can be compared.
-    assert payment.begin_capture(again, asked_at=T0, asked_of="live:").idempotency_key == attempt_id
+    assert payment.begin_capture(again, asked_at=T0, asked_of=LIVE).idempotency_key == attempt_id
 
 
 def test_a_refund_is_not_sent_again_under_another_accounts_key_and_its_look_up_names_its_account():
@@ -485,10 +484,26 @@ def test_a_refund_is_not_sent_again_under_another_accounts_key_and_its_look_up_n
     assert payment.refund_lookup(reconcile_refund("r-1", at=LATER)).sent_to == LIVE
 
 
-def test_a_request_recorded_before_accounts_were_kept_may_be_sent_again_under_any_key():
+def test_a_request_recorded_before_accounts_were_kept_is_sent_again_and_from_then_on_belongs_to_that_account():
     payment = new_payment()
     attempt_id = "payment-o-1/capture"
     payment.begin_capture(capture_cmd("100.00", command_id=attempt_id), asked_at=T0)  # no account known
     payment.clear_events()
     again = capture_cmd("100.00", command_id=attempt_id)
-    assert payment.begin_capture(again, asked_at=T0, asked_of=LIVE).sent_to == ""
+    assert payment.begin_capture(again, asked_at=T0, asked_of=LIVE).sent_to == LIVE
+    assert payment.attempts[0].sent_to == LIVE
+    assert_refused(payment, lambda: payment.begin_capture(again, asked_at=T0, asked_of="live:acct_2"),
+                   InvalidCommand, "attempt_unknown")
+
+
+def test_a_refund_goes_only_through_the_account_that_took_the_payment():
+    payment = new_payment()
+    cmd = capture_cmd("100.00")
+    payment.begin_capture(cmd, asked_at=T0, asked_of=LIVE)
+    payment.record_capture_answer(cmd, Accepted(CHARGE))
+    payment.clear_events()
+
+    assert_refused(payment, lambda: payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0, asked_of="live:acct_2"),
+                   InvalidCommand, "wrong_gateway_account")
+    assert payment.refunds == {}
+    assert payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0, asked_of=LIVE).sent_to == LIVE

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor
@@ -276,11 +276,40 @@ async def test_a_reviewers_decision_during_a_mailbox_outage_pays_at_once_and_the
         assert kinds(harness.messages("team:fraud")) == []
     await held_up
     result = await handle.result()
+    await keep_history(handle, "refund_review_decided_while_its_reminder_was_held_up")
 
     assert status != "under_review"
     assert paid_while_the_mailbox_was_down == ["1500.00"]
     assert result.status == "completed"
     assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]  # once the mailbox was back
+
+
+async def test_a_review_cancelled_while_its_reminder_is_held_up_ends_only_once_the_reminder_went_out(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    refund_id = new_id("r")
+    handle = harness.track(await harness.client.start_workflow(
+        RefundWorkflow.run,
+        RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged",
+                      requested_by=CUSTOMER, **signed(CUSTOMER)),
+        id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE, task_timeout=timedelta(seconds=2),
+    ))
+    await wait_until(handle, "under_review")
+    await harness.env.sleep(timedelta(hours=23))
+
+    with mailbox_down(harness):
+        held_up = asyncio.create_task(harness.env.sleep(timedelta(hours=2)))  # the reminder falls due
+        await asyncio.sleep(3)
+        await handle.cancel()  # an operator's Cancel while the reminder cannot go out
+        await asyncio.sleep(3)
+        still_running = (await handle.describe()).status
+    await held_up
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+    assert still_running is WorkflowExecutionStatus.RUNNING
+    assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
+    assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
+    assert refunds_in_ledger(harness, order_id) == []
 
 
 async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refundable_again(harness):
