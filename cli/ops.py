@@ -2,14 +2,16 @@
 
     python starter.py config            # the effective configuration, secrets redacted; exit 2 if invalid
     python starter.py config --json     # the same, machine-readable
-    python starter.py config --no-probe # skip the reachability checks (Temporal, NATS)
+    python starter.py config --no-probe # skip the reachability checks (Temporal, NATS, the gateway)
 
 What it checks, each a one-line reason and exit code 2: every setting parses (pydantic),
 the Temporal profile loads (`TEMPORAL_CONFIG_FILE`, `TEMPORAL_PROFILE`) and its key or
 certificate files exist, the URLs are URLs (database, gateway, NATS, web UI, OTLP
 endpoint), a deployment name comes with a build id, and Temporal's address answers a
-TCP connect within 2 s. The broker is probed the same way; a database is not opened
-(`/readyz` of a running worker does that).
+TCP connect within 2 s. The broker is probed the same way; the payment gateway is asked whose
+account its key speaks for (as worker.py does at start-up: a key that cannot say, or another
+account than SETTLEFLOW_STRIPE_ACCOUNT, is a problem); a database is not opened (`/readyz` of
+a running worker does that).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from adapters.settings import Settings, load
+from adapters.stripe_gateway import StripeGateway
+from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from adapters.temporal import connect_config
 from integration.stream import StreamSettings
 
@@ -37,7 +41,7 @@ REDACTED = "<redacted>"
 
 def add_verbs(verbs: Any, common: argparse.ArgumentParser) -> None:
     p = verbs.add_parser("config", parents=[common], help="print the effective configuration (secrets redacted); exit 2 if invalid")
-    p.add_argument("--no-probe", action="store_true", help="do not try to reach Temporal and NATS")
+    p.add_argument("--no-probe", action="store_true", help="do not try to reach Temporal, NATS and the payment gateway")
     p.set_defaults(run=show_config)
 
 
@@ -108,8 +112,8 @@ def effective(settings: Settings) -> tuple[dict[str, Any], list[str]]:
     return shown, problems
 
 
-def probe(shown: dict[str, Any]) -> list[str]:
-    problems = []
+def probe(shown: dict[str, Any], settings: Settings) -> list[str]:
+    problems = gateway_account(shown, settings)
     targets = [("Temporal", shown["temporal"]["address"])]
     nats = urlsplit(shown["settleflow"]["nats_url"])
     if nats.hostname:
@@ -124,10 +128,25 @@ def probe(shown: dict[str, Any]) -> list[str]:
     return problems
 
 
+def gateway_account(shown: dict[str, Any], settings: Settings) -> list[str]:
+    """Whose account the gateway's key speaks for, shown; a key that cannot say is a problem."""
+    gateway = StripeGateway(settings.stripe_api_key.get_secret_value(), settings.gateway_url,
+                            PROBE_TIMEOUT_SECONDS, account_id=settings.stripe_account)
+    try:
+        shown["settleflow"]["gateway_account"] = gateway.account()
+    except GatewayRefusedRequest as refused:
+        return [f"the payment gateway's key: {refused}"]
+    except GatewayUnavailable as trouble:
+        return [f"payment gateway at {settings.gateway_url} unreachable: {trouble}"]
+    finally:
+        gateway.close()
+    return []
+
+
 def show_config(args: argparse.Namespace, settings: Settings) -> int:
     shown, problems = effective(settings)
     if not problems and not args.no_probe:
-        problems = probe(shown)
+        problems = probe(shown, settings)
     if args.json:
         print(json.dumps({**shown, "problems": problems}, indent=2, default=str))
     else:

@@ -50,6 +50,7 @@ def test_the_configuration_of_a_running_stack_is_valid_and_shows_no_secret(stack
 
     assert shown["problems"] == []
     assert shown["temporal"]["address"] == stack.temporal_address
+    assert shown["settleflow"]["gateway_account"] == "test:acct_simulator"  # whose key, asked of the gateway
     assert stack.stripe_api_key not in str(shown)
 
 

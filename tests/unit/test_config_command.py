@@ -54,6 +54,7 @@ def test_the_configuration_is_printed_with_every_secret_redacted(capsys, monkeyp
         ("TEMPORAL_TLS_CLIENT_CERT_PATH", "/nonexistent/client.pem", "file not found: /nonexistent/client.pem"),
         ("SETTLEFLOW_SHUTDOWN_GRACE_SECONDS", "soon", "SETTLEFLOW_SHUTDOWN_GRACE_SECONDS"),
         ("SETTLEFLOW_DEPLOYMENT_NAME", "settleflow", "go together"),
+        ("SETTLEFLOW_STRIPE_ACCOUNT", "my-account", "SETTLEFLOW_STRIPE_ACCOUNT"),
     ],
 )
 def test_an_invalid_setting_exits_2_naming_it(capsys, monkeypatch, variable, value, reason):
