@@ -51,6 +51,9 @@ from workflows.registry import FLOWS_QUEUE, WORKFLOWS
 from workflows.schedules import ensure_schedules
 
 ALL_QUEUES = (FLOWS_QUEUE, *OWNER_QUEUES)
+# Where the payment gateway is asked: payments' and reconciliation's activities, and the flows
+# worker, which runs every owner's steps as local activities.
+GATEWAY_QUEUES = {FLOWS_QUEUE, "payments", "reconciliation"}
 log = logging.getLogger("settleflow.worker")
 
 
@@ -198,9 +201,10 @@ async def serve(args: argparse.Namespace) -> None:
     tracing.setup("settleflow-worker")
     db.upgrade(settings.database_url)
     deps = Dependencies.from_settings(settings)
-    await know_the_gateway_account(deps.gateway)
-    client = await connect(settings, runtime=runtime_for(settings))
     queues = args.queue or list(ALL_QUEUES)
+    if set(queues) & GATEWAY_QUEUES:
+        await know_the_gateway_account(deps.gateway)
+    client = await connect(settings, runtime=runtime_for(settings))
     if FLOWS_QUEUE in queues:
         # The reconciliation schedules exist wherever the flows run; an existing one is kept as is.
         created = await ensure_schedules(client)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_GATEWAY_PORT = 8099
@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr = Field(SecretStr(SIMULATOR_API_KEY), validation_alias="STRIPE_API_KEY")
     # The Stripe account the key speaks for. Needed only by a restricted key that may not read
     # its account (GET /v1/account); when given, a key of another account is refused.
-    stripe_account: str | None = Field(None, validation_alias="SETTLEFLOW_STRIPE_ACCOUNT", pattern=r"^acct_\w+$")
+    stripe_account: str | None = Field(None, validation_alias="SETTLEFLOW_STRIPE_ACCOUNT", pattern=r"^acct_[A-Za-z0-9]+$")
     mailbox_dir: str = Field("var/mailbox", validation_alias=AliasChoices("SETTLEFLOW_MAILBOX_DIR"))
     web_ui: str = Field("http://localhost:8233", validation_alias="SETTLEFLOW_WEB_UI")
 
@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         "auto_upgrade", validation_alias="SETTLEFLOW_VERSIONING_BEHAVIOR"
     )
     otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
+    @field_validator("stripe_account", mode="before")
+    @classmethod
+    def _no_declared_account(cls, value: object) -> object:
+        return None if value == "" else value  # SETTLEFLOW_STRIPE_ACCOUNT= (empty) declares none
 
 
 def load() -> Settings:

@@ -80,6 +80,11 @@ with workflow.unsafe.imports_passed_through():
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
 NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
+# The fraud team's reminder, beside the review: a day of tries at most, so that a mailbox down
+# for longer holds a finished refund open no longer than that (it is noted, not retried on).
+REMIND = Step(
+    start_to_close=timedelta(seconds=30), retry=retry_until_done(), schedule_to_close=timedelta(hours=24), local=True
+)
 GATEWAY = Step(
     # A slow or failing gateway is retried with backoff for up to a day; a decline
     # is an answer (an event), not an error, so it is never retried.
@@ -126,9 +131,10 @@ class RefundWorkflow(AwaitsReconciliation, Process):
     @workflow.run
     async def run(self, request: RefundRequest) -> RefundStatus:
         try:
-            return await self.refund(request)
+            await self.refund(request)
         finally:
             await self.reminder_gone_out()
+        return self.current()  # with what the reminder's end added to the trail
 
     async def refund(self, request: RefundRequest) -> RefundStatus:
         from_outside(request.requested_by)
@@ -254,7 +260,7 @@ class RefundWorkflow(AwaitsReconciliation, Process):
                         subject=approved.refund_id,
                         facts=self.facts(approved),
                     ),
-                    NOTIFY,
+                    REMIND if beside else NOTIFY,
                     causes_next=not beside,  # beside the review, it causes none of the review's steps
                 )
                 if beside:
@@ -489,14 +495,22 @@ class RefundWorkflow(AwaitsReconciliation, Process):
         return {"refund_id": approved.refund_id, "order_id": approved.order_id, "amount": str(approved.amount)}
 
     async def reminder_gone_out(self) -> None:
-        """A review's reminder still on its way goes out before the flow ends, however it ends
-        (an operator's Cancel too). One that cannot go out is noted; the refund's outcome stands."""
+        """A review's reminder still on its way goes out (or runs out of its day of tries) before
+        the flow ends, however it ends. An operator's Cancel that comes meanwhile does not stop
+        it: the refund's outcome is decided by then and stands. One that cannot go out is noted."""
         if self.reminding is None:
             return
+        while not self.reminding.done():
+            try:
+                await asyncio.shield(self.reminding)
+            except asyncio.CancelledError:
+                if self.reminding.cancelled():
+                    break
+                self.note("cancel asked while the fraud team's reminder was still going out: it goes out first")
         try:
-            await self.reminding
-        except (Refused, ActivityError) as failed:
-            self.note(f"the fraud team's reminder did not go out: {failed}")
+            self.reminding.result()
+        except (Refused, ActivityError, asyncio.CancelledError) as failed:
+            self.note(f"the fraud team's reminder did not go out: {failed or type(failed).__name__}")
 
     async def end(self, status: str, reason: str = "") -> RefundStatus:
         self.reason = reason

@@ -70,12 +70,19 @@ class Discrepancy(AggregateRoot):
         return discrepancy
 
     def found_again(self, command: RecordDiscrepancy) -> None:
-        """Still open, or resolved at or after the time this pass was issued: already known,
-        nothing changes. Resolved before it, and still a question (`_still_a_question`): found
-        again since support dealt with it, so it is open again with what was found now, and
-        recorded again (for support to be told). The last resolution is kept, for support to
-        see what was done before."""
+        """Still open: already known, unless money moved again since (`_moved_again`): then it
+        says what is found now, recorded again for support to be told. Resolved at or after the
+        time this pass was issued: nothing changes. Resolved before it, and still a question
+        (`_still_a_question`): found again since support dealt with it, so it is open again with
+        what was found now, and recorded again. The last resolution is kept, for support to see
+        what was done before."""
         _kind_of(command)
+        if self.status is DiscrepancyStatus.OPEN:
+            if self._moved_again(command):
+                self.order_id, self.ours, self.gateway = command.order_id, command.ours, command.gateway
+                self.detail, self.found_at = command.detail, command.issued_at
+                self._record_found(command)
+            return
         resolved_before = self.status is DiscrepancyStatus.RESOLVED and (
             self.resolved_at is not None and self.resolved_at < command.issued_at
         )
@@ -85,6 +92,13 @@ class Discrepancy(AggregateRoot):
         self.order_id, self.ours, self.gateway = command.order_id, command.ours, command.gateway
         self.detail, self.found_at = command.detail, command.issued_at
         self._record_found(command)
+
+    def _moved_again(self, command: RecordDiscrepancy) -> bool:
+        """Found with other money than support was told of (an amount that changed), or, for a
+        duplicate, other movements (a third charge under one id, though of the same amount)."""
+        if (command.ours, command.gateway) != (self.ours, self.gateway):
+            return True
+        return self.kind is DiscrepancyKind.DUPLICATE_AT_GATEWAY and command.detail != self.detail
 
     def _still_a_question(self, command: RecordDiscrepancy) -> bool:
         """A day still not compared is a question again whenever a pass fails to compare it;

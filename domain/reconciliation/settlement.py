@@ -77,8 +77,8 @@ def compare(
 ) -> list[Finding]:
     """Every disagreement about `day`. `gateway` is the listing of `day` and may include
     the next day's (a movement sent just before midnight settles after it); `ours` holds
-    every entry the owners changed since `day` began, and the entries of every business id
-    the listing names.
+    every entry the owners changed since `day` began, and the entries of every order the
+    listing names.
 
     The gateway may list more than one movement under one business id (a capture charged
     twice, a refund paid twice): every line is kept, such a business id is a finding of its
@@ -88,19 +88,23 @@ def compare(
     to the day its first line settled on.
 
     `listed_by` is the gateway account whose listing `gateway` is: an entry sent to another
-    account is not in it, and is not compared (that account's listing would say what moved)."""
+    account is not in it, and is not compared (that account's listing would say what moved);
+    a line under its business id is money that moved here although payments sent it there."""
     listed: dict[tuple[str, str], list[SettlementLine]] = defaultdict(list)
     for line in gateway:
         listed[(line.kind, line.business_id)].append(line)
-    recorded = {
-        (entry.kind, entry.business_id): entry for entry in ours
-        if not listed_by or may_be_the_same_account(entry.sent_to, listed_by)
-    }
+    recorded, elsewhere = {}, {}
+    for entry in ours:
+        mine = not listed_by or may_be_the_same_account(entry.sent_to, listed_by)
+        (recorded if mine else elsewhere)[(entry.kind, entry.business_id)] = entry
     findings: list[Finding] = []
     for key in sorted(listed):
         lines = sorted(listed[key], key=lambda line: (line.settled_at, line.reference))
         if lines[0].settled_at.date() != day:
             continue  # first settled the next day: that day's comparison looks at it
+        if key not in recorded and key in elsewhere:
+            findings.append(_moved_in_another_account(lines, elsewhere[key], listed_by))
+            continue
         findings += _against_the_listing(lines, recorded.get(key))
     for key, entry in sorted(recorded.items()):
         if entry.sent_at is None or entry.sent_at.date() != day or key in listed:
@@ -147,6 +151,10 @@ def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None)
                 detail=f"{settled}: {how_many}; {ours}",
             )
         )
+    if entry is not None and others and len(others) == len(lines):
+        # None of the day's lines is the movement payments recorded (that one settled another
+        # day): payments' record is not compared with them; the duplicate says what moved.
+        return findings
     if entry is None:
         findings.append(
             Finding(
@@ -172,6 +180,22 @@ def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None)
     elif entry.billed != entry.amount:
         findings += _amounts(what, entry, _moved(lines, entry.billed.currency), entry.billed, "billing")
     return findings
+
+
+def _moved_in_another_account(lines: list[SettlementLine], entry: LedgerEntry, listed_by: str) -> Finding:
+    """Money moved in this listing's account under an id payments sent to another account."""
+    first, moved = lines[0], _total(lines)
+    return Finding(
+        kind=DiscrepancyKind.MISSING_IN_PAYMENTS,
+        order_id=first.order_id,
+        business_id=first.business_id,
+        gateway=moved,
+        detail=(
+            f"the gateway settled {moved if moved is not None else 'amounts in more than one currency'} for "
+            f"{first.kind} {first.business_id} of order {first.order_id} ({_references(lines)}) in account "
+            f"{listed_by}; payments sent it to account {entry.sent_to} and records nothing here"
+        ),
+    )
 
 
 def _amounts(what: str, entry: LedgerEntry, gateway: Money, ours: Money, who: str) -> list[Finding]:

@@ -77,3 +77,13 @@ def test_an_unreachable_temporal_address_exits_2(capsys, monkeypatch):
 
     assert code == 2
     assert "Temporal at 127.0.0.1:1 unreachable" in capsys.readouterr().err
+
+
+def test_an_empty_declared_stripe_account_declares_none(monkeypatch):
+    from adapters.settings import load
+
+    monkeypatch.setenv("SETTLEFLOW_STRIPE_ACCOUNT", "")
+    assert load().stripe_account is None
+    monkeypatch.setenv("SETTLEFLOW_STRIPE_ACCOUNT", "acct_1Nv0\n")  # a stray newline is not an account id
+    with pytest.raises(ValueError, match="SETTLEFLOW_STRIPE_ACCOUNT"):
+        load()

@@ -108,6 +108,22 @@ def test_a_discrepancy_found_again_after_support_resolved_it_is_open_again_and_r
     assert (discrepancy.status, discrepancy.note) == (DiscrepancyStatus.RESOLVED, "refunded by hand, ticket 902")
 
 
+def test_an_open_duplicate_found_with_another_movement_tells_support_again():
+    first = "the gateway settled 120.00 EUR for capture a-1 (pi_2): another movement under its id"
+    discrepancy = Discrepancy.found(record(kind="duplicate_at_gateway", business_id="a-1", detail=first))
+    discrepancy.clear_events()
+
+    discrepancy.found_again(record(kind="duplicate_at_gateway", business_id="a-1", detail=first,
+                                   issued_at=T0 + timedelta(days=1)))  # the same day compared again
+    assert discrepancy.pending_events == []
+
+    third = "the gateway settled 120.00 EUR for capture a-1 (pi_3): another movement under its id"
+    discrepancy.found_again(record(kind="duplicate_at_gateway", business_id="a-1", detail=third,
+                                   issued_at=T0 + timedelta(days=2)))  # a third charge, still open
+    assert names(discrepancy.pending_events) == ["DiscrepancyRecorded"]
+    assert (discrepancy.status, discrepancy.detail) == (DiscrepancyStatus.OPEN, third)
+
+
 def test_a_discrepancy_found_again_while_it_is_open_changes_nothing():
     discrepancy = Discrepancy.found(record(issued_at=T0))
     discrepancy.clear_events()
@@ -239,6 +255,15 @@ def test_a_second_movement_days_after_the_first_is_a_duplicate_not_a_movement_pa
     assert "pi_2" in duplicate.detail and "pi_1" in duplicate.detail and "another movement" in duplicate.detail
 
 
+def test_a_later_second_movement_of_another_amount_is_only_a_duplicate_not_an_amount_payments_got_wrong():
+    attempt = "payment-o-1/capture"
+    found = compare(DAY, [line("capture", attempt, "120.00", reference="pi_2")],
+                    [entry("capture", attempt, "100.00", billed=None, reference="pi_1")])
+
+    assert [(f.kind, f.ours, f.gateway) for f in found] == [
+        (DiscrepancyKind.DUPLICATE_AT_GATEWAY, eur("100.00"), eur("120.00"))]
+
+
 def test_the_movement_payments_recorded_is_no_duplicate_and_an_unnamed_one_is_not_judged_by_its_id():
     recorded = [entry("refund", "r-1", "30.00", reference="re_1")]
     assert compare(DAY, [line("refund", "r-1", "30.00", reference="re_1")], recorded) == []
@@ -256,6 +281,15 @@ def test_a_listing_compares_only_what_went_to_its_own_account():
     found = compare(DAY, [line("refund", "r-1", "30.00")], [mine, theirs, older], listed_by="live:acct_2")
 
     assert [(f.kind, f.business_id) for f in found] == [(DiscrepancyKind.MISSING_AT_GATEWAY, "r-3")]
+
+
+def test_money_moved_in_this_account_under_an_id_payments_sent_to_another_says_so():
+    theirs = entry("refund", "r-2", "40.00").model_copy(update={"sent_to": "live:acct_1"})
+
+    [found] = compare(DAY, [line("refund", "r-2", "40.00", reference="re_9")], [theirs], listed_by="live:acct_2")
+
+    assert (found.kind, found.gateway) == (DiscrepancyKind.MISSING_IN_PAYMENTS, eur("40.00"))
+    assert "in account live:acct_2; payments sent it to account live:acct_1" in found.detail
 
 
 def test_a_single_line_that_matches_its_entry_is_no_duplicate():

@@ -4,6 +4,7 @@ a real database and the real gateway simulator. Days pass in milliseconds."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import timedelta
 from decimal import Decimal
 
@@ -310,6 +311,58 @@ async def test_a_review_cancelled_while_its_reminder_is_held_up_ends_only_once_t
     assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
     assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
     assert refunds_in_ledger(harness, order_id) == []
+
+
+class reminder_undeliverable:
+    """Only this refund's reminder to the fraud team cannot be delivered (its message's place
+    in the mailbox is taken by a folder): every other message goes out."""
+
+    def __init__(self, harness, refund_id: str) -> None:
+        name = hashlib.sha256(f"team:fraud/fraud_review_reminder/{refund_id}".encode()).hexdigest()[:32]
+        self.blocker = harness.mailbox.folder / f"{name}.json"
+
+    def __enter__(self) -> None:
+        self.blocker.mkdir()
+
+    def __exit__(self, *exc: object) -> None:
+        self.blocker.rmdir()
+
+
+async def test_a_cancel_after_the_refund_was_decided_waits_for_the_reminder_and_the_refund_stays_completed(harness):
+    order_id = await delivered_order(harness, amount="1500.00")
+    refund_id = new_id("r")
+    handle = harness.track(await harness.client.start_workflow(
+        RefundWorkflow.run,
+        RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged",
+                      requested_by=CUSTOMER, **signed(CUSTOMER)),
+        id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE, task_timeout=timedelta(seconds=2),
+    ))
+    await wait_until(handle, "under_review")
+    await harness.env.sleep(timedelta(hours=23))
+
+    with reminder_undeliverable(harness, refund_id):
+        held_up = asyncio.create_task(harness.env.sleep(timedelta(hours=2)))  # the reminder falls due
+        await asyncio.sleep(3)
+        await asyncio.wait_for(handle.execute_update(
+            RefundWorkflow.resolve_review,
+            ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST)),
+        ), timeout=30)
+        for _ in range(300):
+            if (await handle.query(RefundWorkflow.status_view)).status == "completed":
+                break
+            await asyncio.sleep(0.1)
+        await handle.cancel()  # too late: the refund is paid; only the reminder is still going out
+        await asyncio.sleep(3)
+        still_running = (await handle.describe()).status
+    await held_up
+    result = await handle.result()
+
+    assert still_running is WorkflowExecutionStatus.RUNNING
+    assert result.status == "completed"
+    assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
+    assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["1500.00"]
+    assert kinds(harness.messages("team:fraud")) == ["fraud_review_reminder"]
+    assert any("it goes out first" in line for line in result.trail)
 
 
 async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refundable_again(harness):
