@@ -68,11 +68,11 @@ def test_a_stack_pointing_at_a_missing_key_file_is_refused_before_anything_start
 def test_a_worker_whose_key_is_not_the_declared_accounts_refuses_to_start_with_one_line(stack: Stack):
     # Payments keeps, with every request, the account it went to: a worker that cannot say
     # whose key it holds takes no work.
-    env = {**stack.env, "SETTLEFLOW_STRIPE_ACCOUNT": "acct_someone_else", "SETTLEFLOW_OPS_PORT": "0"}
+    env = {**stack.env, "SETTLEFLOW_STRIPE_ACCOUNT": "acct_1SomeoneElse", "SETTLEFLOW_OPS_PORT": "0"}
     done = subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
 
     assert done.returncode == 2
     assert "worker.py: error: the payment gateway's key: this Stripe key speaks for acct_simulator, " \
-           "not acct_someone_else (SETTLEFLOW_STRIPE_ACCOUNT)" in done.stderr
+           "not acct_1SomeoneElse (SETTLEFLOW_STRIPE_ACCOUNT)" in done.stderr
     assert "worker ready" not in done.stdout
