@@ -218,11 +218,12 @@ class mailbox_down:
         self.away.rename(self.writing)
 
 
-async def test_a_reminder_held_up_by_a_mailbox_outage_does_not_move_the_reviews_expiry(harness):
+async def review_an_hour_before_its_reminder(harness):
+    """A refund of 1,500.00 under review for 23 h. Its workflow tasks last 2 s: a reminder held up
+    for longer comes back in a later task, at a later workflow time, as a longer outage would
+    (the test server cannot skip time while a local activity is retried)."""
     order_id = await delivered_order(harness, amount="1500.00")
     refund_id = new_id("r")
-    # Workflow tasks of 2 s: a reminder held up for longer comes back in a later task, at a
-    # later workflow time, as a longer outage would (the test server cannot skip time then).
     handle = harness.track(await harness.client.start_workflow(
         RefundWorkflow.run,
         RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged",
@@ -231,6 +232,11 @@ async def test_a_reminder_held_up_by_a_mailbox_outage_does_not_move_the_reviews_
     ))
     await wait_until(handle, "under_review")
     await harness.env.sleep(timedelta(hours=23))
+    return order_id, refund_id, handle
+
+
+async def test_a_reminder_held_up_by_a_mailbox_outage_does_not_move_the_reviews_expiry(harness):
+    order_id, refund_id, handle = await review_an_hour_before_its_reminder(harness)
 
     with mailbox_down(harness):
         held_up = asyncio.create_task(harness.env.sleep(timedelta(hours=2)))  # the reminder falls due
@@ -250,16 +256,7 @@ async def test_a_reminder_held_up_by_a_mailbox_outage_does_not_move_the_reviews_
 
 
 async def test_a_reviewers_decision_during_a_mailbox_outage_pays_at_once_and_the_reminder_follows_it(harness):
-    order_id = await delivered_order(harness, amount="1500.00")
-    refund_id = new_id("r")
-    handle = harness.track(await harness.client.start_workflow(
-        RefundWorkflow.run,
-        RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged",
-                      requested_by=CUSTOMER, **signed(CUSTOMER)),
-        id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE, task_timeout=timedelta(seconds=2),
-    ))
-    await wait_until(handle, "under_review")
-    await harness.env.sleep(timedelta(hours=23))
+    order_id, refund_id, handle = await review_an_hour_before_its_reminder(harness)
 
     with mailbox_down(harness):
         held_up = asyncio.create_task(harness.env.sleep(timedelta(hours=2)))  # the reminder falls due
@@ -286,16 +283,7 @@ async def test_a_reviewers_decision_during_a_mailbox_outage_pays_at_once_and_the
 
 
 async def test_a_review_cancelled_while_its_reminder_is_held_up_ends_only_once_the_reminder_went_out(harness):
-    order_id = await delivered_order(harness, amount="1500.00")
-    refund_id = new_id("r")
-    handle = harness.track(await harness.client.start_workflow(
-        RefundWorkflow.run,
-        RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged",
-                      requested_by=CUSTOMER, **signed(CUSTOMER)),
-        id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE, task_timeout=timedelta(seconds=2),
-    ))
-    await wait_until(handle, "under_review")
-    await harness.env.sleep(timedelta(hours=23))
+    order_id, refund_id, handle = await review_an_hour_before_its_reminder(harness)
 
     with mailbox_down(harness):
         held_up = asyncio.create_task(harness.env.sleep(timedelta(hours=2)))  # the reminder falls due
@@ -329,16 +317,7 @@ class reminder_undeliverable:
 
 
 async def test_a_cancel_after_the_refund_was_decided_waits_for_the_reminder_and_the_refund_stays_completed(harness):
-    order_id = await delivered_order(harness, amount="1500.00")
-    refund_id = new_id("r")
-    handle = harness.track(await harness.client.start_workflow(
-        RefundWorkflow.run,
-        RefundRequest(refund_id=refund_id, order_id=order_id, amount=None, reason="arrived damaged",
-                      requested_by=CUSTOMER, **signed(CUSTOMER)),
-        id=f"refund-{refund_id}", task_queue=FLOWS_QUEUE, task_timeout=timedelta(seconds=2),
-    ))
-    await wait_until(handle, "under_review")
-    await harness.env.sleep(timedelta(hours=23))
+    order_id, refund_id, handle = await review_an_hour_before_its_reminder(harness)
 
     with reminder_undeliverable(harness, refund_id):
         held_up = asyncio.create_task(harness.env.sleep(timedelta(hours=2)))  # the reminder falls due
