@@ -51,7 +51,6 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import hashlib
-import logging
 
 import stripe
 
@@ -72,7 +71,6 @@ from adapters.settings import SIMULATOR_API_KEY
 from domain.shared.money import Money
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 STRIPE_API = "https://api.stripe.com"
 # "Under normal operating conditions, data is searchable in less than 1 minute. Occasionally,

@@ -78,15 +78,11 @@ class Discrepancy(AggregateRoot):
         what was done before."""
         _kind_of(command)
         if self.status is DiscrepancyStatus.OPEN:
-            if self._moved_again(command):
-                self.order_id, self.ours, self.gateway = command.order_id, command.ours, command.gateway
-                self.detail, self.found_at = command.detail, command.issued_at
-                self._record_found(command)
-            return
-        resolved_before = self.status is DiscrepancyStatus.RESOLVED and (
-            self.resolved_at is not None and self.resolved_at < command.issued_at
-        )
-        if not resolved_before or not self._still_a_question(command):
+            news = self._moved_again(command)
+        else:
+            resolved_before = self.resolved_at is not None and self.resolved_at < command.issued_at
+            news = resolved_before and self._still_a_question(command)
+        if not news:
             return
         self.status = DiscrepancyStatus.OPEN
         self.order_id, self.ours, self.gateway = command.order_id, command.ours, command.gateway

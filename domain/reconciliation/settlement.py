@@ -130,16 +130,16 @@ def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None)
     first = lines[0]
     what = f"{first.kind} {first.business_id} of order {first.order_id}"
     moved = _total(lines)
-    amount = str(moved) if moved is not None else "amounts in more than one currency"
-    settled = f"the gateway settled {amount} for {what} ({_references(lines)})"
+    settled = f"the gateway settled {_shown(moved)} for {what} ({_references(lines)})"
     findings: list[Finding] = []
+    # Lines that are not the movement payments recorded (it names the gateway's id it got).
     others = [line for line in lines if entry is not None and entry.reference and line.reference != entry.reference]
     if len(lines) > 1 or others:
-        ours = (
-            f"payments records one {first.kind} of {entry.amount}"
-            + (f" ({entry.reference})" if entry.reference else "") if entry is not None
-            else "payments has no settled record of it"
-        )
+        if entry is None:
+            ours = "payments has no settled record of it"
+        else:
+            ours = f"payments records one {first.kind} of {entry.amount}" + (
+                f" ({entry.reference})" if entry.reference else "")
         how_many = f"{len(lines)} movements under one id" if len(lines) > 1 else "another movement under its id"
         findings.append(
             Finding(
@@ -151,7 +151,7 @@ def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None)
                 detail=f"{settled}: {how_many}; {ours}",
             )
         )
-    if entry is not None and others and len(others) == len(lines):
+    if others and len(others) == len(lines):
         # None of the day's lines is the movement payments recorded (that one settled another
         # day): payments' record is not compared with them; the duplicate says what moved.
         return findings
@@ -191,7 +191,7 @@ def _moved_in_another_account(lines: list[SettlementLine], entry: LedgerEntry, l
         business_id=first.business_id,
         gateway=moved,
         detail=(
-            f"the gateway settled {moved if moved is not None else 'amounts in more than one currency'} for "
+            f"the gateway settled {_shown(moved)} for "
             f"{first.kind} {first.business_id} of order {first.order_id} ({_references(lines)}) in account "
             f"{listed_by}; payments sent it to account {entry.sent_to} and records nothing here"
         ),
@@ -220,6 +220,10 @@ def _total(lines: list[SettlementLine]) -> Money | None:
     if any(line.amount.currency != currency for line in lines):
         return None
     return total([line.amount for line in lines], currency)
+
+
+def _shown(moved: Money | None) -> str:
+    return str(moved) if moved is not None else "amounts in more than one currency"
 
 
 def _moved(lines: list[SettlementLine], currency: str) -> Money:
