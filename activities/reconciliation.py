@@ -83,12 +83,9 @@ class ReconciliationActivities:
             payments = {payment.id: payment for payment in uow.payments.changed_since(since)}
             # And the orders the listing names, however long ago they changed: a movement under
             # an old business id (a second charge days after the first) is compared with its record.
-            for order_id in sorted({line.order_id for line in listed if line.order_id} - payments.keys()):
-                if (payment := uow.payments.find(order_id)) is not None:
-                    payments[order_id] = payment
-            entries = [
-                entry for payment in payments.values() for entry in ledger_entries(payment, uow.orders.find(payment.id))
-            ]
+            payments.update(uow.payments.find_all({line.order_id for line in listed if line.order_id} - payments.keys()))
+            orders = uow.orders.find_all(payments)
+            entries = [entry for payment in payments.values() for entry in ledger_entries(payment, orders.get(payment.id))]
         return compare(day.day, listed, entries, listed_by)
 
     @activity.defn(name=FIND_STRANDED_REFUNDS)

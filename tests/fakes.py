@@ -84,6 +84,9 @@ class FakeRepository(Generic[A]):
         document = self._rows.get(id)
         return None if document is None else self._track(id, document)
 
+    def find_all(self, ids) -> dict[str, A]:
+        return {id: aggregate for id in ids if (aggregate := self.find(id)) is not None}
+
     def add(self, aggregate: A) -> A:
         tracked = self._identity_map.get(aggregate.id)
         if tracked is not None and tracked is not aggregate:

@@ -31,7 +31,9 @@ Read top to bottom:
       RefundWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
       (a signal names no sender: billing's record decides) → delivered or returned: nothing
       left to cancel. Done (a cancellation accepted while billing's record was read is
-      answered as refused). Billing records neither: noted, and the process stays open.
+      answered as refused). Billing records neither: noted, and the process stays open —
+      unless the process was told again while it read, which may be the news that read
+      missed: then billing's record is read again.
   Every Update is refused by its validator or answered, on every path; an owner's refusal
   (UpdatePaymentMethod, CancelOrder) is the Update's answer and the flow goes on. Commands
   caused by the start request carry the workflow's start time, those caused by an Update
@@ -70,7 +72,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, from_outside, refuse_outsider, retry_until_done
-    from workflows.process import CANCELLED_BEFORE_RETRY, VERIFIED_FULFILMENT
+    from workflows.process import CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN, VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -128,6 +130,8 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.cancellation_answer: str | None = None  # billing's refusal, for the Update
         self.cancels_before_retry = False  # a cancellation met after recording a new card stops the retry
         self.delivered = False
+        self.reading_fulfilment = False  # billing's record of the parcel is being read
+        self.told_while_reading = False  # a delivery or return was told again meanwhile
         self.closed = False  # the flow is ending: every Update still waiting is answered
 
     @workflow.run
@@ -350,9 +354,14 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                     return await self.end(self.status)
                 continue
             if arrived and self.delivered and self.takes(VERIFIED_FULFILMENT):
+                self.reading_fulfilment, self.told_while_reading = True, False
                 recorded: RecordedFulfilment = await self.look_up(
                     RecordedFulfilment.activity_name, self.order.order_id, RecordedFulfilment, DECIDE
                 )
+                self.reading_fulfilment = False
+                if not recorded.ends_cancelling and self.told_while_reading:
+                    self.note("told again while billing's record was read: reading it again")
+                    continue
                 if not recorded.ends_cancelling:
                     self.note(
                         f"told the order was delivered or returned, but billing records it {recorded.fulfilment}: "
@@ -479,12 +488,21 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
     @workflow.signal
     def order_delivered(self) -> None:
         self.delivered = True
+        self.told_again()
 
     @workflow.signal
     def order_returned(self) -> None:
         """The parcel was intercepted for a full refund and comes back: nothing is left to cancel."""
         self.returned = True
         self.delivered = True
+        self.told_again()
+
+    def told_again(self) -> None:
+        """News that comes while billing's record is read may be the very fact that read, begun
+        before it, missed (a forged word, then the genuine one): the record is read again, not
+        taken from the older read. Asked here, where the flow has just woken (`Process.takes`)."""
+        if self.reading_fulfilment and self.takes(READ_AGAIN_WHEN_TOLD_AGAIN):
+            self.told_while_reading = True
 
     # -- small helpers ---------------------------------------------------------------------
     async def notify(self, kind: str, subject: str | None = None, **facts: str) -> None:

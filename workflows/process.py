@@ -45,9 +45,9 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-06c"  # new flows start on it
+RELEASE = "flows-2026-12-06d"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
-RELEASES = (RELEASE, "flows-2026-12-06b", "flows-2026-12-06", FIRST_RELEASE)
+RELEASES = (RELEASE, "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06", FIRST_RELEASE)
 
 # A start request that does not fit its message (JSON with a wrong type or a missing
 # field, from the web UI or `temporal workflow start --input`) fails the workflow at once
@@ -68,11 +68,16 @@ CANCELLED_BEFORE_RETRY = "cancelled-before-retry"
 # flows-2026-12-06c: a fraud review's reminder goes out beside the review, so a mailbox outage
 # holds up neither a reviewer's decision nor the expiry.
 REMINDER_BESIDE_REVIEW = "reminder-beside-review"
+# flows-2026-12-06d: a payment process told of a delivery or a return again while billing's
+# record was being read reads it again, rather than let that read (begun before the news it
+# may have missed) close the question.
+READ_AGAIN_WHEN_TOLD_AGAIN = "read-again-when-told-again"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
     CANCELLED_BEFORE_RETRY: "flows-2026-12-06b",
     REMINDER_BESIDE_REVIEW: "flows-2026-12-06c",
+    READ_AGAIN_WHEN_TOLD_AGAIN: "flows-2026-12-06d",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

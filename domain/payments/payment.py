@@ -194,7 +194,7 @@ class Payment(AggregateRoot):
             )
         if attempt is not None:
             self._key_still_kept(attempt, asked_at, "attempt_unknown", f"attempt {attempt.attempt_id}")
-            self._same_account(attempt, asked_of, "attempt_unknown", f"attempt {attempt.attempt_id}")
+            self._same_account(attempt.sent_to, asked_of, "attempt_unknown", f"attempt {attempt.attempt_id}")
             attempt.sent_to = attempt.sent_to or asked_of  # recorded before accounts were kept: it goes there now
         if attempt is None:
             self._must_be_recoverable()
@@ -331,14 +331,14 @@ class Payment(AggregateRoot):
             )
 
     @staticmethod
-    def _same_account(request: CaptureAttempt | GatewayRefund, asked_of: str, code: str, what: str) -> None:
+    def _same_account(sent_to: str, asked_of: str, code: str, what: str) -> None:
         """A request is sent again only to the account it went to: under another account's key
         (a key swapped, test and live mixed up) the key means nothing there, and only the first
         account can say what became of it."""
-        if not may_be_the_same_account(request.sent_to, asked_of):
+        if not may_be_the_same_account(sent_to, asked_of):
             raise InvalidCommand(
                 code,
-                f"{what} went to gateway account {request.sent_to}; this worker's key is {asked_of}'s, "
+                f"{what} went to gateway account {sent_to}; this worker's key is {asked_of}'s, "
                 "so it is not sent again: reconciliation asks that account",
             )
 
@@ -461,9 +461,16 @@ class Payment(AggregateRoot):
             raise InvalidCommand("refund_already_answered", f"refund {command.refund_id} is already {refund.status.value}")
         else:
             self._key_still_kept(refund, asked_at, "refund_key_expired", f"refund {refund.refund_id}")
-            self._same_account(refund, asked_of, "refund_key_expired", f"refund {refund.refund_id}")
-            refund.sent_to = refund.sent_to or asked_of  # recorded before accounts were kept: it goes there now
+            self._same_account(self.refund_account(refund), asked_of, "refund_key_expired", f"refund {refund.refund_id}")
+            refund.sent_to = self.refund_account(refund) or asked_of  # recorded before accounts were kept
         return self._refund_request(refund)
+
+    def refund_account(self, refund: GatewayRefund) -> str:
+        """The account a refund went to. One recorded before accounts were kept went through
+        the account that took the payment, when payments knows it: a refund of a charge goes
+        nowhere else (so a worker with another account's key neither sends it again nor ties
+        it to its own account). "" when neither is known."""
+        return refund.sent_to or (self.capture.sent_to if self.capture is not None else "")
 
     def _refund_request(self, refund: GatewayRefund) -> RefundRequest:
         assert self.capture is not None
@@ -474,7 +481,7 @@ class Payment(AggregateRoot):
             reference=refund.refund_id,
             order_id=self.id,
             charge_currency=self.capture.gateway_currency,
-            sent_to=refund.sent_to,
+            sent_to=self.refund_account(refund),
         )
 
     def record_refund_answer(self, command: SendRefundToGateway, answer: GatewayAnswer) -> FoundByReconciliation | None:

@@ -54,7 +54,7 @@ def ledger_entries(payment: Payment, order: Order | None) -> list[LedgerEntry]:
         billed = billing_refund.amount if billing_refund is not None and billing_refund.paid_out else None
         entries.append(LedgerEntry(
             kind="refund", business_id=refund.refund_id, order_id=payment.id, amount=refund.amount,
-            sent_at=refund.sent_at, billed=billed, reference=refund.gateway_reference, sent_to=refund.sent_to,
+            sent_at=refund.sent_at, billed=billed, reference=refund.gateway_reference, sent_to=payment.refund_account(refund),
         ))
     return entries
 

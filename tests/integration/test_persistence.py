@@ -265,6 +265,21 @@ def test_loading_the_same_aggregate_twice_gives_the_same_object(engine: Engine) 
         assert uow.orders.seen == [uow.orders.get("o-1")]
 
 
+def test_many_aggregates_are_found_at_once_by_id_missing_ones_left_out_loaded_ones_the_same_object(
+    engine: Engine, monkeypatch
+) -> None:
+    monkeypatch.setattr("adapters.repository.FIND_ALL_CHUNK", 2)  # several queries' worth of ids
+    store(engine, *(delivered_order(f"o-{n}") for n in range(1, 6)))
+    with unit_of_work(engine) as uow:
+        held = uow.orders.get("o-3")
+        found = uow.orders.find_all(iter(["o-1", "o-3", "o-5", "o-4", "nope", "o-2", "o-1"]))
+
+        assert sorted(found) == ["o-1", "o-2", "o-3", "o-4", "o-5"]
+        assert found["o-3"] is held  # the identity map holds
+        assert all(order.id == id for id, order in found.items())
+        assert uow.orders.find_all([]) == {}
+
+
 def test_an_aggregate_loaded_without_changes_is_not_written(engine: Engine) -> None:
     store(engine, delivered_order())
     with engine.connect() as connection:

@@ -338,3 +338,14 @@ def test_the_ledger_holds_the_captured_attempt_and_the_settled_refunds_with_what
     assert (entries["refund", "r-1"].billed, entries["refund", "r-1"].reference) == (eur("10.00"), "re_1")
     assert entries["refund", "r-2"].billed is None
     assert [e.billed for e in ledger_entries(payment, None)] == [None, None, None]  # no order: billing shows nothing
+
+
+def test_a_settled_refund_recorded_without_its_account_is_compared_as_its_payments_accounts():
+    payment = captured_payment("100.00")
+    payment.begin_refund(refund_cmd("r-1", "10.00"))  # the refund's account was not kept
+    payment.capture.sent_to = "live:acct_1"  # the payment's was
+    payment.record_refund_answer(refund_cmd("r-1", "10.00"), Accepted("re_1"))
+
+    [refund] = [e for e in ledger_entries(payment, None) if e.kind == "refund"]
+
+    assert (refund.sent_to, payment.refunds["r-1"].sent_to) == ("live:acct_1", "")

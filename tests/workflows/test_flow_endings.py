@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
@@ -25,6 +25,7 @@ from activities.registry import OWNER_QUEUES, activities_for
 from activities.shipping import ShippingActivities
 
 from simulators.control import configure
+from domain.billing.fulfilment import RecordedFulfilment
 from domain.contracts import ConfirmDelivery, Outcome, RecordDelivery, RecordShipment, ResolveFraudReview, ReviewDecision
 from domain.shared.actor import Actor
 from domain.shared.money import Money
@@ -523,6 +524,56 @@ async def test_a_delivery_or_return_billing_never_recorded_leaves_the_order_open
     await support_cancels_and_the_money_goes_back(harness, handle, order_id)
 
 
+
+class held_fulfilment_read:
+    """Billing's record of a parcel is read, then held before its answer goes back (as a read
+    that outlived its workflow task), once; reads after it answer at once."""
+
+    def __init__(self) -> None:
+        self.read, self.release = threading.Event(), threading.Event()
+
+    def install(self, monkeypatch) -> None:
+        real = BillingActivities.recorded_fulfilment
+        held = self
+
+        @activity.defn(name=RecordedFulfilment.activity_name)
+        def recorded_fulfilment(self, order_id: str) -> RecordedFulfilment:
+            recorded = real(self, order_id)
+            if not held.read.is_set():
+                held.read.set()
+                held.release.wait(ANSWER_WITHIN)
+            return recorded
+
+        monkeypatch.setattr(BillingActivities, "recorded_fulfilment", recorded_fulfilment)
+
+
+@pytest.fixture
+def held_read(monkeypatch) -> held_fulfilment_read:
+    held = held_fulfilment_read()
+    held.install(monkeypatch)  # before the harness builds its workers
+    return held
+
+
+async def test_a_genuine_delivery_told_while_a_forged_one_is_read_closes_the_payment_process(held_read, harness):
+    order_id, _ = await place_order(harness, task_timeout=SHORT_TASKS)
+    handle = payment_handle(harness, order_id)
+    await ship(harness, order_id)
+
+    # Someone says the parcel arrived before it did; billing's record (shipped) is read and held.
+    await handle.signal(PaymentWorkflow.order_delivered)
+    await asyncio.to_thread(held_read.read.wait, ANSWER_WITHIN)
+    # The parcel really arrives: billing records it and the process is told, while that read runs.
+    await deliver_without_waiting(harness, order_id)
+    await asyncio.sleep(HELD)  # the read outlives its workflow task; the genuine word is taken meanwhile
+    held_read.release.set()
+    result = await ended_within(harness, handle, ANSWER_WITHIN)
+    await keep_history(handle, "payment_delivered_while_a_forged_delivery_was_read")
+
+    assert result.status == "paid"
+    assert any(line.startswith("told again while billing's record was read") for line in result.trail)
+    assert harness.order(order_id).fulfilment == "delivered"
+
+
 # -- helpers ----------------------------------------------------------------------------------------
 async def support_cancels_and_the_money_goes_back(harness, handle, order_id: str) -> None:
     """Support cancels the lost parcel's order: billing accepts, and all 120.00 is refunded."""
@@ -536,6 +587,18 @@ async def support_cancels_and_the_money_goes_back(harness, handle, order_id: str
 
     assert (answer, result.status) == ("cancelled", "refunded")
     assert refunds_of(harness, order_id) == ["120.00"]
+
+
+async def ended_within(harness, handle, seconds: float):
+    """The flow's result once it ends within `seconds` of real time, whatever it waits for;
+    an AssertionError with its trail when it is still open then."""
+    async with real_time(harness.env):
+        for _ in range(int(seconds * 10)):
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return await handle.result()
+            await asyncio.sleep(0.1)
+        trail = (await handle.query("status"))["trail"]
+    raise AssertionError(f"{handle.id} is still open after {seconds} s: " + " | ".join(trail[-4:]))
 
 
 def _order(order_id: str, card: str):
