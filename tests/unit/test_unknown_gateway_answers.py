@@ -498,11 +498,7 @@ def test_a_request_recorded_before_accounts_were_kept_is_sent_again_and_from_the
 
 def test_a_refund_recorded_before_accounts_were_kept_belongs_to_the_account_that_took_its_payment():
     # Its payment's account is known: another account's key neither sends it again nor takes it.
-    payment = new_payment()
-    cmd = capture_cmd("100.00")
-    payment.begin_capture(cmd, asked_at=T0, asked_of=LIVE)
-    payment.record_capture_answer(cmd, Accepted(CHARGE))
-    refund_recorded_without_its_account(payment)
+    payment = refund_recorded_without_its_account()
 
     assert_refused(payment, lambda: payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0, asked_of="live:acct_2"),
                    InvalidCommand, "refund_key_expired")
@@ -512,21 +508,23 @@ def test_a_refund_recorded_before_accounts_were_kept_belongs_to_the_account_that
 
 
 def test_a_refund_recorded_before_accounts_were_kept_is_sent_again_through_its_payments_account():
-    payment = new_payment()
-    cmd = capture_cmd("100.00")
-    payment.begin_capture(cmd, asked_at=T0, asked_of=LIVE)
-    payment.record_capture_answer(cmd, Accepted(CHARGE))
-    refund_recorded_without_its_account(payment)
+    payment = refund_recorded_without_its_account()
 
     assert payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0, asked_of=LIVE).sent_to == LIVE
     assert payment.refunds["r-1"].sent_to == LIVE
 
 
-def refund_recorded_without_its_account(payment) -> None:
-    """Refund r-1 sent, as a worker of a version that kept no accounts recorded it (mid-deploy)."""
+def refund_recorded_without_its_account():
+    """A payment taken through LIVE, and its refund r-1 sent, as a worker of a version that kept
+    no accounts recorded it (mid-deploy)."""
+    payment = new_payment()
+    cmd = capture_cmd("100.00")
+    payment.begin_capture(cmd, asked_at=T0, asked_of=LIVE)
+    payment.record_capture_answer(cmd, Accepted(CHARGE))
     payment.begin_refund(refund_cmd("r-1", "30.00"), asked_at=T0, asked_of=LIVE)
     payment.refunds["r-1"].sent_to = ""
     payment.clear_events()
+    return payment
 
 
 def test_a_refund_goes_only_through_the_account_that_took_the_payment():
