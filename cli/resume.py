@@ -48,8 +48,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cli.reconciliation import UsageError  # one line on stderr, exit code 2
 from domain.contracts import Outcome
+from domain.reconciliation.discrepancy import DiscrepancyKind
 from domain.shared.actor import Role
-from workflows.messages import OrderRequest, RefundRequest
+from workflows.messages import InvalidRequest, OrderRequest, RefundRequest
 from workflows.process import FLOW_STATUS
 
 GONE = {
@@ -87,6 +88,7 @@ class Resumed:
     reset_to: int | None  # the event id of the workflow task it went back to (None: not reset)
     told: list[str]  # commands whose answer reconciliation had found while the flow was gone
     parent_id: str | None = None  # a child's parent, which ended with it: the new run reports to nobody
+    still_open: tuple[str, ...] = ()  # `flow_gone` discrepancies about it, support's to resolve once it finished
 
 
 async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str) -> Resumed:
@@ -98,12 +100,17 @@ async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str
             raise NotResumable(f"no flow {workflow_id!r} (see `starter.py list`)") from None
         raise
     events = [event async for event in handle.fetch_history_events()]
-    answers = await _answers_found_while_gone(client, uow_factory, described, events)
+    request = await _start_request(client, described, events)
+    answers = _answers_found_while_gone(uow_factory, described, request)
+    still_open = _flow_gone_still_open(uow_factory, request)
     if described.status is WorkflowExecutionStatus.RUNNING and answers:
         # Still waiting for an answer reconciliation has found: a resume whose telling was
         # cut short (the reset happened, the signal did not), or a signal lost on its way.
         await _tell(handle, answers)
-        return Resumed(workflow_id, "waiting for reconciliation", described.run_id, None, [a.command_id for a in answers])
+        return Resumed(
+            workflow_id, "waiting for reconciliation", described.run_id, None, [a.command_id for a in answers],
+            still_open=still_open,
+        )
     if described.status not in GONE:
         what = "still runs" if described.status is WorkflowExecutionStatus.RUNNING else "finished"
         raise NotResumable(f"{workflow_id} {what}: there is nothing to resume")
@@ -123,7 +130,8 @@ async def resume(client: Client, uow_factory: Any, workflow_id: str, reason: str
     # follows it; should it be lost, `resume-flow` again tells the waiting run (above).
     await _tell(client.get_workflow_handle(workflow_id, run_id=reset.run_id), answers)
     return Resumed(
-        workflow_id, GONE[described.status], reset.run_id, point, [a.command_id for a in answers], described.parent_id
+        workflow_id, GONE[described.status], reset.run_id, point, [a.command_id for a in answers], described.parent_id,
+        still_open,
     )
 
 
@@ -133,21 +141,52 @@ async def _tell(handle: Any, answers: list[Outcome]) -> None:
         await handle.signal("gateway_answer", answer)
 
 
-async def _answers_found_while_gone(
-    client: Client, uow_factory: Any, described: WorkflowExecutionDescription, events: Sequence[HistoryEvent]
+async def _start_request(
+    client: Client, described: WorkflowExecutionDescription, events: Sequence[HistoryEvent]
+) -> RefundRequest | OrderRequest | None:
+    """The request a refund or payment flow was started with (None for any other flow, and for
+    one whose request never fitted its message: it failed at its start, holding nothing)."""
+    request_type = WAITS_FOR_RECONCILIATION.get(described.workflow_type)
+    if request_type is None or not events:
+        return None
+    started = events[0].workflow_execution_started_event_attributes
+    try:
+        [request] = await client.data_converter.decode(started.input.payloads, [request_type])
+    except InvalidRequest:
+        return None
+    return request
+
+
+def _answers_found_while_gone(
+    uow_factory: Any, described: WorkflowExecutionDescription, request: RefundRequest | OrderRequest | None
 ) -> list[Outcome]:
     """Payments' record of the answer reconciliation found for the request the flow was waiting
     for when it ended (its last FlowStatus `awaiting_reconciliation`); none for any other flow.
     The flow takes no fact from the signal: it reads payments' record of that command again."""
-    request_type = WAITS_FOR_RECONCILIATION.get(described.workflow_type)
-    if request_type is None or described.typed_search_attributes.get(FLOW_STATUS) != "awaiting_reconciliation":
+    if request is None or described.typed_search_attributes.get(FLOW_STATUS) != "awaiting_reconciliation":
         return []
-    started = events[0].workflow_execution_started_event_attributes
-    [request] = await client.data_converter.decode(started.input.payloads, [request_type])
     with uow_factory() as uow:
         payment = uow.payments.find(request.order_id)
         found = payment.answers_found_by_reconciliation(getattr(request, "refund_id", None)) if payment else []
         return [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
+
+
+def _flow_gone_still_open(uow_factory: Any, request: RefundRequest | OrderRequest | None) -> tuple[str, ...]:
+    """The open `flow_gone` discrepancies about this flow's money: its refund's, or its payment's
+    capture attempts'. Resuming does not resolve them: support does, once the flow has finished
+    (a flow gone again is found again by the next pass either way)."""
+    if request is None:
+        return ()
+    with uow_factory() as uow:
+        if isinstance(request, RefundRequest):
+            ids = {request.refund_id}
+        else:
+            payment = uow.payments.find(request.order_id)
+            ids = {attempt.attempt_id for attempt in payment.attempts} if payment else set()
+        return tuple(
+            d.id for d in uow.discrepancies.with_status("open")
+            if d.kind is DiscrepancyKind.FLOW_GONE and d.business_id in ids
+        )
 
 
 async def new_run_settled(client: Client, resumed: Resumed, within: float = 5.0) -> tuple[WorkflowExecutionStatus, bool]:
@@ -204,8 +243,9 @@ async def resume_flow(cli: Any) -> dict:
     if resumed.reset_to is None:
         cli.out(
             f"{resumed.workflow_id}: still waiting for reconciliation; told it what reconciliation found "
-            f"({', '.join(resumed.told)})",
+            f"({', '.join(resumed.told)}){_to_resolve(resumed)}",
             workflow_id=resumed.workflow_id, was=resumed.was, run_id=resumed.run_id, reset_to=None, told=resumed.told,
+            still_open=list(resumed.still_open),
         )
         return {"workflow_id": resumed.workflow_id, "run_id": resumed.run_id}
     status, ran = await new_run_settled(client, resumed)
@@ -221,14 +261,24 @@ async def resume_flow(cli: Any) -> dict:
         told += f"; no worker has run it yet (is one running? `starter.py status {resumed.workflow_id}`)"
     cli.out(
         f"{resumed.workflow_id}: resumed ({resumed.was} before) from its workflow task at event {resumed.reset_to}, "
-        f"new run {resumed.run_id}{told}",
+        f"new run {resumed.run_id}{told}{_to_resolve(resumed)}",
         workflow_id=resumed.workflow_id,
         was=resumed.was,
         run_id=resumed.run_id,
         reset_to=resumed.reset_to,
         told=resumed.told,
+        still_open=list(resumed.still_open),
     )
     return {"workflow_id": resumed.workflow_id, "run_id": resumed.run_id}
+
+
+def _to_resolve(resumed: Resumed) -> str:
+    if not resumed.still_open:
+        return ""
+    return (
+        f"; still open for support: {', '.join(resumed.still_open)} — resolve once the flow has finished "
+        f"(`starter.py resolve-discrepancy {resumed.still_open[0]} --note …`)"
+    )
 
 
 class ResumedButEnded(RuntimeError):

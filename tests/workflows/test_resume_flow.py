@@ -113,6 +113,7 @@ async def test_a_refund_terminated_while_awaiting_reconciliation_is_resumed_told
     await keep_history(resumed_flow, "refund_resumed_and_told_what_reconciliation_found")
     assert resumed.was == "terminated"
     assert resumed.told == harness.payment(order_id).answers_found_by_reconciliation(refund_id) != []
+    assert resumed.still_open == (f"flow_gone:{refund_id}",)  # named for support, who resolves it
     assert harness.refund(order_id, refund_id).status.value == "completed"
     assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.SETTLED
     assert harness.gateway.refunds_paid(refund_id) == 1
@@ -159,7 +160,7 @@ async def test_a_refund_terminated_while_sending_and_answered_by_reconciliation_
     again = harness.client.get_workflow_handle_for(RefundWorkflow.run, handle.id)
     result = await asyncio.wait_for(again.result(), timeout=60)
     assert (resumed.was, result.status) == ("terminated", "completed")  # not refused as answered already
-    assert resumed.told == []  # it was not waiting for reconciliation: nothing to tell it
+    assert (resumed.told, resumed.still_open) == ([], ())  # not waiting, not found gone: nothing to tell or name
     assert harness.refund(order_id, refund_id).status.value == "completed"
     assert harness.gateway.refunds_paid(refund_id) == 1
 
@@ -179,6 +180,7 @@ async def test_a_payment_flow_terminated_while_awaiting_reconciliation_is_resume
     view = await wait_for_status(harness.client.get_workflow_handle(handle.id), "paid")
     assert view.invoice_number
     assert resumed.told == harness.payment(order_id).answers_found_by_reconciliation() != []
+    assert resumed.still_open == tuple(f"flow_gone:{a.attempt_id}" for a in harness.payment(order_id).attempts)
     assert harness.order(order_id).paid.amount == Decimal("120.00")
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
 
