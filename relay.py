@@ -121,7 +121,7 @@ class Relay:
             nc = await connect(self.stream.nats_url, name="settleflow-relay")
             try:
                 js = nc.jetstream(timeout=self.settings.ack_timeout_seconds)
-                await ensure_stream(js, self.stream)
+                await ensure_stream(js, self.stream, owner=True)  # the stream's limits are the relay's
             except BaseException:
                 await nc.close()
                 raise

@@ -76,12 +76,15 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0) -> Clien
     )
 
 
-async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
-    """Create the stream, or bring an existing one to today's settings (safe to call from every process)."""
+async def ensure_stream(js: JetStreamContext, settings: StreamSettings, *, owner: bool = False) -> None:
+    """Create the stream when it is missing. Only its owner, the relay that publishes to it,
+    brings an existing one to its settings: a consumer started with other limits (or none set)
+    would otherwise shrink them on every reconnect, and JetStream drops what no longer fits."""
     config = settings.stream_config()
     try:
         await js.stream_info(STREAM)
     except NotFoundError:
         await js.add_stream(config)
         return
-    await js.update_stream(config)
+    if owner:
+        await js.update_stream(config)

@@ -136,14 +136,26 @@ TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | N
 
 BY_NAME = {event_type.__name__: entry for event_type, entry in TABLE.items()}
 EVENT_CLASSES = {event_type.__name__: event_type for event_type in TABLE}
-# Which table this is: what it publishes each event type as. A row parked under another table
-# (an older relay's, in a rolling deploy) is tried again by this one (relay.py).
-TABLE_VERSION = hashlib.sha256(
-    "\n".join(
-        f"{name}:{'-' if isinstance(entry, NotPublished) else ','.join(c.type_name() for c, _ in entry)}"
-        for name, entry in sorted(BY_NAME.items())
-    ).encode()
-).hexdigest()[:12]
+
+
+def table_version(table: Mapping[type[Event], Any]) -> str:
+    """Which table this is: what it publishes each event type as, and the fields it reads each
+    type's payload with. A row parked under another table (another relay's, in a rolling deploy:
+    a new type, or a field added, renamed or dropped) is tried again by this one (relay.py)."""
+    def fields(event_type: type[Event]) -> str:
+        return ",".join(f"{name}:{field.annotation}" for name, field in sorted(event_type.model_fields.items()))
+
+    return hashlib.sha256(
+        "\n".join(
+            f"{event_type.__name__}:"
+            f"{'-' if isinstance(entry, NotPublished) else ','.join(c.type_name() for c, _ in entry)}:"
+            f"{fields(event_type)}"
+            for event_type, entry in sorted(table.items(), key=lambda item: item[0].__name__)
+        ).encode()
+    ).hexdigest()[:12]
+
+
+TABLE_VERSION = table_version(TABLE)
 
 
 @dataclass(frozen=True)
@@ -173,8 +185,13 @@ def translate(row: Mapping[str, Any]) -> list[Outgoing]:
         raise Unpublishable(f"unknown event type {name!r}: not in integration/translation.py TABLE")
     if isinstance(entry, NotPublished):
         return []
+    event_type = EVENT_CLASSES[name]
+    # A field this table does not know (a newer worker's, in a rolling deploy) is none of what it
+    # publishes: it is left aside, not a reason to hold the aggregate. A field it needs and does
+    # not find parks the row, for a relay whose table reads it (its table version differs).
+    payload = {key: value for key, value in row["payload"].items() if key in event_type.model_fields}
     try:
-        event = EVENT_CLASSES[name].model_validate(row["payload"])
+        event = event_type.model_validate(payload)
     except ValueError as error:
         raise Unpublishable(f"payload does not fit {name}: {error}".splitlines()[0]) from error
     when: datetime = row["occurred_at"] or row["recorded_at"]

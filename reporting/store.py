@@ -11,6 +11,9 @@ Tables:
   the same transaction (eventsourcing's `Tracking`). The read position is this database's,
   not the broker's: the consumer starts after it, so a deleted or restored database is
   rebuilt from the stream instead of resuming where the broker's durable consumer was.
+- `missed`: stream sequences a consumer never got to apply — the stream had dropped them (its
+  limits) before it read them. Stream sequences have no gaps, so a jump past the position is
+  such a loss: recorded with the jump, logged, and shown by the report (what it does not count).
 - `refunds`, `payments`: the read model the report shows.
 
 The schema belongs to this read model alone and is created on start; the model can
@@ -20,6 +23,7 @@ be rebuilt at any time by deleting the file: the consumer replays the stream fro
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable
@@ -37,6 +41,8 @@ from integration import contracts as c
 from integration.envelope import CloudEvent
 
 DEFAULT_REPORTING_DATABASE_URL = "sqlite:///var/reporting.db"
+
+log = logging.getLogger("settleflow.reporting")
 
 metadata = MetaData()
 
@@ -63,6 +69,16 @@ positions = Table(
     Column("consumer", Text, primary_key=True),  # the durable consumer's name
     Column("stream", Text, nullable=False),  # which stream: its creation time (a recreated one starts at 1 again)
     Column("stream_sequence", Integer, nullable=False),  # the last event applied (or found a duplicate)
+)
+
+missed = Table(
+    "missed",
+    metadata,
+    Column("consumer", Text, primary_key=True),
+    Column("stream", Text, primary_key=True),
+    Column("first_sequence", Integer, primary_key=True),
+    Column("last_sequence", Integer, nullable=False),
+    Column("noticed_at", UtcDateTime, nullable=False),
 )
 
 refunds = Table(
@@ -178,9 +194,17 @@ def record_position(engine: Engine, consumer: str, stream: str, sequence: int) -
         _advance(conn, consumer, stream, sequence)
 
 
-def _advance(conn: Connection, consumer: str, stream: str, sequence: int) -> None:
+def _advance(conn: Connection, consumer: str, stream: str, sequence: int, noticed_at: datetime | None = None) -> None:
+    """Move `consumer`'s position to `sequence`. With `noticed_at` (an event being applied), a jump
+    past the next sequence is recorded as missed: the stream no longer held those events."""
     key = positions.c.consumer == consumer
     seen = conn.execute(select(positions.c.stream, positions.c.stream_sequence).where(key)).first()
+    after = seen.stream_sequence if seen is not None and seen.stream == stream else 0
+    if noticed_at is not None and sequence > after + 1:
+        log.warning("%s: stream events %s to %s were gone before they were read: the report misses them",
+                    consumer, after + 1, sequence - 1)
+        conn.execute(insert(missed).values(consumer=consumer, stream=stream, first_sequence=after + 1,
+                                           last_sequence=sequence - 1, noticed_at=noticed_at))  # fmt: skip
     if seen is None:
         conn.execute(insert(positions).values(consumer=consumer, stream=stream, stream_sequence=sequence))
     elif seen.stream != stream or sequence > seen.stream_sequence:
@@ -196,7 +220,7 @@ def apply(
     now = now or datetime.now(UTC)
     with engine.begin() as conn:
         if at is not None:
-            _advance(conn, *at)
+            _advance(conn, *at, noticed_at=now)
         if conn.execute(select(inbox.c.event_id).where(inbox.c.event_id == event.id)).first():
             return "duplicate"
         key = (aggregate_versions.c.aggregate_type == event.aggregatetype) & (
@@ -240,6 +264,7 @@ class Report:
     payments: list[Row]
     approved_not_settled: list[dict[str, Any]]
     events_applied: int
+    events_missed: list[tuple[int, int]]  # stream sequences gone before they were read (first, last)
 
     def totals(self, rows: list[Row], status: str) -> dict[str, Decimal]:
         out: dict[str, Decimal] = defaultdict(Decimal)
@@ -274,6 +299,10 @@ def report(engine: Engine) -> Report:
             payments=_grouped(conn, payments),
             approved_not_settled=[dict(r._mapping) for r in pending],
             events_applied=len(applied),
+            events_missed=[
+                (r.first_sequence, r.last_sequence)
+                for r in conn.execute(select(missed.c.first_sequence, missed.c.last_sequence).order_by(missed.c.noticed_at))
+            ],
         )
 
 
@@ -293,4 +322,9 @@ def format_report(r: Report) -> str:
     lines += [f"  {p['refund_id']} (order {p['order_id']}) {p['amount']} {p['currency']} since {p['day']}"
               for p in r.approved_not_settled]  # fmt: skip
     lines.append(f"events applied: {r.events_applied}")
+    if r.events_missed:
+        count = sum(last - first + 1 for first, last in r.events_missed)
+        ranges = ", ".join(f"{first}-{last}" if last > first else str(first) for first, last in r.events_missed)
+        lines.append(f"events missed (gone from the stream before they were read; not in the figures above): "
+                     f"{count} (stream sequences {ranges})")  # fmt: skip
     return "\n".join(lines)

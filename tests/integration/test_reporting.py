@@ -219,3 +219,68 @@ async def test_a_database_from_before_positions_were_kept_continues_without_repl
 
     assert await consume(reporting_engine, nats_server.url) == {"applied": 1}  # e-1 not delivered again
     assert store.position(reporting_engine, ReportingConsumer.default_durable()).sequence == 2
+
+
+async def test_events_the_stream_dropped_before_they_were_read_are_recorded_as_missed_and_shown_by_the_report(
+    reporting_engine, nats_server, jetstream
+):
+    """Stream sequences have no gaps: events gone (the stream's limits) while the consumer was
+    down are a jump past its position — recorded, and shown, not silently stepped over."""
+    from integration.stream import STREAM
+
+    _, js = jetstream
+    for n in range(2):
+        await publish(js, event(approved(f"r-{n}", "1.00"), id=f"e-{n}", subject=f"o-{n}", version=2))
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 2}
+    for n in range(2, 6):  # published while reporting is down
+        await publish(js, event(approved(f"r-{n}", "1.00"), id=f"e-{n}", subject=f"o-{n}", version=2))
+    await js.purge_stream(STREAM, seq=5)  # the stream's limits drop sequences 3 and 4 unread
+
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 2}
+
+    report = store.report(reporting_engine)
+    assert report.events_missed == [(3, 4)]
+    assert sorted(p["refund_id"] for p in report.approved_not_settled) == ["r-0", "r-1", "r-4", "r-5"]
+    assert "events missed (gone from the stream before they were read; not in the figures above): 2 " \
+           "(stream sequences 3-4)" in store.format_report(report)
+
+
+async def test_a_database_reading_a_stream_that_already_dropped_its_first_events_records_them_as_missed(
+    reporting_engine, nats_server, jetstream
+):
+    from integration.stream import STREAM
+
+    _, js = jetstream
+    for n in range(3):
+        await publish(js, event(approved(f"r-{n}", "1.00"), id=f"e-{n}", subject=f"o-{n}", version=2))
+    await js.purge_stream(STREAM, seq=3)
+
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
+    assert store.report(reporting_engine).events_missed == [(1, 2)]
+
+
+async def test_events_read_in_order_miss_nothing(reporting_engine, nats_server, jetstream):
+    _, js = jetstream
+    for n in range(3):
+        await publish(js, event(approved(f"r-{n}", "1.00"), id=f"e-{n}", subject=f"o-{n}", version=2))
+    await consume(reporting_engine, nats_server.url)
+    await publish(js, event(approved("r-9", "1.00"), id="e-9", subject="o-9", version=2))
+    await consume(reporting_engine, nats_server.url)
+
+    report = store.report(reporting_engine)
+    assert (report.events_applied, report.events_missed) == (4, [])
+    assert "events missed" not in store.format_report(report)
+
+
+async def test_only_the_relay_changes_the_streams_limits_a_consumer_with_other_settings_leaves_them(
+    reporting_engine, nats_server, jetstream
+):
+    from integration.stream import STREAM, ensure_stream
+
+    _, js = jetstream
+    larger = stream_settings(nats_server.url).model_copy(update={"max_bytes": 2 << 30})
+    await ensure_stream(js, larger, owner=True)  # the relay, configured with a larger stream
+
+    await consume(reporting_engine, nats_server.url)  # the consumer, started with the defaults
+
+    assert (await js.stream_info(STREAM)).config.max_bytes == 2 << 30

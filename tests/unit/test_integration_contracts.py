@@ -15,7 +15,7 @@ from domain.shared.money import Money
 from integration import contracts as public
 from integration import schemas
 from integration.envelope import CloudEvent
-from integration.translation import TABLE, NotPublished, Unpublishable, translate
+from integration.translation import TABLE, TABLE_VERSION, NotPublished, Unpublishable, table_version, translate
 
 WHEN = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
 
@@ -88,6 +88,23 @@ def test_an_event_type_the_table_does_not_know_cannot_be_published():
         translate(row | {"event_type": "OrderRefunded"})
     with pytest.raises(Unpublishable, match="payload does not fit"):
         translate(row | {"payload": {"order_id": "o-1"}})
+
+
+def test_a_field_this_table_does_not_read_is_left_aside_and_the_event_still_goes_out():
+    # A newer worker's event with a field added, met by this relay in a rolling deploy.
+    event = domain.OrderPaid(order_id="o-1", amount=Money(amount=Decimal(5), currency="EUR"))
+    row = outbox_row(event)
+    [message] = translate(row | {"payload": {**row["payload"], "paid_with": "instalments"}})
+    assert message.envelope.data == {"order_id": "o-1", "amount": "5.00", "currency": "EUR"}
+
+
+def test_the_table_version_changes_when_an_events_fields_change_so_another_relays_parks_are_tried_again():
+    class OrderPaid(domain.OrderPaid):  # the same event, a field added
+        paid_with: str = "card"
+
+    changed = {OrderPaid if event_type is domain.OrderPaid else event_type: entry for event_type, entry in TABLE.items()}
+    assert table_version(changed) != TABLE_VERSION
+    assert table_version(dict(reversed(list(TABLE.items())))) == TABLE_VERSION  # the table's order is no change
 
 
 # -- compatibility of published versions -----------------------------------------------------------------------------
