@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, Interceptor, TLSConfig
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowUpdateInput,
+    TLSConfig,
+    WorkflowUpdateHandle,
+)
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
@@ -53,6 +60,25 @@ def connect_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+class AddressUpdates(Interceptor):
+    """Every Update argument that names the flow it is for (`to_flow`, workflows/messages.py
+    `AddressedUpdate`) is addressed to the workflow the client sends it to, unless the caller
+    did: the flow refuses an argument addressed elsewhere, so one lifted from another flow's
+    history cannot decide in it."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _AddressingOutbound(next)
+
+
+class _AddressingOutbound(OutboundInterceptor):
+    async def start_workflow_update(self, input: StartWorkflowUpdateInput) -> WorkflowUpdateHandle[Any]:
+        input.args = [
+            arg.model_copy(update={"to_flow": input.id}) if getattr(arg, "to_flow", None) == "" else arg
+            for arg in input.args
+        ]
+        return await super().start_workflow_update(input)
+
+
 async def connect(
     settings: Settings, runtime: Runtime | None = None, interceptors: Sequence[Interceptor] = ()
 ) -> Client:
@@ -60,7 +86,7 @@ async def connect(
     return await Client.connect(
         **config,
         data_converter=data_converter(),  # encrypted payloads (adapters/codec.py)
-        interceptors=[TracingInterceptor(), *interceptors],
+        interceptors=[TracingInterceptor(), AddressUpdates(), *interceptors],
         runtime=runtime,
     )
 

@@ -108,7 +108,16 @@ class RefundRequest(Request):
         return self
 
 
-class ReviewResolution(Request):
+class AddressedUpdate(Request):
+    """An Update's argument, naming the flow it is for (its workflow id). The flow refuses one
+    addressed to another (`Process.addressed_here`): the argument's bytes, encrypted, lifted from
+    one flow's history and sent as another flow's Update would otherwise decide there in its
+    signer's name. Settleflow's clients fill it in (adapters/temporal.py `AddressUpdates`)."""
+
+    to_flow: str = ""
+
+
+class ReviewResolution(AddressedUpdate):
     """An Update's argument: one that does not validate is refused before the validator runs."""
 
     decision: ReviewDecision
@@ -135,13 +144,13 @@ class OrderRequest(Request):
     placed_at: datetime | None = None  # None: placed when the request reached settleflow
 
 
-class NewPaymentMethod(Request):
+class NewPaymentMethod(AddressedUpdate):
     card_token: Id
     given_by: Actor | None = None  # None: refused (old flows took it as system)
     token: str | None = Token()
 
 
-class CancellationRequest(Request):
+class CancellationRequest(AddressedUpdate):
     requested_by: Actor
     reason: Reason = "cancelled on request"
     token: str | None = Token()

@@ -71,7 +71,7 @@ with workflow.unsafe.imports_passed_through():
         UpdatePaymentMethod,
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
-    from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, from_outside, refuse_outsider, retry_until_done
+    from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, addressed_here, from_outside, refuse_outsider, retry_until_done
     from workflows.process import CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN, VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
@@ -140,6 +140,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.order = order
         # Which changes this flow runs with, asked once before the first command.
         self.begin()
+        self.runs_as(f"payment-{order.order_id}")
         self.open_until_delivered = self.runs_with(OPEN_UNTIL_DELIVERED)
         self.unknown_capture_awaits_reconciliation = self.runs_with(UNKNOWN_CAPTURE_AWAITS_RECONCILIATION)
         self.set_status("capturing")
@@ -458,6 +459,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
 
     @update_payment_method.validator
     def check_payment_method(self, method: NewPaymentMethod) -> None:
+        addressed_here(method)
         if not method.card_token.strip():
             raise ValueError("a card token is required")
         refuse_outsider(method.given_by, method.token, UpdatePaymentMethod, "give a new payment method")
@@ -479,6 +481,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
 
     @cancel_order.validator
     def check_cancellation(self, request: CancellationRequest) -> None:
+        addressed_here(request)
         refuse_outsider(request.requested_by, request.token, CancelOrder, "cancel an order")
         if self.cancellation is not None:
             raise ValueError("a cancellation is already being handled")

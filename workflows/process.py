@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.contracts import REFUSALS as CONTRACT_REFUSALS
     from domain.contracts import Actor, Command, GatewayQuestion, Outcome
     from domain.shared.actor import Role
-    from workflows.messages import PASSING_STATUSES, InvalidRequest
+    from workflows.messages import PASSING_STATUSES, AddressedUpdate, InvalidRequest
 
 C = TypeVar("C", bound=Command)
 
@@ -72,12 +72,15 @@ REMINDER_BESIDE_REVIEW = "reminder-beside-review"
 # record was being read reads it again, rather than let that read (begun before the news it
 # may have missed) close the question.
 READ_AGAIN_WHEN_TOLD_AGAIN = "read-again-when-told-again"
+# flows-2026-12-06d: a flow runs only under the workflow id its request derives (`Process.runs_as`).
+DERIVED_IDS_ONLY = "derived-ids-only"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
     CANCELLED_BEFORE_RETRY: "flows-2026-12-06b",
     REMINDER_BESIDE_REVIEW: "flows-2026-12-06c",
     READ_AGAIN_WHEN_TOLD_AGAIN: "flows-2026-12-06d",
+    DERIVED_IDS_ONLY: "flows-2026-12-06d",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the
@@ -155,6 +158,22 @@ def refuse_outsider(actor: Actor | None, token: str | None, command_type: type[C
     refuse_role(actor, command_type, doing)
 
 
+def addressed_here(update: AddressedUpdate) -> None:
+    """Refuse an Update whose argument names another flow (or none): a copy of another flow's."""
+    here = workflow.info().workflow_id
+    if update.to_flow != here:
+        raise ValueError(f"this request is addressed to {update.to_flow or 'no flow'}, not to {here}")
+
+
+def started_by_its_payment(request: Any) -> None:
+    """A refund settleflow asks for itself (`system`) is a cancelled order's: started by that
+    order's payment flow, and nowhere else (any workflow can be a parent; billing refunds for
+    `system` only what a cancellation left owed)."""
+    parent = workflow.info().parent
+    if request.requested_by.role is Role.SYSTEM and (parent is None or parent.workflow_id != f"payment-{request.order_id}"):
+        raise InvalidRequest(f"a refund settleflow asks for itself is started by payment-{request.order_id} alone")
+
+
 def from_outside(actor: Actor) -> None:
     """A start request claims `system` only when one of settleflow's own workflows started
     this one as its child (Temporal records the parent; nobody outside can forge it).
@@ -185,6 +204,17 @@ class Process:
         records RELEASE's marker alone; one recorded earlier finds its own release's."""
         self.release = next((release for release in RELEASES if workflow.patched(release)), None)
         self.on_release = self.release is not None
+
+    def runs_as(self, derived_id: str) -> None:
+        """A flow runs only under the id its request derives (`refund-{refund_id}`,
+        `payment-{order_id}`, ...). Command ids are `{workflow id}/{step}` and owners answer an id
+        they saw with its first answer: a flow started under another's id — a refund's, an order's
+        cancellation refund's, taken before settleflow starts it — would be answered with facts
+        that are not its own, or leave its own for that flow to be answered with. Asked at the
+        start, after `begin`."""
+        actual = workflow.info().workflow_id
+        if actual != derived_id and self.takes(DERIVED_IDS_ONLY):
+            raise InvalidRequest(f"this request runs as {derived_id}, not as {actual}: start it under that id")
 
     def runs_with(self, change: str) -> bool:
         """Whether this flow takes a change made before FIRST_RELEASE, patched in under

@@ -75,7 +75,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
-    from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, from_outside, refuse_outsider
+    from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, addressed_here, from_outside, refuse_outsider
+    from workflows.process import started_by_its_payment
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -141,6 +142,8 @@ class RefundWorkflow(AwaitsReconciliation, Process):
         self.request = request
         # Which changes this flow runs with, asked once before the first command.
         self.begin()
+        self.runs_as(f"refund-{request.refund_id}")
+        started_by_its_payment(request)
         self.intercepts_after_fraud = self.runs_with(INTERCEPT_AFTER_FRAUD)
         self.fraud_hears_unpaid = self.runs_with(FRAUD_HEARS_UNPAID)
         self.unknown_awaits_reconciliation = self.runs_with(UNKNOWN_AWAITS_RECONCILIATION)
@@ -315,6 +318,7 @@ class RefundWorkflow(AwaitsReconciliation, Process):
 
     @resolve_review.validator
     def check_resolution(self, resolution: ReviewResolution) -> None:
+        addressed_here(resolution)
         if self.resolution is not None:
             raise ValueError("this review has already been decided")
         if self.status != "under_review" or self.review_closed:

@@ -74,6 +74,7 @@ class ShipOrderWorkflow(TellsThePaymentProcess, Process):
     async def run(self, request: ShipmentRequest) -> TrailView:
         from_outside(request.requested_by)
         self.begin()
+        self.runs_as(f"ship-{request.order_id}")
         self.set_status("shipping")
         patched = self.runs_with(BILLING_CLEARS_SHIPPING)
         if patched:
@@ -142,6 +143,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
     async def run(self, request: DeliveryRequest) -> TrailView:
         from_outside(request.requested_by)
         self.begin()
+        self.runs_as(f"deliver-{request.order_id}")
         self.set_status("delivering")
         confirm = self.command(
             ConfirmDelivery,

@@ -245,6 +245,9 @@ class Order(AggregateRoot):
         (`issued_at`), so a slow queue never changes the answer."""
         if command.actor.role is Role.CUSTOMER and command.actor.id != self.customer_id:
             raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
+        if command.actor.role is Role.SYSTEM and not self.cancelled:
+            # Settleflow asks for a refund on its own only to pay back what a cancellation owes.
+            raise NotAuthorized("not_owed", f"order {self.id} is not cancelled: settleflow owes nothing back on its own")
         if command.refund_id in self.refunds:
             raise InvalidCommand("duplicate_refund", f"refund {command.refund_id} was already requested")
         if command.amount is not None:

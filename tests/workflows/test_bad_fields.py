@@ -97,7 +97,7 @@ async def test_a_bad_field_in_a_review_decision_is_refused_and_a_later_valid_dec
     handle = await start_refund(harness, order_id)
     await wait_for_status(handle, "under_review")
     good = {"decision": "approve", "reviewer": {"role": "fraud_analyst", "id": "alice"}, "note": "",
-            "token": token_for("fraud_analyst:alice")}
+            "token": token_for("fraud_analyst:alice"), "to_flow": handle.id}  # JSON, as from the web UI
 
     for case, bad in BAD_REVIEWS.items():
         with pytest.raises(WorkflowUpdateFailedError) as refused:
@@ -136,7 +136,9 @@ async def test_a_bad_new_card_or_cancellation_is_refused_and_the_flow_still_take
             await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token, **bad})
     assert (await handle.query(PaymentWorkflow.status_view)).status == "recovering"
 
-    answer = await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token})
+    answer = await handle.execute_update(
+        "cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token, "to_flow": handle.id}
+    )
     assert answer == "cancelled"
     assert harness.order(order_id).cancelled
 

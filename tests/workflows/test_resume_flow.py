@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.payments import PaymentsActivities
 from adapters.codec import data_converter
+from adapters.temporal import AddressUpdates
 from cli.resume import NotResumable, new_run_settled, resume
 from devstack import temporal_cli
 from domain.payments.payment import GatewayRefundStatus
@@ -44,7 +45,7 @@ SUPPORT_AGENT = Actor(role=Role.SUPPORT, id="sam")
 @pytest.fixture(scope="module")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
-        data_converter=data_converter(), dev_server_existing_path=temporal_cli(),
+        data_converter=data_converter(), interceptors=[AddressUpdates()], dev_server_existing_path=temporal_cli(),
         search_attributes=list(SEARCH_ATTRIBUTES),
     )
     yield environment

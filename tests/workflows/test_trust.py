@@ -24,9 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import Message as Proto
 from sqlalchemy import func, select
 from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio import workflow
+from temporalio.worker import Replayer, Worker
 
 from adapters import db
 from adapters.codec import data_converter
@@ -116,6 +118,48 @@ async def test_system_claimed_from_outside_is_refused_before_any_owner_is_asked(
     assert row_counts(harness) == before
 
 
+@workflow.defn(name="NotSettleflowsPaymentFlow", sandboxed=False)
+class NotSettleflowsPaymentFlow:
+    """Anyone's workflow, starting a refund as its child and naming it settleflow's own."""
+
+    @workflow.run
+    async def run(self, order_id: str) -> None:
+        await workflow.execute_child_workflow(
+            "RefundWorkflow",
+            RefundRequest(refund_id=f"{order_id}-cancellation", order_id=order_id, reason="owed, surely",
+                          requested_by=Actor.system("cancellation-refund")),
+            id=f"refund-{order_id}-cancellation", task_queue=FLOWS_QUEUE,
+        )
+
+
+async def test_system_claimed_by_a_child_of_anyones_workflow_is_refused_before_any_owner_is_asked(harness):
+    order_id = await delivered_order(harness)
+    before = row_counts(harness)
+    async with real_time(harness.env), Worker(harness.client, task_queue="not-settleflow",
+                                              workflows=[NotSettleflowsPaymentFlow]):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await harness.client.execute_workflow(NotSettleflowsPaymentFlow.run, order_id, id=new_id("parent"),
+                                                  task_queue="not-settleflow")
+    assert f"started by payment-{order_id} alone" in str(failed.value.cause.cause)
+    assert row_counts(harness) == before
+
+
+async def test_a_flow_started_under_another_id_than_its_request_derives_is_refused_before_any_owner_is_asked(harness):
+    order_id = await delivered_order(harness)
+    before = row_counts(harness)
+    async with real_time(harness.env):
+        handle = harness.track(await harness.client.start_workflow(
+            RefundWorkflow.run,
+            RefundRequest(refund_id=new_id("r"), order_id=order_id, reason="arrived damaged",
+                          requested_by=Actor.parse("customer:c-1"), **signed(Actor.parse("customer:c-1"))),
+            id=f"refund-{order_id}-cancellation", task_queue=FLOWS_QUEUE,  # the order's cancellation refund's
+        ))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    assert f"not as refund-{order_id}-cancellation" in str(failed.value.cause)
+    assert row_counts(harness) == before
+
+
 @pytest.mark.parametrize("case", ["none", "forged signature", "expired", "own refund", "system"])
 async def test_a_review_decision_without_a_valid_independent_token_is_refused_and_the_review_stays_open(
     harness, case
@@ -143,6 +187,38 @@ async def test_a_review_decision_without_a_valid_independent_token_is_refused_an
         RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST,
                                                         **signed(ANALYST)))
     assert (await finished(harness, handle)).status == "completed"
+
+
+async def test_a_review_decision_lifted_from_one_refunds_history_decides_nothing_in_another(harness):
+    """Someone who can read histories and send Updates, without the payload key or a token,
+    copies alice's encrypted approval of refund A and sends it as refund B's decision."""
+    refunds = []
+    for requester in ("support:eve", "support:mallory"):
+        order_id = await delivered_order(harness, amount="1500.00")
+        refunds.append(await start_refund(harness, order_id, by=requester))
+    a, b = refunds
+    for handle in refunds:
+        await wait_for_status(handle, "under_review")
+    await a.execute_update(RefundWorkflow.resolve_review,
+                           ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST)))
+    [accepted] = [e async for e in a.fetch_history_events()
+                  if e.HasField("workflow_execution_update_accepted_event_attributes")]
+    [lifted] = accepted.workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads
+    assert lifted.metadata["encoding"] == b"binary/encrypted"  # unreadable, but whole
+    keyless = Client(harness.client.service_client, namespace=harness.client.namespace,
+                     data_converter=pydantic_data_converter)
+
+    with pytest.raises(WorkflowUpdateFailedError):  # refused (why: encrypted, for the key holder)
+        await keyless.get_workflow_handle(b.id).execute_update("resolve_review", RawValue(lifted))
+    with pytest.raises(WorkflowUpdateFailedError) as refused:  # the same argument, read with the key
+        await b.execute_update(RefundWorkflow.resolve_review, ReviewResolution(
+            decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST), to_flow=a.id))
+
+    assert f"addressed to {a.id}, not to {b.id}" in str(refused.value.cause)
+    with harness.uow_factory() as uow:
+        assert uow.fraud_reviews.get(b.id.removeprefix("refund-")).status == "open"
+    assert (await b.query("status"))["status"] == "under_review"
+    assert (await finished(harness, a)).status == "completed"
 
 
 # -- what Temporal holds --------------------------------------------------------------------
