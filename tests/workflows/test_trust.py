@@ -32,6 +32,7 @@ from temporalio.worker import Replayer, Worker
 
 from adapters import db
 from adapters.codec import data_converter
+from adapters.temporal import AddressUpdates
 from adapters.identity import TrustSettings, load_trust, mint
 from adapters.tables import metadata
 from domain.contracts import ReviewDecision
@@ -306,7 +307,8 @@ KEY_2 = "k2=" + "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="
 
 def client_with(env_client: Client, keys: str, active: str) -> Client:
     settings = TrustSettings(payload_keys=keys, payload_key_id=active)
-    return Client(env_client.service_client, namespace=env_client.namespace, data_converter=data_converter(settings))
+    return Client(env_client.service_client, namespace=env_client.namespace, data_converter=data_converter(settings),
+                  interceptors=[AddressUpdates()])
 
 
 async def test_a_flow_started_under_key_1_completes_and_replays_after_key_2_becomes_active(env, gateway_url, tmp_path):
