@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.authorization import authorize
 from adapters import tracing
@@ -66,9 +66,12 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
         return _decided(uow_factory, command, owner_decides, final=final)
     except DomainError as refused:
         # The owner refused the command outright: nothing changed, and asking again
-        # cannot help, so Temporal must not retry it.
+        # cannot help, so Temporal must not retry it. A refusal is an answer, not a fault:
+        # BENIGN keeps the SDK from logging it, message and ids and amounts, at WARNING with
+        # its traceback in every worker's log (the flow reads it from the encrypted failure).
         raise ApplicationError(
-            refused.message, refused.code, type=refused.kind, non_retryable=True
+            refused.message, refused.code, type=refused.kind, non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
         ) from refused
 
 

@@ -157,6 +157,10 @@ class StripeGateway:
         # searches its own records, current as soon as a request is answered.
         self.search_lag = search_lag if search_lag is not None else (
             timedelta(0) if api_key == SIMULATOR_API_KEY else STRIPE_SEARCH_LAG)
+        # The longest one request of this client can be on the wire: httpx times connecting,
+        # writing, reading and waiting for a connection each (and the SDK retries nothing). A
+        # request whose flow stopped waiting may arrive this long after: "not found" waits for it.
+        self.on_the_wire = timedelta(seconds=4 * timeout_seconds)
         self._mode = "live" if api_key.startswith(("sk_live_", "rk_live_")) else "test"
         self._declared = account_id or None  # SETTLEFLOW_STRIPE_ACCOUNT: needed by a key that may not read it
         self._account: str | None = None  # read on first use, then kept (a key speaks for one account)
@@ -256,7 +260,7 @@ class StripeGateway:
                                   .auto_paging_iter()))
         intents = [_plain(i) for i in found]
         if not intents:
-            return NotFound(settles_after=self.search_lag)
+            return NotFound(settles_after=self.on_the_wire + self.search_lag)
         succeeded = [i for i in intents if i["status"] in ("succeeded", "requires_capture")]
         if succeeded:
             return _captured(succeeded[0])
@@ -276,7 +280,7 @@ class StripeGateway:
         key = stripe_business_id(request.idempotency_key)
         mine = [r for r in map(_plain, refunds) if (r.get("metadata") or {}).get(REFUND_ID) == key]
         if not mine:
-            return NotFound()
+            return NotFound(settles_after=self.on_the_wire)  # a list is current: only a send still on its way
         succeeded = [r for r in mine if r["status"] == "succeeded"]
         if succeeded:
             return Accepted(succeeded[0]["id"])

@@ -197,7 +197,10 @@ def translate(row: Mapping[str, Any]) -> list[Outgoing]:
     when: datetime = row["occurred_at"] or row["recorded_at"]
     outgoing = []
     for contract, make in entry:
-        data = make(event)
+        try:
+            data = make(event)
+        except ValueError as error:  # a value the contract refuses: this row is parked, the relay goes on
+            raise Unpublishable(f"{name} does not fit {contract.type_name()}: {error}".splitlines()[0]) from error
         outgoing.append(
             Outgoing(
                 subject=contract.subject(),

@@ -74,6 +74,10 @@ REMINDER_BESIDE_REVIEW = "reminder-beside-review"
 READ_AGAIN_WHEN_TOLD_AGAIN = "read-again-when-told-again"
 # flows-2026-12-06d: a flow runs only under the workflow id its request derives (`Process.runs_as`).
 DERIVED_IDS_ONLY = "derived-ids-only"
+SETTLEFLOW_IDS = ("refund-", "payment-", "ship-", "deliver-", "resolve-discrepancy-", "reconciliation-")
+# flows-2026-12-06d: a delivery woken by `shipment_recorded` that shipping still knows nothing of
+# (a forged or early signal) waits on for the rest of its time, rather than failing.
+WAITS_ON_AFTER_A_FALSE_WAKE = "waits-on-after-a-false-wake"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -81,6 +85,7 @@ FOLDED_INTO = {
     REMINDER_BESIDE_REVIEW: "flows-2026-12-06c",
     READ_AGAIN_WHEN_TOLD_AGAIN: "flows-2026-12-06d",
     DERIVED_IDS_ONLY: "flows-2026-12-06d",
+    WAITS_ON_AFTER_A_FALSE_WAKE: "flows-2026-12-06d",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the
@@ -206,14 +211,15 @@ class Process:
         self.on_release = self.release is not None
 
     def runs_as(self, derived_id: str) -> None:
-        """A flow runs only under the id its request derives (`refund-{refund_id}`,
-        `payment-{order_id}`, ...). Command ids are `{workflow id}/{step}` and owners answer an id
-        they saw with its first answer: a flow started under another's id — a refund's, an order's
-        cancellation refund's, taken before settleflow starts it — would be answered with facts
-        that are not its own, or leave its own for that flow to be answered with. Asked at the
-        start, after `begin`."""
+        """A flow under one of settleflow's ids (SETTLEFLOW_IDS) runs only under the one its
+        request derives (`refund-{refund_id}`, `payment-{order_id}`, ...). Command ids are
+        `{workflow id}/{step}` and owners answer an id they saw with its first answer: a flow
+        started under another's id — a refund's, an order's cancellation refund's, taken before
+        settleflow starts it — would be answered with facts that are not its own, or leave its own
+        for that flow to be answered with. (An id outside settleflow's, a replay's or a test's,
+        meets none of settleflow's flows.) Asked at the start, after `begin`."""
         actual = workflow.info().workflow_id
-        if actual != derived_id and self.takes(DERIVED_IDS_ONLY):
+        if actual != derived_id and actual.startswith(SETTLEFLOW_IDS) and self.takes(DERIVED_IDS_ONLY):
             raise InvalidRequest(f"this request runs as {derived_id}, not as {actual}: start it under that id")
 
     def runs_with(self, change: str) -> bool:

@@ -13,7 +13,8 @@ retried and show in the web UI like everything else.
       (or DeliveryHeld when billing has not recorded the shipment yet: applied with it, and
       the shipment flow tells the payment process)
       Shipping has no parcel yet (NotFound): the delivery waits for `shipment_recorded`
-      (up to WAIT_FOR_SHIPMENT), then asks again — a delivery is never lost for arriving first.
+      (up to WAIT_FOR_SHIPMENT), then asks again — a delivery is never lost for arriving first;
+      woken while shipping still knows no parcel (the signal names no sender), it waits on.
 
 Both are judged at the time their request reached settleflow (the workflow's start).
 A request refused or failed may be asked again (`starter.py ship` / `deliver` do): a new
@@ -22,6 +23,7 @@ run of the same workflow id with `attempt` n, whose commands carry ids of their 
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 from temporalio import workflow
@@ -40,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ShippingRefused,
     )
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView, ask_again
-    from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, Process, Refused, Step, from_outside
+    from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, WAITS_ON_AFTER_A_FALSE_WAKE, Process, Refused, Step, from_outside
     from workflows.process import retry_until_done
 
 # -- Process concerns ------------------------------------------------------------
@@ -138,6 +140,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
     def __init__(self) -> None:
         super().__init__()
         self.shipment_recorded = False
+        self.waits_on_after_a_false_wake = False  # shipping knows no shipment yet: wait on (a release's change)
 
     @workflow.run
     async def run(self, request: DeliveryRequest) -> TrailView:
@@ -181,18 +184,32 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
                 raise
         self.set_status("waiting_for_shipment")
         self.note("no shipment yet: the delivery waits for it")
-        if not await self.wait_for(lambda: self.shipment_recorded, WAIT_FOR_SHIPMENT, "waiting for the shipment"):
-            raise ApplicationError(
-                f"no shipment of order {confirm.order_id} was recorded within {WAIT_FOR_SHIPMENT.days} days "
-                "of its delivery",
-                type="ShipmentNeverRecorded",
-                non_retryable=True,
-            )
-        self.set_status("delivering")
-        return await self.send(confirm.model_copy(update={"command_id": f"{confirm.command_id}-after-shipment"}), DECIDE)
+        until = workflow.now() + WAIT_FOR_SHIPMENT
+        for woken in itertools.count():
+            if not await self.wait_for(lambda: self.shipment_recorded, until - workflow.now(), "waiting for the shipment"):
+                raise ApplicationError(
+                    f"no shipment of order {confirm.order_id} was recorded within {WAIT_FOR_SHIPMENT.days} days "
+                    "of its delivery",
+                    type="ShipmentNeverRecorded",
+                    non_retryable=True,
+                )
+            self.set_status("delivering")
+            after = f"{confirm.command_id}-after-shipment" + (f"-{woken + 1}" if woken else "")
+            try:
+                return await self.send(confirm.model_copy(update={"command_id": after}), DECIDE)
+            except Refused as refused:
+                # The signal names no sender: shipping's answer decides whether a shipment came.
+                if refused.kind != "NotFound" or not self.waits_on_after_a_false_wake:
+                    raise
+            self.shipment_recorded = False
+            self.set_status("waiting_for_shipment")
+            self.note("told of a shipment shipping does not know: the delivery waits on")
+        raise AssertionError("unreachable")
 
     @workflow.signal
     def shipment_recorded(self) -> None:
+        if self.status == "waiting_for_shipment":  # asked where the flow wakes (Process.takes)
+            self.waits_on_after_a_false_wake = self.takes(WAITS_ON_AFTER_A_FALSE_WAKE)
         self.shipment_recorded = True
 
     @workflow.query(name="status")

@@ -67,9 +67,12 @@ class NotFound:
     """The gateway confirms it holds nothing under this business id: no money moved.
     Only this answer (or a Declined) may free money that an unknown request reserved.
 
-    `settles_after` is how long after a request the look-up is sure to show it (Stripe's
-    search, which finds a capture, lags up to an hour in an outage). Asked sooner, "not
-    found" is not an answer yet: payments refuses to decide on it, and it is asked again."""
+    `settles_after` is how long after a request was last sent the look-up is sure to show it:
+    the longest a send may still be on the wire (a flow that stops waiting — a Cancel, its
+    step's time running out — does not stop the activity attempt sending it), plus any lag of
+    the look-up itself (Stripe's search, which finds a capture, lags up to an hour in an
+    outage). Asked sooner, "not found" is not an answer yet: payments refuses to decide on
+    it, and it is asked again."""
 
     settles_after: timedelta = field(default=timedelta(0), compare=False)
 

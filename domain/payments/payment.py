@@ -131,11 +131,6 @@ class Payment(AggregateRoot):
     # For requests recorded before payments kept `first_asked_at`: a flow's step kept retrying
     # one for 24 h after it was issued, so a look-up's "not found" is measured from then.
     RETRIED_FOR: ClassVar[timedelta] = timedelta(hours=24)
-    # A send its flow stopped waiting for (a Cancel, its step's time running out) may still be on
-    # its way: the activity attempt runs on until the gateway client gives up (10 s, within the
-    # step's 30 s). A look-up's "not found" frees nothing until this long after the last moment
-    # the request can have been sent: asked sooner, the request may yet arrive and pay out.
-    STILL_ON_ITS_WAY_FOR: ClassVar[timedelta] = timedelta(minutes=10)
     # What a capture the gateway confirms it never made counts as, for the customer: a
     # failed attempt (they may give another card), like a decline.
     NOT_CHARGED: ClassVar[str] = "not_charged"
@@ -354,18 +349,14 @@ class Payment(AggregateRoot):
         return request.first_asked_at or request.sent_at
 
     def _last_sent(self, request: CaptureAttempt | GatewayRefund) -> datetime | None:
-        """The latest moment the request can have reached the gateway: when its flow gave up on
-        it (unknown), or the last moment it may be sent again under its key (still `sent`), plus
-        the time a send under way then may still take (STILL_ON_ITS_WAY_FOR)."""
+        """The latest moment the request can have been sent: when its flow gave up on it
+        (unknown), or the last moment it may be sent again under its key (still `sent`). A send
+        under way then may still be on the wire: the look-up's `settles_after` covers that."""
         if request.unknown_since is not None:
-            last = request.unknown_since
-        elif request.first_asked_at is not None:
-            last = request.first_asked_at + self.KEY_KEPT_FOR
-        elif request.sent_at is not None:
-            last = request.sent_at + self.RETRIED_FOR
-        else:
-            return None
-        return last + self.STILL_ON_ITS_WAY_FOR
+            return request.unknown_since
+        if request.first_asked_at is not None:
+            return request.first_asked_at + self.KEY_KEPT_FOR
+        return request.sent_at + self.RETRIED_FOR if request.sent_at is not None else None
 
     @staticmethod
     def _not_found_must_have_settled(command: PaymentsCommandLike, answer: NotFound, asked_at: datetime | None) -> None:

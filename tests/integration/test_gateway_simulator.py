@@ -343,7 +343,8 @@ def test_an_unavailable_card_is_always_503_and_never_charged(gateway: StripeGate
 
     not_found = gateway.find_capture(request)
     assert not_found == NotFound()
-    assert not_found.settles_after == timedelta(0)  # the simulator's search is current at once
+    # The simulator's search is current at once: "not found" waits only for a send still on the wire.
+    assert not_found.settles_after == gateway.on_the_wire == timedelta(seconds=4 * 5.0)  # its timeout: 5 s
     assert read_ledger(base_url)["captures"] == []
 
 

@@ -90,6 +90,16 @@ def test_an_event_type_the_table_does_not_know_cannot_be_published():
         translate(row | {"payload": {"order_id": "o-1"}})
 
 
+def test_an_event_its_contract_refuses_is_unpublishable_so_the_relay_parks_it_and_goes_on(monkeypatch):
+    import integration.translation as translation
+
+    refusing = ((public.OrderPaidV1, lambda e: public.OrderPaidV1(order_id=e.order_id, amount="a lot", currency="EUR")),)
+    monkeypatch.setitem(translation.BY_NAME, "OrderPaid", refusing)
+    row = outbox_row(domain.OrderPaid(order_id="o-1", amount=Money(amount=Decimal(5), currency="EUR")))
+    with pytest.raises(Unpublishable, match="OrderPaid does not fit settleflow.billing.order_paid.v1"):
+        translate(row)
+
+
 def test_a_field_this_table_does_not_read_is_left_aside_and_the_event_still_goes_out():
     # A newer worker's event with a field added, met by this relay in a rolling deploy.
     event = domain.OrderPaid(order_id="o-1", amount=Money(amount=Decimal(5), currency="EUR"))

@@ -25,16 +25,13 @@ from tests.unit.builders import ORDER_ID, T0, assert_refused, command, eur, name
 from tests.unit.test_payment import CHARGE, capture_cmd, captured_payment, new_payment, refund_cmd, refund_sent
 
 LATER = T0 + Payment.SENT_TOO_LONG
-# A look-up this long after a request was marked unknown may take "not found" as an answer:
-# no send its flow stopped waiting for can still be on its way.
-SETTLED = T0 + Payment.STILL_ON_ITS_WAY_FOR
 
 
 def mark_refund(refund_id: str = "r-1") -> MarkRefundUnknown:
     return command(MarkRefundUnknown, order_id=ORDER_ID, refund_id=refund_id, reason="gateway_unavailable")
 
 
-def reconcile_refund(refund_id: str = "r-1", at=SETTLED) -> ReconcileGatewayRefund:
+def reconcile_refund(refund_id: str = "r-1", at=T0) -> ReconcileGatewayRefund:
     return command(ReconcileGatewayRefund, order_id=ORDER_ID, refund_id=refund_id, issued_at=at)
 
 
@@ -58,7 +55,7 @@ def mark_capture(attempt_id: str) -> MarkCaptureUnknown:
     return command(MarkCaptureUnknown, order_id=ORDER_ID, attempt_id=attempt_id, reason="gateway_unavailable")
 
 
-def reconcile_capture(attempt_id: str, at=SETTLED) -> ReconcileCapture:
+def reconcile_capture(attempt_id: str, at=T0) -> ReconcileCapture:
     return command(ReconcileCapture, order_id=ORDER_ID, attempt_id=attempt_id, issued_at=at)
 
 
@@ -222,8 +219,7 @@ def test_a_capture_the_gateways_search_does_not_find_yet_stays_unknown_until_the
     )
     assert payment.attempts[0].status is AttemptStatus.UNKNOWN
 
-    caught_up = T0 + Payment.STILL_ON_ITS_WAY_FOR + SEARCH_LAG  # past any send still on its way, then the lag
-    payment.reconcile_capture(reconcile_capture(attempt_id, at=caught_up), NotFound(settles_after=SEARCH_LAG))
+    payment.reconcile_capture(reconcile_capture(attempt_id, at=T0 + SEARCH_LAG), NotFound(settles_after=SEARCH_LAG))
     assert names(payment.pending_events) == ["PaymentDeclined"]
     assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
 
@@ -247,14 +243,16 @@ def test_a_refund_not_found_by_a_look_up_that_may_lag_stays_unknown_until_it_has
 
 
 def test_a_refund_not_found_while_a_send_its_flow_stopped_waiting_for_may_be_on_its_way_stays_unknown():
-    # Cancelled while its send was under way (marked unknown at T0): the send may arrive yet,
-    # and "not found" a minute later would free money the gateway is about to pay out.
+    # Cancelled while its send was under way (marked unknown at T0): the send may arrive yet, so
+    # "not found" a few seconds later, within the time a request may be on the wire, frees nothing.
+    on_the_wire = timedelta(seconds=40)
     payment = unknown_refund()
-    right_after = reconcile_refund(at=T0 + timedelta(minutes=1))
-    assert_refused(payment, lambda: payment.reconcile_refund(right_after, NotFound()), InvalidCommand, "not_found_too_soon")
+    right_after = reconcile_refund(at=T0 + timedelta(seconds=5))
+    assert_refused(payment, lambda: payment.reconcile_refund(right_after, NotFound(settles_after=on_the_wire)),
+                   InvalidCommand, "not_found_too_soon")
     assert (payment.refunds["r-1"].status, payment.refunded) == (GatewayRefundStatus.UNKNOWN, eur("30.00"))
 
-    payment.reconcile_refund(reconcile_refund(at=T0 + Payment.STILL_ON_ITS_WAY_FOR), NotFound())
+    payment.reconcile_refund(reconcile_refund(at=T0 + on_the_wire), NotFound(settles_after=on_the_wire))
     assert payment.refunds["r-1"].status is GatewayRefundStatus.NOT_FOUND
 
 
@@ -391,7 +389,7 @@ def test_a_sent_capture_not_found_counts_from_the_last_moment_it_may_be_sent_aga
     # Still `sent`: its flow may send it again under its key until KEY_KEPT_FOR after it first
     # left (23 h), so Stripe's search may not show it before that plus the search's lag.
     payment, attempt_id = attempt_sent()  # first sent at T0, never marked unknown
-    lag_left = Payment.SENT_TOO_LONG - Payment.KEY_KEPT_FOR - Payment.STILL_ON_ITS_WAY_FOR  # what is left at 25 h
+    lag_left = Payment.SENT_TOO_LONG - Payment.KEY_KEPT_FOR  # what is left of the lag at 25 h
     later = reconcile_capture(attempt_id, at=T0 + Payment.SENT_TOO_LONG)
     too_soon = NotFound(settles_after=lag_left + timedelta(seconds=2))
     assert_refused(payment, lambda: payment.reconcile_capture(later, too_soon), InvalidCommand, "not_found_too_soon")
@@ -402,7 +400,7 @@ def test_a_sent_capture_not_found_counts_from_the_last_moment_it_may_be_sent_aga
 def test_a_capture_recorded_before_its_first_send_was_kept_counts_from_a_day_after_it_was_issued():
     payment, attempt_id = attempt_sent()
     payment.attempts[0].first_asked_at = None  # as saved before payments kept it
-    later = reconcile_capture(attempt_id, at=T0 + Payment.SENT_TOO_LONG + Payment.STILL_ON_ITS_WAY_FOR)
+    later = reconcile_capture(attempt_id, at=T0 + Payment.SENT_TOO_LONG)
     too_soon = NotFound(settles_after=SEARCH_LAG + timedelta(seconds=2))  # 24 h + 1 h 2 s > 25 h
     assert_refused(payment, lambda: payment.reconcile_capture(later, too_soon), InvalidCommand, "not_found_too_soon")
     payment.reconcile_capture(later, NotFound(settles_after=SEARCH_LAG))

@@ -67,14 +67,14 @@ async def test_a_nul_an_over_long_or_an_empty_field_in_any_start_request_fails_t
 async def test_a_command_the_workflow_cannot_build_ends_the_flow_with_its_reason(harness):
     """A workflow id so long that the command id `{workflow_id}/{step}` is over its limit:
     the flow ends at once naming the command, instead of retrying its task forever."""
-    long_id = "x" * (DERIVED_ID_MAX - 8)
+    long_id = "x" * (DERIVED_ID_MAX - 8)  # outside settleflow's ids (SETTLEFLOW_IDS), which derive from requests
     async with real_time(harness.env):
         ship = harness.track(await harness.client.start_workflow(
-            "ShipOrderWorkflow", GOOD["ShipOrderWorkflow"], id=f"ship-{long_id}", task_queue=FLOWS_QUEUE))
+            "ShipOrderWorkflow", GOOD["ShipOrderWorkflow"], id=f"ship_{long_id}", task_queue=FLOWS_QUEUE))
         with pytest.raises(WorkflowFailureError) as failed:
             await ship.result()
         refund = harness.track(await harness.client.start_workflow(
-            "RefundWorkflow", GOOD["RefundWorkflow"], id=f"refund-{long_id}", task_queue=FLOWS_QUEUE))
+            "RefundWorkflow", GOOD["RefundWorkflow"], id=f"refund_{long_id}", task_queue=FLOWS_QUEUE))
         ended = await refund.result()
 
     reason = failed.value.cause
@@ -127,13 +127,15 @@ async def test_a_bad_new_card_or_cancellation_is_refused_and_the_flow_still_take
         assert "invalid NewPaymentMethod: given_by.id" in str(refused.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as wrong_role:
         await handle.execute_update(
-            "update_payment_method", {"card_token": "tok_visa", "given_by": {"role": "warehouse", "id": "w"}, "token": token_for("warehouse:w")})
+            "update_payment_method", {"card_token": "tok_visa", "given_by": {"role": "warehouse", "id": "w"},
+                                      "token": token_for("warehouse:w"), "to_flow": handle.id})
     assert "a warehouse cannot give a new payment method" in str(wrong_role.value.cause)
     for bad in ({"reason": "moved\x00away"}, {"reason": "r" * (TEXT_MAX + 1)}, {"reason": ""},
                 {"requested_by": {"role": "customer", "id": "c\x001"}},
                 {"requested_by": {"role": "warehouse", "id": "w"}}):
         with pytest.raises(WorkflowUpdateFailedError):
-            await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token, **bad})
+            await handle.execute_update("cancel_order", {"requested_by": customer, "reason": "changed my mind", "token": token,
+                                                         "to_flow": handle.id, **bad})
     assert (await handle.query(PaymentWorkflow.status_view)).status == "recovering"
 
     answer = await handle.execute_update(

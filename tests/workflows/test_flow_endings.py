@@ -374,6 +374,31 @@ async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_
     assert shipment_status(harness, order_id) == "delivered"
 
 
+async def test_a_delivery_woken_by_a_shipment_shipping_does_not_know_waits_on_and_is_recorded_once_it_ships(harness):
+    order_id, _ = await place_order(harness)
+    payment = payment_handle(harness, order_id)
+    await harness.env.sleep(timedelta(hours=3))
+    now = await _workflow_now(harness)
+    shipped_at, delivered_at = now - timedelta(hours=2), now - timedelta(hours=1)
+    delivery = harness.track(await harness.client.start_workflow(
+        ConfirmDeliveryWorkflow.run,
+        DeliveryRequest(order_id=order_id, delivered_at=delivered_at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
+        id=f"deliver-{order_id}",
+        task_queue=FLOWS_QUEUE,
+    ))
+    await wait_for_trail(delivery, "no shipment yet", harness.env)
+
+    await delivery.signal(ConfirmDeliveryWorkflow.shipment_recorded)  # anyone may send it; nothing shipped
+    await wait_for_trail(delivery, "told of a shipment shipping does not know", harness.env)
+    assert (await delivery.query(ConfirmDeliveryWorkflow.status_view)).status == "waiting_for_shipment"
+
+    await ship_at(harness, order_id, shipped_at)  # the real shipment: the delivery is recorded, the window closes
+    assert (await finished(harness, delivery)).status == "delivered"
+    assert (await finished(harness, payment)).status == "paid"
+    assert shipment_status(harness, order_id) == "delivered"
+    await keep_history(delivery, "confirm_delivery_woken_before_its_shipment")
+
+
 async def test_a_delivery_billing_held_closes_the_payment_process_once_the_shipment_is_recorded(harness):
     # Shipping has the parcel, billing has not recorded the shipment yet (its RecordShipment
     # step is failing): the delivery arrives in that window, billing holds it, and the payment

@@ -37,6 +37,8 @@ async def test_a_capture_the_simulator_refused_is_reconciled_as_not_charged(harn
     order_id, handle = await start_payment(harness, "tok_capture_refused")
     await wait_for_status(handle, "awaiting_reconciliation", env=harness.env)
     assert harness.payment(order_id).attempts[0].status is AttemptStatus.UNKNOWN
+    # "Not found" is taken once no send can still be on the wire (the client's timeouts).
+    await harness.env.sleep(timedelta(minutes=1))
 
     await reconcile(harness)
     view = await wait_for_status(handle, "recovering", env=harness.env)

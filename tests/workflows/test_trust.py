@@ -13,6 +13,7 @@ holds no readable customer data.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from datetime import timedelta
@@ -91,6 +92,20 @@ async def test_a_refund_without_a_valid_token_for_its_requester_is_refused_and_c
     assert result.status == "rejected" and words[case] in result.reason, result
     assert row_counts(harness) == before
     assert harness.order(order_id).refunds == {}
+
+
+async def test_an_owners_refusal_is_an_answer_kept_out_of_the_workers_warnings(harness, caplog):
+    # Its message names orders and people: as a warning with its traceback it would sit readable
+    # in every worker's log. The flow still reads it (encrypted, in the activity's failure).
+    order_id = await delivered_order(harness)
+    caplog.set_level(logging.WARNING)
+    handle = await start_refund(harness, order_id, by="customer:c-2")  # another customer's order
+
+    result = await finished(harness, handle)
+
+    assert result.status == "rejected" and "belongs to another customer" in result.reason
+    assert [r.getMessage() for r in caplog.records if order_id in r.getMessage() or "another customer" in r.getMessage()
+            or "another customer" in str(r.exc_info)] == []
 
 
 async def test_a_role_that_may_not_ask_is_refused_even_with_a_valid_token(harness):
