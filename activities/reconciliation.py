@@ -24,13 +24,16 @@ from domain.contracts import Outcome
 from domain.payments.gateway import GatewayUnavailable
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy
 from domain.reconciliation.discrepancy import Discrepancy
-from domain.reconciliation.queries import OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
+from domain.reconciliation.queries import OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund, UntoldAnswer
 from domain.reconciliation.settlement import Finding, compare, ledger_entries
 from domain.reconciliation.stranded import reservations_to_check, reserved_before
 
 READ_OPEN_REQUESTS = "reconciliation.FindOpenGatewayRequests"
 COMPARE_SETTLEMENTS = "reconciliation.CompareSettlements"
 FIND_STRANDED_REFUNDS = "reconciliation.FindStrandedRefunds"
+FIND_UNTOLD_ANSWERS = "reconciliation.FindUntoldAnswers"
+# Running flows resting on reconciliation's word (their FlowStatus search attribute).
+WAITING_FLOWS = "FlowStatus = 'awaiting_reconciliation' AND ExecutionStatus = 'Running'"
 
 
 class ReconciliationActivities:
@@ -119,6 +122,35 @@ class ReconciliationActivities:
                 )
             )
         return stranded
+
+    @activity.defn(name=FIND_UNTOLD_ANSWERS)
+    async def find_untold_answers(self, scan: ReconciliationScan) -> list[UntoldAnswer]:
+        """Running flows still waiting for reconciliation's word whose request payments has an
+        answer for, found by reconciliation: telling them was lost on the way. Payments lists an
+        answered request no more, so without this they would wait for ever, money held."""
+        assert self.client is not None, "finding flows to tell needs the Temporal client"
+        untold = []
+        try:
+            waiting = [flow async for flow in self.client.list_workflows(WAITING_FLOWS)]
+        except RPCError as error:
+            if error.status is not RPCStatusCode.UNIMPLEMENTED:
+                raise
+            # A server without visibility queries (Temporal's time-skipping test server).
+            raise ApplicationError(f"this Temporal server cannot list flows: {error.message}",
+                                   type="VisibilityUnavailable", non_retryable=True) from error
+        for flow in waiting:
+            started = await anext(aiter(self.client.get_workflow_handle(flow.id, run_id=flow.run_id).fetch_history_events()))
+            [request] = await self.client.data_converter.decode(
+                started.workflow_execution_started_event_attributes.input.payloads, [dict]
+            )
+            found = await asyncio.to_thread(self._answers_found, request.get("order_id", ""), request.get("refund_id"))
+            untold += [UntoldAnswer(workflow_id=flow.id, command_id=command_id) for command_id in found]
+        return untold
+
+    def _answers_found(self, order_id: str, refund_id: str | None) -> list[str]:
+        with self.uow() as uow:
+            payment = uow.payments.find(order_id)
+            return payment.answers_found_by_reconciliation(refund_id) if payment is not None else []
 
     def _reserved_refunds(self, as_of: datetime) -> list[tuple[str, str, Any, datetime]]:
         with self.uow() as uow:

@@ -86,6 +86,7 @@ from domain.reconciliation.queries import (  # noqa: F401
     ReconciliationScan,
     SettlementDay,
     StrandedRefund,
+    UntoldAnswer,
 )
 from domain.reconciliation.settlement import Finding  # noqa: F401
 from domain.shared.actor import Actor, Role  # noqa: F401

@@ -78,6 +78,9 @@ SETTLEFLOW_IDS = ("refund-", "payment-", "ship-", "deliver-", "resolve-discrepan
 # flows-2026-12-06d: a delivery woken by `shipment_recorded` that shipping still knows nothing of
 # (a forged or early signal) waits on for the rest of its time, rather than failing.
 WAITS_ON_AFTER_A_FALSE_WAKE = "waits-on-after-a-false-wake"
+# flows-2026-12-06d: each reconciliation pass first tells flows still waiting whose answer an
+# earlier pass found but could not tell them (the signal lost).
+TELLS_WHAT_WAS_NOT_TOLD = "tells-what-was-not-told"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -86,6 +89,7 @@ FOLDED_INTO = {
     READ_AGAIN_WHEN_TOLD_AGAIN: "flows-2026-12-06d",
     DERIVED_IDS_ONLY: "flows-2026-12-06d",
     WAITS_ON_AFTER_A_FALSE_WAKE: "flows-2026-12-06d",
+    TELLS_WHAT_WAS_NOT_TOLD: "flows-2026-12-06d",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

@@ -3,6 +3,8 @@
 
 Read top to bottom:
   Every run:
+    FindUntoldAnswers → flows still waiting whose answer payments already holds (found by an
+        earlier pass that could not tell them) → signal `gateway_answer` naming that command
     FindOpenGatewayRequests → payments' records: unknown captures and refunds, and ones
         `sent` longer than any flow still retries them
     for each: ReconcileGatewayRefund | ReconcileCapture → payments, which looks the gateway
@@ -54,10 +56,12 @@ with workflow.unsafe.imports_passed_through():
         ResolveDiscrepancy,
         SettlementDay,
         StrandedRefund,
+        UntoldAnswer,
     )
     from domain.reconciliation.commands import discrepancy_id
     from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun, TrailView
     from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, retry_until_done
+    from workflows.process import TELLS_WHAT_WAS_NOT_TOLD
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -102,8 +106,11 @@ class ReconciliationWorkflow(Process):
 
     @workflow.run
     async def run(self, request: ReconciliationRun) -> ReconciliationResult:
+        self.begin()
         self.set_status("asking_gateway")
         now = self.began_at = workflow.now()
+        if self.takes(TELLS_WHAT_WAS_NOT_TOLD):
+            await self.tell_what_was_not_told(now)
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
         )
@@ -155,6 +162,29 @@ class ReconciliationWorkflow(Process):
         return self.current()
 
     # -- the frequent pass ---------------------------------------------------------------------
+    async def tell_what_was_not_told(self, now: datetime) -> None:
+        """Flows still waiting whose answer an earlier pass found and could not tell them (cut
+        short, or a look-up that committed after its step gave up): told now. Each takes only
+        payments' record of the command named, so telling again is safe."""
+        try:
+            untold: list[UntoldAnswer] = await self.read(
+                "reconciliation.FindUntoldAnswers", ReconciliationScan(as_of=now), list[UntoldAnswer]
+            )
+        except ActivityError as trouble:
+            if is_cancelled_exception(trouble):
+                raise
+            # The rest of the pass does not wait on it: the next pass looks again.
+            self.note(f"flows waiting for reconciliation could not be listed ({_short(trouble.cause or trouble)})")
+            return
+        for item in untold:
+            try:
+                await workflow.get_external_workflow_handle(item.workflow_id).signal(
+                    "gateway_answer", Outcome(command_id=item.command_id)
+                )
+            except FailureError:
+                continue  # ended meanwhile: nothing left waiting
+            self.note(f"told {item.workflow_id} what payments found ({item.command_id}): its signal had been lost")
+
     async def reconcile(self, item: OpenGatewayRequest) -> None:
         self.result.asked += 1
         step = f"reconcile-{item.kind}-{item.business_id}"

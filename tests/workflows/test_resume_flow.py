@@ -21,6 +21,7 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.payments import PaymentsActivities
+from activities.reconciliation import WAITING_FLOWS
 from adapters.codec import data_converter
 from adapters.temporal import AddressUpdates
 from cli.resume import NotResumable, new_run_settled, resume
@@ -139,6 +140,32 @@ async def test_a_waiting_refund_whose_answer_reconciliation_found_without_tellin
     result = await asyncio.wait_for(harness.client.get_workflow_handle_for(RefundWorkflow.run, handle.id).result(), 60)
     assert (resumed.reset_to, resumed.told, result.status) == (None, [found.command_id], "completed")
     assert harness.gateway.refunds_paid(refund_id) == 1
+
+
+async def test_a_waiting_refund_whose_answer_a_pass_found_but_never_told_is_told_by_the_next_pass(harness):
+    # A pass's look-up committed payments' answer after its step gave up (or the pass was cut
+    # short): the signal never went, and payments lists the request no more.
+    order_id = await delivered(harness)
+    refund_id = new_id("r-answer_lost")
+    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
+    await sent_to_gateway(harness, order_id, refund_id)
+    await handle.cancel()
+    await wait_for_status(handle, "awaiting_reconciliation")
+    found = PaymentsActivities(harness.uow_factory, harness.gateway).reconcile_gateway_refund(
+        command(ReconcileGatewayRefund, order_id=order_id, refund_id=refund_id, issued_at=datetime.now(UTC))
+    )
+    for _ in range(100):  # the flow's resting status reaches the server's visibility
+        if [f async for f in harness.client.list_workflows(f"{WAITING_FLOWS} AND WorkflowId = '{handle.id}'")]:
+            break
+        await asyncio.sleep(0.1)
+
+    passed = await reconcile(harness)
+
+    result = await asyncio.wait_for(harness.client.get_workflow_handle_for(RefundWorkflow.run, handle.id).result(), 60)
+    assert result.status == "completed"
+    assert f"told {handle.id} what payments found ({found.command_id}): its signal had been lost" in passed.trail
+    assert harness.gateway.refunds_paid(refund_id) == 1
+    assert harness.order(order_id).refunded.amount == Decimal("30.00")
 
 
 async def test_a_refund_terminated_while_sending_and_answered_by_reconciliation_a_day_later_completes_once_resumed(
