@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 from adapters import db
 from adapters.temporal import ui_link
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
-from cli.resume import resume
+from cli.resume import reset_reason, resume
 from domain.fraud.commands import ReviewDecision
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
@@ -181,7 +181,7 @@ class Demo:
         )
         await reconciliation.result()  # the gateway paid it; with its flow gone, a discrepancy for support
         support = Actor.parse("support:sam")
-        await resume(self.client, self.uow_factory, handle.id, f"resumed by {support}: terminated by mistake (demo)")
+        await resume(self.client, self.uow_factory, handle.id, reset_reason(support, "terminated by mistake (demo)"))
         await status_when(handle, lambda status: status == "completed", timeout=30)
         discrepancy = f"flow_gone:{refund_id}"
         resolved = await self.client.start_workflow(

@@ -26,14 +26,17 @@ decide anything. A flow that
 failed on something its history holds (a child's end, an owner's refusal) fails again at
 once: the verb waits a few seconds and says so (exit code 1). Temporal's namespace
 permissions say who may reset a workflow (as for the UI button); the command line verifies
-the support token as for every acting verb, and who resumed it and why is written into the
-reset's reason, which the history keeps.
+the support token as for every acting verb, and who resumed it is written into the reset's
+reason, which the history keeps — with a fingerprint of the note, not the note: a reset's
+reason is no payload, so the codec never encrypts it, and a note may name anyone. The verb
+prints the note with its fingerprint, for the ticket it belongs to.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -215,7 +218,7 @@ def add_verb(verbs: Any, common: argparse.ArgumentParser, derived_id: Any, reaso
         "resume-flow", parents=[common], help="support sends a terminated, cancelled or failed flow on from where it stopped"
     )
     p.add_argument("workflow_id", type=derived_id, help="the flow, e.g. refund-r-42 (a flow_gone discrepancy names it)")
-    p.add_argument("--note", required=True, type=reason, help="why (kept in the flow's history)")
+    p.add_argument("--note", required=True, type=reason, help="why (printed; the history keeps its fingerprint)")
     p.add_argument("--as", dest="actor", type=actor, help="support:ID (or --token, or $SETTLEFLOW_TOKEN)")
     p.set_defaults(handler=resume_flow)
 
@@ -234,7 +237,7 @@ async def resume_flow(cli: Any) -> dict:
             client,
             lambda: SqlUnitOfWork(engine, default_aggregate_types()),
             args.workflow_id,
-            f"resumed by {args.actor}: {args.note}",
+            reset_reason(args.actor, args.note),
         )
     except NotResumable as refused:
         raise UsageError(f"cannot resume {args.workflow_id}: {refused}") from None
@@ -261,7 +264,8 @@ async def resume_flow(cli: Any) -> dict:
         told += f"; no worker has run it yet (is one running? `starter.py status {resumed.workflow_id}`)"
     cli.out(
         f"{resumed.workflow_id}: resumed ({resumed.was} before) from its workflow task at event {resumed.reset_to}, "
-        f"new run {resumed.run_id}{told}{_to_resolve(resumed)}",
+        f"new run {resumed.run_id}{told}{_to_resolve(resumed)}; note (kept out of Temporal, sha256:"
+        f"{note_fingerprint(args.note)}): {args.note}",
         workflow_id=resumed.workflow_id,
         was=resumed.was,
         run_id=resumed.run_id,
@@ -270,6 +274,15 @@ async def resume_flow(cli: Any) -> dict:
         still_open=list(resumed.still_open),
     )
     return {"workflow_id": resumed.workflow_id, "run_id": resumed.run_id}
+
+
+def reset_reason(actor: Any, note: str) -> str:
+    """What the history keeps of a resume: who, and the note's fingerprint (not its words)."""
+    return f"resumed by {actor}; note sha256:{note_fingerprint(note)}"
+
+
+def note_fingerprint(note: str) -> str:
+    return hashlib.sha256(note.encode()).hexdigest()[:16]
 
 
 def _to_resolve(resumed: Resumed) -> str:

@@ -335,6 +335,10 @@ def test_support_resumes_a_terminated_refund_which_then_pays_out_once(stack: Sta
     done = run(stack, "resume-flow", flow, "--note", "terminated by mistake, ticket 881", "--as", "support:sam")
 
     assert done.stdout.startswith(f"{flow}: resumed (terminated before)"), done.stdout
+    assert "terminated by mistake, ticket 881" in done.stdout  # for support's ticket ...
+    history = subprocess.run([temporal_cli(), "workflow", "show", "--workflow-id", flow, "--output", "json",
+                              "--address", stack.temporal_address], check=True, capture_output=True, timeout=30).stdout
+    assert b"ticket 881" not in history and b"resumed by support:sam; note sha256:" in history  # ... not Temporal's
     wait_for_flow_status(stack, flow, "under_review")
     run(stack, "review", refund_id, "approve", "--as", "fraud_analyst:B", "--note", "fine")
     wait_for_flow_status(stack, flow, "completed")

@@ -24,7 +24,7 @@ from activities.payments import PaymentsActivities
 from activities.reconciliation import WAITING_FLOWS
 from adapters.codec import data_converter
 from adapters.temporal import AddressUpdates
-from cli.resume import NotResumable, new_run_settled, resume
+from cli.resume import NotResumable, new_run_settled, reset_reason, resume
 from devstack import temporal_cli
 from domain.payments.payment import GatewayRefundStatus
 from domain.shared.actor import Actor, Role
@@ -38,7 +38,7 @@ from workflows.payment import PaymentWorkflow
 from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
 from workflows.refund import RefundWorkflow
 
-SUPPORT = "resumed by support:sam: terminated by mistake"
+SUPPORT = reset_reason("support:sam", "terminated by mistake")  # who, and the note's fingerprint
 ANALYST = Actor(role=Role.FRAUD_ANALYST, id="a-1")
 SUPPORT_AGENT = Actor(role=Role.SUPPORT, id="sam")
 
