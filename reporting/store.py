@@ -71,14 +71,11 @@ positions = Table(
     Column("stream_sequence", Integer, nullable=False),  # the last event applied (or found a duplicate)
 )
 
-missed = Table(
-    "missed",
-    metadata,
-    Column("consumer", Text, primary_key=True),
-    Column("stream", Text, primary_key=True),
-    Column("first_sequence", Integer, primary_key=True),
-    Column("last_sequence", Integer, nullable=False),
-    Column("noticed_at", UtcDateTime, nullable=False),
+missed = Table(  # one row per jump: stream sequences first..last were gone before they were read
+    "missed", metadata,
+    Column("consumer", Text, primary_key=True), Column("stream", Text, primary_key=True),
+    Column("first_sequence", Integer, primary_key=True), Column("last_sequence", Integer, nullable=False),
+    Column("noticed_at", UtcDateTime, nullable=False),  # when the next event showed the jump
 )
 
 refunds = Table(

@@ -346,19 +346,25 @@ async def test_a_cancellation_accepted_while_the_delivery_is_read_is_refused_as_
 
 
 # == 4. a delivery that comes before its shipment is kept ================================================
-async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_the_window(harness):
+async def delivery_before_its_shipment(harness):
+    """A paid order whose delivery is confirmed before its shipment is recorded (the parcel left
+    two hours ago, arrived one hour ago): (order id, payment flow, delivery flow, shipped at, delivered at)."""
     order_id, _ = await place_order(harness)
     payment = payment_handle(harness, order_id)
     await harness.env.sleep(timedelta(hours=3))  # the parcel leaves well after the order was placed
     now = await _workflow_now(harness)
     shipped_at, delivered_at = now - timedelta(hours=2), now - timedelta(hours=1)
-
     delivery = harness.track(await harness.client.start_workflow(
         ConfirmDeliveryWorkflow.run,
         DeliveryRequest(order_id=order_id, delivered_at=delivered_at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
         id=f"deliver-{order_id}",
         task_queue=FLOWS_QUEUE,
     ))
+    return order_id, payment, delivery, shipped_at, delivered_at
+
+
+async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_the_window(harness):
+    order_id, payment, delivery, shipped_at, delivered_at = await delivery_before_its_shipment(harness)
     for _ in range(400):
         if (await delivery.query(ConfirmDeliveryWorkflow.status_view)).status == "waiting_for_shipment":
             break
@@ -375,17 +381,7 @@ async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_
 
 
 async def test_a_delivery_woken_by_a_shipment_shipping_does_not_know_waits_on_and_is_recorded_once_it_ships(harness):
-    order_id, _ = await place_order(harness)
-    payment = payment_handle(harness, order_id)
-    await harness.env.sleep(timedelta(hours=3))
-    now = await _workflow_now(harness)
-    shipped_at, delivered_at = now - timedelta(hours=2), now - timedelta(hours=1)
-    delivery = harness.track(await harness.client.start_workflow(
-        ConfirmDeliveryWorkflow.run,
-        DeliveryRequest(order_id=order_id, delivered_at=delivered_at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
-        id=f"deliver-{order_id}",
-        task_queue=FLOWS_QUEUE,
-    ))
+    order_id, payment, delivery, shipped_at, _ = await delivery_before_its_shipment(harness)
     await wait_for_trail(delivery, "no shipment yet", harness.env)
 
     await delivery.signal(ConfirmDeliveryWorkflow.shipment_recorded)  # anyone may send it; nothing shipped

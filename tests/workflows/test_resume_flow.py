@@ -123,8 +123,9 @@ async def test_a_refund_terminated_while_awaiting_reconciliation_is_resumed_told
     assert [m["kind"] for m in harness.messages("customer:c-1")].count("refund_completed") == 1
 
 
-async def test_a_waiting_refund_whose_answer_reconciliation_found_without_telling_it_is_told_on_resume(harness):
-    # As when a resume's reset happened and its signal did not: the flow waits, the answer is in.
+async def waiting_with_its_answer_untold(harness):
+    """A refund waiting for reconciliation whose answer payments found (settled) without telling
+    it: (order id, refund id, its flow, payments' command that found the answer)."""
     order_id = await delivered(harness)
     refund_id = new_id("r-answer_lost")
     handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
@@ -134,6 +135,12 @@ async def test_a_waiting_refund_whose_answer_reconciliation_found_without_tellin
     found = PaymentsActivities(harness.uow_factory, harness.gateway).reconcile_gateway_refund(
         command(ReconcileGatewayRefund, order_id=order_id, refund_id=refund_id, issued_at=datetime.now(UTC))
     )
+    return order_id, refund_id, handle, found
+
+
+async def test_a_waiting_refund_whose_answer_reconciliation_found_without_telling_it_is_told_on_resume(harness):
+    # As when a resume's reset happened and its signal did not: the flow waits, the answer is in.
+    order_id, refund_id, handle, found = await waiting_with_its_answer_untold(harness)
 
     resumed = await resume(harness.client, harness.uow_factory, handle.id, SUPPORT)
 
@@ -145,15 +152,7 @@ async def test_a_waiting_refund_whose_answer_reconciliation_found_without_tellin
 async def test_a_waiting_refund_whose_answer_a_pass_found_but_never_told_is_told_by_the_next_pass(harness):
     # A pass's look-up committed payments' answer after its step gave up (or the pass was cut
     # short): the signal never went, and payments lists the request no more.
-    order_id = await delivered(harness)
-    refund_id = new_id("r-answer_lost")
-    handle = await start_refund(harness, order_id, "30.00", refund_id=refund_id)
-    await sent_to_gateway(harness, order_id, refund_id)
-    await handle.cancel()
-    await wait_for_status(handle, "awaiting_reconciliation")
-    found = PaymentsActivities(harness.uow_factory, harness.gateway).reconcile_gateway_refund(
-        command(ReconcileGatewayRefund, order_id=order_id, refund_id=refund_id, issued_at=datetime.now(UTC))
-    )
+    order_id, refund_id, handle, found = await waiting_with_its_answer_untold(harness)
     for _ in range(100):  # the flow's resting status reaches the server's visibility
         if [f async for f in harness.client.list_workflows(f"{WAITING_FLOWS} AND WorkflowId = '{handle.id}'")]:
             break
