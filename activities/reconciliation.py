@@ -9,6 +9,7 @@ Discrepancy owner (load → call one method → save); it never touches money.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -20,13 +21,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.handling import decide
 from activities.ports import PaymentGateway
-from domain.contracts import Outcome
+from domain.contracts import Outcome, UntoldAnswer
 from domain.payments.gateway import GatewayUnavailable
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy
 from domain.reconciliation.discrepancy import Discrepancy
-from domain.reconciliation.queries import OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund, UntoldAnswer
+from domain.reconciliation.queries import OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
 from domain.reconciliation.settlement import Finding, compare, ledger_entries
 from domain.reconciliation.stranded import reservations_to_check, reserved_before
+
+log = logging.getLogger("settleflow.reconciliation")
 
 READ_OPEN_REQUESTS = "reconciliation.FindOpenGatewayRequests"
 COMPARE_SETTLEMENTS = "reconciliation.CompareSettlements"
@@ -127,9 +130,10 @@ class ReconciliationActivities:
     async def find_untold_answers(self, scan: ReconciliationScan) -> list[UntoldAnswer]:
         """Running flows still waiting for reconciliation's word whose request payments has an
         answer for, found by reconciliation: telling them was lost on the way. Payments lists an
-        answered request no more, so without this they would wait for ever, money held."""
+        answered request no more, so without this they would wait for ever, money held. A flow
+        that cannot be read now (a query unanswered, a history that does not decode) is left for
+        the next pass; the others are told."""
         assert self.client is not None, "finding flows to tell needs the Temporal client"
-        untold = []
         try:
             waiting = [flow async for flow in self.client.list_workflows(WAITING_FLOWS)]
         except RPCError as error:
@@ -138,19 +142,32 @@ class ReconciliationActivities:
             # A server without visibility queries (Temporal's time-skipping test server).
             raise ApplicationError(f"this Temporal server cannot list flows: {error.message}",
                                    type="VisibilityUnavailable", non_retryable=True) from error
+        untold = []
         for flow in waiting:
-            started = await anext(aiter(self.client.get_workflow_handle(flow.id, run_id=flow.run_id).fetch_history_events()))
-            [request] = await self.client.data_converter.decode(
-                started.workflow_execution_started_event_attributes.input.payloads, [dict]
-            )
-            found = await asyncio.to_thread(self._answers_found, request.get("order_id", ""), request.get("refund_id"))
-            untold += [UntoldAnswer(workflow_id=flow.id, command_id=command_id) for command_id in found]
+            activity.heartbeat(flow.id)
+            try:
+                untold += await self._untold(flow.id, flow.run_id)
+            except Exception as trouble:  # noqa: BLE001 - one flow unread holds up no other
+                log.warning("reconciliation: could not tell whether %s waits for an answer: %s", flow.id, trouble)
         return untold
 
-    def _answers_found(self, order_id: str, refund_id: str | None) -> list[str]:
+    async def _untold(self, workflow_id: str, run_id: str | None) -> list[UntoldAnswer]:
+        assert self.client is not None
+        handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
+        if not await handle.query("waits_for_reconciliation"):  # it took its answer; it is finishing
+            return []
+        started = await anext(aiter(handle.fetch_history_events(page_size=1)))
+        [request] = await self.client.data_converter.decode(
+            started.workflow_execution_started_event_attributes.input.payloads, [dict]
+        )
+        answers = await asyncio.to_thread(self._answers_found, request.get("order_id", ""), request.get("refund_id"))
+        return [UntoldAnswer(workflow_id=workflow_id, answer=answer) for answer in answers]
+
+    def _answers_found(self, order_id: str, refund_id: str | None) -> list[Outcome]:
         with self.uow() as uow:
             payment = uow.payments.find(order_id)
-            return payment.answers_found_by_reconciliation(refund_id) if payment is not None else []
+            found = payment.answers_found_by_reconciliation(refund_id) if payment is not None else []
+            return [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
 
     def _reserved_refunds(self, as_of: datetime) -> list[tuple[str, str, Any, datetime]]:
         with self.uow() as uow:

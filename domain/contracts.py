@@ -86,7 +86,6 @@ from domain.reconciliation.queries import (  # noqa: F401
     ReconciliationScan,
     SettlementDay,
     StrandedRefund,
-    UntoldAnswer,
 )
 from domain.reconciliation.settlement import Finding  # noqa: F401
 from domain.shared.actor import Actor, Role  # noqa: F401
@@ -132,6 +131,17 @@ class Outcome(BaseModel):
     @property
     def event_names(self) -> list[str]:
         return [type(e).__name__ for e in self.events]
+
+
+class UntoldAnswer(BaseModel):
+    """A flow still waiting for reconciliation whose answer payments already holds: the signal
+    that should have told it was lost (a pass cut short, a look-up that committed after its
+    step gave up). `answer` is payments' record of the command that found it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    answer: Outcome
 
 
 # The failure types of an owner's outright refusals (every DomainError's kind): workflows

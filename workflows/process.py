@@ -174,15 +174,6 @@ def addressed_here(update: AddressedUpdate) -> None:
         raise ValueError(f"this request is addressed to {update.to_flow or 'no flow'}, not to {here}")
 
 
-def started_by_its_payment(request: Any) -> None:
-    """A refund settleflow asks for itself (`system`) is a cancelled order's: started by that
-    order's payment flow, and nowhere else (any workflow can be a parent; billing refunds for
-    `system` only what a cancellation left owed)."""
-    parent = workflow.info().parent
-    if request.requested_by.role is Role.SYSTEM and (parent is None or parent.workflow_id != f"payment-{request.order_id}"):
-        raise InvalidRequest(f"a refund settleflow asks for itself is started by payment-{request.order_id} alone")
-
-
 def from_outside(actor: Actor) -> None:
     """A start request claims `system` only when one of settleflow's own workflows started
     this one as its child (Temporal records the parent; nobody outside can forge it).
@@ -226,6 +217,15 @@ class Process:
         if actual != derived_id and actual.startswith(SETTLEFLOW_IDS) and self.takes(DERIVED_IDS_ONLY):
             raise InvalidRequest(f"this request runs as {derived_id}, not as {actual}: start it under that id")
 
+    def started_by_its_payment(self, request: Any) -> None:
+        """A refund settleflow asks for itself (`system`) is a cancelled order's: started by that
+        order's payment flow, and nowhere else (any workflow can be a parent; billing refunds for
+        `system` only what a cancellation left owed). Part of `derived-ids-only`."""
+        parent = workflow.info().parent
+        by_its_payment = parent is not None and parent.workflow_id == f"payment-{request.order_id}"
+        if request.requested_by.role is Role.SYSTEM and not by_its_payment and self.takes(DERIVED_IDS_ONLY):
+            raise InvalidRequest(f"a refund settleflow asks for itself is started by payment-{request.order_id} alone")
+
     def runs_with(self, change: str) -> bool:
         """Whether this flow takes a change made before FIRST_RELEASE, patched in under
         `change`: every flow started on a release does; an older one as its history says."""
@@ -237,7 +237,12 @@ class Process:
         it reaches the change (a marker only in the flows that get there). Ask it where the
         flow has just woken (a start, a signal, an Update, a timer), never right after a local
         activity (see `begin`)."""
-        return self.release in RELEASES[: RELEASES.index(FOLDED_INTO[change]) + 1] or workflow.patched(change)
+        return self.folded_in(change) or workflow.patched(change)
+
+    def folded_in(self, change: str) -> bool:
+        """Whether this flow started on a release that folded `change` in (asks nothing: safe
+        anywhere, unlike `takes`, whose answer for an older flow is fixed where it is first asked)."""
+        return self.release in RELEASES[: RELEASES.index(FOLDED_INTO[change]) + 1]
 
     # -- sending commands ---------------------------------------------------------
     def command(
@@ -391,6 +396,12 @@ class AwaitsReconciliation:
         push it out (reconciliation tells a flow once; the question is then no longer open)."""
         self.gateway_answers_told().append(outcome)
 
+    @workflow.query(name="waits_for_reconciliation")
+    def waits_for_reconciliation(self) -> bool:
+        """Whether this flow waits for reconciliation's word with none unread: asked before an
+        answer is told again (a flow that took its answer may rest on its status a while)."""
+        return bool(self.__dict__.get("_waits_for_word")) and not self.gateway_answers_told()
+
     def gateway_answers_told(self) -> list[Outcome]:
         """`gateway_answer` signals not read yet, in the order they came."""
         if "_told" not in self.__dict__:
@@ -407,6 +418,7 @@ class AwaitsReconciliation:
         meanwhile changes nothing either: only the gateway's answer may end a money question
         (Terminate stops the flow, and reconciliation then records the discrepancy for support)."""
         waiting = self.gateway_answers_told()
+        self._waits_for_word = True
         while True:
             while not waiting:
                 try:
@@ -418,6 +430,7 @@ class AwaitsReconciliation:
             told = waiting.pop()
             if not self.takes(VERIFIED_GATEWAY_ANSWERS):
                 self.note(f"reconciliation: payments answered {', '.join(told.event_names)}")
+                self._waits_for_word = False
                 return told  # recorded before answers were checked: replays as it ran
             question = GatewayQuestion(kind=kind, order_id=order_id, business_id=business_id, command_id=told.command_id)
             recorded = await self.recorded_answer(question, step)
@@ -425,6 +438,7 @@ class AwaitsReconciliation:
                 self.note(f"ignored a gateway answer payments never recorded for this {kind} ({told.command_id})")
                 continue
             self.note(f"reconciliation: payments answered {', '.join(recorded.event_names)}")
+            self._waits_for_word = False
             return recorded
 
     async def recorded_answer(self, question: GatewayQuestion, step: Step) -> Outcome | None:

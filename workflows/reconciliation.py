@@ -178,12 +178,10 @@ class ReconciliationWorkflow(Process):
             return
         for item in untold:
             try:
-                await workflow.get_external_workflow_handle(item.workflow_id).signal(
-                    "gateway_answer", Outcome(command_id=item.command_id)
-                )
+                await workflow.get_external_workflow_handle(item.workflow_id).signal("gateway_answer", item.answer)
             except FailureError:
                 continue  # ended meanwhile: nothing left waiting
-            self.note(f"told {item.workflow_id} what payments found ({item.command_id}): its signal had been lost")
+            self.note(f"told {item.workflow_id} what payments found ({item.answer.command_id}): its signal had been lost")
 
     async def reconcile(self, item: OpenGatewayRequest) -> None:
         self.result.asked += 1

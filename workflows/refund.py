@@ -76,7 +76,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
     from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, addressed_here, from_outside, refuse_outsider
-    from workflows.process import started_by_its_payment
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -143,7 +142,7 @@ class RefundWorkflow(AwaitsReconciliation, Process):
         # Which changes this flow runs with, asked once before the first command.
         self.begin()
         self.runs_as(f"refund-{request.refund_id}")
-        started_by_its_payment(request)
+        self.started_by_its_payment(request)
         self.intercepts_after_fraud = self.runs_with(INTERCEPT_AFTER_FRAUD)
         self.fraud_hears_unpaid = self.runs_with(FRAUD_HEARS_UNPAID)
         self.unknown_awaits_reconciliation = self.runs_with(UNKNOWN_AWAITS_RECONCILIATION)

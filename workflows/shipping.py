@@ -147,6 +147,9 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         from_outside(request.requested_by)
         self.begin()
         self.runs_as(f"deliver-{request.order_id}")
+        # A flow of the release that folded it in waits on from the start (a wake before it
+        # waited, too); an older one asks in the signal handler.
+        self.waits_on_after_a_false_wake = self.folded_in(WAITS_ON_AFTER_A_FALSE_WAKE)
         self.set_status("delivering")
         confirm = self.command(
             ConfirmDelivery,
@@ -194,6 +197,8 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
                     non_retryable=True,
                 )
             self.set_status("delivering")
+            if self.waits_on_after_a_false_wake:
+                self.shipment_recorded = False  # a signal while shipping is asked wakes the next wait
             after = f"{confirm.command_id}-after-shipment" + (f"-{woken + 1}" if woken else "")
             try:
                 return await self.send(confirm.model_copy(update={"command_id": after}), DECIDE)
@@ -201,15 +206,14 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
                 # The signal names no sender: shipping's answer decides whether a shipment came.
                 if refused.kind != "NotFound" or not self.waits_on_after_a_false_wake:
                     raise
-            self.shipment_recorded = False
             self.set_status("waiting_for_shipment")
             self.note("told of a shipment shipping does not know: the delivery waits on")
         raise AssertionError("unreachable")
 
     @workflow.signal
     def shipment_recorded(self) -> None:
-        if self.status == "waiting_for_shipment":  # asked where the flow wakes (Process.takes)
-            self.waits_on_after_a_false_wake = self.takes(WAITS_ON_AFTER_A_FALSE_WAKE)
+        if self.status == "waiting_for_shipment" and not self.waits_on_after_a_false_wake:
+            self.waits_on_after_a_false_wake = self.takes(WAITS_ON_AFTER_A_FALSE_WAKE)  # where it wakes
         self.shipment_recorded = True
 
     @workflow.query(name="status")

@@ -45,13 +45,3 @@ class ReconciliationScan(BaseModel):
 class SettlementDay(BaseModel):
     day: date
 
-
-class UntoldAnswer(BaseModel):
-    """A flow still waiting for reconciliation whose answer payments already holds: the signal
-    that should have told it was lost (a pass cut short, a look-up that committed after its
-    step gave up). `command_id` names payments' command that found it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    workflow_id: str
-    command_id: str

@@ -346,7 +346,7 @@ async def test_a_cancellation_accepted_while_the_delivery_is_read_is_refused_as_
 
 
 # == 4. a delivery that comes before its shipment is kept ================================================
-async def delivery_before_its_shipment(harness):
+async def delivery_before_its_shipment(harness, **start):
     """A paid order whose delivery is confirmed before its shipment is recorded (the parcel left
     two hours ago, arrived one hour ago): (order id, payment flow, delivery flow, shipped at, delivered at)."""
     order_id, _ = await place_order(harness)
@@ -359,6 +359,7 @@ async def delivery_before_its_shipment(harness):
         DeliveryRequest(order_id=order_id, delivered_at=delivered_at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
         id=f"deliver-{order_id}",
         task_queue=FLOWS_QUEUE,
+        **start,
     ))
     return order_id, payment, delivery, shipped_at, delivered_at
 
@@ -393,6 +394,18 @@ async def test_a_delivery_woken_by_a_shipment_shipping_does_not_know_waits_on_an
     assert (await finished(harness, payment)).status == "paid"
     assert shipment_status(harness, order_id) == "delivered"
     await keep_history(delivery, "confirm_delivery_woken_before_its_shipment")
+
+
+async def test_a_delivery_told_of_a_shipment_before_it_first_asked_shipping_waits_on_all_the_same(harness):
+    order_id, payment, delivery, shipped_at, _ = await delivery_before_its_shipment(
+        harness, start_signal="shipment_recorded"  # in its very first workflow task
+    )
+    await wait_for_trail(delivery, "told of a shipment shipping does not know", harness.env)
+    assert (await delivery.query(ConfirmDeliveryWorkflow.status_view)).status == "waiting_for_shipment"
+
+    await ship_at(harness, order_id, shipped_at)
+    assert (await finished(harness, delivery)).status == "delivered"
+    assert (await finished(harness, payment)).status == "paid"
 
 
 async def test_a_delivery_billing_held_closes_the_payment_process_once_the_shipment_is_recorded(harness):
