@@ -35,6 +35,8 @@ READ_OPEN_REQUESTS = "reconciliation.FindOpenGatewayRequests"
 COMPARE_SETTLEMENTS = "reconciliation.CompareSettlements"
 FIND_STRANDED_REFUNDS = "reconciliation.FindStrandedRefunds"
 FIND_UNTOLD_ANSWERS = "reconciliation.FindUntoldAnswers"
+UNTOLD_AT_ONCE = 8  # waiting flows asked at a time
+QUERY_WITHIN = timedelta(seconds=3)  # a flow that cannot answer sooner (its worker down) is asked next pass
 # Running flows resting on reconciliation's word (their FlowStatus search attribute).
 WAITING_FLOWS = "FlowStatus = 'awaiting_reconciliation' AND ExecutionStatus = 'Running'"
 
@@ -142,19 +144,22 @@ class ReconciliationActivities:
             # A server without visibility queries (Temporal's time-skipping test server).
             raise ApplicationError(f"this Temporal server cannot list flows: {error.message}",
                                    type="VisibilityUnavailable", non_retryable=True) from error
-        untold = []
-        for flow in waiting:
-            activity.heartbeat(flow.id)
-            try:
-                untold += await self._untold(flow.id, flow.run_id)
-            except Exception as trouble:  # noqa: BLE001 - one flow unread holds up no other
-                log.warning("reconciliation: could not tell whether %s waits for an answer: %s", flow.id, trouble)
-        return untold
+        at_once = asyncio.Semaphore(UNTOLD_AT_ONCE)
+
+        async def untold_of(flow: Any) -> list[UntoldAnswer]:
+            async with at_once:
+                try:
+                    return await self._untold(flow.id, flow.run_id)
+                except Exception as trouble:  # noqa: BLE001 - one flow unread holds up no other
+                    log.warning("reconciliation: could not tell whether %s waits for an answer: %s", flow.id, trouble)
+                    return []
+
+        return [answer for found in await asyncio.gather(*map(untold_of, waiting)) for answer in found]
 
     async def _untold(self, workflow_id: str, run_id: str | None) -> list[UntoldAnswer]:
         assert self.client is not None
         handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
-        if not await handle.query("waits_for_reconciliation"):  # it took its answer; it is finishing
+        if not await handle.query("waits_for_reconciliation", rpc_timeout=QUERY_WITHIN):  # else it is finishing
             return []
         started = await anext(aiter(handle.fetch_history_events(page_size=1)))
         [request] = await self.client.data_converter.decode(

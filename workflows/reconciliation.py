@@ -3,8 +3,6 @@
 
 Read top to bottom:
   Every run:
-    FindUntoldAnswers → flows still waiting whose answer payments already holds (found by an
-        earlier pass that could not tell them) → signal `gateway_answer` naming that command
     FindOpenGatewayRequests → payments' records: unknown captures and refunds, and ones
         `sent` longer than any flow still retries them
     for each: ReconcileGatewayRefund | ReconcileCapture → payments, which looks the gateway
@@ -16,6 +14,8 @@ Read top to bottom:
         its facts are not believed) and completes or compensates through its owners as usual
       the flow is gone → RecordDiscrepancy(flow_gone) → reconciliation → DiscrepancyRecorded
         → NotifyTeam(support). The gateway cannot say yet → asked again next run.
+    FindUntoldAnswers → flows still waiting whose answer payments already holds (found by an
+        earlier pass that could not tell them) → signal `gateway_answer` with payments' record
   Daily (`daily`):
     CompareSettlements(yesterday, or the day asked for) → billing's ledger and payments'
         records against the gateway's settlement listing → for each finding: RecordDiscrepancy
@@ -92,6 +92,12 @@ SETTLEMENTS = dict(
         maximum_attempts=9,
     ),
 )
+UNTOLD = dict(
+    # Asking the waiting flows (a query each) takes seconds; what it cannot get to in a minute
+    # (workers down, a flow unanswered) the next pass, minutes later, asks again.
+    start_to_close_timeout=timedelta(minutes=1),
+    retry_policy=RetryPolicy(maximum_attempts=1),
+)
 SUPPORT = "support"
 
 
@@ -109,14 +115,15 @@ class ReconciliationWorkflow(Process):
         self.begin()
         self.set_status("asking_gateway")
         now = self.began_at = workflow.now()
-        if self.takes(TELLS_WHAT_WAS_NOT_TOLD):
-            await self.tell_what_was_not_told(now)
+        telling_the_untold = self.takes(TELLS_WHAT_WAS_NOT_TOLD)  # asked at the start, where the run wakes
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
         )
         self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer")
         for item in open_requests:
             await self.reconcile(item)
+        if telling_the_untold:
+            await self.tell_what_was_not_told(now)  # after the pass's own answers: it holds none of them up
 
         if request.daily:
             # Yesterday as of when the run was asked for (its schedule fired), not when a worker
@@ -168,7 +175,7 @@ class ReconciliationWorkflow(Process):
         payments' record of the command named, so telling again is safe."""
         try:
             untold: list[UntoldAnswer] = await self.read(
-                "reconciliation.FindUntoldAnswers", ReconciliationScan(as_of=now), list[UntoldAnswer]
+                "reconciliation.FindUntoldAnswers", ReconciliationScan(as_of=now), list[UntoldAnswer], **UNTOLD
             )
         except ActivityError as trouble:
             if is_cancelled_exception(trouble):
