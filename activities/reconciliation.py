@@ -41,6 +41,15 @@ QUERY_WITHIN = timedelta(seconds=3)  # a flow that cannot answer sooner (its wor
 WAITING_FLOWS = "FlowStatus = 'awaiting_reconciliation' AND ExecutionStatus = 'Running'"
 
 
+def answers_found_by_reconciliation(uow_factory: Callable[[], Any], order_id: str, refund_id: str | None) -> list[Outcome]:
+    """Payments' record of the answer reconciliation found for what a flow waits on: its refund
+    (`refund_id`), or else the order's latest capture attempt. What a waiting flow is told."""
+    with uow_factory() as uow:
+        payment = uow.payments.find(order_id)
+        found = payment.answers_found_by_reconciliation(refund_id) if payment is not None else []
+        return [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
+
+
 class ReconciliationActivities:
     def __init__(self, uow_factory: Callable[[], Any], gateway: PaymentGateway, client: Client | None = None) -> None:
         self.uow = uow_factory
@@ -165,14 +174,10 @@ class ReconciliationActivities:
         [request] = await self.client.data_converter.decode(
             started.workflow_execution_started_event_attributes.input.payloads, [dict]
         )
-        answers = await asyncio.to_thread(self._answers_found, request.get("order_id", ""), request.get("refund_id"))
+        answers = await asyncio.to_thread(
+            answers_found_by_reconciliation, self.uow, request.get("order_id", ""), request.get("refund_id")
+        )
         return [UntoldAnswer(workflow_id=workflow_id, answer=answer) for answer in answers]
-
-    def _answers_found(self, order_id: str, refund_id: str | None) -> list[Outcome]:
-        with self.uow() as uow:
-            payment = uow.payments.find(order_id)
-            found = payment.answers_found_by_reconciliation(refund_id) if payment is not None else []
-            return [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
 
     def _reserved_refunds(self, as_of: datetime) -> list[tuple[str, str, Any, datetime]]:
         with self.uow() as uow:

@@ -49,6 +49,7 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.reconciliation import answers_found_by_reconciliation
 from cli.reconciliation import UsageError  # one line on stderr, exit code 2
 from domain.contracts import Outcome
 from domain.reconciliation.discrepancy import DiscrepancyKind
@@ -168,10 +169,7 @@ def _answers_found_while_gone(
     The flow takes no fact from the signal: it reads payments' record of that command again."""
     if request is None or described.typed_search_attributes.get(FLOW_STATUS) != "awaiting_reconciliation":
         return []
-    with uow_factory() as uow:
-        payment = uow.payments.find(request.order_id)
-        found = payment.answers_found_by_reconciliation(getattr(request, "refund_id", None)) if payment else []
-        return [Outcome.model_validate(r) for c in found if (r := uow.processed_result(c)) is not None]
+    return answers_found_by_reconciliation(uow_factory, request.order_id, getattr(request, "refund_id", None))
 
 
 def _flow_gone_still_open(uow_factory: Any, request: RefundRequest | OrderRequest | None) -> tuple[str, ...]:

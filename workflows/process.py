@@ -78,8 +78,8 @@ SETTLEFLOW_IDS = ("refund-", "payment-", "ship-", "deliver-", "resolve-discrepan
 # flows-2026-12-06d: a delivery woken by `shipment_recorded` that shipping still knows nothing of
 # (a forged or early signal) waits on for the rest of its time, rather than failing.
 WAITS_ON_AFTER_A_FALSE_WAKE = "waits-on-after-a-false-wake"
-# flows-2026-12-06d: each reconciliation pass first tells flows still waiting whose answer an
-# earlier pass found but could not tell them (the signal lost).
+# flows-2026-12-06d: after its own answers, each reconciliation pass tells flows still waiting
+# whose answer an earlier pass found but could not tell them (the signal lost).
 TELLS_WHAT_WAS_NOT_TOLD = "tells-what-was-not-told"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
