@@ -44,9 +44,9 @@ def prepare(uow_factory: Callable[[], Any], command: Command, owner_decides: Cal
     return outcome if outcome is not None else value  # type: ignore[return-value]
 
 
-def _processed(uow_factory: Callable[[], Any], command_id: str) -> dict | None:
+def _processed(uow_factory: Callable[[], Any], command: Command) -> dict | None:
     with uow_factory() as uow:
-        return uow.processed_result(command_id)
+        return uow.answer_to(command)
 
 
 def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
@@ -58,7 +58,7 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
             # A command decided before, sent again by a resumed or reset flow (issued then),
             # after its token expired: answered from the inbox, since answering again decides
             # nothing. Only an expiry: every other check of the token must still hold.
-            stored = _processed(uow_factory, command.command_id) if refused.code == "token_expired" else None
+            stored = _processed(uow_factory, command) if refused.code == "token_expired" else None
             if stored is None:
                 raise
             authorize(command, expired_ok=True)
@@ -85,7 +85,7 @@ def _decided(uow_factory, command, owner_decides, *, final: bool):
         for attempt in range(RACE_RETRIES):
             try:
                 with uow_factory() as uow:
-                    stored = uow.processed_result(command.command_id)
+                    stored = uow.answer_to(command)
                     if stored is not None:
                         return Outcome.model_validate(stored), None
                     value = owner_decides(uow)
@@ -111,7 +111,7 @@ def _decided(uow_factory, command, owner_decides, *, final: bool):
             f"{command.name()} kept losing concurrency races; retrying later", type="ConcurrencyConflict"
         )
     except DomainError:
-        stored = _processed(uow_factory, command.command_id)
+        stored = _processed(uow_factory, command)
         if stored is None:
             raise
         return Outcome.model_validate(stored), None

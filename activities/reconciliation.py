@@ -1,6 +1,6 @@
 """The reconciliation owner's activities: what reconciliation reads (payments' open
 requests, the ledgers against the gateway's settlement listing, reservations whose flow is
-gone), and the discrepancies it records for support.
+gone, money owed with no refund on its way), and the discrepancies it records for support.
 
 Reads decide nothing and change nothing. Recording a discrepancy is a decision of the
 Discrepancy owner (load → call one method → save); it never touches money.
@@ -25,7 +25,8 @@ from domain.contracts import Outcome, UntoldAnswer
 from domain.payments.gateway import GatewayUnavailable
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy
 from domain.reconciliation.discrepancy import Discrepancy
-from domain.reconciliation.queries import OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
+from domain.reconciliation.owed import money_owed, owed_before
+from domain.reconciliation.queries import MoneyOwed, OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
 from domain.reconciliation.settlement import Finding, compare, ledger_entries
 from domain.reconciliation.stranded import reservations_to_check, reserved_before
 
@@ -35,6 +36,7 @@ READ_OPEN_REQUESTS = "reconciliation.FindOpenGatewayRequests"
 COMPARE_SETTLEMENTS = "reconciliation.CompareSettlements"
 FIND_STRANDED_REFUNDS = "reconciliation.FindStrandedRefunds"
 FIND_UNTOLD_ANSWERS = "reconciliation.FindUntoldAnswers"
+FIND_MONEY_OWED = "reconciliation.FindMoneyOwed"
 UNTOLD_AT_ONCE = 8  # waiting flows asked at a time
 QUERY_WITHIN = timedelta(seconds=3)  # a flow that cannot answer sooner (its worker down) is asked next pass
 # Running flows resting on reconciliation's word (their FlowStatus search attribute).
@@ -136,6 +138,14 @@ class ReconciliationActivities:
                 )
             )
         return stranded
+
+    @activity.defn(name=FIND_MONEY_OWED)
+    def find_money_owed(self, scan: ReconciliationScan) -> list[MoneyOwed]:
+        """Cancelled orders that have owed their customer money for over an hour with no refund
+        on its way for it (billing's `owed_since`)."""
+        with self.uow() as uow:
+            found = (money_owed(order, scan.as_of) for order in uow.orders.owing_since(owed_before(scan.as_of)))
+            return [owed for owed in found if owed is not None]
 
     @activity.defn(name=FIND_UNTOLD_ANSWERS)
     async def find_untold_answers(self, scan: ReconciliationScan) -> list[UntoldAnswer]:

@@ -9,11 +9,13 @@ import time
 import weakref
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DEFAULT_DATABASE_URL = "sqlite:///var/settleflow.db"
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -48,6 +50,8 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database to `revision`. Safe when several processes start at
     once: migrations/env.py serialises them (advisory lock on PostgreSQL,
     BEGIN IMMEDIATE on SQLite), and the later ones find nothing left to do."""
+    from alembic import command  # here: every process imports this module, few migrate (0.3 s)
+
     engine = make_engine(url)
     try:
         command.upgrade(alembic_config(engine), revision)
@@ -57,6 +61,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def alembic_config(engine: Engine | None = None) -> Config:
     """An Alembic configuration built in code; env.py uses `engine` when given."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     if engine is not None:

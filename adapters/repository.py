@@ -224,6 +224,11 @@ class OrderRepository(SqlRepository[A]):
         column = self.table.c.reserved_since
         return self._track_all(self._select_where(column.is_not(None), column <= cutoff))
 
+    def owing_since(self, cutoff: datetime) -> list[A]:
+        """Cancelled orders owing money with no refund on its way for it since `cutoff` or longer."""
+        column = self.table.c.owed_since
+        return self._track_all(self._select_where(column.is_not(None), column <= cutoff))
+
     def changed_since(self, moment: datetime) -> list[A]:
         return self._track_all(self._select_where(self.table.c.updated_at >= moment))
 

@@ -82,6 +82,9 @@ orders = _document_table(
     # When the oldest refund still holding money reserved was asked for (None: none is):
     # reconciliation looks for reservations whose flow is gone by it.
     Column("reserved_since", UtcDateTime, nullable=True, index=True),
+    # Since when money a cancellation owes has had no refund on its way (None: nothing owed,
+    # or all of it on its way): reconciliation flags money owed by it.
+    Column("owed_since", UtcDateTime, nullable=True, index=True),
 )
 
 payments = _document_table(
@@ -167,6 +170,9 @@ processed_commands = Table(
     # What caused the command (an event id, or `{workflow id}/request`): with the events'
     # causation ids (= command ids) this links a business transaction into one chain.
     Column("causation_id", Text, nullable=True),
+    # What the command id stood for (`Command.fingerprint`): the same id for another command
+    # is refused, not answered with this result. NULL: recorded before it was kept.
+    Column("fingerprint", Text, nullable=True),
 )
 
 AGGREGATE_TABLES: tuple[Table, ...] = (

@@ -39,6 +39,7 @@ from adapters.repository import (
 )
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import ConcurrencyConflict
+from domain.shared.inbox import refuse_if_reused
 from domain.shared.messages import Command, Event
 
 # PostgreSQL's "try again" errors: two transactions got in each other's way and
@@ -82,6 +83,9 @@ def default_aggregate_types() -> AggregateTypes:
 
 # Built once: SQLAlchemy reuses their compiled SQL (see repository._Statements).
 _PROCESSED_RESULT = select(tables.processed_commands.c.result).where(
+    tables.processed_commands.c.command_id == bindparam("find_command_id")
+)
+_ANSWER = select(tables.processed_commands.c.result, tables.processed_commands.c.fingerprint).where(
     tables.processed_commands.c.command_id == bindparam("find_command_id")
 )
 _RECORD_PROCESSED = insert(tables.processed_commands)
@@ -161,7 +165,11 @@ class SqlUnitOfWork:
             connection,
             tables.orders,
             types.orders,
-            lambda o: {"customer_id": o.customer_id, "reserved_since": getattr(o, "reserved_since", None)},
+            lambda o: {
+                "customer_id": o.customer_id,
+                "reserved_since": getattr(o, "reserved_since", None),
+                "owed_since": getattr(o, "owed_since", None),
+            },
             clock=clock,
         )
         self.payments = PaymentRepository(
@@ -203,6 +211,15 @@ class SqlUnitOfWork:
         """The stored result when this command was already handled, else None."""
         return self.connection.execute(_PROCESSED_RESULT, {"find_command_id": command_id}).scalar_one_or_none()
 
+    def answer_to(self, command: Command) -> dict[str, Any] | None:
+        """The stored result when this very command was already handled, else None; refused
+        (`command_id_reused`) when its id was handled for another command."""
+        row = self.connection.execute(_ANSWER, {"find_command_id": command.command_id}).one_or_none()
+        if row is None:
+            return None
+        refuse_if_reused(command, row.fingerprint)
+        return row.result
+
     # -- commit ------------------------------------------------------------------------
     def commit(self, command: Command | None = None, result: BaseModel | dict[str, Any] | None = None) -> list[Event]:
         """Save every changed aggregate, its events and the command's result, atomically.
@@ -241,6 +258,7 @@ class SqlUnitOfWork:
                         "result": _stored_result(result),
                         "processed_at": now,
                         "causation_id": command.causation_id or None,
+                        "fingerprint": command.fingerprint(),
                     },
                 )
             connection.commit()

@@ -36,6 +36,7 @@ from domain.payments.gateway import (
 from domain.payments.gateway import NotFound as NoSuchPayment
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import ConcurrencyConflict, InvalidCommand, NotFound
+from domain.shared.inbox import refuse_if_reused
 from domain.shared.messages import Command, Event
 
 A = TypeVar("A", bound=AggregateRoot)
@@ -56,6 +57,7 @@ class FakeDatabase:
     tables: dict[str, dict[str, StoredDocument]] = field(default_factory=dict)
     outbox: list[Event] = field(default_factory=list)
     processed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     def table(self, name: str) -> dict[str, StoredDocument]:
         return self.tables.setdefault(name, {})
@@ -144,6 +146,9 @@ class FakeOrderRepository(FakeRepository[A]):
     def reserving_since(self, cutoff: datetime) -> list[A]:
         return self._where(lambda o: o.reserved_since is not None and o.reserved_since <= cutoff)  # type: ignore[attr-defined]
 
+    def owing_since(self, cutoff: datetime) -> list[A]:
+        return self._where(lambda o: o.owed_since is not None and o.owed_since <= cutoff)  # type: ignore[attr-defined]
+
 
 class FakePaymentRepository(FakeRepository[A]):
     def awaiting_answers(self) -> list[A]:
@@ -207,6 +212,12 @@ class FakeUnitOfWork:
         result = self.database.processed.get(command_id)
         return None if result is None else dict(result)
 
+    def answer_to(self, command: Command) -> dict[str, Any] | None:
+        result = self.processed_result(command.command_id)
+        if result is not None:
+            refuse_if_reused(command, self.database.fingerprints.get(command.command_id))
+        return result
+
     def commit(self, command: Command | None = None, result: BaseModel | dict[str, Any] | None = None) -> list[Event]:
         self._require_open()
         changes = [(repo, aggregate) for repo in self._repositories() for aggregate in repo.changed()]
@@ -228,6 +239,7 @@ class FakeUnitOfWork:
             if isinstance(result, BaseModel):  # stored as the database stores it
                 result = result.model_dump(mode="json", context=STATE_CONTEXT)
             self.database.processed[command.command_id] = dict(result) if result is not None else {}
+            self.database.fingerprints[command.command_id] = command.fingerprint()
         self.committed = True
         return events
 

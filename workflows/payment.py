@@ -429,7 +429,8 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                 raise  # this flow's own Cancel reached its child: it ends cancelled, as before
             # Terminated, cancelled on its own, or failed on a bug: what the refund held stays
             # as it was (the money reserved at billing), reconciliation's daily pass flags it
-            # (`flow_gone`) and support resumes it (`starter.py resume-flow`). The cancellation
+            # (`flow_gone`) and support resumes it (`starter.py resume-flow`); refused before it
+            # reserved anything, the money stays owed and the daily pass flags that (`money_owed`). The cancellation
             # itself is done. (Only a child's end not yet in any running history takes this
             # path: replay-safe. A run that failed on it under the code before ends cancelled
             # when resumed, and its `status` query no longer replays.)

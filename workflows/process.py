@@ -45,9 +45,9 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-06d"  # new flows start on it
+RELEASE = "flows-2026-12-06e"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
-RELEASES = (RELEASE, "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06", FIRST_RELEASE)
+RELEASES = (RELEASE, "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06", FIRST_RELEASE)
 
 # A start request that does not fit its message (JSON with a wrong type or a missing
 # field, from the web UI or `temporal workflow start --input`) fails the workflow at once
@@ -81,6 +81,9 @@ WAITS_ON_AFTER_A_FALSE_WAKE = "waits-on-after-a-false-wake"
 # flows-2026-12-06d: after its own answers, each reconciliation pass tells flows still waiting
 # whose answer an earlier pass found but could not tell them (the signal lost).
 TELLS_WHAT_WAS_NOT_TOLD = "tells-what-was-not-told"
+# flows-2026-12-06e: the daily reconciliation flags money a cancelled order has owed its customer
+# for over an hour with no refund on its way (a review's "no", a declined refund, none started).
+TRACKS_MONEY_OWED = "tracks-money-owed"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -90,6 +93,7 @@ FOLDED_INTO = {
     DERIVED_IDS_ONLY: "flows-2026-12-06d",
     WAITS_ON_AFTER_A_FALSE_WAKE: "flows-2026-12-06d",
     TELLS_WHAT_WAS_NOT_TOLD: "flows-2026-12-06d",
+    TRACKS_MONEY_OWED: "flows-2026-12-06e",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

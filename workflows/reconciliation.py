@@ -26,6 +26,10 @@ Read top to bottom:
         the run goes on
     FindStrandedRefunds → money billing holds reserved for a refund whose flow no longer runs
         → RecordDiscrepancy(flow_gone) → ... NotifyTeam(support)
+    FindMoneyOwed → cancelled orders owing their customer money, with no refund on its way for
+        over an hour (a review said no, the gateway declined, a refund never started)
+        → RecordDiscrepancy(money_owed) → ... NotifyTeam(support); found again every day
+        until a refund takes it, even after support resolved it
   Never: moves money, or decides for billing or payments. It describes and flags.
 
 ResolveDiscrepancyWorkflow — support closes a discrepancy (`starter.py resolve-discrepancy`):
@@ -46,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         DiscrepancyRecorded,
         Finding,
         Money,
+        MoneyOwed,
         NotifyTeam,
         OpenGatewayRequest,
         Outcome,
@@ -61,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.reconciliation.commands import discrepancy_id
     from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun, TrailView
     from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, retry_until_done
-    from workflows.process import TELLS_WHAT_WAS_NOT_TOLD
+    from workflows.process import TELLS_WHAT_WAS_NOT_TOLD, TRACKS_MONEY_OWED
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -116,6 +121,7 @@ class ReconciliationWorkflow(Process):
         self.set_status("asking_gateway")
         now = self.began_at = workflow.now()
         telling_the_untold = self.takes(TELLS_WHAT_WAS_NOT_TOLD)  # asked at the start, where the run wakes
+        tracking_money_owed = request.daily and self.takes(TRACKS_MONEY_OWED)
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
         )
@@ -164,9 +170,30 @@ class ReconciliationWorkflow(Process):
                     + (f" (run {refund.workflow_run_id})." if refund.workflow_run_id else "."),
                     ours=refund.amount,
                 )
+            if tracking_money_owed:
+                await self.flag_money_owed(now)
         self.set_status("done")
         await self.finish()
         return self.current()
+
+    async def flag_money_owed(self, now: datetime) -> None:
+        """Billing told support once (`RefundOwed`); money still owed with no refund on its way is
+        flagged every day until a refund takes it."""
+        owed: list[MoneyOwed] = await self.read(
+            "reconciliation.FindMoneyOwed", ReconciliationScan(as_of=now), list[MoneyOwed]
+        )
+        self.note(f"{len(owed)} cancelled order(s) owing money with no refund on its way")
+        for item in owed:
+            await self.flag(
+                "money_owed",
+                item.order_id,
+                item.order_id,
+                f"cancelled order {item.order_id} has owed customer {item.customer_id} {item.amount} since "
+                f"{item.owed_since:%Y-%m-%d %H:%M} UTC with no refund on its way (a fraud review said no or "
+                f"expired, the gateway declined the refund, or none started). Pay it back: starter.py refund "
+                f"--order-id {item.order_id} --reason 'owed after cancellation' --as support:<you>. Found again each day until a refund takes it.",
+                ours=item.amount,
+            )
 
     # -- the frequent pass ---------------------------------------------------------------------
     async def tell_what_was_not_told(self, now: datetime) -> None:

@@ -75,6 +75,9 @@ class Order(AggregateRoot):
     returned_at: datetime | None = None
     cancelled: bool = False
     cancellation_reason: str = ""
+    # Since when money a cancellation owes has had no refund on its way for it (None: nothing
+    # is owed, or all of it is on its way). Reconciliation asks about money owed that long.
+    owed_since: datetime | None = None
     refunds: dict[str, Refund] = {}
 
     # -- placing and paying ----------------------------------------------------
@@ -138,6 +141,7 @@ class Order(AggregateRoot):
         )
         if self.refundable.is_positive:
             self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.refundable))
+        self._keep_owed_since(command.issued_at)
 
     # -- facts from shipping ---------------------------------------------------
     def check_shipping_date(self, shipped_at: datetime) -> None:
@@ -302,6 +306,7 @@ class Order(AggregateRoot):
                 requested_by=command.actor.id,
             ),
         )
+        self._keep_owed_since(command.issued_at)
         if self.fulfilment is Fulfilment.SHIPPED and not self.refundable.is_positive:
             # Still on the road and all of its money is going back: try to stop the
             # parcel rather than pay for a return. A partial refund leaves it moving.
@@ -358,6 +363,16 @@ class Order(AggregateRoot):
         """A cancelled order's money that a refund did not pay back is owed again."""
         if self.owed.is_positive:
             self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.owed))
+        self._keep_owed_since(command.issued_at)
+
+    def _keep_owed_since(self, now: datetime) -> None:
+        """Owed money with no refund on its way is owed since the first moment it had none; a
+        refund that takes all of it ends that (a review's "no" or a declined refund starts it
+        again). Nobody may forget it: reconciliation flags what stays owed (`money_owed`)."""
+        if not self.owed.is_positive:
+            self.owed_since = None
+        elif self.owed_since is None:
+            self.owed_since = now
 
     def _in_flight(self, refund_id: str) -> Refund:
         refund = self.refunds.get(refund_id)

@@ -29,6 +29,8 @@ class DiscrepancyKind(StrEnum):
     AMOUNT_DIFFERS = "amount_differs"
     CURRENCY_DIFFERS = "currency_differs"
     FLOW_GONE = "flow_gone"  # money reserved or in flight, and the flow that would finish it no longer runs
+    # A cancelled order owes its customer money and no refund is on its way for it.
+    MONEY_OWED = "money_owed"
     # The gateway's settlements of a day could not be read: nothing of that day was compared.
     SETTLEMENTS_NOT_COMPARED = "settlements_not_compared"
     # The gateway refused to say what became of a request (e.g. a payment another account holds).
@@ -97,11 +99,12 @@ class Discrepancy(AggregateRoot):
         return self.kind is DiscrepancyKind.DUPLICATE_AT_GATEWAY and command.detail != self.detail
 
     def _still_a_question(self, command: RecordDiscrepancy) -> bool:
-        """A day still not compared is a question again whenever a pass fails to compare it;
-        anything else support resolved is one again only when what is found differs: a day
+        """A day still not compared is a question again whenever a pass fails to compare it, and
+        money owed whenever it is still owed (a refund ends it; resolving the flag pays nobody).
+        Anything else support resolved is one again only when what is found differs: a day
         compared again finds the same lines, a reservation support dealt with is still held by
         the same gone run (a resumed flow gone again is another run: reopened)."""
-        if self.kind is DiscrepancyKind.SETTLEMENTS_NOT_COMPARED:
+        if self.kind in (DiscrepancyKind.SETTLEMENTS_NOT_COMPARED, DiscrepancyKind.MONEY_OWED):
             return True
         return (command.detail, command.ours, command.gateway) != (self.detail, self.ours, self.gateway)
 

@@ -1,6 +1,6 @@
 """What reconciliation reads from the owners and the gateway, in plain messages that can
-cross Temporal: the items whose gateway answer is missing, and reservations whose flow
-is gone. Reading decides nothing; the owners decide when the commands arrive."""
+cross Temporal: the items whose gateway answer is missing, reservations whose flow
+is gone, and money owed with no refund on its way. Reading decides nothing; the owners decide when the commands arrive."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ class StrandedRefund(BaseModel):
     workflow_id: str
     workflow_status: str  # "terminated", "failed", "not found" ...
     workflow_run_id: str = ""  # the run that is gone ("" when none is found): a later one gone again differs
+
+
+class MoneyOwed(BaseModel):
+    """Money a cancelled order owes its customer back, with no refund on its way for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    customer_id: str
+    amount: Money
+    owed_since: datetime
 
 
 class ReconciliationScan(BaseModel):

@@ -7,6 +7,8 @@ the tests all see exactly the same shape.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 from typing import ClassVar
@@ -19,6 +21,9 @@ from domain.shared.text import DERIVED_ID_MAX, ID_MAX, TEXT_MAX, DerivedId, Id, 
 __all__ = [
     "DERIVED_ID_MAX", "ID_MAX", "TEXT_MAX", "Command", "DerivedId", "Event", "Id", "Message", "Note", "Text",
 ]
+
+# A command's ids that say how it travelled, not what it is about (`Command.fingerprint`).
+NOT_WHAT_IT_CONCERNS = frozenset({"command_id", "correlation_id", "causation_id"})
 
 EVENT_NAMESPACE = uuid.UUID("6f1d7a52-3f0e-4a55-9d2c-5e7a1c0b9a11")
 
@@ -73,6 +78,21 @@ class Command(Message):
     @classmethod
     def name(cls) -> str:
         return cls.__name__
+
+    def fingerprint(self) -> str:
+        """What this command id stands for: the command, who sent it and the ids of what it
+        concerns (`order_id`, `refund_id`, ...). The same command sent again — a retry, a replay,
+        a flow resumed or reset — has the same, though its `issued_at` or token differ; an id
+        reused for another order or refund (a refund id given again after Temporal forgot the
+        first flow) has another, and the inbox refuses it rather than answer with the first
+        one's facts. Amounts and texts are left out: a resumed flow may word a reason anew."""
+        concerns = {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name.endswith("_id") and name not in NOT_WHAT_IT_CONCERNS
+        }
+        described = json.dumps([type(self).__name__, str(self.actor), concerns], sort_keys=True, default=str)
+        return hashlib.sha256(described.encode()).hexdigest()[:32]
 
     @classmethod
     def activity_name(cls) -> str:

@@ -25,6 +25,7 @@ from adapters.repository import dump_state
 from adapters.inspection import outbox_rows, processed_count
 from adapters.unit_of_work import AggregateTypes, SqlUnitOfWork, default_aggregate_types
 from domain.billing.commands import (
+    CancelOrder,
     MarkOrderPaid,
     OrderLine,
     PlaceOrder,
@@ -38,7 +39,7 @@ from domain.contracts import Outcome
 from domain.payments.payment import AttemptStatus, CaptureAttempt, GatewayRefund, Payment
 from domain.shared.actor import Actor, Role
 from domain.shared.aggregate import AggregateRoot
-from domain.shared.errors import ConcurrencyConflict, NotFound
+from domain.shared.errors import ConcurrencyConflict, InvalidCommand, NotFound
 from domain.shared.messages import Command, Event
 from domain.shared.money import Money
 from tests.fakes import FakeDatabase, FakeUnitOfWork
@@ -197,6 +198,39 @@ def test_rows_saved_before_reconciliation_kept_its_columns_are_found_by_reconcil
         with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
             assert [p.id for p in uow.payments.awaiting_answers()] == ["o-old"]
             assert [o.id for o in uow.orders.reserving_since(PLACED_AT + timedelta(days=30))] == ["o-old"]
+    finally:
+        engine.dispose()
+
+
+def test_cancelled_orders_owing_money_saved_before_owed_since_was_kept_are_found_owing_after_upgrading(
+    database_url: str,
+) -> None:
+    """0007 adds `owed_since`; a cancelled order owing its customer money, saved before and never
+    again, would never be flagged. 0007 dates it by its row's last change, in its state too (or
+    its next save would clear the column), and leaves an order whose refund takes all of it."""
+    upgrade(database_url, "0006_backfill_recon_columns")
+    trace = {"actor": SUPPORT, "issued_at": PLACED_AT, "correlation_id": "payment-x"}
+    orders = []
+    for order_id in ("o-owing", "o-refunding"):
+        _, order = place_order(order_id, "80.00")
+        order.mark_paid(MarkOrderPaid(command_id=f"{order_id}/paid", order_id=order_id, amount=eur("80.00"),
+                                      payment_reference="pay-1", **trace))
+        order.cancel(CancelOrder(command_id=f"{order_id}/cancel", order_id=order_id, reason="out of stock", **trace))
+        orders.append(order)
+    orders[1].request_refund(refund("o-refunding-cancellation", "80.00", "o-refunding"))
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:  # as the code of those days wrote them
+            for order in orders:
+                state = {k: v for k, v in dump_state(order).items() if k != "owed_since"}
+                connection.execute(tables.orders.insert().values(
+                    id=order.id, version=4, state=state, updated_at=PLACED_AT, customer_id=CUSTOMER.id,
+                ))
+        upgrade(database_url)
+
+        with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+            [owing] = uow.orders.owing_since(PLACED_AT)
+            assert (owing.id, owing.owed, owing.owed_since) == ("o-owing", eur("80.00"), PLACED_AT)
     finally:
         engine.dispose()
 
@@ -450,6 +484,35 @@ def test_an_answer_stored_with_decimal_strings_before_minor_units_still_reads_th
         answer = Outcome.model_validate(uow.processed_result(request.command_id))
     assert answer.events == events
     assert answer.events[0].amount == eur("40.50")
+
+
+def test_a_command_id_answers_only_the_command_it_was_decided_for(engine: Engine) -> None:
+    store(engine, delivered_order(), delivered_order("o-2"))
+    request = refund("r-1", "40.50")
+    with unit_of_work(engine) as uow:
+        uow.orders.get("o-1").request_refund(request)
+        uow.commit(request, Outcome(command_id=request.command_id, events=uow.pending_events()))
+    resent = request.model_copy(update={"issued_at": request.issued_at + timedelta(days=2)})  # a resumed flow
+    reused = request.model_copy(update={"order_id": "o-2"})  # the refund id given again, for o-2
+
+    with unit_of_work(engine) as uow:
+        assert Outcome.model_validate(uow.answer_to(resent)).event_names == ["RefundApproved"]
+        with pytest.raises(InvalidCommand) as refused:
+            uow.answer_to(reused)
+    assert refused.value.code == "command_id_reused"
+
+
+def test_an_answer_recorded_before_fingerprints_were_kept_answers_its_command_as_before(engine: Engine) -> None:
+    store(engine, delivered_order())
+    request = refund("r-1", "40.50")
+    with unit_of_work(engine) as uow:
+        uow.orders.get("o-1").request_refund(request)
+        uow.commit(request, Outcome(command_id=request.command_id, events=uow.pending_events()))
+    with engine.begin() as connection:  # as 0007 and before recorded it
+        connection.execute(tables.processed_commands.update().values(fingerprint=None))
+
+    with unit_of_work(engine) as uow:
+        assert Outcome.model_validate(uow.answer_to(request)).event_names == ["RefundApproved"]
 
 
 def test_a_command_without_a_result_still_reads_as_processed(engine: Engine) -> None:

@@ -177,6 +177,43 @@ def test_a_command_delivered_again_later_gets_its_first_answer_although_the_stat
     assert billing.request_refund(everything).events[0].amount == eur("100")
 
 
+def test_the_same_command_sent_again_later_with_another_token_gets_its_first_answer(service, billing):
+    delivered(billing)
+    first = billing.request_refund(refund_request(command_id="refund-r-1/request"))
+    # A flow resumed days later sends it again: issued later, its token minted anew.
+    again = billing.request_refund(refund_request(
+        command_id="refund-r-1/request", issued_at=DELIVERED_AT + days(3),
+        credential=token_for(CUSTOMER, lifetime=days(365 * 400)),
+    ))
+    assert again == first
+
+
+def test_a_command_id_reused_for_another_order_is_refused_not_answered_with_the_first_orders_facts(service, billing):
+    delivered(billing)
+    billing.request_refund(refund_request("r-1", command_id="refund-r-1/request"))
+    billing.place_order(place_order("40.00", order_id="o-2"))
+    before = service.snapshot()
+
+    # The refund id given again, for another order, after Temporal forgot the first flow.
+    refused = refuses(lambda: billing.request_refund(
+        refund_request("r-1", command_id="refund-r-1/request", order_id="o-2", amount="10.00")))
+
+    assert (refused.type, refused.details) == ("InvalidCommand", ("command_id_reused",))
+    assert "ask again under a new id" in refused.message
+    assert service.snapshot() == before
+    assert service.order("o-2").refunds == {}
+
+
+def test_a_command_id_reused_by_another_sender_is_refused(service, billing):
+    delivered(billing)
+    billing.request_refund(refund_request("r-1", command_id="refund-r-1/request"))
+
+    refused = refuses(lambda: billing.request_refund(
+        refund_request("r-1", command_id="refund-r-1/request", actor=SUPPORT)))
+
+    assert refused.details == ("command_id_reused",)
+
+
 def test_the_stored_outcome_reads_back_equal_to_the_one_first_returned(service, billing):
     delivered(billing)
     cmd = refund_request()

@@ -678,6 +678,11 @@ class RefundLedger(RuleBasedStateMachine):
         assert self.order.refundable.amount >= 0
         assert self.order.refundable == self.order.paid - self.order.refunded - self.order.reserved
 
+    @invariant()
+    def money_owed_with_no_refund_on_its_way_always_says_since_when(self):
+        # Reconciliation finds owed money by `owed_since`: owed without it would never be flagged.
+        assert (self.order.owed_since is not None) == self.order.owed.is_positive
+
 
 TestRefundLedger = RefundLedger.TestCase
 TestRefundLedger.settings = settings(

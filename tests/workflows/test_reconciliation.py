@@ -34,7 +34,7 @@ from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from adapters.temporal import AddressUpdates
 from cli import reconciliation as verbs
 from devstack import temporal_cli
-from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured
+from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured, ReviewDecision
 from domain.payments.gateway import SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
@@ -47,9 +47,9 @@ from tests.workflows.flows import (
 )
 from worker import ALL_QUEUES, Dependencies, build_workers
 from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun
-from workflows.payment import OrderRequest, PaymentWorkflow
+from workflows.payment import CancellationRequest, OrderRequest, PaymentWorkflow
 from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
-from workflows.refund import RefundRequest, RefundWorkflow
+from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
 from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
 from workflows.schedules import DAILY, FREQUENT, ensure_schedules
@@ -511,12 +511,15 @@ async def test_a_forged_capture_answer_marks_no_order_paid_and_recovery_follows_
 
 
 async def support_resolves(harness: ReconHarness, discrepancy: str, note: str) -> None:
+    """As `starter.py resolve-discrepancy` does: one resolution per time it is open."""
+    with harness.uow_factory() as uow:
+        workflow_id = verbs.resolution_workflow_id(uow.discrepancies.get(discrepancy))
     async with real_time(harness.env):
         await harness.client.execute_workflow(
             ResolveDiscrepancyWorkflow.run,
             DiscrepancyResolution(discrepancy_id=discrepancy, note=note, resolved_by=Actor.parse("support:sam"),
                                   **signed("support:sam")),
-            id=f"resolve-discrepancy-{discrepancy}", task_queue=FLOWS_QUEUE,
+            id=workflow_id, task_queue=FLOWS_QUEUE,
         )
 
 
@@ -561,6 +564,50 @@ async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_strande
     assert "starter.py compare-settlements 2026-11-30" in found["settlements_not_compared"].detail
     assert (result.status, result.discrepancies) == ("done", 2)
     assert len(harness.support_messages()) == 2
+
+
+async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_every_day_until_a_refund_takes_it(
+    harness,
+):
+    support, analyst = Actor.parse("support:sam"), Actor.parse("fraud_analyst:alice")
+    order_id, payment = await start_payment(harness, "tok_visa", "1500.00")
+    await wait_for_status(payment, "paid", env=harness.env)
+    await ship(harness, order_id)
+    in_review = await start_refund(harness, order_id, "1000.00")  # large: waits for a person
+    await wait_for_status(in_review, "under_review", env=harness.env)
+    async with real_time(harness.env):
+        await payment.execute_update(
+            PaymentWorkflow.cancel_order, CancellationRequest(requested_by=support, **signed(support), reason="parcel lost")
+        )
+        await payment.result()  # the 500.00 not in review went back at once
+        await in_review.execute_update(RefundWorkflow.resolve_review, ReviewResolution(
+            decision=ReviewDecision.REJECT, reviewer=analyst, **signed(analyst)))
+        await in_review.result()
+    assert harness.order(order_id).owed == Money.of("1000.00", "EUR")
+    await harness.env.sleep(timedelta(hours=2))
+
+    first = await reconcile(harness, daily=True, history="reconciliation_daily_money_owed")
+    [flag] = harness.discrepancies()
+    assert (flag.id, flag.order_id, flag.ours) == (f"money_owed:{order_id}", order_id, Money.of("1000.00", "EUR"))
+    assert f"starter.py refund --order-id {order_id}" in flag.detail
+    await support_resolves(harness, flag.id, "told the customer; will look into it")  # resolving pays nobody
+    await harness.env.sleep(timedelta(days=1))
+    second = await reconcile(harness, daily=True)
+    assert [d.id for d in harness.discrepancies()] == [flag.id]  # still owed: open again
+
+    paid_back = await start_refund(harness, order_id, by="support:sam")  # all still owed; fraud clears it
+    async with real_time(harness.env):
+        assert (await paid_back.result()).status == "completed"
+    await support_resolves(harness, flag.id, "refunded the rest")
+    await harness.env.sleep(timedelta(days=1))
+    third = await reconcile(harness, daily=True)
+
+    assert (first.discrepancies, second.discrepancies, third.discrepancies) == (1, 1, 0)
+    assert harness.discrepancies() == []
+    assert harness.order(order_id).owed == Money.zero("EUR")
+    assert sorted(m["kind"] for m in harness.support_messages()) == [
+        "discrepancy_found", "discrepancy_found", "refund_owed_support",  # told once by billing, then each day
+    ]
 
 
 async def test_a_daily_run_held_back_two_days_compares_the_day_before_it_was_asked_for(harness):
