@@ -37,6 +37,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from activities.registry import OWNER_QUEUES, activities_for
 import workflows
 from adapters import db, tracing
+from adapters.identity import load_trust
 from adapters.bytecode import write_bytecode
 from adapters.sandbox import SandboxRunner
 from adapters.metrics import MeasuredGateway
@@ -195,7 +196,20 @@ async def know_the_gateway_account(gateway: StripeGateway | MeasuredGateway) -> 
     log.info("payments go to gateway account %s", account)
 
 
+def trust_or_exit() -> None:
+    """Refuse to start where tokens could not be trusted (README "Security"), and say plainly
+    when a worker trusts the local dev issuer."""
+    trust = load_trust()
+    if trust.dev_issuer_refused:
+        print(f"worker.py: error: {trust.dev_issuer_refused}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    if trust.dev_mode:
+        log.warning("dev mode: tokens signed by the local dev issuer (%s) are trusted; "
+                    "production sets SETTLEFLOW_TOKEN_KEYS", trust.dev_dir)
+
+
 async def serve(args: argparse.Namespace) -> None:
+    trust_or_exit()
     settings = load()
     write_bytecode(workflows)  # the sandbox imports a flow's module afresh for every run
     tracing.setup("settleflow-worker")

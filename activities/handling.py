@@ -58,10 +58,12 @@ def _in_transaction(uow_factory, command, owner_decides, *, final: bool):
             # A command decided before, sent again by a resumed or reset flow (issued then),
             # after its token expired: answered from the inbox, since answering again decides
             # nothing. Only an expiry: every other check of the token must still hold.
-            stored = _processed(uow_factory, command) if refused.code == "token_expired" else None
+            if refused.code != "token_expired":
+                raise
+            authorize(command, expired_ok=True)  # every other check of the token still holds
+            stored = _processed(uow_factory, command)
             if stored is None:
                 raise
-            authorize(command, expired_ok=True)
             return Outcome.model_validate(stored), None
         return _decided(uow_factory, command, owner_decides, final=final)
     except DomainError as refused:

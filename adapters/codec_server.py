@@ -5,8 +5,10 @@ read payloads the server itself stores only as ciphertext.
 
 `POST /encode` and `POST /decode` take and give Temporal's JSON form of `Payloads`
 (`{"payloads": [{"metadata": {...}, "data": "..."}]}`), using the same key ring as the
-workers (adapters/codec.py). CORS lets the UI's origin call it from the browser. Outside
-dev mode (production token keys configured) every request needs
+workers (adapters/codec.py). CORS lets the UI's origin call it from the browser. In dev
+mode (no SETTLEFLOW_TOKEN_KEYS) it answers anyone, so it binds to this machine only, and it
+refuses to run at all beside production payload keys (`TrustSettings.dev_issuer_refused`).
+Outside dev mode (production token keys configured) every request needs
 `Authorization: Bearer <token>` of a `support` or `fraud_analyst` (verified like every
 command's token, at the moment of the request); the UI forwards it when its
 "include credentials" / access-token setting is on. `make demo` starts it on port 8234 and
@@ -16,6 +18,7 @@ points the dev server's UI at it (`--ui-codec-endpoint`).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from datetime import datetime, timezone
 
 from google.protobuf import json_format
@@ -40,8 +43,10 @@ def build_app(ui_origins: list[str], settings: TrustSettings | None = None) -> S
     codec = EncryptionCodec(KeyRing.from_settings(settings))
 
     def refused(request: Request) -> Response | None:
+        if settings.dev_issuer_refused:
+            return JSONResponse({"error": settings.dev_issuer_refused}, status_code=403)
         if settings.dev_mode:
-            return None  # local only: the dev issuer is configured
+            return None  # local only (`main` binds it to this machine): the dev issuer is configured
         header = request.headers.get("authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else None
         try:
@@ -89,8 +94,24 @@ def main() -> None:
     parser.add_argument("--ui-origin", action="append", default=None,
                         help="the web UI's origin (repeatable; default http://localhost:8233)")
     args = parser.parse_args()
+    settings = load_trust()
+    if settings.dev_issuer_refused:
+        parser.error(settings.dev_issuer_refused)
+    if settings.dev_mode and not _this_machine_only(args.host):
+        # Without production keys it decrypts for anyone who reaches it: never beyond this machine.
+        parser.error(f"--host {args.host}: without SETTLEFLOW_TOKEN_KEYS (dev issuer) the codec server "
+                     "serves this machine only (127.0.0.1, ::1, localhost)")
     origins = args.ui_origin or ["http://localhost:8233", "http://127.0.0.1:8233"]
     uvicorn.run(build_app(origins), host=args.host, port=args.port, log_level="warning")
+
+
+def _this_machine_only(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

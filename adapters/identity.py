@@ -57,11 +57,27 @@ class TrustSettings(BaseSettings):
     # the active key encrypts, every key in the ring decrypts. Unset: a dev key under `dev_dir`.
     payload_keys: str = Field("", validation_alias="SETTLEFLOW_PAYLOAD_KEYS")
     payload_key_id: str = Field("", validation_alias="SETTLEFLOW_PAYLOAD_KEY_ID")
+    # The dev issuer beside production payload keys: only a test stack asks for it.
+    allow_dev_issuer: bool = Field(False, validation_alias="SETTLEFLOW_ALLOW_DEV_ISSUER")
 
     @property
     def dev_mode(self) -> bool:
         """The dev issuer is the configured one: `--as ROLE:ID` may mint tokens."""
         return not self.token_keys
+
+    @property
+    def dev_issuer_refused(self) -> str:
+        """Why the dev issuer may not be trusted here ("" when it may, or is not configured).
+        Production payload keys mean production data: a deployment that forgot
+        SETTLEFLOW_TOKEN_KEYS would otherwise trust a key anyone on that machine can mint with,
+        and its codec server would decrypt for anyone. It fails closed instead."""
+        if self.dev_mode and self.payload_keys and not self.allow_dev_issuer:
+            return (
+                "SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not: settleflow will not trust its "
+                "local dev issuer beside production keys (set SETTLEFLOW_TOKEN_KEYS; "
+                "SETTLEFLOW_ALLOW_DEV_ISSUER=1 only for a test stack)"
+            )
+        return ""
 
 
 # The environment variables TrustSettings reads, upper-cased: pydantic-settings matches names
@@ -157,6 +173,8 @@ class Verifier:
 
     @classmethod
     def from_settings(cls, settings: TrustSettings) -> Verifier:
+        if settings.dev_issuer_refused:
+            return cls(settings, ())  # every token refused (`verify`): fail closed
         if settings.dev_mode:
             return cls(settings, (dev_private_key(settings).public_key(),))
         keys: list[object] = []
@@ -175,6 +193,8 @@ class Verifier:
         """The actor the token proves, judged at `at`; NotAuthorized with the reason otherwise.
         `expired_ok`: a genuine token that has expired by `at` still proves its actor (for a
         command its owner decided before, re-sent later: activities/handling.py)."""
+        if self.settings.dev_issuer_refused:
+            raise NotAuthorized("dev_issuer_refused", self.settings.dev_issuer_refused)
         if not token:
             raise NotAuthorized("no_token", "no token: a command from outside must carry a signed token")
         claims = None
@@ -254,4 +274,6 @@ def signed(actor: Actor, lifetime: timedelta = timedelta(hours=2)) -> dict:
     settings = load_trust()
     if not settings.dev_mode:
         raise RuntimeError("the demo, chaos and bench mint dev tokens: unset SETTLEFLOW_TOKEN_KEYS")
+    if settings.dev_issuer_refused:
+        raise RuntimeError(settings.dev_issuer_refused)
     return {"token": mint(settings, actor.role, actor.id, lifetime=lifetime)}

@@ -6,7 +6,7 @@ and commits. The commit writes, in one transaction: the changed aggregates
 with its result (the inbox). Either all of it lands or none of it does.
 
     with uow:
-        if (done := uow.processed_result(command.command_id)) is not None:
+        if (done := uow.answer_to(command)) is not None:
             return done
         order = uow.orders.get(command.order_id)
         order.request_refund(command)

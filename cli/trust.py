@@ -55,6 +55,9 @@ def _token(args: argparse.Namespace, _settings) -> int:
         print("starter.py: error: token: production keys are configured (SETTLEFLOW_TOKEN_KEYS); "
               "get a token from your identity provider", file=sys.stderr)
         return 2
+    if trust.dev_issuer_refused:
+        print(f"starter.py: error: token: {trust.dev_issuer_refused}", file=sys.stderr)
+        return 2
     if not 1 <= args.minutes <= 24 * 60:
         print("starter.py: error: --minutes: between 1 and 1440", file=sys.stderr)
         return 2
@@ -67,6 +70,8 @@ def dev_token(who: Actor, refuse: type[Exception] = ValueError) -> str:
     trust = load_trust()
     if not trust.dev_mode:
         raise refuse("argument --as: production keys are configured; give --token (or $SETTLEFLOW_TOKEN)")
+    if trust.dev_issuer_refused:
+        raise refuse(f"argument --as: {trust.dev_issuer_refused}")
     return mint(trust, who.role, who.id)
 
 

@@ -13,6 +13,8 @@ import pytest
 os.environ.setdefault("SETTLEFLOW_DEV_ISSUER_DIR", tempfile.mkdtemp(prefix="settleflow-issuer-"))
 os.environ.setdefault("SETTLEFLOW_PAYLOAD_KEYS", "test-1=" + base64.b64encode(b"settleflow-test-payload-key-0001").decode())
 os.environ.setdefault("SETTLEFLOW_PAYLOAD_KEY_ID", "test-1")
+# A test stack: the dev issuer beside that key ring, on purpose (production refuses the pair).
+os.environ.setdefault("SETTLEFLOW_ALLOW_DEV_ISSUER", "1")
 
 pytest_plugins = ["tests.nats_fixtures"]
 

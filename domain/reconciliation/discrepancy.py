@@ -99,12 +99,13 @@ class Discrepancy(AggregateRoot):
         return self.kind is DiscrepancyKind.DUPLICATE_AT_GATEWAY and command.detail != self.detail
 
     def _still_a_question(self, command: RecordDiscrepancy) -> bool:
-        """A day still not compared is a question again whenever a pass fails to compare it, and
-        money owed whenever it is still owed (a refund ends it; resolving the flag pays nobody).
-        Anything else support resolved is one again only when what is found differs: a day
+        """A day still not compared is a question again whenever a pass fails to compare it;
+        anything else support resolved is one again only when what is found differs: a day
         compared again finds the same lines, a reservation support dealt with is still held by
-        the same gone run (a resumed flow gone again is another run: reopened)."""
-        if self.kind in (DiscrepancyKind.SETTLEMENTS_NOT_COMPARED, DiscrepancyKind.MONEY_OWED):
+        the same gone run (a resumed flow gone again is another run: reopened), money owed that
+        support paid back another way is the same amount owed since the same moment (owed
+        again later — another refund declined — is another moment: reopened)."""
+        if self.kind is DiscrepancyKind.SETTLEMENTS_NOT_COMPARED:
             return True
         return (command.detail, command.ours, command.gateway) != (self.detail, self.ours, self.gateway)
 

@@ -47,9 +47,11 @@ def upgrade() -> None:
         if not order.owed.is_positive:
             continue
         order.owed_since = row.updated_at
-        bind.execute(
-            sa.update(orders).where(orders.c.id == row.id).values(state=dump_state(order), owed_since=row.updated_at)
-        )
+        # A new version: a process that loaded the row before saves over it no more (its save
+        # expects the old one), and reloads.
+        bind.execute(sa.update(orders).where(orders.c.id == row.id).values(
+            state=dump_state(order), owed_since=row.updated_at, version=row.version + 1,
+        ))
 
 
 def downgrade() -> None:

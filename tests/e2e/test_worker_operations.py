@@ -76,3 +76,17 @@ def test_a_worker_whose_key_is_not_the_declared_accounts_refuses_to_start_with_o
     assert "worker.py: error: the payment gateway's key: this Stripe key speaks for acct_simulator, " \
            "not acct_1SomeoneElse (SETTLEFLOW_STRIPE_ACCOUNT)" in done.stderr
     assert "worker ready" not in done.stdout
+
+
+def test_a_worker_with_production_payload_keys_but_no_token_keys_refuses_to_start_with_one_line(stack: Stack):
+    # A deployment that forgot SETTLEFLOW_TOKEN_KEYS would trust the local dev issuer, whose key
+    # anyone on the machine can mint with: it fails closed instead.
+    env = {k: v for k, v in stack.env.items() if k != "SETTLEFLOW_ALLOW_DEV_ISSUER"}
+    env["SETTLEFLOW_OPS_PORT"] = "0"
+    done = subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("worker.py: error: SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not")
+    assert "worker ready" not in done.stdout

@@ -5,6 +5,7 @@ only support and fraud analysts with a valid token."""
 from __future__ import annotations
 
 import base64
+import os
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -13,8 +14,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
+import subprocess
+import sys
+
 from adapters.codec_server import build_app
 from adapters.identity import TrustSettings, load_trust, mint
+from devstack import ROOT
 from tests.tokens import SINCE
 
 UI = "http://localhost:8233"
@@ -59,3 +64,34 @@ def test_outside_dev_mode_only_staff_with_a_valid_token_may_decode(tmp_path: Pat
         opened = client.post("/decode", content=sealed, headers=bearer(staff))
         assert opened.status_code == 200
         assert base64.b64decode(json.loads(opened.content)["payloads"][0]["data"]) == SECRET
+
+
+def test_beside_production_payload_keys_without_token_keys_it_decodes_for_nobody():
+    forgot_token_keys = TrustSettings(payload_keys=load_trust().payload_keys,
+                                      payload_key_id=load_trust().payload_key_id, allow_dev_issuer=False)
+    sealed = TestClient(build_app([UI])).post("/encode", json=PLAIN).content
+    dev = mint(load_trust(), "support", "sam", now=SINCE, lifetime=timedelta(days=365 * 500))
+
+    refused = TestClient(build_app([UI], forgot_token_keys)).post(
+        "/decode", content=sealed, headers={"Authorization": f"Bearer {dev}"})
+
+    assert refused.status_code == 403 and "SETTLEFLOW_TOKEN_KEYS is not" in refused.json()["error"]
+
+
+def codec_server(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "adapters.codec_server", *args], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_in_dev_mode_it_will_not_listen_beyond_this_machine():
+    done = codec_server("--host", "0.0.0.0", "--port", "1")
+
+    assert done.returncode == 2
+    assert "without SETTLEFLOW_TOKEN_KEYS (dev issuer) the codec server serves this machine only" in done.stderr
+
+
+def test_it_will_not_start_beside_production_payload_keys_without_token_keys():
+    done = codec_server("--port", "1", SETTLEFLOW_ALLOW_DEV_ISSUER="0")
+
+    assert done.returncode == 2
+    assert "SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not" in done.stderr

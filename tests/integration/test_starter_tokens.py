@@ -117,6 +117,23 @@ def test_with_production_keys_as_is_refused_and_dev_tokens_do_not_verify(seeded_
     assert good.returncode == 1 and "cannot reach Temporal" in good.stderr, good
 
 
+def test_beside_production_payload_keys_without_token_keys_the_dev_issuer_neither_mints_nor_verifies(
+    seeded_database, refusing_port, tmp_path,
+):
+    forgot = {"SETTLEFLOW_PAYLOAD_KEYS": os.environ["SETTLEFLOW_PAYLOAD_KEYS"],  # production's, say
+              "SETTLEFLOW_PAYLOAD_KEY_ID": os.environ["SETTLEFLOW_PAYLOAD_KEY_ID"], "SETTLEFLOW_ALLOW_DEV_ISSUER": "0"}
+
+    by_as, _ = starter(argv("refund"), seeded_database, tmp_path / "a", refusing_port, **forgot)
+    assert by_as.returncode == 2 and "SETTLEFLOW_TOKEN_KEYS is not" in by_as.stderr, by_as
+    assert len(by_as.stderr.strip().splitlines()) == 1
+    dev, _ = starter(argv("refund", {"--as": None, "--token": token_for("customer:c-1")}), seeded_database,
+                     tmp_path / "b", refusing_port, **forgot)
+    assert dev.returncode == 2 and "token refused" in dev.stderr, dev
+    minted = starter(["token", "--role", "support", "--id", "sam"], seeded_database, tmp_path / "c",
+                     refusing_port, **forgot)[0]
+    assert minted.returncode == 2 and "SETTLEFLOW_TOKEN_KEYS is not" in minted.stderr and minted.stdout == ""
+
+
 def test_the_token_verb_mints_a_short_lived_dev_token_for_the_role_and_id(seeded_database, refusing_port, tmp_path):
     done, _ = starter(["token", "--role", "fraud_analyst", "--id", "eve"], seeded_database, tmp_path, refusing_port)
     assert done.returncode == 0, done

@@ -1113,6 +1113,19 @@ def test_the_guard_reads_the_trust_settings_once_and_again_when_the_environment_
     assert load_trust().token_issuer == "settleflow-dev"
 
 
+def test_beside_production_payload_keys_an_owner_trusts_no_dev_token_unless_a_test_stack_says_so(monkeypatch):
+    command_ = refund_request()  # signed by the dev issuer
+    monkeypatch.setenv("SETTLEFLOW_ALLOW_DEV_ISSUER", "0")  # the suite's payload keys stay: production's
+
+    with pytest.raises(NotAuthorized) as refused:
+        authorize(command_)
+    assert refused.value.code == "dev_issuer_refused"
+    assert "SETTLEFLOW_TOKEN_KEYS is not" in refused.value.message
+
+    monkeypatch.setenv("SETTLEFLOW_ALLOW_DEV_ISSUER", "1")
+    assert authorize(command_).actor == CUSTOMER
+
+
 def _tampered(token: str) -> str:
     """The same token with its claims changed (a customer id swapped), signature kept."""
     import base64

@@ -1,7 +1,7 @@
 """Money a cancelled order owes its customer is never dropped by a person's "no", a declined
 refund or a refund that never started: billing keeps since when it has had no refund on its
-way (`Order.owed_since`), and reconciliation flags it after an hour, every day until a refund
-takes it, even after support resolved the flag."""
+way (`Order.owed_since`), and reconciliation flags it after an hour, until a refund takes it or
+support says how it went back; owed again later, it is flagged again."""
 
 from __future__ import annotations
 
@@ -137,27 +137,30 @@ def test_reconciliation_finds_the_cancelled_orders_owing_money_with_no_refund_on
     assert [(f.order_id, f.amount) for f in found] == [(owing.id, eur("100.00"))]
 
 
-def flagged(pass_day: int, amount: str = "100.00") -> RecordDiscrepancy:
+def flagged(pass_day: int, amount: str = "100.00", since=CANCELLED_AT) -> RecordDiscrepancy:
+    """What the daily pass of `pass_day` sends for money owed since `since` (its detail says since when)."""
     return command(
         RecordDiscrepancy,
         command_id=f"reconciliation-day-{pass_day}/discrepancy-money_owed:o-1",
         issued_at=CANCELLED_AT + days(pass_day),
         discrepancy_id=discrepancy_id("money_owed", "o-1"),
         kind="money_owed", order_id="o-1", business_id="o-1", ours=eur(amount),
-        detail="cancelled order o-1 has owed customer c-1 its money with no refund on its way",
+        detail=f"cancelled order o-1 has owed customer c-1 {amount} EUR since {since:%Y-%m-%d %H:%M} UTC",
     )
 
 
-def test_money_still_owed_is_flagged_again_after_support_resolved_it_without_a_refund():
+def test_support_saying_how_owed_money_went_back_stands_until_money_is_owed_again():
     recon, database = finder()
     recon.record_discrepancy(flagged(1))
     recon.resolve_discrepancy(command(
         ResolveDiscrepancy, actor=SUPPORT, issued_at=CANCELLED_AT + days(1) + timedelta(hours=1),
-        discrepancy_id="money_owed:o-1", note="told the customer",
+        discrepancy_id="money_owed:o-1", note="card closed: paid back by bank transfer, ticket 881",
     ))
-    next_day = recon.record_discrepancy(flagged(2))  # the same amount, still owed
+    next_day = recon.record_discrepancy(flagged(2))  # the same amount, owed since the same moment
+    owed_again = recon.record_discrepancy(flagged(3, since=CANCELLED_AT + days(2)))  # a later refund declined
 
-    assert names(next_day.events) == ["DiscrepancyRecorded"]
+    assert next_day.events == []
+    assert names(owed_again.events) == ["DiscrepancyRecorded"]
     with FakeUnitOfWork(database) as uow:
         assert [d.id for d in uow.discrepancies.with_status("open")] == ["money_owed:o-1"]
 

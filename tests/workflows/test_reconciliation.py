@@ -566,7 +566,7 @@ async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_strande
     assert len(harness.support_messages()) == 2
 
 
-async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_every_day_until_a_refund_takes_it(
+async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_until_a_refund_takes_it(
     harness,
 ):
     support, analyst = Actor.parse("support:sam"), Actor.parse("fraud_analyst:alice")
@@ -590,10 +590,8 @@ async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_ev
     [flag] = harness.discrepancies()
     assert (flag.id, flag.order_id, flag.ours) == (f"money_owed:{order_id}", order_id, Money.of("1000.00", "EUR"))
     assert f"starter.py refund --order-id {order_id}" in flag.detail
-    await support_resolves(harness, flag.id, "told the customer; will look into it")  # resolving pays nobody
     await harness.env.sleep(timedelta(days=1))
-    second = await reconcile(harness, daily=True)
-    assert [d.id for d in harness.discrepancies()] == [flag.id]  # still owed: open again
+    second = await reconcile(harness, daily=True)  # still open: support was told once
 
     paid_back = await start_refund(harness, order_id, by="support:sam")  # all still owed; fraud clears it
     async with real_time(harness.env):
@@ -602,11 +600,11 @@ async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_ev
     await harness.env.sleep(timedelta(days=1))
     third = await reconcile(harness, daily=True)
 
-    assert (first.discrepancies, second.discrepancies, third.discrepancies) == (1, 1, 0)
+    assert (first.discrepancies, second.discrepancies, third.discrepancies) == (1, 0, 0)
     assert harness.discrepancies() == []
     assert harness.order(order_id).owed == Money.zero("EUR")
     assert sorted(m["kind"] for m in harness.support_messages()) == [
-        "discrepancy_found", "discrepancy_found", "refund_owed_support",  # told once by billing, then each day
+        "discrepancy_found", "refund_owed_support",  # told once by billing, once by reconciliation
     ]
 
 
