@@ -27,10 +27,11 @@ up: install
 	$(PY) devstack.py up
 
 ## The whole test suite (PostgreSQL tests run when SETTLEFLOW_TEST_POSTGRES_URL is set).
-## Two processes (pytest-xdist), each taking the next test as it finishes one: the suite's tests
-## mostly wait on servers and subprocesses, so two share the 2 cores it is sized for.
+## Three processes (pytest-xdist), each taking the next test as it finishes one: the suite's tests
+## mostly wait on servers and subprocesses, and one process waits for the quick chaos run (about
+## 80 s, mostly waiting itself), so three share the 2 cores it is sized for.
 test: install
-	$(PY) -m pytest -n 2 --dist worksteal
+	$(PY) -m pytest -n 3 --dist worksteal
 
 unit: install
 	$(PY) -m pytest tests/unit -q

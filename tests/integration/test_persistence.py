@@ -453,12 +453,17 @@ def test_a_processed_command_returns_its_stored_result_and_cannot_be_recorded_tw
     assert load_order(engine).version == 2
 
 
-def test_a_decisions_stored_answer_keeps_its_money_in_integer_minor_units(engine: Engine) -> None:
-    store(engine, delivered_order())
-    request = refund("r-1", "40.50")
+def decided(engine: Engine, request: RequestRefund) -> None:
+    """Billing approves `request` (for o-1), its answer recorded in the inbox."""
     with unit_of_work(engine) as uow:
         uow.orders.get("o-1").request_refund(request)
         uow.commit(request, Outcome(command_id=request.command_id, events=uow.pending_events()))
+
+
+def test_a_decisions_stored_answer_keeps_its_money_in_integer_minor_units(engine: Engine) -> None:
+    store(engine, delivered_order())
+    request = refund("r-1", "40.50")
+    decided(engine, request)
 
     with engine.connect() as connection:
         stored = connection.execute(
@@ -489,9 +494,7 @@ def test_an_answer_stored_with_decimal_strings_before_minor_units_still_reads_th
 def test_a_command_id_answers_only_the_command_it_was_decided_for(engine: Engine) -> None:
     store(engine, delivered_order(), delivered_order("o-2"))
     request = refund("r-1", "40.50")
-    with unit_of_work(engine) as uow:
-        uow.orders.get("o-1").request_refund(request)
-        uow.commit(request, Outcome(command_id=request.command_id, events=uow.pending_events()))
+    decided(engine, request)
     resent = request.model_copy(update={"issued_at": request.issued_at + timedelta(days=2)})  # a resumed flow
     reused = request.model_copy(update={"order_id": "o-2"})  # the refund id given again, for o-2
 
@@ -505,9 +508,7 @@ def test_a_command_id_answers_only_the_command_it_was_decided_for(engine: Engine
 def test_an_answer_recorded_before_fingerprints_were_kept_answers_its_command_as_before(engine: Engine) -> None:
     store(engine, delivered_order())
     request = refund("r-1", "40.50")
-    with unit_of_work(engine) as uow:
-        uow.orders.get("o-1").request_refund(request)
-        uow.commit(request, Outcome(command_id=request.command_id, events=uow.pending_events()))
+    decided(engine, request)
     with engine.begin() as connection:  # as 0007 and before recorded it
         connection.execute(tables.processed_commands.update().values(fingerprint=None))
 
