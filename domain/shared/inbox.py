@@ -17,6 +17,6 @@ def refuse_if_reused(command: Command, recorded: str | None) -> None:
     if recorded is not None and recorded != command.fingerprint():
         raise InvalidCommand(
             "command_id_reused",
-            f"{command.command_id} was decided before for another command (another order, refund or "
-            f"sender than this {command.name()}): ask again under a new id",
+            f"{command.command_id} was decided before for another command (another order or refund "
+            f"than this {command.name()}'s): ask again under a new id",
         )

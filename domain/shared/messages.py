@@ -80,18 +80,20 @@ class Command(Message):
         return cls.__name__
 
     def fingerprint(self) -> str:
-        """What this command id stands for: the command, who sent it and the ids of what it
-        concerns (`order_id`, `refund_id`, ...). The same command sent again — a retry, a replay,
-        a flow resumed or reset — has the same, though its `issued_at` or token differ; an id
-        reused for another order or refund (a refund id given again after Temporal forgot the
-        first flow) has another, and the inbox refuses it rather than answer with the first
-        one's facts. Amounts and texts are left out: a resumed flow may word a reason anew."""
+        """What this command id stands for: the command and the ids of what it concerns
+        (`order_id`, `refund_id`, ...). The same command sent again — a retry, a replay, a flow
+        resumed or reset — has the same, though its `issued_at` or token differ; an id reused
+        for another order or refund (a refund id given again after Temporal forgot the first
+        flow) has another, and the inbox refuses it rather than answer with the first one's
+        facts. Amounts and texts are left out (a resumed flow may word a reason anew), and so is
+        the sender: a decision about the same thing taken again by someone else — a review
+        decided once more after a reset lost the Update that decided it — gets the first answer."""
         concerns = {
             name: getattr(self, name)
             for name in type(self).model_fields
             if name.endswith("_id") and name not in NOT_WHAT_IT_CONCERNS
         }
-        described = json.dumps([type(self).__name__, str(self.actor), concerns], sort_keys=True, default=str)
+        described = json.dumps([type(self).__name__, concerns], sort_keys=True, default=str)
         return hashlib.sha256(described.encode()).hexdigest()[:32]
 
     @classmethod
