@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import sys
+from typing import NoReturn
 from datetime import datetime, timezone
 
 from google.protobuf import json_format
@@ -96,13 +98,18 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_trust()
     if settings.dev_issuer_refused:
-        parser.error(settings.dev_issuer_refused)
+        refuse(settings.dev_issuer_refused)
     if settings.dev_mode and not _this_machine_only(args.host):
         # Without production keys it decrypts for anyone who reaches it: never beyond this machine.
-        parser.error(f"--host {args.host}: without SETTLEFLOW_TOKEN_KEYS (dev issuer) the codec server "
-                     "serves this machine only (127.0.0.1, ::1, localhost)")
+        refuse(f"--host {args.host}: without SETTLEFLOW_TOKEN_KEYS (dev issuer) the codec server "
+               "serves this machine only (127.0.0.1, ::1, localhost)")
     origins = args.ui_origin or ["http://localhost:8233", "http://127.0.0.1:8233"]
     uvicorn.run(build_app(origins), host=args.host, port=args.port, log_level="warning")
+
+
+def refuse(reason: str) -> NoReturn:
+    print(f"codec_server: error: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _this_machine_only(host: str) -> bool:

@@ -29,7 +29,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.shared.actor import Actor, Role
@@ -57,8 +57,16 @@ class TrustSettings(BaseSettings):
     # the active key encrypts, every key in the ring decrypts. Unset: a dev key under `dev_dir`.
     payload_keys: str = Field("", validation_alias="SETTLEFLOW_PAYLOAD_KEYS")
     payload_key_id: str = Field("", validation_alias="SETTLEFLOW_PAYLOAD_KEY_ID")
-    # The dev issuer beside production payload keys: only a test stack asks for it.
-    allow_dev_issuer: bool = Field(False, validation_alias="SETTLEFLOW_ALLOW_DEV_ISSUER")
+    # The dev issuer beside production payload keys: only a test stack asks for it. The field
+    # is named as its variable, so no unprefixed `ALLOW_DEV_ISSUER` turns the refusal off.
+    settleflow_allow_dev_issuer: bool = Field(False, validation_alias="SETTLEFLOW_ALLOW_DEV_ISSUER")
+
+    @field_validator("settleflow_allow_dev_issuer", mode="before")
+    @classmethod
+    def _only_a_clear_yes(cls, value: object) -> bool:
+        """`1`, `true` or `yes` allow it; anything else (empty, `0`, a typo) does not, and no
+        value stops a process from starting."""
+        return value is True or str(value).strip().lower() in {"1", "true", "yes"}
 
     @property
     def dev_mode(self) -> bool:
@@ -71,7 +79,7 @@ class TrustSettings(BaseSettings):
         Production payload keys mean production data: a deployment that forgot
         SETTLEFLOW_TOKEN_KEYS would otherwise trust a key anyone on that machine can mint with,
         and its codec server would decrypt for anyone. It fails closed instead."""
-        if self.dev_mode and self.payload_keys and not self.allow_dev_issuer:
+        if self.dev_mode and self.payload_keys and not self.settleflow_allow_dev_issuer:
             return (
                 "SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not: settleflow will not trust its "
                 "local dev issuer beside production keys (set SETTLEFLOW_TOKEN_KEYS; "

@@ -9,7 +9,8 @@ missing, forged, expired or wrong-audience token, or one whose role may not use 
 is one line on stderr and exit 2, before anything starts. The owner's activity verifies
 it again (the command line is a convenience, not the guard). `--as ROLE:ID` mints a dev
 token only while the dev issuer is the configured one (no SETTLEFLOW_TOKEN_KEYS); with
-production keys it is refused. The token is never printed, except by `token` itself.
+production keys it is refused, and so it is beside production payload keys without them
+(`TrustSettings.dev_issuer_refused`). The token is never printed, except by `token` itself.
 """
 
 from __future__ import annotations

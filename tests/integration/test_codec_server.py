@@ -68,7 +68,8 @@ def test_outside_dev_mode_only_staff_with_a_valid_token_may_decode(tmp_path: Pat
 
 def test_beside_production_payload_keys_without_token_keys_it_decodes_for_nobody():
     forgot_token_keys = TrustSettings(payload_keys=load_trust().payload_keys,
-                                      payload_key_id=load_trust().payload_key_id, allow_dev_issuer=False)
+                                      payload_key_id=load_trust().payload_key_id,
+                                      settleflow_allow_dev_issuer=False)
     sealed = TestClient(build_app([UI])).post("/encode", json=PLAIN).content
     dev = mint(load_trust(), "support", "sam", now=SINCE, lifetime=timedelta(days=365 * 500))
 
@@ -87,11 +88,13 @@ def test_in_dev_mode_it_will_not_listen_beyond_this_machine():
     done = codec_server("--host", "0.0.0.0", "--port", "1")
 
     assert done.returncode == 2
-    assert "without SETTLEFLOW_TOKEN_KEYS (dev issuer) the codec server serves this machine only" in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "without SETTLEFLOW_TOKEN_KEYS (dev issuer) the codec server serves this machine only" in line
 
 
 def test_it_will_not_start_beside_production_payload_keys_without_token_keys():
     done = codec_server("--port", "1", SETTLEFLOW_ALLOW_DEV_ISSUER="0")
 
     assert done.returncode == 2
-    assert "SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not" in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not" in line

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 import domain.contracts as contracts
 from activities.authorization import authorize
+from adapters.identity import load_trust
 from activities.billing import BillingActivities
 from activities.fraud import FraudActivities
 from activities.handling import RACE_RETRIES, decide, prepare
@@ -1191,3 +1192,19 @@ def test_a_token_is_checked_against_every_trusted_key_whatever_their_types():
     with pytest.raises(NotAuthorized) as refused:
         replace(verifier(), keys=(other.public_key(),)).verify(token, T0)
     assert refused.value.code == "bad_signature"
+
+
+@pytest.mark.parametrize(("value", "allowed"), [
+    ("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("2", False), ("no", False),
+])
+def test_only_a_clear_yes_lets_a_test_stack_trust_the_dev_issuer_and_no_value_stops_a_process(
+    monkeypatch, value, allowed,
+):
+    monkeypatch.setenv("SETTLEFLOW_ALLOW_DEV_ISSUER", value)
+    assert (load_trust().dev_issuer_refused == "") is allowed
+
+
+def test_an_unprefixed_allow_dev_issuer_does_not_lift_the_refusal(monkeypatch):
+    monkeypatch.setenv("SETTLEFLOW_ALLOW_DEV_ISSUER", "0")
+    monkeypatch.setenv("ALLOW_DEV_ISSUER", "1")
+    assert load_trust().dev_issuer_refused != ""
