@@ -141,8 +141,8 @@ class ReconciliationActivities:
 
     @activity.defn(name=FIND_MONEY_OWED)
     def find_money_owed(self, scan: ReconciliationScan) -> list[MoneyOwed]:
-        """Cancelled orders that have owed their customer money for over an hour with no refund
-        on its way for it (billing's `owed_since`)."""
+        """Orders (cancelled, or their parcel back) that have owed their customer money for over
+        an hour with no refund on its way for it (billing's `owed_since`)."""
         with self.uow() as uow:
             found = (money_owed(order, scan.as_of) for order in uow.orders.owing_since(owed_before(scan.as_of)))
             return [owed for owed in found if owed is not None]

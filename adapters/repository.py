@@ -225,7 +225,7 @@ class OrderRepository(SqlRepository[A]):
         return self._track_all(self._select_where(column.is_not(None), column <= cutoff))
 
     def owing_since(self, cutoff: datetime) -> list[A]:
-        """Cancelled orders owing money with no refund on its way for it since `cutoff` or longer."""
+        """Orders owing money back with no refund on its way for it since `cutoff` or longer."""
         column = self.table.c.owed_since
         return self._track_all(self._select_where(column.is_not(None), column <= cutoff))
 

@@ -26,8 +26,9 @@ Read top to bottom:
         the run goes on
     FindStrandedRefunds → money billing holds reserved for a refund whose flow no longer runs
         → RecordDiscrepancy(flow_gone) → ... NotifyTeam(support)
-    FindMoneyOwed → cancelled orders owing their customer money, with no refund on its way for
-        over an hour (a review said no, the gateway declined, a refund never started)
+    FindMoneyOwed → orders owing their customer money back (cancelled, or the parcel returned),
+        with no refund on its way for over an hour (a review said no, the gateway declined, a
+        refund never started)
         → RecordDiscrepancy(money_owed) → ... NotifyTeam(support); open until a refund takes it
         or support says how it went back (owed again later: flagged again)
   Never: moves money, or decides for billing or payments. It describes and flags.
@@ -189,14 +190,14 @@ class ReconciliationWorkflow(Process):
             # A worker without the read yet (a deploy under way): the next daily pass looks again.
             self.note(f"money owed could not be read ({_short(trouble.cause or trouble)})")
             return
-        self.note(f"{len(owed)} cancelled order(s) owing money with no refund on its way")
+        self.note(f"{len(owed)} order(s) owing money back with no refund on its way")
         for item in owed:
             await self.flag(
                 "money_owed",
                 item.order_id,
                 item.order_id,
-                f"cancelled order {item.order_id} has owed customer {item.customer_id} {item.amount} since "
-                f"{item.owed_since:%Y-%m-%d %H:%M} UTC with no refund on its way (a fraud review said no or "
+                f"order {item.order_id} (cancelled, or its parcel came back) has owed customer {item.customer_id} "
+                f"{item.amount} since {item.owed_since:%Y-%m-%d %H:%M} UTC with no refund on its way (a fraud review said no or "
                 f"expired, the gateway refused or declined the refund, or none started). Pay it back: starter.py "
                 f"refund --order-id {item.order_id} --reason 'owed after cancellation' --as support:<you>; or, "
                 f"once it went back another way, resolve this with a note saying how.",

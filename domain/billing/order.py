@@ -130,7 +130,8 @@ class Order(AggregateRoot):
             raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
         if self.cancelled:
             raise InvalidCommand("already_cancelled", f"order {self.id} is already cancelled")
-        if self.fulfilment is Fulfilment.DELIVERED:
+        if self.fulfilment is Fulfilment.DELIVERED or self.held_delivery_at is not None:
+            # A delivery billing holds until its shipment is recorded happened all the same.
             raise InvalidCommand("already_delivered", f"order {self.id} was delivered; ask for a refund instead")
         if self.fulfilment in (Fulfilment.SHIPPED, Fulfilment.RETURNED) and who.role is Role.CUSTOMER:
             raise InvalidCommand("already_shipped", f"order {self.id} has shipped; only support can cancel it now")
@@ -218,6 +219,7 @@ class Order(AggregateRoot):
         self.record(
             command, ParcelReturned(order_id=self.id, refund_id=command.refund_id, returned_at=command.issued_at)
         )
+        self._keep_owed_since(command.issued_at)
 
     # -- refunds -----------------------------------------------------------------
     @property
@@ -239,10 +241,17 @@ class Order(AggregateRoot):
         return self.paid - self.refunded - self.reserved
 
     @property
+    def owes_back(self) -> bool:
+        """Whether what is still refundable is owed: settleflow cancelled a paid order, or the
+        parcel came back on a refund's intercept (the goods are the merchant's again, and that
+        refund was for all of its money)."""
+        return self.cancelled or self.fulfilment is Fulfilment.RETURNED
+
+    @property
     def owed(self) -> Money:
-        """What settleflow owes back because it cancelled a paid order and no refund is
-        on its way for it yet (support sees it; a refund request pays it)."""
-        return self.refundable if self.cancelled else Money.zero(self.currency)
+        """What settleflow owes back (`owes_back`) with no refund on its way for it yet
+        (support sees it; a refund request pays it)."""
+        return self.refundable if self.owes_back else Money.zero(self.currency)
 
     def request_refund(self, command: RequestRefund) -> None:
         """Approve or reject a refund. The time that counts is when it was asked
@@ -302,7 +311,7 @@ class Order(AggregateRoot):
                 refund_id=command.refund_id,
                 customer_id=self.customer_id,
                 amount=amount,
-                owed=self.cancelled,
+                owed=self.owes_back,
                 requested_by=command.actor.id,
             ),
         )
@@ -316,8 +325,8 @@ class Order(AggregateRoot):
             )
 
     def _refund_rejection(self, command: RequestRefund) -> tuple[str, str] | None:
-        if self.cancelled:
-            # A cancelled order owes back what was paid, whatever its shipping state.
+        if self.owes_back:
+            # Owed back (cancelled, or the parcel came back): no window closes on it.
             return self._amount_rejection(command)
         if self.fulfilment is Fulfilment.PENDING:
             return "not_shipped", "only shipped or delivered orders can be refunded"
@@ -360,7 +369,8 @@ class Order(AggregateRoot):
         self._still_owed(command)
 
     def _still_owed(self, command: CancelRefund | FailRefund) -> None:
-        """A cancelled order's money that a refund did not pay back is owed again."""
+        """Money owed back (a cancelled order's, a returned parcel's) that a refund did not pay
+        back is owed again."""
         if self.owed.is_positive:
             self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.owed))
         self._keep_owed_since(command.issued_at)

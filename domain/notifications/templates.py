@@ -24,7 +24,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "refund_owed_support": (
         "Money owed to a customer",
-        "Order {order_id} was cancelled after it was paid and {owed} is still owed to the customer "
+        "Order {order_id} was cancelled after it was paid, or its parcel came back, and {owed} is still owed to the customer "
         "(refund {refund_id} ended {reason}). Decide how to pay it back.",
     ),
     # reconciliation, to support

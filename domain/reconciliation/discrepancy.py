@@ -29,7 +29,7 @@ class DiscrepancyKind(StrEnum):
     AMOUNT_DIFFERS = "amount_differs"
     CURRENCY_DIFFERS = "currency_differs"
     FLOW_GONE = "flow_gone"  # money reserved or in flight, and the flow that would finish it no longer runs
-    # A cancelled order owes its customer money and no refund is on its way for it.
+    # An order owes its customer money back (cancelled, parcel returned) and no refund is on its way.
     MONEY_OWED = "money_owed"
     # The gateway's settlements of a day could not be read: nothing of that day was compared.
     SETTLEMENTS_NOT_COMPARED = "settlements_not_compared"

@@ -1,6 +1,6 @@
-"""Which money owed reconciliation flags: what a cancelled order owes its customer back and
-has had no refund on its way for (`Order.owed_since`). A cancellation's own refund takes it
-within seconds; money still owed an hour later was left by a person's "no" (a fraud review
+"""Which money owed reconciliation flags: what an order owes its customer back (it was
+cancelled, or its parcel came back: `Order.owes_back`) and has had no refund on its way for
+(`Order.owed_since`). A cancellation's own refund takes it within seconds; money still owed an hour later was left by a person's "no" (a fraud review
 rejected or expired), a refund the gateway declined, or a refund that never started. Billing
 has told support once (`RefundOwed`); this keeps it in front of support until it is paid."""
 

@@ -39,7 +39,7 @@ class StrandedRefund(BaseModel):
 
 
 class MoneyOwed(BaseModel):
-    """Money a cancelled order owes its customer back, with no refund on its way for it."""
+    """Money an order owes its customer back (cancelled, or its parcel came back), with no refund on its way for it."""
 
     model_config = ConfigDict(frozen=True)
 

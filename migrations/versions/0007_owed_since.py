@@ -1,4 +1,4 @@
-"""`orders.owed_since`: since when a cancelled order owes money with no refund on its way.
+"""`orders.owed_since`: since when an order owes money back with no refund on its way.
 
 Revision ID: 0007_owed_since
 Revises: 0006_backfill_recon_columns
@@ -6,8 +6,8 @@ Create Date: 2026-12-06
 
 Reconciliation's daily pass flags money a cancelled order has owed its customer for over an
 hour with no refund on its way (`money_owed`), found by this column. Orders saved before it
-have neither the column nor `Order.owed_since` in their state: each cancelled order that owes
-money now gets both, dated by its row's `updated_at` (the latest it can have started: the
+have neither the column nor `Order.owed_since` in their state: each order that owes money back
+now (cancelled, or its parcel returned) gets both, dated by its row's `updated_at` (the latest it can have started: the
 flag comes no earlier than it should, never later than a day after the upgrade). Like 0006, it
 imports the application, because what is owed is the aggregate's own answer (`Order.owed`).
 """
@@ -41,7 +41,7 @@ def upgrade() -> None:
     rows = bind.execute(sa.select(orders.c.id, orders.c.version, orders.c.state, orders.c.updated_at)).all()
     for row in rows:
         state = json.loads(row.state) if isinstance(row.state, str) else row.state
-        if not state.get("cancelled") or state.get("owed_since"):
+        if not (state.get("cancelled") or state.get("fulfilment") == "returned") or state.get("owed_since"):
             continue
         order = load_state(Order, row.id, row.version, state)
         if not order.owed.is_positive:

@@ -1,4 +1,4 @@
-"""Money a cancelled order owes its customer is never dropped by a person's "no", a declined
+"""Money an order owes its customer back (it was cancelled, or its parcel came back) is never dropped by a person's "no", a declined
 refund or a refund that never started: billing keeps since when it has had no refund on its
 way (`Order.owed_since`), and reconciliation flags it after an hour, until a refund takes it or
 support says how it went back; owed again later, it is flagged again."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from activities.reconciliation import ReconciliationActivities
-from domain.billing.commands import CancelOrder, CancelRefund, FailRefund, RequestRefund
+from domain.billing.commands import CancelOrder, CancelRefund, FailRefund, RecordInterceptOutcome, RequestRefund
 from domain.billing.order import Order
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy, discrepancy_id
 from domain.reconciliation.owed import OWED_AFTER, money_owed
@@ -101,6 +101,22 @@ def test_an_order_that_is_not_cancelled_owes_nothing_whatever_happens_to_its_ref
     reject_in_review(order, "r-1", at=T0 + days(2))
 
     assert (order.owed, order.owed_since) == (Money.zero("EUR"), None)
+
+
+def test_a_returned_parcels_money_a_declined_refund_left_is_owed_from_the_decline_and_flagged():
+    order = shipped_order("100.00")
+    ask_refund(order, "r-1", None, at=T0 + days(1), actor=CUSTOMER)  # all of it: the parcel is stopped
+    order.record_intercept_outcome(command(
+        RecordInterceptOutcome, issued_at=T0 + days(2), order_id=order.id, refund_id="r-1", intercepted=True, reason="",
+    ))
+    assert order.owed_since is None  # its refund is on its way
+    declined_at = T0 + days(3)
+
+    declined(order, "r-1", at=declined_at)
+
+    assert (order.owed, order.owed_since) == (eur("100.00"), declined_at)
+    found = money_owed(order, declined_at + days(1))
+    assert found is not None and found.amount == eur("100.00")
 
 
 # == reconciliation flags it after an hour ================================================================

@@ -69,14 +69,14 @@ def test_the_refund_that_takes_the_last_of_a_parcels_money_stops_the_parcel():
 
 
 # == what shipping's answer means =====================================================================
-def test_an_intercepted_parcel_is_recorded_as_returned_and_the_refund_window_counts_from_its_return():
+def test_an_intercepted_parcel_is_recorded_as_returned_and_a_later_refund_stops_nothing():
     order = shipped_order("100.00")
     order.request_refund(refund(order))
     returned_at = T0 + days(2)
     order.record_intercept_outcome(intercept_outcome(order, True, at=returned_at))
     assert order.fulfilment is Fulfilment.RETURNED and order.returned_at == returned_at
     assert names(order.pending_events)[-1] == "ParcelReturned"
-    # The refund fails: the money is refundable again, for 30 days after the return.
+    # The refund fails: the money is owed back again, and a new refund asks for no intercept.
     order.fail_refund(command(
         FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x",
         confirmed_by="GatewayRefundDeclined", evidence="evt-declined-r-1",
@@ -86,18 +86,26 @@ def test_an_intercepted_parcel_is_recorded_as_returned_and_the_refund_window_cou
     assert names(order.pending_events) == ["RefundApproved"]  # no second intercept: it is back
 
 
-def test_a_returned_parcels_refund_window_closes_thirty_days_after_the_return():
+def test_a_returned_parcels_money_a_refund_did_not_pay_back_is_owed_and_no_window_closes_on_it():
     order = shipped_order("100.00")
     order.request_refund(refund(order))
     returned_at = T0 + days(2)
     order.record_intercept_outcome(intercept_outcome(order, True, at=returned_at))
+    declined_at = returned_at + days(1)
     order.fail_refund(command(
-        FailRefund, order_id=order.id, refund_id="r-1", reason="declined:x",
+        FailRefund, issued_at=declined_at, order_id=order.id, refund_id="r-1", reason="declined:x",
         confirmed_by="GatewayRefundDeclined", evidence="evt-declined-r-1",
     ))
+    # The goods are the merchant's again: the money is owed, as a cancelled order's is.
+    assert names(order.pending_events)[-2:] == ["RefundFailed", "RefundOwed"]
+    assert (order.owed, order.owed_since) == (eur("100.00"), declined_at)
     order.clear_events()
-    order.request_refund(refund(order, "r-2", at=returned_at + days(31)))
-    assert order.pending_events[0].reason_code == "refund_window_closed"
+
+    order.request_refund(refund(order, "r-2", at=returned_at + days(90)))
+
+    [approved] = order.pending_events
+    assert names([approved]) == ["RefundApproved"] and approved.owed  # fraud clears it
+    assert order.owed_since is None
 
 
 def test_a_parcel_that_could_not_be_stopped_stays_on_its_way_and_its_delivery_starts_the_window():

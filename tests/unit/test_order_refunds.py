@@ -582,6 +582,15 @@ def test_nobody_may_cancel_a_delivered_order(actor):
     assert_refused(order, lambda: order.cancel(cancel_order(order, actor=actor)), InvalidCommand, "already_delivered")
 
 
+@pytest.mark.parametrize("actor", [CUSTOMER, SUPPORT, SYSTEM], ids=["customer", "support", "system"])
+def test_nobody_may_cancel_an_order_whose_delivery_billing_holds_until_its_shipment_is_recorded(actor):
+    # The delivery reached billing before its shipment (facts out of order): it happened all the same.
+    order = paid_order("100.00")
+    order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=T0 + days(2)))
+    order.clear_events()
+    assert_refused(order, lambda: order.cancel(cancel_order(order, actor=actor)), InvalidCommand, "already_delivered")
+
+
 def test_an_order_is_cancelled_only_once():
     order = paid_order("100.00")
     order.cancel(cancel_order(order))
