@@ -115,6 +115,20 @@ def test_a_parcel_cannot_arrive_before_it_was_shipped():
     )
 
 
+def test_an_undated_delivery_that_reached_settleflow_before_its_shipment_is_dated_when_the_parcel_left():
+    # Neither was dated by a person: each is dated when it reached settleflow, the delivery first
+    # (it waited for its shipment). It is kept, never refused, and never dated before the parcel left.
+    left_at = T0 + days(1)
+    shipment = Shipment.ship(ship_cmd(issued_at=left_at))
+    shipment.clear_events()
+
+    shipment.confirm_delivery(deliver_cmd(issued_at=T0 + days(1) - timedelta(hours=2)))
+
+    [delivered] = shipment.pending_events
+    assert isinstance(delivered, OrderDelivered) and delivered.delivered_at == left_at
+    assert shipment.status is ShipmentStatus.DELIVERED
+
+
 def test_a_delivery_cannot_be_confirmed_before_it_happens():
     shipment = in_transit()
     assert_refused(

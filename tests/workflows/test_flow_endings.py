@@ -381,6 +381,29 @@ async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_
     assert shipment_status(harness, order_id) == "delivered"
 
 
+async def test_an_undated_delivery_confirmed_before_its_undated_shipment_is_recorded_dated_when_the_parcel_left(
+    harness,
+):
+    # Neither `--at`: each is dated when it reached settleflow, the delivery first.
+    order_id, _ = await place_order(harness)
+    payment = payment_handle(harness, order_id)
+    delivery = harness.track(await harness.client.start_workflow(
+        ConfirmDeliveryWorkflow.run, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
+        id=f"deliver-{order_id}", task_queue=FLOWS_QUEUE,
+    ))
+    await wait_for_trail(delivery, "no shipment yet", harness.env)
+    await harness.env.sleep(timedelta(hours=1))  # the shipment's record reaches settleflow an hour later
+
+    await ship(harness, order_id)
+    delivered = await finished(harness, delivery)
+    await finished(harness, payment)
+
+    assert delivered.status == "delivered"
+    order = harness.order(order_id)
+    assert order.fulfilment == "delivered" and order.delivered_at == order.shipped_at
+    assert shipment_status(harness, order_id) == "delivered"
+
+
 async def test_a_delivery_woken_by_a_shipment_shipping_does_not_know_waits_on_and_is_recorded_once_it_ships(harness):
     order_id, payment, delivery, shipped_at, _ = await delivery_before_its_shipment(harness)
     await wait_for_trail(delivery, "no shipment yet", harness.env)
