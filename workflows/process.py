@@ -84,6 +84,9 @@ TELLS_WHAT_WAS_NOT_TOLD = "tells-what-was-not-told"
 # flows-2026-12-06e: the daily reconciliation flags money a cancelled order has owed its customer
 # for over an hour with no refund on its way (a review's "no", a declined refund, none started).
 TRACKS_MONEY_OWED = "tracks-money-owed"
+# flows-2026-12-06e: a shipment recorded for an order cancelled meanwhile (a cancellation racing
+# the shipment, or a departure recorded late) has its parcel stopped by the shipment flow.
+STOPS_A_CANCELLED_ORDERS_PARCEL = "stops-a-cancelled-orders-parcel"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -94,6 +97,7 @@ FOLDED_INTO = {
     WAITS_ON_AFTER_A_FALSE_WAKE: "flows-2026-12-06d",
     TELLS_WHAT_WAS_NOT_TOLD: "flows-2026-12-06d",
     TRACKS_MONEY_OWED: "flows-2026-12-06e",
+    STOPS_A_CANCELLED_ORDERS_PARCEL: "flows-2026-12-06e",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

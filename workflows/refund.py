@@ -55,11 +55,9 @@ with workflow.unsafe.imports_passed_through():
         InterceptShipment,
         MarkRefundUnknown,
         Money,
-        RecordInterceptOutcome,
         NotifyCustomer,
         NotifyTeam,
         Outcome,
-        ParcelReturned,
         RefundApproved,
         RefundRejected,
         RequestRefund,
@@ -67,12 +65,11 @@ with workflow.unsafe.imports_passed_through():
         ReviewRejected,
         ScreenRefund,
         SendRefundToGateway,
-        ShipmentIntercepted,
-        ShipmentInterceptFailed,
         ShipmentInterceptRequested,
         RefundOwed,
         WithdrawRefund,
     )
+    from workflows.intercept import StopsTheParcel
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
     from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, addressed_here, from_outside, refuse_outsider
@@ -110,7 +107,7 @@ FRAUD_HEARS_UNPAID = "fraud-hears-unpaid-refunds"
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
-class RefundWorkflow(AwaitsReconciliation, Process):
+class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
     flow_name = "refund"
 
     def __init__(self) -> None:
@@ -206,40 +203,8 @@ class RefundWorkflow(AwaitsReconciliation, Process):
                 return await self.cancel(approved, rejection.reason)
 
         if intercept is not None and after_fraud:
-            await self.intercept(intercept)
+            await self.intercept(intercept, DECIDE)
         return await self.pay_out(approved)
-
-    # -- the parcel ------------------------------------------------------------------------
-    async def intercept(self, requested: ShipmentInterceptRequested) -> None:
-        """Ask shipping to stop the parcel, and tell billing what shipping answered."""
-        answered = await self.send(
-            self.command(
-                InterceptShipment, "intercept", order_id=requested.order_id, refund_id=requested.refund_id
-            ),
-            DECIDE,
-        )
-        if answered.has(ShipmentIntercepted):
-            outcome = dict(intercepted=True)
-        else:
-            failed = answered.first(ShipmentInterceptFailed)
-            assert failed is not None, "shipping answers an intercept with success or failure"
-            outcome = dict(intercepted=False, reason=failed.reason)
-        recorded = await self.send(
-            self.command(
-                RecordInterceptOutcome,
-                "record-intercept",
-                order_id=requested.order_id,
-                refund_id=requested.refund_id,
-                **outcome,
-            ),
-            DECIDE,
-        )
-        if recorded.has(ParcelReturned):
-            # The parcel comes back: the order's payment process has nothing left to cancel.
-            try:
-                await workflow.get_external_workflow_handle(f"payment-{requested.order_id}").signal("order_returned")
-            except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
-                pass
 
     # -- people: the fraud review ---------------------------------------------------
     async def wait_for_review(self, approved: RefundApproved) -> Outcome:

@@ -4,10 +4,14 @@ They start no longer process, but going through Temporal means the commands are
 retried and show in the web UI like everything else.
 
   ClearOrderForShipping → billing → OrderClearedForShipping | ShippingRefused (not paid,
-      cancelled: nothing ships. Done.)
+      cancelled: nothing ships. Done. A parcel that left before the cancellation, recorded
+      late with `--at`, is cleared: it did leave)
   ShipOrder → shipping → OrderShipped → RecordShipment → billing → ShipmentRecorded
       (+ DeliveryRecorded when the delivery came first → signal `order_delivered` to the
       order's payment process) → signal `shipment_recorded` to a delivery flow waiting for it
+      (+ ShipmentInterceptRequested when the order was cancelled meanwhile: its money is going
+      back → InterceptShipment → shipping → RecordInterceptOutcome → billing, workflows/
+      intercept.py; status `stopped` when the parcel comes back)
   ConfirmDelivery → shipping → OrderDelivered → RecordDelivery → billing → DeliveryRecorded
       → signal `order_delivered` to the order's payment process
       (or DeliveryHeld when billing has not recorded the shipment yet: applied with it, and
@@ -35,15 +39,18 @@ with workflow.unsafe.imports_passed_through():
         ConfirmDelivery,
         DeliveryRecorded,
         OrderDelivered,
+        ParcelReturned,
         OrderShipped,
         RecordDelivery,
         RecordShipment,
         ShipOrder,
+        ShipmentInterceptRequested,
         ShippingRefused,
     )
+    from workflows.intercept import StopsTheParcel
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView, ask_again
     from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, WAITS_ON_AFTER_A_FALSE_WAKE, Process, Refused, Step, from_outside
-    from workflows.process import retry_until_done
+    from workflows.process import STOPS_A_CANCELLED_ORDERS_PARCEL, retry_until_done
 
 # -- Process concerns ------------------------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -69,7 +76,7 @@ class TellsThePaymentProcess:
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
-class ShipOrderWorkflow(TellsThePaymentProcess, Process):
+class ShipOrderWorkflow(StopsTheParcel, TellsThePaymentProcess, Process):
     flow_name = "shipping"
 
     @workflow.run
@@ -77,6 +84,7 @@ class ShipOrderWorkflow(TellsThePaymentProcess, Process):
         from_outside(request.requested_by)
         self.begin()
         self.runs_as(f"ship-{request.order_id}")
+        stops_the_parcel = self.folded_in(STOPS_A_CANCELLED_ORDERS_PARCEL)  # a run begun before has none
         self.set_status("shipping")
         patched = self.runs_with(BILLING_CLEARS_SHIPPING)
         if patched:
@@ -118,6 +126,11 @@ class ShipOrderWorkflow(TellsThePaymentProcess, Process):
             # Billing applied a delivery it had held: only now does its record say delivered,
             # so only now may the payment process (which reads that record) close.
             await self.tell_payment_process_delivered(fact.order_id)
+        stopped = False
+        if stops_the_parcel and (stop := recorded.first(ShipmentInterceptRequested)) is not None:
+            # The order was cancelled while its parcel left: its money is going back.
+            self.note("the order was cancelled meanwhile: stopping its parcel")
+            stopped = (await self.intercept(stop, DECIDE, request.attempt)).has(ParcelReturned)
         if patched:
             # A delivery that arrived first may be waiting for this shipment.
             try:
@@ -125,7 +138,7 @@ class ShipOrderWorkflow(TellsThePaymentProcess, Process):
                 self.note("told the waiting delivery: shipped")
             except Exception:  # noqa: BLE001 - no delivery is waiting: nothing to tell
                 pass
-        self.set_status("shipped")
+        self.set_status("stopped" if stopped else "shipped")
         return TrailView(status=self.status, trail=self.trail)
 
     @workflow.query(name="status")

@@ -75,6 +75,7 @@ class Order(AggregateRoot):
     returned_at: datetime | None = None
     cancelled: bool = False
     cancellation_reason: str = ""
+    cancelled_at: datetime | None = None  # None: not cancelled, or cancelled before billing kept the date
     # Since when money a cancellation owes has had no refund on its way for it (None: nothing
     # is owed, or all of it is on its way). Reconciliation asks about money owed that long.
     owed_since: datetime | None = None
@@ -135,7 +136,7 @@ class Order(AggregateRoot):
             raise InvalidCommand("already_delivered", f"order {self.id} was delivered; ask for a refund instead")
         if self.fulfilment in (Fulfilment.SHIPPED, Fulfilment.RETURNED) and who.role is Role.CUSTOMER:
             raise InvalidCommand("already_shipped", f"order {self.id} has shipped; only support can cancel it now")
-        self.cancelled, self.cancellation_reason = True, command.reason
+        self.cancelled, self.cancellation_reason, self.cancelled_at = True, command.reason, command.issued_at
         self.record(
             command,
             OrderCancelled(order_id=self.id, customer_id=self.customer_id, reason=command.reason, cancelled_by=str(who)),
@@ -157,10 +158,12 @@ class Order(AggregateRoot):
 
     def clear_for_shipping(self, command: ClearOrderForShipping) -> None:
         """Only a paid order that is not cancelled may ship. A "no" is a fact too. A date
-        before the order was placed is refused outright, before shipping records anything."""
+        before the order was placed is refused outright, before shipping records anything.
+        A parcel that left before its order was cancelled (recorded late, `ship --at`) did
+        leave: it is cleared, so that its shipment is recorded and the parcel stopped."""
         if command.shipped_at is not None:
             self.check_shipping_date(command.shipped_at)
-        if self.cancelled:
+        if self.cancelled and not self._left_before_cancellation(command.shipped_at):
             refusal = "order_cancelled", f"order {self.id} was cancelled"
         elif not self.paid.is_positive:
             refusal = "not_paid", f"order {self.id} is not paid"
@@ -169,7 +172,13 @@ class Order(AggregateRoot):
             return
         self.record(command, ShippingRefused(order_id=self.id, reason_code=refusal[0], detail=refusal[1]))
 
+    def _left_before_cancellation(self, shipped_at: datetime | None) -> bool:
+        return shipped_at is not None and self.cancelled_at is not None and shipped_at < self.cancelled_at
+
     def record_shipment(self, command: RecordShipment) -> None:
+        """The parcel left. If the order was cancelled meanwhile (a cancellation racing the
+        shipment, or a departure recorded late), the money is going back: the parcel is to be
+        stopped (`ShipmentInterceptRequested`, for the refund paying the order back)."""
         if self.fulfilment is not Fulfilment.PENDING:
             raise InvalidCommand("already_shipped", f"order {self.id} is already {self.fulfilment.value}")
         self.check_shipping_date(command.shipped_at)
@@ -180,6 +189,17 @@ class Order(AggregateRoot):
             # The delivery came first; now that the parcel is known to have left, apply it.
             self._deliver(command, self.held_delivery_at)
             self.held_delivery_at = None
+        elif self.cancelled and (paying_back := self._refund_paying_back()) is not None:
+            self.record(
+                command,
+                ShipmentInterceptRequested(order_id=self.id, refund_id=paying_back.refund_id, tracking=self.tracking),
+            )
+
+    def _refund_paying_back(self) -> Refund | None:
+        """The newest refund taking (or that took) the order's money back; else the newest one."""
+        newest_first = sorted(self.refunds.values(), key=lambda r: r.requested_at, reverse=True)
+        paying = [r for r in newest_first if r.in_flight or r.paid_out]
+        return (paying or newest_first or [None])[0]
 
     def record_delivery(self, command: RecordDelivery) -> None:
         if self.fulfilment is Fulfilment.PENDING and self.held_delivery_at is None:

@@ -175,6 +175,46 @@ def test_a_cancelled_order_may_not_ship():
     assert names([refused]) == ["ShippingRefused"] and refused.reason_code == "order_cancelled"
 
 
+# == a cancellation racing the parcel ==================================================================
+def cancelled_while_cleared(cancelled_at=T0 + days(1)) -> Order:
+    """Cleared for shipping, then cancelled by support before the shipment was recorded; the
+    cancellation's refund took all of the money (no intercept: billing knew of no parcel)."""
+    order = paid_order("100.00")
+    order.clear_for_shipping(command(ClearOrderForShipping, order_id=order.id, shipped_at=T0 + days(1)))
+    order.cancel(command(CancelOrder, actor=SUPPORT, issued_at=cancelled_at, order_id=order.id, reason="out of stock"))
+    order.request_refund(command(
+        RequestRefund, issued_at=cancelled_at, order_id=order.id, refund_id="o-1-cancellation", amount=None,
+        reason="order cancelled",
+    ))
+    assert names(order.pending_events)[-1] == "RefundApproved"
+    order.clear_events()
+    return order
+
+
+def test_a_parcel_that_left_for_an_order_cancelled_meanwhile_is_to_be_stopped_for_the_refund_paying_it_back():
+    order = cancelled_while_cleared()
+
+    order.record_shipment(command(RecordShipment, order_id=order.id, tracking="TRK-9", shipped_at=T0 + days(1)))
+
+    recorded, stop = order.pending_events
+    assert names([recorded, stop]) == ["ShipmentRecorded", "ShipmentInterceptRequested"]
+    assert (stop.refund_id, stop.tracking) == ("o-1-cancellation", "TRK-9")
+    order.clear_events()
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(2), refund_id="o-1-cancellation"))
+    assert order.fulfilment is Fulfilment.RETURNED
+
+
+def test_a_departure_recorded_late_is_cleared_when_the_parcel_left_before_the_cancellation():
+    cancelled_at = T0 + days(1)
+    order = paid_order("100.00")
+    order.cancel(command(CancelOrder, actor=SUPPORT, issued_at=cancelled_at, order_id=order.id, reason="lost"))
+    order.clear_events()
+
+    for left_at, answer in ((cancelled_at - days(0.5), "OrderClearedForShipping"), (cancelled_at, "ShippingRefused")):
+        order.clear_for_shipping(command(ClearOrderForShipping, order_id=order.id, shipped_at=left_at))
+        assert names(order.clear_events()) == [answer]
+
+
 # == money owed after a cancellation ===================================================================
 def test_a_refund_of_a_cancelled_paid_order_is_marked_owed():
     order = paid_order("100.00")

@@ -345,6 +345,34 @@ async def test_a_cancellation_accepted_while_the_delivery_is_read_is_refused_as_
     assert not harness.order(order_id).cancelled
 
 
+async def test_a_departure_recorded_after_the_cancellation_it_preceded_is_recorded_and_its_parcel_stopped(harness):
+    order_id, _ = await place_order(harness, amount="80.00")
+    payment = payment_handle(harness, order_id)
+    await harness.env.sleep(timedelta(hours=3))
+    left_at = await _workflow_now(harness) - timedelta(hours=1)  # before the cancellation below
+    await payment.execute_update(
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="out of stock")
+    )
+    assert (await finished(harness, payment)).status == "refunded"  # all of it went back at once
+
+    async with real_time(harness.env):  # the warehouse records the departure late: `ship --at`
+        handle = await harness.client.start_workflow(
+            ShipOrderWorkflow.run,
+            ShipmentRequest(order_id=order_id, tracking=new_id("TRK"), shipped_at=left_at, requested_by=WAREHOUSE,
+                            **signed(WAREHOUSE)),
+            id=f"ship-{order_id}", task_queue=FLOWS_QUEUE,
+        )
+        shipped = await handle.result()
+    await keep_history(handle, "ship_order_stopped_for_its_cancelled_order")
+
+    assert shipped.status == "stopped"
+    assert any("InterceptShipment → shipping → ShipmentIntercepted" in step for step in shipped.trail)
+    assert shipment_status(harness, order_id) == "intercepted"
+    order = harness.order(order_id)
+    assert (order.fulfilment, order.shipped_at) == ("returned", left_at)
+    assert refunds_of(harness, order_id) == ["80.00"]  # the money went back once
+
+
 # == 4. a delivery that comes before its shipment is kept ================================================
 async def delivery_before_its_shipment(harness, **start):
     """A paid order whose delivery is confirmed before its shipment is recorded (the parcel left
