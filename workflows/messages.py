@@ -63,7 +63,7 @@ FLOW_STATUSES = frozenset({
     # PaymentWorkflow
     "capturing", "recovering", "paid", "refunded", "returned", "abandoned",
     # ShipOrderWorkflow, ConfirmDeliveryWorkflow
-    "shipping", "shipped", "refused", "delivering", "waiting_for_shipment", "delivered",
+    "shipping", "shipped", "stopped", "refused", "delivering", "waiting_for_shipment", "delivered",
     # waiting for the gateway's real answer (RefundWorkflow, PaymentWorkflow)
     "awaiting_reconciliation",
     # ReconciliationWorkflow, ResolveDiscrepancyWorkflow

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ClearOrderForShipping,
         ConfirmDelivery,
         DeliveryRecorded,
+        NotifyTeam,
         OrderDelivered,
         ParcelReturned,
         OrderShipped,
@@ -126,20 +127,39 @@ class ShipOrderWorkflow(StopsTheParcel, TellsThePaymentProcess, Process):
             # Billing applied a delivery it had held: only now does its record say delivered,
             # so only now may the payment process (which reads that record) close.
             await self.tell_payment_process_delivered(fact.order_id)
-        stopped = False
-        if stops_the_parcel and (stop := recorded.first(ShipmentInterceptRequested)) is not None:
-            # The order was cancelled while its parcel left: its money is going back.
-            self.note("the order was cancelled meanwhile: stopping its parcel")
-            stopped = (await self.intercept(stop, DECIDE, request.attempt)).has(ParcelReturned)
+        delivery_confirmed = False
         if patched:
             # A delivery that arrived first may be waiting for this shipment.
             try:
                 await workflow.get_external_workflow_handle(f"deliver-{fact.order_id}").signal("shipment_recorded")
                 self.note("told the waiting delivery: shipped")
+                delivery_confirmed = True
             except Exception:  # noqa: BLE001 - no delivery is waiting: nothing to tell
                 pass
+        stopped = False
+        if stops_the_parcel and (stop := recorded.first(ShipmentInterceptRequested)) is not None:
+            stopped = await self.stop_the_parcel(stop, delivery_confirmed, request.attempt)
         self.set_status("stopped" if stopped else "shipped")
         return TrailView(status=self.status, trail=self.trail)
+
+    async def stop_the_parcel(self, stop: ShipmentInterceptRequested, delivery_confirmed: bool, attempt: int) -> bool:
+        """The order was cancelled while its parcel left, and its money is going back: the
+        parcel is stopped — unless a delivery of it is being confirmed (it reached settleflow
+        before this shipment, so nobody knew when the order was cancelled). Then the customer
+        has the goods and the money: support decides. Whether the parcel came back."""
+        if delivery_confirmed:
+            self.note("a delivery of this parcel is being confirmed: not stopped; support is told")
+            await self.send(
+                self.command(
+                    NotifyTeam, ask_again("tell-support-delivered-after-cancellation", attempt), team="support",
+                    kind="cancelled_order_delivered_support", subject=stop.order_id,
+                    facts={"order_id": stop.order_id, "refund_id": stop.refund_id, "tracking": stop.tracking},
+                ),
+                DECIDE,
+            )
+            return False
+        self.note("the order was cancelled meanwhile: stopping its parcel")
+        return (await self.intercept(stop, DECIDE, attempt)).has(ParcelReturned)
 
     @workflow.query(name="status")
     def status_view(self) -> TrailView:

@@ -58,8 +58,8 @@ class ShippingRefused(Event):
 
 
 class ParcelReturned(Event):
-    """The parcel was intercepted on a refund's request: it goes back to the shop, and
-    the refund window counts from here."""
+    """The parcel was intercepted (for a refund, or a cancellation): it goes back to the shop,
+    and what is still refundable is owed back."""
 
     type: Literal["ParcelReturned"] = "ParcelReturned"
     order_id: str

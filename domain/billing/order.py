@@ -76,7 +76,7 @@ class Order(AggregateRoot):
     cancelled: bool = False
     cancellation_reason: str = ""
     cancelled_at: datetime | None = None  # None: not cancelled, or cancelled before billing kept the date
-    # Since when money a cancellation owes has had no refund on its way for it (None: nothing
+    # Since when money owed back (`owes_back`) has had no refund on its way for it (None: nothing
     # is owed, or all of it is on its way). Reconciliation asks about money owed that long.
     owed_since: datetime | None = None
     refunds: dict[str, Refund] = {}
@@ -223,8 +223,8 @@ class Order(AggregateRoot):
         self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=delivered_at))
 
     def record_intercept_outcome(self, command: RecordInterceptOutcome) -> None:
-        """Shipping's answer to a refund's intercept. Stopped: the parcel comes back, and
-        the refund window counts from its return. Not stopped: nothing changes; the
+        """Shipping's answer to an intercept. Stopped: the parcel comes back, and what is still
+        refundable is owed back (`owes_back`: no window closes on it). Not stopped: nothing changes; the
         delivery, when it is recorded, starts the window as usual."""
         if command.refund_id not in self.refunds:
             raise InvalidCommand("unknown_refund", f"order {self.id} has no refund {command.refund_id}")
@@ -350,10 +350,9 @@ class Order(AggregateRoot):
             return self._amount_rejection(command)
         if self.fulfilment is Fulfilment.PENDING:
             return "not_shipped", "only shipped or delivered orders can be refunded"
-        # The window opens when the parcel reached the customer, or came back to the shop.
-        window_opened = self.delivered_at or self.returned_at
-        if window_opened is not None and command.issued_at - window_opened > self.REFUND_WINDOW:
-            return "refund_window_closed", f"refunds close {self.REFUND_WINDOW.days} days after delivery or return"
+        # The window opens when the parcel reached the customer (a returned one owes back, above).
+        if self.delivered_at is not None and command.issued_at - self.delivered_at > self.REFUND_WINDOW:
+            return "refund_window_closed", f"refunds close {self.REFUND_WINDOW.days} days after delivery"
         return self._amount_rejection(command)
 
     def _amount_rejection(self, command: RequestRefund) -> tuple[str, str] | None:

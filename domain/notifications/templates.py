@@ -22,6 +22,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Refund needs attention",
         "Refund {refund_id} of {amount} for order {order_id} failed: {reason}.",
     ),
+    "cancelled_order_delivered_support": (
+        "A cancelled order was delivered",
+        "Order {order_id} was cancelled and its money is going back (refund {refund_id}), but a delivery "
+        "of its parcel {tracking} was confirmed before its shipment was recorded: the customer has the "
+        "goods. Decide whether to ask for them back.",
+    ),
     "refund_owed_support": (
         "Money owed to a customer",
         "Order {order_id} was cancelled after it was paid, or its parcel came back, and {owed} is still owed to the customer "

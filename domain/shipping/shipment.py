@@ -21,6 +21,9 @@ class Shipment(AggregateRoot):
     tracking: str
     status: ShipmentStatus
     shipped_at: datetime
+    # Whether whoever shipped it said when (`ship --at`); else `shipped_at` is only when the
+    # shipment reached settleflow. Recorded before it was kept: taken as said.
+    departure_stated: bool = True
     delivered_at: datetime | None = None
 
     @classmethod
@@ -28,7 +31,10 @@ class Shipment(AggregateRoot):
         shipped_at = command.shipped_at or command.issued_at
         if shipped_at > command.issued_at:
             raise InvalidCommand("shipped_in_future", "a parcel cannot be recorded as shipped before it leaves")
-        shipment = cls(id=command.order_id, tracking=command.tracking, status=ShipmentStatus.IN_TRANSIT, shipped_at=shipped_at)
+        shipment = cls(
+            id=command.order_id, tracking=command.tracking, status=ShipmentStatus.IN_TRANSIT, shipped_at=shipped_at,
+            departure_stated=command.shipped_at is not None,
+        )
         shipment.record(
             command, OrderShipped(order_id=shipment.id, tracking=shipment.tracking, shipped_at=shipment.shipped_at)
         )
@@ -36,17 +42,17 @@ class Shipment(AggregateRoot):
 
     def confirm_delivery(self, command: ConfirmDelivery) -> None:
         """A delivery dated by whoever confirms it (`delivered_at`), or else when it reached
-        settleflow — but never before the parcel left: one that reached settleflow before its
-        shipment did (facts out of order, neither dated) is dated when the parcel left. Only
-        dates stated by people can contradict each other, and are refused then."""
+        settleflow — but never before the parcel left: one dated before a departure nobody
+        dated (facts out of order: the shipment reached settleflow later) is dated when the
+        parcel left. Only dates stated by people can contradict each other, and are refused then."""
         if self.status is not ShipmentStatus.IN_TRANSIT:
             raise InvalidCommand("not_in_transit", f"the parcel of order {self.id} is {self.status.value}")
         stated = command.delivered_at
-        delivered_at = stated or max(command.issued_at, self.shipped_at)
-        if stated is not None and stated < self.shipped_at:
-            raise InvalidCommand("delivered_before_shipped", "a parcel cannot arrive before it was shipped")
         if stated is not None and stated > command.issued_at:
             raise InvalidCommand("delivery_in_future", "a delivery cannot be confirmed before it happens")
+        if stated is not None and stated < self.shipped_at and self.departure_stated:
+            raise InvalidCommand("delivered_before_shipped", "a parcel cannot arrive before it was shipped")
+        delivered_at = max(stated or command.issued_at, self.shipped_at)
         self.status, self.delivered_at = ShipmentStatus.DELIVERED, delivered_at
         self.record(command, OrderDelivered(order_id=self.id, delivered_at=delivered_at))
 

@@ -11,12 +11,19 @@ from workflows.messages import FLOW_STATUSES, PASSING_STATUSES, SEARCHABLE_STATU
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 
+def constants_of(node: ast.expr) -> list[str]:
+    """The strings an argument can be: a constant, or either side of `a if c else b`."""
+    if isinstance(node, ast.IfExp):
+        return constants_of(node.body) + constants_of(node.orelse)
+    return [node.value] if isinstance(node, ast.Constant) else []
+
+
 def statuses_set_in(source: str) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
-            if node.func.attr in {"set_status", "end"} and isinstance(node.args[0], ast.Constant):
-                found.add(node.args[0].value)
+            if node.func.attr in {"set_status", "end"}:
+                found.update(constants_of(node.args[0]))
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
             if any(isinstance(t, ast.Attribute) and t.attr == "status" for t in node.targets):
                 found.add(node.value.value)

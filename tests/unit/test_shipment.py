@@ -129,6 +129,16 @@ def test_an_undated_delivery_that_reached_settleflow_before_its_shipment_is_date
     assert shipment.status is ShipmentStatus.DELIVERED
 
 
+def test_a_dated_delivery_before_a_departure_nobody_dated_is_dated_when_the_parcel_left():
+    shipment = Shipment.ship(ship_cmd(issued_at=T0 + days(1)))  # no `--at`: dated when it reached settleflow
+    shipment.clear_events()
+
+    shipment.confirm_delivery(deliver_cmd(delivered_at=T0 + days(1) - timedelta(hours=1), issued_at=T0 + days(1)))
+
+    [delivered] = shipment.pending_events
+    assert delivered.delivered_at == T0 + days(1)
+
+
 def test_a_delivery_cannot_be_confirmed_before_it_happens():
     shipment = in_transit()
     assert_refused(

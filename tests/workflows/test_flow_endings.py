@@ -373,6 +373,33 @@ async def test_a_departure_recorded_after_the_cancellation_it_preceded_is_record
     assert refunds_of(harness, order_id) == ["80.00"]  # the money went back once
 
 
+async def test_a_parcel_whose_delivery_was_confirmed_first_is_not_stopped_for_a_cancellation_and_support_is_told(
+    harness,
+):
+    order_id, _ = await place_order(harness, amount="80.00")
+    payment = payment_handle(harness, order_id)
+    await harness.env.sleep(timedelta(hours=3))
+    left_at = await _workflow_now(harness) - timedelta(hours=1)
+    delivery = harness.track(await harness.client.start_workflow(  # the carrier's scan comes first
+        ConfirmDeliveryWorkflow.run, DeliveryRequest(order_id=order_id, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
+        id=f"deliver-{order_id}", task_queue=FLOWS_QUEUE,
+    ))
+    await wait_for_trail(delivery, "no shipment yet", harness.env)
+    await payment.execute_update(  # billing knows of no parcel yet: the cancellation is accepted
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="changed")
+    )
+    await finished(harness, payment)
+
+    await ship_at(harness, order_id, left_at)
+    delivered = await finished(harness, delivery)
+
+    assert delivered.status == "delivered"  # the delivery is kept, not refused as "intercepted"
+    assert shipment_status(harness, order_id) == "delivered"
+    order = harness.order(order_id)
+    assert (order.cancelled, order.fulfilment) == (True, "delivered")
+    assert [m["kind"] for m in harness.messages("team:support")] == ["cancelled_order_delivered_support"]
+
+
 # == 4. a delivery that comes before its shipment is kept ================================================
 async def delivery_before_its_shipment(harness, **start):
     """A paid order whose delivery is confirmed before its shipment is recorded (the parcel left
