@@ -23,6 +23,7 @@ from domain.billing.commands import (  # noqa: F401  (re-exported contracts)
     RequestRefund,
 )
 from domain.billing.events import (
+    CancelledOrderDelivered,
     DeliveryHeld,
     DeliveryRecorded,
     OrderCancelled,
@@ -100,6 +101,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     OrderPlaced, OrderPaid, ShipmentRecorded, DeliveryRecorded, RefundApproved, RefundRejected,
     ShipmentInterceptRequested, RefundCancelled, RefundCompleted, RefundFailed, OrderCancelled, RefundOwed,
     DeliveryHeld, OrderClearedForShipping, ShippingRefused, ParcelReturned, ParcelStillInTransit,
+    CancelledOrderDelivered,
     CaptureAttempted, PaymentCaptured, PaymentDeclined, PaymentAbandoned, PaymentMethodUpdated,
     GatewayRefundRequested, GatewayRefundSettled, GatewayRefundDeclined,
     CaptureOutcomeUnknown, GatewayRefundOutcomeUnknown, GatewayRefundNotFound, GatewayRefundNotSent,

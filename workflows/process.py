@@ -87,6 +87,9 @@ TRACKS_MONEY_OWED = "tracks-money-owed"
 # flows-2026-12-06e: a shipment recorded for an order cancelled meanwhile (a cancellation racing
 # the shipment, or a departure recorded late) has its parcel stopped by the shipment flow.
 STOPS_A_CANCELLED_ORDERS_PARCEL = "stops-a-cancelled-orders-parcel"
+# flows-2026-12-06e: a delivery recorded for a cancelled order (billing's CancelledOrderDelivered)
+# is told to support by the delivery flow.
+TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED = "tells-support-a-cancelled-order-arrived"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -98,6 +101,7 @@ FOLDED_INTO = {
     TELLS_WHAT_WAS_NOT_TOLD: "flows-2026-12-06d",
     TRACKS_MONEY_OWED: "flows-2026-12-06e",
     STOPS_A_CANCELLED_ORDERS_PARCEL: "flows-2026-12-06e",
+    TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED: "flows-2026-12-06e",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

@@ -13,7 +13,8 @@ retried and show in the web UI like everything else.
       back → InterceptShipment → shipping → RecordInterceptOutcome → billing, workflows/
       intercept.py; status `stopped` when the parcel comes back)
   ConfirmDelivery → shipping → OrderDelivered → RecordDelivery → billing → DeliveryRecorded
-      → signal `order_delivered` to the order's payment process
+      → signal `order_delivered` to the order's payment process (+ CancelledOrderDelivered when
+      the order was cancelled meanwhile → NotifyTeam(support): the customer has the goods)
       (or DeliveryHeld when billing has not recorded the shipment yet: applied with it, and
       the shipment flow tells the payment process)
       Shipping has no parcel yet (NotFound): the delivery waits for `shipment_recorded`
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
         ClearOrderForShipping,
         ConfirmDelivery,
+        CancelledOrderDelivered,
         DeliveryRecorded,
         NotifyTeam,
         OrderDelivered,
@@ -51,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.intercept import StopsTheParcel
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView, ask_again
     from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, WAITS_ON_AFTER_A_FALSE_WAKE, Process, Refused, Step, from_outside
-    from workflows.process import STOPS_A_CANCELLED_ORDERS_PARCEL, retry_until_done
+    from workflows.process import STOPS_A_CANCELLED_ORDERS_PARCEL, TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED, retry_until_done
 
 # -- Process concerns ------------------------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -145,18 +147,11 @@ class ShipOrderWorkflow(StopsTheParcel, TellsThePaymentProcess, Process):
     async def stop_the_parcel(self, stop: ShipmentInterceptRequested, delivery_confirmed: bool, attempt: int) -> bool:
         """The order was cancelled while its parcel left, and its money is going back: the
         parcel is stopped — unless a delivery of it is being confirmed (it reached settleflow
-        before this shipment, so nobody knew when the order was cancelled). Then the customer
-        has the goods and the money: support decides. Whether the parcel came back."""
+        before this shipment, so nobody knew when the order was cancelled): that delivery is
+        recorded, and billing's `CancelledOrderDelivered` has its flow tell support. Whether
+        the parcel came back."""
         if delivery_confirmed:
-            self.note("a delivery of this parcel is being confirmed: not stopped; support is told")
-            await self.send(
-                self.command(
-                    NotifyTeam, ask_again("tell-support-delivered-after-cancellation", attempt), team="support",
-                    kind="cancelled_order_delivered_support", subject=stop.order_id,
-                    facts={"order_id": stop.order_id, "refund_id": stop.refund_id, "tracking": stop.tracking},
-                ),
-                DECIDE,
-            )
+            self.note("a delivery of this parcel is being confirmed: it is not stopped")
             return False
         self.note("the order was cancelled meanwhile: stopping its parcel")
         return (await self.intercept(stop, DECIDE, attempt)).has(ParcelReturned)
@@ -183,6 +178,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         # A flow of the release that folded it in waits on from the start (a wake before it
         # waited, too); an older one asks in the signal handler.
         self.waits_on_after_a_false_wake = self.folded_in(WAITS_ON_AFTER_A_FALSE_WAKE)
+        tells_support = self.folded_in(TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED)  # a run begun before has none
         self.set_status("delivering")
         confirm = self.command(
             ConfirmDelivery,
@@ -207,6 +203,15 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         # delivery; one billing holds (no shipment recorded yet) is told by the shipment flow.
         if recorded.has(DeliveryRecorded) or not self.takes(VERIFIED_FULFILMENT):
             await self.tell_payment_process_delivered(fact.order_id)
+        if tells_support and (arrived := recorded.first(CancelledOrderDelivered)) is not None:
+            await self.send(
+                self.command(
+                    NotifyTeam, ask_again("tell-support-cancelled-order-delivered", request.attempt), team="support",
+                    kind="cancelled_order_delivered_support", subject=arrived.order_id,
+                    facts={"order_id": arrived.order_id, "delivered_at": arrived.delivered_at.isoformat()},
+                ),
+                DECIDE,
+            )
         self.set_status("delivered")
         return TrailView(status=self.status, trail=self.trail)
 

@@ -34,6 +34,18 @@ class DeliveryRecorded(Event):
     delivered_at: datetime
 
 
+class CancelledOrderDelivered(Event):
+    """A cancelled order's parcel reached its customer: its delivery became known only after
+    the cancellation (it came before its shipment's record, or late), or it could not be
+    stopped in time. The customer has the goods, and the order's money is owed or went back:
+    support decides whether to ask for the goods."""
+
+    type: Literal["CancelledOrderDelivered"] = "CancelledOrderDelivered"
+    order_id: str
+    customer_id: str
+    delivered_at: datetime
+
+
 class DeliveryHeld(Event):
     """A delivery arrived before billing knew the parcel had shipped: it is kept and
     applied (DeliveryRecorded) as soon as the shipment is recorded."""

@@ -21,6 +21,7 @@ from domain.billing.commands import (
     RequestRefund,
 )
 from domain.billing.events import (
+    CancelledOrderDelivered,
     DeliveryHeld,
     DeliveryRecorded,
     OrderCancelled,
@@ -221,6 +222,11 @@ class Order(AggregateRoot):
         self.fulfilment = Fulfilment.DELIVERED
         self.delivered_at = delivered_at
         self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=delivered_at))
+        if self.cancelled:
+            # A fact, not a refusal: the parcel did arrive. Whether to ask for it back is support's.
+            self.record(
+                command, CancelledOrderDelivered(order_id=self.id, customer_id=self.customer_id, delivered_at=delivered_at)
+            )
 
     def record_intercept_outcome(self, command: RecordInterceptOutcome) -> None:
         """Shipping's answer to an intercept. Stopped: the parcel comes back, and what is still

@@ -24,9 +24,9 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "cancelled_order_delivered_support": (
         "A cancelled order was delivered",
-        "Order {order_id} was cancelled and its money is going back (refund {refund_id}), but a delivery "
-        "of its parcel {tracking} was confirmed before its shipment was recorded: the customer has the "
-        "goods. Decide whether to ask for them back.",
+        "Order {order_id} was cancelled, but its parcel reached the customer ({delivered_at}): its delivery "
+        "became known only after the cancellation, or it could not be stopped in time. The customer has the "
+        "goods, and the order's money is owed or went back. Decide whether to ask for the goods back.",
     ),
     "refund_owed_support": (
         "Money owed to a customer",

@@ -215,6 +215,20 @@ def test_a_departure_recorded_late_is_cleared_when_the_parcel_left_before_the_ca
         assert names(order.clear_events()) == [answer]
 
 
+def test_a_delivery_recorded_for_an_order_cancelled_meanwhile_is_kept_and_named_for_support():
+    # Shipped, cancelled by support, and the parcel had in fact arrived: its delivery reaches
+    # billing after the cancellation (the cancellation's intercept came too late).
+    order = shipped_order("100.00")
+    order.cancel(command(CancelOrder, actor=SUPPORT, issued_at=T0 + days(3), order_id=order.id, reason="lost parcel"))
+    order.clear_events()
+
+    order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=T0 + days(2)))
+
+    recorded, arrived = order.pending_events
+    assert names([recorded, arrived]) == ["DeliveryRecorded", "CancelledOrderDelivered"]
+    assert (arrived.delivered_at, order.fulfilment) == (T0 + days(2), Fulfilment.DELIVERED)
+
+
 # == money owed after a cancellation ===================================================================
 def test_a_refund_of_a_cancelled_paid_order_is_marked_owed():
     order = paid_order("100.00")

@@ -392,6 +392,7 @@ async def test_a_parcel_whose_delivery_was_confirmed_first_is_not_stopped_for_a_
 
     await ship_at(harness, order_id, left_at)
     delivered = await finished(harness, delivery)
+    await keep_history(delivery, "confirm_delivery_of_an_order_cancelled_meanwhile")
 
     assert delivered.status == "delivered"  # the delivery is kept, not refused as "intercepted"
     assert shipment_status(harness, order_id) == "delivered"
