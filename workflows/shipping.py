@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -68,7 +69,8 @@ DELIVERY_WAITS_FOR_SHIPMENT = "delivery-waits-for-shipment"
 
 class TellsThePaymentProcess:
     """Mixed into a Process (before it): the order's payment process stays open for
-    cancellations until delivery, and is told when billing has recorded it."""
+    cancellations until delivery, and is told when billing has recorded it; support is told
+    of a cancelled order's parcel that reached, or may reach, its customer."""
 
     async def tell_payment_process_delivered(self, order_id: str) -> None:
         try:
@@ -76,6 +78,15 @@ class TellsThePaymentProcess:
             self.note("told payment process: delivered")
         except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
             self.note("payment process already closed")
+
+    async def tell_support(self: Any, kind: str, order_id: str, attempt: int, **facts: str) -> None:
+        await self.send(
+            self.command(
+                NotifyTeam, ask_again(f"tell-support-{kind}", attempt), team="support", kind=kind, subject=order_id,
+                facts={"order_id": order_id, **facts},
+            ),
+            DECIDE,
+        )
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
@@ -88,6 +99,7 @@ class ShipOrderWorkflow(StopsTheParcel, TellsThePaymentProcess, Process):
         self.begin()
         self.runs_as(f"ship-{request.order_id}")
         stops_the_parcel = self.folded_in(STOPS_A_CANCELLED_ORDERS_PARCEL)  # a run begun before has none
+        tells_support = self.folded_in(TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED)
         self.set_status("shipping")
         patched = self.runs_with(BILLING_CLEARS_SHIPPING)
         if patched:
@@ -129,6 +141,12 @@ class ShipOrderWorkflow(StopsTheParcel, TellsThePaymentProcess, Process):
             # Billing applied a delivery it had held: only now does its record say delivered,
             # so only now may the payment process (which reads that record) close.
             await self.tell_payment_process_delivered(fact.order_id)
+        if tells_support and (arrived := recorded.first(CancelledOrderDelivered)) is not None:
+            # A delivery billing held, applied now, of an order cancelled meanwhile.
+            await self.tell_support(
+                "cancelled_order_delivered_support", arrived.order_id, request.attempt,
+                delivered_at=arrived.delivered_at.isoformat(),
+            )
         delivery_confirmed = False
         if patched:
             # A delivery that arrived first may be waiting for this shipment.
@@ -147,11 +165,16 @@ class ShipOrderWorkflow(StopsTheParcel, TellsThePaymentProcess, Process):
     async def stop_the_parcel(self, stop: ShipmentInterceptRequested, delivery_confirmed: bool, attempt: int) -> bool:
         """The order was cancelled while its parcel left, and its money is going back: the
         parcel is stopped — unless a delivery of it is being confirmed (it reached settleflow
-        before this shipment, so nobody knew when the order was cancelled): that delivery is
-        recorded, and billing's `CancelledOrderDelivered` has its flow tell support. Whether
-        the parcel came back."""
+        before this shipment, so nobody knew when the order was cancelled): support is told,
+        and the delivery, once recorded, tells support it arrived (`CancelledOrderDelivered`).
+        Whether the parcel came back."""
         if delivery_confirmed:
-            self.note("a delivery of this parcel is being confirmed: it is not stopped")
+            # Whether it arrives (and is recorded) or not (the delivery is refused), a person looks.
+            self.note("a delivery of this parcel is being confirmed: it is not stopped; support is told")
+            await self.tell_support(
+                "cancelled_order_not_stopped_support", stop.order_id, attempt, refund_id=stop.refund_id,
+                tracking=stop.tracking,
+            )
             return False
         self.note("the order was cancelled meanwhile: stopping its parcel")
         return (await self.intercept(stop, DECIDE, attempt)).has(ParcelReturned)
@@ -204,13 +227,9 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         if recorded.has(DeliveryRecorded) or not self.takes(VERIFIED_FULFILMENT):
             await self.tell_payment_process_delivered(fact.order_id)
         if tells_support and (arrived := recorded.first(CancelledOrderDelivered)) is not None:
-            await self.send(
-                self.command(
-                    NotifyTeam, ask_again("tell-support-cancelled-order-delivered", request.attempt), team="support",
-                    kind="cancelled_order_delivered_support", subject=arrived.order_id,
-                    facts={"order_id": arrived.order_id, "delivered_at": arrived.delivered_at.isoformat()},
-                ),
-                DECIDE,
+            await self.tell_support(
+                "cancelled_order_delivered_support", arrived.order_id, request.attempt,
+                delivered_at=arrived.delivered_at.isoformat(),
             )
         self.set_status("delivered")
         return TrailView(status=self.status, trail=self.trail)

@@ -28,6 +28,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "became known only after the cancellation, or it could not be stopped in time. The customer has the "
         "goods, and the order's money is owed or went back. Decide whether to ask for the goods back.",
     ),
+    "cancelled_order_not_stopped_support": (
+        "A cancelled order's parcel was not stopped",
+        "Order {order_id} was cancelled and its money is going back (refund {refund_id}), but its parcel "
+        "{tracking} left and was not stopped: a delivery of it was already being confirmed (it reached "
+        "settleflow before the shipment). Check whether the customer has the goods.",
+    ),
     "refund_owed_support": (
         "Money owed to a customer",
         "Order {order_id} was cancelled after it was paid, or its parcel came back, and {owed} is still owed to the customer "

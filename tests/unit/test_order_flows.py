@@ -229,6 +229,16 @@ def test_a_delivery_recorded_for_an_order_cancelled_meanwhile_is_kept_and_named_
     assert (arrived.delivered_at, order.fulfilment) == (T0 + days(2), Fulfilment.DELIVERED)
 
 
+def test_a_held_delivery_applied_by_the_shipment_of_an_order_cancelled_meanwhile_is_named_for_support():
+    order = cancelled_while_cleared()
+    order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=T0 + days(2)))  # held: no shipment yet
+    order.clear_events()
+
+    order.record_shipment(command(RecordShipment, order_id=order.id, tracking="TRK-9", shipped_at=T0 + days(1)))
+
+    assert names(order.pending_events) == ["ShipmentRecorded", "DeliveryRecorded", "CancelledOrderDelivered"]
+
+
 # == money owed after a cancellation ===================================================================
 def test_a_refund_of_a_cancelled_paid_order_is_marked_owed():
     order = paid_order("100.00")
