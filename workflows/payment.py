@@ -2,7 +2,8 @@
 card fails, and given back when the order is cancelled.
 
 Read top to bottom:
-  PlaceOrder → billing → OrderPlaced
+  PlaceOrder → billing → OrderPlaced (a cancellation accepted meanwhile goes first: CancelOrder
+      → billing, nothing is charged)
   CapturePayment → payments → PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
   No usable answer for an attempt (a day of retries ran out, a refused request; payments
       sends nothing again under its key 23 h after it first left)
@@ -28,7 +29,7 @@ Read top to bottom:
       support; a child terminated, cancelled on its own or failed leaves its money reserved
       for reconciliation and support's `resume-flow`). Done.
   Signal `order_delivered` (from ConfirmDeliveryWorkflow) or `order_returned` (from a
-      RefundWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
+      RefundWorkflow or ShipOrderWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
       (a signal names no sender: billing's record decides) → delivered or returned: nothing
       left to cancel. Done (a cancellation accepted while billing's record was read is
       answered as refused). Billing records neither: noted, and the process stays open —
@@ -72,7 +73,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, addressed_here, from_outside, refuse_outsider, retry_until_done
-    from workflows.process import CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN, VERIFIED_FULFILMENT
+    from workflows.process import CANCELLED_BEFORE_FIRST_CAPTURE, CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN
+    from workflows.process import VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -158,6 +160,11 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             ),
             DECIDE,
         )
+        if self.cancellation is not None and self.folded_in(CANCELLED_BEFORE_FIRST_CAPTURE):
+            # Accepted while the order was being placed: a cancelled order is not charged
+            # (billing may still refuse; then the capture goes on). A run begun before has none.
+            if await self.cancel():
+                return await self.end("cancelled")
         outcome = await self.attempt(
             self.command(
                 CapturePayment,

@@ -90,6 +90,9 @@ STOPS_A_CANCELLED_ORDERS_PARCEL = "stops-a-cancelled-orders-parcel"
 # flows-2026-12-06e: a delivery recorded for a cancelled order (billing's CancelledOrderDelivered)
 # is told to support by the delivery flow.
 TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED = "tells-support-a-cancelled-order-arrived"
+# flows-2026-12-06e: a cancellation accepted while the order was being placed goes before its
+# first capture: a cancelled order is not charged (as `cancelled-before-retry` for retries).
+CANCELLED_BEFORE_FIRST_CAPTURE = "cancelled-before-first-capture"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -102,6 +105,7 @@ FOLDED_INTO = {
     TRACKS_MONEY_OWED: "flows-2026-12-06e",
     STOPS_A_CANCELLED_ORDERS_PARCEL: "flows-2026-12-06e",
     TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED: "flows-2026-12-06e",
+    CANCELLED_BEFORE_FIRST_CAPTURE: "flows-2026-12-06e",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

@@ -44,7 +44,7 @@ from tests.workflows.flows import (
     wait_for_trail,
 )
 from workflows.messages import RefundRequest
-from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
+from workflows.payment import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentWorkflow
 from workflows.process import FLOWS_QUEUE
 from workflows.refund import RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
@@ -316,6 +316,31 @@ async def test_a_cancellation_accepted_while_a_new_card_is_recorded_goes_before_
     assert [c for c in harness.ledger()["captures"] if c["reference"] == order_id] == []  # nothing charged
     assert harness.order(order_id).cancelled
     assert harness.payment(order_id).card_token == "tok_visa"  # the card was recorded all the same
+
+
+async def test_a_cancellation_accepted_while_the_order_is_placed_goes_before_its_first_charge(harness):
+    order_id = new_id("o")
+    with database_held(harness):  # billing is slow to record the order
+        handle = harness.track(await harness.client.start_workflow(
+            PaymentWorkflow.run,
+            OrderRequest(order_id=order_id, customer_id="c-1", amount=Money.of("45.00", "EUR"), card_token="tok_visa",
+                         placed_by=CUSTOMER, **signed(CUSTOMER)),
+            id=f"payment-{order_id}", task_queue=FLOWS_QUEUE, task_timeout=SHORT_TASKS,
+        ))
+        await asyncio.sleep(HELD)  # PlaceOrder is still running
+        cancellation = await handle.start_update(
+            PaymentWorkflow.cancel_order,
+            CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER), reason="ordered by mistake"),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+    answer = await asyncio.wait_for(cancellation.result(), ANSWER_WITHIN)
+    result = await finished(harness, handle)
+    await keep_history(handle, "payment_cancelled_while_it_was_placed")
+
+    assert (answer, result.status, result.attempts) == ("cancelled", "cancelled", 0)
+    assert [c for c in harness.ledger()["captures"] if c["reference"] == order_id] == []  # nothing charged
+    order = harness.order(order_id)
+    assert order.cancelled and not order.paid.is_positive
 
 
 async def test_a_cancellation_accepted_while_the_delivery_is_read_is_refused_as_delivered(harness):
