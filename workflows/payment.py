@@ -29,7 +29,8 @@ Read top to bottom:
       support; a child terminated, cancelled on its own or failed leaves its money reserved
       for reconciliation and support's `resume-flow`). Done.
   Signal `order_delivered` (from ConfirmDeliveryWorkflow) or `order_returned` (from a
-      RefundWorkflow or ShipOrderWorkflow whose intercept brought the parcel back) → RecordedFulfilment → billing
+      RefundWorkflow or ShipOrderWorkflow whose intercept brought the parcel back)
+      → RecordedFulfilment → billing
       (a signal names no sender: billing's record decides) → delivered or returned: nothing
       left to cancel. Done (a cancellation accepted while billing's record was read is
       answered as refused). Billing records neither: noted, and the process stays open —
@@ -437,7 +438,8 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             # Terminated, cancelled on its own, or failed on a bug: what the refund held stays
             # as it was (the money reserved at billing), reconciliation's daily pass flags it
             # (`flow_gone`) and support resumes it (`starter.py resume-flow`); refused before it
-            # reserved anything, the money stays owed and the daily pass flags that (`money_owed`). The cancellation
+            # reserved anything, the money stays owed and the daily pass flags that
+            # (`money_owed`). The cancellation
             # itself is done. (Only a child's end not yet in any running history takes this
             # path: replay-safe. A run that failed on it under the code before ends cancelled
             # when resumed, and its `status` query no longer replays.)

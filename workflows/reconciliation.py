@@ -196,9 +196,10 @@ class ReconciliationWorkflow(Process):
                 "money_owed",
                 item.order_id,
                 item.order_id,
-                f"order {item.order_id} (cancelled, or its parcel came back) has owed customer {item.customer_id} "
-                f"{item.amount} since {item.owed_since:%Y-%m-%d %H:%M} UTC with no refund on its way (a fraud review said no or "
-                f"expired, the gateway refused or declined the refund, or none started). Pay it back: starter.py "
+                f"order {item.order_id} (cancelled, or its parcel came back) has owed customer "
+                f"{item.customer_id} {item.amount} since {item.owed_since:%Y-%m-%d %H:%M} UTC with no refund on "
+                f"its way (a fraud review said no or expired, the gateway refused or declined the refund, or "
+                f"none started). Pay it back: starter.py "
                 f"refund --order-id {item.order_id} --reason 'money owed back' --as support:<you>; or, "
                 f"once it went back another way, resolve this with a note saying how.",
                 ours=item.amount,

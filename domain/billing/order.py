@@ -230,8 +230,8 @@ class Order(AggregateRoot):
 
     def record_intercept_outcome(self, command: RecordInterceptOutcome) -> None:
         """Shipping's answer to an intercept. Stopped: the parcel comes back, and what is still
-        refundable is owed back (`owes_back`: no window closes on it). Not stopped: nothing changes; the
-        delivery, when it is recorded, starts the window as usual."""
+        refundable is owed back (`owes_back`: no window closes on it). Not stopped: nothing
+        changes; the delivery, when it is recorded, starts the window as usual."""
         if command.refund_id not in self.refunds:
             raise InvalidCommand("unknown_refund", f"order {self.id} has no refund {command.refund_id}")
         if not command.intercepted:
