@@ -53,7 +53,8 @@ class ReportingConsumer:
         self.stream = stream
         self.durable = durable or self.default_durable()
         self.ack_wait = ack_wait_seconds or float(os.environ.get("SETTLEFLOW_REPORTING_ACK_WAIT_SECONDS", "30"))
-        self.fetch_timeout = fetch_timeout_seconds  # with once: this long without a message means done
+        self.fetch_timeout = fetch_timeout_seconds  # with once: how often to ask whether it is caught up
+        self.ack_timeout = 5.0  # an ack the server has not confirmed by then: reconnect, redelivery is harmless
         self.outcomes: dict[str, int] = {}
         self._stream = ""  # the stream read (its creation time), set on connecting
         self._stopping = asyncio.Event()
@@ -109,6 +110,13 @@ class ReportingConsumer:
                             applied + 1, stream.state.first_seq - 1)
         return applied
 
+    @staticmethod
+    async def _caught_up(subscription) -> bool:
+        """Whether the stream holds nothing more for this consumer: `--once` ends on that, not
+        on a quiet moment (a busy machine can be slower than any fetch timeout)."""
+        info = await subscription.consumer_info()
+        return not info.num_pending and not info.num_ack_pending
+
     async def run(self, once: bool = False) -> int:
         backoff = 0.5
         while not self._stopping.is_set():
@@ -140,13 +148,15 @@ class ReportingConsumer:
                     try:
                         messages = await subscription.fetch(1, timeout=self.fetch_timeout)
                     except nats.errors.TimeoutError:
-                        if once:
+                        if once and await self._caught_up(subscription):
                             return 0
                         continue
                     for message in messages:
                         outcome = self._apply(message)
                         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-                        await message.ack()
+                        # Wait for the server to take the ack: with one event in flight, the next
+                        # one is handed out only after it, and `--once` may exit right after.
+                        await message.ack_sync(timeout=self.ack_timeout)
             except BROKER_TROUBLE as trouble:
                 log.warning("lost NATS (%s); reconnecting in %.1f s", type(trouble).__name__, backoff)
                 await asyncio.sleep(backoff)
