@@ -7,17 +7,21 @@ work gives the same object, and the unit of work knows what to save.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Row, Table, bindparam, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import ConcurrencyConflict, InvalidCommand, NotFound
+
+log = logging.getLogger(__name__)
 
 A = TypeVar("A", bound=AggregateRoot)
 
@@ -28,12 +32,49 @@ STATE_CONTEXT = {"money": "minor_units"}
 
 
 def dump_state(aggregate: AggregateRoot) -> dict[str, Any]:
-    """The `state` document: everything but the id and version, which have columns."""
-    return aggregate.model_dump(mode="json", context=STATE_CONTEXT, exclude={"id", "version"})
+    """The `state` document: everything but the id and version, which have columns — and the
+    fields of a newer build this one does not know, as they were loaded (`load_state`)."""
+    state = aggregate.model_dump(mode="json", context=STATE_CONTEXT, exclude={"id", "version"})
+    if aggregate.__pydantic_extra__ is not None:  # loaded with fields it does not know
+        _keep_unknown_fields(aggregate, state)
+    return state
 
 
 def load_state(aggregate_type: type[A], id: str, version: int, state: Mapping[str, Any]) -> A:
-    return aggregate_type.model_validate({**state, "id": id, "version": version})
+    """The aggregate a row holds. A field this build does not know — at the top or in a nested
+    value such as a refund — was written by a newer one (mid-deploy, or a pinned older build
+    still running its flows): it is kept as it was and written back on save, so that an older
+    worker deciding for its flows neither fails to load the row nor drops what the newer build
+    recorded. Its decisions are this build's rules, as before the newer one came."""
+    document = {**state, "id": id, "version": version}
+    try:
+        return aggregate_type.model_validate(document, extra="forbid")
+    except ValidationError as invalid:
+        if not any(error["type"] == "extra_forbidden" for error in invalid.errors()):
+            raise
+    log.info("%s %s holds fields this build does not know: kept as they are", describe(aggregate_type), id)
+    return aggregate_type.model_validate(document, extra="allow")
+
+
+def _keep_unknown_fields(model: BaseModel, dumped: dict[str, Any]) -> None:
+    """Put back into `dumped` the unknown fields `model` and the models in it were loaded with."""
+    for name, value in (model.__pydantic_extra__ or {}).items():
+        dumped.setdefault(name, value)
+    for name in type(model).model_fields:
+        if name in dumped:
+            _keep_unknown_fields_in(getattr(model, name), dumped[name])
+
+
+def _keep_unknown_fields_in(value: Any, dumped: Any) -> None:
+    if isinstance(value, BaseModel) and isinstance(dumped, dict):
+        _keep_unknown_fields(value, dumped)
+    elif isinstance(value, Mapping) and isinstance(dumped, dict):
+        for key, item in value.items():
+            if str(key) in dumped:
+                _keep_unknown_fields_in(item, dumped[str(key)])
+    elif isinstance(value, list | tuple) and isinstance(dumped, list):
+        for item, dumped_item in zip(value, dumped, strict=False):
+            _keep_unknown_fields_in(item, dumped_item)
 
 
 @lru_cache(maxsize=None)

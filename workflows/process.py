@@ -45,9 +45,9 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-06e"  # new flows start on it
+RELEASE = "flows-2026-12-06f"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
-RELEASES = (RELEASE, "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06", FIRST_RELEASE)
+RELEASES = (RELEASE, "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06", FIRST_RELEASE)
 
 # A start request that does not fit its message (JSON with a wrong type or a missing
 # field, from the web UI or `temporal workflow start --input`) fails the workflow at once
@@ -93,6 +93,9 @@ TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED = "tells-support-a-cancelled-order-arriv
 # flows-2026-12-06e: a cancellation accepted while the order was being placed goes before its
 # first capture: a cancelled order is not charged (as `cancelled-before-retry` for retries).
 CANCELLED_BEFORE_FIRST_CAPTURE = "cancelled-before-first-capture"
+# flows-2026-12-06f: a delivery recorded for a parcel stopped for a refund (billing's
+# ReturnedParcelDelivered: a late scan, or a stop that did not take) is told to support.
+TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED = "tells-support-a-stopped-parcel-arrived"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -106,6 +109,7 @@ FOLDED_INTO = {
     STOPS_A_CANCELLED_ORDERS_PARCEL: "flows-2026-12-06e",
     TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED: "flows-2026-12-06e",
     CANCELLED_BEFORE_FIRST_CAPTURE: "flows-2026-12-06e",
+    TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED: "flows-2026-12-06f",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

@@ -14,7 +14,9 @@ retried and show in the web UI like everything else.
       intercept.py; status `stopped` when the parcel comes back)
   ConfirmDelivery → shipping → OrderDelivered → RecordDelivery → billing → DeliveryRecorded
       → signal `order_delivered` to the order's payment process (+ CancelledOrderDelivered when
-      the order was cancelled meanwhile → NotifyTeam(support): the customer has the goods)
+      the order was cancelled meanwhile → NotifyTeam(support): the customer has the goods;
+      + ReturnedParcelDelivered when its parcel had been stopped for a refund — a late scan, a
+      stop that did not take → NotifyTeam(support): the customer has the goods and the refund)
       (or DeliveryHeld when billing has not recorded the shipment yet: applied with it, and
       the shipment flow tells the payment process)
       Shipping has no parcel yet (NotFound): the delivery waits for `shipment_recorded`
@@ -47,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         OrderShipped,
         RecordDelivery,
         RecordShipment,
+        ReturnedParcelDelivered,
         ShipOrder,
         ShipmentInterceptRequested,
         ShippingRefused,
@@ -55,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView, ask_again
     from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, WAITS_ON_AFTER_A_FALSE_WAKE, Process, Refused, Step, from_outside
     from workflows.process import STOPS_A_CANCELLED_ORDERS_PARCEL, TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED, retry_until_done
+    from workflows.process import TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED
 
 # -- Process concerns ------------------------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -202,6 +206,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         # waited, too); an older one asks in the signal handler.
         self.waits_on_after_a_false_wake = self.folded_in(WAITS_ON_AFTER_A_FALSE_WAKE)
         tells_support = self.folded_in(TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED)  # a run begun before has none
+        tells_of_a_stopped_parcel = self.folded_in(TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED)
         self.set_status("delivering")
         confirm = self.command(
             ConfirmDelivery,
@@ -230,6 +235,11 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
             await self.tell_support(
                 "cancelled_order_delivered_support", arrived.order_id, request.attempt,
                 delivered_at=arrived.delivered_at.isoformat(),
+            )
+        if tells_of_a_stopped_parcel and (late := recorded.first(ReturnedParcelDelivered)) is not None:
+            await self.tell_support(
+                "returned_parcel_delivered_support", late.order_id, request.attempt,
+                delivered_at=late.delivered_at.isoformat(), returned_at=late.returned_at.isoformat(),
             )
         self.set_status("delivered")
         return TrailView(status=self.status, trail=self.trail)

@@ -46,6 +46,19 @@ class CancelledOrderDelivered(Event):
     delivered_at: datetime
 
 
+class ReturnedParcelDelivered(Event):
+    """A parcel billing recorded as coming back (stopped for a refund of all of its money)
+    reached its customer after all: the carrier's scan of a delivery made before the stop came
+    late, or the stop did not take. The customer has the goods and the refund; support decides
+    whether to ask for the goods back."""
+
+    type: Literal["ReturnedParcelDelivered"] = "ReturnedParcelDelivered"
+    order_id: str
+    customer_id: str
+    delivered_at: datetime
+    returned_at: datetime
+
+
 class DeliveryHeld(Event):
     """A delivery arrived before billing knew the parcel had shipped: it is kept and
     applied (DeliveryRecorded) as soon as the shipment is recorded."""

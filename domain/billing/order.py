@@ -36,6 +36,7 @@ from domain.billing.events import (
     RefundFailed,
     RefundOwed,
     RefundRejected,
+    ReturnedParcelDelivered,
     ShipmentInterceptRequested,
     ShipmentRecorded,
     ShippingRefused,
@@ -203,12 +204,17 @@ class Order(AggregateRoot):
         return (paying or newest_first or [None])[0]
 
     def record_delivery(self, command: RecordDelivery) -> None:
+        """The parcel reached the customer. One stopped for a refund (`RETURNED`) can still
+        arrive (a late scan, a stop that did not take): the delivery is a fact and wins — the
+        goods are the customer's, so nothing is owed back for them any more (a cancelled order
+        still owes) and the refund window runs from the delivery —, and support is told
+        (`ReturnedParcelDelivered`), as the customer has the goods and the refund."""
         if self.fulfilment is Fulfilment.PENDING and self.held_delivery_at is None:
             # Facts can arrive out of order: keep the delivery until its shipment is recorded.
             self.held_delivery_at = command.delivered_at
             self.record(command, DeliveryHeld(order_id=self.id, delivered_at=command.delivered_at))
             return
-        if self.fulfilment is not Fulfilment.SHIPPED:
+        if self.fulfilment not in (Fulfilment.SHIPPED, Fulfilment.RETURNED):
             raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")
         if self.shipped_at is not None and command.delivered_at < self.shipped_at:
             raise InvalidCommand(
@@ -219,14 +225,23 @@ class Order(AggregateRoot):
         self._deliver(command, command.delivered_at)
 
     def _deliver(self, command: RecordDelivery | RecordShipment, delivered_at: datetime) -> None:
+        returned_at = self.returned_at if self.fulfilment is Fulfilment.RETURNED else None
         self.fulfilment = Fulfilment.DELIVERED
         self.delivered_at = delivered_at
         self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=delivered_at))
+        # Facts, not refusals: the parcel did arrive. Whether to ask for it back is support's.
         if self.cancelled:
-            # A fact, not a refusal: the parcel did arrive. Whether to ask for it back is support's.
             self.record(
                 command, CancelledOrderDelivered(order_id=self.id, customer_id=self.customer_id, delivered_at=delivered_at)
             )
+        elif returned_at is not None:
+            self.record(
+                command,
+                ReturnedParcelDelivered(
+                    order_id=self.id, customer_id=self.customer_id, delivered_at=delivered_at, returned_at=returned_at
+                ),
+            )
+        self._keep_owed_since(command.issued_at)
 
     def record_intercept_outcome(self, command: RecordInterceptOutcome) -> None:
         """Shipping's answer to an intercept. Stopped: the parcel comes back, and what is still

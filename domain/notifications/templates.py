@@ -28,6 +28,12 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "became known only after the cancellation, or it could not be stopped in time. The customer has the "
         "goods, and the order's money is owed or went back. Decide whether to ask for the goods back.",
     ),
+    "returned_parcel_delivered_support": (
+        "A stopped parcel was delivered",
+        "The parcel of order {order_id} was stopped for a refund of all of its money ({returned_at}), but it "
+        "reached the customer all the same ({delivered_at}): the carrier's scan of it came late, or the stop "
+        "did not take. The customer has the goods and the refund. Decide whether to ask for the goods back.",
+    ),
     "cancelled_order_not_stopped_support": (
         "A cancelled order's parcel was not stopped",
         "Order {order_id} was cancelled and its money is going back (refund {refund_id}), but its parcel "

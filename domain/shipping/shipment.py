@@ -14,7 +14,7 @@ from domain.shipping.events import OrderDelivered, OrderShipped, ShipmentInterce
 class ShipmentStatus(StrEnum):
     IN_TRANSIT = "in_transit"
     DELIVERED = "delivered"
-    INTERCEPTED = "intercepted"
+    INTERCEPTED = "intercepted"  # the carrier was asked to stop it, and said it would
 
 
 class Shipment(AggregateRoot):
@@ -44,8 +44,10 @@ class Shipment(AggregateRoot):
         """A delivery dated by whoever confirms it (`delivered_at`), or else when it reached
         settleflow — but never before the parcel left: one dated before a departure nobody
         dated (facts out of order: the shipment reached settleflow later) is dated when the
-        parcel left. Only dates stated by people can contradict each other, and are refused then."""
-        if self.status is not ShipmentStatus.IN_TRANSIT:
+        parcel left. Only dates stated by people can contradict each other, and are refused then.
+        A parcel it was asked to stop can still arrive — the carrier's scan of a delivery made
+        before the stop, or a stop that did not take: that delivery happened, and is kept."""
+        if self.status not in (ShipmentStatus.IN_TRANSIT, ShipmentStatus.INTERCEPTED):
             raise InvalidCommand("not_in_transit", f"the parcel of order {self.id} is {self.status.value}")
         stated = command.delivered_at
         if stated is not None and stated > command.issued_at:

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 
 import pytest
 from alembic import command as alembic_command
+from pydantic import ValidationError
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -281,6 +282,47 @@ def test_an_order_round_trips_with_its_money_stored_as_integer_minor_units(engin
     assert loaded.version == 1
     assert loaded.model_dump(exclude={"version"}) == order.model_dump(exclude={"version"})
     assert loaded.pending_events == []
+
+
+def write_state_of_a_newer_build(engine: Engine, order_id: str, change) -> None:
+    """Rewrite an order's row as a newer build would have written it (fields this one lacks)."""
+    with engine.begin() as connection:
+        row = connection.execute(select(tables.orders).where(tables.orders.c.id == order_id)).one()
+        state = dict(row.state)
+        change(state)
+        connection.execute(tables.orders.update().where(tables.orders.c.id == order_id).values(state=state))
+
+
+def test_an_order_a_newer_build_saved_is_decided_on_and_keeps_the_fields_this_build_does_not_know(
+    engine: Engine,
+) -> None:
+    order = delivered_order()
+    order.request_refund(refund("r-1", "10.00"))
+    store(engine, order)
+
+    def newer(state):
+        state["loyalty_points"] = 7
+        state["refunds"]["r-1"] = {**state["refunds"]["r-1"], "channel": "app"}
+
+    write_state_of_a_newer_build(engine, "o-1", newer)
+
+    with unit_of_work(engine) as uow:  # an older worker still deciding for its flows
+        uow.orders.get("o-1").request_refund(refund("r-2", "5.00"))
+        uow.commit()
+
+    with engine.connect() as connection:
+        state = connection.execute(select(tables.orders.c.state).where(tables.orders.c.id == "o-1")).scalar_one()
+    assert state["loyalty_points"] == 7 and state["refunds"]["r-1"]["channel"] == "app"
+    assert state["refunds"]["r-2"]["status"] == RefundStatus.APPROVED  # its own decision, saved beside them
+    assert load_order(engine).reserved == eur("15.00")
+
+
+def test_a_field_this_build_knows_but_cannot_read_is_still_refused(engine: Engine) -> None:
+    store(engine, delivered_order())
+    write_state_of_a_newer_build(engine, "o-1", lambda state: state.update(cancelled="perhaps", loyalty_points=7))
+
+    with pytest.raises(ValidationError, match="cancelled"):
+        load_order(engine)
 
 
 def test_a_missing_aggregate_is_not_found(engine: Engine) -> None:

@@ -86,6 +86,41 @@ def test_an_intercepted_parcel_is_recorded_as_returned_and_a_later_refund_stops_
     assert names(order.pending_events) == ["RefundApproved"]  # no second intercept: it is back
 
 
+def test_a_returned_parcel_delivered_after_all_is_recorded_delivered_and_named_for_support():
+    # Stopped for a full refund, then the carrier's scan: it was delivered before the stop took.
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    returned_at = T0 + days(2)
+    order.record_intercept_outcome(intercept_outcome(order, True, at=returned_at))
+    order.clear_events()
+
+    order.record_delivery(command(RecordDelivery, issued_at=T0 + days(3), order_id=order.id, delivered_at=T0 + days(1.5)))
+
+    recorded, late = order.pending_events
+    assert names([recorded, late]) == ["DeliveryRecorded", "ReturnedParcelDelivered"]
+    assert (late.delivered_at, late.returned_at) == (T0 + days(1.5), returned_at)
+    assert (order.fulfilment, order.delivered_at) == (Fulfilment.DELIVERED, T0 + days(1.5))
+
+
+def test_money_a_returned_parcel_owed_is_no_longer_owed_once_the_parcel_turns_out_delivered():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(2)))
+    order.fail_refund(command(
+        FailRefund, issued_at=T0 + days(3), order_id=order.id, refund_id="r-1", reason="declined:x",
+        confirmed_by="GatewayRefundDeclined", evidence="evt-declined-r-1",
+    ))
+    assert order.owed == eur("100.00")
+
+    order.record_delivery(command(RecordDelivery, issued_at=T0 + days(4), order_id=order.id, delivered_at=T0 + days(1.5)))
+
+    # The goods are the customer's: an ordinary refund, within the window from the delivery.
+    assert (order.owed, order.owed_since) == (eur("0.00"), None)
+    order.clear_events()
+    order.request_refund(refund(order, "r-2", at=T0 + days(1.5) + days(31)))
+    assert order.pending_events[0].reason_code == "refund_window_closed"
+
+
 def test_a_returned_parcels_money_a_refund_did_not_pay_back_is_owed_and_no_window_closes_on_it():
     order = shipped_order("100.00")
     order.request_refund(refund(order))

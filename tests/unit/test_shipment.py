@@ -155,10 +155,18 @@ def test_a_delivery_confirmed_at_the_moment_it_happens_is_accepted():
     assert shipment.status is ShipmentStatus.DELIVERED
 
 
-@pytest.mark.parametrize("build", [delivered, intercepted], ids=["delivered", "intercepted"])
-def test_only_a_parcel_in_transit_can_be_delivered(build):
-    shipment = build()
+def test_a_delivered_parcel_cannot_be_delivered_again():
+    shipment = delivered()
     assert_refused(shipment, lambda: shipment.confirm_delivery(deliver_cmd()), InvalidCommand, "not_in_transit")
+
+
+def test_a_parcel_asked_to_stop_that_arrived_all_the_same_is_recorded_delivered():
+    # The carrier's scan of a delivery made before the stop reaches settleflow after it.
+    shipment = intercepted()
+    shipment.confirm_delivery(deliver_cmd(delivered_at=T0 + days(0.5), issued_at=T0 + days(3)))
+    [arrived] = shipment.pending_events
+    assert isinstance(arrived, OrderDelivered) and arrived.delivered_at == T0 + days(0.5)
+    assert (shipment.status, shipment.delivered_at) == (ShipmentStatus.DELIVERED, T0 + days(0.5))
 
 
 # == interception ==========================================================================================

@@ -135,6 +135,32 @@ async def test_an_intercepted_parcel_is_recorded_by_billing_as_returned_and_the_
     assert payment.status == "returned"  # closed: nothing left to cancel, the money went back
 
 
+async def test_a_stopped_parcels_late_delivery_scan_is_recorded_and_support_is_told(harness):
+    order_id, _ = await place_order(harness, amount="100.00")
+    await ship(harness, order_id)
+    left_at = harness.order(order_id).shipped_at
+    assert (await finished(harness, await start_refund(harness, order_id))).status == "completed"
+    assert harness.order(order_id).fulfilment == "returned"
+
+    # The carrier's scan comes in late: the parcel was delivered before the stop took.
+    async with real_time(harness.env):
+        handle = await harness.client.start_workflow(
+            ConfirmDeliveryWorkflow.run,
+            DeliveryRequest(order_id=order_id, delivered_at=left_at, requested_by=WAREHOUSE, **signed(WAREHOUSE)),
+            id=f"deliver-{order_id}", task_queue=FLOWS_QUEUE,
+        )
+        delivered = await handle.result()
+    await keep_history(handle, "confirm_delivery_of_a_stopped_parcel")
+
+    assert delivered.status == "delivered"  # kept, not failed as "intercepted"
+    assert shipment_status(harness, order_id) == "delivered"
+    order = harness.order(order_id)
+    assert (order.fulfilment, order.delivered_at, order.owed_since) == ("delivered", left_at, None)
+    [told] = harness.messages("team:support")
+    assert told["kind"] == "returned_parcel_delivered_support" and left_at.isoformat() in told["body"]
+    assert refunds_of(harness, order_id) == ["100.00"]  # the refund stands; support decides about the goods
+
+
 async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_way_and_the_money_goes_back(harness):
     order_id, _ = await place_order(harness, amount="100.00")
     await ship(harness, order_id)
