@@ -1,6 +1,7 @@
 """The reconciliation owner's activities: what reconciliation reads (payments' open
 requests, the ledgers against the gateway's settlement listing, reservations whose flow is
-gone, money owed with no refund on its way), and the discrepancies it records for support.
+gone, money owed with no refund on its way, stops of a parcel nobody answered), and the
+discrepancies it records for support.
 
 Reads decide nothing and change nothing. Recording a discrepancy is a decision of the
 Discrepancy owner (load → call one method → save); it never touches money.
@@ -26,9 +27,12 @@ from domain.payments.gateway import GatewayUnavailable
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy
 from domain.reconciliation.discrepancy import Discrepancy
 from domain.reconciliation.owed import money_owed, owed_before
+from domain.billing.parcel_stop import StopAskedBecause
 from domain.reconciliation.queries import MoneyOwed, OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
+from domain.reconciliation.queries import UnansweredParcelStop
 from domain.reconciliation.settlement import Finding, compare, ledger_entries
 from domain.reconciliation.stranded import reservations_to_check, reserved_before
+from domain.reconciliation.unanswered_stop import asked_before, unanswered_stop
 
 log = logging.getLogger("settleflow.reconciliation")
 
@@ -37,6 +41,9 @@ COMPARE_SETTLEMENTS = "reconciliation.CompareSettlements"
 FIND_STRANDED_REFUNDS = "reconciliation.FindStrandedRefunds"
 FIND_UNTOLD_ANSWERS = "reconciliation.FindUntoldAnswers"
 FIND_MONEY_OWED = "reconciliation.FindMoneyOwed"
+FIND_UNANSWERED_PARCEL_STOPS = "reconciliation.FindUnansweredParcelStops"
+# The flow that carries a stop of a parcel to shipping and its answer back to billing.
+STOP_CARRIED_BY = {StopAskedBecause.REFUND: "refund-{refund_id}", StopAskedBecause.CANCELLATION: "ship-{order_id}"}
 UNTOLD_AT_ONCE = 8  # waiting flows asked at a time
 QUERY_WITHIN = timedelta(seconds=3)  # a flow that cannot answer sooner (its worker down) is asked next pass
 # Running flows resting on reconciliation's word (their FlowStatus search attribute).
@@ -117,13 +124,7 @@ class ReconciliationActivities:
         stranded = []
         for order_id, refund_id, amount, requested_at in candidates:
             workflow_id = f"refund-{refund_id}"
-            try:
-                description = await self.client.get_workflow_handle(workflow_id).describe()
-                status, run_id = description.status, description.run_id
-            except RPCError as error:
-                if error.status is not RPCStatusCode.NOT_FOUND:
-                    raise
-                status, run_id = None, ""
+            status, run_id = await self._flow_status(workflow_id)
             if status is WorkflowExecutionStatus.RUNNING:
                 continue
             stranded.append(
@@ -138,6 +139,47 @@ class ReconciliationActivities:
                 )
             )
         return stranded
+
+    async def _flow_status(self, workflow_id: str) -> tuple[WorkflowExecutionStatus | None, str]:
+        """The status and run of a flow's latest run (None, "" when Temporal knows no such flow)."""
+        assert self.client is not None
+        try:
+            description = await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as error:
+            if error.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            return None, ""
+        return description.status, description.run_id
+
+    @activity.defn(name=FIND_UNANSWERED_PARCEL_STOPS)
+    async def find_unanswered_parcel_stops(self, scan: ReconciliationScan) -> list[UnansweredParcelStop]:
+        """Stops of a parcel billing asked for over an hour ago, with no answer of shipping
+        recorded, whose flow (the refund's, or the shipment's for a cancelled order) no longer
+        runs: it ended on the way, or was a run of a release that did not carry such stops."""
+        assert self.client is not None, "finding unanswered stops needs the Temporal client"
+        candidates = await asyncio.to_thread(self._unanswered_stops, scan.as_of)
+        found = []
+        for order_id, stop in candidates:
+            workflow_id = STOP_CARRIED_BY[stop.because].format(refund_id=stop.refund_id, order_id=order_id)
+            status, _ = await self._flow_status(workflow_id)
+            if status is WorkflowExecutionStatus.RUNNING:
+                continue
+            found.append(
+                UnansweredParcelStop(
+                    order_id=order_id, refund_id=stop.refund_id, tracking=stop.tracking, asked_at=stop.asked_at,
+                    because=stop.because.value, workflow_id=workflow_id,
+                    workflow_status=status.name.lower() if status is not None else "not found",
+                )
+            )
+        return found
+
+    def _unanswered_stops(self, as_of: datetime) -> list[tuple[str, Any]]:
+        with self.uow() as uow:
+            return [
+                (order.id, stop)
+                for order in uow.orders.asking_a_stop_since(asked_before(as_of))
+                if (stop := unanswered_stop(order, as_of)) is not None
+            ]
 
     @activity.defn(name=FIND_MONEY_OWED)
     def find_money_owed(self, scan: ReconciliationScan) -> list[MoneyOwed]:

@@ -265,6 +265,11 @@ class OrderRepository(SqlRepository[A]):
         column = self.table.c.reserved_since
         return self._track_all(self._select_where(column.is_not(None), column <= cutoff))
 
+    def asking_a_stop_since(self, cutoff: datetime) -> list[A]:
+        """Orders with a stop of their parcel asked for at `cutoff` or before and not answered."""
+        column = self.table.c.parcel_stop_asked_at
+        return self._track_all(self._select_where(column.is_not(None), column <= cutoff))
+
     def owing_since(self, cutoff: datetime) -> list[A]:
         """Orders owing money back with no refund on its way for it since `cutoff` or longer."""
         column = self.table.c.owed_since

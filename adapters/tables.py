@@ -85,6 +85,9 @@ orders = _document_table(
     # Since when money a cancellation owes has had no refund on its way (None: nothing owed,
     # or all of it on its way): reconciliation flags money owed by it.
     Column("owed_since", UtcDateTime, nullable=True, index=True),
+    # When billing asked for a stop of the parcel that has no answer yet (None: none waits):
+    # reconciliation asks about stops nobody answered by it.
+    Column("parcel_stop_asked_at", UtcDateTime, nullable=True, index=True),
 )
 
 payments = _document_table(

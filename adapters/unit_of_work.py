@@ -169,6 +169,7 @@ class SqlUnitOfWork:
                 "customer_id": o.customer_id,
                 "reserved_since": getattr(o, "reserved_since", None),
                 "owed_since": getattr(o, "owed_since", None),
+                "parcel_stop_asked_at": stop.asked_at if (stop := getattr(o, "parcel_stop", None)) else None,
             },
             clock=clock,
         )

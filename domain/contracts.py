@@ -89,6 +89,7 @@ from domain.reconciliation.queries import (  # noqa: F401
     ReconciliationScan,
     SettlementDay,
     StrandedRefund,
+    UnansweredParcelStop,
 )
 from domain.reconciliation.settlement import Finding  # noqa: F401
 from domain.shared.actor import Actor, Role  # noqa: F401

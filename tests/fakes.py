@@ -149,6 +149,9 @@ class FakeOrderRepository(FakeRepository[A]):
     def owing_since(self, cutoff: datetime) -> list[A]:
         return self._where(lambda o: o.owed_since is not None and o.owed_since <= cutoff)  # type: ignore[attr-defined]
 
+    def asking_a_stop_since(self, cutoff: datetime) -> list[A]:
+        return self._where(lambda o: o.parcel_stop is not None and o.parcel_stop.asked_at <= cutoff)  # type: ignore[attr-defined]
+
 
 class FakePaymentRepository(FakeRepository[A]):
     def awaiting_answers(self) -> list[A]:

@@ -96,6 +96,9 @@ CANCELLED_BEFORE_FIRST_CAPTURE = "cancelled-before-first-capture"
 # flows-2026-12-06f: a delivery recorded for a parcel stopped for a refund (billing's
 # ReturnedParcelDelivered: a late scan, or a stop that did not take) is told to support.
 TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED = "tells-support-a-stopped-parcel-arrived"
+# flows-2026-12-06f: the daily reconciliation flags a stop of a parcel billing asked for over an
+# hour ago that nobody answered, its flow no longer running (`parcel_not_stopped`).
+FLAGS_UNANSWERED_PARCEL_STOPS = "flags-unanswered-parcel-stops"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -110,6 +113,7 @@ FOLDED_INTO = {
     TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED: "flows-2026-12-06e",
     CANCELLED_BEFORE_FIRST_CAPTURE: "flows-2026-12-06e",
     TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED: "flows-2026-12-06f",
+    FLAGS_UNANSWERED_PARCEL_STOPS: "flows-2026-12-06f",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

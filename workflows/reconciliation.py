@@ -26,6 +26,10 @@ Read top to bottom:
         the run goes on
     FindStrandedRefunds → money billing holds reserved for a refund whose flow no longer runs
         → RecordDiscrepancy(flow_gone) → ... NotifyTeam(support)
+    FindUnansweredParcelStops → stops of a parcel billing asked for over an hour ago with no
+        answer of shipping recorded, whose flow (refund-{refund} or ship-{order}) no longer runs
+        → RecordDiscrepancy(parcel_not_stopped) → ... NotifyTeam(support), naming the flow to
+        resume (`starter.py resume-flow`)
     FindMoneyOwed → orders owing their customer money back (cancelled, or the parcel returned),
         with no refund on its way for over an hour (a review said no, the gateway declined, a
         refund never started)
@@ -62,12 +66,13 @@ with workflow.unsafe.imports_passed_through():
         ResolveDiscrepancy,
         SettlementDay,
         StrandedRefund,
+        UnansweredParcelStop,
         UntoldAnswer,
     )
     from domain.reconciliation.commands import discrepancy_id
     from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun, TrailView
     from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, retry_until_done
-    from workflows.process import TELLS_WHAT_WAS_NOT_TOLD, TRACKS_MONEY_OWED
+    from workflows.process import FLAGS_UNANSWERED_PARCEL_STOPS, TELLS_WHAT_WAS_NOT_TOLD, TRACKS_MONEY_OWED
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -123,6 +128,7 @@ class ReconciliationWorkflow(Process):
         now = self.began_at = workflow.now()
         telling_the_untold = self.takes(TELLS_WHAT_WAS_NOT_TOLD)  # asked at the start, where the run wakes
         tracking_money_owed = request.daily and self.folded_in(TRACKS_MONEY_OWED)  # a run begun before has none
+        flagging_unanswered_stops = request.daily and self.folded_in(FLAGS_UNANSWERED_PARCEL_STOPS)
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
         )
@@ -173,6 +179,8 @@ class ReconciliationWorkflow(Process):
                 )
             if tracking_money_owed:
                 await self.flag_money_owed(now)
+            if flagging_unanswered_stops:
+                await self.flag_unanswered_parcel_stops(now)
         self.set_status("done")
         await self.finish()
         return self.current()
@@ -203,6 +211,36 @@ class ReconciliationWorkflow(Process):
                 f"refund --order-id {item.order_id} --reason 'money owed back' --as support:<you>; or, "
                 f"once it went back another way, resolve this with a note saying how.",
                 ours=item.amount,
+            )
+
+    async def flag_unanswered_parcel_stops(self, now: datetime) -> None:
+        """A stop of a parcel billing asked for whose flow ended before shipping's answer was
+        recorded: the parcel may be on its way to a customer whose money went back."""
+        try:
+            unanswered: list[UnansweredParcelStop] = await self.read(
+                "reconciliation.FindUnansweredParcelStops", ReconciliationScan(as_of=now), list[UnansweredParcelStop]
+            )
+        except ActivityError as trouble:
+            if is_cancelled_exception(trouble):
+                raise
+            self.note(f"unanswered stops of a parcel could not be read ({_short(trouble.cause or trouble)})")
+            return
+        self.note(f"{len(unanswered)} stop(s) of a parcel nobody answered")
+        for stop in unanswered:
+            carried = (
+                f"Resume it (it asks shipping again and records the answer; nothing is decided twice): "
+                f"starter.py resume-flow {stop.workflow_id} --note '...' --as support:<you>"
+                if stop.workflow_status not in ("completed", "not found")
+                else "It cannot be resumed: ask the carrier to stop the parcel"
+            )
+            await self.flag(
+                "parcel_not_stopped",
+                stop.order_id,
+                stop.order_id,
+                f"billing asked at {stop.asked_at:%Y-%m-%d %H:%M} UTC to stop parcel {stop.tracking} of order "
+                f"{stop.order_id} (for refund {stop.refund_id}, after a {stop.because}), and no answer of shipping "
+                f"was recorded: the flow carrying it, {stop.workflow_id}, is {stop.workflow_status}. {carried}; "
+                f"or, once the parcel was dealt with another way, resolve this with a note saying how.",
             )
 
     # -- the frequent pass ---------------------------------------------------------------------

@@ -41,6 +41,7 @@ from domain.billing.events import (
     ShipmentRecorded,
     ShippingRefused,
 )
+from domain.billing.parcel_stop import ParcelStop, StopAskedBecause
 from domain.billing.refund import Refund, RefundStatus
 from domain.shared.actor import Role
 from domain.shared.aggregate import AggregateRoot
@@ -81,6 +82,8 @@ class Order(AggregateRoot):
     # Since when money owed back (`owes_back`) has had no refund on its way for it (None: nothing
     # is owed, or all of it is on its way). Reconciliation asks about money owed that long.
     owed_since: datetime | None = None
+    # A stop of the parcel asked for and not answered yet (None: none is waiting for an answer).
+    parcel_stop: ParcelStop | None = None
     refunds: dict[str, Refund] = {}
 
     # -- placing and paying ----------------------------------------------------
@@ -192,10 +195,16 @@ class Order(AggregateRoot):
             self._deliver(command, self.held_delivery_at)
             self.held_delivery_at = None
         elif self.cancelled and (paying_back := self._refund_paying_back()) is not None:
-            self.record(
-                command,
-                ShipmentInterceptRequested(order_id=self.id, refund_id=paying_back.refund_id, tracking=self.tracking),
-            )
+            self._ask_to_stop_the_parcel(command, paying_back.refund_id, StopAskedBecause.CANCELLATION)
+
+    def _ask_to_stop_the_parcel(
+        self, command: RecordShipment | RequestRefund, refund_id: str, because: StopAskedBecause
+    ) -> None:
+        """Kept until shipping's answer is recorded: a stop nobody carried to shipping is not forgotten."""
+        self.parcel_stop = ParcelStop(
+            refund_id=refund_id, tracking=self.tracking, asked_at=command.issued_at, because=because
+        )
+        self.record(command, ShipmentInterceptRequested(order_id=self.id, refund_id=refund_id, tracking=self.tracking))
 
     def _refund_paying_back(self) -> Refund | None:
         """The newest refund taking (or that took) the order's money back; else the newest one."""
@@ -228,6 +237,7 @@ class Order(AggregateRoot):
         returned_at = self.returned_at if self.fulfilment is Fulfilment.RETURNED else None
         self.fulfilment = Fulfilment.DELIVERED
         self.delivered_at = delivered_at
+        self.parcel_stop = None  # nothing is left to stop
         self.record(command, DeliveryRecorded(order_id=self.id, delivered_at=delivered_at))
         # Facts, not refusals: the parcel did arrive. Whether to ask for it back is support's.
         if self.cancelled:
@@ -249,14 +259,16 @@ class Order(AggregateRoot):
         changes; the delivery, when it is recorded, starts the window as usual."""
         if command.refund_id not in self.refunds:
             raise InvalidCommand("unknown_refund", f"order {self.id} has no refund {command.refund_id}")
-        if not command.intercepted:
-            self.record(
-                command, ParcelStillInTransit(order_id=self.id, refund_id=command.refund_id, reason=command.reason)
-            )
+        if not command.intercepted or self.fulfilment is Fulfilment.DELIVERED:
+            # Not stopped — or stopped too late: a delivery recorded since (a scan that came in
+            # between) says it arrived, and the refund goes on all the same.
+            self.parcel_stop = None  # answered
+            reason = command.reason if not command.intercepted else "the parcel was delivered before the stop"
+            self.record(command, ParcelStillInTransit(order_id=self.id, refund_id=command.refund_id, reason=reason))
             return
         if self.fulfilment is not Fulfilment.SHIPPED:
             raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")
-        self.fulfilment, self.returned_at = Fulfilment.RETURNED, command.issued_at
+        self.fulfilment, self.returned_at, self.parcel_stop = Fulfilment.RETURNED, command.issued_at, None
         self.record(
             command, ParcelReturned(order_id=self.id, refund_id=command.refund_id, returned_at=command.issued_at)
         )
@@ -360,10 +372,7 @@ class Order(AggregateRoot):
         if self.fulfilment is Fulfilment.SHIPPED and not self.refundable.is_positive:
             # Still on the road and all of its money is going back: try to stop the
             # parcel rather than pay for a return. A partial refund leaves it moving.
-            self.record(
-                command,
-                ShipmentInterceptRequested(order_id=self.id, refund_id=command.refund_id, tracking=self.tracking),
-            )
+            self._ask_to_stop_the_parcel(command, command.refund_id, StopAskedBecause.REFUND)
 
     def _refund_rejection(self, command: RequestRefund) -> tuple[str, str] | None:
         if self.owes_back:
@@ -434,6 +443,11 @@ class Order(AggregateRoot):
 
     def _settle(self, refund: Refund, status: RefundStatus, outcome: str) -> None:
         self.refunds[refund.refund_id] = refund.model_copy(update={"status": status, "outcome": outcome})
+        stop = self.parcel_stop
+        if stop is not None and stop.because is StopAskedBecause.REFUND and stop.refund_id == refund.refund_id:
+            # A refund's stop goes with it: one that ended before the stop was carried out (a
+            # review's "no", an expiry) takes no money back, so its parcel is not to be stopped.
+            self.parcel_stop = None
 
     def _refund_facts(self, refund: Refund) -> dict:
         return {

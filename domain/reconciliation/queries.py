@@ -1,6 +1,6 @@
 """What reconciliation reads from the owners and the gateway, in plain messages that can
 cross Temporal: the items whose gateway answer is missing, reservations whose flow
-is gone, and money owed with no refund on its way. Reading decides nothing; the owners decide when the commands arrive."""
+is gone, money owed with no refund on its way, and stops of a parcel nobody answered. Reading decides nothing; the owners decide when the commands arrive."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ class MoneyOwed(BaseModel):
     customer_id: str
     amount: Money
     owed_since: datetime
+
+
+class UnansweredParcelStop(BaseModel):
+    """A stop of a parcel billing asked for long ago whose answer nobody recorded, and the flow
+    that was to carry it, which no longer runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    refund_id: str
+    tracking: str
+    asked_at: datetime
+    because: str  # "refund" | "cancellation" (domain/billing/parcel_stop.py)
+    workflow_id: str
+    workflow_status: str  # "terminated", "completed" (a run of a release before), "not found" ...
 
 
 class ReconciliationScan(BaseModel):

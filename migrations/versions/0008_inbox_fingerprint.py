@@ -7,7 +7,7 @@ Create Date: 2026-12-06
 The inbox answered a command id it had seen with its first result, whatever the command now
 carrying that id asked: a refund id used again for another order (once Temporal forgot the
 first flow) was answered with the first order's facts. Each row now keeps the command's
-fingerprint (`Command.fingerprint`: its type, sender and the ids of what it concerns), and
+fingerprint (`Command.fingerprint`: its type and the ids of what it concerns), and
 the same id for another command is refused (`command_id_reused`). Rows recorded before have
 none, and are taken as before: what they stood for is not known.
 

@@ -68,6 +68,57 @@ def test_the_refund_that_takes_the_last_of_a_parcels_money_stops_the_parcel():
     assert order.pending_events[0].amount == eur("60.00")
 
 
+# == a stop asked for is kept until it is answered ==================================================
+def test_a_stop_of_the_parcel_is_kept_until_shippings_answer_is_recorded():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, at=T0 + days(1)))
+    stop = order.parcel_stop
+    assert (stop.refund_id, stop.tracking, stop.asked_at, stop.because) == ("r-1", order.tracking, T0 + days(1), "refund")
+
+    order.record_intercept_outcome(intercept_outcome(order, False, at=T0 + days(2)))  # not stopped: answered too
+
+    assert order.parcel_stop is None
+
+
+def test_a_stop_asked_for_a_parcel_that_left_for_a_cancelled_order_is_kept_as_the_cancellations():
+    order = cancelled_while_cleared()
+    order.record_shipment(command(RecordShipment, issued_at=T0 + days(2), order_id=order.id, tracking="TRK-9",
+                                  shipped_at=T0 + days(1)))
+    assert (order.parcel_stop.because, order.parcel_stop.asked_at) == ("cancellation", T0 + days(2))
+
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(3), refund_id="o-1-cancellation"))
+
+    assert order.parcel_stop is None and order.fulfilment is Fulfilment.RETURNED
+
+
+def test_a_refund_rejected_in_review_before_its_stop_was_carried_out_takes_the_stop_with_it():
+    order = shipped_order("1500.00")
+    order.request_refund(refund(order))
+    assert order.parcel_stop is not None
+    order.cancel_refund(command(CancelRefund, order_id=order.id, refund_id="r-1", reason="review_rejected"))
+    assert order.parcel_stop is None  # its money stays: the parcel is not to be stopped
+
+
+def test_a_stop_that_took_after_the_parcel_was_recorded_delivered_is_recorded_as_not_stopped():
+    # Shipping stopped it, but a delivery scan dated earlier reached billing in between.
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    order.record_delivery(command(RecordDelivery, issued_at=T0 + days(2), order_id=order.id, delivered_at=T0 + days(2)))
+    order.clear_events()
+
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(2)))
+
+    assert names(order.pending_events) == ["ParcelStillInTransit"]
+    assert order.fulfilment is Fulfilment.DELIVERED and order.refunds["r-1"].in_flight  # the refund goes on
+
+
+def test_a_delivery_recorded_while_a_stop_waits_for_its_answer_leaves_nothing_to_stop():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    order.record_delivery(command(RecordDelivery, issued_at=T0 + days(2), order_id=order.id, delivered_at=T0 + days(2)))
+    assert order.parcel_stop is None
+
+
 # == what shipping's answer means =====================================================================
 def test_an_intercepted_parcel_is_recorded_as_returned_and_a_later_refund_stops_nothing():
     order = shipped_order("100.00")

@@ -27,6 +27,7 @@ from temporalio.worker import Worker
 
 import starter
 from adapters import db
+from activities.billing import BillingActivities
 from activities.payments import PaymentsActivities
 from activities.registry import OWNER_QUEUES, activities_for
 from adapters.mailbox import FileMailbox
@@ -34,13 +35,14 @@ from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from adapters.temporal import AddressUpdates
 from cli import reconciliation as verbs
 from devstack import temporal_cli
-from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured, ReviewDecision
+from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured, RequestRefund, ReviewDecision
 from domain.payments.gateway import SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
 from tests.fakes import FakeGateway
 from tests.tokens import signed
+from tests.unit.builders import command
 from tests.workflows.conftest import Harness
 from tests.workflows.flows import (
     deliver, keep_history, new_id, real_time, ship, start_refund, wait_for_status, wait_for_trail,
@@ -606,6 +608,55 @@ async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_un
     assert sorted(m["kind"] for m in harness.support_messages()) == [
         "discrepancy_found", "refund_owed_support",  # told once by billing, once by reconciliation
     ]
+
+
+async def test_a_parcel_stop_whose_refund_flow_ended_before_asking_shipping_is_flagged_naming_the_flow_to_resume(
+    harness,
+):
+    order_id, payment = await start_payment(harness, "tok_visa", "1500.00")
+    await wait_for_status(payment, "paid", env=harness.env)
+    await ship(harness, order_id)
+    refund_id = new_id("r-all")
+    in_review = await start_refund(harness, order_id, refund_id=refund_id)  # all of it: the parcel is to stop
+    await wait_for_status(in_review, "under_review", env=harness.env)  # it stops once fraud lets the money go
+    await harness.env.sleep(timedelta(hours=2))
+    assert harness.order(order_id).parcel_stop.refund_id == refund_id
+
+    while_it_runs = await reconcile(harness, daily=True)  # a review may take days: not a question yet
+    await in_review.terminate("an operator pressed Terminate")
+    after = await reconcile(harness, daily=True, history="reconciliation_daily_parcel_not_stopped")
+
+    flags = {d.kind.value: d for d in harness.discrepancies()}
+    assert (while_it_runs.discrepancies, after.discrepancies) == (0, 2)
+    assert set(flags) == {"parcel_not_stopped", "flow_gone"}  # and its money is still reserved
+    stop = flags["parcel_not_stopped"]
+    assert (stop.id, stop.order_id) == (f"parcel_not_stopped:{order_id}", order_id)
+    assert f"starter.py resume-flow refund-{refund_id}" in stop.detail and "terminated" in stop.detail
+    assert harness.order(order_id).fulfilment == "shipped"  # describing is all reconciliation does
+
+
+async def test_a_parcel_stop_nobody_carried_to_shipping_cannot_be_resumed_and_support_is_told_to_ask_the_carrier(
+    harness,
+):
+    order_id, payment = await start_payment(harness, "tok_visa", "80.00")
+    await wait_for_status(payment, "paid", env=harness.env)
+    await ship(harness, order_id)
+    now = (await harness.env.get_current_time()).astimezone(UTC)
+    # A refund decided outside any flow (as a run of a release before would leave it): billing
+    # asks for the stop, and no flow of that refund exists to carry it.
+    BillingActivities(harness.uow_factory).request_refund(command(
+        RequestRefund, actor=Actor.parse("support:sam"), issued_at=now, order_id=order_id, refund_id="r-orphan",
+        reason="lost",
+    ))
+    await harness.env.sleep(timedelta(hours=2))
+
+    await reconcile(harness, daily=True)
+
+    [stop] = [d for d in harness.discrepancies() if d.kind.value == "parcel_not_stopped"]
+    assert "refund-r-orphan, is not found" in stop.detail and "ask the carrier to stop the parcel" in stop.detail
+    await harness.env.sleep(timedelta(days=1))
+    await reconcile(harness, daily=True)  # still open: support was told once
+    assert [m["kind"] for m in harness.support_messages()].count("discrepancy_found") == 2  # this and flow_gone
 
 
 async def test_a_daily_run_held_back_two_days_compares_the_day_before_it_was_asked_for(harness):
