@@ -185,18 +185,22 @@ class ReconciliationWorkflow(Process):
         await self.finish()
         return self.current()
 
-    async def flag_money_owed(self, now: datetime) -> None:
-        """Billing told support once (`RefundOwed`); money still owed with no refund on its way is
-        flagged, and stays flagged until a refund takes it or support says how it went back."""
+    async def read_or_note(self, activity: str, result_type: Any, now: datetime) -> Any:
+        """One of the daily pass's reads, as of the pass's start; None when it fails: a worker
+        without the read yet (a deploy under way) is noted, and the next daily pass reads again."""
         try:
-            owed: list[MoneyOwed] = await self.read(
-                "reconciliation.FindMoneyOwed", ReconciliationScan(as_of=now), list[MoneyOwed]
-            )
+            return await self.read(activity, ReconciliationScan(as_of=now), result_type)
         except ActivityError as trouble:
             if is_cancelled_exception(trouble):
                 raise
-            # A worker without the read yet (a deploy under way): the next daily pass looks again.
-            self.note(f"money owed could not be read ({_short(trouble.cause or trouble)})")
+            self.note(f"{activity} could not be read ({_short(trouble.cause or trouble)})")
+            return None
+
+    async def flag_money_owed(self, now: datetime) -> None:
+        """Billing told support once (`RefundOwed`); money still owed with no refund on its way is
+        flagged, and stays flagged until a refund takes it or support says how it went back."""
+        owed: list[MoneyOwed] | None = await self.read_or_note("reconciliation.FindMoneyOwed", list[MoneyOwed], now)
+        if owed is None:
             return
         self.note(f"{len(owed)} order(s) owing money back with no refund on its way")
         for item in owed:
@@ -216,21 +220,17 @@ class ReconciliationWorkflow(Process):
     async def flag_unanswered_parcel_stops(self, now: datetime) -> None:
         """A stop of a parcel billing asked for whose flow ended before shipping's answer was
         recorded: the parcel may be on its way to a customer whose money went back."""
-        try:
-            unanswered: list[UnansweredParcelStop] = await self.read(
-                "reconciliation.FindUnansweredParcelStops", ReconciliationScan(as_of=now), list[UnansweredParcelStop]
-            )
-        except ActivityError as trouble:
-            if is_cancelled_exception(trouble):
-                raise
-            self.note(f"unanswered stops of a parcel could not be read ({_short(trouble.cause or trouble)})")
+        unanswered: list[UnansweredParcelStop] | None = await self.read_or_note(
+            "reconciliation.FindUnansweredParcelStops", list[UnansweredParcelStop], now
+        )
+        if unanswered is None:
             return
         self.note(f"{len(unanswered)} stop(s) of a parcel nobody answered")
         for stop in unanswered:
             carried = (
                 f"Resume it (it asks shipping again and records the answer; nothing is decided twice): "
                 f"starter.py resume-flow {stop.workflow_id} --note '...' --as support:<you>"
-                if stop.workflow_status not in ("completed", "not found")
+                if stop.resumable
                 else "It cannot be resumed: ask the carrier to stop the parcel"
             )
             await self.flag(

@@ -63,6 +63,11 @@ class UnansweredParcelStop(BaseModel):
     workflow_id: str
     workflow_status: str  # "terminated", "completed" (a run of a release before), "not found" ...
 
+    @property
+    def resumable(self) -> bool:
+        """Whether its flow can be sent on (`starter.py resume-flow`): it ended, it did not finish."""
+        return self.workflow_status not in ("completed", "not found")
+
 
 class ReconciliationScan(BaseModel):
     as_of: datetime  # the reconciliation run's own time: decisions never read the clock
