@@ -64,7 +64,7 @@ from adapters import db, tracing
 from adapters.ops_server import OpsServer, database_check, nats_check
 from adapters.outbox import Batch, OutboxReader, lag, parked_under, retry_parked
 from integration.envelope import CONTENT_TYPE
-from integration.stream import StreamSettings, connect, ensure_stream
+from integration.stream import StreamSettings, connect, StreamMisconfigured, ensure_stream, stream_settings_or_exit
 from integration.translation import TABLE_VERSION, Unpublishable, translate
 
 log = logging.getLogger("settleflow.relay")
@@ -239,7 +239,7 @@ class Relay:
 
 
 async def serve(once: bool) -> int:
-    settings, stream = RelaySettings(), StreamSettings()
+    settings, stream = RelaySettings(), stream_settings_or_exit("relay.py")
     tracing.setup("settleflow-relay")
     engine = tracing.trace_engine(db.make_engine(settings.database_url))
     db.upgrade(settings.database_url)
@@ -268,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="publish what is pending now, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(args.once))
+    try:
+        return asyncio.run(serve(args.once))
+    except StreamMisconfigured as refused:
+        print(f"relay.py: error: {refused}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

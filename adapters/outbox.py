@@ -27,11 +27,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, text, tuple_, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, text, tuple_, update
 
 from adapters.tables import outbox
 
 PENDING = and_(outbox.c.published_at.is_(None), outbox.c.parked_at.is_(None))
+# Parked and not on the stream. A park never lands on a published row (`_PARK`), but on SQLite
+# two relays may claim one row at once: an older relay publishes it while a newer one (whose
+# table cannot read it) parks it before the publish is marked. That row went out: it holds
+# nothing, and `retry_parked` clears its park.
+PARKED = and_(outbox.c.parked_at.is_not(None), outbox.c.published_at.is_(None))
 # An aggregate with a parked row is held: its later rows wait behind it, since publishing
 # version N+1 without N would break the per-aggregate order consumers rely on (a reader that
 # has seen N+1 drops N as stale). They count as unpublished, so the lag shows them. The parked
@@ -39,7 +44,9 @@ PENDING = and_(outbox.c.published_at.is_(None), outbox.c.parked_at.is_(None))
 # (migration 0005): the claim costs what it cost before rows were held.
 _PARKED = outbox.alias("parked")
 HELD = tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(
-    select(_PARKED.c.aggregate_type, _PARKED.c.aggregate_id).where(_PARKED.c.parked_at.is_not(None))
+    select(_PARKED.c.aggregate_type, _PARKED.c.aggregate_id).where(
+        _PARKED.c.parked_at.is_not(None), _PARKED.c.published_at.is_(None)
+    )
 )
 READY = and_(PENDING, ~HELD)
 ORDER = (outbox.c.aggregate_version, outbox.c.position)
@@ -53,7 +60,7 @@ _MARK_PUBLISHED = (
 )
 _PARK = (
     update(outbox)
-    .where(outbox.c.event_id == bindparam("parked_event_id"))
+    .where(outbox.c.event_id == bindparam("parked_event_id"), outbox.c.published_at.is_(None))
     .values(parked_at=bindparam("parked_on"), park_reason=bindparam("parked_reason"))
 )
 
@@ -127,7 +134,7 @@ class OutboxReader:
                 WITH heads AS MATERIALIZED (
                     SELECT aggregate_type, aggregate_id, min(recorded_at) AS first
                     FROM outbox o WHERE published_at IS NULL AND parked_at IS NULL
-                    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL
+                    AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL AND p.published_at IS NULL
                                     AND p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id)
                     GROUP BY aggregate_type, aggregate_id ORDER BY first LIMIT :limit
                 )
@@ -166,11 +173,15 @@ def retry_parked(engine: Engine, table_version: str) -> int:
     """Put back in line every row parked under another translation table than this one (an
     older relay's: an upgraded relay may know its type); the number of rows. Rows this table
     parked stay parked, so a relay that restarts does not churn them. What still cannot be
-    published is parked again, with its reason, and its aggregate stays held."""
+    published is parked again, with its reason, and its aggregate stays held. A park on a row
+    that is on the stream all the same (another relay published it, see PARKED) is cleared too."""
     with engine.begin() as connection:
         return connection.execute(
             update(outbox)
-            .where(outbox.c.parked_at.is_not(None), ~outbox.c.park_reason.startswith(parked_under(table_version, "")))
+            .where(
+                outbox.c.parked_at.is_not(None),
+                or_(~outbox.c.park_reason.startswith(parked_under(table_version, "")), outbox.c.published_at.is_not(None)),
+            )
             .values(parked_at=None, park_reason=None)
         ).rowcount
 
@@ -206,7 +217,7 @@ def lag(engine: Engine) -> Lag:
         unpublished, oldest = connection.execute(
             select(func.count(), func.min(outbox.c.recorded_at)).where(PENDING)
         ).one()
-        parked = connection.execute(select(func.count()).where(outbox.c.parked_at.is_not(None))).scalar_one()
+        parked = connection.execute(select(func.count()).where(PARKED)).scalar_one()
     return Lag(unpublished, oldest, parked)
 
 
@@ -214,7 +225,7 @@ def parked_rows(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     with engine.connect() as connection:
         rows = connection.execute(
             select(outbox.c.event_id, outbox.c.event_type, outbox.c.aggregate_id, outbox.c.parked_at, outbox.c.park_reason)
-            .where(outbox.c.parked_at.is_not(None))
+            .where(PARKED)
             .order_by(outbox.c.parked_at)
             .limit(limit)
         )

@@ -7,7 +7,7 @@ connects first -- the relay, a consumer, devstack -- and updated when they chang
 | setting | variable | default |
 |---|---|---|
 | server(s) | `NATS_URL` | `nats://127.0.0.1:4333` (devstack's local server) |
-| retention | `SETTLEFLOW_STREAM_RETENTION` | `limits` (messages stay for every consumer until max age / size) |
+| retention | `SETTLEFLOW_STREAM_RETENTION` | `limits`, the only one accepted (messages stay for every consumer until max age / size; `interest` and `workqueue` delete what no consumer holds yet) |
 | max age | `SETTLEFLOW_STREAM_MAX_AGE_DAYS` | 30 |
 | max size | `SETTLEFLOW_STREAM_MAX_BYTES` | 1 GiB |
 | duplicate window | `SETTLEFLOW_STREAM_DUPLICATE_WINDOW_SECONDS` | 600 (a message id seen within it is dropped) |
@@ -17,6 +17,7 @@ connects first -- the relay, a consumer, devstack -- and updated when they chang
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Literal
 
 import nats
@@ -24,7 +25,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("settleflow.nats")
@@ -39,7 +40,9 @@ class StreamSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     nats_url: str = Field(DEFAULT_NATS_URL, validation_alias="NATS_URL")
-    retention: Literal["limits", "interest", "workqueue"] = Field("limits", validation_alias="SETTLEFLOW_STREAM_RETENTION")
+    # Only `limits`: consumers join late and reporting rebuilds from the stream, and `interest` or
+    # `workqueue` retention deletes what no consumer holds yet (and what a recreated one would read).
+    retention: Literal["limits"] = Field("limits", validation_alias="SETTLEFLOW_STREAM_RETENTION")
     max_age_days: float = Field(30, validation_alias="SETTLEFLOW_STREAM_MAX_AGE_DAYS", gt=0)
     max_bytes: int = Field(1 << 30, validation_alias="SETTLEFLOW_STREAM_MAX_BYTES", gt=0)
     duplicate_window_seconds: float = Field(600, validation_alias="SETTLEFLOW_STREAM_DUPLICATE_WINDOW_SECONDS", gt=0)
@@ -76,15 +79,37 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0) -> Clien
     )
 
 
+def stream_settings_or_exit(prog: str) -> StreamSettings:
+    """The stream's settings, or one line per invalid variable on stderr and exit code 2."""
+    try:
+        return StreamSettings()
+    except ValidationError as invalid:
+        for error in invalid.errors():
+            variable = ".".join(str(part) for part in error["loc"])
+            print(f"{prog}: error: configuration: {variable}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class StreamMisconfigured(Exception):
+    """The stream exists with settings settleflow cannot keep its guarantees on."""
+
+
 async def ensure_stream(js: JetStreamContext, settings: StreamSettings, *, owner: bool = False) -> None:
     """Create the stream when it is missing. Only its owner, the relay that publishes to it,
     brings an existing one to its settings: a consumer started with other limits (or none set)
     would otherwise shrink them on every reconnect, and JetStream drops what no longer fits."""
     config = settings.stream_config()
     try:
-        await js.stream_info(STREAM)
+        info = await js.stream_info(STREAM)
     except NotFoundError:
         await js.add_stream(config)
         return
+    retention = getattr(info.config.retention, "value", info.config.retention)  # nats-py reads it back as text
+    if retention not in (None, RetentionPolicy.LIMITS.value):
+        # JetStream cannot change it in place, and reading such a stream loses events.
+        raise StreamMisconfigured(
+            f"stream {STREAM} keeps messages by {retention} retention, which deletes events "
+            "no consumer holds yet: recreate it with limits retention"
+        )
     if owner:
         await js.update_stream(config)

@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import Engine
 
 from integration.envelope import CloudEvent
-from integration.stream import STREAM, StreamSettings, connect, ensure_stream
+from integration.stream import STREAM, StreamSettings, connect, StreamMisconfigured, ensure_stream, stream_settings_or_exit
 from reporting import store
 
 log = logging.getLogger("settleflow.reporting")
@@ -101,13 +101,17 @@ class ReportingConsumer:
             applied = 0  # the stream was emptied or recreated under the same name
         if applied != mine.sequence:
             log.warning("stream %s is not the one this database read (recreated): reading it from its start", STREAM)
+        if stream.state.first_seq > applied + 1:
+            # Dropped by the stream's limits before this database read them: recorded now, so the
+            # report says so even when no later event comes to show the jump.
+            gone = (applied + 1, stream.state.first_seq - 1)
+            log.warning("events %s to %s are no longer on the stream (its limits): the report misses them", *gone)
+            await asyncio.to_thread(store.record_gone, self.engine, self.durable, self._stream, *gone)
+            applied = gone[1]
         if acked > applied:
             log.warning("durable consumer %s is at stream sequence %s, this database at %s: replaying from %s",
                         self.durable, acked, applied, applied + 1)
             await js.delete_consumer(STREAM, self.durable)
-            if stream.state.first_seq > applied + 1:
-                log.warning("events %s to %s are no longer on the stream (its limits): the report misses them",
-                            applied + 1, stream.state.first_seq - 1)
         return applied
 
     @staticmethod
@@ -183,9 +187,10 @@ def setup_tracing() -> None:
 
 
 async def serve(once: bool) -> int:
+    stream = stream_settings_or_exit("python -m reporting.consumer")
     setup_tracing()
     engine = store.open_store()
-    consumer = ReportingConsumer(engine, StreamSettings())
+    consumer = ReportingConsumer(engine, stream)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, consumer.stop)
@@ -204,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="apply what is on the stream now, then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(args.once))
+    try:
+        return asyncio.run(serve(args.once))
+    except StreamMisconfigured as refused:
+        print(f"python -m reporting.consumer: error: {refused}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -191,6 +191,16 @@ def record_position(engine: Engine, consumer: str, stream: str, sequence: int) -
         _advance(conn, consumer, stream, sequence)
 
 
+def record_gone(engine: Engine, consumer: str, stream: str, first: int, last: int, now: datetime | None = None) -> None:
+    """Stream sequences first..last were dropped (the stream's limits) before `consumer` read them:
+    recorded as missed at once — the report says so although no later event came yet — and the
+    position moved past them."""
+    with engine.begin() as conn:
+        conn.execute(insert(missed).values(consumer=consumer, stream=stream, first_sequence=first,
+                                           last_sequence=last, noticed_at=now or datetime.now(UTC)))  # fmt: skip
+        _advance(conn, consumer, stream, last)
+
+
 def _advance(conn: Connection, consumer: str, stream: str, sequence: int, noticed_at: datetime | None = None) -> None:
     """Move `consumer`'s position to `sequence`. With `noticed_at` (an event being applied), a jump
     past the next sequence is recorded as missed: the stream no longer held those events."""

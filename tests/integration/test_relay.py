@@ -272,3 +272,34 @@ async def test_a_parked_row_holds_its_aggregates_later_rows_and_goes_out_first_o
     assert [e.type.split(".")[2] for e in published] == ["order_placed", "order_paid", "refund_approved"]
     assert [e.aggregateversion for e in published] == [1, 1, 2]
     assert (lag(engine).unpublished, lag(engine).parked) == (0, 0)
+
+
+def test_a_row_one_relay_published_while_another_parked_it_holds_none_of_its_aggregates_later_rows(engine):
+    """SQLite lets two relays claim one row: in a rolling deploy the older relay publishes it
+    while the newer one, whose table cannot read it, parks it. The row went out: its park never
+    lands after the publish, and one that landed before it holds nothing and is cleared."""
+    from datetime import UTC, datetime
+
+    from adapters.outbox import Batch, OutboxReader, parked_under, retry_parked
+
+    store(engine, delivered_order("o-1", "100.00"))
+    approve_refund(engine, "r-1", "30.00")
+    reader = OutboxReader(engine, clock=lambda: datetime.now(UTC))
+    with reader.batch(1) as older:  # the older relay publishes the order's first row
+        [first] = older.rows
+        older.mark_published(first["event_id"], "settleflow.billing.order_placed.v1")
+    with engine.begin() as connection:  # the newer relay's park of its own stale claim comes after
+        reader._write(connection, Batch([first], parked={first["event_id"]: parked_under("new", "cannot read it")}))
+    assert lag(engine).parked == 0
+
+    with reader.batch(1) as newer:  # the same race the other way round: parked, then marked published
+        [second] = newer.rows
+        newer.park(second["event_id"], parked_under("new", "cannot read it"))
+    with engine.begin() as connection:
+        connection.execute(update(outbox).where(outbox.c.event_id == second["event_id"])
+                           .values(published_at=datetime.now(UTC), published_as="settleflow.billing.order_paid.v1"))
+
+    assert (lag(engine).parked, parked_rows(engine)) == (0, [])
+    with reader.batch(10) as later:  # the order's later rows are not held behind it
+        assert [r["aggregate_version"] for r in later.rows][-1] == 2
+    assert retry_parked(engine, "new") == 1  # its stale park is cleared, by the relay that left it too

@@ -259,6 +259,26 @@ async def test_a_database_reading_a_stream_that_already_dropped_its_first_events
     assert store.report(reporting_engine).events_missed == [(1, 2)]
 
 
+async def test_events_dropped_at_the_end_of_the_stream_are_shown_as_missed_before_any_later_event_comes(
+    reporting_engine, nats_server, jetstream
+):
+    from integration.stream import STREAM
+
+    _, js = jetstream
+    await publish(js, event(approved("r-0", "1.00"), id="e-0", subject="o-0", version=2))
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
+    for n in range(1, 4):  # published while reporting is down, then dropped unread
+        await publish(js, event(approved(f"r-{n}", "1.00"), id=f"e-{n}", subject=f"o-{n}", version=2))
+    await js.purge_stream(STREAM)
+
+    assert await consume(reporting_engine, nats_server.url) == {}
+
+    assert store.report(reporting_engine).events_missed == [(2, 4)]
+    await publish(js, event(approved("r-9", "1.00"), id="e-9", subject="o-9", version=2))
+    assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
+    assert store.report(reporting_engine).events_missed == [(2, 4)]  # recorded once
+
+
 async def test_events_read_in_order_miss_nothing(reporting_engine, nats_server, jetstream):
     _, js = jetstream
     for n in range(3):
@@ -284,3 +304,26 @@ async def test_only_the_relay_changes_the_streams_limits_a_consumer_with_other_s
     await consume(reporting_engine, nats_server.url)  # the consumer, started with the defaults
 
     assert (await js.stream_info(STREAM)).config.max_bytes == 2 << 30
+
+
+async def test_a_stream_that_deletes_unread_events_is_refused_not_read(reporting_engine, nats_server, jetstream):
+    """Interest or work-queue retention deletes what no consumer holds yet (events published
+    before reporting's consumer existed, or while it is recreated): settleflow never reads one,
+    nor configures one (SETTLEFLOW_STREAM_RETENTION accepts `limits` alone)."""
+    from pydantic import ValidationError
+
+    from integration.stream import STREAM, StreamMisconfigured, StreamSettings
+
+    _, js = jetstream
+    with pytest.raises(ValidationError, match="limits"):
+        StreamSettings(NATS_URL=nats_server.url, SETTLEFLOW_STREAM_RETENTION="interest")
+    await js.delete_stream(STREAM)
+    config = stream_settings(nats_server.url).stream_config()
+    config.retention = config.retention.__class__("interest")
+    await js.add_stream(config)
+    try:
+        consumer = ReportingConsumer(reporting_engine, stream_settings(nats_server.url), fetch_timeout_seconds=0.5)
+        with pytest.raises(StreamMisconfigured, match="interest retention"):
+            await consumer.run(once=True)
+    finally:
+        await js.delete_stream(STREAM)  # the next test's stream is created afresh
