@@ -75,7 +75,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, addressed_here, from_outside, refuse_outsider, retry_until_done
     from workflows.process import CANCELLED_BEFORE_FIRST_CAPTURE, CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN
-    from workflows.process import VERIFIED_FULFILMENT
+    from workflows.process import SENDS_A_CAPTURE_AGAIN_GUARDED, VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -106,6 +106,9 @@ OPEN_FOR_CANCELLATION = timedelta(days=90)
 
 # Patch ids: flows started before these changes replay along their old path.
 OPEN_UNTIL_DELIVERED = "open-until-delivered"
+# Payments' refusals of MarkCaptureUnknown that mean the attempt never reached it (no payment
+# yet, or no such attempt): nothing was sent to the gateway.
+NEVER_BEGUN = frozenset({"not_found", "no_such_attempt"})
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
@@ -118,6 +121,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.open_until_delivered = False
         self.returned = False  # the parcel was stopped and comes back (signal order_returned)
         self.unknown_capture_awaits_reconciliation = False
+        self.sends_again_guarded = False  # an attempt that never reached payments is sent again as an attempt
         self.attempts = 0
         self.next_attempt_at: datetime | None = None
         self.decline_code = ""
@@ -146,6 +150,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.runs_as(f"payment-{order.order_id}")
         self.open_until_delivered = self.runs_with(OPEN_UNTIL_DELIVERED)
         self.unknown_capture_awaits_reconciliation = self.runs_with(UNKNOWN_CAPTURE_AWAITS_RECONCILIATION)
+        self.sends_again_guarded = self.folded_in(SENDS_A_CAPTURE_AGAIN_GUARDED)  # a run begun before has none
         self.set_status("capturing")
         await self.send(
             self.command(
@@ -194,6 +199,10 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
     async def attempt(self, command: CapturePayment | RetryPaymentCapture) -> Outcome:
         self.attempts += 1
         self.next_attempt_at = None
+        return await self.send_capture(command)
+
+    async def send_capture(self, command: CapturePayment | RetryPaymentCapture, resent: int = 0) -> Outcome:
+        """Send the attempt; no usable answer makes it unknown (`capture_unknown`), never a failure."""
         try:
             return await self.send(command, CAPTURE)
         except Refused as refused:
@@ -216,9 +225,9 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             if not self.unknown_capture_awaits_reconciliation:
                 raise
             reason = "cancelled_while_capturing"
-        return await self.capture_unknown(command, reason)
+        return await self.capture_unknown(command, reason, resent)
 
-    async def capture_unknown(self, command: CapturePayment | RetryPaymentCapture, reason: str) -> Outcome:
+    async def capture_unknown(self, command: CapturePayment | RetryPaymentCapture, reason: str, resent: int = 0) -> Outcome:
         """No usable answer: payments records the attempt as unknown and the flow waits for
         reconciliation's answer; nobody is told the payment failed."""
         assert self.order is not None
@@ -227,14 +236,21 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             await self.send(
                 self.command(
                     MarkCaptureUnknown,
-                    f"mark-unknown-{self.attempts}",
+                    f"mark-unknown-{self.attempts}" + (f"-after-sending-again-{resent}" if resent else ""),
                     order_id=self.order.order_id,
                     attempt_id=command.command_id,
                     reason=reason,
                 ),
                 DECIDE,
             )
-        except Refused:
+        except Refused as refused:
+            if self.sends_again_guarded and refused.code in NEVER_BEGUN:
+                # Payments holds no such attempt: the step never got to record it, so nothing
+                # went to the gateway. It is sent now as the attempt it is — the same id, so it
+                # can charge once at most —, and no usable answer again makes it unknown: the
+                # flow never fails with the card perhaps charged.
+                self.note(f"capture attempt {self.attempts} never reached payments: sent again")
+                return await self.send_capture(command, resent + 1)
             # Payments already has the answer (recorded after the step gave up): the same
             # command again returns it from payments' inbox.
             return await self.send(command, CAPTURE)

@@ -99,6 +99,10 @@ TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED = "tells-support-a-stopped-parcel-arrived
 # flows-2026-12-06f: the daily reconciliation flags a stop of a parcel billing asked for over an
 # hour ago that nobody answered, its flow no longer running (`parcel_not_stopped`).
 FLAGS_UNANSWERED_PARCEL_STOPS = "flags-unanswered-parcel-stops"
+# flows-2026-12-06f: a capture attempt that never reached payments (its step ran out of time
+# before recording it) is sent again as an attempt: no usable answer again makes it unknown,
+# where the flow used to fail with the card perhaps charged.
+SENDS_A_CAPTURE_AGAIN_GUARDED = "sends-a-capture-again-guarded"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -114,6 +118,7 @@ FOLDED_INTO = {
     CANCELLED_BEFORE_FIRST_CAPTURE: "flows-2026-12-06e",
     TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED: "flows-2026-12-06f",
     FLAGS_UNANSWERED_PARCEL_STOPS: "flows-2026-12-06f",
+    SENDS_A_CAPTURE_AGAIN_GUARDED: "flows-2026-12-06f",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

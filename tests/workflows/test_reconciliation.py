@@ -36,7 +36,7 @@ from adapters.temporal import AddressUpdates
 from cli import reconciliation as verbs
 from devstack import temporal_cli
 from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured, RequestRefund, ReviewDecision
-from domain.payments.gateway import SettlementLine
+from domain.payments.gateway import GatewayUnavailable, SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
 from domain.shared.money import Money
@@ -306,6 +306,31 @@ async def test_a_capture_whose_answer_was_lost_past_the_retry_window_ends_paid_o
 
     assert view.invoice_number
     assert harness.order(order_id).paid.amount == Decimal("120.00")
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+
+async def test_a_capture_that_never_reached_payments_for_a_day_is_sent_again_as_an_attempt_and_ends_paid_once(harness):
+    def account_unknown() -> str:
+        raise GatewayUnavailable("the gateway cannot say whose key this is")
+
+    harness.gateway.account = account_unknown  # the capture step cannot even begin its attempt
+    order_id, handle = await start_payment(harness, "tok_visa")
+    await wait_for_status(handle, "capturing", env=harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)
+    # Nothing was recorded, so nothing went out: the attempt is sent again, not the flow failed.
+    await wait_for_trail(handle, "capture attempt 1 never reached payments: sent again", harness.env)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)  # and again, a second day without an answer
+    await wait_for_trail(handle, "capture attempt 1 never reached payments: sent again", harness.env, times=2)
+    del harness.gateway.account  # the key can say whose it is again
+    await harness.env.sleep(timedelta(hours=2))  # the step's next try (its back-off reaches an hour)
+
+    view = await wait_for_status(handle, "paid", env=harness.env)
+
+    await keep_history(handle, "payment_capture_sent_again_after_it_never_reached_payments")
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING  # open for cancellation
+    assert view.invoice_number and harness.order(order_id).paid.amount == Decimal("120.00")
+    [attempt] = harness.payment(order_id).attempts
+    assert harness.gateway.calls == {attempt.attempt_id: 1}  # charged once
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
 
 
