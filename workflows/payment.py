@@ -75,7 +75,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, addressed_here, from_outside, refuse_outsider, retry_until_done
     from workflows.process import CANCELLED_BEFORE_FIRST_CAPTURE, CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN
-    from workflows.process import SENDS_A_CAPTURE_AGAIN_GUARDED, VERIFIED_FULFILMENT
+    from workflows.process import REFUNDS_BESIDE_THE_NOTICE, SENDS_A_CAPTURE_AGAIN_GUARDED, VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -427,8 +427,14 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.reason = request.reason
         self.set_status("cancelled")
         self.cancellation_answer = self.status  # the Update answers now; a refund may follow
+        owed = cancelled.first(RefundOwed)
+        if owed is not None and self.folded_in(REFUNDS_BESIDE_THE_NOTICE):
+            # The money goes back beside the customer's notice: a mailbox outage holds up
+            # the message, not the refund (a run begun before tells first).
+            await asyncio.gather(self.notify("order_cancelled", reason=request.reason), self.refund(owed))
+            return True
         await self.notify("order_cancelled", reason=request.reason)
-        if owed := cancelled.first(RefundOwed):
+        if owed is not None:
             await self.refund(owed)
         return True
 

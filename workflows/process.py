@@ -103,6 +103,9 @@ FLAGS_UNANSWERED_PARCEL_STOPS = "flags-unanswered-parcel-stops"
 # before recording it) is sent again as an attempt: no usable answer again makes it unknown,
 # where the flow used to fail with the card perhaps charged.
 SENDS_A_CAPTURE_AGAIN_GUARDED = "sends-a-capture-again-guarded"
+# flows-2026-12-06f: a cancelled paid order's refund starts beside the customer's notice of the
+# cancellation, not after it: a mailbox outage no longer holds the money back.
+REFUNDS_BESIDE_THE_NOTICE = "refunds-beside-the-notice"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -119,6 +122,7 @@ FOLDED_INTO = {
     TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED: "flows-2026-12-06f",
     FLAGS_UNANSWERED_PARCEL_STOPS: "flows-2026-12-06f",
     SENDS_A_CAPTURE_AGAIN_GUARDED: "flows-2026-12-06f",
+    REFUNDS_BESIDE_THE_NOTICE: "flows-2026-12-06f",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

@@ -50,6 +50,7 @@ from workflows.refund import RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 from tests.tokens import signed, token_for
+from tests.workflows.test_refund_workflow import mailbox_down
 
 CUSTOMER = Actor.parse("customer:c-1")
 OTHER_CUSTOMER = Actor.parse("customer:c-2")
@@ -181,6 +182,30 @@ async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_wa
 
 
 # == 2. money owed after a cancellation goes back ========================================================
+async def test_a_cancelled_paid_orders_money_goes_back_while_the_mailbox_is_down(harness):
+    order_id, _ = await place_order(harness, amount="80.00")
+    handle = payment_handle(harness, order_id)
+
+    with mailbox_down(harness):  # the customer's notice of the cancellation cannot go out
+        async with real_time(harness.env):
+            answer = await handle.execute_update(
+                PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="lost")
+            )
+            for _ in range(300):
+                if refunds_of(harness, order_id):
+                    break
+                await asyncio.sleep(0.1)
+        paid_back_while_the_mailbox_was_down = refunds_of(harness, order_id)
+        told_while_down = [m["kind"] for m in harness.messages("customer:c-1")]
+    result = await finished(harness, handle)
+
+    assert (answer, result.status) == ("cancelled", "refunded")
+    assert (paid_back_while_the_mailbox_was_down, told_while_down) == (["80.00"], ["payment_received"])
+    assert sorted(m["kind"] for m in harness.messages("customer:c-1")) == [
+        "order_cancelled", "payment_received", "refund_completed",  # once the mailbox was back
+    ]
+
+
 async def test_a_cancelled_paid_orders_money_goes_back_even_when_its_review_would_expire(harness):
     order_id, _ = await place_order(harness, amount="1500.00")  # large: an ordinary refund is reviewed
     handle = payment_handle(harness, order_id)
