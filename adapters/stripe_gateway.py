@@ -92,6 +92,8 @@ ORDER_ID, ATTEMPT_ID, REFUND_ID = "order_id", "attempt_id", "refund_id"
 
 CAPTURE_TYPES = frozenset({"charge", "payment"})  # balance transaction types of a captured card payment
 REFUND_TYPES = frozenset({"refund", "payment_refund"})
+# A refund paid out and then failed (the card's bank sent it back): its money is the merchant's again.
+REFUND_FAILURE_TYPES = frozenset({"refund_failure"})
 
 
 def stripe_business_id(business_id: str) -> str:
@@ -287,9 +289,10 @@ class StripeGateway:
         return _refund_answer(mine[0], key)
 
     def settlements(self, day: date) -> list[SettlementLine]:
-        """Every capture and refund settleflow made that Stripe booked on `day` (UTC), oldest
-        first. Balance transactions without settleflow's metadata (other payments on the same
-        account) and other types (fees, payouts, refund failures) are not listed."""
+        """Every capture and refund settleflow made that Stripe booked on `day` (UTC), and every
+        failure of such a refund (`refund_failure`: the money came back), oldest first. Balance
+        transactions without settleflow's metadata (other payments on the same account) and other
+        types (fees, payouts) are not listed."""
         start = datetime.combine(day, time(0), tzinfo=timezone.utc)
         bounds = {"gte": int(start.timestamp()), "lt": int((start + timedelta(days=1)).timestamp())}
         transactions = _ask(lambda: [_plain(t) for t in self._client.v1.balance_transactions.list(
@@ -304,18 +307,19 @@ class StripeGateway:
 
     def _settlement_line(self, txn: dict[str, Any], intents: dict[str, dict[str, Any]]) -> SettlementLine | None:
         source = txn.get("source")
-        if not isinstance(source, dict) or txn["type"] not in CAPTURE_TYPES | REFUND_TYPES:
+        if not isinstance(source, dict) or txn["type"] not in CAPTURE_TYPES | REFUND_TYPES | REFUND_FAILURE_TYPES:
             return None
         settled_at = datetime.fromtimestamp(txn["created"], tz=timezone.utc)
         try:
             amount = from_stripe_amount(txn["amount"], txn["currency"])
         except ValueError:
             return None  # a currency settleflow does not use: not one of its payments
-        if txn["type"] in REFUND_TYPES:
+        if txn["type"] in REFUND_TYPES | REFUND_FAILURE_TYPES:  # the source is the Refund
             metadata = source.get("metadata") or {}
             if not metadata.get(REFUND_ID):
                 return None
-            return SettlementLine(kind="refund", business_id=metadata[REFUND_ID], order_id=metadata.get(ORDER_ID, ""),
+            kind = "refund" if txn["type"] in REFUND_TYPES else "refund_reversal"
+            return SettlementLine(kind=kind, business_id=metadata[REFUND_ID], order_id=metadata.get(ORDER_ID, ""),
                                   reference=source["id"], amount=amount, settled_at=settled_at)
         intent_id = source.get("payment_intent")
         if not intent_id:

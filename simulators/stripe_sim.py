@@ -45,6 +45,10 @@ Behaviour by card (the PaymentIntent's `payment_method`, or the token in
                               capture declines: card_stolen / card_lost / fraudulent
     tok_refund_declined       capture succeeds; each refund is created `failed`
                               (failure_reason expired_or_canceled_card): no money moves
+    pm_card_refundFail / tok_refundFail
+                              (Stripe's) capture succeeds; each refund succeeds (money moves),
+                              then a second later fails: a `refund_failure` balance
+                              transaction gives the money back (the ledger marks it reversed)
     tok_flaky                 503 for the first two attempts of each key, then as tok_visa
     tok_timeout               runs and is stored at once, but the first answer of each key
                               comes only after `hang_seconds`; a retry gets the stored answer
@@ -125,6 +129,9 @@ CAPTURE_DECLINES = {
     "tok_fraudulent": ("card_declined", "fraudulent"),
 }
 REFUND_DECLINED_TOKEN, REFUND_FAILURE_REASON = "tok_refund_declined", "expired_or_canceled_card"
+# Stripe's test card whose refunds succeed, then fail "some time later" (a `refund_failure`
+# balance transaction gives the money back to the merchant); here a second after.
+REFUND_REVERSED_TOKENS, REVERSED_AFTER_SECONDS = frozenset({"pm_card_refundFail", "tok_refundFail"}), 1
 FLAKY_TOKEN, FLAKY_FAILURES = "tok_flaky", 2
 TIMEOUT_TOKEN = "tok_timeout"
 RATE_LIMITED_TOKEN = "tok_rate_limited"
@@ -306,6 +313,7 @@ class Simulator:
             self._charges: dict[str, dict[str, Any]] = {}
             self._refunds: dict[str, dict[str, Any]] = {}
             self._transactions: dict[str, dict[str, Any]] = {}  # balance transactions, in creation order
+            self._reversals: dict[str, int] = {}  # refund id -> when it fails (REFUND_REVERSED_TOKENS)
             self._keys: dict[str, _KeyRecord] = {}
             self._last_created = 0
             self.calls: deque[str] = deque(maxlen=CALLS_KEPT)  # "METHOD /v1/path" of each API request
@@ -445,7 +453,8 @@ class Simulator:
         refund_id = _new_id("re")
         refund: dict[str, Any] = {
             "id": refund_id, "object": "refund", "amount": amount, "balance_transaction": None,
-            "charge": charge["id"], "created": self._now(), "currency": currency, "failure_reason": None,
+            "charge": charge["id"], "created": self._now(), "currency": currency, "failure_balance_transaction": None,
+            "failure_reason": None,
             "metadata": metadata, "payment_intent": intent_id, "reason": p.get("reason"), "status": "succeeded",
         }
         self._refunds[refund_id] = refund
@@ -457,7 +466,26 @@ class Simulator:
         self._transaction(txn_id, "refund", -amount, currency, refund_id, refund["created"])
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+        if token in REFUND_REVERSED_TOKENS:
+            frozen = self.config.frozen_time is not None
+            self._reversals[refund_id] = refund["created"] + (0 if frozen else REVERSED_AFTER_SECONDS)
         return 200, dict(refund)
+
+    def _reverse_due_refunds(self) -> None:
+        """Refunds of REFUND_REVERSED_TOKENS whose time has come fail, as on Stripe: status
+        `failed`, and a `refund_failure` balance transaction gives the money back (the lock held)."""
+        now = self._now()
+        for refund_id, at in list(self._reversals.items()):
+            if at > now:
+                continue
+            del self._reversals[refund_id]
+            refund = self._refunds[refund_id]
+            txn_id = _new_id("txn")
+            refund.update(status="failed", failure_reason=REFUND_FAILURE_REASON, failure_balance_transaction=txn_id)
+            self._transaction(txn_id, "refund_failure", refund["amount"], refund["currency"], refund_id, at)
+            charge = self._charges[refund["charge"]]
+            charge["amount_refunded"] -= refund["amount"]
+            charge["refunded"] = charge["amount_refunded"] == charge["amount"]
 
     def _transaction(self, txn_id: str, type_: str, amount: int, currency: str, source: str, created: int) -> None:
         self._transactions[txn_id] = {
@@ -470,6 +498,7 @@ class Simulator:
 
     def get(self, kind: str, object_id: str) -> dict[str, Any] | None:
         with self._lock:
+            self._reverse_due_refunds()
             table = {"payment_intents": self._intents, "refunds": self._refunds, "charges": self._charges}[kind]
             found = table.get(object_id)
             return dict(found) if found else None
@@ -485,12 +514,14 @@ class Simulator:
 
     def refunds_of(self, intent_id: str | None) -> list[dict[str, Any]]:
         with self._lock:
+            self._reverse_due_refunds()
             return [dict(r) for r in reversed(self._refunds.values())
                     if intent_id is None or r["payment_intent"] == intent_id]
 
     def transactions(self, created: dict[str, int], type_: str | None, expand_source: bool) -> list[dict[str, Any]]:
         tests = {"gte": int.__ge__, "gt": int.__gt__, "lte": int.__le__, "lt": int.__lt__}
         with self._lock:
+            self._reverse_due_refunds()
             chosen = []
             for txn in reversed(self._transactions.values()):
                 if type_ and txn["type"] != type_:
@@ -505,10 +536,14 @@ class Simulator:
             return chosen
 
     def ledger(self) -> dict[str, list[dict[str, Any]]]:
-        """Every capture and refund that moved money, oldest first, amounts as decimal strings."""
+        """Every capture and refund that moved money, oldest first, amounts as decimal strings
+        (a refund reversed since says so: `reversed`)."""
         with self._lock:
+            self._reverse_due_refunds()
             captures, refunds = [], []
             for txn in self._transactions.values():
+                if txn["type"] == "refund_failure":
+                    continue  # its refund is listed, as reversed
                 if txn["type"] == "charge":
                     charge = self._charges[txn["source"]]
                     intent = self._intents[charge["payment_intent"]]
@@ -525,6 +560,7 @@ class Simulator:
                         "amount": decimal_text(refund["amount"], refund["currency"]), "minor": refund["amount"],
                         "currency": refund["currency"].upper(), "reference": refund["metadata"].get("refund_id", ""),
                         "metadata": dict(refund["metadata"]), "created": refund["created"],
+                        "reversed": refund["status"] == "failed",
                     })
             return {"captures": captures, "refunds": refunds}
 

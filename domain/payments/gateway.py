@@ -86,8 +86,10 @@ LookupAnswer = Accepted | Declined | NotFound
 class SettlementLine:
     """One movement of money in the gateway's settlement listing for a day."""
 
-    kind: Literal["capture", "refund"]
-    business_id: str  # settleflow's id: the attempt id of a capture, the refund id of a refund
+    # "refund_reversal": a refund paid out, then undone by the card's bank days later (a closed
+    # or expired card): the money came back to the merchant, and the customer was not paid.
+    kind: Literal["capture", "refund", "refund_reversal"]
+    business_id: str  # settleflow's id: the attempt id of a capture, the refund id of a refund (or its reversal)
     order_id: str
     reference: str  # the gateway's own id
     amount: Money  # always positive; `kind` says which way it went

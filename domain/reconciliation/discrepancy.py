@@ -31,6 +31,9 @@ class DiscrepancyKind(StrEnum):
     FLOW_GONE = "flow_gone"  # money reserved or in flight, and the flow that would finish it no longer runs
     # An order owes its customer money back (cancelled, parcel returned) and no refund is on its way.
     MONEY_OWED = "money_owed"
+    # A refund the gateway paid out, then reversed (the card's bank sent it back): billing counts
+    # it paid, and the customer has not been paid.
+    REFUND_REVERSED = "refund_reversed"
     # A stop of a parcel billing asked for was never answered: the flow carrying it ended on the way.
     PARCEL_NOT_STOPPED = "parcel_not_stopped"
     # The gateway's settlements of a day could not be read: nothing of that day was compared.

@@ -91,8 +91,12 @@ def compare(
     account is not in it, and is not compared (that account's listing would say what moved);
     a line under its business id is money that moved here although payments sent it there."""
     listed: dict[tuple[str, str], list[SettlementLine]] = defaultdict(list)
+    reversals: list[SettlementLine] = []
     for line in gateway:
-        listed[(line.kind, line.business_id)].append(line)
+        if line.kind == "refund_reversal":
+            reversals.append(line)
+        else:
+            listed[(line.kind, line.business_id)].append(line)
     recorded, elsewhere = {}, {}
     for entry in ours:
         mine = not listed_by or may_be_the_same_account(entry.sent_to, listed_by)
@@ -106,6 +110,9 @@ def compare(
             findings.append(_moved_in_another_account(lines, elsewhere[key], listed_by))
             continue
         findings += _against_the_listing(lines, recorded.get(key))
+    for reversal in sorted(reversals, key=lambda line: (line.settled_at, line.reference)):
+        if reversal.settled_at.date() == day:
+            findings.append(_reversed(reversal, recorded.get(("refund", reversal.business_id))))
     for key, entry in sorted(recorded.items()):
         if entry.sent_at is None or entry.sent_at.date() != day or key in listed:
             continue
@@ -180,6 +187,29 @@ def _against_the_listing(lines: list[SettlementLine], entry: LedgerEntry | None)
     elif entry.billed != entry.amount:
         findings += _amounts(what, entry, _moved(lines, entry.billed.currency), entry.billed, "billing")
     return findings
+
+
+def _reversed(reversal: SettlementLine, entry: LedgerEntry | None) -> Finding:
+    """A refund the gateway paid out and then took back (its `refund_failure`): what billing
+    counts as paid to the customer came back to the merchant. Paying it again to the same card
+    would fail the same way; support pays it another way."""
+    billing = (
+        f"billing counts {entry.billed} of it paid out" if entry is not None and entry.billed is not None
+        else "billing does not count it paid out"
+    )
+    return Finding(
+        kind=DiscrepancyKind.REFUND_REVERSED,
+        order_id=reversal.order_id,
+        business_id=reversal.business_id,
+        ours=entry.billed if entry is not None else None,
+        gateway=reversal.amount,
+        detail=(
+            f"the gateway reversed refund {reversal.business_id} of order {reversal.order_id} ({reversal.reference}) "
+            f"on {reversal.settled_at:%Y-%m-%d %H:%M} UTC: {reversal.amount} came back to the merchant and the "
+            f"customer was not paid, though {billing}. A refund to the same card would fail again (closed or "
+            f"expired): pay the customer another way, then resolve this with a note saying how."
+        ),
+    )
 
 
 def _moved_in_another_account(lines: list[SettlementLine], entry: LedgerEntry, listed_by: str) -> Finding:

@@ -8,6 +8,7 @@ Cards used are Stripe's documented test cards, which the simulator knows too.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -210,3 +211,23 @@ def test_the_gateway_names_the_test_mode_account_its_key_speaks_for(provider: Pr
     # Payments keeps it with every request; a look-up under another account's key is refused.
     mode, _, account_id = provider.gateway.account().partition(":")
     assert mode == "test" and account_id.startswith("acct_")
+
+
+def test_a_refund_the_cards_bank_sends_back_later_is_listed_as_its_reversal(provider: Provider):
+    """Stripe's pm_card_refundFail: the refund succeeds, then fails some time later and a
+    `refund_failure` gives the money back. The listing says so, under the refund's id."""
+    payment = captured(provider, capture_request(provider, "50.00", card="pm_card_refundFail"))
+    request = refund_request(provider, payment, "20.00")
+    paid = provider.gateway.refund(request)
+    assert isinstance(paid, Accepted)
+    today = datetime.now(timezone.utc).date()
+
+    def reversals() -> list:
+        return [(line.kind, line.reference, line.amount) for line in provider.gateway.settlements(today)
+                if line.business_id == request.idempotency_key and line.kind == "refund_reversal"]
+
+    deadline = time.monotonic() + (10 if provider.name == "simulator" else 600)  # Stripe: "some time later"
+    while not (found := reversals()) and time.monotonic() < deadline:
+        time.sleep(0.5 if provider.name == "simulator" else 10)
+
+    assert found == [("refund_reversal", paid.reference, request.amount)]

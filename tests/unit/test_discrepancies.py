@@ -349,3 +349,29 @@ def test_a_settled_refund_recorded_without_its_account_is_compared_as_its_paymen
     [refund] = [e for e in ledger_entries(payment, None) if e.kind == "refund"]
 
     assert (refund.sent_to, payment.refunds["r-1"].sent_to) == ("live:acct_1", "")
+
+
+def test_a_refund_the_gateway_paid_and_then_reversed_is_found_with_what_billing_counts_paid():
+    reversed_at = NOON + timedelta(hours=3)
+    findings = compare(
+        DAY,
+        [line("refund", "r-1", "30.00", reference="re_1"),
+         line("refund_reversal", "r-1", "30.00", at=reversed_at, reference="re_1")],
+        [entry("refund", "r-1", "30.00", reference="re_1")],
+    )
+
+    [reversed_refund] = findings  # the refund itself agrees; its reversal is the finding
+    assert (reversed_refund.kind, reversed_refund.business_id) == (DiscrepancyKind.REFUND_REVERSED, "r-1")
+    assert (reversed_refund.ours, reversed_refund.gateway) == (eur("30.00"), eur("30.00"))
+    assert "customer was not paid" in reversed_refund.detail and "billing counts 30.00 EUR" in reversed_refund.detail
+
+
+def test_a_reversal_is_found_on_the_day_it_happened_not_on_the_day_of_its_refund():
+    refund_day = [line("refund", "r-1", "30.00", reference="re_1")]
+    later = line("refund_reversal", "r-1", "30.00", at=NOON + timedelta(days=4), reference="re_1")
+
+    on_the_refunds_day = compare(DAY, refund_day + [later], [entry("refund", "r-1", "30.00", reference="re_1")])
+    on_its_own_day = compare(DAY + timedelta(days=4), [later], [entry("refund", "r-1", "30.00", reference="re_1")])
+
+    assert on_the_refunds_day == []
+    assert [f.kind for f in on_its_own_day] == [DiscrepancyKind.REFUND_REVERSED]

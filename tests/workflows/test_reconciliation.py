@@ -573,6 +573,29 @@ async def test_a_settlement_payments_does_not_know_is_recorded_once_and_support_
     assert len(harness.support_messages()) == 1
 
 
+async def test_a_refund_the_cards_bank_sent_back_is_flagged_for_support_to_pay_another_way(harness):
+    order_id = await delivered(harness)
+    handle = await start_refund(harness, order_id, "30.00")
+    assert (await handle.result()).status == "completed"
+    refund_id = handle.id.removeprefix("refund-")
+    paid = harness.gateway.moved[refund_id]  # the refund id is its idempotency key
+    reversed_at = paid.settled_at + timedelta(seconds=5)  # the card was closed: the money came back
+    harness.gateway.moved[f"reversal-{refund_id}"] = SettlementLine(
+        kind="refund_reversal", business_id=paid.business_id, order_id=order_id, reference=paid.reference,
+        amount=paid.amount, settled_at=reversed_at,
+    )
+
+    first = await reconcile(harness, daily=True, day=reversed_at.date())
+    again = await reconcile(harness, daily=True, day=reversed_at.date())
+
+    [flag] = harness.discrepancies()
+    assert (flag.id, flag.order_id, flag.ours, flag.gateway) == (
+        f"refund_reversed:{refund_id}", order_id, Money.of("30.00", "EUR"), Money.of("30.00", "EUR"),
+    )
+    assert (first.discrepancies, again.discrepancies) == (1, 0)
+    assert [m["kind"] for m in harness.support_messages()] == ["discrepancy_found"]
+
+
 async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_stranded_check_still_runs(harness):
     await terminated_while_sending(harness)
     harness.gateway.reachable = False  # the gateway is down all through the daily pass (an hour of tries)
