@@ -694,6 +694,9 @@ def settlement_check(chaos: Chaos) -> tuple[str, int, list[str]]:
     listing = chaos.deps.gateway.settlements(today - timedelta(days=1)) + chaos.deps.gateway.settlements(today)
     settled: dict[str, list[Decimal]] = defaultdict(lambda: [Decimal("0.00"), Decimal("0.00")])
     for line in listing:
+        if line.kind == "refund_reversal":  # money that came back: the refund it undoes is listed
+            settled[line.order_id][1] -= line.amount.amount
+            continue
         settled[line.order_id][0 if line.kind == "capture" else 1] += line.amount.amount
     bad = []
     for order in chaos.orders:

@@ -90,10 +90,8 @@ def order_chain(engine: Any, order_id: str) -> list[dict[str, Any]]:
 
 
 def _went_out(row: dict[str, Any]) -> str:
-    if row["parked_at"] is not None:
-        return f"PARKED: {row['park_reason']}"
     if row["published_at"] is None:
-        return "not yet published"
+        return f"PARKED: {row['park_reason']}" if row["parked_at"] is not None else "not yet published"
     return row["published_as"] or "internal (not published)"
 
 
@@ -145,7 +143,7 @@ def outbox_status(args: argparse.Namespace, settings: Settings) -> int:
 # -- report -------------------------------------------------------------------------------------------------------------
 async def _caught_up(settings: Settings) -> bool:
     """Nothing left in the outbox and nothing pending for the reporting consumer."""
-    from integration.stream import STREAM, StreamSettings, connect
+    from integration.stream import STREAM, connect, stream_settings_or_exit
     from reporting.consumer import ReportingConsumer
 
     engine = db.make_engine(settings.database_url)
@@ -154,7 +152,7 @@ async def _caught_up(settings: Settings) -> bool:
             return False
     finally:
         engine.dispose()
-    stream = StreamSettings()
+    stream = stream_settings_or_exit("starter.py")
     nc = await connect(stream.nats_url, name="settleflow-starter")
     try:
         info = await nc.jetstream().consumer_info(STREAM, ReportingConsumer.default_durable())

@@ -33,7 +33,7 @@ from adapters.settings import Settings, load
 from adapters.stripe_gateway import StripeGateway
 from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from adapters.temporal import connect_config
-from integration.stream import StreamSettings
+from integration.stream import stream_settings_or_exit
 
 PROBE_TIMEOUT_SECONDS = 2.0
 REDACTED = "<redacted>"
@@ -81,7 +81,7 @@ def effective(settings: Settings) -> tuple[dict[str, Any], list[str]]:
     if ":" not in str(config["target_host"]):
         problems.append(f"Temporal address {config['target_host']!r}: expected host:port")
 
-    stream = StreamSettings()
+    stream = stream_settings_or_exit("starter.py")
     values = settings.model_dump()
     shown: dict[str, Any] = {"temporal": temporal, "settleflow": {}}
     for name, value in values.items():

@@ -341,6 +341,7 @@ class Simulator:
         """One attempt under an idempotency key: replay, refuse, fail, hang, or run."""
         hang = self.config.hang_seconds
         with self._lock:
+            self._reverse_due_refunds()  # a refund reversed by now has given its amount back
             bound = {k: v for k, v in params.items() if k != "expand"}
             record = self._keys.get(key)
             if record is None:
@@ -523,7 +524,10 @@ class Simulator:
         with self._lock:
             self._reverse_due_refunds()
             chosen = []
-            for txn in reversed(self._transactions.values()):
+            # Newest first by when each was booked (a reversal is booked when it happens, which
+            # may be before transactions stored after it).
+            by_booking = sorted(enumerate(self._transactions.values()), key=lambda n_txn: (n_txn[1]["created"], n_txn[0]))
+            for _, txn in reversed(by_booking):
                 if type_ and txn["type"] != type_:
                     continue
                 if not all(tests[op](txn["created"], bound) for op, bound in created.items()):

@@ -430,8 +430,13 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         owed = cancelled.first(RefundOwed)
         if owed is not None and self.folded_in(REFUNDS_BESIDE_THE_NOTICE):
             # The money goes back beside the customer's notice: a mailbox outage holds up
-            # the message, not the refund (a run begun before tells first).
-            await asyncio.gather(self.notify("order_cancelled", reason=request.reason), self.refund(owed))
+            # the message, not the refund (a run begun before tells first). Whatever becomes of
+            # the notice, the refund is awaited: it is never left running on its own.
+            refunding = asyncio.create_task(self.refund(owed))
+            try:
+                await self.notify("order_cancelled", reason=request.reason)
+            finally:
+                await refunding
             return True
         await self.notify("order_cancelled", reason=request.reason)
         if owed is not None:

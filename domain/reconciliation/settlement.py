@@ -112,7 +112,8 @@ def compare(
         findings += _against_the_listing(lines, recorded.get(key))
     for reversal in sorted(reversals, key=lambda line: (line.settled_at, line.reference)):
         if reversal.settled_at.date() == day:
-            findings.append(_reversed(reversal, recorded.get(("refund", reversal.business_id))))
+            key = ("refund", reversal.business_id)
+            findings.append(_reversed(reversal, recorded.get(key) or elsewhere.get(key)))
     for key, entry in sorted(recorded.items()):
         if entry.sent_at is None or entry.sent_at.date() != day or key in listed:
             continue
@@ -193,22 +194,27 @@ def _reversed(reversal: SettlementLine, entry: LedgerEntry | None) -> Finding:
     """A refund the gateway paid out and then took back (its `refund_failure`): what billing
     counts as paid to the customer came back to the merchant. Paying it again to the same card
     would fail the same way; support pays it another way."""
-    billing = (
-        f"billing counts {entry.billed} of it paid out" if entry is not None and entry.billed is not None
-        else "billing does not count it paid out"
+    reversed_ = (
+        f"the gateway reversed refund {reversal.business_id} of order {reversal.order_id} ({reversal.reference}) "
+        f"on {reversal.settled_at:%Y-%m-%d %H:%M} UTC: {reversal.amount} came back to the merchant and the "
+        f"customer was not paid"
     )
+    if entry is None or entry.billed is None:
+        # Payments or billing already hold it as not paid out (its answer was read after the
+        # reversal: declined): what is owed, billing shows; nothing more is due for it.
+        detail = (f"{reversed_}. Billing does not count it paid out: what the order still owes is billing's "
+                  f"(a money_owed flag names it); nothing more is due for this refund.")
+    else:
+        detail = (f"{reversed_}, though billing counts {entry.billed} of it paid out. A refund to the same card "
+                  f"would fail again (closed or expired): pay the customer another way, then resolve this "
+                  f"with a note saying how.")
     return Finding(
         kind=DiscrepancyKind.REFUND_REVERSED,
         order_id=reversal.order_id,
         business_id=reversal.business_id,
         ours=entry.billed if entry is not None else None,
         gateway=reversal.amount,
-        detail=(
-            f"the gateway reversed refund {reversal.business_id} of order {reversal.order_id} ({reversal.reference}) "
-            f"on {reversal.settled_at:%Y-%m-%d %H:%M} UTC: {reversal.amount} came back to the merchant and the "
-            f"customer was not paid, though {billing}. A refund to the same card would fail again (closed or "
-            f"expired): pay the customer another way, then resolve this with a note saying how."
-        ),
+        detail=detail,
     )
 
 

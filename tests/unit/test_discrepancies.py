@@ -375,3 +375,11 @@ def test_a_reversal_is_found_on_the_day_it_happened_not_on_the_day_of_its_refund
 
     assert on_the_refunds_day == []
     assert [f.kind for f in on_its_own_day] == [DiscrepancyKind.REFUND_REVERSED]
+
+
+def test_a_reversal_of_a_refund_payments_holds_as_not_paid_asks_for_no_second_payment():
+    # Its answer was read after the reversal: payments recorded it declined, billing owes it.
+    [found] = compare(DAY, [line("refund_reversal", "r-1", "30.00", reference="re_1")], [])
+
+    assert (found.kind, found.ours) == (DiscrepancyKind.REFUND_REVERSED, None)
+    assert "nothing more is due for this refund" in found.detail and "pay the customer" not in found.detail
