@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -33,7 +32,7 @@ from adapters.settings import Settings, load
 from adapters.stripe_gateway import StripeGateway
 from domain.payments.gateway import GatewayRefusedRequest, GatewayUnavailable
 from adapters.temporal import connect_config
-from integration.stream import stream_settings_or_exit
+from integration.stream import settings_or_exit, stream_settings_or_exit
 
 PROBE_TIMEOUT_SECONDS = 2.0
 REDACTED = "<redacted>"
@@ -47,13 +46,7 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser) -> None:
 
 def load_or_exit() -> Settings:
     """The settings, or one line per invalid variable on stderr and exit code 2."""
-    try:
-        return load()
-    except ValidationError as invalid:
-        for error in invalid.errors():
-            variable = ".".join(str(part) for part in error["loc"])
-            print(f"starter.py: error: configuration: {variable}: {error['msg']}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return settings_or_exit("starter.py", load)
 
 
 def effective(settings: Settings) -> tuple[dict[str, Any], list[str]]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -29,6 +30,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("settleflow.nats")
+T = TypeVar("T")
 
 STREAM = "SETTLEFLOW"
 SUBJECTS = ["settleflow.>"]
@@ -79,15 +81,19 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0) -> Clien
     )
 
 
-def stream_settings_or_exit(prog: str) -> StreamSettings:
-    """The stream's settings, or one line per invalid variable on stderr and exit code 2."""
+def settings_or_exit(prog: str, load: Callable[[], T]) -> T:
+    """Settings read from the environment, or one line per invalid variable on stderr and exit code 2."""
     try:
-        return StreamSettings()
+        return load()
     except ValidationError as invalid:
         for error in invalid.errors():
             variable = ".".join(str(part) for part in error["loc"])
             print(f"{prog}: error: configuration: {variable}: {error['msg']}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def stream_settings_or_exit(prog: str) -> StreamSettings:
+    return settings_or_exit(prog, StreamSettings)
 
 
 class StreamMisconfigured(Exception):
