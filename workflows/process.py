@@ -47,7 +47,10 @@ LOCAL_DECISIONS = "local-decisions"
 # reach it, and replay their own path. A new release goes first in this list.
 RELEASE = "flows-2026-12-06f"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
-RELEASES = (RELEASE, "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06", FIRST_RELEASE)
+RELEASES = (
+    RELEASE, "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
+    FIRST_RELEASE,
+)
 
 # A start request that does not fit its message (JSON with a wrong type or a missing
 # field, from the web UI or `temporal workflow start --input`) fails the workflow at once

@@ -1,6 +1,7 @@
 """What reconciliation reads from the owners and the gateway, in plain messages that can
 cross Temporal: the items whose gateway answer is missing, reservations whose flow
-is gone, money owed with no refund on its way, and stops of a parcel nobody answered. Reading decides nothing; the owners decide when the commands arrive."""
+is gone, money owed with no refund on its way, and stops of a parcel nobody answered.
+Reading decides nothing; the owners decide when the commands arrive."""
 
 from __future__ import annotations
 
