@@ -109,6 +109,9 @@ SENDS_A_CAPTURE_AGAIN_GUARDED = "sends-a-capture-again-guarded"
 # flows-2026-12-06f: a cancelled paid order's refund starts beside the customer's notice of the
 # cancellation, not after it: a mailbox outage no longer holds the money back.
 REFUNDS_BESIDE_THE_NOTICE = "refunds-beside-the-notice"
+# flows-2026-12-06f: a refund whose intercept brought the parcel back, while another refund of
+# the order said no meanwhile, tells support what the return leaves owed (billing's RefundOwed).
+TELLS_SUPPORT_WHAT_A_RETURN_OWES = "tells-support-what-a-return-owes"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -126,6 +129,7 @@ FOLDED_INTO = {
     FLAGS_UNANSWERED_PARCEL_STOPS: "flows-2026-12-06f",
     SENDS_A_CAPTURE_AGAIN_GUARDED: "flows-2026-12-06f",
     REFUNDS_BESIDE_THE_NOTICE: "flows-2026-12-06f",
+    TELLS_SUPPORT_WHAT_A_RETURN_OWES: "flows-2026-12-06f",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

@@ -73,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
     from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, addressed_here, from_outside, refuse_outsider
+    from workflows.process import TELLS_SUPPORT_WHAT_A_RETURN_OWES
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -203,7 +204,11 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
                 return await self.cancel(approved, rejection.reason)
 
         if intercept is not None and after_fraud:
-            await self.intercept(intercept, DECIDE)
+            stopped = await self.intercept(intercept, DECIDE)
+            if self.folded_in(TELLS_SUPPORT_WHAT_A_RETURN_OWES):  # a run begun before has none
+                # The goods are back, and another refund of the order said no meanwhile: what
+                # no refund takes is owed, and support decides how it goes back.
+                await self.tell_support_if_owed(stopped, approved, "the parcel came back", "tell-support-owed-on-return")
         return await self.pay_out(approved)
 
     # -- people: the fraud review ---------------------------------------------------
@@ -381,13 +386,16 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
         await self.tell_support_if_owed(cancelled, approved, reason)
         return await self.end("cancelled", reason=reason)
 
-    async def tell_support_if_owed(self, settled: Outcome, approved: RefundApproved, reason: str) -> None:
-        """Billing says money of a cancelled order is still owed: support decides how it goes back."""
+    async def tell_support_if_owed(
+        self, settled: Outcome, approved: RefundApproved, reason: str, step: str = "tell-support-owed"
+    ) -> None:
+        """Billing says money is owed back (a cancelled order's, a returned parcel's) that no refund
+        takes: support decides how it goes back."""
         if owed := settled.first(RefundOwed):
             await self.send(
                 self.command(
                     NotifyTeam,
-                    "tell-support-owed",
+                    step,
                     team="support",
                     kind="refund_owed_support",
                     subject=approved.refund_id,

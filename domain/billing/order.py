@@ -268,10 +268,15 @@ class Order(AggregateRoot):
             return
         if self.fulfilment is not Fulfilment.SHIPPED:
             raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")
+        owed_already = self.owes_back  # a cancelled order's money was owed, and told, before
         self.fulfilment, self.returned_at, self.parcel_stop = Fulfilment.RETURNED, command.issued_at, None
         self.record(
             command, ParcelReturned(order_id=self.id, refund_id=command.refund_id, returned_at=command.issued_at)
         )
+        if not owed_already and self.owed.is_positive:
+            # The goods are back, and what no refund is taking (another refund of it said no
+            # meanwhile) is owed now: told to support, as a cancellation's is.
+            self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.owed))
         self._keep_owed_since(command.issued_at)
 
     # -- refunds -----------------------------------------------------------------
@@ -378,10 +383,13 @@ class Order(AggregateRoot):
         if self.owes_back:
             # Owed back (cancelled, or the parcel came back): no window closes on it.
             return self._amount_rejection(command)
-        if self.fulfilment is Fulfilment.PENDING:
+        # A delivery billing holds until its shipment is recorded happened all the same (as for
+        # `cancel`): the order is delivered, and the window runs from it.
+        delivered_at = self.delivered_at or self.held_delivery_at
+        if self.fulfilment is Fulfilment.PENDING and delivered_at is None:
             return "not_shipped", "only shipped or delivered orders can be refunded"
         # The window opens when the parcel reached the customer (a returned one owes back, above).
-        if self.delivered_at is not None and command.issued_at - self.delivered_at > self.REFUND_WINDOW:
+        if delivered_at is not None and command.issued_at - delivered_at > self.REFUND_WINDOW:
             return "refund_window_closed", f"refunds close {self.REFUND_WINDOW.days} days after delivery"
         return self._amount_rejection(command)
 

@@ -172,6 +172,31 @@ def test_money_a_returned_parcel_owed_is_no_longer_owed_once_the_parcel_turns_ou
     assert order.pending_events[0].reason_code == "refund_window_closed"
 
 
+def test_a_return_leaving_money_no_refund_takes_owes_it_and_says_so():
+    # 60 of 100 asked first (then refused in review), the last 40 stop the parcel; it comes back.
+    order = shipped_order("100.00")
+    order.request_refund(refund(order, "r-1", amount="60.00"))
+    order.request_refund(refund(order, "r-2"))
+    order.cancel_refund(command(CancelRefund, issued_at=T0 + days(2), order_id=order.id, refund_id="r-1",
+                                reason="review_expired"))
+    order.clear_events()
+
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(3), refund_id="r-2"))
+
+    returned, owed = order.pending_events
+    assert names([returned, owed]) == ["ParcelReturned", "RefundOwed"]
+    assert (owed.amount, order.owed, order.owed_since) == (eur("60.00"), eur("60.00"), T0 + days(3))
+
+
+def test_a_return_of_a_cancelled_orders_parcel_owes_nothing_new():
+    order = cancelled_while_cleared()  # its refund took everything; its money was owed, and told, before
+    order.record_shipment(command(RecordShipment, issued_at=T0 + days(2), order_id=order.id, tracking="TRK-9",
+                                  shipped_at=T0 + days(1)))
+    order.clear_events()
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(3), refund_id="o-1-cancellation"))
+    assert names(order.pending_events) == ["ParcelReturned"]
+
+
 def test_a_returned_parcels_money_a_refund_did_not_pay_back_is_owed_and_no_window_closes_on_it():
     order = shipped_order("100.00")
     order.request_refund(refund(order))

@@ -697,3 +697,19 @@ TestRefundLedger = RefundLedger.TestCase
 TestRefundLedger.settings = settings(
     max_examples=100, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_an_order_whose_delivery_billing_holds_is_refunded_as_delivered_within_its_window():
+    # The carrier's scan came before the shipment's record: billing holds the delivery.
+    order = paid_order("100.00")
+    order.record_delivery(command(RecordDelivery, order_id=order.id, delivered_at=T0 + days(1)))
+    order.clear_events()
+
+    order.request_refund(command(RequestRefund, actor=CUSTOMER, issued_at=T0 + days(2), order_id=order.id,
+                                 refund_id="r-1", amount=eur("30.00"), reason="broken"))
+    order.request_refund(command(RequestRefund, actor=CUSTOMER, issued_at=T0 + days(32), order_id=order.id,
+                                 refund_id="r-2", amount=eur("30.00"), reason="broken"))
+
+    approved, too_late = order.pending_events
+    assert names([approved]) == ["RefundApproved"]  # no intercept: nothing is on the road
+    assert too_late.reason_code == "refund_window_closed"  # 30 days from the delivery it holds

@@ -136,6 +136,29 @@ async def test_an_intercepted_parcel_is_recorded_by_billing_as_returned_and_the_
     assert payment.status == "returned"  # closed: nothing left to cancel, the money went back
 
 
+async def test_a_parcel_brought_back_after_another_refund_said_no_tells_support_what_is_owed(harness):
+    order_id, _ = await place_order(harness, amount="2500.00")
+    await ship(harness, order_id)
+    first = await start_refund(harness, order_id, "1000.00")  # reviewed: large
+    await wait_for_status(first, "under_review")
+    rest = await start_refund(harness, order_id)  # the other 1,500.00: billing asks to stop the parcel
+    await wait_for_status(rest, "under_review")
+
+    async with real_time(harness.env):
+        await first.execute_update(RefundWorkflow.resolve_review, ReviewResolution(
+            decision=ReviewDecision.REJECT, reviewer=ANALYST, **signed(ANALYST)))
+        await rest.execute_update(RefundWorkflow.resolve_review, ReviewResolution(
+            decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST)))
+    result = await finished(harness, rest)
+
+    assert result.status == "completed"
+    order = harness.order(order_id)
+    assert (order.fulfilment, order.owed) == ("returned", Money.of("1000.00", "EUR"))  # the goods are back
+    [told] = [m for m in harness.messages("team:support") if m["kind"] == "refund_owed_support"]
+    assert "1000.00 EUR is still owed" in told["body"]
+    assert refunds_of(harness, order_id) == ["1500.00"]
+
+
 async def test_a_stopped_parcels_late_delivery_scan_is_recorded_and_support_is_told(harness):
     order_id, _ = await place_order(harness, amount="100.00")
     await ship(harness, order_id)
