@@ -352,12 +352,12 @@ def report(runs: list[Run], shape: str, engine_shape: str, database: str, load_s
         print(f"  production settings on: {', '.join(sorted(PRODUCTION_ENV))}")
     print()
     head = f"{'run':<34}{'N':>5}{'wrk':>4}{'wall s':>8}{'per s':>8}{'p50 s':>8}{'p95 s':>8}" \
-           f"{'outbox/wf':>11}{'inbox/wf':>10}{'events/wf':>11}"
+           f"{'outbox/wf':>11}{'inbox/wf':>10}{'events/wf':>15}"
     print(head)
     print("-" * len(head))
     for r in runs:
         print(f"{r.label:<34}{r.n:>5}{r.workers:>4}{r.seconds:>8.2f}{r.rate:>8.2f}{r.pct(50):>8.3f}{r.pct(95):>8.3f}"
-              f"{spread(r.outbox_per):>11}{spread(r.inbox_per):>10}{spread(r.history_per):>11}")
+              f"{spread(r.outbox_per):>11}{spread(r.inbox_per):>10} {spread(r.history_per):>14}")  # "19.0 (19-22)" fits
     print()
     print("CPU seconds used during each run, per process (each summed over its process group), cores kept busy:")
     names = sorted({k for r in runs for k in r.cpu})
