@@ -16,6 +16,8 @@ release marker and the searchable statuses, and what settleflow's own code costs
 
 from __future__ import annotations
 
+from collections import Counter
+
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 
@@ -65,6 +67,21 @@ class RawChainWorkflow:
 def shape_of(events) -> str:
     """"L" per local-activity marker, "R" per scheduled activity, in history order."""
     return "".join(letter for letter in engine_shape_of(events) if letter in "LR")
+
+
+def beyond_the_shortest(histories: list[list]) -> Counter:
+    """The event types the longer histories hold beyond the shortest one's, summed over them:
+    what "history events constant in N" loses under load (e.g. a workflow task's heartbeat
+    while local activities wait, or a task timed out and scheduled again)."""
+    kinds = [Counter(EventType.Name(event.event_type).removeprefix("EVENT_TYPE_") for event in events)
+             for events in histories]
+    if not kinds:
+        return Counter()
+    shortest = min(kinds, key=lambda k: sum(k.values()))
+    extra: Counter = Counter()
+    for k in kinds:
+        extra.update(k - shortest)
+    return extra
 
 
 def engine_shape_of(events) -> str:

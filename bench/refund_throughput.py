@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +54,7 @@ from workflows.refund import RefundRequest, RefundWorkflow
 from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 
 from bench.profile import Profiler, summarize
-from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, engine_shape_of, shape_of
+from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, beyond_the_shortest, engine_shape_of, shape_of
 from bench.relay import RelayBench
 from adapters.identity import signed
 
@@ -89,6 +90,8 @@ class Run:
     outbox_per: list[int] = field(default_factory=list)
     inbox_per: list[int] = field(default_factory=list)
     history_per: list[int] = field(default_factory=list)
+    # Event types the longer histories hold beyond the shortest one's (summed over those histories).
+    history_extra: Counter = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the run
 
     @property
@@ -206,7 +209,7 @@ class Bench:
         for _, status, _ in done:
             run.statuses[status] = run.statuses.get(status, 0) + 1
         ids = self.last_ids = [d[2] for d in done]
-        run.history_per = await self.history_lengths(ids)
+        run.history_per, run.history_extra = await self.history_lengths(ids)
         if refunds:
             run.outbox_per, run.inbox_per = self.rows_per(ids)
         log(f"{label}: {run.n} in {seconds:.1f} s = {run.rate:.2f}/s, p50 {run.pct(50):.3f} s, statuses {run.statuses}")
@@ -222,14 +225,16 @@ class Bench:
     async def raw(self, label: str, shape: str, n: int, workers: int, **options) -> Run:
         return await self.measure(label, [lambda: self.one_raw(shape) for _ in range(n)], workers, **options)
 
-    async def history_lengths(self, workflow_ids: list[str]) -> list[int]:
+    async def history_lengths(self, workflow_ids: list[str]) -> tuple[list[int], Counter]:
+        """Each workflow's history length, and what the longer ones hold beyond the shortest."""
         gate = asyncio.Semaphore(20)
 
-        async def one(wid: str) -> int:
+        async def one(wid: str) -> list:
             async with gate:
-                return len((await self.client.get_workflow_handle(wid).fetch_history()).events)
+                return list((await self.client.get_workflow_handle(wid).fetch_history()).events)
 
-        return list(await asyncio.gather(*(one(w) for w in workflow_ids)))
+        histories = list(await asyncio.gather(*(one(w) for w in workflow_ids)))
+        return [len(events) for events in histories], beyond_the_shortest(histories)
 
     def rows_per(self, workflow_ids: list[str]) -> tuple[list[int], list[int]]:
         """Rows each refund left in `outbox` (caused by one of its commands) and `processed_commands`."""
@@ -372,6 +377,12 @@ def report(runs: list[Run], shape: str, engine_shape: str, database: str, load_s
     for r in runs:
         if r.statuses != {"completed": r.n}:
             print(f"  NOTE {r.label}: statuses {r.statuses}")
+    for r in runs:
+        if r.history_extra:
+            longer = sum(1 for n in r.history_per if n > min(r.history_per))
+            print(f"  NOTE {r.label}: {longer} of {r.n} histories longer than the shortest "
+                  f"({min(r.history_per)}), holding beyond it: "
+                  + ", ".join(f"{kind} x{n}" for kind, n in r.history_extra.most_common()))
 
 
 def ratio_lines(runs: list[Run]) -> list[str]:
