@@ -200,8 +200,8 @@ def trust_or_exit() -> None:
     """Refuse to start where tokens could not be trusted (README "Security"), and say plainly
     when a worker trusts the local dev issuer."""
     trust = load_trust()
-    if trust.dev_issuer_refused:
-        print(f"worker.py: error: {trust.dev_issuer_refused}", file=sys.stderr, flush=True)
+    if refused := trust.dev_issuer_refused or trust.payload_keys_missing:
+        print(f"worker.py: error: {refused}", file=sys.stderr, flush=True)
         raise SystemExit(2)
     if trust.dev_mode:
         log.warning("dev mode: tokens signed by the local dev issuer (%s) are trusted; "

@@ -44,7 +44,7 @@ FIND_MONEY_OWED = "reconciliation.FindMoneyOwed"
 FIND_UNANSWERED_PARCEL_STOPS = "reconciliation.FindUnansweredParcelStops"
 # The flow that carries a stop of a parcel to shipping and its answer back to billing.
 STOP_CARRIED_BY = {StopAskedBecause.REFUND: "refund-{refund_id}", StopAskedBecause.CANCELLATION: "ship-{order_id}"}
-UNTOLD_AT_ONCE = 8  # waiting flows asked at a time
+UNTOLD_AT_ONCE = 8  # flows asked (queried, described) at a time
 QUERY_WITHIN = timedelta(seconds=3)  # a flow that cannot answer sooner (its worker down) is asked next pass
 # Running flows resting on reconciliation's word (their FlowStatus search attribute).
 WAITING_FLOWS = "FlowStatus = 'awaiting_reconciliation' AND ExecutionStatus = 'Running'"
@@ -97,11 +97,15 @@ class ReconciliationActivities:
 
     @activity.defn(name=COMPARE_SETTLEMENTS)
     def compare_settlements(self, day: SettlementDay) -> list[Finding]:
-        """Billing's ledger and payments' records against the gateway's listing of `day`
-        (and the next day's: a movement sent just before midnight settles after it)."""
+        """Billing's ledger and payments' records against the gateway's listing of `day`, with
+        the days either side: the next (a movement sent just before midnight settles after it)
+        and the one before (a business id whose first movement settled then is that day's to
+        compare, its later movements included: a second charge just after midnight is not
+        reported again, alone, as the next day's)."""
         try:
             listed_by = self.gateway.account()
-            listed = self.gateway.settlements(day.day) + self.gateway.settlements(day.day + timedelta(days=1))
+            listed = [line for offset in (-1, 0, 1)
+                      for line in self.gateway.settlements(day.day + timedelta(days=offset))]
         except GatewayUnavailable as trouble:
             raise ApplicationError(f"gateway unavailable: {trouble}", type="GatewayUnavailable") from trouble
         since = datetime.combine(day.day, time(0), tzinfo=UTC)
@@ -117,16 +121,18 @@ class ReconciliationActivities:
     @activity.defn(name=FIND_STRANDED_REFUNDS)
     async def find_stranded_refunds(self, scan: ReconciliationScan) -> list[StrandedRefund]:
         """Refunds whose money billing holds reserved while their flow (`refund-{id}`) no longer
-        runs: terminated, failed, timed out, or reset away from and gone."""
+        runs: terminated, failed, timed out, or reset away from and gone. A flow Temporal cannot
+        describe now is left for the next daily pass; the others are found."""
         assert self.client is not None, "finding stranded refunds needs the Temporal client"
         # The database is read in a thread: this activity runs on the worker's event loop.
         candidates = await asyncio.to_thread(self._reserved_refunds, scan.as_of)
+        statuses = await self._flow_statuses([f"refund-{refund_id}" for _, refund_id, _, _ in candidates])
         stranded = []
         for order_id, refund_id, amount, requested_at in candidates:
             workflow_id = f"refund-{refund_id}"
-            status, run_id = await self._flow_status(workflow_id)
-            if status is WorkflowExecutionStatus.RUNNING:
-                continue
+            if (found := statuses.get(workflow_id)) is None:
+                continue  # running, or not describable now
+            status, run_id = found
             stranded.append(
                 StrandedRefund(
                     order_id=order_id,
@@ -139,6 +145,27 @@ class ReconciliationActivities:
                 )
             )
         return stranded
+
+    async def _flow_statuses(
+        self, workflow_ids: list[str]
+    ) -> dict[str, tuple[WorkflowExecutionStatus | None, str]]:
+        """The flows of `workflow_ids` that no longer run, with their status and run (None, ""
+        when Temporal knows no such flow), asked a few at a time. One Temporal cannot describe
+        now (a frontend blip) is left out, to be asked next pass: it holds up no other."""
+        at_once = asyncio.Semaphore(UNTOLD_AT_ONCE)
+
+        async def one(workflow_id: str) -> tuple[str, tuple[WorkflowExecutionStatus | None, str] | None]:
+            async with at_once:
+                try:
+                    found = await self._flow_status(workflow_id)
+                except RPCError as trouble:
+                    log.warning("reconciliation: could not describe %s, asked again next pass: %s", workflow_id,
+                                trouble.message)
+                    return workflow_id, None
+                return workflow_id, None if found[0] is WorkflowExecutionStatus.RUNNING else found
+
+        return {wid: found for wid, found in await asyncio.gather(*map(one, dict.fromkeys(workflow_ids)))
+                if found is not None}
 
     async def _flow_status(self, workflow_id: str) -> tuple[WorkflowExecutionStatus | None, str]:
         """The status and run of a flow's latest run (None, "" when Temporal knows no such flow)."""
@@ -158,12 +185,15 @@ class ReconciliationActivities:
         runs: it ended on the way, or was a run of a release that did not carry such stops."""
         assert self.client is not None, "finding unanswered stops needs the Temporal client"
         candidates = await asyncio.to_thread(self._unanswered_stops, scan.as_of)
+        carried_by = {order_id: STOP_CARRIED_BY[stop.because].format(refund_id=stop.refund_id, order_id=order_id)
+                      for order_id, stop in candidates}
+        statuses = await self._flow_statuses(list(carried_by.values()))
         found = []
         for order_id, stop in candidates:
-            workflow_id = STOP_CARRIED_BY[stop.because].format(refund_id=stop.refund_id, order_id=order_id)
-            status, _ = await self._flow_status(workflow_id)
-            if status is WorkflowExecutionStatus.RUNNING:
-                continue
+            workflow_id = carried_by[order_id]
+            if (gone := statuses.get(workflow_id)) is None:
+                continue  # running, or not describable now
+            status = gone[0]
             found.append(
                 UnansweredParcelStop(
                     order_id=order_id, refund_id=stop.refund_id, tracking=stop.tracking, asked_at=stop.asked_at,

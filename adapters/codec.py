@@ -55,6 +55,8 @@ class KeyRing:
     @classmethod
     def from_settings(cls, settings: TrustSettings | None = None) -> KeyRing:
         settings = settings or load_trust()
+        if settings.payload_keys_missing:
+            raise ValueError(settings.payload_keys_missing)
         if not settings.payload_keys:
             return cls("dev", {"dev": dev_payload_key(settings)})
         keys: dict[str, bytes] = {}
@@ -62,6 +64,9 @@ class KeyRing:
             kid, sep, encoded = entry.partition("=")
             if not sep:
                 raise ValueError("SETTLEFLOW_PAYLOAD_KEYS: expected kid=base64key[,kid=base64key]")
+            if kid in keys:
+                # One id, two keys: whichever won, what the other encrypted could not be read.
+                raise ValueError(f"SETTLEFLOW_PAYLOAD_KEYS names key id {kid!r} twice; each key needs its own id")
             key = base64.b64decode(encoded)
             if len(key) != 32:
                 raise ValueError(f"payload key {kid!r} is {len(key)} bytes; AES-256 needs 32")

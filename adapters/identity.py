@@ -28,7 +28,7 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -84,6 +84,20 @@ class TrustSettings(BaseSettings):
                 "SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not: settleflow will not trust its "
                 "local dev issuer beside production keys (set SETTLEFLOW_TOKEN_KEYS; "
                 "SETTLEFLOW_ALLOW_DEV_ISSUER=1 only for a test stack)"
+            )
+        return ""
+
+    @property
+    def payload_keys_missing(self) -> str:
+        """Why payloads may not be encrypted here ("" when they may). Production tokens mean
+        production data: without SETTLEFLOW_PAYLOAD_KEYS each machine would encrypt with a dev
+        key of its own, which no other host — nor this one in a fresh container — can read,
+        and every history written would be lost. It fails closed instead."""
+        if self.token_keys and not self.payload_keys:
+            return (
+                "SETTLEFLOW_TOKEN_KEYS is set but SETTLEFLOW_PAYLOAD_KEYS is not: settleflow will not encrypt "
+                "production payloads with this machine's dev key (set SETTLEFLOW_PAYLOAD_KEYS and "
+                "SETTLEFLOW_PAYLOAD_KEY_ID)"
             )
         return ""
 
@@ -193,9 +207,12 @@ class Verifier:
                 keys.extend(jwk.key for jwk in jwt.PyJWKSet.from_dict(json.loads(text)).keys)
             else:
                 keys.append(serialization.load_pem_public_key(text))
-        if not keys:
-            raise ValueError(f"SETTLEFLOW_TOKEN_KEYS={settings.token_keys!r} names no public key")
-        return cls(settings, tuple(keys))
+        # Only keys that can check an ES256 (P-256) or EdDSA signature: an identity provider's key
+        # set often lists RSA or symmetric keys too, which PyJWT would fail on with a TypeError.
+        usable = tuple(key for key in keys if _verifies_our_algorithms(key))
+        if not usable:
+            raise ValueError(f"SETTLEFLOW_TOKEN_KEYS={settings.token_keys!r} names no EC P-256 or Ed25519 public key")
+        return cls(settings, usable)
 
     def verify(self, token: str | None, at: datetime, *, expired_ok: bool = False) -> Actor:
         """The actor the token proves, judged at `at`; NotAuthorized with the reason otherwise.
@@ -216,8 +233,10 @@ class Verifier:
                              "require": ["exp", "iss", "aud", "sub"]},
                 )
                 break
-            except (jwt.InvalidSignatureError, jwt.InvalidKeyError, jwt.InvalidAlgorithmError):
-                continue  # not this key's signature, or a key of another type (an EC key, an EdDSA token)
+            except (jwt.InvalidSignatureError, jwt.InvalidKeyError, jwt.InvalidAlgorithmError, TypeError, ValueError):
+                # Not this key's signature, or a key of another type (an EC key, an EdDSA token:
+                # PyJWT says so with an InvalidKeyError, or a TypeError or ValueError).
+                continue
             except jwt.InvalidAudienceError:
                 raise NotAuthorized("wrong_audience", "the token is not meant for settleflow (audience)") from None
             except jwt.InvalidIssuerError:
@@ -240,6 +259,13 @@ class Verifier:
             return Actor(role=Role(role), id=claims["sub"])
         except ValueError:
             raise NotAuthorized("invalid_token", "the token's subject is not a valid actor id") from None
+
+
+def _verifies_our_algorithms(key: object) -> bool:
+    """Whether `key` is a public key for ALGORITHMS: EC on P-256 (ES256), or Ed25519/Ed448 (EdDSA)."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return isinstance(key.curve, ec.SECP256R1)
+    return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
 
 
 def _instant(claim: object) -> int:

@@ -11,7 +11,8 @@
     find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
     account       whose account the key speaks for (GET /v1/account, once): payments keeps it with
                   each request, and a look-up for a request sent to another account is refused
-    settlements   the day's balance transactions of type charge and refund
+    settlements   the day's balance transactions of type charge, refund and refund_failure, each
+                  with the amount its Charge or Refund moved, in the payment's currency
 
 Every call that moves money sends settleflow's business id as the `Idempotency-Key`
 (the capture attempt id, the refund id) and the ids as metadata (order_id and
@@ -68,6 +69,7 @@ from domain.payments.gateway import (
     may_be_the_same_account,
 )
 from adapters.settings import SIMULATOR_API_KEY
+from domain.shared.errors import DomainError
 from domain.shared.money import Money
 
 T = TypeVar("T")
@@ -306,31 +308,38 @@ class StripeGateway:
         return lines
 
     def _settlement_line(self, txn: dict[str, Any], intents: dict[str, dict[str, Any]]) -> SettlementLine | None:
+        """One balance transaction as a settlement line, or None when it is not settleflow's.
+        Whose it is comes first (settleflow's metadata), so no other integration's payment on
+        the account — in a currency settleflow does not use — can hold up a day's comparison.
+        The amount is the source's (the Charge's, the Refund's), in the payment's currency: the
+        transaction's own amount is in the account's settlement currency, after exchange."""
         source = txn.get("source")
         if not isinstance(source, dict) or txn["type"] not in CAPTURE_TYPES | REFUND_TYPES | REFUND_FAILURE_TYPES:
             return None
         settled_at = datetime.fromtimestamp(txn["created"], tz=timezone.utc)
-        try:
-            amount = from_stripe_amount(txn["amount"], txn["currency"])
-        except ValueError:
-            return None  # a currency settleflow does not use: not one of its payments
         if txn["type"] in REFUND_TYPES | REFUND_FAILURE_TYPES:  # the source is the Refund
             metadata = source.get("metadata") or {}
             if not metadata.get(REFUND_ID):
                 return None
-            kind = "refund" if txn["type"] in REFUND_TYPES else "refund_reversal"
-            return SettlementLine(kind=kind, business_id=metadata[REFUND_ID], order_id=metadata.get(ORDER_ID, ""),
-                                  reference=source["id"], amount=amount, settled_at=settled_at)
-        intent_id = source.get("payment_intent")
-        if not intent_id:
+            kind, business_id, reference = (
+                "refund" if txn["type"] in REFUND_TYPES else "refund_reversal", metadata[REFUND_ID], source["id"])
+        else:
+            intent_id = source.get("payment_intent")
+            if not intent_id:
+                return None
+            if intent_id not in intents:
+                intents[intent_id] = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(intent_id)))
+            metadata = intents[intent_id].get("metadata") or {}
+            if not metadata.get(ATTEMPT_ID):
+                return None
+            kind, business_id, reference = "capture", metadata[ATTEMPT_ID], intent_id
+        amount = _moved(source)
+        if amount is None:
+            # settleflow's metadata on an amount it cannot read: left out, so payments' record
+            # of it stands alone and the comparison flags it (missing_at_gateway) for support.
             return None
-        if intent_id not in intents:
-            intents[intent_id] = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(intent_id)))
-        metadata = intents[intent_id].get("metadata") or {}
-        if not metadata.get(ATTEMPT_ID):
-            return None
-        return SettlementLine(kind="capture", business_id=metadata[ATTEMPT_ID], order_id=metadata.get(ORDER_ID, ""),
-                              reference=intent_id, amount=amount, settled_at=settled_at)
+        return SettlementLine(kind=kind, business_id=business_id, order_id=metadata.get(ORDER_ID, ""),
+                              reference=reference, amount=amount, settled_at=settled_at)
 
     def close(self) -> None:
         self._http.close()
@@ -353,6 +362,17 @@ def _ask(call: Callable[[], T]) -> T:
         raise GatewayRefusedRequest(f"Stripe refused the request: {_describe(wrong)}") from wrong
     except stripe.StripeError as trouble:  # APIError: 5xx, 409 and anything unexpected
         raise GatewayUnavailable(f"Stripe answered {trouble.http_status}: {_message(trouble)}") from trouble
+
+
+def _moved(source: dict[str, Any]) -> Money | None:
+    """What a Charge or Refund moved, in its own currency (a Charge's captured amount)."""
+    minor = source.get("amount_captured") or source.get("amount")
+    if not isinstance(minor, int) or not isinstance(source.get("currency"), str):
+        return None
+    try:
+        return from_stripe_amount(minor, source["currency"])
+    except (ValueError, DomainError):  # a currency settleflow does not know
+        return None
 
 
 def _captured(intent: dict[str, Any]) -> Accepted:

@@ -38,8 +38,9 @@ def reset(base_url: str) -> None:
     httpx.post(base_url.rstrip("/") + "/_sim/reset", timeout=_CONTROL_TIMEOUT).raise_for_status()
 
 
-def configure(base_url: str, **knobs: float | int | None) -> dict[str, Any]:
-    """Change latency_ms / error_rate / hang_seconds / seed / frozen_time (epoch seconds or None)
+def configure(base_url: str, **knobs: float | int | str | None) -> dict[str, Any]:
+    """Change latency_ms / error_rate / hang_seconds / seed / frozen_time (epoch seconds or None) /
+    settlement_currency
     at runtime; returns the new config."""
     response = httpx.post(base_url.rstrip("/") + "/_sim/config", json=knobs, timeout=_CONTROL_TIMEOUT)
     response.raise_for_status()

@@ -70,7 +70,10 @@ Knobs (also at runtime through /_sim/config): `latency_ms` delays every /v1 answ
 `error_rate` answers 503 to that share of POSTs before they touch anything (seeded RNG),
 `hang_seconds` is the delay of the hanging tokens (at 0 they answer at once),
 `frozen_time` (epoch seconds, or null for the clock) is the `created` time of every new
-object, so tests on a time-skipping server can settle on the day they ask about. Reads and control endpoints never
+object, so tests on a time-skipping server can settle on the day they ask about;
+`settlement_currency` ("" by default: each payment settles in its own) books a payment in
+another currency, as Stripe does, in that one at `EXCHANGE_RATE` (its Charge or Refund keeps
+the payment's own amount and currency). Reads and control endpoints never
 fail on purpose, so tests can always observe the truth.
 """
 
@@ -86,7 +89,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
@@ -99,6 +102,9 @@ from starlette.routing import Route
 DEFAULT_API_KEY = "sk_test_simulator"
 DEFAULT_ACCOUNT_ID = "acct_simulator"
 CALLS_KEPT = 10_000  # API requests /_sim/calls remembers
+# One unit of a payment's currency in the settlement currency's (`settlement_currency`): a fixed
+# rate, so tests know what the balance transaction holds.
+EXCHANGE_RATE = Decimal("1.1")
 
 # Stripe's currency rules for amounts in minor units (https://docs.stripe.com/currencies).
 ZERO_DECIMAL = frozenset(
@@ -156,6 +162,9 @@ class SimConfig:
     api_key: str = field(default=DEFAULT_API_KEY, repr=False)
     account_id: str = DEFAULT_ACCOUNT_ID  # whose account the key speaks for (GET /v1/account)
     restricted_key: bool = False  # the key may not read its account: GET /v1/account is 403, as on Stripe
+    # The account's settlement currency ("": each payment settles in its own). A payment in another
+    # currency is booked, as on Stripe, in this one at EXCHANGE_RATE, with `exchange_rate` set.
+    settlement_currency: str = ""
 
     def __post_init__(self) -> None:
         if self.latency_ms < 0 or self.hang_seconds < 0:
@@ -166,6 +175,8 @@ class SimConfig:
             raise ValueError("the API key must not be empty")
         if not self.account_id.startswith("acct_"):
             raise ValueError("an account id starts with acct_")
+        if self.settlement_currency and self.settlement_currency not in SUPPORTED_CURRENCIES:
+            raise ValueError(f"unknown settlement currency {self.settlement_currency!r} (lower case, as Stripe's)")
 
     def public(self) -> dict[str, Any]:
         shown = asdict(self)
@@ -489,10 +500,17 @@ class Simulator:
             charge["refunded"] = charge["amount_refunded"] == charge["amount"]
 
     def _transaction(self, txn_id: str, type_: str, amount: int, currency: str, source: str, created: int) -> None:
+        """A balance transaction, booked in the account's settlement currency (as on Stripe: the
+        payment's own amount and currency stay on its Charge or Refund)."""
+        settles_in, rate = self.config.settlement_currency or currency, None
+        if settles_in != currency:
+            rate = EXCHANGE_RATE
+            major = Decimal(amount).scaleb(-exponent(currency)) * rate
+            amount = int(major.scaleb(exponent(settles_in)).to_integral_value(ROUND_HALF_EVEN))
         self._transactions[txn_id] = {
             "id": txn_id, "object": "balance_transaction", "amount": amount, "available_on": created,
-            "created": created, "currency": currency, "fee": 0, "net": amount, "reporting_category": type_,
-            "source": source, "status": "pending", "type": type_,
+            "created": created, "currency": settles_in, "exchange_rate": float(rate) if rate else None, "fee": 0,
+            "net": amount, "reporting_category": type_, "source": source, "status": "pending", "type": type_,
         }
 
     # -- reads ---------------------------------------------------------------------
@@ -757,7 +775,7 @@ def _config_problem(changes: Any) -> str | None:
     """Why a /_sim/config body is unacceptable, or None. `seed` (int or null) reseeds the RNG."""
     if not isinstance(changes, dict):
         return "the body must be a JSON object"
-    unknown = sorted(set(changes) - {*KNOBS, "seed", "frozen_time"})
+    unknown = sorted(set(changes) - {*KNOBS, "seed", "frozen_time", "settlement_currency"})
     if unknown:
         return f"unknown setting(s): {', '.join(unknown)}"
     for name in KNOBS:
@@ -768,6 +786,9 @@ def _config_problem(changes: Any) -> str | None:
         value = changes.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             return f"{name} must be an integer or null"
+    settles_in = changes.get("settlement_currency", "")
+    if not isinstance(settles_in, str) or (settles_in and settles_in not in SUPPORTED_CURRENCIES):
+        return "settlement_currency must be a currency Stripe supports, in lower case, or \"\""
     return None
 
 

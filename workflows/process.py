@@ -45,10 +45,10 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-06f"  # new flows start on it
+RELEASE = "flows-2026-12-06g"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
 RELEASES = (
-    RELEASE, "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
+    RELEASE, "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
     FIRST_RELEASE,
 )
 
@@ -112,6 +112,17 @@ REFUNDS_BESIDE_THE_NOTICE = "refunds-beside-the-notice"
 # flows-2026-12-06f: a refund whose intercept brought the parcel back, while another refund of
 # the order said no meanwhile, tells support what the return leaves owed (billing's RefundOwed).
 TELLS_SUPPORT_WHAT_A_RETURN_OWES = "tells-support-what-a-return-owes"
+# flows-2026-12-06g: the daily reconciliation's check for stranded reservations that cannot be
+# read (Temporal or the database unavailable for its tries) is noted, and the run goes on to
+# money owed and unanswered stops, as its other daily reads do; it used to fail the run.
+NOTES_AN_UNREAD_STRANDED_CHECK = "notes-an-unread-stranded-check"
+# flows-2026-12-06g: a daily reconciliation run started by its schedule compares the day before
+# the time it was scheduled for (`TemporalScheduledStartTime`), not before its start: a run the
+# schedule caught up late (a server outage past 02:00) compares the day it was meant for.
+COMPARES_THE_SCHEDULED_DAY = "compares-the-scheduled-day"
+# flows-2026-12-06g: a delivery still without its shipment after WAIT_FOR_SHIPMENT tells support
+# and waits on for it, rather than failing: the delivery, a fact, is never dropped by a timer.
+DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT = "delivery-waits-on-for-its-shipment"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -130,6 +141,9 @@ FOLDED_INTO = {
     SENDS_A_CAPTURE_AGAIN_GUARDED: "flows-2026-12-06f",
     REFUNDS_BESIDE_THE_NOTICE: "flows-2026-12-06f",
     TELLS_SUPPORT_WHAT_A_RETURN_OWES: "flows-2026-12-06f",
+    NOTES_AN_UNREAD_STRANDED_CHECK: "flows-2026-12-06g",
+    COMPARES_THE_SCHEDULED_DAY: "flows-2026-12-06g",
+    DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT: "flows-2026-12-06g",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

@@ -17,15 +17,17 @@ Read top to bottom:
     FindUntoldAnswers → flows still waiting whose answer payments already holds (found by an
         earlier pass that could not tell them) → signal `gateway_answer` with payments' record
   Daily (`daily`):
-    CompareSettlements(yesterday, or the day asked for) → billing's ledger and payments'
-        records against the gateway's settlement listing → for each finding: RecordDiscrepancy
-        → reconciliation → DiscrepancyRecorded (new, or found again after support resolved it)
+    CompareSettlements(the day before the time the run was scheduled for, or the day asked
+        for) → billing's ledger and payments' records against the gateway's listing → for each
+        finding: RecordDiscrepancy → reconciliation → DiscrepancyRecorded (new, or found again
+        after support resolved it)
         → NotifyTeam(support)
       the listing cannot be had (an hour of tries) → RecordDiscrepancy(settlements_not_compared)
         → ... NotifyTeam(support), who compares that day again (`starter.py compare-settlements`);
         the run goes on
     FindStrandedRefunds → money billing holds reserved for a refund whose flow no longer runs
         → RecordDiscrepancy(flow_gone) → ... NotifyTeam(support)
+      (this read and the two below: one that cannot be had is noted, and the run goes on)
     FindUnansweredParcelStops → stops of a parcel billing asked for over an hour ago with no
         answer of shipping recorded, whose flow (refund-{refund} or ship-{order}) no longer runs
         → RecordDiscrepancy(parcel_not_stopped) → ... NotifyTeam(support), naming the flow to
@@ -47,7 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -73,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import DiscrepancyResolution, ReconciliationResult, ReconciliationRun, TrailView
     from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, retry_until_done
     from workflows.process import FLAGS_UNANSWERED_PARCEL_STOPS, TELLS_WHAT_WAS_NOT_TOLD, TRACKS_MONEY_OWED
+    from workflows.process import COMPARES_THE_SCHEDULED_DAY, NOTES_AN_UNREAD_STRANDED_CHECK
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -110,6 +113,8 @@ UNTOLD = dict(
     retry_policy=RetryPolicy(maximum_attempts=1),
 )
 SUPPORT = "support"
+# Set by Temporal on a run a schedule started: the time it was scheduled for.
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
 
 @workflow.defn
@@ -129,6 +134,7 @@ class ReconciliationWorkflow(Process):
         telling_the_untold = self.takes(TELLS_WHAT_WAS_NOT_TOLD)  # asked at the start, where the run wakes
         tracking_money_owed = request.daily and self.folded_in(TRACKS_MONEY_OWED)  # a run begun before has none
         flagging_unanswered_stops = request.daily and self.folded_in(FLAGS_UNANSWERED_PARCEL_STOPS)
+        noting_an_unread_stranded_check = self.folded_in(NOTES_AN_UNREAD_STRANDED_CHECK)
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
         )
@@ -139,9 +145,11 @@ class ReconciliationWorkflow(Process):
             await self.tell_what_was_not_told(now)  # after the pass's own answers: it holds none of them up
 
         if request.daily:
-            # Yesterday as of when the run was asked for (its schedule fired), not when a worker
-            # first got to it: a run held past midnight still compares the day it was meant for.
-            day = request.settlement_day or (self.started_at() - timedelta(days=1)).date()
+            # Yesterday as of when the run was meant to start (the time its schedule fired it for,
+            # else its start), not when a worker first got to it: a run held past midnight, or
+            # caught up late by its schedule, still compares the day it was meant for.
+            meant_at = self.scheduled_for() if self.folded_in(COMPARES_THE_SCHEDULED_DAY) else self.started_at()
+            day = request.settlement_day or (meant_at - timedelta(days=1)).date()
             self.set_status("comparing_settlements")
             try:
                 findings: list[Finding] = await self.read(
@@ -163,11 +171,15 @@ class ReconciliationWorkflow(Process):
                     finding.kind.value, finding.order_id, finding.business_id, finding.detail,
                     ours=finding.ours, gateway=finding.gateway,
                 )
-            stranded: list[StrandedRefund] = await self.read(
-                "reconciliation.FindStrandedRefunds", ReconciliationScan(as_of=now), list[StrandedRefund]
-            )
-            self.note(f"{len(stranded)} reservation(s) whose refund flow is gone")
-            for refund in stranded:
+            if noting_an_unread_stranded_check:
+                stranded = await self.read_or_note("reconciliation.FindStrandedRefunds", list[StrandedRefund], now)
+            else:
+                stranded = await self.read(
+                    "reconciliation.FindStrandedRefunds", ReconciliationScan(as_of=now), list[StrandedRefund]
+                )
+            if stranded is not None:
+                self.note(f"{len(stranded)} reservation(s) whose refund flow is gone")
+            for refund in stranded or []:
                 await self.flag(
                     "flow_gone",
                     refund.order_id,
@@ -185,9 +197,16 @@ class ReconciliationWorkflow(Process):
         await self.finish()
         return self.current()
 
+    @staticmethod
+    def scheduled_for() -> datetime:
+        """The time the schedule started this run for (`TemporalScheduledStartTime`; a catch-up
+        after an outage starts it later), else the run's start (started by hand)."""
+        return workflow.info().typed_search_attributes.get(SCHEDULED_START) or Process.started_at()
+
     async def read_or_note(self, activity: str, result_type: Any, now: datetime) -> Any:
-        """One of the daily pass's reads, as of the pass's start; None when it fails: a worker
-        without the read yet (a deploy under way) is noted, and the next daily pass reads again."""
+        """One of the daily pass's reads, as of the pass's start; None when it fails (Temporal or
+        the database unavailable for all its tries, or a worker without the read yet, mid-deploy):
+        it is noted, the rest of the pass goes on, and the next daily pass reads again."""
         try:
             return await self.read(activity, ReconciliationScan(as_of=now), result_type)
         except ActivityError as trouble:

@@ -19,9 +19,10 @@ retried and show in the web UI like everything else.
       stop that did not take → NotifyTeam(support): the customer has the goods and the refund)
       (or DeliveryHeld when billing has not recorded the shipment yet: applied with it, and
       the shipment flow tells the payment process)
-      Shipping has no parcel yet (NotFound): the delivery waits for `shipment_recorded`
-      (up to WAIT_FOR_SHIPMENT), then asks again — a delivery is never lost for arriving first;
-      woken while shipping still knows no parcel (the signal names no sender), it waits on.
+      Shipping has no parcel yet (NotFound): the delivery waits for `shipment_recorded`, then
+      asks again — a delivery is never lost for arriving first; woken while shipping still
+      knows no parcel (the signal names no sender), it waits on. Still none after
+      WAIT_FOR_SHIPMENT → NotifyTeam(support), and it waits on for as long as it takes.
 
 Both are judged at the time their request reached settleflow (the workflow's start).
 A request refused or failed may be asked again (`starter.py ship` / `deliver` do): a new
@@ -58,12 +59,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import DeliveryRequest, ShipmentRequest, TrailView, ask_again
     from workflows.process import INVALID_REQUEST, VERIFIED_FULFILMENT, WAITS_ON_AFTER_A_FALSE_WAKE, Process, Refused, Step, from_outside
     from workflows.process import STOPS_A_CANCELLED_ORDERS_PARCEL, TELLS_SUPPORT_A_CANCELLED_ORDER_ARRIVED, retry_until_done
-    from workflows.process import TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED
+    from workflows.process import DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT, TELLS_SUPPORT_A_STOPPED_PARCEL_ARRIVED
 
 # -- Process concerns ------------------------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
-# A delivery confirmed before its parcel was shipped waits this long for the shipment,
-# then fails with the reason (visible in the UI and to the starter), never silently.
+# A delivery confirmed before its parcel was shipped waits this long for the shipment, then
+# tells support and waits on for as long as it takes (flows begun before flows-2026-12-06g
+# fail at this point with the reason instead).
 WAIT_FOR_SHIPMENT = timedelta(days=30)
 
 # Patch ids: flows started before these changes replay along their old path.
@@ -218,7 +220,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
             delivered_at=request.delivered_at,
         )
         if self.runs_with(DELIVERY_WAITS_FOR_SHIPMENT):
-            delivered = await self.confirm_once_shipped(confirm)
+            delivered = await self.confirm_once_shipped(confirm, request.attempt)
         else:
             delivered = await self.send(confirm, DECIDE)
         fact = delivered.first(OrderDelivered)
@@ -244,7 +246,7 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         self.set_status("delivered")
         return TrailView(status=self.status, trail=self.trail)
 
-    async def confirm_once_shipped(self, confirm: ConfirmDelivery):
+    async def confirm_once_shipped(self, confirm: ConfirmDelivery, attempt: int):
         """Shipping knows no parcel for the order yet: keep the delivery (same command, same
         time) until the shipment is recorded, then ask again."""
         try:
@@ -255,14 +257,28 @@ class ConfirmDeliveryWorkflow(TellsThePaymentProcess, Process):
         self.set_status("waiting_for_shipment")
         self.note("no shipment yet: the delivery waits for it")
         until = workflow.now() + WAIT_FOR_SHIPMENT
+        waits_on = self.folded_in(DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT)  # a run begun before fails at the end
         for woken in itertools.count():
-            if not await self.wait_for(lambda: self.shipment_recorded, until - workflow.now(), "waiting for the shipment"):
-                raise ApplicationError(
-                    f"no shipment of order {confirm.order_id} was recorded within {WAIT_FOR_SHIPMENT.days} days "
-                    "of its delivery",
-                    type="ShipmentNeverRecorded",
-                    non_retryable=True,
+            if until is None:
+                await workflow.wait_condition(lambda: self.shipment_recorded)  # as long as it takes
+            elif not await self.wait_for(lambda: self.shipment_recorded, until - workflow.now(), "waiting for the shipment"):
+                if not waits_on:
+                    raise ApplicationError(
+                        f"no shipment of order {confirm.order_id} was recorded within {WAIT_FOR_SHIPMENT.days} days "
+                        "of its delivery",
+                        type="ShipmentNeverRecorded",
+                        non_retryable=True,
+                    )
+                # The delivery is a fact: no timer drops it. Support is told, once, and it waits on.
+                until = None
+                self.note(f"no shipment within {WAIT_FOR_SHIPMENT.days} days: support is told, the delivery waits on")
+                await self.tell_support(
+                    "delivery_without_shipment_support", confirm.order_id, attempt,
+                    delivered_at=(confirm.delivered_at or confirm.issued_at).isoformat(),
+                    confirmed_at=confirm.issued_at.isoformat(), waited_days=str(WAIT_FOR_SHIPMENT.days),
                 )
+                self.set_status("waiting_for_shipment")
+                continue
             self.set_status("delivering")
             if self.waits_on_after_a_false_wake:
                 self.shipment_recorded = False  # a signal while shipping is asked wakes the next wait

@@ -454,8 +454,12 @@ class Order(AggregateRoot):
         stop = self.parcel_stop
         if stop is not None and stop.because is StopAskedBecause.REFUND and stop.refund_id == refund.refund_id:
             # A refund's stop goes with it: one that ended before the stop was carried out (a
-            # review's "no", an expiry) takes no money back, so its parcel is not to be stopped.
-            self.parcel_stop = None
+            # review's "no", an expiry) takes no money back, so its parcel is not to be stopped —
+            # unless the order was cancelled meanwhile: its money is owed back all the same, so
+            # its parcel still is to be stopped, now for the cancellation (flagged if nobody does).
+            self.parcel_stop = (
+                stop.model_copy(update={"because": StopAskedBecause.CANCELLATION}) if self.cancelled else None
+            )
 
     def _refund_facts(self, refund: Refund) -> dict:
         return {

@@ -34,6 +34,13 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "reached the customer all the same ({delivered_at}): the carrier's scan of it came late, or the stop "
         "did not take. The customer has the goods and the refund. Decide whether to ask for the goods back.",
     ),
+    "delivery_without_shipment_support": (
+        "A delivery still has no shipment",
+        "A delivery of order {order_id} (delivered at {delivered_at}) reached settleflow on {confirmed_at}, and no "
+        "shipment of the order has been recorded in the {waited_days} days since. The delivery is kept and waits "
+        "for it: record the shipment (starter.py ship --order-id {order_id} --at <when it left>), and the delivery "
+        "is recorded with it. Until then billing counts the order as not delivered.",
+    ),
     "cancelled_order_not_stopped_support": (
         "A cancelled order's parcel was not stopped",
         "Order {order_id} was cancelled and its money is going back (refund {refund_id}), but its parcel "

@@ -5,6 +5,7 @@ grace period; and `starter.py config` is content with a running stack."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 import time
 
@@ -75,6 +76,21 @@ def test_a_worker_whose_key_is_not_the_declared_accounts_refuses_to_start_with_o
     assert done.returncode == 2
     assert "worker.py: error: the payment gateway's key: this Stripe key speaks for acct_simulator, " \
            "not acct_1SomeoneElse (SETTLEFLOW_STRIPE_ACCOUNT)" in done.stderr
+    assert "worker ready" not in done.stdout
+
+
+def test_a_worker_with_production_token_keys_but_no_payload_keys_refuses_to_start_with_one_line(
+    stack: Stack, tmp_path: Path,
+):
+    # Payloads encrypted with this machine's dev key could be read by no other host.
+    env = {k: v for k, v in stack.env.items() if not k.startswith("SETTLEFLOW_PAYLOAD_KEY")}
+    env.update(SETTLEFLOW_TOKEN_KEYS=str(tmp_path / "idp.pem"), SETTLEFLOW_OPS_PORT="0")
+    done = subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("worker.py: error: SETTLEFLOW_TOKEN_KEYS is set but SETTLEFLOW_PAYLOAD_KEYS is not")
     assert "worker ready" not in done.stdout
 
 

@@ -48,7 +48,8 @@ def base_url() -> Iterator[str]:
 def clean_simulator(base_url: str) -> None:
     # Each test starts from an empty account and default knobs, so ledger counts are exact.
     reset(base_url)
-    configure(base_url, latency_ms=0, error_rate=0.0, hang_seconds=HANG_SECONDS, frozen_time=None)
+    configure(base_url, latency_ms=0, error_rate=0.0, hang_seconds=HANG_SECONDS, frozen_time=None,
+              settlement_currency="")
 
 
 @pytest.fixture
@@ -504,6 +505,39 @@ def test_the_settlement_listing_agrees_with_the_ledger_and_pages_through_everyth
         + [("refund", r["id"], r["amount"]) for r in ledger["refunds"]])
     [refund_line] = [line for line in lines if line.kind == "refund"]
     assert (refund_line.business_id, refund_line.order_id) == (refund.idempotency_key, "order-1")
+
+
+def test_a_payment_in_another_currency_than_the_accounts_is_listed_in_its_own_currency(
+        gateway: StripeGateway, base_url: str):
+    # Stripe books a balance transaction in the account's settlement currency, after exchange;
+    # what the payment moved, in its own currency, is on its Charge or Refund.
+    configure(base_url, settlement_currency="usd")
+    try:
+        payment = paid(gateway, amount="10.00", currency="EUR")
+        gateway.refund(refund_of(payment, "2.00"))
+    finally:
+        configure(base_url, settlement_currency="")
+    booked = httpx.get(f"{base_url}/v1/balance_transactions", headers=AUTH).json()["data"]
+    assert sorted((t["amount"], t["currency"], t["exchange_rate"]) for t in booked) == [(-220, "usd", 1.1),
+                                                                                           (1100, "usd", 1.1)]
+
+    lines = gateway.settlements(datetime.now(timezone.utc).date())
+
+    assert sorted((line.kind, str(line.amount)) for line in lines) == [("capture", "10.00 EUR"), ("refund", "2.00 EUR")]
+
+
+def test_another_integrations_payment_in_a_currency_settleflow_does_not_use_is_left_out_of_the_listing(
+        gateway: StripeGateway, base_url: str):
+    # A payment on the same account without settleflow's metadata, in MXN (settleflow knows no MXN):
+    # it is not settleflow's, and it must not keep settleflow's own lines of the day from being read.
+    theirs = post(base_url, "/v1/payment_intents", {**VISA_FORM, "currency": "mxn", "metadata[order_id]": "theirs"},
+                  key=_key())
+    assert theirs.status_code == 200
+    ours = paid(gateway)
+
+    lines = gateway.settlements(datetime.now(timezone.utc).date())
+
+    assert [(line.kind, line.reference) for line in lines] == [("capture", ours)]
 
 
 def test_another_day_lists_nothing(gateway: StripeGateway):

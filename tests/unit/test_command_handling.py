@@ -1053,6 +1053,29 @@ def test_a_payload_with_an_unknown_key_id_fails_with_a_message_naming_the_key():
         asyncio.run(two.decode(sealed))
 
 
+def test_production_token_keys_without_payload_keys_encrypt_nothing_with_a_machines_dev_key(tmp_path):
+    # Each host would encrypt with a dev key of its own: what one wrote, no other could read.
+    from adapters.codec import KeyRing
+    from adapters.identity import TrustSettings
+
+    forgot = TrustSettings(token_keys=str(tmp_path / "idp.pem"), payload_keys="", dev_dir=str(tmp_path / "dev"))
+
+    with pytest.raises(ValueError, match="SETTLEFLOW_TOKEN_KEYS is set but SETTLEFLOW_PAYLOAD_KEYS is not"):
+        KeyRing.from_settings(forgot)
+    assert not (tmp_path / "dev" / "payload.key").exists()
+
+
+def test_a_payload_key_id_named_twice_is_refused_rather_than_one_key_silently_dropped():
+    import base64
+
+    from adapters.codec import KeyRing
+    from adapters.identity import TrustSettings
+
+    old, new = (base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2))
+    with pytest.raises(ValueError, match="names key id 'k1' twice"):
+        KeyRing.from_settings(TrustSettings(payload_keys=f"k1={old},k1={new}", token_keys="idp.pem"))
+
+
 def test_the_guard_proves_the_actor_by_the_token_and_hands_the_owner_the_command_without_it():
     from datetime import timedelta
 
@@ -1192,6 +1215,34 @@ def test_a_token_is_checked_against_every_trusted_key_whatever_their_types():
     with pytest.raises(NotAuthorized) as refused:
         replace(verifier(), keys=(other.public_key(),)).verify(token, T0)
     assert refused.value.code == "bad_signature"
+
+
+def test_a_key_set_listing_rsa_and_symmetric_keys_first_still_verifies_tokens_by_its_ec_and_ed25519_keys(tmp_path):
+    """Identity providers' key sets often list RSA (and sometimes symmetric) keys: they are left
+    out, and the keys settleflow's algorithms use verify, in whatever order they are listed."""
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+    from adapters.identity import Verifier, load_trust, mint
+
+    ec_issuer, ed_issuer = ec.generate_private_key(ec.SECP256R1()), ed25519.Ed25519PrivateKey.generate()
+    jwks = {"keys": [
+        json.loads(RSAAlgorithm.to_jwk(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key())),
+        {"kty": "oct", "k": "c2VjcmV0LWtleS1vZi1hbm90aGVyLXNlcnZpY2U", "alg": "HS256"},
+        json.loads(OKPAlgorithm.to_jwk(ed_issuer.public_key())),
+        json.loads(ECAlgorithm.to_jwk(ec_issuer.public_key())),
+    ]}
+    path = tmp_path / "issuer-keys.json"
+    path.write_text(json.dumps(jwks))
+    trust = load_trust()
+    checked = Verifier.from_settings(trust.model_copy(update={"token_keys": str(path)}))
+
+    assert len(checked.keys) == 2
+    for issuer, algorithm in ((ec_issuer, "ES256"), (ed_issuer, "EdDSA")):
+        token = mint(trust, "customer", CUSTOMER.id, now=T0, private_key=issuer, algorithm=algorithm)
+        assert checked.verify(token, T0) == CUSTOMER
 
 
 @pytest.mark.parametrize(("value", "allowed"), [

@@ -99,6 +99,24 @@ def test_a_refund_rejected_in_review_before_its_stop_was_carried_out_takes_the_s
     assert order.parcel_stop is None  # its money stays: the parcel is not to be stopped
 
 
+def test_a_refund_rejected_in_review_after_the_order_was_cancelled_leaves_its_stop_to_the_cancellation():
+    # A full refund of a parcel on its way waits for fraud; support cancels the order meanwhile
+    # (nothing is left to refund, so no refund of its own starts); then the review says no.
+    order = shipped_order("1500.00")
+    order.request_refund(refund(order, at=T0 + days(1)))
+    order.cancel(command(CancelOrder, actor=SUPPORT, issued_at=T0 + days(2), order_id=order.id, reason="fraud"))
+    order.clear_events()
+
+    order.cancel_refund(command(CancelRefund, issued_at=T0 + days(3), order_id=order.id, refund_id="r-1",
+                                reason="review_rejected"))
+
+    assert names(order.pending_events) == ["RefundCancelled", "RefundOwed"]  # the money is owed back
+    stop = order.parcel_stop  # and the goods are still to be stopped: flagged if nobody does
+    assert (stop.refund_id, stop.asked_at, stop.because) == ("r-1", T0 + days(1), "cancellation")
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(4)))
+    assert order.parcel_stop is None and order.fulfilment is Fulfilment.RETURNED
+
+
 def test_a_stop_that_took_after_the_parcel_was_recorded_delivered_is_recorded_as_not_stopped():
     # Shipping stopped it, but a delivery scan dated earlier reached billing in between.
     order = shipped_order("100.00")

@@ -48,7 +48,7 @@ from workflows.payment import CancellationRequest, NewPaymentMethod, OrderReques
 from workflows.process import FLOWS_QUEUE
 from workflows.refund import RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
-from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
+from workflows.shipping import WAIT_FOR_SHIPMENT, ConfirmDeliveryWorkflow, DeliveryRequest, ShipmentRequest, ShipOrderWorkflow
 from tests.tokens import signed, token_for
 from tests.workflows.test_refund_workflow import mailbox_down
 
@@ -537,6 +537,27 @@ async def test_a_delivery_confirmed_before_its_shipment_waits_for_it_and_closes_
     order = harness.order(order_id)
     assert order.fulfilment == "delivered" and order.delivered_at == delivered_at
     assert shipment_status(harness, order_id) == "delivered"
+
+
+async def test_a_delivery_whose_shipment_comes_after_thirty_days_is_kept_told_to_support_and_recorded_with_it(
+    harness,
+):
+    order_id, payment, delivery, shipped_at, delivered_at = await delivery_before_its_shipment(harness)
+    await wait_for_trail(delivery, "no shipment yet", harness.env)
+
+    await harness.env.sleep(WAIT_FOR_SHIPMENT + timedelta(days=1))  # no timer drops the delivery
+    await wait_for_trail(delivery, "no shipment within 30 days", harness.env)
+    assert (await delivery.query(ConfirmDeliveryWorkflow.status_view)).status == "waiting_for_shipment"
+    [told] = harness.messages("team:support")
+    assert told["kind"] == "delivery_without_shipment_support" and order_id in told["body"]
+
+    await ship_at(harness, order_id, shipped_at)  # the shipment's record comes at last
+    assert (await finished(harness, delivery)).status == "delivered"
+    assert (await finished(harness, payment)).status == "paid"
+    order = harness.order(order_id)
+    assert order.fulfilment == "delivered" and order.delivered_at == delivered_at  # the window ran from it
+    assert shipment_status(harness, order_id) == "delivered"
+    await keep_history(delivery, "confirm_delivery_shipped_after_thirty_days")
 
 
 async def test_an_undated_delivery_confirmed_before_its_undated_shipment_is_recorded_dated_when_the_parcel_left(

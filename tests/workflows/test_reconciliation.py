@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import ScheduleBackfill, ScheduleOverlapPolicy, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.service import RPCError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -54,6 +55,7 @@ from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
 from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
+from activities.reconciliation import ReconciliationActivities
 from workflows.schedules import DAILY, FREQUENT, ensure_schedules
 
 RETRY_WINDOW_PASSED = timedelta(hours=25)
@@ -616,6 +618,26 @@ async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_strande
     assert len(harness.support_messages()) == 2
 
 
+async def test_a_stranded_check_that_cannot_be_read_is_noted_and_the_next_daily_pass_finds_what_it_missed(
+    harness, monkeypatch
+):
+    _, refund_id = await terminated_while_sending(harness)
+
+    def database_down(self, as_of):
+        raise ConnectionError("the database is unreachable")
+
+    monkeypatch.setattr(ReconciliationActivities, "_reserved_refunds", database_down)  # all five tries fail
+    first = await reconcile(harness, daily=True)
+    monkeypatch.undo()
+    await harness.env.sleep(timedelta(days=1))
+    second = await reconcile(harness, daily=True)
+
+    assert first.status == "done"  # the run went on (money owed, unanswered stops) and ended
+    assert any(line.startswith("reconciliation.FindStrandedRefunds could not be read") for line in first.trail)
+    assert first.discrepancies == 0 and second.discrepancies >= 1
+    assert [d.id for d in harness.discrepancies()] == [f"flow_gone:{refund_id}"]  # the money held is found
+
+
 async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_until_a_refund_takes_it(
     harness,
 ):
@@ -862,6 +884,31 @@ async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequ
     assert not frequent.state.paused
     assert [spec.every for spec in frequent.spec.intervals] == [timedelta(minutes=10)]
     assert "reconciliation: unpause done; running" in capsys.readouterr().out
+
+
+async def test_a_daily_run_its_schedule_caught_up_late_compares_the_day_before_the_time_it_was_scheduled_for(
+    dev_server, tmp_path
+):
+    # A server down at 02:00 catches the run up later (here: a backfill of three days ago, run now).
+    async with recon_harness(dev_server, tmp_path) as harness:
+        await ensure_schedules(harness.client)
+        meant_for = datetime.combine(datetime.now(UTC).date() - timedelta(days=3), time(2), tzinfo=UTC)
+        await harness.client.get_schedule_handle(DAILY).backfill(ScheduleBackfill(
+            start_at=meant_for - timedelta(minutes=1), end_at=meant_for + timedelta(minutes=1),
+            overlap=ScheduleOverlapPolicy.ALLOW_ALL,
+        ))
+        run = harness.client.get_workflow_handle_for(
+            ReconciliationWorkflow.run, f"{DAILY}-{meant_for:%Y-%m-%dT%H:%M:%SZ}")
+        for _ in range(100):  # the schedule starts it within a second or so
+            try:
+                await run.describe()
+                break
+            except RPCError:
+                await asyncio.sleep(0.1)
+        result = await run.result()
+
+    compared = (meant_for - timedelta(days=1)).date()  # not the day before it ran: that is today's
+    assert any(line.startswith(f"settlements of {compared}:") for line in result.trail), result.trail
 
 
 async def test_a_resolution_without_a_token_changes_nothing(harness):
