@@ -35,6 +35,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters import db
+from adapters.identity import load_trust
 from adapters.settings import Settings, load
 from cli import reconciliation as reconciliation_verbs
 from cli import resume as resume_verb
@@ -612,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "run", None):
         return args.run(args, settings)
     cli = Cli(args, settings)
+    if missing := load_trust().payload_keys_missing:  # no data converter could be built
+        print(f"starter.py: error: {missing}", file=sys.stderr)
+        return 2
     try:
         trust_cli.resolve(args, UsageError)  # who acts: a verified token, or a dev token for --as
         may_act(args.verb, getattr(args, "actor", None), getattr(args, "customer", None) if args.verb == "place-order" else None)

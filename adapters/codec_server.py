@@ -11,7 +11,9 @@ refuses to run at all beside production payload keys (`TrustSettings.dev_issuer_
 Outside dev mode (production token keys configured) every request needs
 `Authorization: Bearer <token>` of a `support` or `fraud_analyst` (verified like every
 command's token, at the moment of the request); the UI forwards it when its
-"include credentials" / access-token setting is on. `make demo` starts it on port 8234 and
+"include credentials" / access-token setting is on. What it decodes shows no signed token:
+each is replaced (`without_tokens`), so a history read in the UI hands nobody another
+person's token. `make demo` starts it on port 8234 and
 points the dev server's UI at it (`--ui-codec-endpoint`).
 """
 
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
+import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 from datetime import datetime, timezone
 
 from google.protobuf import json_format
@@ -30,7 +34,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
 
 from adapters.codec import EncryptionCodec, KeyRing
 from adapters.identity import TrustSettings, load_trust, verifier
@@ -70,6 +74,8 @@ def build_app(ui_origins: list[str], settings: TrustSettings | None = None) -> S
             done = await (codec.encode if encode else codec.decode)(list(payloads.payloads))
         except Exception as bad:  # noqa: BLE001 - an unknown key or a tampered payload: say so
             return JSONResponse({"error": f"{type(bad).__name__}: {bad}"}, status_code=400)
+        if not encode:
+            done = [without_tokens(payload) for payload in done]
         return Response(json_format.MessageToJson(Payloads(payloads=done)), media_type="application/json")
 
     async def encode(request: Request) -> Response:
@@ -85,6 +91,40 @@ def build_app(ui_origins: list[str], settings: TrustSettings | None = None) -> S
             allow_headers=["content-type", "x-namespace", "authorization"],
         )],
     )
+
+
+# A signed token (JWT: three base64url parts, the header's JSON beginning `{"`) wherever it sits.
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]+")
+HIDDEN = "(a signed token: not shown)"
+
+
+def without_tokens(payload: Payload) -> Payload:
+    """A decoded payload as a person may see it: every signed token in it (a request's `token`,
+    a command's `credential`, one quoted in a message) replaced. A token read from the web UI
+    would let its reader act as the person it names until it expires (a support agent deciding
+    a fraud review as the analyst whose token sits in that flow's history)."""
+    if not _JWT.search(payload.data.decode("utf-8", errors="replace")):
+        return payload
+    shown = Payload()
+    shown.CopyFrom(payload)
+    if payload.metadata.get("encoding") == b"json/plain":
+        try:
+            shown.data = json.dumps(_hide(json.loads(payload.data)), separators=(",", ":")).encode()
+            return shown
+        except ValueError:
+            pass
+    shown.data = _JWT.sub(HIDDEN, payload.data.decode("utf-8", errors="replace")).encode()
+    return shown
+
+
+def _hide(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _hide(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_hide(item) for item in value]
+    if isinstance(value, str):
+        return _JWT.sub(HIDDEN, value)
+    return value
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +31,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from domain.shared.actor import Actor, Role
 from domain.shared.errors import NotAuthorized
@@ -40,8 +41,30 @@ DEV_ISSUER = "settleflow-dev"
 DEV_TOKEN_LIFETIME = timedelta(minutes=15)
 
 
+class _SettleflowVariables(PydanticBaseSettingsSource):
+    """The environment, read by each field's `SETTLEFLOW_*` name only (any case). pydantic-settings
+    would also read a field's bare name (`TOKEN_AUDIENCE`, `ROLE_CLAIM`, `PAYLOAD_KEYS`), which
+    another service's environment on the same machine may well hold."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads them all at once
+
+    def __call__(self) -> dict[str, Any]:
+        wanted = {str(field.validation_alias).upper(): str(field.validation_alias)
+                  for field in self.settings_cls.model_fields.values()}
+        return {wanted[name.upper()]: value for name, value in os.environ.items() if name.upper() in wanted}
+
+
 class TrustSettings(BaseSettings):
     """Identity and payload-encryption settings (README "Security")."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _SettleflowVariables(settings_cls)
 
     # Frozen: load_trust() hands every caller the same instance.
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
@@ -102,13 +125,9 @@ class TrustSettings(BaseSettings):
         return ""
 
 
-# The environment variables TrustSettings reads, upper-cased: pydantic-settings matches names
-# regardless of case, by each field's alias and (populate_by_name) by the field's own name.
-TRUST_VARIABLES = frozenset(
-    name.upper()
-    for field_name, field in TrustSettings.model_fields.items()
-    for name in (str(field.validation_alias), field_name)
-)
+# The environment variables TrustSettings reads, upper-cased (any case matches): each field's
+# SETTLEFLOW_* name, never its bare one (`_SettleflowVariables`).
+TRUST_VARIABLES = frozenset(str(field.validation_alias).upper() for field in TrustSettings.model_fields.values())
 
 
 def load_trust() -> TrustSettings:

@@ -5,7 +5,8 @@
     refund        a Refund against that PaymentIntent, refused before any call when it is not
                   in that currency (one request; the PaymentIntent is read first only for a
                   capture recorded before payments kept its currency)
-    find_capture  the PaymentIntent whose metadata attempt_id is the business id (search;
+    find_capture  the PaymentIntent whose metadata attempt_id is the business id (one waiting
+                  for 3-D Secure is cancelled first, as for capture; search;
                   Stripe's search can lag an hour in an outage, so "not found" counts only for
                   an attempt older than that: `NotFound.settles_after`)
     find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
@@ -18,7 +19,8 @@ Every call that moves money sends settleflow's business id as the `Idempotency-K
 (the capture attempt id, the refund id) and the ids as metadata (order_id and
 attempt_id on a PaymentIntent, order_id and refund_id on a Refund); an id longer than
 Stripe's 255-character key is sent as its digest (`stripe_business_id`). Look-ups are
-GETs: they never move money.
+GETs: they never move money (the one POST a look-up may send, the cancel of a PaymentIntent
+waiting for 3-D Secure, moves none either: it makes the decline final).
 
 One call is one HTTP request: the SDK's own network retries are OFF
 (`max_network_retries=0`). Temporal already retries the activity with the same
@@ -28,8 +30,9 @@ retries inside an attempt would only stretch one attempt past its timeout.
 Stripe's answers in payments' terms:
     succeeded                                   Accepted(id)
     card_error (402) / a refund that failed     Declined(decline_code or code / failure_reason)
-    PaymentIntent requires_action (3-D Secure)  Declined("authentication_required"): nobody is
-                                                there to authenticate
+    PaymentIntent requires_action (3-D Secure)  cancelled first (nobody is there to authenticate,
+                                                and until cancelled it could still charge), then
+                                                Declined("authentication_required")
     rate limit, connection trouble, timeouts,
     5xx, 409, "pending" after a fresh read      GatewayUnavailable (retried with the same key)
     authentication, permission, invalid
@@ -220,7 +223,22 @@ class StripeGateway:
             return Declined(_decline_code(declined))
         if intent.status == "processing":
             intent = _ask(lambda: self._client.v1.payment_intents.retrieve(intent.id))
-        return _capture_answer(_plain(intent), key)
+        return _capture_answer(self._not_waiting_for_authentication(_plain(intent)), key)
+
+    def _not_waiting_for_authentication(self, intent: dict[str, Any]) -> dict[str, Any]:
+        """A PaymentIntent waiting for 3-D Secure (`requires_action`) is not a decline yet: its
+        customer could still authenticate it and be charged, after the flow took "declined" and
+        perhaps charged a new card. Nobody is there to authenticate a merchant-initiated capture,
+        so it is cancelled (moving no money), and only Stripe's `canceled` answers it. A cancel
+        refused because it succeeded meanwhile is read again: it is then a capture."""
+        if intent["status"] != "requires_action":
+            return intent
+        intent_id = intent["id"]
+        try:
+            return _plain(_ask(lambda: self._client.v1.payment_intents.cancel(
+                intent_id, {"cancellation_reason": "abandoned"})))
+        except GatewayRefusedRequest:
+            return _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(intent_id)))
 
     def refund(self, request: RefundRequest) -> GatewayAnswer:
         # A refund crosses in the payment's currency, so a request in another currency would
@@ -265,6 +283,7 @@ class StripeGateway:
         intents = [_plain(i) for i in found]
         if not intents:
             return NotFound(settles_after=self.on_the_wire + self.search_lag)
+        intents = [self._not_waiting_for_authentication(i) for i in intents]
         succeeded = [i for i in intents if i["status"] in ("succeeded", "requires_capture")]
         if succeeded:
             return _captured(succeeded[0])
@@ -288,6 +307,9 @@ class StripeGateway:
         succeeded = [r for r in mine if r["status"] == "succeeded"]
         if succeeded:
             return Accepted(succeeded[0]["id"])
+        if unsettled := [r for r in mine if r["status"] not in ("failed", "canceled")]:
+            # Declined only when every refund under the id is: one still pending may yet pay out.
+            return _refund_answer(unsettled[0], key)
         return _refund_answer(mine[0], key)
 
     def settlements(self, day: date) -> list[SettlementLine]:
@@ -387,10 +409,9 @@ def _capture_answer(intent: dict[str, Any], key: str) -> GatewayAnswer:
     if status == "requires_payment_method":
         error = intent.get("last_payment_error") or {}
         return Declined(error.get("decline_code") or error.get("code") or "card_declined")
-    if status == "requires_action":
-        return Declined("authentication_required")
     if status == "canceled":
-        return Declined("canceled")
+        # Ours, cancelled while it waited for 3-D Secure nobody would give; else cancelled as such.
+        return Declined("authentication_required" if intent.get("cancellation_reason") == "abandoned" else "canceled")
     raise GatewayUnavailable(f"capture {key}: PaymentIntent {intent['id']} is {status}")
 
 

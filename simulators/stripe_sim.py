@@ -6,6 +6,8 @@
 Stripe's API (form-encoded bodies, `Authorization: Bearer <key>`, Stripe's JSON objects):
     POST /v1/payment_intents              create and confirm (confirm=true) a card payment
     GET  /v1/payment_intents/{id}
+    POST /v1/payment_intents/{id}/cancel  cancellation_reason; only before it succeeded (else 400
+                                          payment_intent_unexpected_state)
     GET  /v1/payment_intents/search       query=metadata['<key>']:'<value>'
     POST /v1/refunds                      payment_intent, amount, metadata
     GET  /v1/refunds/{id}
@@ -45,6 +47,10 @@ Behaviour by card (the PaymentIntent's `payment_method`, or the token in
                               capture declines: card_stolen / card_lost / fraudulent
     tok_refund_declined       capture succeeds; each refund is created `failed`
                               (failure_reason expired_or_canceled_card): no money moves
+    pm_card_threeDSecure2Required / tok_threeDSecure2Required
+                              (Stripe's) the PaymentIntent waits `requires_action` (3-D
+                              Secure, next_action use_stripe_sdk): nothing is charged until
+                              its customer authenticates it, which nobody here does
     pm_card_refundFail / tok_refundFail
                               (Stripe's) capture succeeds; each refund succeeds (money moves),
                               then a second later fails: a `refund_failure` balance
@@ -138,6 +144,12 @@ REFUND_DECLINED_TOKEN, REFUND_FAILURE_REASON = "tok_refund_declined", "expired_o
 # Stripe's test card whose refunds succeed, then fail "some time later" (a `refund_failure`
 # balance transaction gives the money back to the merchant); here a second after.
 REFUND_REVERSED_TOKENS, REVERSED_AFTER_SECONDS = frozenset({"pm_card_refundFail", "tok_refundFail"}), 1
+# Stripe's test cards that always ask for 3-D Secure: the PaymentIntent waits `requires_action`
+# (nothing is charged) until its customer authenticates it, or it is cancelled.
+AUTHENTICATION_TOKENS = frozenset({"pm_card_threeDSecure2Required", "tok_threeDSecure2Required"})
+# The states Stripe lets a PaymentIntent be cancelled from.
+CANCELLABLE = frozenset({"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action",
+                         "processing"})
 FLAKY_TOKEN, FLAKY_FAILURES = "tok_flaky", 2
 TIMEOUT_TOKEN = "tok_timeout"
 RATE_LIMITED_TOKEN = "tok_rate_limited"
@@ -428,6 +440,9 @@ class Simulator:
             intent["last_payment_error"] = {k: v for k, v in error.items() if k != "payment_intent"}
             error["payment_intent"] = dict(intent)
             return 402, {"error": error}
+        if token in AUTHENTICATION_TOKENS:
+            intent.update(status="requires_action", next_action={"type": "use_stripe_sdk"})
+            return 200, dict(intent)
         charge_id, txn_id = _new_id("ch"), _new_id("txn")
         self._charges[charge_id] = {
             "id": charge_id, "object": "charge", "amount": amount, "amount_refunded": 0,
@@ -482,6 +497,20 @@ class Simulator:
             frozen = self.config.frozen_time is not None
             self._reversals[refund_id] = refund["created"] + (0 if frozen else REVERSED_AFTER_SECONDS)
         return 200, dict(refund)
+
+    def cancel_intent(self, intent_id: str, reason: str | None) -> Answer:
+        """POST /v1/payment_intents/{id}/cancel: as on Stripe, only before it succeeded."""
+        with self._lock:
+            intent = self._intents.get(intent_id)
+            if intent is None:
+                return _error(404, "invalid_request_error", "resource_missing", f"No such payment_intent: '{intent_id}'",
+                              param="id")
+            if intent["status"] not in CANCELLABLE:
+                return _error(400, "invalid_request_error", "payment_intent_unexpected_state",
+                              f"You cannot cancel this PaymentIntent because it has a status of {intent['status']}.")
+            intent.update(status="canceled", cancellation_reason=reason or None, canceled_at=self._now(),
+                          next_action=None)
+            return 200, dict(intent)
 
     def _reverse_due_refunds(self) -> None:
         """Refunds of REFUND_REVERSED_TOKENS whose time has come fail, as on Stripe: status
@@ -652,6 +681,13 @@ def create_app(config: SimConfig) -> Starlette:
     async def create_refund(request: Request) -> JSONResponse:
         return await money(request, "refunds")
 
+    async def cancel_intent(request: Request) -> JSONResponse:
+        refused = await stripe_call(request)
+        if refused:
+            return refused
+        reason = decode_form((await request.body()).decode()).get("cancellation_reason")
+        return answer(*sim.cancel_intent(request.path_params["id"], reason if isinstance(reason, str) else None))
+
     def getter(kind: str, noun: str):
         async def get_one(request: Request) -> JSONResponse:
             refused = await stripe_call(request)
@@ -755,6 +791,7 @@ def create_app(config: SimConfig) -> Starlette:
         Route("/v1/payment_intents", create_intent, methods=["POST"]),
         Route("/v1/payment_intents/search", search_intents, methods=["GET"]),
         Route("/v1/payment_intents/{id}", getter("payment_intents", "payment_intent"), methods=["GET"]),
+        Route("/v1/payment_intents/{id}/cancel", cancel_intent, methods=["POST"]),
         Route("/v1/refunds", create_refund, methods=["POST"]),
         Route("/v1/refunds", list_refunds, methods=["GET"]),
         Route("/v1/refunds/{id}", getter("refunds", "refund"), methods=["GET"]),

@@ -130,7 +130,8 @@ class Order(AggregateRoot):
     # -- cancelling -----------------------------------------------------------------
     def cancel(self, command: CancelOrder) -> None:
         """Customers may cancel their own order until it ships, support until it is
-        delivered, nobody after delivery (that is a refund)."""
+        delivered, nobody after delivery (that is a refund). "Until it ships" is judged at
+        `issued_at`, when the cancellation was asked, not by what billing recorded since."""
         who = command.actor
         if who.role is Role.CUSTOMER and who.id != self.customer_id:
             raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
@@ -139,7 +140,7 @@ class Order(AggregateRoot):
         if self.fulfilment is Fulfilment.DELIVERED or self.held_delivery_at is not None:
             # A delivery billing holds until its shipment is recorded happened all the same.
             raise InvalidCommand("already_delivered", f"order {self.id} was delivered; ask for a refund instead")
-        if self.fulfilment in (Fulfilment.SHIPPED, Fulfilment.RETURNED) and who.role is Role.CUSTOMER:
+        if self._left_by(command.issued_at) and who.role is Role.CUSTOMER:
             raise InvalidCommand("already_shipped", f"order {self.id} has shipped; only support can cancel it now")
         self.cancelled, self.cancellation_reason, self.cancelled_at = True, command.reason, command.issued_at
         self.record(
@@ -149,6 +150,14 @@ class Order(AggregateRoot):
         if self.refundable.is_positive:
             self.record(command, RefundOwed(order_id=self.id, customer_id=self.customer_id, amount=self.refundable))
         self._keep_owed_since(command.issued_at)
+
+    def _left_by(self, moment: datetime) -> bool:
+        """Whether the parcel had left by `moment`: a customer's cancellation asked before it left
+        stands, however late billing gets to it (its step retried while the shipment was recorded);
+        the parcel then is stopped, for the refund paying the order back."""
+        if self.fulfilment not in (Fulfilment.SHIPPED, Fulfilment.RETURNED):
+            return False
+        return self.shipped_at is None or self.shipped_at <= moment
 
     # -- facts from shipping ---------------------------------------------------
     def check_shipping_date(self, shipped_at: datetime) -> None:

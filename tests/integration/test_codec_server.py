@@ -42,6 +42,33 @@ def test_the_ui_origin_encodes_and_decodes_through_the_same_key_ring_as_the_work
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_a_decoded_history_shows_nobody_the_signed_tokens_it_carries():
+    # An analyst's decision (an Update's argument, and the command it becomes) carries her token:
+    # read in the web UI, it would let a support agent decide a fraud review as her.
+    from google.protobuf import json_format
+    from temporalio.api.common.v1 import Payloads
+
+    from adapters.codec import data_converter
+    from domain.shared.actor import Actor
+    from tests.tokens import token_for
+    from workflows.messages import ReviewDecision, ReviewResolution
+
+    eve = token_for("fraud_analyst:eve")
+    resolution = ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=Actor.parse("fraud_analyst:eve"),
+                                  note="checked the card", token=eve)
+    plain = data_converter().payload_converter.to_payloads([resolution, {"credential": eve, "said": f"with {eve}"}])
+    client = TestClient(build_app([UI]))
+    sealed = client.post("/encode", content=json_format.MessageToJson(Payloads(payloads=plain)))
+
+    opened = client.post("/decode", content=sealed.content, headers={"Origin": UI})
+
+    shown = [json.loads(base64.b64decode(p["data"])) for p in opened.json()["payloads"]]
+    assert eve not in opened.text
+    assert (shown[0]["token"], shown[0]["note"], shown[0]["reviewer"]) == (
+        "(a signed token: not shown)", "checked the card", {"role": "fraud_analyst", "id": "eve"})
+    assert shown[1] == {"credential": "(a signed token: not shown)", "said": "with (a signed token: not shown)"}
+
+
 def test_outside_dev_mode_only_staff_with_a_valid_token_may_decode(tmp_path: Path):
     key = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "idp.pem"

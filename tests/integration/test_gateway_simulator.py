@@ -488,6 +488,38 @@ def test_refused_requests_move_nothing_and_a_look_up_finds_nothing(gateway: Stri
     assert read_ledger(base_url)["refunds"] == []
 
 
+def test_a_capture_waiting_for_3d_secure_is_cancelled_before_it_is_taken_as_declined(gateway: StripeGateway,
+                                                                                    base_url: str):
+    # Nobody is there to authenticate a merchant's capture; until cancelled, the customer could
+    # still complete it and be charged after settleflow charged another card.
+    request = capture_of("tok_threeDSecure2Required")
+
+    answer = gateway.capture(request)
+
+    assert answer == Declined("authentication_required") == gateway.find_capture(request)
+    [intent] = httpx.get(f"{base_url}/v1/payment_intents/search",
+                         params={"query": f"metadata['attempt_id']:'{request.idempotency_key}'"},
+                         headers=AUTH).json()["data"]
+    assert (intent["status"], intent["cancellation_reason"]) == ("canceled", "abandoned")
+    assert read_ledger(base_url)["captures"] == []
+
+
+def test_a_look_up_cancels_a_capture_left_waiting_for_3d_secure_and_then_answers_declined(
+        gateway: StripeGateway, base_url: str):
+    # The capture's own answer was lost: the intent still waits when reconciliation looks it up.
+    request = capture_of("tok_threeDSecure2Required")
+    left = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": "tok_threeDSecure2Required",
+                                                   "metadata[attempt_id]": request.idempotency_key},
+                key=request.idempotency_key)
+    assert left.json()["status"] == "requires_action"
+
+    assert gateway.find_capture(request) == Declined("authentication_required")
+    intent = httpx.get(f"{base_url}/v1/payment_intents/{left.json()['id']}", headers=AUTH).json()
+    assert intent["status"] == "canceled"
+    again = post(base_url, f"/v1/payment_intents/{intent['id']}/cancel", {})
+    assert (again.status_code, again.json()["error"]["code"]) == (400, "payment_intent_unexpected_state")
+
+
 # -- the settlement listing ----------------------------------------------------------------
 
 def test_the_settlement_listing_agrees_with_the_ledger_and_pages_through_everything(

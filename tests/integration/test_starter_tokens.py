@@ -100,7 +100,9 @@ def test_with_production_keys_as_is_refused_and_dev_tokens_do_not_verify(seeded_
     pem = tmp_path / "idp.pem"
     pem.write_bytes(production.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    prod = {"SETTLEFLOW_TOKEN_KEYS": str(pem), "SETTLEFLOW_TOKEN_ISSUER": "https://idp.example"}
+    prod = {"SETTLEFLOW_TOKEN_KEYS": str(pem), "SETTLEFLOW_TOKEN_ISSUER": "https://idp.example",
+            "SETTLEFLOW_PAYLOAD_KEYS": os.environ["SETTLEFLOW_PAYLOAD_KEYS"],  # production's, say
+            "SETTLEFLOW_PAYLOAD_KEY_ID": os.environ["SETTLEFLOW_PAYLOAD_KEY_ID"]}
 
     by_as, _ = starter(argv("refund"), seeded_database, tmp_path / "a", refusing_port, **prod)
     assert by_as.returncode == 2 and "production keys are configured" in by_as.stderr, by_as
@@ -115,6 +117,12 @@ def test_with_production_keys_as_is_refused_and_dev_tokens_do_not_verify(seeded_
     good, _ = starter(argv("refund", {"--as": None, "--token": real}), seeded_database, tmp_path / "d",
                       refusing_port, **prod)
     assert good.returncode == 1 and "cannot reach Temporal" in good.stderr, good
+    forgot = {k: v for k, v in prod.items() if not k.startswith("SETTLEFLOW_PAYLOAD_KEY")}
+    no_keys, _ = starter(argv("refund", {"--as": None, "--token": real}), seeded_database, tmp_path / "e",
+                         refusing_port, **forgot)
+    assert no_keys.returncode == 2 and no_keys.stderr.startswith(
+        "starter.py: error: SETTLEFLOW_TOKEN_KEYS is set but SETTLEFLOW_PAYLOAD_KEYS is not"), no_keys
+    assert len(no_keys.stderr.strip().splitlines()) == 1
 
 
 def test_beside_production_payload_keys_without_token_keys_the_dev_issuer_neither_mints_nor_verifies(

@@ -1255,6 +1255,19 @@ def test_only_a_clear_yes_lets_a_test_stack_trust_the_dev_issuer_and_no_value_st
     assert (load_trust().dev_issuer_refused == "") is allowed
 
 
+def test_another_services_unprefixed_variables_change_no_trust_setting(monkeypatch):
+    # TOKEN_AUDIENCE, ROLE_CLAIM, PAYLOAD_KEYS ... are common names: only SETTLEFLOW_* ones count.
+    before = load_trust()
+    for name, value in {"TOKEN_AUDIENCE": "another-service", "ROLE_CLAIM": "groups", "TOKEN_ISSUER": "https://x",
+                        "TOKEN_KEYS": "/etc/other/keys.json", "PAYLOAD_KEY_ID": "theirs", "DEV_DIR": "/tmp/x"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("settleflow_token_audience", "settleflow-eu")  # its own name, in any case, does
+
+    after = load_trust()
+
+    assert after.model_dump() == {**before.model_dump(), "token_audience": "settleflow-eu"}
+
+
 def test_an_unprefixed_allow_dev_issuer_does_not_lift_the_refusal(monkeypatch):
     monkeypatch.setenv("SETTLEFLOW_ALLOW_DEV_ISSUER", "0")
     monkeypatch.setenv("ALLOW_DEV_ISSUER", "1")

@@ -568,6 +568,24 @@ def test_a_customer_may_not_cancel_an_order_that_has_shipped():
     assert_refused(order, lambda: order.cancel(cancel_order(order, actor=CUSTOMER)), InvalidCommand, "already_shipped")
 
 
+def test_a_customers_cancellation_asked_before_the_parcel_left_stands_though_billing_recorded_the_shipment_first():
+    # The cancellation was accepted an hour before the parcel left; its command reached billing late.
+    order = paid_order("100.00")
+    order.record_shipment(command(RecordShipment, issued_at=T0 + timedelta(hours=2), order_id=order.id,
+                                  tracking="TRK-1", shipped_at=T0 + timedelta(hours=2)))
+    order.clear_events()
+
+    order.cancel(command(CancelOrder, actor=CUSTOMER, issued_at=T0 + timedelta(hours=1), order_id=order.id,
+                         reason="changed my mind"))
+
+    assert names(order.pending_events) == ["OrderCancelled", "RefundOwed"]  # its refund then stops the parcel
+    late = paid_order("100.00")
+    late.record_shipment(command(RecordShipment, order_id=late.id, tracking="TRK-2", shipped_at=T0 + timedelta(hours=2)))
+    assert_refused(late, lambda: late.cancel(command(CancelOrder, actor=CUSTOMER, issued_at=T0 + timedelta(hours=3),
+                                                      order_id=late.id, reason="too late")),
+                   InvalidCommand, "already_shipped")
+
+
 @pytest.mark.parametrize("actor", [SUPPORT, SYSTEM], ids=["support", "system"])
 def test_support_and_system_may_cancel_a_shipped_order(actor):
     order = shipped_order("100.00")
