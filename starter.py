@@ -35,7 +35,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters import db
-from adapters.identity import load_trust
+from adapters.identity import trust_or_exit_with
 from adapters.settings import Settings, load
 from cli import reconciliation as reconciliation_verbs
 from cli import resume as resume_verb
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "run", None):
         return args.run(args, settings)
     cli = Cli(args, settings)
-    if missing := load_trust().payload_keys_missing:  # no data converter could be built
+    if missing := trust_or_exit_with("starter.py").payload_keys_missing:  # no data converter could be built
         print(f"starter.py: error: {missing}", file=sys.stderr)
         return 2
     try:

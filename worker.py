@@ -37,7 +37,7 @@ from temporalio.worker import Worker, WorkerDeploymentConfig
 from activities.registry import OWNER_QUEUES, activities_for
 import workflows
 from adapters import db, tracing
-from adapters.identity import load_trust
+from adapters.identity import trust_or_exit_with
 from adapters.bytecode import write_bytecode
 from adapters.sandbox import SandboxRunner
 from adapters.metrics import MeasuredGateway
@@ -199,7 +199,7 @@ async def know_the_gateway_account(gateway: StripeGateway | MeasuredGateway) -> 
 def trust_or_exit() -> None:
     """Refuse to start where tokens could not be trusted (README "Security"), and say plainly
     when a worker trusts the local dev issuer."""
-    trust = load_trust()
+    trust = trust_or_exit_with("worker.py")
     if refused := trust.dev_issuer_refused or trust.payload_keys_missing:
         print(f"worker.py: error: {refused}", file=sys.stderr, flush=True)
         raise SystemExit(2)

@@ -45,6 +45,9 @@ FIND_UNANSWERED_PARCEL_STOPS = "reconciliation.FindUnansweredParcelStops"
 # The flow that carries a stop of a parcel to shipping and its answer back to billing.
 STOP_CARRIED_BY = {StopAskedBecause.REFUND: "refund-{refund_id}", StopAskedBecause.CANCELLATION: "ship-{order_id}"}
 UNTOLD_AT_ONCE = 8  # flows asked (queried, described) at a time
+# What Temporal answers when it cannot answer now: one such flow is asked about again next pass.
+PASSING_TROUBLE = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED,
+                             RPCStatusCode.RESOURCE_EXHAUSTED})
 QUERY_WITHIN = timedelta(seconds=3)  # a flow that cannot answer sooner (its worker down) is asked next pass
 # Running flows resting on reconciliation's word (their FlowStatus search attribute).
 WAITING_FLOWS = "FlowStatus = 'awaiting_reconciliation' AND ExecutionStatus = 'Running'"
@@ -97,15 +100,11 @@ class ReconciliationActivities:
 
     @activity.defn(name=COMPARE_SETTLEMENTS)
     def compare_settlements(self, day: SettlementDay) -> list[Finding]:
-        """Billing's ledger and payments' records against the gateway's listing of `day`, with
-        the days either side: the next (a movement sent just before midnight settles after it)
-        and the one before (a business id whose first movement settled then is that day's to
-        compare, its later movements included: a second charge just after midnight is not
-        reported again, alone, as the next day's)."""
+        """Billing's ledger and payments' records against the gateway's listing of `day`
+        (and the next day's: a movement sent just before midnight settles after it)."""
         try:
             listed_by = self.gateway.account()
-            listed = [line for offset in (-1, 0, 1)
-                      for line in self.gateway.settlements(day.day + timedelta(days=offset))]
+            listed = self.gateway.settlements(day.day) + self.gateway.settlements(day.day + timedelta(days=1))
         except GatewayUnavailable as trouble:
             raise ApplicationError(f"gateway unavailable: {trouble}", type="GatewayUnavailable") from trouble
         since = datetime.combine(day.day, time(0), tzinfo=UTC)
@@ -153,19 +152,28 @@ class ReconciliationActivities:
         when Temporal knows no such flow), asked a few at a time. One Temporal cannot describe
         now (a frontend blip) is left out, to be asked next pass: it holds up no other."""
         at_once = asyncio.Semaphore(UNTOLD_AT_ONCE)
+        unread: list[str] = []
 
         async def one(workflow_id: str) -> tuple[str, tuple[WorkflowExecutionStatus | None, str] | None]:
             async with at_once:
                 try:
                     found = await self._flow_status(workflow_id)
                 except RPCError as trouble:
+                    if trouble.status not in PASSING_TROUBLE:
+                        raise  # not a blip (a permission refused): the whole read fails, and is noted
                     log.warning("reconciliation: could not describe %s, asked again next pass: %s", workflow_id,
                                 trouble.message)
+                    unread.append(workflow_id)
                     return workflow_id, None
                 return workflow_id, None if found[0] is WorkflowExecutionStatus.RUNNING else found
 
-        return {wid: found for wid, found in await asyncio.gather(*map(one, dict.fromkeys(workflow_ids)))
-                if found is not None}
+        wanted = list(dict.fromkeys(workflow_ids))
+        found = await asyncio.gather(*map(one, wanted))
+        if wanted and len(unread) == len(wanted):
+            # Temporal is down, not blipping: "nothing found" would read as a clean answer.
+            raise ApplicationError(f"Temporal could describe none of the {len(wanted)} flow(s) asked about",
+                                   type="TemporalUnavailable")
+        return {wid: gone for wid, gone in found if gone is not None}
 
     async def _flow_status(self, workflow_id: str) -> tuple[WorkflowExecutionStatus | None, str]:
         """The status and run of a flow's latest run (None, "" when Temporal knows no such flow)."""

@@ -107,14 +107,14 @@ def without_tokens(payload: Payload) -> Payload:
         return payload
     shown = Payload()
     shown.CopyFrom(payload)
-    if payload.metadata.get("encoding") == b"json/plain":
+    if payload.metadata.get("encoding", b"").startswith(b"json/"):
         try:
             shown.data = json.dumps(_hide(json.loads(payload.data)), separators=(",", ":")).encode()
             return shown
         except ValueError:
             pass
-    shown.data = _JWT.sub(HIDDEN, payload.data.decode("utf-8", errors="replace")).encode()
-    return shown
+    # Not JSON (protobuf, bytes): rewriting inside would corrupt it; it is not shown at all.
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(f"(holds {HIDDEN[1:]}").encode())
 
 
 def _hide(value: Any) -> Any:

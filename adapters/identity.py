@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +31,7 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from domain.shared.actor import Actor, Role
@@ -83,6 +84,9 @@ class TrustSettings(BaseSettings):
     # The dev issuer beside production payload keys: only a test stack asks for it. The field
     # is named as its variable, so no unprefixed `ALLOW_DEV_ISSUER` turns the refusal off.
     settleflow_allow_dev_issuer: bool = Field(False, validation_alias="SETTLEFLOW_ALLOW_DEV_ISSUER")
+    # Whether an owner refuses a command no settleflow workflow sealed (adapters/seal.py):
+    # `require`, or `log` while activities scheduled by a build before seals still retry.
+    command_seals: Literal["require", "log"] = Field("require", validation_alias="SETTLEFLOW_COMMAND_SEALS")
 
     @field_validator("settleflow_allow_dev_issuer", mode="before")
     @classmethod
@@ -120,7 +124,8 @@ class TrustSettings(BaseSettings):
             return (
                 "SETTLEFLOW_TOKEN_KEYS is set but SETTLEFLOW_PAYLOAD_KEYS is not: settleflow will not encrypt "
                 "production payloads with this machine's dev key (set SETTLEFLOW_PAYLOAD_KEYS and "
-                "SETTLEFLOW_PAYLOAD_KEY_ID)"
+                "SETTLEFLOW_PAYLOAD_KEY_ID; keep dev=<the base64 in the dev issuer's payload.key> in the ring "
+                "while histories written under it are still needed)"
             )
         return ""
 
@@ -135,6 +140,17 @@ def load_trust() -> TrustSettings:
     verified against them): they are built again only when one of their variables changed, not
     per command (building BaseSettings from the environment cost ~0.5 ms of CPU)."""
     return _trust_from(_trust_environment())
+
+
+def trust_or_exit_with(program: str) -> TrustSettings:
+    """The trust settings, or one line on stderr naming the variable that is wrong, and exit 2."""
+    try:
+        return load_trust()
+    except ValidationError as bad:  # e.g. SETTLEFLOW_COMMAND_SEALS=maybe
+        problem = bad.errors()[0]
+        where = problem["loc"][0] if problem["loc"] else "trust settings"
+        print(f"{program}: error: {where}: {problem['msg']}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _trust_environment() -> tuple[tuple[str, str], ...]:

@@ -238,7 +238,10 @@ class StripeGateway:
             return _plain(_ask(lambda: self._client.v1.payment_intents.cancel(
                 intent_id, {"cancellation_reason": "abandoned"})))
         except GatewayRefusedRequest:
-            return _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(intent_id)))
+            now = _plain(_ask(lambda: self._client.v1.payment_intents.retrieve(intent_id)))
+            if now["status"] == "requires_action":
+                raise  # not "it moved on meanwhile" (a key that may not cancel): said, not retried for ever
+            return now
 
     def refund(self, request: RefundRequest) -> GatewayAnswer:
         # A refund crosses in the payment's currency, so a request in another currency would

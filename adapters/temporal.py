@@ -31,6 +31,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
 from adapters.codec import data_converter
+from adapters.seal import SealsCommands
 from adapters.settings import Settings
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -86,7 +87,7 @@ async def connect(
     return await Client.connect(
         **config,
         data_converter=data_converter(),  # encrypted payloads (adapters/codec.py)
-        interceptors=[TracingInterceptor(), AddressUpdates(), *interceptors],
+        interceptors=[TracingInterceptor(), AddressUpdates(), SealsCommands(), *interceptors],
         runtime=runtime,
     )
 

@@ -43,6 +43,7 @@ from temporalio.client import (  # noqa: E402
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy  # noqa: E402
 from adapters.codec import data_converter  # noqa: E402
 from adapters.temporal import AddressUpdates  # noqa: E402
+from adapters.seal import SealsCommands
 from temporalio.exceptions import WorkflowAlreadyStartedError  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
@@ -745,7 +746,7 @@ async def amain(cfg: Config, stack: Stack) -> int:
     quiet = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
         filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
     client = await Client.connect(stack.temporal_address, namespace=stack.namespace,
-                                  data_converter=data_converter(), runtime=quiet, interceptors=[AddressUpdates()])
+                                  data_converter=data_converter(), runtime=quiet, interceptors=[AddressUpdates(), SealsCommands()])
     # the owners' handlers, for second copies of commands (chaos/redelivery.py)
     deps = Dependencies.connect(stack.database_url, stack.gateway_url, stack.mailbox_dir, gateway_timeout_seconds=3.0)
     chaos = Chaos(cfg, stack, client, deps)

@@ -157,9 +157,6 @@ class FakePaymentRepository(FakeRepository[A]):
     def awaiting_answers(self) -> list[A]:
         return self._where(lambda p: p.open_since is not None)  # type: ignore[attr-defined]
 
-    def changed_since(self, moment: datetime) -> list[A]:
-        return self._where(lambda p: True)  # the fake keeps no change times: every payment may have changed
-
 
 class FakeDiscrepancyRepository(FakeRepository[A]):
     def with_status(self, status: str) -> list[A]:

@@ -69,6 +69,21 @@ def test_a_decoded_history_shows_nobody_the_signed_tokens_it_carries():
     assert shown[1] == {"credential": "(a signed token: not shown)", "said": "with (a signed token: not shown)"}
 
 
+def test_a_payload_that_is_not_json_and_holds_a_token_is_withheld_whole_rather_than_corrupted():
+    from temporalio.api.common.v1 import Payload
+
+    from adapters.codec_server import without_tokens
+    from tests.tokens import token_for
+
+    proto = Payload(metadata={"encoding": b"binary/protobuf"}, data=b"\x0a\xff" + token_for("support:sam").encode())
+    plain = Payload(metadata={"encoding": b"binary/protobuf"}, data=b"\x0a\x03abc")
+
+    shown = without_tokens(proto)
+
+    assert (shown.metadata["encoding"], json.loads(shown.data)) == (b"json/plain", "(holds a signed token: not shown)")
+    assert without_tokens(plain) == plain  # nothing to hide: untouched
+
+
 def test_outside_dev_mode_only_staff_with_a_valid_token_may_decode(tmp_path: Path):
     key = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "idp.pem"

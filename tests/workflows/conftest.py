@@ -22,6 +22,7 @@ from adapters import db
 from simulators.control import read_ledger
 from adapters.mailbox import FileMailbox
 from adapters.temporal import AddressUpdates
+from adapters.seal import SealsCommands
 from devstack import temporal_cli
 from tests.gateway_process import gateway_simulator
 from worker import ALL_QUEUES, Dependencies, build_workers
@@ -40,14 +41,14 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         # Debugging aid: the same tests on the real dev server (no time skipping, so the
         # tests that wait days of workflow time cannot pass there).
         environment = await WorkflowEnvironment.start_local(
-            data_converter=data_converter(), interceptors=[AddressUpdates()], dev_server_existing_path=temporal_cli(),
+            data_converter=data_converter(), interceptors=[AddressUpdates(), SealsCommands()], dev_server_existing_path=temporal_cli(),
             search_attributes=list(SEARCH_ATTRIBUTES),
         )
         yield environment
         await environment.shutdown()
         return
     environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(), interceptors=[AddressUpdates()], test_server_existing_path=test_server_path()
+        data_converter=data_converter(), interceptors=[AddressUpdates(), SealsCommands()], test_server_existing_path=test_server_path()
     )
     # The workflows set typed search attributes; the test server must know them.
     await environment.client.operator_service.add_search_attributes(

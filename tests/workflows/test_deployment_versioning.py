@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from adapters import db
 from adapters.settings import Settings
 from adapters.temporal import AddressUpdates
+from adapters.seal import SealsCommands
 from devstack import temporal_cli
 from tests.workflows.conftest import Harness
 from tests.workflows.flows import place_order
@@ -37,7 +38,7 @@ DEPLOYMENT = "settleflow"
 @pytest.fixture(scope="module")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, interceptors=[AddressUpdates()], dev_server_existing_path=temporal_cli(),
+        data_converter=pydantic_data_converter, interceptors=[AddressUpdates(), SealsCommands()], dev_server_existing_path=temporal_cli(),
         search_attributes=list(SEARCH_ATTRIBUTES), ui=False,
     )  # fmt: skip
     yield environment

@@ -25,6 +25,7 @@ from adapters import db, tracing
 from adapters.ops_server import OpsServer, database_check
 from adapters.settings import Settings
 from adapters.temporal import AddressUpdates
+from adapters.seal import SealsCommands
 from simulators.control import configure
 from tests.workflows.conftest import Harness
 from tests.workflows.flows import delivered_order, finished, start_refund, wait_for_status
@@ -130,7 +131,7 @@ async def own_env() -> AsyncIterator:
     from workflows.process import SEARCH_ATTRIBUTES
 
     environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter, interceptors=[AddressUpdates()], test_server_existing_path=test_server_path()
+        data_converter=pydantic_data_converter, interceptors=[AddressUpdates(), SealsCommands()], test_server_existing_path=test_server_path()
     )
     await environment.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
         namespace=environment.client.namespace,

@@ -34,6 +34,7 @@ from activities.registry import OWNER_QUEUES, activities_for
 from adapters.mailbox import FileMailbox
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from adapters.temporal import AddressUpdates
+from adapters.seal import SealsCommands
 from cli import reconciliation as verbs
 from devstack import temporal_cli
 from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured, RequestRefund, ReviewDecision
@@ -836,7 +837,7 @@ async def test_support_resolves_a_discrepancy_with_a_note_and_it_is_no_longer_op
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server has no Schedules: this one test uses the dev server."""
     environment = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, interceptors=[AddressUpdates()],
+        data_converter=pydantic_data_converter, interceptors=[AddressUpdates(), SealsCommands()],
         dev_server_existing_path=temporal_cli(),
         search_attributes=list(SEARCH_ATTRIBUTES),
     )

@@ -24,6 +24,7 @@ from activities.payments import PaymentsActivities
 from activities.reconciliation import WAITING_FLOWS
 from adapters.codec import data_converter
 from adapters.temporal import AddressUpdates
+from adapters.seal import SealsCommands
 from cli.resume import NotResumable, new_run_settled, reset_reason, resume
 from devstack import temporal_cli
 from domain.payments.payment import GatewayRefundStatus
@@ -46,7 +47,7 @@ SUPPORT_AGENT = Actor(role=Role.SUPPORT, id="sam")
 @pytest.fixture(scope="module")
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_local(
-        data_converter=data_converter(), interceptors=[AddressUpdates()], dev_server_existing_path=temporal_cli(),
+        data_converter=data_converter(), interceptors=[AddressUpdates(), SealsCommands()], dev_server_existing_path=temporal_cli(),
         search_attributes=list(SEARCH_ATTRIBUTES),
     )
     yield environment

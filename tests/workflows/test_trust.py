@@ -25,15 +25,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import Message as Proto
 from sqlalchemy import func, select
 from temporalio.api.common.v1 import Payload
-from temporalio.common import RawValue
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 from temporalio.worker import Replayer, Worker
 
 from adapters import db
-from adapters.codec import data_converter
+from adapters.codec import KeyRing, data_converter
 from adapters.temporal import AddressUpdates
+from adapters.seal import Seals, SealsCommands
 from adapters.identity import TrustSettings, load_trust, mint
 from adapters.tables import metadata
 from domain.contracts import ReviewDecision
@@ -41,7 +43,7 @@ from domain.shared.actor import Actor
 from domain.shared.money import Money
 from tests.tokens import SINCE, signed, token_for
 from tests.workflows.flows import (
-    delivered_order, finished, new_id, real_time, ship, deliver, start_refund, wait_for_status,
+    delivered_order, finished, new_id, place_order, real_time, ship, deliver, start_refund, wait_for_status,
 )
 from worker import ALL_QUEUES, Dependencies, build_workers
 from workflows.payment import NewPaymentMethod, OrderRequest, PaymentWorkflow
@@ -158,6 +160,41 @@ async def test_system_claimed_by_a_child_of_anyones_workflow_is_refused_before_a
                                                   task_queue="not-settleflow")
     assert f"started by payment-{order_id} alone" in str(failed.value.cause.cause)
     assert row_counts(harness) == before
+
+
+@workflow.defn(name="Intruder", sandboxed=False)
+class Intruder:
+    """Someone with access to the namespace, running a worker of their own: they schedule an
+    owner's activity on its task queue themselves, naming `system`, which carries no token."""
+
+    @workflow.run
+    async def run(self, command: dict) -> str:
+        try:
+            await workflow.execute_activity(
+                "billing.CancelOrder", command, task_queue="billing", start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as refused:
+            return f"{refused.cause.type}: {refused.cause.message}"  # type: ignore[union-attr]
+        return "decided"
+
+
+async def test_a_command_no_settleflow_workflow_sealed_is_refused_and_changes_nothing(harness):
+    order_id, _ = await place_order(harness)
+    before = row_counts(harness)
+    # Their own client and worker, with no seals. (It holds the payload codec only so that this
+    # test can read the owner's refusal: without it the refusal is ciphertext to them.)
+    theirs = Client(harness.client.service_client, namespace=harness.client.namespace,
+                    data_converter=data_converter())
+    command = {"command_id": f"intruder/{order_id}", "actor": {"role": "system", "id": "settleflow"},
+               "issued_at": "2030-01-01T00:00:00Z", "order_id": order_id, "reason": "payment_failed"}
+    async with Worker(theirs, task_queue="intruders", workflows=[Intruder]):
+        answer = await theirs.execute_workflow(Intruder.run, command, id=new_id("intruder"), task_queue="intruders")
+
+    assert answer.startswith("NotAuthorized: billing.CancelOrder intruder/") and "carries no seal" in answer
+    order = harness.order(order_id)
+    assert not order.cancelled and order.paid == Money.of("120.00", "EUR")
+    assert row_counts(harness) == before  # nothing decided, nothing recorded, nothing published
 
 
 async def test_a_flow_started_under_another_id_than_its_request_derives_is_refused_before_any_owner_is_asked(harness):
@@ -323,7 +360,7 @@ KEY_2 = "k2=" + "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="
 def client_with(env_client: Client, keys: str, active: str) -> Client:
     settings = TrustSettings(payload_keys=keys, payload_key_id=active)
     return Client(env_client.service_client, namespace=env_client.namespace, data_converter=data_converter(settings),
-                  interceptors=[AddressUpdates()])
+                  interceptors=[AddressUpdates(), SealsCommands(Seals(KeyRing.from_settings(settings)))])
 
 
 async def test_a_flow_started_under_key_1_completes_and_replays_after_key_2_becomes_active(env, gateway_url, tmp_path):
