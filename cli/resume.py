@@ -196,15 +196,19 @@ async def new_run_settled(client: Client, resumed: Resumed, within: float = 5.0)
     holds fails again at once."""
     handle = client.get_workflow_handle(resumed.workflow_id, run_id=resumed.run_id)
     deadline = asyncio.get_running_loop().time() + within
-    while True:
-        events = [e async for e in handle.fetch_history_events()]  # before describe: a task that
-        status = (await handle.describe()).status  # closed the run is then seen closed
-        ran = any(
+    async def ran() -> bool:
+        return any([
             e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and e.event_id > (resumed.reset_to or 0)
-            for e in events
-        )
-        if status is not WorkflowExecutionStatus.RUNNING or ran or asyncio.get_running_loop().time() > deadline:
-            return status, ran
+            async for e in handle.fetch_history_events()
+        ])
+
+    while True:
+        has_run = await ran()  # before describe: a task that closed the run is then seen closed
+        status = (await handle.describe()).status
+        if status is not WorkflowExecutionStatus.RUNNING and not has_run:
+            has_run = await ran()  # it closed between the two reads: its history holds the task now
+        if status is not WorkflowExecutionStatus.RUNNING or has_run or asyncio.get_running_loop().time() > deadline:
+            return status, has_run
         await asyncio.sleep(0.2)
 
 
