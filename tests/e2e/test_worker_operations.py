@@ -79,30 +79,34 @@ def test_a_worker_whose_key_is_not_the_declared_accounts_refuses_to_start_with_o
     assert "worker ready" not in done.stdout
 
 
+def refused_start(env: dict[str, str]) -> str:
+    """worker.py started with `env`: the one line it refuses with (exit 2, nothing started)."""
+    done = subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env={**env, "SETTLEFLOW_OPS_PORT": "0"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "worker ready" not in done.stdout, done
+    [line] = done.stderr.strip().splitlines()
+    return line
+
+
 def test_a_worker_with_production_token_keys_but_no_payload_keys_refuses_to_start_with_one_line(
     stack: Stack, tmp_path: Path,
 ):
     # Payloads encrypted with this machine's dev key could be read by no other host.
     env = {k: v for k, v in stack.env.items() if not k.startswith("SETTLEFLOW_PAYLOAD_KEY")}
-    env.update(SETTLEFLOW_TOKEN_KEYS=str(tmp_path / "idp.pem"), SETTLEFLOW_OPS_PORT="0")
-    done = subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    line = refused_start({**env, "SETTLEFLOW_TOKEN_KEYS": str(tmp_path / "idp.pem")})
 
-    assert done.returncode == 2
-    [line] = done.stderr.strip().splitlines()
     assert line.startswith("worker.py: error: SETTLEFLOW_TOKEN_KEYS is set but SETTLEFLOW_PAYLOAD_KEYS is not")
-    assert "worker ready" not in done.stdout
 
 
 def test_a_worker_with_production_payload_keys_but_no_token_keys_refuses_to_start_with_one_line(stack: Stack):
     # A deployment that forgot SETTLEFLOW_TOKEN_KEYS would trust the local dev issuer, whose key
     # anyone on the machine can mint with: it fails closed instead.
-    env = {k: v for k, v in stack.env.items() if k != "SETTLEFLOW_ALLOW_DEV_ISSUER"}
-    env["SETTLEFLOW_OPS_PORT"] = "0"
-    done = subprocess.run([sys.executable, str(ROOT / "worker.py")], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+    line = refused_start({k: v for k, v in stack.env.items() if k != "SETTLEFLOW_ALLOW_DEV_ISSUER"})
 
-    assert done.returncode == 2
-    [line] = done.stderr.strip().splitlines()
     assert line.startswith("worker.py: error: SETTLEFLOW_PAYLOAD_KEYS is set but SETTLEFLOW_TOKEN_KEYS is not")
-    assert "worker ready" not in done.stdout
+
+
+def test_a_worker_told_to_seal_commands_some_other_way_refuses_to_start_with_one_line(stack: Stack):
+    line = refused_start({**stack.env, "SETTLEFLOW_COMMAND_SEALS": "sometimes"})
+
+    assert line == "worker.py: error: SETTLEFLOW_COMMAND_SEALS: Input should be 'require' or 'log'"
