@@ -312,20 +312,27 @@ def _instant(claim: object) -> int:
 
 
 @lru_cache(maxsize=8)
-def _verifier(settings_json: str) -> Verifier:
-    return Verifier.from_settings(TrustSettings.model_validate_json(settings_json))
+def _verifier(settings: TrustSettings, _key_files: tuple[tuple[str, int], ...]) -> Verifier:
+    return Verifier.from_settings(settings)
 
 
 def verifier(settings: TrustSettings | None = None) -> Verifier:
-    """The verifier for these settings (the environment's by default), built once."""
-    if settings is None:
-        return _environment_verifier(_trust_environment())
-    return _verifier(settings.model_dump_json())
+    """The verifier for these settings (the environment's by default), built once — and again
+    when a key file changes: a key removed from the identity provider's set (a compromised one)
+    stops verifying at the next command, with no restart."""
+    settings = settings or load_trust()
+    return _verifier(settings, _key_file_versions(settings.token_keys))
 
 
-@lru_cache(maxsize=8)
-def _environment_verifier(environment: tuple[tuple[str, str], ...]) -> Verifier:
-    return _verifier(_trust_from(environment).model_dump_json())
+def _key_file_versions(token_keys: str) -> tuple[tuple[str, int], ...]:
+    """Each trusted key file with its modification time (ns): a new version, a new verifier."""
+    versions = []
+    for raw in filter(None, (p.strip() for p in token_keys.split(","))):
+        try:
+            versions.append((raw, os.stat(raw).st_mtime_ns))
+        except OSError:
+            versions.append((raw, -1))  # gone: Verifier.from_settings says so
+    return tuple(versions)
 
 
 def unverified_actor(token: str) -> Actor | None:

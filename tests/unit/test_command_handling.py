@@ -1245,6 +1245,36 @@ def test_a_key_set_listing_rsa_and_symmetric_keys_first_still_verifies_tokens_by
         assert checked.verify(token, T0) == CUSTOMER
 
 
+def test_a_key_removed_from_the_trusted_key_set_stops_verifying_without_a_restart(tmp_path):
+    """A compromised key taken out of the identity provider's set: the next command refuses it."""
+    import json
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm
+
+    from adapters.identity import load_trust, mint, verifier
+
+    compromised, current = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    path = tmp_path / "issuer-keys.json"
+
+    def trust_only(*keys) -> None:
+        path.write_text(json.dumps({"keys": [json.loads(ECAlgorithm.to_jwk(k.public_key())) for k in keys]}))
+        stamp = path.stat().st_mtime_ns + 1_000_000  # a later version, however coarse the file system's clock
+        os.utime(path, ns=(stamp, stamp))
+
+    settings = load_trust().model_copy(update={"token_keys": str(path)})
+    token = mint(settings, "customer", CUSTOMER.id, now=T0, private_key=compromised)
+    trust_only(compromised, current)
+    assert verifier(settings).verify(token, T0) == CUSTOMER
+
+    trust_only(current)
+
+    with pytest.raises(NotAuthorized) as refused:
+        verifier(settings).verify(token, T0)
+    assert refused.value.code == "bad_signature"
+
+
 @pytest.mark.parametrize(("value", "allowed"), [
     ("1", True), ("true", True), ("YES", True), ("0", False), ("", False), ("2", False), ("no", False),
 ])
