@@ -1,15 +1,17 @@
 """Runs `starter.py` cases as separate processes without paying for a fresh interpreter
 each time: this process imports starter once, then forks one child per case.
 
-Protocol (JSON lines): stdin {"args": [...], "env": {...}, "stdout": path, "stderr": path},
-stdout {"returncode": n} once the child has exited. Each child gets the case's environment,
+Protocol (JSON lines): stdin {"args": [...], "env": {...}, "stdout": path, "stderr": path,
+"timeout": seconds}, stdout {"returncode": n} once the child has exited (tests/forked_starter.py). Each child gets the case's environment,
 its own stdout/stderr files and the exit code `python starter.py ARGS` would give.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import starter  # noqa: E402  (the expensive imports happen once, here)
 
 
 def run_child(request: dict) -> None:
+    signal.alarm(math.ceil(request.get("timeout", 120)))  # a call that hangs is killed, as subprocess.run's timeout would
     os.environ.clear()
     os.environ.update(request["env"])
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):

@@ -1,17 +1,30 @@
 """End-to-end fixtures: a private stack (dev server, gateway simulator, worker) on free
-ports with every file in a temporary folder, and starter.py run as a separate process."""
+ports with every file in a temporary folder, and starter.py run as a separate process
+(forked from one that imported it once: tests/forked_starter.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack import Stack, log_tail
+from tests.forked_starter import ForkedStarter
+
+_forked: ForkedStarter | None = None  # one per test process, started at its first call
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_the_forked_starter() -> Iterator[None]:
+    yield
+    if _forked is not None:
+        _forked.close()
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +53,13 @@ def _started_private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def run(stack: Stack, *args: str, expect: int | None = 0, timeout: float = 60) -> subprocess.CompletedProcess:
     """`python starter.py ARGS` against the private stack; checks the exit code unless `expect` is None."""
-    done = stack.run_starter(*args, timeout=timeout)
+    global _forked
+    if _forked is None:
+        _forked = ForkedStarter()
+    env = {name: str(value) for name, value in stack.env.items()}
+    folder = Path(stack.log_dir) / "starter" / uuid.uuid4().hex
+    returncode, stdout, stderr = _forked.call(list(args), env, folder, timeout=timeout)
+    done = subprocess.CompletedProcess(["starter.py", *args], returncode, stdout, stderr)
     if expect is not None:
         assert done.returncode == expect, (
             f"starter.py {' '.join(args)} exited {done.returncode}, expected {expect}\n"

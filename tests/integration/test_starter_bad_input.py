@@ -7,13 +7,13 @@ case would cost a second of imports each), with the case's own environment, on i
 copy of a migrated SQLite database that holds a few orders (so that checks against
 billing's view, such as the currency's decimals, are reached). TEMPORAL_ADDRESS points
 at a local port that refuses connections: a command that got past validation would fail
-there with exit code 1 ("cannot reach Temporal"), so it cannot pass for a refusal. The
-valid base calls run as `python starter.py ...`, exactly as a user runs it.
+there with exit code 1 ("cannot reach Temporal"), so it cannot pass for a refusal. A few
+calls run as `python starter.py ...`, exactly as a user runs it (a database server that does
+not answer, a workflow id derived from a long order id); the end-to-end tests run every verb so.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -35,9 +35,9 @@ from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from domain.billing.commands import OrderLine, PlaceOrder
 from domain.shared.actor import Actor
 from domain.shared.money import Money
+from tests.forked_starter import ForkedStarter
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_FUNCTION = "test_bad_input_exits_2_with_one_line_naming_the_problem_and_changes_nothing"
 
 # Orders billing already knows, one per number of decimals.
 EUR_ORDER, JPY_ORDER, BHD_ORDER = "o-eur", "o-jpy", "o-bhd"
@@ -353,45 +353,24 @@ def fresh_copy(seed: Path, folder: Path) -> Path:
     return database
 
 
-class ForkServer:
-    """Runs cases through tests/starter_forkserver.py: a process per case, forked."""
+class ForkServer(ForkedStarter):
+    """Runs cases on a fresh copy of the seeded database, each forked (tests/forked_starter.py)."""
 
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "starter_forkserver.py")],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-
-    def run(self, args: list[str], seed: Path, folder: Path, port: int) -> Outcome:
+    def run(self, args: list[str], seed: Path, folder: Path, port: int, **env: str) -> Outcome:
+        """`starter.py ARGS` on a fresh copy of the seeded database in `folder`; `env` adds to
+        (or replaces) the case's environment."""
         database = fresh_copy(seed, folder)
-        out, err = folder / "stdout", folder / "stderr"
-        request = {"args": args, "env": env_for(database, folder, port), "stdout": str(out), "stderr": str(err)}
-        assert self.process.stdin and self.process.stdout
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
-        answer = json.loads(self.process.stdout.readline())
-        return Outcome(answer["returncode"], out.read_text(), err.read_text(), snapshot(database))
-
-    def close(self) -> None:
-        assert self.process.stdin
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
+        returncode, stdout, stderr = self.call(args, {**env_for(database, folder, port), **env}, folder)
+        return Outcome(returncode, stdout, stderr, snapshot(database))
 
 
 @pytest.fixture(scope="module")
-def outcomes(
-    request: pytest.FixtureRequest, seeded_database: Path, refusing_port: int, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Outcome]:
-    """Runs the selected cases, one process each, each on its own copy of the database."""
-    selected = [
-        item.callspec.params["case"] for item in request.session.items
-        if getattr(item, "originalname", None) == TEST_FUNCTION and hasattr(item, "callspec")
-    ]
-    root = tmp_path_factory.mktemp("cases")
+def fork_server() -> Iterator[ForkServer]:
+    """One per test process. Each case is forked from it when its test runs, so that a case runs
+    in whichever process takes its test, and only there (pytest-xdist hands cases out one by one)."""
     server = ForkServer()
     try:
-        return {case: server.run(BAD_INPUT[case][0], seeded_database, root / f"case-{n}", refusing_port)
-                for n, case in enumerate(selected)}
+        yield server
     finally:
         server.close()
 
@@ -405,10 +384,11 @@ def seeded_snapshot(seeded_database: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
 def test_bad_input_exits_2_with_one_line_naming_the_problem_and_changes_nothing(
-    case: str, outcomes: dict[str, Outcome], seeded_snapshot: dict[str, Any]
+    case: str, fork_server: ForkServer, seeded_database: Path, refusing_port: int, tmp_path: Path,
+    seeded_snapshot: dict[str, Any],
 ) -> None:
     args, words = BAD_INPUT[case]
-    done = outcomes[case]
+    done = fork_server.run(args, seeded_database, tmp_path / "case", refusing_port)
     shown = (f"starter.py {' '.join(map(repr, args))[:300]}\n"
              f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
     assert done.returncode == 2, shown
@@ -424,11 +404,12 @@ def test_bad_input_exits_2_with_one_line_naming_the_problem_and_changes_nothing(
 
 @pytest.mark.parametrize("verb", list(VALID))
 def test_each_valid_base_call_gets_past_validation_so_every_case_fails_for_its_own_reason(
-    verb: str, seeded_database: Path, refusing_port: int, tmp_path: Path, seeded_snapshot: dict[str, Any]
+    verb: str, fork_server: ForkServer, seeded_database: Path, refusing_port: int, tmp_path: Path,
+    seeded_snapshot: dict[str, Any],
 ) -> None:
     """The base calls the cases change are valid: they reach Temporal (refused here, exit 1),
     and `order` answers from billing's view alone. So a case exiting 2 was refused for what it changed."""
-    done = run_starter(argv(verb), seeded_database, tmp_path / "run", refusing_port)
+    done = fork_server.run(argv(verb), seeded_database, tmp_path / "run", refusing_port)
     if verb == "order":
         assert (done.returncode, done.stderr) == (0, ""), done
         assert done.stdout.startswith(f"order {EUR_ORDER} (customer c-1)"), done
@@ -455,15 +436,12 @@ def test_resume_flow_takes_a_workflow_id_derived_from_a_200_character_order_id(
 @pytest.mark.parametrize("args", [["order", EUR_ORDER], argv("refund"), argv("ship"), argv("place-order"),
                                   argv("cancel"), argv("update-payment-method")], ids=lambda a: a[0])
 def test_a_view_without_its_database_exits_2_and_creates_no_database(
-    args: list[str], refusing_port: int, tmp_path: Path
+    args: list[str], fork_server: ForkServer, refusing_port: int, tmp_path: Path
 ) -> None:
     missing = tmp_path / "nowhere" / "settleflow.db"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "starter.py"), *args],
-        cwd=ROOT, env=env_for(missing, tmp_path, refusing_port), capture_output=True, text=True, timeout=120,
-    )
-    assert (done.returncode, done.stdout) == (2, ""), done
-    assert done.stderr == f"starter.py: error: no database at {missing} (run `starter.py db upgrade` first)\n"
+    returncode, stdout, stderr = fork_server.call(args, env_for(missing, tmp_path, refusing_port), tmp_path / "run")
+    assert (returncode, stdout) == (2, ""), stderr
+    assert stderr == f"starter.py: error: no database at {missing} (run `starter.py db upgrade` first)\n"
     assert not missing.exists() and not missing.parent.exists()
 
 

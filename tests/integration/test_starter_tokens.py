@@ -1,14 +1,14 @@
 """The command line's tokens: a token that does not hold is refused before anything
 starts (exit 2, one line, database unchanged); `--as` mints a dev token only while the
-dev issuer is the configured one; `starter.py token` mints one. Each case is a real
-`python starter.py`, in the style of test_starter_bad_input.py (Temporal refuses
-connections there, so a call that got past the checks exits 1, never 2)."""
+dev issuer is the configured one; `starter.py token` mints one. Each case is starter.py's
+`main` in a process of its own, forked as in test_starter_bad_input.py with the case's own
+environment (Temporal refuses connections there, so a call that got past the checks exits 1,
+never 2)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,20 +18,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.identity import TrustSettings, load_trust, mint
 from tests.integration.test_starter_bad_input import (  # noqa: F401 - fixtures
-    ROOT, argv, env_for, fresh_copy, refusing_port, seeded_database, snapshot,
+    ForkServer, Outcome, argv, fork_server, refusing_port, seeded_database, snapshot,
 )
 from tests.tokens import SINCE, token_for
 
 
-def starter(args: list[str], seed: Path, folder: Path, port: int, **env: str):
-    folder.mkdir(parents=True, exist_ok=True)
-    folder = folder / "run"
-    database = fresh_copy(seed, folder)
-    environment = {**env_for(database, folder, port),
-                   "SETTLEFLOW_DEV_ISSUER_DIR": os.environ["SETTLEFLOW_DEV_ISSUER_DIR"], **env}
-    done = subprocess.run([sys.executable, str(ROOT / "starter.py"), *args], cwd=ROOT, env=environment,
-                          capture_output=True, text=True, timeout=120)
-    return done, snapshot(database)
+@pytest.fixture
+def starter(fork_server: ForkServer) -> Callable[..., tuple[Outcome, dict]]:
+    """`starter.py ARGS` (forked from the module's fork server, as a process of its own) on a fresh
+    copy of the seeded database; gives its outcome and the database after it."""
+
+    def run(args: list[str], seed: Path, folder: Path, port: int, **env: str) -> tuple[Outcome, dict]:
+        folder.mkdir(parents=True, exist_ok=True)
+        done = fork_server.run(args, seed, folder / "run", port,
+                               SETTLEFLOW_DEV_ISSUER_DIR=os.environ["SETTLEFLOW_DEV_ISSUER_DIR"], **env)
+        return done, done.database
+
+    return run
 
 
 def token_case(case: str) -> str:
@@ -52,7 +55,7 @@ def token_case(case: str) -> str:
     ("expired", "expired"), ("not a token at all", "cannot be read"),
 ])
 def test_a_token_that_does_not_hold_exits_2_before_anything_starts(
-    case, words, seeded_database, refusing_port, tmp_path
+    starter, case, words, seeded_database, refusing_port, tmp_path
 ):
     before = snapshot(seeded_database)
     done, after = starter(argv("refund", {"--as": None, "--token": token_case(case)}), seeded_database,
@@ -62,7 +65,7 @@ def test_a_token_that_does_not_hold_exits_2_before_anything_starts(
     assert after == before
 
 
-def test_a_valid_token_of_a_role_that_may_not_use_the_verb_exits_2(seeded_database, refusing_port, tmp_path):
+def test_a_valid_token_of_a_role_that_may_not_use_the_verb_exits_2(starter, seeded_database, refusing_port, tmp_path):
     done, _ = starter(argv("refund", {"--as": None}), seeded_database, tmp_path, refusing_port,
                       SETTLEFLOW_TOKEN=token_for("warehouse:w-1"))
     assert done.returncode == 2 and "a warehouse may not refund" in done.stderr, done
@@ -73,7 +76,7 @@ def test_a_valid_token_of_a_role_that_may_not_use_the_verb_exits_2(seeded_databa
     ("customer:c-2", "may place orders only as c-2, not as c-1"),  # another customer's name
 ])
 def test_an_order_is_placed_only_by_its_customer_or_support_else_exit_2(
-    token, words, seeded_database, refusing_port, tmp_path
+    starter, token, words, seeded_database, refusing_port, tmp_path
 ):
     done, _ = starter(argv("place-order", {"--customer": "c-1", "--token": token_for(token)}),
                       seeded_database, tmp_path, refusing_port)
@@ -83,19 +86,19 @@ def test_an_order_is_placed_only_by_its_customer_or_support_else_exit_2(
     assert done.returncode == 1 and "cannot reach Temporal" in done.stderr, done  # support may
 
 
-def test_as_naming_someone_other_than_the_token_exits_2(seeded_database, refusing_port, tmp_path):
+def test_as_naming_someone_other_than_the_token_exits_2(starter, seeded_database, refusing_port, tmp_path):
     done, _ = starter(argv("refund", {"--as": "customer:c-1", "--token": token_for("customer:c-2")}),
                       seeded_database, tmp_path, refusing_port)
     assert done.returncode == 2 and "the token is customer:c-2's" in done.stderr, done
 
 
-def test_a_valid_token_gets_past_the_checks(seeded_database, refusing_port, tmp_path):
+def test_a_valid_token_gets_past_the_checks(starter, seeded_database, refusing_port, tmp_path):
     done, _ = starter(argv("refund", {"--as": None, "--token": token_for("customer:c-1")}),
                       seeded_database, tmp_path, refusing_port)
     assert done.returncode == 1 and "cannot reach Temporal" in done.stderr, done  # it got as far as Temporal
 
 
-def test_with_production_keys_as_is_refused_and_dev_tokens_do_not_verify(seeded_database, refusing_port, tmp_path):
+def test_with_production_keys_as_is_refused_and_dev_tokens_do_not_verify(starter, seeded_database, refusing_port, tmp_path):
     production = ec.generate_private_key(ec.SECP256R1())
     pem = tmp_path / "idp.pem"
     pem.write_bytes(production.public_key().public_bytes(
@@ -126,7 +129,7 @@ def test_with_production_keys_as_is_refused_and_dev_tokens_do_not_verify(seeded_
 
 
 def test_beside_production_payload_keys_without_token_keys_the_dev_issuer_neither_mints_nor_verifies(
-    seeded_database, refusing_port, tmp_path,
+    starter, seeded_database, refusing_port, tmp_path,
 ):
     forgot = {"SETTLEFLOW_PAYLOAD_KEYS": os.environ["SETTLEFLOW_PAYLOAD_KEYS"],  # production's, say
               "SETTLEFLOW_PAYLOAD_KEY_ID": os.environ["SETTLEFLOW_PAYLOAD_KEY_ID"], "SETTLEFLOW_ALLOW_DEV_ISSUER": "0"}
@@ -142,7 +145,7 @@ def test_beside_production_payload_keys_without_token_keys_the_dev_issuer_neithe
     assert minted.returncode == 2 and "SETTLEFLOW_TOKEN_KEYS is not" in minted.stderr and minted.stdout == ""
 
 
-def test_the_token_verb_mints_a_short_lived_dev_token_for_the_role_and_id(seeded_database, refusing_port, tmp_path):
+def test_the_token_verb_mints_a_short_lived_dev_token_for_the_role_and_id(starter, seeded_database, refusing_port, tmp_path):
     done, _ = starter(["token", "--role", "fraud_analyst", "--id", "eve"], seeded_database, tmp_path, refusing_port)
     assert done.returncode == 0, done
     from adapters.identity import verifier
