@@ -80,7 +80,7 @@ TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | N
     domain.ParcelStillInTransit: NotPublished("billing's note of shipping's answer: shipment_intercept_failed is the fact"),
     domain.DeliveryHeld: NotPublished("billing keeps an early delivery until its shipment; order_delivered is the fact"),
     domain.CancelledOrderDelivered: NotPublished("a question for support, told by the delivery flow; order_delivered is the fact"),
-    domain.ReturnedParcelDelivered: NotPublished("a question for support, told by the delivery flow; order_delivered is the fact"),
+    domain.ReturnedParcelDelivered: NotPublished("a question for support, told by the flow that learns it; order_delivered is the fact"),
     domain.OrderClearedForShipping: NotPublished("billing's answer to the warehouse's flow; order_shipped is the fact"),
     domain.ShippingRefused: NotPublished("the answer to the warehouse's own request, shown in its workflow"),
     domain.RefundOwed: NotPublished("internal trigger of the cancellation's refund; refund_approved follows"),

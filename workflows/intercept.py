@@ -5,7 +5,8 @@ for an order cancelled meanwhile (workflows/shipping.py).
   ShipmentInterceptRequested → InterceptShipment → shipping → ShipmentIntercepted
       | ShipmentInterceptFailed → RecordInterceptOutcome → billing → ParcelReturned
       | ParcelStillInTransit; ParcelReturned → signal `order_returned` to the order's payment
-      process (nothing is left to cancel)
+      process (nothing is left to cancel); ParcelStillInTransit + ReturnedParcelDelivered (the
+      stop took, but billing had the parcel delivered already) → NotifyTeam(support)
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from domain.contracts import (
     InterceptShipment,
     Outcome,
     ParcelReturned,
+    NotifyTeam,
     RecordInterceptOutcome,
+    ReturnedParcelDelivered,
     ShipmentIntercepted,
     ShipmentInterceptFailed,
     ShipmentInterceptRequested,
 )
 from workflows.messages import ask_again
+from workflows.process import TELLS_SUPPORT_A_STOP_AFTER_DELIVERY
 
 
 class StopsTheParcel:
@@ -58,4 +62,16 @@ class StopsTheParcel:
                 await workflow.get_external_workflow_handle(f"payment-{requested.order_id}").signal("order_returned")
             except Exception:  # noqa: BLE001 - it may have ended already; nothing to tell then
                 pass
+        late = recorded.first(ReturnedParcelDelivered)
+        if late is not None and self.folded_in(TELLS_SUPPORT_A_STOP_AFTER_DELIVERY):  # a run begun before has none
+            # The customer has the goods and the refund: whether to ask for them back is support's.
+            await self.send(
+                self.command(
+                    NotifyTeam, ask_again("tell-support-stopped-after-delivery", attempt), team="support",
+                    kind="returned_parcel_delivered_support", subject=late.order_id,
+                    facts={"order_id": late.order_id, "delivered_at": late.delivered_at.isoformat(),
+                           "returned_at": late.returned_at.isoformat()},
+                ),
+                decide,
+            )
         return recorded

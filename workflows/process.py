@@ -45,10 +45,10 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-06g"  # new flows start on it
+RELEASE = "flows-2026-12-06h"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
 RELEASES = (
-    RELEASE, "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
+    RELEASE, "flows-2026-12-06g", "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
     FIRST_RELEASE,
 )
 
@@ -123,6 +123,10 @@ COMPARES_THE_SCHEDULED_DAY = "compares-the-scheduled-day"
 # flows-2026-12-06g: a delivery still without its shipment after WAIT_FOR_SHIPMENT tells support
 # and waits on for it, rather than failing: the delivery, a fact, is never dropped by a timer.
 DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT = "delivery-waits-on-for-its-shipment"
+# flows-2026-12-06h: a parcel stop that shipping carried out after billing had recorded the parcel
+# delivered (billing's ReturnedParcelDelivered) is told to support by the flow that asked for it,
+# as a delivery recorded after the stop is told by the delivery flow.
+TELLS_SUPPORT_A_STOP_AFTER_DELIVERY = "tells-support-a-stop-after-delivery"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -144,6 +148,7 @@ FOLDED_INTO = {
     NOTES_AN_UNREAD_STRANDED_CHECK: "flows-2026-12-06g",
     COMPARES_THE_SCHEDULED_DAY: "flows-2026-12-06g",
     DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT: "flows-2026-12-06g",
+    TELLS_SUPPORT_A_STOP_AFTER_DELIVERY: "flows-2026-12-06h",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

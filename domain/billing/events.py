@@ -47,10 +47,11 @@ class CancelledOrderDelivered(Event):
 
 
 class ReturnedParcelDelivered(Event):
-    """A parcel billing recorded as coming back (stopped for a refund of all of its money)
-    reached its customer after all: the carrier's scan of a delivery made before the stop came
-    late, or the stop did not take. The customer has the goods and the refund; support decides
-    whether to ask for the goods back."""
+    """A parcel stopped for a refund of all of its money reached its customer after all: the
+    carrier's scan of a delivery made before the stop came late, or the stop did not take — or
+    billing had recorded the delivery before shipping's "stopped" reached it (`returned_at` is
+    then when that answer was recorded). The customer has the goods and the refund; support
+    decides whether to ask for the goods back."""
 
     type: Literal["ReturnedParcelDelivered"] = "ReturnedParcelDelivered"
     order_id: str

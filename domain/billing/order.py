@@ -254,13 +254,21 @@ class Order(AggregateRoot):
                 command, CancelledOrderDelivered(order_id=self.id, customer_id=self.customer_id, delivered_at=delivered_at)
             )
         elif returned_at is not None:
-            self.record(
-                command,
-                ReturnedParcelDelivered(
-                    order_id=self.id, customer_id=self.customer_id, delivered_at=delivered_at, returned_at=returned_at
-                ),
-            )
+            self._tell_of_a_stopped_parcel_delivered(command, returned_at)
         self._keep_owed_since(command.issued_at)
+
+    def _tell_of_a_stopped_parcel_delivered(
+        self, command: RecordDelivery | RecordShipment | RecordInterceptOutcome, returned_at: datetime
+    ) -> None:
+        """A parcel stopped for a refund of all of its money reached the customer all the same,
+        whichever of the two facts billing heard first. Whether to ask for the goods back is support's."""
+        assert self.delivered_at is not None
+        self.record(
+            command,
+            ReturnedParcelDelivered(
+                order_id=self.id, customer_id=self.customer_id, delivered_at=self.delivered_at, returned_at=returned_at
+            ),
+        )
 
     def record_intercept_outcome(self, command: RecordInterceptOutcome) -> None:
         """Shipping's answer to an intercept. Stopped: the parcel comes back, and what is still
@@ -274,6 +282,10 @@ class Order(AggregateRoot):
             self.parcel_stop = None  # answered
             reason = command.reason if not command.intercepted else "the parcel was delivered before the stop"
             self.record(command, ParcelStillInTransit(order_id=self.id, refund_id=command.refund_id, reason=reason))
+            if command.intercepted and not self.cancelled:
+                # The customer has the goods and the refund: support is told, as when the delivery
+                # is recorded after the stop (a cancelled order's delivery told support already).
+                self._tell_of_a_stopped_parcel_delivered(command, returned_at=command.issued_at)
             return
         if self.fulfilment is not Fulfilment.SHIPPED:
             raise InvalidCommand("not_in_transit", f"order {self.id} is {self.fulfilment.value}, not shipped")

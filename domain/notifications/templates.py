@@ -31,8 +31,9 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "returned_parcel_delivered_support": (
         "A stopped parcel was delivered",
         "The parcel of order {order_id} was stopped for a refund of all of its money ({returned_at}), but it "
-        "reached the customer all the same ({delivered_at}): the carrier's scan of it came late, or the stop "
-        "did not take. The customer has the goods and the refund. Decide whether to ask for the goods back.",
+        "reached the customer all the same ({delivered_at}): the carrier's scan of it came late, the stop did "
+        "not take, or it was carried out after the parcel had arrived. The customer has the goods and the "
+        "refund. Decide whether to ask for the goods back.",
     ),
     "delivery_without_shipment_support": (
         "A delivery still has no shipment",

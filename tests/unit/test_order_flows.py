@@ -20,6 +20,7 @@ from domain.fraud.commands import ScreenRefund
 from domain.fraud.events import RefundCleared
 from domain.fraud.review import FraudReview, ReviewStatus
 from domain.fraud.screening import RefundScreening
+from domain.shared.actor import Actor
 from domain.shared.errors import InvalidCommand
 from domain.shared.money import Money
 from tests.unit.builders import (
@@ -126,8 +127,38 @@ def test_a_stop_that_took_after_the_parcel_was_recorded_delivered_is_recorded_as
 
     order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(2)))
 
-    assert names(order.pending_events) == ["ParcelStillInTransit"]
+    still, told = order.pending_events
+    assert names([still, told]) == ["ParcelStillInTransit", "ReturnedParcelDelivered"]  # support is told
+    assert (told.delivered_at, told.returned_at) == (T0 + days(2), T0 + days(2))
     assert order.fulfilment is Fulfilment.DELIVERED and order.refunds["r-1"].in_flight  # the refund goes on
+
+
+def test_a_stop_that_took_after_a_cancelled_orders_delivery_tells_support_nothing_more():
+    # The cancelled order's delivery told support already (CancelledOrderDelivered).
+    order = shipped_order("100.00")
+    order.cancel(command(CancelOrder, actor=SUPPORT, issued_at=T0 + days(1), order_id=order.id, reason="fraud"))
+    order.request_refund(command(
+        RequestRefund, actor=Actor.system("billing"), issued_at=T0 + days(1), order_id=order.id,
+        refund_id="o-1-cancellation", reason="cancelled",
+    ))
+    order.record_delivery(command(RecordDelivery, issued_at=T0 + days(2), order_id=order.id, delivered_at=T0 + days(2)))
+    assert "CancelledOrderDelivered" in names(order.pending_events)
+    order.clear_events()
+
+    order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(3), refund_id="o-1-cancellation"))
+
+    assert names(order.pending_events) == ["ParcelStillInTransit"]
+
+
+def test_a_parcel_not_stopped_and_then_delivered_tells_support_nothing():
+    order = shipped_order("100.00")
+    order.request_refund(refund(order))
+    order.record_intercept_outcome(intercept_outcome(order, False, at=T0 + days(2)))
+    order.clear_events()
+
+    order.record_delivery(command(RecordDelivery, issued_at=T0 + days(3), order_id=order.id, delivered_at=T0 + days(3)))
+
+    assert names(order.pending_events) == ["DeliveryRecorded"]  # it was on its way, as shipping said
 
 
 def test_a_delivery_recorded_while_a_stop_waits_for_its_answer_leaves_nothing_to_stop():

@@ -185,6 +185,34 @@ async def test_a_stopped_parcels_late_delivery_scan_is_recorded_and_support_is_t
     assert refunds_of(harness, order_id) == ["100.00"]  # the refund stands; support decides about the goods
 
 
+async def test_a_stop_that_took_after_billing_recorded_the_parcel_delivered_is_told_to_support(harness):
+    order_id, _ = await place_order(harness, amount="1500.00")
+    await ship(harness, order_id)
+    handle = await start_refund(harness, order_id)  # all of it: the parcel is to be stopped once fraud lets it go
+    await wait_for_status(handle, "under_review")
+    # While the refund waits for its analyst the parcel arrives, and billing records it; shipping's
+    # own record of the delivery is late, so the stop is still carried out there.
+    delivered_at = await _workflow_now(harness)
+    BillingActivities(harness.uow_factory).record_delivery(RecordDelivery(
+        command_id=f"deliver-{order_id}/record-delivery", actor=Actor.system("shipping"), issued_at=delivered_at,
+        correlation_id=f"order-{order_id}", causation_id="test", order_id=order_id, delivered_at=delivered_at,
+    ))
+
+    await handle.execute_update(
+        RefundWorkflow.resolve_review, ReviewResolution(decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST))
+    )
+    result = await finished(harness, handle)
+    await keep_history(handle, "refund_stopped_after_delivery")
+
+    assert result.status == "completed"
+    assert any("InterceptShipment → shipping → ShipmentIntercepted" in step for step in result.trail)
+    assert any("RecordInterceptOutcome → billing → ParcelStillInTransit" in step for step in result.trail)
+    [told] = harness.messages("team:support")  # the customer has the goods and the refund
+    assert told["kind"] == "returned_parcel_delivered_support" and delivered_at.isoformat() in told["body"]
+    assert harness.order(order_id).fulfilment == "delivered"
+    assert refunds_of(harness, order_id) == ["1500.00"]
+
+
 async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_way_and_the_money_goes_back(harness):
     order_id, _ = await place_order(harness, amount="100.00")
     await ship(harness, order_id)
