@@ -92,7 +92,11 @@ class OutboxReader:
         also when publishing stopped half-way (what was acknowledged stays acknowledged)."""
         if self.postgres:
             stopped: BaseException | None = None
-            with self.engine.connect() as connection, connection.begin():
+            # READ COMMITTED whatever the server's default: the statement after taking the locks
+            # must see what another relay committed before we got them (under REPEATABLE READ it
+            # would reuse the first statement's snapshot and publish those rows again).
+            with self.engine.connect().execution_options(isolation_level="READ COMMITTED") as connection, \
+                    connection.begin():
                 claimed = Batch(self._claim_locked(connection, limit))
                 try:
                     yield claimed

@@ -12,6 +12,7 @@ output is the envelopes to publish, each with its NATS subject.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -140,15 +141,25 @@ BY_NAME = {event_type.__name__: entry for event_type, entry in TABLE.items()}
 EVENT_CLASSES = {event_type.__name__: event_type for event_type in TABLE}
 
 
+def _translation_code() -> str:
+    """The code that turns a row into its messages: this module (the table's translations) and
+    the public contracts (their fields and checks). A fix of either is a new table: rows the old
+    code parked (a translation that raised, a contract that refused a value) are tried again."""
+    import inspect
+
+    return "\n".join(inspect.getsource(module) for module in (sys.modules[__name__], public))
+
+
 def table_version(table: Mapping[type[Event], Any]) -> str:
-    """Which table this is: what it publishes each event type as, and the fields it reads each
-    type's payload with. A row parked under another table (another relay's, in a rolling deploy:
-    a new type, or a field added, renamed or dropped) is tried again by this one (relay.py)."""
+    """Which table this is: what it publishes each event type as, the fields it reads each
+    type's payload with, and the code that translates them. A row parked under another table
+    (another relay's, in a rolling deploy: a new type, or a field added, renamed or dropped; or
+    the same relay's before a fix) is tried again by this one (relay.py)."""
     def fields(event_type: type[Event]) -> str:
         return ",".join(f"{name}:{field.annotation}" for name, field in sorted(event_type.model_fields.items()))
 
     return hashlib.sha256(
-        "\n".join(
+        _translation_code().encode() + b"\n" + "\n".join(
             f"{event_type.__name__}:"
             f"{'-' if isinstance(entry, NotPublished) else ','.join(c.type_name() for c, _ in entry)}:"
             f"{fields(event_type)}"

@@ -6,7 +6,9 @@
 One sentence: fetch the next event from durable consumer `reporting` on stream
 SETTLEFLOW, apply it in one transaction with its inbox row (store.apply), and only
 then acknowledge it; a crash before the ack redelivers the event, and the inbox
-makes the second delivery change nothing.
+makes the second delivery change nothing. A message that is not a readable settleflow
+event is recorded with its reason and skipped (store.reject), in one transaction with the
+position's move, and shown by the report; it does not stop the events after it.
 
 One event in flight at a time (`max_ack_pending=1`): JetStream hands out the next
 message only once the previous one is acknowledged, so a redelivery can never come
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -67,14 +70,27 @@ class ReportingConsumer:
         self._stopping.set()
 
     def _apply(self, message) -> str:
-        """Apply one event, in the trace the relay's publish started (traceparent header)."""
-        event = CloudEvent.from_json(message.data)
+        """Apply one event, in the trace the relay's publish started (traceparent header). A message
+        that is not a readable settleflow event is recorded and skipped (`rejected`): redelivering it
+        would stop every later event from reaching the report. Anything else that goes wrong (the
+        database, a bug) is raised: the message is not acknowledged and comes again."""
+        at = (self.durable, self._stream, message.metadata.sequence.stream)
+        try:
+            return self._apply_event(store.read_envelope(message.data), message, at)
+        except store.Unreadable as unreadable:
+            envelope_id = _envelope_id(message.data)
+            log.error("stream sequence %s on %s is not a readable settleflow event, skipped and recorded: %s",
+                      at[2], message.subject, unreadable)  # fmt: skip
+            store.reject(self.engine, *at, subject=message.subject, reason=str(unreadable), event_id=envelope_id)
+            return "rejected"
+
+    def _apply_event(self, event: CloudEvent, message, at: tuple[str, str, int]) -> str:
         with trace.get_tracer("settleflow.reporting").start_as_current_span(
             f"apply {event.type}", context=propagate.extract(dict(message.headers or {})), kind=SpanKind.CONSUMER,
             attributes={"settleflow.correlation_id": event.correlationid, "settleflow.command_id": event.causationid,
                         "messaging.system": "nats", "messaging.message.id": event.id},
         ) as span:  # fmt: skip
-            outcome = store.apply(self.engine, event, at=(self.durable, self._stream, message.metadata.sequence.stream))
+            outcome = store.apply(self.engine, event, at=at)
             span.set_attribute("settleflow.apply_outcome", outcome)
             return outcome
 
@@ -169,6 +185,15 @@ class ReportingConsumer:
                 if not nc.is_closed:
                     await nc.close()
         return 0
+
+
+def _envelope_id(raw: bytes) -> str | None:
+    """The `id` of a message that is JSON with one, however wrong the rest of it: for the record."""
+    try:
+        found = json.loads(raw).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return str(found)[:500] if found is not None else None
 
 
 def setup_tracing() -> None:

@@ -14,6 +14,10 @@ Tables:
 - `missed`: stream sequences a consumer never got to apply — the stream had dropped them (its
   limits) before it read them. Stream sequences have no gaps, so a jump past the position is
   such a loss: recorded with the jump, logged, and shown by the report (what it does not count).
+- `rejected`: messages on the stream that are not readable settleflow events (not a CloudEvents
+  envelope, or data that does not fit its type's contract), recorded with the reason and skipped
+  in the same transaction as the position's move: one bad message does not stop the consumer, and
+  the report shows it (what it does not count).
 - `refunds`, `payments`: the read model the report shows.
 
 The schema belongs to this read model alone and is created on start; the model can
@@ -27,11 +31,12 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, insert, select, update
 from sqlalchemy.engine import Connection
 
@@ -69,6 +74,16 @@ positions = Table(
     Column("consumer", Text, primary_key=True),  # the durable consumer's name
     Column("stream", Text, nullable=False),  # which stream: its creation time (a recreated one starts at 1 again)
     Column("stream_sequence", Integer, nullable=False),  # the last event applied (or found a duplicate)
+)
+
+rejected = Table(  # one row per message that is not a readable settleflow event (kept, shown, skipped)
+    "rejected", metadata,
+    Column("consumer", Text, primary_key=True), Column("stream", Text, primary_key=True),
+    Column("stream_sequence", Integer, primary_key=True),
+    Column("event_id", Text, nullable=True),  # the envelope's id, when the envelope could be read
+    Column("subject", Text, nullable=False),  # the NATS subject it came on
+    Column("reason", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
 )
 
 missed = Table(  # one row per jump: stream sequences first..last were gone before they were read
@@ -250,10 +265,52 @@ def apply(
                 outcome = "not_reported"
             else:
                 contract, change = handler
-                change(conn, event, contract.model_validate(event.data))
+                try:
+                    data = contract.model_validate(event.data)
+                except ValidationError as unreadable:
+                    raise Unreadable(f"{event.type} {event.id}: its data does not fit {contract.__name__}: "
+                                     f"{_first_error(unreadable)}") from unreadable  # fmt: skip
+                change(conn, event, data)
                 outcome = "applied"
         conn.execute(insert(inbox).values(event_id=event.id, type=event.type, outcome=outcome, received_at=now))
         return outcome
+
+
+class Unreadable(Exception):
+    """A message on the stream that is not a settleflow event this consumer can read: not a
+    CloudEvents envelope, or a known type whose data does not fit its contract. Redelivering it
+    cannot help; it is recorded (`reject`) and skipped, so that one bad message does not stop
+    every later fact from reaching the report."""
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    return f"{'.'.join(map(str, first['loc'])) or 'the message'}: {first['msg']}"
+
+
+def read_envelope(raw: bytes) -> CloudEvent:
+    try:
+        return CloudEvent.from_json(raw)
+    except ValidationError as unreadable:
+        raise Unreadable(f"not a settleflow event (CloudEvents JSON): {_first_error(unreadable)}") from unreadable
+
+
+def reject(
+    engine: Engine, consumer: str, stream: str, sequence: int, subject: str, reason: str,
+    event_id: str | None = None, now: datetime | None = None,
+) -> None:
+    """Record an unreadable message and move `consumer`'s position past it, in one transaction:
+    the report shows it (`events rejected`), and the consumer goes on with the next one."""
+    now = now or datetime.now(UTC)
+    key = (rejected.c.consumer == consumer) & (rejected.c.stream == stream) & (rejected.c.stream_sequence == sequence)
+    with engine.begin() as conn:
+        _advance(conn, consumer, stream, sequence, noticed_at=now)
+        if conn.execute(select(rejected.c.stream_sequence).where(key)).first():
+            return  # delivered again after it was recorded (the ack was lost)
+        conn.execute(insert(rejected).values(
+            consumer=consumer, stream=stream, stream_sequence=sequence, event_id=event_id, subject=subject,
+            reason=reason[:2000], received_at=now,
+        ))  # fmt: skip
 
 
 # -- the report -----------------------------------------------------------------------------------------------------
@@ -272,6 +329,7 @@ class Report:
     approved_not_settled: list[dict[str, Any]]
     events_applied: int
     events_missed: list[tuple[int, int]]  # stream sequences gone before they were read (first, last)
+    events_rejected: list[tuple[int, str]] = field(default_factory=list)  # (stream sequence, reason): messages that are not readable events
 
     def totals(self, rows: list[Row], status: str) -> dict[str, Decimal]:
         out: dict[str, Decimal] = defaultdict(Decimal)
@@ -310,6 +368,10 @@ def report(engine: Engine) -> Report:
                 (r.first_sequence, r.last_sequence)
                 for r in conn.execute(select(missed.c.first_sequence, missed.c.last_sequence).order_by(missed.c.noticed_at))
             ],
+            events_rejected=[
+                (r.stream_sequence, r.reason)
+                for r in conn.execute(select(rejected.c.stream_sequence, rejected.c.reason).order_by(rejected.c.received_at))
+            ],
         )
 
 
@@ -334,4 +396,8 @@ def format_report(r: Report) -> str:
         ranges = ", ".join(f"{first}-{last}" if last > first else str(first) for first, last in r.events_missed)
         lines.append(f"events missed (gone from the stream before they were read; not in the figures above): "
                      f"{count} (stream sequences {ranges})")  # fmt: skip
+    if r.events_rejected:
+        lines.append(f"messages rejected (not readable settleflow events; not in the figures above): "
+                     f"{len(r.events_rejected)}")  # fmt: skip
+        lines += [f"  stream sequence {sequence}: {reason}" for sequence, reason in r.events_rejected]
     return "\n".join(lines)

@@ -13,7 +13,9 @@ Read top to bottom:
       recorded, taken only if it answers this attempt → PaymentCaptured | PaymentDeclined
       (+ PaymentAbandoned); anything else is noted and the flow waits on. A capture the
       gateway confirms it never made is a declined attempt (`not_charged`), and recovery goes
-      on as after any decline
+      on as after any decline. An attempt that never reached payments (the step could not even
+      begin it for a day) is sent again under the same id — unless a cancellation was accepted
+      meanwhile: that goes first, and nothing is charged
   PaymentCaptured → MarkOrderPaid → billing, CreateInvoice → invoicing,
       NotifyCustomer (payment received, invoice number)
   PaymentDeclined → NotifyCustomer, wait 1, 3, 7 days — or less when the Update
@@ -75,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, addressed_here, from_outside, refuse_outsider, retry_until_done
     from workflows.process import CANCELLED_BEFORE_FIRST_CAPTURE, CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN
+    from workflows.process import CANCELLED_BEFORE_SENDING_AGAIN
     from workflows.process import REFUNDS_BESIDE_THE_NOTICE, SENDS_A_CAPTURE_AGAIN_GUARDED, VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
@@ -182,9 +185,11 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                 issued_at=self.started_at(),
             )
         )
+        if outcome is None:  # cancelled before the attempt ever reached payments
+            return await self.end("cancelled")
         while (declined := outcome.first(PaymentDeclined)) and not outcome.has(PaymentAbandoned):
             outcome = await self.recover(declined)
-            if outcome is None:  # cancelled while recovering
+            if outcome is None:  # cancelled while recovering (or before its retry reached payments)
                 return await self.end("cancelled")
 
         if abandoned := outcome.first(PaymentAbandoned):
@@ -196,12 +201,14 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         return await self.stay_open_for_cancellation()
 
     # -- capture and recovery ---------------------------------------------------------
-    async def attempt(self, command: CapturePayment | RetryPaymentCapture) -> Outcome:
+    async def attempt(self, command: CapturePayment | RetryPaymentCapture) -> Outcome | None:
+        """Payments' answer to the attempt; None when the order was cancelled before the attempt
+        ever reached payments (`capture_unknown`)."""
         self.attempts += 1
         self.next_attempt_at = None
         return await self.send_capture(command)
 
-    async def send_capture(self, command: CapturePayment | RetryPaymentCapture, resent: int = 0) -> Outcome:
+    async def send_capture(self, command: CapturePayment | RetryPaymentCapture, resent: int = 0) -> Outcome | None:
         """Send the attempt; no usable answer makes it unknown (`capture_unknown`), never a failure."""
         try:
             return await self.send(command, CAPTURE)
@@ -227,7 +234,9 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             reason = "cancelled_while_capturing"
         return await self.capture_unknown(command, reason, resent)
 
-    async def capture_unknown(self, command: CapturePayment | RetryPaymentCapture, reason: str, resent: int = 0) -> Outcome:
+    async def capture_unknown(
+        self, command: CapturePayment | RetryPaymentCapture, reason: str, resent: int = 0
+    ) -> Outcome | None:
         """No usable answer: payments records the attempt as unknown and the flow waits for
         reconciliation's answer; nobody is told the payment failed."""
         assert self.order is not None
@@ -249,6 +258,11 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                 # went to the gateway. It is sent now as the attempt it is — the same id, so it
                 # can charge once at most —, and no usable answer again makes it unknown: the
                 # flow never fails with the card perhaps charged.
+                if self.cancellation is not None and self.folded_in(CANCELLED_BEFORE_SENDING_AGAIN):
+                    # A cancellation accepted meanwhile goes first: nothing was charged, and a
+                    # cancelled order is not (billing may refuse; then the attempt is sent again).
+                    if await self.cancel():
+                        return None
                 self.note(f"capture attempt {self.attempts} never reached payments: sent again")
                 return await self.send_capture(command, resent + 1)
             # Payments already has the answer (recorded after the step gave up): the same
@@ -259,6 +273,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         return await self.reconciliation_answer("capture", self.order.order_id, command.command_id, DECIDE)
 
     async def recover(self, declined: PaymentDeclined) -> Outcome | None:
+        """The next attempt's answer; None when the order was cancelled instead."""
         assert self.order is not None
         self.decline_code = declined.decline_code
         await self.notify("payment_declined", subject=declined.attempt_id, reason=declined.decline_code)

@@ -127,6 +127,10 @@ DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT = "delivery-waits-on-for-its-shipment"
 # delivered (billing's ReturnedParcelDelivered) is told to support by the flow that asked for it,
 # as a delivery recorded after the stop is told by the delivery flow.
 TELLS_SUPPORT_A_STOP_AFTER_DELIVERY = "tells-support-a-stop-after-delivery"
+# flows-2026-12-06h: a capture attempt that never reached payments is not sent again once a
+# cancellation was accepted meanwhile: the order is cancelled first (nothing was charged), as
+# before a first capture or a retry; only if billing refuses is the attempt sent again.
+CANCELLED_BEFORE_SENDING_AGAIN = "cancelled-before-sending-again"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -149,6 +153,7 @@ FOLDED_INTO = {
     COMPARES_THE_SCHEDULED_DAY: "flows-2026-12-06g",
     DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT: "flows-2026-12-06g",
     TELLS_SUPPORT_A_STOP_AFTER_DELIVERY: "flows-2026-12-06h",
+    CANCELLED_BEFORE_SENDING_AGAIN: "flows-2026-12-06h",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

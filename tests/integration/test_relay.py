@@ -303,3 +303,36 @@ def test_a_row_one_relay_published_while_another_parked_it_holds_none_of_its_agg
     with reader.batch(10) as later:  # the order's later rows are not held behind it
         assert [r["aggregate_version"] for r in later.rows][-1] == 2
     assert retry_parked(engine, "new") == 1  # its stale park is cleared, by the relay that left it too
+
+
+@pytest.mark.postgres
+def test_the_relays_claim_on_postgresql_reads_committed_data_whatever_the_servers_default(postgres_server_url):
+    """Under the server's REPEATABLE READ the read after taking the aggregates' locks would reuse the
+    first statement's snapshot, and publish again rows another relay marked before it got them."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import make_url
+
+    from adapters.db import make_engine, upgrade
+    from adapters.outbox import OutboxReader
+    from tests.integration.conftest import fresh_schema
+
+    with fresh_schema(postgres_server_url) as url:
+        upgrade(url)
+        options = make_url(url).query["options"] + " -cdefault_transaction_isolation=repeatable\\ read"
+        engine = make_engine(make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False))
+        try:
+            with engine.connect() as connection:  # the server's default, as this engine's sessions get it
+                assert connection.exec_driver_sql("SHOW transaction_isolation").scalar() == "repeatable read"
+            store(engine, delivered_order("o-1", "100.00"))
+            seen: list[str] = []
+            event.listen(engine, "begin", lambda conn: seen.append(
+                conn.exec_driver_sql("SHOW transaction_isolation").scalar()))
+
+            with OutboxReader(engine, clock=lambda: datetime.now(UTC)).batch(10) as batch:
+                assert batch.rows
+
+            assert seen == ["read committed"]
+        finally:
+            engine.dispose()

@@ -327,3 +327,35 @@ async def test_a_stream_that_deletes_unread_events_is_refused_not_read(reporting
             await consumer.run(once=True)
     finally:
         await js.delete_stream(STREAM)  # the next test's stream is created afresh
+
+
+async def test_a_message_that_is_not_a_readable_event_is_recorded_and_skipped_and_the_events_after_it_are_applied(
+    reporting_engine, nats_server, jetstream
+):
+    _, js = jetstream
+    await publish(js, event(approved("r-1"), id="e-1", version=2))
+    await js.publish("settleflow.test", b"hello from someone's test script")  # the stream takes all of settleflow.>
+    broken = event(approved("r-2"), id="e-broken", version=3).model_copy(update={"data": {"refund_id": "r-2"}})
+    await publish(js, broken)  # a known type whose data does not fit its contract
+    await publish(js, event(approved("r-3", "5.00"), id="e-3", version=4))
+
+    outcomes = await consume(reporting_engine, nats_server.url)
+
+    assert outcomes == {"applied": 2, "rejected": 2}  # the consumer did not stop at the first bad one
+    report = store.report(reporting_engine)
+    assert sorted(p["refund_id"] for p in report.approved_not_settled) == ["r-1", "r-3"]
+    [(seq_text, text_reason), (seq_data, data_reason)] = report.events_rejected
+    assert (seq_text, seq_data) == (2, 3)
+    assert "not a settleflow event" in text_reason
+    assert "e-broken" in data_reason and "RefundApprovedV1" in data_reason
+    shown = store.format_report(report)
+    assert "messages rejected (not readable settleflow events; not in the figures above): 2" in shown
+    assert await consume(reporting_engine, nats_server.url) == {}  # acknowledged: not delivered again
+
+
+def test_a_rejected_message_delivered_again_is_recorded_once(reporting_engine):
+    for _ in range(2):  # the ack of the first delivery was lost
+        store.reject(reporting_engine, "reporting", "stream-1", 7, "settleflow.test", "not a settleflow event")
+
+    assert store.report(reporting_engine).events_rejected == [(7, "not a settleflow event")]
+    assert store.position(reporting_engine, "reporting") == store.Position("stream-1", 7)

@@ -117,6 +117,16 @@ def test_the_table_version_changes_when_an_events_fields_change_so_another_relay
     assert table_version(dict(reversed(list(TABLE.items())))) == TABLE_VERSION  # the table's order is no change
 
 
+def test_the_table_version_changes_when_a_translation_is_fixed_so_the_rows_it_parked_are_tried_again(monkeypatch):
+    import integration.translation as translation
+
+    fixed = translation._translation_code().replace('"amount": str(money.amount)', '"amount": format(money.amount, "f")')
+    assert fixed != translation._translation_code()  # the same table, one translation's code changed
+    monkeypatch.setattr(translation, "_translation_code", lambda: fixed)
+
+    assert table_version(TABLE) != TABLE_VERSION
+
+
 # -- compatibility of published versions -----------------------------------------------------------------------------
 def test_every_published_version_is_compatible_with_its_committed_schema():
     assert schemas.check() == []

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import ScheduleBackfill, ScheduleOverlapPolicy, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    ScheduleBackfill, ScheduleOverlapPolicy, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateStage,
+)
 from temporalio.service import RPCError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -42,6 +44,7 @@ from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, Pay
 from domain.payments.gateway import GatewayUnavailable, SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
+from domain.shared.errors import NotFound
 from domain.shared.money import Money
 from tests.fakes import FakeGateway
 from tests.tokens import signed
@@ -336,6 +339,34 @@ async def test_a_capture_that_never_reached_payments_for_a_day_is_sent_again_as_
     [attempt] = harness.payment(order_id).attempts
     assert harness.gateway.calls == {attempt.attempt_id: 1}  # charged once
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+
+async def test_a_cancellation_accepted_while_the_capture_never_reached_payments_goes_first_and_nothing_is_charged(harness):
+    def account_unknown() -> str:
+        raise GatewayUnavailable("the gateway cannot say whose key this is")
+
+    harness.gateway.account = account_unknown  # the capture step cannot even begin its attempt
+    order_id, handle = await start_payment(harness, "tok_visa")
+    await wait_for_status(handle, "capturing", env=harness.env)
+    cancellation = await handle.start_update(
+        PaymentWorkflow.cancel_order,
+        CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER), reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await harness.env.sleep(RETRY_WINDOW_PASSED)  # the step gives up; payments holds no attempt
+    del harness.gateway.account  # a resend would now reach the gateway and charge the card
+
+    answer = await cancellation.result()
+    result = await handle.result()
+
+    await keep_history(handle, "payment_cancelled_before_its_capture_was_sent_again")
+    assert (answer, result.status) == ("cancelled", "cancelled")
+    assert "capture attempt 1 never reached payments: sent again" not in result.trail
+    assert harness.gateway.calls == {}  # nothing charged, so nothing to give back
+    order = harness.order(order_id)
+    assert order.cancelled and not order.paid.is_positive and order.refunds == {}
+    with pytest.raises(NotFound):  # payments never recorded an attempt, nor the payment
+        harness.payment(order_id)
 
 
 async def test_a_capture_looked_up_under_another_accounts_key_stays_unknown_until_its_own_account_answers(harness):
