@@ -17,8 +17,9 @@ Read top to bottom:
       begin it for a day) is sent again under the same id — unless a cancellation was accepted
       meanwhile: that goes first, and nothing is charged
   PaymentCaptured → MarkOrderPaid → billing, CreateInvoice → invoicing,
-      NotifyCustomer (payment received, invoice number)
-  PaymentDeclined → NotifyCustomer, wait 1, 3, 7 days — or less when the Update
+      NotifyCustomer (payment received, invoice number: going out beside the process, which
+      rests as paid at once; it ends only once the receipt has gone out)
+  PaymentDeclined → NotifyCustomer (the days counted from the decline), wait 1, 3, 7 days — or less when the Update
       `update_payment_method` brings a new card (UpdatePaymentMethod → payments) —
       then RetryPaymentCapture → payments, which decides whether another attempt
       is allowed (at most 4; hard declines stop at once); a cancellation accepted
@@ -77,7 +78,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import CancellationRequest, NewPaymentMethod, OrderRequest, PaymentStatus, RefundRequest
     from workflows.process import INVALID_REQUEST, AwaitsReconciliation, REFUSALS, Process, Refused, Step, addressed_here, from_outside, refuse_outsider, retry_until_done
     from workflows.process import CANCELLED_BEFORE_FIRST_CAPTURE, CANCELLED_BEFORE_RETRY, READ_AGAIN_WHEN_TOLD_AGAIN
-    from workflows.process import CANCELLED_BEFORE_SENDING_AGAIN
+    from workflows.process import CANCELLED_BEFORE_SENDING_AGAIN, RECEIPT_BESIDE_THE_PROCESS
+    from workflows.process import RECOVERY_TIMED_FROM_THE_DECLINE
     from workflows.process import REFUNDS_BESIDE_THE_NOTICE, SENDS_A_CAPTURE_AGAIN_GUARDED, VERIFIED_FULFILMENT
     from workflows.refund import RefundWorkflow
 
@@ -112,6 +114,9 @@ OPEN_UNTIL_DELIVERED = "open-until-delivered"
 # Payments' refusals of MarkCaptureUnknown that mean the attempt never reached it (no payment
 # yet, or no such attempt): nothing was sent to the gateway.
 NEVER_BEGUN = frozenset({"not_found", "no_such_attempt"})
+# How long a try of the capture step may still be running after the step gave up: two of its
+# start-to-close times (the gateway client itself gives up after 10 s).
+ATTEMPT_SETTLES = CAPTURE.start_to_close * 2
 
 
 @workflow.defn(failure_exception_types=INVALID_REQUEST)
@@ -143,9 +148,18 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.reading_fulfilment = False  # billing's record of the parcel is being read
         self.told_while_reading = False  # a delivery or return was told again meanwhile
         self.closed = False  # the flow is ending: every Update still waiting is answered
+        self.receipt: asyncio.Task[None] | None = None  # the customer's receipt, going out beside the process
 
     @workflow.run
     async def run(self, order: OrderRequest) -> PaymentStatus:
+        try:
+            return await self.pay(order)
+        finally:
+            # However the flow ends (an operator's Cancel included), a receipt still on its way
+            # goes out first. A run begun before has none, and issues nothing here.
+            await self.receipt_gone_out()
+
+    async def pay(self, order: OrderRequest) -> PaymentStatus:
         from_outside(order.placed_by)
         self.order = order
         # Which changes this flow runs with, asked once before the first command.
@@ -235,7 +249,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         return await self.capture_unknown(command, reason, resent)
 
     async def capture_unknown(
-        self, command: CapturePayment | RetryPaymentCapture, reason: str, resent: int = 0
+        self, command: CapturePayment | RetryPaymentCapture, reason: str, resent: int = 0, waited: bool = False
     ) -> Outcome | None:
         """No usable answer: payments records the attempt as unknown and the flow waits for
         reconciliation's answer; nobody is told the payment failed."""
@@ -245,7 +259,8 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             await self.send(
                 self.command(
                     MarkCaptureUnknown,
-                    f"mark-unknown-{self.attempts}" + (f"-after-sending-again-{resent}" if resent else ""),
+                    f"mark-unknown-{self.attempts}" + (f"-after-sending-again-{resent}" if resent else "")
+                    + ("-after-its-time" if waited else ""),
                     order_id=self.order.order_id,
                     attempt_id=command.command_id,
                     reason=reason,
@@ -259,8 +274,15 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                 # can charge once at most —, and no usable answer again makes it unknown: the
                 # flow never fails with the card perhaps charged.
                 if self.cancellation is not None and self.folded_in(CANCELLED_BEFORE_SENDING_AGAIN):
-                    # A cancellation accepted meanwhile goes first: nothing was charged, and a
-                    # cancelled order is not (billing may refuse; then the attempt is sent again).
+                    if not waited:
+                        # A try of the step still running when it gave up (an operator's Cancel
+                        # leaves it running; the day may run out during one) could yet record and
+                        # send the attempt: wait out a try's time, then ask payments again.
+                        await workflow.sleep(ATTEMPT_SETTLES)
+                        return await self.capture_unknown(command, reason, resent, waited=True)
+                    # Still not there, and nothing left that could send it: a cancellation accepted
+                    # meanwhile goes first, and nothing is charged (billing may refuse; then the
+                    # attempt is sent again).
                     if await self.cancel():
                         return None
                 self.note(f"capture attempt {self.attempts} never reached payments: sent again")
@@ -276,10 +298,16 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         """The next attempt's answer; None when the order was cancelled instead."""
         assert self.order is not None
         self.decline_code = declined.decline_code
-        await self.notify("payment_declined", subject=declined.attempt_id, reason=declined.decline_code)
         wait = RECOVERY_SCHEDULE[min(self.attempts - 1, len(RECOVERY_SCHEDULE) - 1)]
-        self.next_attempt_at = workflow.now() + wait
-        self.set_status("recovering")
+        if self.folded_in(RECOVERY_TIMED_FROM_THE_DECLINE):
+            # The days run from the decline: a mailbox outage holding up its notice pushes nothing back.
+            self.next_attempt_at = workflow.now() + wait
+            self.set_status("recovering")
+            await self.notify("payment_declined", subject=declined.attempt_id, reason=declined.decline_code)
+        else:  # a run begun before
+            await self.notify("payment_declined", subject=declined.attempt_id, reason=declined.decline_code)
+            self.next_attempt_at = workflow.now() + wait
+            self.set_status("recovering")
         self.note(f"attempt {self.attempts} declined ({declined.decline_code}); next attempt in {wait.days} day(s)")
         while (remaining := self.next_attempt_at - workflow.now()) > timedelta(0):
             await self.wait_for(
@@ -356,8 +384,41 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         )
         invoice = invoiced.first(InvoiceCreated)
         self.invoice_number = invoice.invoice_number if invoice else ""
-        await self.notify("payment_received", amount=str(captured.amount), invoice_number=self.invoice_number)
+        beside = self.folded_in(RECEIPT_BESIDE_THE_PROCESS)
+        receipt = self.notify(
+            "payment_received", amount=str(captured.amount), invoice_number=self.invoice_number,
+            causes_next=not beside,  # beside the process, it causes none of its steps
+        )
+        if beside:
+            # The receipt goes out beside the process: a mailbox outage holds up the message, not
+            # a cancellation accepted meanwhile. The flow ends only once it has gone out.
+            self.receipt = asyncio.create_task(receipt)
+        else:  # a run begun before tells first
+            await receipt
         self.set_status("paid")
+
+    async def receipt_gone_out(self) -> None:
+        """The customer's receipt still on its way goes out before the flow ends (or before the
+        cancellation's notice, so the two arrive in order). An operator's Cancel meanwhile does
+        not stop it: the payment was made. One that cannot go out is noted."""
+        if self.receipt is None:
+            return
+        receipt, self.receipt = self.receipt, None  # waited for once, noted once
+        if not receipt.done():
+            self.note("the customer's receipt is still going out: it goes out first")
+        while not receipt.done():
+            try:
+                await asyncio.shield(receipt)
+            except asyncio.CancelledError:
+                if receipt.cancelled():
+                    break
+                self.note("cancel asked while the customer's receipt was still going out: it goes out first")
+            except (Refused, ActivityError):
+                break  # it ended with an error: noted below, the flow goes on
+        try:
+            receipt.result()
+        except (Refused, ActivityError, asyncio.CancelledError) as failed:
+            self.note(f"the customer's receipt could not go out: {failed}")
 
     # -- giving up and cancelling --------------------------------------------------------
     async def give_up(self, abandoned: PaymentAbandoned) -> PaymentStatus:
@@ -449,10 +510,12 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             # the notice, the refund is awaited: it is never left running on its own.
             refunding = asyncio.create_task(self.refund(owed))
             try:
+                await self.receipt_gone_out()  # the receipt first, then the cancellation's notice
                 await self.notify("order_cancelled", reason=request.reason)
             finally:
                 await refunding
             return True
+        await self.receipt_gone_out()
         await self.notify("order_cancelled", reason=request.reason)
         if owed is not None:
             await self.refund(owed)
@@ -537,6 +600,8 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         refuse_outsider(request.requested_by, request.token, CancelOrder, "cancel an order")
         if self.cancellation is not None:
             raise ValueError("a cancellation is already being handled")
+        if self.closed:  # ending (the receipt still going out): nothing would act on it
+            raise ValueError(f"order is {self.status}; its payment process is ending")
         if self.status not in {"capturing", "recovering", "paid"}:
             raise ValueError(f"order is {self.status}; there is nothing to cancel")
 
@@ -560,7 +625,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
             self.told_while_reading = True
 
     # -- small helpers ---------------------------------------------------------------------
-    async def notify(self, kind: str, subject: str | None = None, **facts: str) -> None:
+    async def notify(self, kind: str, subject: str | None = None, causes_next: bool = True, **facts: str) -> None:
         assert self.order is not None
         await self.send(
             self.command(
@@ -572,6 +637,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
                 facts={"order_id": self.order.order_id, **facts},
             ),
             NOTIFY,
+            causes_next=causes_next,
         )
 
     async def end(self, status: str) -> PaymentStatus:
@@ -581,6 +647,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         self.closed = True
         if self.cancellation is not None and self.cancellation_answer is None:
             self.cancellation_answer = status
+        await self.receipt_gone_out()
         await self.finish()
         return self.current()
 

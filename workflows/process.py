@@ -131,6 +131,16 @@ TELLS_SUPPORT_A_STOP_AFTER_DELIVERY = "tells-support-a-stop-after-delivery"
 # cancellation was accepted meanwhile: the order is cancelled first (nothing was charged), as
 # before a first capture or a retry; only if billing refuses is the attempt sent again.
 CANCELLED_BEFORE_SENDING_AGAIN = "cancelled-before-sending-again"
+# flows-2026-12-06h: the customer's receipt goes out beside the payment process, which rests as
+# `paid` at once: a mailbox outage holds up the message, not a cancellation accepted meanwhile
+# (nor the refund paying it back). The flow ends only once the receipt has gone out.
+RECEIPT_BESIDE_THE_PROCESS = "receipt-beside-the-process"
+# flows-2026-12-06h: recovery's next attempt is timed from the decline, not from when the
+# customer's notice of it went out (a mailbox outage no longer pushes the 1/3/7 days back).
+RECOVERY_TIMED_FROM_THE_DECLINE = "recovery-timed-from-the-decline"
+# flows-2026-12-06h: a fraud team's reminder that could not go out (its day of tries ran out)
+# is noted and the refund flow ends as decided; it used to fail the flow after the fact.
+REMINDER_FAILURE_IS_NOTED = "reminder-failure-is-noted"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -154,6 +164,9 @@ FOLDED_INTO = {
     DELIVERY_WAITS_ON_FOR_ITS_SHIPMENT: "flows-2026-12-06g",
     TELLS_SUPPORT_A_STOP_AFTER_DELIVERY: "flows-2026-12-06h",
     CANCELLED_BEFORE_SENDING_AGAIN: "flows-2026-12-06h",
+    RECEIPT_BESIDE_THE_PROCESS: "flows-2026-12-06h",
+    RECOVERY_TIMED_FROM_THE_DECLINE: "flows-2026-12-06h",
+    REMINDER_FAILURE_IS_NOTED: "flows-2026-12-06h",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

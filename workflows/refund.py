@@ -73,7 +73,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
     from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, addressed_here, from_outside, refuse_outsider
-    from workflows.process import TELLS_SUPPORT_WHAT_A_RETURN_OWES
+    from workflows.process import REMINDER_FAILURE_IS_NOTED, TELLS_SUPPORT_WHAT_A_RETURN_OWES
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -483,6 +483,10 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
                 if self.reminding.cancelled():
                     break
                 self.note("cancel asked while the fraud team's reminder was still going out: it goes out first")
+            except (Refused, ActivityError):
+                if not self.folded_in(REMINDER_FAILURE_IS_NOTED):  # a run begun before fails here
+                    raise
+                break  # noted below
         try:
             self.reminding.result()
         except (Refused, ActivityError, asyncio.CancelledError) as failed:

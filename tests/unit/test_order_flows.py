@@ -142,12 +142,12 @@ def test_a_stop_that_took_after_a_cancelled_orders_delivery_tells_support_nothin
         refund_id="o-1-cancellation", reason="cancelled",
     ))
     order.record_delivery(command(RecordDelivery, issued_at=T0 + days(2), order_id=order.id, delivered_at=T0 + days(2)))
-    assert "CancelledOrderDelivered" in names(order.pending_events)
-    order.clear_events()
+    told = names(order.pending_events)
 
     order.record_intercept_outcome(intercept_outcome(order, True, at=T0 + days(3), refund_id="o-1-cancellation"))
 
-    assert names(order.pending_events) == ["ParcelStillInTransit"]
+    assert "CancelledOrderDelivered" in told
+    assert names(order.pending_events)[len(told):] == ["ParcelStillInTransit"]
 
 
 def test_a_parcel_not_stopped_and_then_delivered_tells_support_nothing():

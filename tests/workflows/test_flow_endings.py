@@ -6,6 +6,7 @@ the request reached settleflow. Time-skipping server, real activities, temporary
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -233,19 +234,36 @@ async def test_a_parcel_that_could_not_be_stopped_is_recorded_as_still_on_its_wa
 
 
 # == 2. money owed after a cancellation goes back ========================================================
+async def cancelled_by_support_until_paid_back(harness, handle, order_id: str) -> str:
+    """Support cancels the paid order; the Update's answer, once the refund has paid it back (in real time)."""
+    answer = await handle.execute_update(
+        PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="lost")
+    )
+    for _ in range(300):
+        if refunds_of(harness, order_id):
+            break
+        await asyncio.sleep(0.1)
+    return answer
+
+
+async def closed_once_the_receipt_went_out(harness, handle):
+    """The flow's result, once its receipt's next try (its back-off grown during an outage) has sent it."""
+    async with real_time(harness.env):
+        for _ in range(900):
+            if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+    return await finished(harness, handle)
+
+
+
 async def test_a_cancelled_paid_orders_money_goes_back_while_the_mailbox_is_down(harness):
     order_id, _ = await place_order(harness, amount="80.00")
     handle = payment_handle(harness, order_id)
 
     with mailbox_down(harness):  # the customer's notice of the cancellation cannot go out
         async with real_time(harness.env):
-            answer = await handle.execute_update(
-                PaymentWorkflow.cancel_order, CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="lost")
-            )
-            for _ in range(300):
-                if refunds_of(harness, order_id):
-                    break
-                await asyncio.sleep(0.1)
+            answer = await cancelled_by_support_until_paid_back(harness, handle, order_id)
         paid_back_while_the_mailbox_was_down = refunds_of(harness, order_id)
         told_while_down = [m["kind"] for m in harness.messages("customer:c-1")]
     result = await finished(harness, handle)
@@ -255,6 +273,70 @@ async def test_a_cancelled_paid_orders_money_goes_back_while_the_mailbox_is_down
     assert sorted(m["kind"] for m in harness.messages("customer:c-1")) == [
         "order_cancelled", "payment_received", "refund_completed",  # once the mailbox was back
     ]
+
+
+async def test_a_paid_orders_receipt_held_up_by_the_mailbox_holds_up_neither_its_cancellation_nor_its_refund(harness):
+    with mailbox_down(harness):  # the customer's receipt cannot go out
+        async with real_time(harness.env):
+            # Short workflow tasks: a local activity retried within one shows its progress sooner.
+            order_id, view = await place_order(harness, amount="80.00", task_timeout=SHORT_TASKS)  # paid all the same
+            handle = payment_handle(harness, order_id)
+            answer = await cancelled_by_support_until_paid_back(harness, handle, order_id)
+        paid_back_while_the_mailbox_was_down = refunds_of(harness, order_id)
+        told_while_down = harness.messages("customer:c-1")
+        still_running = (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    result = await closed_once_the_receipt_went_out(harness, handle)
+
+    await keep_history(handle, "payment_cancelled_while_its_receipt_was_held_up")
+    assert view["status"] == "paid" and (answer, result.status) == ("cancelled", "refunded")
+    assert (paid_back_while_the_mailbox_was_down, told_while_down) == (["80.00"], [])
+    assert still_running  # it ends only once the receipt has gone out
+    # Once the mailbox was back: the receipt first, then the cancellation's notice.
+    written = sorted(harness.mailbox.folder.glob("*.json"), key=lambda path: path.stat().st_mtime_ns)
+    kinds = [json.loads(path.read_text())["kind"] for path in written]
+    assert kinds.index("payment_received") < kinds.index("order_cancelled")
+    assert sorted(kinds) == ["order_cancelled", "payment_received", "refund_completed"]
+
+
+async def test_a_cancellation_asked_while_a_delivered_orders_flow_waits_for_its_receipt_is_refused_and_the_flow_ends(harness):
+    with mailbox_down(harness):  # the receipt cannot go out
+        async with real_time(harness.env):
+            order_id, _ = await place_order(harness, amount="80.00", task_timeout=SHORT_TASKS)
+            handle = payment_handle(harness, order_id)
+            await ship(harness, order_id)
+            delivered_at = await _workflow_now(harness)
+            BillingActivities(harness.uow_factory).record_delivery(RecordDelivery(
+                command_id=f"deliver-{order_id}/record-delivery", actor=Actor.system("shipping"),
+                issued_at=delivered_at, correlation_id=f"order-{order_id}", causation_id="test", order_id=order_id,
+                delivered_at=delivered_at,
+            ))
+            await handle.signal(PaymentWorkflow.order_delivered)
+            await wait_for_trail(handle, "the customer's receipt is still going out", harness.env)  # ending
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update(
+                    PaymentWorkflow.cancel_order,
+                    CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="too late"),
+                )
+    result = await closed_once_the_receipt_went_out(harness, handle)
+
+    assert "its payment process is ending" in str(refused.value.cause)
+    assert result.status == "paid" and not harness.order(order_id).cancelled
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
+
+
+async def test_recoverys_next_attempt_is_timed_from_the_decline_however_late_its_notice_goes_out(harness):
+    with mailbox_down(harness):  # the customer's notice of the decline cannot go out
+        async with real_time(harness.env):
+            declined_at = await _workflow_now(harness)
+            order_id, view = await place_order(harness, card="tok_capture_declined", task_timeout=SHORT_TASKS)
+            told_while_down = harness.messages("customer:c-1")
+
+    assert (view["status"], told_while_down) == ("recovering", [])
+    next_attempt_at = datetime.fromisoformat(view["next_attempt_at"])
+    assert timedelta(days=1) <= next_attempt_at - declined_at < timedelta(days=1, minutes=5)
+    handle = payment_handle(harness, order_id)
+    await wait_for_trail(handle, "Notify", harness.env)
+    assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_declined"]
 
 
 async def test_a_cancelled_paid_orders_money_goes_back_even_when_its_review_would_expire(harness):

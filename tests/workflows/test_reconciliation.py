@@ -316,13 +316,20 @@ async def test_a_capture_whose_answer_was_lost_past_the_retry_window_ends_paid_o
     assert [m["kind"] for m in harness.messages("customer:c-1")] == ["payment_received"]
 
 
-async def test_a_capture_that_never_reached_payments_for_a_day_is_sent_again_as_an_attempt_and_ends_paid_once(harness):
+async def payment_whose_capture_cannot_begin(harness):
+    """A payment whose capture step cannot even begin its attempt: the gateway's key cannot say
+    whose account it is (until the test deletes `harness.gateway.account`)."""
     def account_unknown() -> str:
         raise GatewayUnavailable("the gateway cannot say whose key this is")
 
-    harness.gateway.account = account_unknown  # the capture step cannot even begin its attempt
+    harness.gateway.account = account_unknown
     order_id, handle = await start_payment(harness, "tok_visa")
     await wait_for_status(handle, "capturing", env=harness.env)
+    return order_id, handle
+
+
+async def test_a_capture_that_never_reached_payments_for_a_day_is_sent_again_as_an_attempt_and_ends_paid_once(harness):
+    order_id, handle = await payment_whose_capture_cannot_begin(harness)
     await harness.env.sleep(RETRY_WINDOW_PASSED)
     # Nothing was recorded, so nothing went out: the attempt is sent again, not the flow failed.
     await wait_for_trail(handle, "capture attempt 1 never reached payments: sent again", harness.env)
@@ -342,12 +349,7 @@ async def test_a_capture_that_never_reached_payments_for_a_day_is_sent_again_as_
 
 
 async def test_a_cancellation_accepted_while_the_capture_never_reached_payments_goes_first_and_nothing_is_charged(harness):
-    def account_unknown() -> str:
-        raise GatewayUnavailable("the gateway cannot say whose key this is")
-
-    harness.gateway.account = account_unknown  # the capture step cannot even begin its attempt
-    order_id, handle = await start_payment(harness, "tok_visa")
-    await wait_for_status(handle, "capturing", env=harness.env)
+    order_id, handle = await payment_whose_capture_cannot_begin(harness)
     cancellation = await handle.start_update(
         PaymentWorkflow.cancel_order,
         CancellationRequest(requested_by=CUSTOMER, **signed(CUSTOMER), reason="changed my mind"),
