@@ -364,7 +364,9 @@ class Chaos:
             )
             self.reconciliations += 1
         except (RPCError, WorkflowFailureError, WorkflowAlreadyStartedError) as trouble:  # the server restarting
-            log(f"reconciliation pass failed: {type(trouble).__name__}: {trouble}")
+            cause = getattr(trouble, "cause", None)  # a WorkflowFailureError says why only in its cause
+            log(f"reconciliation pass failed: {type(trouble).__name__}: {trouble}"
+                + (f" ({type(cause).__name__}: {cause})" if cause is not None else ""))
 
     async def refund_outcome(self, handle: WorkflowHandle, card: str = "") -> dict:
         """Wait for a refund's final status. One sent to fraud review (a customer's third
