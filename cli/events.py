@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select
 
 from adapters import db
-from adapters.outbox import lag, parked_rows
+from adapters.outbox import lag, parked_rows, release_parked
 from adapters.settings import Settings
 from adapters.tables import outbox, processed_commands
 
@@ -32,6 +32,10 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser, identifier: Any) -> N
     p.set_defaults(run=events)
 
     p = verbs.add_parser("outbox", parents=[common], help="unpublished events, the relay's lag, parked rows")
+    p.add_argument("--retry-parked", action="store_true",
+                   help="put parked rows back in line for the relay (all, or those named by --event)")
+    p.add_argument("--event", action="append", type=identifier, metavar="EVENT_ID",
+                   help="with --retry-parked: only this parked row (may be given more than once)")
     p.set_defaults(run=outbox_status)
 
     p = verbs.add_parser("report", parents=[common], help="refunds and payments per day and status (reporting)")
@@ -127,8 +131,16 @@ def events(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- outbox -----------------------------------------------------------------------------------------------------------
 def outbox_status(args: argparse.Namespace, settings: Settings) -> int:
+    if args.event and not args.retry_parked:
+        print("starter.py: error: --event names a parked row to retry: give --retry-parked too", file=sys.stderr)
+        return 2
     engine = db.make_engine(settings.database_url)
     try:
+        if args.retry_parked:
+            released = release_parked(engine, args.event)
+            print(f"put back in line for the relay: {released} parked row(s)"
+                  + ("" if args.event is None or released == len(set(args.event)) else
+                     " (the others named are not parked, or already published)"), file=sys.stderr)  # fmt: skip
         state, parked = lag(engine), parked_rows(engine)
     finally:
         engine.dispose()

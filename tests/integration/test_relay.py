@@ -336,3 +336,27 @@ def test_the_relays_claim_on_postgresql_reads_committed_data_whatever_the_server
             assert seen == ["read committed"]
         finally:
             engine.dispose()
+
+
+async def test_a_row_parked_by_the_running_relays_own_table_goes_out_once_an_operator_retries_it(
+    engine, nats_server, jetstream
+):
+    """Its own table's parks stay parked across restarts; `starter.py outbox --retry-parked`
+    puts them back in line (here a row whose data was mended after it was parked)."""
+    from adapters.outbox import release_parked
+
+    _, js = jetstream
+    store(engine, place_order("o-1")[1])
+    with engine.begin() as connection:  # parked by this very table: no restart tries it again
+        connection.execute(update(outbox).values(
+            parked_at=PLACED_AT, park_reason=f"[table {TABLE_VERSION}] the payload could not be read"))
+    assert (await run_once(engine, nats_server.url)).counts.published == 0
+    assert lag(engine).parked == 1
+
+    assert release_parked(engine, ["not-an-event"]) == 0  # only the rows named
+    assert release_parked(engine) == 1
+    published = await run_once(engine, nats_server.url)
+
+    assert (published.counts.published, lag(engine).parked, lag(engine).unpublished) == (1, 0, 0)
+    assert [e.subject for e in envelopes(await stream_messages(js))] == ["o-1"]
+    assert release_parked(engine) == 0  # nothing parked is left; a published row is never touched

@@ -254,6 +254,8 @@ bad("schedule: a daily interval", [*argv("schedule"), "--daily"], "daily")
 bad("compare-settlements: a day that is not over", argv("compare-settlements", {"day": "2999-01-01"}), "not over yet")
 bad("compare-settlements: not a day", argv("compare-settlements", {"day": "yesterday"}), "YYYY-MM-DD")
 bad("compare-settlements: no day", ["compare-settlements"], "day")
+bad("outbox: --event without --retry-parked", ["outbox", "--event", "e-1"], "--retry-parked")
+bad("outbox: --retry-parked of an empty event id", ["outbox", "--retry-parked", "--event", ""], "event")
 RESOLVE = ["resolve-discrepancy", "flow_gone:r-1", "--note", "refunded by hand"]
 bad("resolve-discrepancy: by a customer", [*RESOLVE, "--as", "customer:c-1"], "only support")
 bad("resolve-discrepancy: no such discrepancy", [*RESOLVE, "--as", "support:sam"], "no discrepancy")
