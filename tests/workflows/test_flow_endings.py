@@ -312,11 +312,11 @@ async def test_a_cancellation_asked_while_a_delivered_orders_flow_waits_for_its_
             ))
             await handle.signal(PaymentWorkflow.order_delivered)
             await wait_for_trail(handle, "the customer's receipt is still going out", harness.env)  # ending
-            with pytest.raises(WorkflowUpdateFailedError) as refused:
-                await handle.execute_update(
+            with pytest.raises(WorkflowUpdateFailedError) as refused:  # accepted, it would never be answered
+                await asyncio.wait_for(handle.execute_update(
                     PaymentWorkflow.cancel_order,
                     CancellationRequest(requested_by=SUPPORT, **signed(SUPPORT), reason="too late"),
-                )
+                ), ANSWER_WITHIN)
     result = await closed_once_the_receipt_went_out(harness, handle)
 
     assert "its payment process is ending" in str(refused.value.cause)

@@ -358,8 +358,9 @@ async def test_a_cancellation_accepted_while_the_capture_never_reached_payments_
     await harness.env.sleep(RETRY_WINDOW_PASSED)  # the step gives up; payments holds no attempt
     del harness.gateway.account  # a resend would now reach the gateway and charge the card
 
-    answer = await cancellation.result()
-    result = await handle.result()
+    # Bounded: had the attempt gone out first, the flow would charge, refund and stay open.
+    answer = await asyncio.wait_for(cancellation.result(), timeout=60)
+    result = await asyncio.wait_for(handle.result(), timeout=60)
 
     await keep_history(handle, "payment_cancelled_before_its_capture_was_sent_again")
     assert (answer, result.status) == ("cancelled", "cancelled")
