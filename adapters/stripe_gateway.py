@@ -1,12 +1,18 @@
 """The payments port (activities/ports.py `PaymentGateway`) on Stripe, through the official SDK.
 
-    capture       a PaymentIntent created and confirmed for the order's amount (automatic capture);
-                  the answer carries the currency Stripe charged in, which payments keeps
+    capture       a PaymentIntent created and confirmed for the order's amount (automatic capture,
+                  off_session: nobody is there to authenticate); the answer carries the currency
+                  Stripe charged in, which payments keeps. The card is saved first: a card token
+                  (tok_...) is good for one use, so it becomes a PaymentMethod, saved on a Customer
+                  (one per card given); the answer names that PaymentMethod (`saved_card`), and
+                  payments charges it in later attempts, with the Customer it is on (GET
+                  /v1/payment_methods/{id} tells).
     refund        a Refund against that PaymentIntent, refused before any call when it is not
                   in that currency (one request; the PaymentIntent is read first only for a
                   capture recorded before payments kept its currency)
     find_capture  the PaymentIntent whose metadata attempt_id is the business id (one waiting
-                  for 3-D Secure is cancelled first, as for capture; search;
+                  for 3-D Secure is cancelled first, as for capture; search; none found: the
+                  card the attempt saved on the way, from its Customer's metadata, if any;
                   Stripe's search can lag an hour in an outage, so "not found" counts only for
                   an attempt older than that: `NotFound.settles_after`)
     find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
@@ -16,7 +22,8 @@
                   with the amount its Charge or Refund moved, in the payment's currency
 
 Every call that moves money sends settleflow's business id as the `Idempotency-Key`
-(the capture attempt id, the refund id) and the ids as metadata (order_id and
+(the capture attempt id, the refund id; the steps that save a card send "<attempt id>/card",
+"/customer" and "/save") and the ids as metadata (order_id and
 attempt_id on a PaymentIntent, order_id and refund_id on a Refund); an id longer than
 Stripe's 255-character key is sent as its digest (`stripe_business_id`). Look-ups are
 GETs: they never move money (the one POST a look-up may send, the cancel of a PaymentIntent
@@ -30,8 +37,10 @@ retries inside an attempt would only stretch one attempt past its timeout.
 Stripe's answers in payments' terms:
     succeeded                                   Accepted(id)
     card_error (402) / a refund that failed     Declined(decline_code or code / failure_reason)
-    PaymentIntent requires_action (3-D Secure)  cancelled first (nobody is there to authenticate,
-                                                and until cancelled it could still charge), then
+    card_error authentication_required (an      Declined("authentication_required")
+    off-session card that wants 3-D Secure)
+    PaymentIntent requires_action (3-D Secure;  cancelled first (nobody is there to authenticate,
+    one sent before captures were off-session)  and until cancelled it could still charge), then
                                                 Declined("authentication_required")
     rate limit, connection trouble, timeouts,
     5xx, 409, "pending" after a fresh read      GatewayUnavailable (retried with the same key)
@@ -94,6 +103,7 @@ KEY_MAX = 255
 
 # Metadata keys on Stripe's objects; search and list match on them.
 ORDER_ID, ATTEMPT_ID, REFUND_ID = "order_id", "attempt_id", "refund_id"
+CARD = "card"  # on a Customer: the PaymentMethod it was made for
 
 CAPTURE_TYPES = frozenset({"charge", "payment"})  # balance transaction types of a captured card payment
 REFUND_TYPES = frozenset({"refund", "payment_refund"})
@@ -208,22 +218,70 @@ class StripeGateway:
 
     def capture(self, request: CaptureRequest) -> GatewayAnswer:
         key = stripe_business_id(request.idempotency_key)
+        amount = to_stripe_amount(request.amount)  # refused before anything is sent
+        saved = self._saved_card(request)
+        if isinstance(saved, Declined):
+            return saved
+        customer, method = saved
         params: dict[str, Any] = {
-            "amount": to_stripe_amount(request.amount),
+            "amount": amount,
             "currency": request.amount.currency.lower(),
             "confirm": True,
+            # Merchant-initiated: the capture runs in a flow, with nobody there to authenticate,
+            # so a card that asks for 3-D Secure is declined at once (authentication_required).
+            "off_session": True,
+            "customer": customer,
+            "payment_method": method,
             "payment_method_types": ["card"],
             "description": f"settleflow order {request.reference}",
             "metadata": {ORDER_ID: request.reference, ATTEMPT_ID: key},
-            **_card(request.card_token),
         }
         try:
             intent = _ask(lambda: self._client.v1.payment_intents.create(params, {"idempotency_key": key}))
         except stripe.CardError as declined:
-            return Declined(_decline_code(declined))
+            return Declined(_decline_code(declined), saved_card=method)
         if intent.status == "processing":
             intent = _ask(lambda: self._client.v1.payment_intents.retrieve(intent.id))
         return _capture_answer(self._not_waiting_for_authentication(_plain(intent)), key)
+
+    def _saved_card(self, request: CaptureRequest) -> tuple[str, str] | Declined:
+        """The attempt's card as a PaymentMethod saved on a Customer, (customer id, payment
+        method id): what Stripe charges again later without the customer. A card token
+        (`tok_...`) is good for one use, so it becomes a PaymentMethod first; a PaymentMethod
+        the customer gave is saved on a new Customer (one per card given, with the order's id
+        in its metadata); the card an earlier attempt saved (`card_saved`) is charged with the
+        Customer it is on (read from the PaymentMethod), or saved on one if it is on none. Each POST has its own key derived from the attempt's, so a retry of the
+        attempt replays these steps and sends the PaymentIntent with the same parameters.
+
+        Stripe checks a card as it saves it: one it declines there is a decline of the attempt
+        (no PaymentIntent is made, nothing moves), and names the PaymentMethod made from the
+        token, unsaved, which a later attempt may try to save and charge again."""
+        card, key = request.card_token, request.idempotency_key
+        if request.card_saved:
+            method = _plain(_ask(lambda: self._client.v1.payment_methods.retrieve(card)))
+            if method.get("customer"):
+                return _id(method["customer"]), method["id"]
+        elif card.startswith("pm_"):
+            method = {"id": card}  # Stripe's test PaymentMethods (pm_card_visa) are saved as new ones
+        else:
+            try:
+                method = _plain(_ask(lambda: self._client.v1.payment_methods.create(
+                    {"type": "card", "card": {"token": card}},
+                    {"idempotency_key": stripe_business_id(f"{key}/card")})))
+            except stripe.CardError as declined:
+                return Declined(_decline_code(declined))
+        # The Customer names the attempt and the card: a look-up that finds no PaymentIntent for
+        # the attempt still finds the card it saved on the way (`find_capture`).
+        metadata = {ORDER_ID: request.reference, ATTEMPT_ID: stripe_business_id(key), CARD: method["id"]}
+        customer = _ask(lambda: self._client.v1.customers.create(
+            {"description": f"settleflow order {request.reference}", "metadata": metadata},
+            {"idempotency_key": stripe_business_id(f"{key}/customer")}))
+        try:
+            saved = _plain(_ask(lambda: self._client.v1.payment_methods.attach(
+                method["id"], {"customer": customer.id}, {"idempotency_key": stripe_business_id(f"{key}/save")})))
+        except stripe.CardError as declined:
+            return Declined(_decline_code(declined), saved_card=method["id"])
+        return customer.id, saved["id"]
 
     def _not_waiting_for_authentication(self, intent: dict[str, Any]) -> dict[str, Any]:
         """A PaymentIntent waiting for 3-D Secure (`requires_action`) is not a decline yet: its
@@ -285,7 +343,7 @@ class StripeGateway:
                                   .auto_paging_iter()))
         intents = [_plain(i) for i in found]
         if not intents:
-            return NotFound(settles_after=self.on_the_wire + self.search_lag)
+            return NotFound(settles_after=self.on_the_wire + self.search_lag, saved_card=self._card_saved_for(query))
         intents = [self._not_waiting_for_authentication(i) for i in intents]
         succeeded = [i for i in intents if i["status"] in ("succeeded", "requires_capture")]
         if succeeded:
@@ -293,6 +351,14 @@ class StripeGateway:
         if any(i["status"] == "processing" for i in intents):
             raise GatewayUnavailable(f"capture {key} is still processing at Stripe")
         return _capture_answer(intents[0], key)
+
+    def _card_saved_for(self, query: str) -> str:
+        """The card an attempt saved before it stopped short of its PaymentIntent ("": none).
+        Searched like the PaymentIntent (and lagging like it): "not found" waits as long."""
+        customers = _ask(lambda: list(self._client.v1.customers.search({"query": query, "limit": 100})
+                                      .auto_paging_iter()))
+        cards = [(_plain(c).get("metadata") or {}).get(CARD, "") for c in customers]
+        return next((card for card in cards if card), "")
 
     def find_refund(self, request: RefundRequest) -> LookupAnswer:
         """The refund made under this refund id (`idempotency_key`), among the refunds of
@@ -402,7 +468,18 @@ def _moved(source: dict[str, Any]) -> Money | None:
 
 def _captured(intent: dict[str, Any]) -> Accepted:
     """A capture Stripe made: the PaymentIntent, and the currency it charged in."""
-    return Accepted(intent["id"], currency=intent["currency"].upper())
+    return Accepted(intent["id"], currency=intent["currency"].upper(), saved_card=_saved(intent))
+
+
+def _saved(intent: dict[str, Any]) -> str:
+    """The PaymentIntent's card, if it is saved on a Customer (a later attempt may charge it)."""
+    method = intent.get("payment_method")
+    return _id(method) if method and intent.get("customer") else ""
+
+
+def _id(obj: Any) -> str:
+    """An object's id, whether Stripe sent the id or the expanded object."""
+    return obj if isinstance(obj, str) else str(obj["id"])
 
 
 def _capture_answer(intent: dict[str, Any], key: str) -> GatewayAnswer:
@@ -411,10 +488,11 @@ def _capture_answer(intent: dict[str, Any], key: str) -> GatewayAnswer:
         return _captured(intent)
     if status == "requires_payment_method":
         error = intent.get("last_payment_error") or {}
-        return Declined(error.get("decline_code") or error.get("code") or "card_declined")
+        return Declined(error.get("decline_code") or error.get("code") or "card_declined", saved_card=_saved(intent))
     if status == "canceled":
         # Ours, cancelled while it waited for 3-D Secure nobody would give; else cancelled as such.
-        return Declined("authentication_required" if intent.get("cancellation_reason") == "abandoned" else "canceled")
+        return Declined("authentication_required" if intent.get("cancellation_reason") == "abandoned" else "canceled",
+                        saved_card=_saved(intent))
     raise GatewayUnavailable(f"capture {key}: PaymentIntent {intent['id']} is {status}")
 
 
@@ -425,13 +503,6 @@ def _refund_answer(refund: dict[str, Any], key: str) -> GatewayAnswer:
     if status in ("failed", "canceled"):
         return Declined(refund.get("failure_reason") or f"refund_{status}")
     raise GatewayUnavailable(f"refund {key}: {refund['id']} is still {status}")
-
-
-def _card(token: str) -> dict[str, Any]:
-    """A PaymentMethod id (pm_...) is used as it is; a card token (tok_...) becomes one."""
-    if token.startswith("pm_"):
-        return {"payment_method": token}
-    return {"payment_method_data": {"type": "card", "card": {"token": token}}}
 
 
 def _decline_code(declined: stripe.CardError) -> str:

@@ -45,3 +45,10 @@ def configure(base_url: str, **knobs: float | int | str | None) -> dict[str, Any
     response = httpx.post(base_url.rstrip("/") + "/_sim/config", json=knobs, timeout=_CONTROL_TIMEOUT)
     response.raise_for_status()
     return response.json()
+
+
+def one_time_token(base_url: str, card: str = "tok_visa") -> str:
+    """A card token good for one use (as Stripe.js makes them), behaving as the test card `card`."""
+    response = httpx.post(base_url.rstrip("/") + "/_sim/tokens", json={"card": card}, timeout=_CONTROL_TIMEOUT)
+    response.raise_for_status()
+    return response.json()["id"]

@@ -4,11 +4,19 @@
         [--error-rate 0.0] [--seed S] [--hang-seconds 3.0] [--api-key sk_test_simulator]
 
 Stripe's API (form-encoded bodies, `Authorization: Bearer <key>`, Stripe's JSON objects):
-    POST /v1/payment_intents              create and confirm (confirm=true) a card payment
+    POST /v1/payment_intents              create and confirm (confirm=true) a card payment: a
+                                          payment_method (with its `customer` if saved on one) or
+                                          payment_method_data[card][token]; off_session=true
+    POST /v1/payment_methods              type=card, card[token]: a PaymentMethod from a token
+    GET  /v1/payment_methods/{id}
+    POST /v1/payment_methods/{id}/attach  customer: save the card on a Customer (Stripe's declining test
+                                          cards decline here already, 402; chargeCustomerFail saves)
+    POST /v1/customers                    description, metadata
     GET  /v1/payment_intents/{id}
     POST /v1/payment_intents/{id}/cancel  cancellation_reason; only before it succeeded (else 400
                                           payment_intent_unexpected_state)
     GET  /v1/payment_intents/search       query=metadata['<key>']:'<value>'
+    GET  /v1/customers/search             query=metadata['<key>']:'<value>'
     POST /v1/refunds                      payment_intent, amount, metadata
     GET  /v1/refunds/{id}
     GET  /v1/refunds                      payment_intent, limit, starting_after
@@ -17,7 +25,15 @@ Stripe's API (form-encoded bodies, `Authorization: Bearer <key>`, Stripe's JSON 
                                           expand[]=data.source
 Test control (no key needed; not Stripe's): GET /health, GET|POST /_sim/config,
 POST /_sim/reset, GET /_sim/ledger (every capture and refund that moved money, in order),
-GET /_sim/calls (the last 10,000 API requests served, "METHOD /v1/path", oldest first).
+GET /_sim/calls (the last 10,000 API requests served, "METHOD /v1/path", oldest first),
+POST /_sim/tokens {"card": "tok_visa"} (a one-time token behaving as that test card, as
+Stripe.js makes them: `tok_<random>`).
+
+Cards as Stripe keeps them: a one-time token is good for one use (a PaymentMethod made from
+it, or one payment): used again, 400 token_already_used. Stripe's named test tokens (tok_visa,
+tok_chargeDeclined...) and settleflow's scenario tokens below may be used any number of times,
+as on Stripe's test mode. A PaymentMethod used in a payment without a Customer can never be
+used again; one saved on a Customer (attach) is charged only with that `customer`.
 
 Errors are Stripe's bodies, {"error": {"type", "code", "decline_code", "message", "param"}}:
 402 card_error (declines), 400 invalid_request_error (bad parameters, idempotency_error for a
@@ -33,10 +49,14 @@ Answers are stored once the request ran (201/200, 402, business 400s); requests 
 before running (bad parameters, injected 503s, hangs of requests that never ran) are not
 stored, so the same key can be retried.
 
-Behaviour by card (the PaymentIntent's `payment_method`, or the token in
+Behaviour by card (the PaymentIntent's `payment_method` — a PaymentMethod made here behaves
+as the token or test PaymentMethod it was made from —, or the token in
 `payment_method_data[card][token]`; a refund behaves by the card of its PaymentIntent):
     pm_card_visa, tok_visa, any other card        succeeds
     pm_card_chargeDeclined / tok_chargeDeclined   402 card_declined, decline_code generic_decline
+                                                  (these decline when saved on a Customer too)
+    pm_card_chargeCustomerFail / tok_...          saved on a Customer, then each charge declines
+                                                  card_declined, generic_decline
     ..InsufficientFunds, ..Fraudulent, ..StolenCard, ..LostCard, ..ExpiredCard,
     ..IncorrectCvc, ..ProcessingError             402 with Stripe's decline code (insufficient_funds,
                                                   fraudulent, stolen_card, lost_card, expired_card,
@@ -50,11 +70,14 @@ Behaviour by card (the PaymentIntent's `payment_method`, or the token in
     pm_card_threeDSecure2Required / tok_threeDSecure2Required
                               (Stripe's) the PaymentIntent waits `requires_action` (3-D
                               Secure, next_action use_stripe_sdk): nothing is charged until
-                              its customer authenticates it, which nobody here does
+                              its customer authenticates it, which nobody here does;
+                              off_session=true: 402 authentication_required at once
     pm_card_refundFail / tok_refundFail
                               (Stripe's) capture succeeds; each refund succeeds (money moves),
                               then a second later fails: a `refund_failure` balance
                               transaction gives the money back (the ledger marks it reversed)
+    tok_declined_once         the first charge of each card made from it declines
+                              (insufficient_funds); later charges of that card succeed
     tok_flaky                 503 for the first two attempts of each key, then as tok_visa
     tok_timeout               runs and is stored at once, but the first answer of each key
                               comes only after `hang_seconds`; a retry gets the stored answer
@@ -131,7 +154,14 @@ STRIPE_DECLINES = {
     "chargeDeclinedExpiredCard": ("expired_card", "expired_card"),
     "chargeDeclinedIncorrectCvc": ("incorrect_cvc", "incorrect_cvc"),
     "chargeDeclinedProcessingError": ("processing_error", "processing_error"),
+    "chargeCustomerFail": ("card_declined", "generic_decline"),
 }
+# Stripe checks a card when it is saved on a Customer: its declining test cards decline there
+# already (402, nothing saved), except chargeCustomerFail, which saves and then declines charges.
+SAVE_DECLINES = {card: answer for card, answer in (
+    *((f"tok_{name}", answer) for name, answer in STRIPE_DECLINES.items()),
+    *((f"pm_card_{name}", answer) for name, answer in STRIPE_DECLINES.items()),
+) if "chargeCustomerFail" not in card}
 CAPTURE_DECLINES = {
     **{f"tok_{name}": answer for name, answer in STRIPE_DECLINES.items()},
     **{f"pm_card_{name}": answer for name, answer in STRIPE_DECLINES.items()},
@@ -147,6 +177,9 @@ REFUND_REVERSED_TOKENS, REVERSED_AFTER_SECONDS = frozenset({"pm_card_refundFail"
 # Stripe's test cards that always ask for 3-D Secure: the PaymentIntent waits `requires_action`
 # (nothing is charged) until its customer authenticates it, or it is cancelled.
 AUTHENTICATION_TOKENS = frozenset({"pm_card_threeDSecure2Required", "tok_threeDSecure2Required"})
+# The first charge of each card made from it declines (insufficient_funds); later charges of that
+# card succeed: the funds arrived, as a failed-payment retry days later hopes.
+DECLINED_ONCE_TOKEN = "tok_declined_once"
 # The states Stripe lets a PaymentIntent be cancelled from.
 CANCELLABLE = frozenset({"requires_payment_method", "requires_capture", "requires_confirmation", "requires_action",
                          "processing"})
@@ -333,6 +366,16 @@ class Simulator:
             self._rng = random.Random(self.config.seed)  # reseeded: runs stay reproducible
             self._intents: dict[str, dict[str, Any]] = {}
             self._card_of: dict[str, str] = {}  # payment intent id -> the card token it was paid with
+            # Cards: PaymentMethods made here (id -> object; its `customer` once saved on one), the
+            # test card each behaves as, one-time tokens issued (/_sim/tokens: token -> test card)
+            # and those used, PaymentMethods used unsaved (never usable again), charges per card.
+            self._methods: dict[str, dict[str, Any]] = {}
+            self._behaves_as: dict[str, str] = {}
+            self._one_time: dict[str, str] = {}
+            self._used_tokens: set[str] = set()
+            self._used_unsaved: set[str] = set()
+            self._charges_of_card: dict[str, int] = {}
+            self._customers: dict[str, dict[str, Any]] = {}
             self._charges: dict[str, dict[str, Any]] = {}
             self._refunds: dict[str, dict[str, Any]] = {}
             self._transactions: dict[str, dict[str, Any]] = {}  # balance transactions, in creation order
@@ -378,35 +421,145 @@ class Simulator:
                 ))
             token = self._card_for(resource, record.params)
             if record.answer is not None:
-                if token == ANSWER_LOST[resource]:
+                if token is not None and token == ANSWER_LOST.get(resource):
                     return _Outcome(*_unavailable("the answer was lost"), hang=hang)
                 return _Outcome(*record.answer, replayed=True)
             record.attempts += 1
             if token == RATE_LIMITED_TOKEN:
                 return _Outcome(*_error(429, "invalid_request_error", "rate_limit", "Too many requests hit the API too "
                                         "quickly. We recommend an exponential backoff of your requests."))
-            if token in UNAVAILABLE[resource]:
+            if token is not None and token in UNAVAILABLE.get(resource, ()):
                 return _Outcome(*_unavailable("the processor for this card is down"))
             if token == FLAKY_TOKEN and record.attempts <= FLAKY_FAILURES:
                 return _Outcome(*_unavailable(f"transient failure (attempt {record.attempts})"))
-            if token == NEVER_ARRIVES[resource]:
+            if token is not None and token == NEVER_ARRIVES.get(resource):
                 return _Outcome(*_unavailable("the request never arrived"), hang=hang)
             try:
-                run = self._create_intent if resource == "payment_intents" else self._create_refund
+                run = {"payment_intents": self._create_intent, "refunds": self._create_refund,
+                       "payment_methods": self._create_method, "customers": self._create_customer,
+                       "attach": self._attach_method}[resource]
                 record.answer = run(record.params, token)
             except _Invalid as invalid:
                 del self._keys[key]  # refused before running: the key stays free
                 return _Outcome(*invalid.answer)
             # Stored before any hang: the money moved even if the caller stops waiting.
-            if token == ANSWER_LOST[resource]:
+            if token is not None and token == ANSWER_LOST.get(resource):
                 return _Outcome(*_unavailable("the answer was lost"), hang=hang)
             return _Outcome(*record.answer, hang=hang if token == TIMEOUT_TOKEN and record.attempts == 1 else 0.0)
 
     def _card_for(self, resource: str, params: dict[str, Any]) -> str | None:
+        """The test card a payment request behaves as (None for the requests that save a card)."""
         if resource == "payment_intents":
-            return _card_token(params)
-        intent_id = params.get("payment_intent")
-        return self._card_of.get(intent_id) if isinstance(intent_id, str) else None
+            card = _card_token(params)
+            return self._behaves_as.get(card, self._one_time.get(card, card)) if card else None
+        if resource == "refunds":
+            intent_id = params.get("payment_intent")
+            return self._card_of.get(intent_id) if isinstance(intent_id, str) else None
+        return None
+
+    # -- cards -------------------------------------------------------------------------
+
+    def issue_token(self, card: str) -> str:
+        """A one-time card token behaving as the test card `card` (as Stripe.js makes them)."""
+        with self._lock:
+            token = _new_id("tok")
+            self._one_time[token] = card
+            return token
+
+    def _use_token(self, token: str, param: str) -> str:
+        """Use a card token; the test card it behaves as. A one-time token is good once (Stripe's
+        named test tokens, tok_visa and the like, may be used again, as on Stripe's test mode)."""
+        if token in self._used_tokens:
+            raise _Invalid("token_already_used", f"You cannot use a Stripe token more than once: {token}.", param)
+        if token in self._one_time:
+            self._used_tokens.add(token)
+        return self._one_time.get(token, token)
+
+    def _new_method(self, card: str) -> dict[str, Any]:
+        method_id = _new_id("pm")
+        method = {"id": method_id, "object": "payment_method", "type": "card", "customer": None,
+                  "card": {"brand": "visa", "last4": "4242"}, "created": self._now(), "livemode": False}
+        self._methods[method_id] = method
+        self._behaves_as[method_id] = card
+        return method
+
+    def _create_method(self, p: dict[str, Any], _card: str | None) -> Answer:
+        """POST /v1/payment_methods: a card PaymentMethod from a card token (card[token])."""
+        card = p.get("card")
+        token = card.get("token") if isinstance(card, dict) else None
+        if p.get("type") != "card" or not isinstance(token, str) or not token:
+            raise _Invalid("parameter_missing", "This simulator makes card PaymentMethods from a token: "
+                           "type=card and card[token].", "card[token]")
+        return 200, dict(self._new_method(self._use_token(token, "card[token]")))
+
+    def _create_customer(self, p: dict[str, Any], _card: str | None) -> Answer:
+        customer_id = _new_id("cus")
+        customer = {"id": customer_id, "object": "customer", "created": self._now(),
+                    "description": p.get("description"), "livemode": False, "metadata": _metadata(p)}
+        self._customers[customer_id] = customer
+        return 200, dict(customer)
+
+    def _attach_method(self, p: dict[str, Any], _card: str | None) -> Answer:
+        """POST /v1/payment_methods/{id}/attach: save the card on a Customer. A test PaymentMethod
+        (pm_card_visa and the like) becomes a new PaymentMethod, saved; one used in a payment
+        without a Customer can never be saved (nor used) again, as on Stripe."""
+        method_id, customer = p["payment_method"], p.get("customer")
+        if not isinstance(customer, str) or customer not in self._customers:
+            raise _Invalid("resource_missing", f"No such customer: '{customer}'", "customer")
+        method = self._methods.get(method_id)
+        if method is None:
+            if not method_id.startswith("pm_card_"):
+                raise _Invalid("resource_missing", f"No such PaymentMethod: '{method_id}'", "payment_method")
+            method = self._new_method(method_id)
+        if self._behaves_as[method["id"]] in SAVE_DECLINES:
+            code, decline_code = SAVE_DECLINES[self._behaves_as[method["id"]]]
+            return 402, {"error": {"type": "card_error", "code": code, "decline_code": decline_code,
+                                   "message": f"Your card was declined ({decline_code}).", "param": "",
+                                   "payment_method": dict(method)}}
+        if method_id in self._used_unsaved:
+            raise _Invalid("payment_method_unexpected_state", "The provided PaymentMethod was previously used "
+                           "with a PaymentIntent without Customer attachment. It may not be used again.")
+        if method["customer"] not in (None, customer):
+            raise _Invalid("payment_method_unexpected_state",
+                           "The payment method you provided has already been attached to a customer.")
+        method["customer"] = customer
+        return 200, dict(method)
+
+    def get_method(self, method_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._methods.get(method_id)
+            if found is not None:
+                return dict(found)
+        if method_id.startswith("pm_card_"):  # Stripe's test PaymentMethods, never saved
+            return {"id": method_id, "object": "payment_method", "type": "card", "customer": None, "livemode": False}
+        return None
+
+    def _payment_method_of(self, p: dict[str, Any]) -> str:
+        """The card an intent charges, as Stripe checks it: a PaymentMethod saved on a Customer
+        only with that Customer; one used unsaved never again; a token once (if one-time)."""
+        customer = p.get("customer")
+        if customer is not None and customer not in self._customers:
+            raise _Invalid("resource_missing", f"No such customer: '{customer}'", "customer")
+        method_id = p.get("payment_method")
+        if isinstance(method_id, str) and method_id:
+            method = self._methods.get(method_id)
+            if method is None:
+                return method_id  # Stripe's test PaymentMethods (pm_card_visa): any number of times
+            if method["customer"] is not None and method["customer"] != customer:
+                raise _Invalid("payment_method_invalid_parameter", "The provided PaymentMethod is saved on a "
+                               "Customer: pass that customer to use it.", "customer")
+            if method["customer"] is None:
+                if method_id in self._used_unsaved:
+                    raise _Invalid("payment_method_unexpected_state", "The provided PaymentMethod was previously "
+                                   "used with a PaymentIntent without Customer attachment. It may not be used again.")
+                self._used_unsaved.add(method_id)
+            return method_id
+        token = _card_token(p)
+        if token is None:
+            raise _Invalid("parameter_missing", "Missing a payment method: payment_method or "
+                           "payment_method_data[card][token].", "payment_method")
+        self._use_token(token, "payment_method_data[card][token]")
+        return "pm_" + secrets.token_hex(12)
 
     def _create_intent(self, p: dict[str, Any], token: str | None) -> Answer:
         currency = _currency(p)
@@ -415,24 +568,28 @@ class Simulator:
         if p.get("confirm") != "true":
             raise _Invalid("parameter_invalid", "This simulator only creates confirmed payments (confirm=true).",
                            "confirm")
-        if token is None:
-            raise _Invalid("parameter_missing", "Missing a payment method: payment_method or "
-                           "payment_method_data[card][token].", "payment_method")
         if token == REFUSED["payment_intents"]:
             raise _Invalid("payment_method_invalid_parameter", "The payment method was refused as invalid.",
                            "payment_method")
+        method = self._payment_method_of(p)
+        assert token is not None
         intent_id = _new_id("pi")
         intent: dict[str, Any] = {
             "id": intent_id, "object": "payment_intent", "amount": amount, "amount_received": 0,
             "capture_method": "automatic", "confirmation_method": "automatic", "currency": currency,
             "created": self._now(), "description": p.get("description"), "last_payment_error": None,
-            "latest_charge": None, "livemode": False, "metadata": metadata,
-            "payment_method": token if token.startswith("pm_") else "pm_" + secrets.token_hex(12),
-            "payment_method_types": ["card"], "status": "requires_payment_method",
+            "latest_charge": None, "livemode": False, "metadata": metadata, "customer": p.get("customer"),
+            "payment_method": method, "payment_method_types": ["card"], "status": "requires_payment_method",
         }
         self._intents[intent_id] = intent
         self._card_of[intent_id] = token
+        self._charges_of_card[method] = charges = self._charges_of_card.get(method, 0) + 1
         decline = CAPTURE_DECLINES.get(token)
+        if token == DECLINED_ONCE_TOKEN and charges == 1:
+            decline = ("card_declined", "insufficient_funds")
+        if token in AUTHENTICATION_TOKENS and p.get("off_session") == "true":
+            # Off-session, nobody can authenticate: Stripe declines at once instead of waiting.
+            decline = ("authentication_required", "authentication_required")
         if decline:
             code, decline_code = decline
             error = {"type": "card_error", "code": code, "decline_code": decline_code,
@@ -551,13 +708,15 @@ class Simulator:
             found = table.get(object_id)
             return dict(found) if found else None
 
-    def search_intents(self, query: str) -> list[dict[str, Any]]:
+    def search(self, kind: str, query: str) -> list[dict[str, Any]]:
+        """PaymentIntents or Customers whose metadata matches `query`, newest first."""
         match = _SEARCH.fullmatch(query)
         if not match:
             raise _Invalid("parameter_invalid", "This simulator searches only metadata['key']:'value'.", "query")
         key, value = match.group(2), match.group(4)
         with self._lock:
-            found = [dict(i) for i in self._intents.values() if i["metadata"].get(key) == value]
+            table = self._intents if kind == "payment_intents" else self._customers
+            found = [dict(i) for i in table.values() if i["metadata"].get(key) == value]
         return found[::-1]
 
     def refunds_of(self, intent_id: str | None) -> list[dict[str, Any]]:
@@ -654,7 +813,7 @@ def create_app(config: SimConfig) -> Starlette:
             return answer(*_error(401, "invalid_request_error", None, f"Invalid API Key provided: {shown}"))
         return None
 
-    async def money(request: Request, resource: str) -> JSONResponse:
+    async def money(request: Request, resource: str, **from_path: str) -> JSONResponse:
         refused = await stripe_call(request)
         if refused:
             return refused
@@ -666,7 +825,7 @@ def create_app(config: SimConfig) -> Starlette:
                 raise _Invalid("idempotency_key_missing", "Send an Idempotency-Key header with every payment request.")
             if len(key) > 255:
                 raise _Invalid("idempotency_key_too_long", "Idempotency keys have at most 255 characters.")
-            params = decode_form((await request.body()).decode("utf-8"))
+            params = {**decode_form((await request.body()).decode("utf-8")), **from_path}
         except (_Invalid, UnicodeDecodeError) as invalid:
             bad = invalid if isinstance(invalid, _Invalid) else _Invalid("invalid_body", "the body must be UTF-8")
             return answer(*bad.answer)
@@ -680,6 +839,35 @@ def create_app(config: SimConfig) -> Starlette:
 
     async def create_refund(request: Request) -> JSONResponse:
         return await money(request, "refunds")
+
+    async def create_method(request: Request) -> JSONResponse:
+        return await money(request, "payment_methods")
+
+    async def attach_method(request: Request) -> JSONResponse:
+        return await money(request, "attach", payment_method=request.path_params["id"])
+
+    async def create_customer(request: Request) -> JSONResponse:
+        return await money(request, "customers")
+
+    async def get_method(request: Request) -> JSONResponse:
+        refused = await stripe_call(request)
+        if refused:
+            return refused
+        found = sim.get_method(request.path_params["id"])
+        if found is None:
+            return answer(*_error(404, "invalid_request_error", "resource_missing",
+                                  f"No such PaymentMethod: '{request.path_params['id']}'", param="id"))
+        return answer(200, found)
+
+    async def issue_token(request: Request) -> JSONResponse:
+        try:
+            card = (await request.json()).get("card", "tok_visa")
+        except (ValueError, AttributeError):
+            card = None
+        if not isinstance(card, str) or not card.startswith(("tok_", "pm_card_")):
+            return answer(*_error(400, "invalid_request_error", "invalid_card",
+                                  'give {"card": "<a test card, tok_... or pm_card_...>"}'))
+        return answer(200, {"id": sim.issue_token(card), "object": "token", "used": False, "behaves_as": card})
 
     async def cancel_intent(request: Request) -> JSONResponse:
         refused = await stripe_call(request)
@@ -703,16 +891,18 @@ def create_app(config: SimConfig) -> Starlette:
     def query(request: Request) -> dict[str, Any]:
         return decode_form(request.url.query)
 
-    async def search_intents(request: Request) -> JSONResponse:
-        refused = await stripe_call(request)
-        if refused:
-            return refused
-        try:
-            found = sim.search_intents(str(query(request).get("query", "")))
-        except _Invalid as invalid:
-            return answer(*invalid.answer)
-        return answer(200, {"object": "search_result", "data": found[:100], "has_more": len(found) > 100,
-                            "next_page": None, "url": "/v1/payment_intents/search"})
+    def searcher(kind: str):
+        async def search(request: Request) -> JSONResponse:
+            refused = await stripe_call(request)
+            if refused:
+                return refused
+            try:
+                found = sim.search(kind, str(query(request).get("query", "")))
+            except _Invalid as invalid:
+                return answer(*invalid.answer)
+            return answer(200, {"object": "search_result", "data": found[:100], "has_more": len(found) > 100,
+                                "next_page": None, "url": f"/v1/{kind}/search"})
+        return search
 
     async def list_refunds(request: Request) -> JSONResponse:
         refused = await stripe_call(request)
@@ -789,10 +979,15 @@ def create_app(config: SimConfig) -> Starlette:
     app = Starlette(routes=[
         Route("/v1/account", account, methods=["GET"]),
         Route("/v1/payment_intents", create_intent, methods=["POST"]),
-        Route("/v1/payment_intents/search", search_intents, methods=["GET"]),
+        Route("/v1/payment_intents/search", searcher("payment_intents"), methods=["GET"]),
+        Route("/v1/customers/search", searcher("customers"), methods=["GET"]),
         Route("/v1/payment_intents/{id}", getter("payment_intents", "payment_intent"), methods=["GET"]),
         Route("/v1/payment_intents/{id}/cancel", cancel_intent, methods=["POST"]),
         Route("/v1/refunds", create_refund, methods=["POST"]),
+        Route("/v1/payment_methods", create_method, methods=["POST"]),
+        Route("/v1/payment_methods/{id}", get_method, methods=["GET"]),
+        Route("/v1/payment_methods/{id}/attach", attach_method, methods=["POST"]),
+        Route("/v1/customers", create_customer, methods=["POST"]),
         Route("/v1/refunds", list_refunds, methods=["GET"]),
         Route("/v1/refunds/{id}", getter("refunds", "refund"), methods=["GET"]),
         Route("/v1/charges/{id}", getter("charges", "charge"), methods=["GET"]),
@@ -803,6 +998,7 @@ def create_app(config: SimConfig) -> Starlette:
         Route("/_sim/config", get_config, methods=["GET"]),
         Route("/_sim/config", set_config, methods=["POST"]),
         Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/_sim/tokens", issue_token, methods=["POST"]),
     ])
     app.state.simulator = sim  # for in-process tests
     return app

@@ -32,6 +32,9 @@ class CaptureRequest:
     # The gateway account the attempt went to ("" before accounts were kept). Only that account
     # can say what became of it: another account's look-up would find nothing, which is no answer.
     sent_to: str = ""
+    # Whether `card_token` is a card the gateway saved at an earlier attempt (`saved_card`), not
+    # one the customer gave: the gateway charges it as saved, without saving it again.
+    card_saved: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,15 @@ class RefundRequest:
 class Accepted:
     reference: str  # the gateway's id for the capture or refund
     currency: str = ""  # the currency the gateway says the money moved in ("" if it did not say)
+    # A capture's card as the gateway saved it for later charges ("": not saved). A card token is
+    # good for one charge; payments charges this handle in later attempts (`Payment.saved_card`).
+    saved_card: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
 class Declined:
     code: str
+    saved_card: str = field(default="", compare=False)  # as for Accepted: what a retry may charge
 
 
 GatewayAnswer = Accepted | Declined
@@ -72,9 +79,14 @@ class NotFound:
     step's time running out — does not stop the activity attempt sending it), plus any lag of
     the look-up itself (Stripe's search, which finds a capture, lags up to an hour in an
     outage). Asked sooner, "not found" is not an answer yet: payments refuses to decide on
-    it, and it is asked again."""
+    it, and it is asked again.
+
+    `saved_card`: a card the gateway saved on the way to the capture it never made (the
+    attempt stopped between saving the card and charging it), which the next attempt may
+    charge: the customer's token is used up by then."""
 
     settles_after: timedelta = field(default=timedelta(0), compare=False)
+    saved_card: str = field(default="", compare=False)
 
 
 # What a look-up by business id can tell (reconciliation). A look-up never moves money;

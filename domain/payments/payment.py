@@ -62,7 +62,8 @@ OPEN = frozenset({AttemptStatus.SENT, AttemptStatus.UNKNOWN})
 class CaptureAttempt(BaseModel):
     attempt_id: str
     amount: Money
-    card_token: str
+    card_token: str  # the card this attempt charges: the customer's token, or the gateway's saved card
+    card_saved: bool = False  # True: `card_token` is the gateway's saved card
     status: AttemptStatus = AttemptStatus.SENT
     decline_code: str = ""
     gateway_reference: str = ""
@@ -72,6 +73,7 @@ class CaptureAttempt(BaseModel):
     sent_to: str = ""  # the gateway account it went to, "<mode>:<id>" ("": before this was kept)
     unknown_since: datetime | None = None  # when its flow gave up waiting: no send of it starts later
     answered_by: str = ""  # the reconciliation command that found the answer ("": the flow's own, or none yet)
+    saved_card: str = ""  # the card as the gateway saved it when it answered ("": not saved)
 
 
 class GatewayRefundStatus(StrEnum):
@@ -137,7 +139,10 @@ class Payment(AggregateRoot):
 
     customer_id: str
     amount: Money
-    card_token: str = ""
+    card_token: str = ""  # the card the customer gave (a gateway token)
+    # The same card as the gateway saved it for later charges ("": not yet saved). A card token
+    # is good for one charge at most (Stripe's are), so a retry days later charges this instead.
+    saved_card: str = ""
     abandoned: bool = False
     attempts: list[CaptureAttempt] = []
     refunds: dict[str, GatewayRefund] = {}
@@ -153,7 +158,7 @@ class Payment(AggregateRoot):
         if command.actor.role is Role.CUSTOMER and command.actor.id != self.customer_id:
             raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
         self._must_be_recoverable()
-        self.card_token = command.card_token
+        self.card_token, self.saved_card = command.card_token, ""  # a new card: not saved yet
         self.record(command, PaymentMethodUpdated(order_id=self.id, card_token=command.card_token))
 
     def _must_be_recoverable(self) -> None:
@@ -207,17 +212,32 @@ class Payment(AggregateRoot):
             if len(self.attempts) >= self.MAX_ATTEMPTS:
                 raise InvalidCommand("no_attempts_left", f"order {self.id} had its {self.MAX_ATTEMPTS} attempts")
             attempt = CaptureAttempt(
-                attempt_id=command.command_id, amount=self.amount, card_token=self.card_token,
+                attempt_id=command.command_id, amount=self.amount, card_token=self.card_to_charge,
+                card_saved=bool(self.saved_card),
                 sent_at=command.issued_at, first_asked_at=asked_at, sent_to=asked_of,
             )
             self.attempts.append(attempt)
             self.record(command, CaptureAttempted(order_id=self.id, attempt_id=attempt.attempt_id, amount=attempt.amount))
         return self._capture_request(attempt)
 
+    @property
+    def card_to_charge(self) -> str:
+        """What a new attempt charges: the customer's card as the gateway saved it, once it has."""
+        return self.saved_card or self.card_token
+
+    def _keep_saved_card(self, attempt: CaptureAttempt, saved_card: str) -> None:
+        """The gateway saved the attempt's card for later charges. Later attempts charge it,
+        unless the customer has given another card since (that one is charged instead)."""
+        if not saved_card:
+            return
+        attempt.saved_card = saved_card
+        if attempt.card_token in (self.card_token, self.saved_card):
+            self.saved_card = saved_card
+
     def _capture_request(self, attempt: CaptureAttempt) -> CaptureRequest:
         return CaptureRequest(
             idempotency_key=attempt.attempt_id, amount=attempt.amount, card_token=attempt.card_token, reference=self.id,
-            sent_to=attempt.sent_to,
+            sent_to=attempt.sent_to, card_saved=attempt.card_saved,
         )
 
     def record_capture_answer(self, command: CaptureCommand, answer: GatewayAnswer) -> FoundByReconciliation | None:
@@ -269,11 +289,12 @@ class Payment(AggregateRoot):
         assert attempt is not None
         if isinstance(answer, NotFound):
             self._not_found_must_have_settled(command, answer, self._last_sent(attempt))
-            answer = Declined(code=self.NOT_CHARGED)
+            answer = Declined(code=self.NOT_CHARGED, saved_card=answer.saved_card)
         attempt.answered_by = command.command_id  # a flow gone meanwhile is told this on resume
         self._capture_answered(command, attempt, answer)
 
     def _capture_answered(self, command: PaymentsCommandLike, attempt: CaptureAttempt, answer: GatewayAnswer) -> None:
+        self._keep_saved_card(attempt, answer.saved_card)
         if isinstance(answer, Accepted):
             attempt.status, attempt.gateway_reference = AttemptStatus.CAPTURED, answer.reference
             attempt.gateway_currency = answer.currency

@@ -28,10 +28,10 @@ from tests.contract.conftest import Provider
 
 
 def capture_request(provider: Provider, amount: str = "120.00", currency: str = "EUR",
-                    card: str = "pm_card_visa") -> CaptureRequest:
+                    card: str = "pm_card_visa", saved: bool = False) -> CaptureRequest:
     order_id = provider.business_id("order")
     return CaptureRequest(idempotency_key=provider.business_id("attempt"), amount=Money.of(amount, currency),
-                          card_token=card, reference=order_id)
+                          card_token=card, reference=order_id, card_saved=saved)
 
 
 def refund_request(provider: Provider, payment: str, amount: str, currency: str = "EUR") -> RefundRequest:
@@ -171,11 +171,34 @@ def test_a_refund_look_up_for_a_payment_the_provider_does_not_know_is_no_answer(
 
 
 def test_a_look_up_finds_a_decline(provider: Provider):
-    request = capture_request(provider, card="pm_card_chargeDeclinedInsufficientFunds")
-    provider.gateway.capture(request)
+    # Stripe's card that is saved on a Customer and then declines each charge: a PaymentIntent
+    # exists to find (a card declined as it is saved never gets one: nothing to look up).
+    request = capture_request(provider, card="pm_card_chargeCustomerFail")
+    declined = provider.gateway.capture(request)
 
+    assert isinstance(declined, Declined)
     assert provider.eventually(lambda: provider.gateway.find_capture(request),
-                               lambda a: a != NotFound()) == Declined("insufficient_funds")
+                               lambda a: a != NotFound()) == declined
+
+
+def test_a_card_charged_once_can_be_charged_again_by_a_later_attempt(provider: Provider):
+    # A customer's token is good for one use: the later attempts of a failed payment charge the
+    # card as the first attempt left it saved (`saved_card`), with no customer present.
+    first = provider.gateway.capture(capture_request(provider, card="tok_visa"))
+    assert isinstance(first, Accepted) and first.saved_card.startswith("pm_")
+
+    again = provider.gateway.capture(capture_request(provider, card=first.saved_card, saved=True))
+
+    assert isinstance(again, Accepted) and again.reference != first.reference
+    assert again.saved_card == first.saved_card
+
+
+def test_a_declined_cards_next_attempt_declines_for_the_card_not_for_a_used_up_token(provider: Provider):
+    first = provider.gateway.capture(capture_request(provider, card="tok_chargeDeclinedInsufficientFunds"))
+    assert first == Declined("insufficient_funds") and first.saved_card.startswith("pm_")
+
+    retry = capture_request(provider, card=first.saved_card, saved=True)
+    assert provider.gateway.capture(retry) == Declined("insufficient_funds")
 
 
 def test_look_ups_move_no_money(provider: Provider):

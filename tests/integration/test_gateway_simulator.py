@@ -31,7 +31,7 @@ from domain.payments.gateway import (
     RefundRequest,
 )
 from domain.shared.money import Money
-from simulators.control import configure, read_calls, read_ledger, reset
+from simulators.control import configure, one_time_token, read_calls, read_ledger, reset
 from tests.gateway_process import free_port, gateway_simulator
 
 HANG_SECONDS = 1.0
@@ -72,8 +72,8 @@ def _key() -> str:
 
 
 def capture_of(token: str = "tok_visa", amount: str = "120.00", currency: str = "EUR",
-               key: str | None = None) -> CaptureRequest:
-    return CaptureRequest(key or _key(), Money.of(amount, currency), token, "order-1")
+               key: str | None = None, saved: bool = False) -> CaptureRequest:
+    return CaptureRequest(key or _key(), Money.of(amount, currency), token, "order-1", card_saved=saved)
 
 
 def refund_of(payment: str, amount: str, currency: str = "EUR", key: str | None = None) -> RefundRequest:
@@ -230,23 +230,25 @@ def test_a_currency_the_provider_does_not_take_is_a_clear_refusal(base_url: str)
 
 # -- Stripe's test cards and settleflow's aliases ------------------------------------------
 
-@pytest.mark.parametrize(("token", "decline_code"), [
-    ("tok_capture_declined", "insufficient_funds"),
-    ("tok_card_stolen", "card_stolen"),
-    ("tok_card_lost", "card_lost"),
-    ("tok_fraudulent", "fraudulent"),
-    ("pm_card_chargeDeclined", "generic_decline"),
-    ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds"),
-    ("pm_card_chargeDeclinedStolenCard", "stolen_card"),
-    ("tok_chargeDeclinedExpiredCard", "expired_card"),
+@pytest.mark.parametrize(("token", "decline_code", "declined_when"), [
+    ("tok_capture_declined", "insufficient_funds", "charged"),
+    ("tok_card_stolen", "card_stolen", "charged"),
+    ("tok_card_lost", "card_lost", "charged"),
+    ("tok_fraudulent", "fraudulent", "charged"),
+    ("pm_card_chargeCustomerFail", "generic_decline", "charged"),
+    # Stripe's declining test cards decline as they are saved on a Customer: no PaymentIntent.
+    ("pm_card_chargeDeclined", "generic_decline", "saved"),
+    ("tok_chargeDeclinedInsufficientFunds", "insufficient_funds", "saved"),
+    ("pm_card_chargeDeclinedStolenCard", "stolen_card", "saved"),
+    ("tok_chargeDeclinedExpiredCard", "expired_card", "saved"),
 ])
 def test_declining_cards_decline_with_their_code_and_move_no_money(gateway: StripeGateway, base_url: str,
-                                                                   token: str, decline_code: str):
+                                                                   token: str, decline_code: str, declined_when: str):
     request = capture_of(token)
 
     assert gateway.capture(request) == Declined(decline_code)
     assert gateway.capture(request) == Declined(decline_code)  # a decline is final for its key
-    assert gateway.find_capture(request) == Declined(decline_code)
+    assert gateway.find_capture(request) == (Declined(decline_code) if declined_when == "charged" else NotFound())
     assert read_ledger(base_url)["captures"] == []
 
 
@@ -415,6 +417,23 @@ def test_a_capture_that_never_arrives_charges_nothing_and_a_look_up_finds_nothin
     assert read_ledger(base_url)["captures"] == []
 
 
+def test_a_look_up_that_finds_no_capture_still_names_the_card_the_attempt_saved_on_the_way(
+        gateway: StripeGateway, base_url: str):
+    # The customer's token was used up saving the card; the next attempt must charge that card.
+    configure(base_url, hang_seconds=0)
+    request = capture_of(one_time_token(base_url, "tok_capture_never_arrives"))
+    with pytest.raises(GatewayUnavailable):
+        gateway.capture(request)
+
+    found = gateway.find_capture(request)
+
+    assert found == NotFound() and found.saved_card.startswith("pm_")
+    method = httpx.get(f"{base_url}/v1/payment_methods/{found.saved_card}", headers=AUTH).json()
+    assert method["customer"].startswith("cus_")
+    assert gateway.find_capture(capture_of()).saved_card == ""  # an attempt that never saved a card
+    assert read_ledger(base_url)["captures"] == []
+
+
 def test_the_adapter_knows_whose_account_its_key_speaks_for_from_the_gateway(gateway: StripeGateway, base_url: str):
     before = len(read_calls(base_url))
     assert gateway.account() == "test:acct_simulator"
@@ -488,10 +507,10 @@ def test_refused_requests_move_nothing_and_a_look_up_finds_nothing(gateway: Stri
     assert read_ledger(base_url)["refunds"] == []
 
 
-def test_a_capture_waiting_for_3d_secure_is_cancelled_before_it_is_taken_as_declined(gateway: StripeGateway,
-                                                                                    base_url: str):
-    # Nobody is there to authenticate a merchant's capture; until cancelled, the customer could
-    # still complete it and be charged after settleflow charged another card.
+def test_a_card_that_asks_for_3d_secure_is_declined_at_once_and_leaves_nothing_waiting(gateway: StripeGateway,
+                                                                                      base_url: str):
+    # Nobody is there to authenticate a merchant's capture: it is sent off-session, so Stripe
+    # declines it instead of leaving a payment the customer could still complete later.
     request = capture_of("tok_threeDSecure2Required")
 
     answer = gateway.capture(request)
@@ -500,7 +519,8 @@ def test_a_capture_waiting_for_3d_secure_is_cancelled_before_it_is_taken_as_decl
     [intent] = httpx.get(f"{base_url}/v1/payment_intents/search",
                          params={"query": f"metadata['attempt_id']:'{request.idempotency_key}'"},
                          headers=AUTH).json()["data"]
-    assert (intent["status"], intent["cancellation_reason"]) == ("canceled", "abandoned")
+    assert intent["status"] == "requires_payment_method"
+    assert "POST /v1/payment_intents/" + intent["id"] + "/cancel" not in read_calls(base_url)
     assert read_ledger(base_url)["captures"] == []
 
 
@@ -518,6 +538,86 @@ def test_a_look_up_cancels_a_capture_left_waiting_for_3d_secure_and_then_answers
     assert intent["status"] == "canceled"
     again = post(base_url, f"/v1/payment_intents/{intent['id']}/cancel", {})
     assert (again.status_code, again.json()["error"]["code"]) == (400, "payment_intent_unexpected_state")
+
+
+# -- cards: a token is good for one use, a saved card for later attempts --------------------
+
+def test_a_one_time_token_is_good_for_one_use_only(base_url: str):
+    token = one_time_token(base_url)
+
+    first = post(base_url, "/v1/payment_methods", {"type": "card", "card[token]": token}, key=_key())
+    again = post(base_url, "/v1/payment_methods", {"type": "card", "card[token]": token}, key=_key())
+    paying = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": "",
+                                                     "payment_method_data[type]": "card",
+                                                     "payment_method_data[card][token]": token}, key=_key())
+
+    assert first.status_code == 200 and first.json()["id"].startswith("pm_")
+    assert [(r.status_code, r.json()["error"]["code"]) for r in (again, paying)] == [
+        (400, "token_already_used"), (400, "token_already_used")]
+    assert read_ledger(base_url)["captures"] == []
+
+
+def test_a_payment_method_used_without_a_customer_cannot_be_used_again(base_url: str):
+    method = post(base_url, "/v1/payment_methods", {"type": "card", "card[token]": one_time_token(base_url)},
+                  key=_key()).json()["id"]
+
+    first = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": method}, key=_key())
+    second = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": method}, key=_key())
+
+    assert first.json()["status"] == "succeeded"
+    assert (second.status_code, second.json()["error"]["code"]) == (400, "payment_method_unexpected_state")
+    assert len(read_ledger(base_url)["captures"]) == 1
+
+
+def test_a_saved_card_is_charged_only_with_the_customer_it_is_saved_on(base_url: str):
+    method = post(base_url, "/v1/payment_methods", {"type": "card", "card[token]": "tok_visa"}, key=_key()).json()
+    customer, other = (post(base_url, "/v1/customers", {}, key=_key()).json()["id"] for _ in range(2))
+    saved = post(base_url, f"/v1/payment_methods/{method['id']}/attach", {"customer": customer}, key=_key())
+
+    without = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": method["id"]}, key=_key())
+    wrong = post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": method["id"], "customer": other},
+                 key=_key())
+    twice = [post(base_url, "/v1/payment_intents", {**VISA_FORM, "payment_method": method["id"],
+                                                     "customer": customer}, key=_key()) for _ in range(2)]
+
+    assert saved.json()["customer"] == customer
+    assert [r.status_code for r in (without, wrong)] == [400, 400]
+    assert [r.json()["status"] for r in twice] == ["succeeded", "succeeded"]
+    assert len(read_ledger(base_url)["captures"]) == 2
+
+
+def test_a_card_given_as_a_one_time_token_is_saved_and_the_next_attempt_charges_it(gateway: StripeGateway,
+                                                                                   base_url: str):
+    # A failed payment's retry, days later, cannot use the customer's token again (Stripe's are
+    # good for one use): the first attempt saved the card, and the retry charges that.
+    token = one_time_token(base_url, "tok_declined_once")
+
+    first = gateway.capture(capture_of(token))
+    assert first == Declined("insufficient_funds") and first.saved_card.startswith("pm_")
+    with pytest.raises(GatewayRefusedRequest, match="token_already_used"):
+        gateway.capture(capture_of(token))
+    retry = gateway.capture(capture_of(first.saved_card, saved=True))
+
+    assert isinstance(retry, Accepted) and retry.saved_card == first.saved_card
+    [capture] = read_ledger(base_url)["captures"]
+    assert (capture["id"], capture["amount"]) == (retry.reference, "120.00")
+
+
+def test_an_attempt_sent_again_saves_its_card_once_and_charges_once(gateway: StripeGateway, base_url: str):
+    request = capture_of(one_time_token(base_url))
+
+    first, again = gateway.capture(request), gateway.capture(request)
+
+    assert isinstance(first, Accepted) and first == again and first.saved_card == again.saved_card
+    assert len(read_ledger(base_url)["captures"]) == 1
+
+
+def test_an_attempt_on_a_saved_card_sends_no_steps_to_save_it_again(gateway: StripeGateway, base_url: str):
+    saved = gateway.capture(capture_of("tok_declined_once")).saved_card
+    reset_calls = len(read_calls(base_url))
+
+    assert isinstance(gateway.capture(capture_of(saved, saved=True)), Accepted)
+    assert read_calls(base_url)[reset_calls:] == [f"GET /v1/payment_methods/{saved}", "POST /v1/payment_intents"]
 
 
 # -- the settlement listing ----------------------------------------------------------------

@@ -237,6 +237,61 @@ def test_a_new_payment_method_is_used_by_the_next_attempt():
     assert payment.attempts[0].card_token == "tok_visa"  # earlier attempts keep the card they used
 
 
+def new_card(card_token: str) -> UpdatePaymentMethod:
+    return command(UpdatePaymentMethod, actor=CUSTOMER, order_id=ORDER_ID, card_token=card_token)
+
+
+def declined_with_card_saved(saved_card: str = "pm_saved") -> Payment:
+    """A payment whose first attempt was declined, the gateway having saved its card."""
+    first = capture_cmd()
+    payment = Payment.for_order(first)
+    payment.begin_capture(first)
+    payment.record_capture_answer(first, Declined("insufficient_funds", saved_card=saved_card))
+    payment.clear_events()
+    return payment
+
+
+def test_the_next_attempt_charges_the_card_the_gateway_saved_not_the_token_used_up():
+    payment = declined_with_card_saved("pm_saved")
+
+    request = payment.begin_capture(retry_cmd())
+
+    assert (request.card_token, request.card_saved) == ("pm_saved", True)
+    assert (payment.card_token, payment.saved_card) == ("tok_visa", "pm_saved")
+    assert (payment.attempts[0].card_token, payment.attempts[0].saved_card) == ("tok_visa", "pm_saved")
+
+
+def test_a_new_card_is_charged_as_given_not_the_card_saved_before():
+    payment = declined_with_card_saved("pm_saved")
+    payment.update_payment_method(new_card("tok_new"))
+
+    request = payment.begin_capture(retry_cmd())
+    assert (request.card_token, request.card_saved) == ("tok_new", False)
+    assert payment.saved_card == ""
+
+
+def test_a_card_saved_by_an_answer_that_came_after_a_new_card_does_not_replace_the_new_card():
+    payment = new_payment()
+    first = capture_cmd()
+    payment.begin_capture(first)
+    payment.update_payment_method(new_card("tok_new"))  # given while the first attempt was still out
+
+    payment.record_capture_answer(first, Declined("insufficient_funds", saved_card="pm_old_card"))
+
+    assert payment.begin_capture(retry_cmd()).card_token == "tok_new"
+    assert payment.attempts[0].saved_card == "pm_old_card"
+
+
+def test_a_saved_card_charged_again_and_saved_again_stays_the_card_charged():
+    payment = declined_with_card_saved("pm_saved")
+    retry = retry_cmd()
+    payment.begin_capture(retry)
+
+    payment.record_capture_answer(retry, Declined("insufficient_funds", saved_card="pm_saved"))
+
+    assert payment.begin_capture(retry_cmd()).card_token == "pm_saved"
+
+
 @pytest.mark.parametrize(
     ("build", "code"),
     [(captured_payment, "already_captured"), (lambda: declined_payment("fraudulent"), "payment_abandoned")],

@@ -202,6 +202,27 @@ def test_a_capture_the_gateway_confirms_it_never_made_is_a_failed_attempt_and_an
     assert len(payment.attempts) == 2
 
 
+def test_a_decline_reconciliation_finds_keeps_the_card_the_gateway_saved_for_the_next_attempt():
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+
+    payment.reconcile_capture(reconcile_capture(attempt_id), Declined("insufficient_funds", saved_card="pm_saved"))
+
+    retry = capture_cmd("100.00", command_id="payment-o-1/retry-1")
+    assert payment.begin_capture(retry).card_token == "pm_saved"
+
+
+def test_a_capture_never_made_whose_card_was_saved_on_the_way_has_the_next_attempt_charge_that_card():
+    payment, attempt_id = attempt_sent()
+    payment.mark_capture_unknown(mark_capture(attempt_id))
+
+    payment.reconcile_capture(reconcile_capture(attempt_id), NotFound(saved_card="pm_saved"))
+
+    assert payment.attempts[0].decline_code == Payment.NOT_CHARGED
+    retry = capture_cmd("100.00", command_id="payment-o-1/retry-1")
+    assert payment.begin_capture(retry).card_token == "pm_saved"
+
+
 SEARCH_LAG = timedelta(hours=1)  # Stripe's search, in an outage
 
 

@@ -13,6 +13,7 @@ from domain.shared.messages import ID_MAX
 from tests.workflows.flows import deliver, keep_history, place_order, ship, wait_for_status
 from workflows.payment import CancellationRequest, NewPaymentMethod, PaymentWorkflow
 from tests.tokens import signed
+from simulators.control import one_time_token
 
 CUSTOMER = Actor.parse("customer:c-1")
 SUPPORT = Actor.parse("support:sam")
@@ -56,6 +57,26 @@ async def test_a_declined_card_is_retried_after_1_3_and_7_days_then_abandoned_an
     order = harness.order(order_id)
     assert (order.cancelled, order.cancellation_reason) == (True, "payment_failed")
     assert kinds(harness) == ["payment_abandoned", "payment_declined", "payment_declined", "payment_declined"]
+
+
+async def test_the_retry_a_day_after_a_decline_charges_the_card_saved_from_the_customers_one_time_token(harness):
+    # The customer's token was used up by the first attempt (Stripe's are good for one use):
+    # the retry charges the card as the first attempt saved it, and the order is paid.
+    token = one_time_token(harness.gateway_url, "tok_declined_once")
+    order_id, view = await place_order(harness, card=token)
+    assert (view["status"], view["attempts"]) == ("recovering", 1)
+    handle = handle_of(harness, order_id)
+
+    await harness.env.sleep(timedelta(days=1, hours=1))
+    view = await wait_for_status(handle, "paid", env=harness.env)
+
+    payment = harness.payment(order_id)
+    [first, retry] = payment.attempts
+    assert (first.card_token, first.decline_code) == (token, "insufficient_funds")
+    assert retry.card_token == first.saved_card != "" and retry.status.value == "captured"
+    assert [c["id"] for c in captures_of(harness, order_id)] == [retry.gateway_reference]
+    assert (view.attempts, harness.order(order_id).paid.amount) == (2, Decimal("120.00"))
+    assert kinds(harness) == ["payment_declined", "payment_received"]
 
 
 async def test_a_new_card_mid_wait_is_tried_at_once_and_the_order_is_paid_and_invoiced(harness):
