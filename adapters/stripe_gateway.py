@@ -2,17 +2,17 @@
 
     capture       a PaymentIntent created and confirmed for the order's amount (automatic capture,
                   off_session: nobody is there to authenticate); the answer carries the currency
-                  Stripe charged in, which payments keeps. The card is saved first: a card token
-                  (tok_...) is good for one use, so it becomes a PaymentMethod, saved on a Customer
-                  (one per card given); the answer names that PaymentMethod (`saved_card`), and
-                  payments charges it in later attempts, with the Customer it is on (GET
-                  /v1/payment_methods/{id} tells).
+                  Stripe charged in, which payments keeps. The card is saved first: a Customer
+                  for the attempt, then (a card token, tok_..., is good for one use) a
+                  PaymentMethod from the token, saved on it; the answer names that PaymentMethod
+                  (`saved_card`), and payments charges it in later attempts, with the Customer it
+                  is on (GET /v1/payment_methods/{id} tells).
     refund        a Refund against that PaymentIntent, refused before any call when it is not
                   in that currency (one request; the PaymentIntent is read first only for a
                   capture recorded before payments kept its currency)
     find_capture  the PaymentIntent whose metadata attempt_id is the business id (one waiting
                   for 3-D Secure is cancelled first, as for capture; search; none found: the
-                  card the attempt saved on the way, from its Customer's metadata, if any;
+                  card the attempt saved on the way, on its Customer, if any;
                   Stripe's search can lag an hour in an outage, so "not found" counts only for
                   an attempt older than that: `NotFound.settles_after`)
     find_refund   the PaymentIntent's refund whose metadata refund_id is the business id (list)
@@ -22,8 +22,8 @@
                   with the amount its Charge or Refund moved, in the payment's currency
 
 Every call that moves money sends settleflow's business id as the `Idempotency-Key`
-(the capture attempt id, the refund id; the steps that save a card send "<attempt id>/card",
-"/customer" and "/save") and the ids as metadata (order_id and
+(the capture attempt id, the refund id; the steps that save a card send "<attempt id>/customer",
+"/card" and "/save") and the ids as metadata (order_id and
 attempt_id on a PaymentIntent, order_id and refund_id on a Refund); an id longer than
 Stripe's 255-character key is sent as its digest (`stripe_business_id`). Look-ups are
 GETs: they never move money (the one POST a look-up may send, the cancel of a PaymentIntent
@@ -103,7 +103,10 @@ KEY_MAX = 255
 
 # Metadata keys on Stripe's objects; search and list match on them.
 ORDER_ID, ATTEMPT_ID, REFUND_ID = "order_id", "attempt_id", "refund_id"
-CARD = "card"  # on a Customer: the PaymentMethod it was made for
+# Requests one capture try sends one after another, the PaymentIntent last (a Customer, a
+# PaymentMethod from the token, the attach, the PaymentIntent): a try whose flow stopped
+# waiting may send its PaymentIntent this many requests' time on the wire after it began.
+CAPTURE_REQUESTS_PER_TRY = 4
 
 CAPTURE_TYPES = frozenset({"charge", "payment"})  # balance transaction types of a captured card payment
 REFUND_TYPES = frozenset({"refund", "payment_refund"})
@@ -246,12 +249,15 @@ class StripeGateway:
 
     def _saved_card(self, request: CaptureRequest) -> tuple[str, str] | Declined:
         """The attempt's card as a PaymentMethod saved on a Customer, (customer id, payment
-        method id): what Stripe charges again later without the customer. A card token
-        (`tok_...`) is good for one use, so it becomes a PaymentMethod first; a PaymentMethod
-        the customer gave is saved on a new Customer (one per card given, with the order's id
-        in its metadata); the card an earlier attempt saved (`card_saved`) is charged with the
-        Customer it is on (read from the PaymentMethod), or saved on one if it is on none. Each POST has its own key derived from the attempt's, so a retry of the
-        attempt replays these steps and sends the PaymentIntent with the same parameters.
+        method id): what Stripe charges again later without the customer. The card an earlier
+        attempt saved (`card_saved`) is charged with the Customer it is on (read from the
+        PaymentMethod). Otherwise a Customer is made first, carrying the order's and the
+        attempt's ids in its metadata (a key that may not make one, or a Stripe outage, then
+        leaves the customer's token unused); then a card token (`tok_...`, good for one use)
+        becomes a PaymentMethod, and the PaymentMethod is saved on that Customer. A look-up
+        that finds no PaymentIntent for the attempt finds the card through its Customer
+        (`find_capture`). Each POST has its own key derived from the attempt's, so a retry of
+        the attempt replays these steps and sends the PaymentIntent with the same parameters.
 
         Stripe checks a card as it saves it: one it declines there is a decline of the attempt
         (no PaymentIntent is made, nothing moves), and names the PaymentMethod made from the
@@ -261,7 +267,11 @@ class StripeGateway:
             method = _plain(_ask(lambda: self._client.v1.payment_methods.retrieve(card)))
             if method.get("customer"):
                 return _id(method["customer"]), method["id"]
-        elif card.startswith("pm_"):
+        metadata = {ORDER_ID: request.reference, ATTEMPT_ID: stripe_business_id(key)}
+        customer = _ask(lambda: self._client.v1.customers.create(
+            {"description": f"settleflow order {request.reference}", "metadata": metadata},
+            {"idempotency_key": stripe_business_id(f"{key}/customer")}))
+        if card.startswith("pm_"):
             method = {"id": card}  # Stripe's test PaymentMethods (pm_card_visa) are saved as new ones
         else:
             try:
@@ -270,12 +280,6 @@ class StripeGateway:
                     {"idempotency_key": stripe_business_id(f"{key}/card")})))
             except stripe.CardError as declined:
                 return Declined(_decline_code(declined))
-        # The Customer names the attempt and the card: a look-up that finds no PaymentIntent for
-        # the attempt still finds the card it saved on the way (`find_capture`).
-        metadata = {ORDER_ID: request.reference, ATTEMPT_ID: stripe_business_id(key), CARD: method["id"]}
-        customer = _ask(lambda: self._client.v1.customers.create(
-            {"description": f"settleflow order {request.reference}", "metadata": metadata},
-            {"idempotency_key": stripe_business_id(f"{key}/customer")}))
         try:
             saved = _plain(_ask(lambda: self._client.v1.payment_methods.attach(
                 method["id"], {"customer": customer.id}, {"idempotency_key": stripe_business_id(f"{key}/save")})))
@@ -343,7 +347,10 @@ class StripeGateway:
                                   .auto_paging_iter()))
         intents = [_plain(i) for i in found]
         if not intents:
-            return NotFound(settles_after=self.on_the_wire + self.search_lag, saved_card=self._card_saved_for(query))
+            # A try sends its PaymentIntent last, after the steps that save the card: "not found"
+            # waits for the whole try to have left, and names a card it saved on the way.
+            return NotFound(settles_after=CAPTURE_REQUESTS_PER_TRY * self.on_the_wire + self.search_lag,
+                            saved_card=self._card_saved_for(query))
         intents = [self._not_waiting_for_authentication(i) for i in intents]
         succeeded = [i for i in intents if i["status"] in ("succeeded", "requires_capture")]
         if succeeded:
@@ -353,12 +360,18 @@ class StripeGateway:
         return _capture_answer(intents[0], key)
 
     def _card_saved_for(self, query: str) -> str:
-        """The card an attempt saved before it stopped short of its PaymentIntent ("": none).
-        Searched like the PaymentIntent (and lagging like it): "not found" waits as long."""
+        """The card an attempt saved before it stopped short of its PaymentIntent ("": none):
+        the PaymentMethod on the attempt's Customer. Customers are searched like PaymentIntents
+        (and lag like them): "not found" waits as long."""
         customers = _ask(lambda: list(self._client.v1.customers.search({"query": query, "limit": 100})
                                       .auto_paging_iter()))
-        cards = [(_plain(c).get("metadata") or {}).get(CARD, "") for c in customers]
-        return next((card for card in cards if card), "")
+        for customer in customers:
+            customer_id = customer.id
+            methods = _ask(lambda: list(self._client.v1.customers.payment_methods.list(
+                customer_id, {"limit": 100}).auto_paging_iter()))
+            if methods:
+                return str(methods[0].id)
+        return ""
 
     def find_refund(self, request: RefundRequest) -> LookupAnswer:
         """The refund made under this refund id (`idempotency_key`), among the refunds of

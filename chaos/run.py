@@ -831,7 +831,7 @@ def parse(argv: list[str] | None) -> Config:
     if args.quick:
         return Config(orders=args.orders or 20, kills=args.kills if args.kills is not None else 2, seed=seed,
                       concurrency=args.concurrency or 20, fault_window=(1.0, 8.0),
-                      timeout=args.timeout or 150.0, keep=args.keep)
+                      timeout=args.timeout or 240.0, keep=args.keep)
     kills = args.kills if args.kills is not None else 5
     return Config(orders=args.orders or 200, kills=kills, seed=seed, concurrency=args.concurrency or 25,
                   fault_window=(5.0, 5.0 + 12.0 * max(kills, 2)), timeout=args.timeout or 900.0, keep=args.keep)

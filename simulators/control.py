@@ -52,3 +52,11 @@ def one_time_token(base_url: str, card: str = "tok_visa") -> str:
     response = httpx.post(base_url.rstrip("/") + "/_sim/tokens", json={"card": card}, timeout=_CONTROL_TIMEOUT)
     response.raise_for_status()
     return response.json()["id"]
+
+
+def fail_next(base_url: str, request: str, times: int = 1) -> None:
+    """The next `times` POSTs of one kind (payment_intents, refunds, payment_methods, customers,
+    attach) answer 503 before anything runs."""
+    response = httpx.post(base_url.rstrip("/") + "/_sim/fail_next", json={"request": request, "times": times},
+                          timeout=_CONTROL_TIMEOUT)
+    response.raise_for_status()

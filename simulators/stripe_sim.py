@@ -17,6 +17,7 @@ Stripe's API (form-encoded bodies, `Authorization: Bearer <key>`, Stripe's JSON 
                                           payment_intent_unexpected_state)
     GET  /v1/payment_intents/search       query=metadata['<key>']:'<value>'
     GET  /v1/customers/search             query=metadata['<key>']:'<value>'
+    GET  /v1/customers/{id}/payment_methods  the cards saved on it
     POST /v1/refunds                      payment_intent, amount, metadata
     GET  /v1/refunds/{id}
     GET  /v1/refunds                      payment_intent, limit, starting_after
@@ -27,7 +28,9 @@ Test control (no key needed; not Stripe's): GET /health, GET|POST /_sim/config,
 POST /_sim/reset, GET /_sim/ledger (every capture and refund that moved money, in order),
 GET /_sim/calls (the last 10,000 API requests served, "METHOD /v1/path", oldest first),
 POST /_sim/tokens {"card": "tok_visa"} (a one-time token behaving as that test card, as
-Stripe.js makes them: `tok_<random>`).
+Stripe.js makes them: `tok_<random>`), POST /_sim/fail_next {"request": "attach", "times": 1}
+(the next POSTs of that kind — payment_intents, refunds, payment_methods, customers, attach —
+answer 503 before anything runs: a fault at one chosen step).
 
 Cards as Stripe keeps them: a one-time token is good for one use (a PaymentMethod made from
 it, or one payment): used again, 400 token_already_used. Stripe's named test tokens (tok_visa,
@@ -192,6 +195,7 @@ NEVER_ARRIVES = {"payment_intents": "tok_capture_never_arrives", "refunds": "tok
 REFUSED = {"payment_intents": "tok_capture_refused", "refunds": "tok_refund_refused"}
 
 KNOBS = ("latency_ms", "error_rate", "hang_seconds")
+POST_KINDS = frozenset({"payment_intents", "refunds", "payment_methods", "customers", "attach"})
 _SEARCH = re.compile(r"""\s*metadata\[(['"])([^'"]+)\1\]\s*:\s*(['"])([^'"]*)\3\s*""")
 
 Answer = tuple[int, dict[str, Any]]
@@ -376,6 +380,7 @@ class Simulator:
             self._used_unsaved: set[str] = set()
             self._charges_of_card: dict[str, int] = {}
             self._customers: dict[str, dict[str, Any]] = {}
+            self._failing: dict[str, int] = {}  # POST kind -> how many of the next ones answer 503 (/_sim/fail_next)
             self._charges: dict[str, dict[str, Any]] = {}
             self._refunds: dict[str, dict[str, Any]] = {}
             self._transactions: dict[str, dict[str, Any]] = {}  # balance transactions, in creation order
@@ -393,6 +398,19 @@ class Simulator:
     def roll_error(self) -> bool:
         with self._lock:
             return self._rng.random() < self.config.error_rate
+
+    def fail_next(self, kind: str, times: int) -> None:
+        """The next `times` POSTs of this kind answer 503 before anything runs (a test's fault at
+        one chosen step)."""
+        with self._lock:
+            self._failing[kind] = times
+
+    def take_failure(self, kind: str) -> bool:
+        with self._lock:
+            if self._failing.get(kind, 0) <= 0:
+                return False
+            self._failing[kind] -= 1
+            return True
 
     def _now(self) -> int:
         # Never earlier than the last object's: "newest first" lists keep creation order.
@@ -524,6 +542,13 @@ class Simulator:
                            "The payment method you provided has already been attached to a customer.")
         method["customer"] = customer
         return 200, dict(method)
+
+    def methods_of(self, customer_id: str) -> list[dict[str, Any]] | None:
+        """The PaymentMethods saved on a Customer, newest first (None: no such Customer)."""
+        with self._lock:
+            if customer_id not in self._customers:
+                return None
+            return [dict(m) for m in reversed(self._methods.values()) if m["customer"] == customer_id]
 
     def get_method(self, method_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -819,6 +844,8 @@ def create_app(config: SimConfig) -> Starlette:
             return refused
         if sim.roll_error():
             return answer(*_unavailable("injected failure (error_rate)"))
+        if sim.take_failure(resource):
+            return answer(*_unavailable(f"injected failure (fail_next {resource})"))
         key = request.headers.get("Idempotency-Key", "")
         try:
             if not key:
@@ -849,15 +876,35 @@ def create_app(config: SimConfig) -> Starlette:
     async def create_customer(request: Request) -> JSONResponse:
         return await money(request, "customers")
 
+    def found(body: dict[str, Any] | None, noun: str, object_id: str, param: str) -> JSONResponse:
+        if body is None:
+            return answer(*_error(404, "invalid_request_error", "resource_missing", f"No such {noun}: '{object_id}'",
+                                  param=param))
+        return answer(200, body)
+
     async def get_method(request: Request) -> JSONResponse:
-        refused = await stripe_call(request)
-        if refused:
-            return refused
-        found = sim.get_method(request.path_params["id"])
-        if found is None:
-            return answer(*_error(404, "invalid_request_error", "resource_missing",
-                                  f"No such PaymentMethod: '{request.path_params['id']}'", param="id"))
-        return answer(200, found)
+        method_id = request.path_params["id"]
+        return await stripe_call(request) or found(sim.get_method(method_id), "PaymentMethod", method_id, "id")
+
+    def customer_methods(customer_id: str, params: dict[str, Any]) -> JSONResponse:
+        methods = sim.methods_of(customer_id)
+        listed = None if methods is None else _page(methods, params, f"/v1/customers/{customer_id}/payment_methods")
+        return found(listed, "customer", customer_id, "customer")
+
+    async def list_customer_methods(request: Request) -> JSONResponse:
+        return await stripe_call(request) or customer_methods(request.path_params["id"], query(request))
+
+    async def fail_next(request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+            kind, times = body["request"], int(body.get("times", 1))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            kind, times = None, 0
+        if kind not in POST_KINDS or times < 0:
+            return answer(*_error(400, "invalid_request_error", "invalid_fault",
+                                  f'give {{"request": one of {sorted(POST_KINDS)}, "times": N}}'))
+        sim.fail_next(kind, times)
+        return answer(200, {"request": kind, "times": times})
 
     async def issue_token(request: Request) -> JSONResponse:
         try:
@@ -988,6 +1035,7 @@ def create_app(config: SimConfig) -> Starlette:
         Route("/v1/payment_methods/{id}", get_method, methods=["GET"]),
         Route("/v1/payment_methods/{id}/attach", attach_method, methods=["POST"]),
         Route("/v1/customers", create_customer, methods=["POST"]),
+        Route("/v1/customers/{id}/payment_methods", list_customer_methods, methods=["GET"]),
         Route("/v1/refunds", list_refunds, methods=["GET"]),
         Route("/v1/refunds/{id}", getter("refunds", "refund"), methods=["GET"]),
         Route("/v1/charges/{id}", getter("charges", "charge"), methods=["GET"]),
@@ -999,6 +1047,7 @@ def create_app(config: SimConfig) -> Starlette:
         Route("/_sim/config", set_config, methods=["POST"]),
         Route("/_sim/reset", reset, methods=["POST"]),
         Route("/_sim/tokens", issue_token, methods=["POST"]),
+        Route("/_sim/fail_next", fail_next, methods=["POST"]),
     ])
     app.state.simulator = sim  # for in-process tests
     return app

@@ -33,9 +33,12 @@ from workflows.process import TELLS_SUPPORT_A_STOP_AFTER_DELIVERY
 class StopsTheParcel:
     """Mixed into a Process (before it)."""
 
-    async def intercept(self: Any, requested: ShipmentInterceptRequested, decide: Any, attempt: int = 1) -> Outcome:
+    async def intercept(
+        self: Any, requested: ShipmentInterceptRequested, decide: Any, attempt: int = 1, tell_beside: bool = False
+    ) -> Outcome:
         """Ask shipping to stop the parcel, and tell billing what shipping answered; billing's
-        answer is returned. `attempt`: the request's, for the commands' ids (`ask_again`)."""
+        answer is returned. `attempt`: the request's, for the commands' ids (`ask_again`).
+        `tell_beside`: support's notice goes out beside the flow (a refund pays meanwhile)."""
         answered = await self.send(
             self.command(
                 InterceptShipment, ask_again("intercept", attempt), order_id=requested.order_id,
@@ -65,13 +68,14 @@ class StopsTheParcel:
         late = recorded.first(ReturnedParcelDelivered)
         if late is not None and self.folded_in(TELLS_SUPPORT_A_STOP_AFTER_DELIVERY):  # a run begun before has none
             # The customer has the goods and the refund: whether to ask for them back is support's.
-            await self.send(
-                self.command(
-                    NotifyTeam, ask_again("tell-support-stopped-after-delivery", attempt), team="support",
-                    kind="returned_parcel_delivered_support", subject=late.order_id,
-                    facts={"order_id": late.order_id, "delivered_at": late.delivered_at.isoformat(),
-                           "returned_at": late.returned_at.isoformat()},
-                ),
-                decide,
+            notice = self.command(
+                NotifyTeam, ask_again("tell-support-stopped-after-delivery", attempt), team="support",
+                kind="returned_parcel_delivered_support", subject=late.order_id,
+                facts={"order_id": late.order_id, "delivered_at": late.delivered_at.isoformat(),
+                       "returned_at": late.returned_at.isoformat()},
             )
+            if tell_beside:
+                self.send_beside(notice, decide, "support's notice of the stop after delivery")
+            else:  # a run begun before tells first
+                await self.send(notice, decide)
         return recorded

@@ -406,15 +406,7 @@ class PaymentWorkflow(AwaitsReconciliation, Process):
         receipt, self.receipt = self.receipt, None  # waited for once, noted once
         if not receipt.done():
             self.note("the customer's receipt is still going out: it goes out first")
-        while not receipt.done():
-            try:
-                await asyncio.shield(receipt)
-            except asyncio.CancelledError:
-                if receipt.cancelled():
-                    break
-                self.note("cancel asked while the customer's receipt was still going out: it goes out first")
-            except (Refused, ActivityError):
-                break  # it ended with an error: noted below, the flow goes on
+        await self.gone_out(receipt, "the customer's receipt")
         try:
             receipt.result()
         except (Refused, ActivityError, asyncio.CancelledError) as failed:

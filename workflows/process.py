@@ -45,10 +45,10 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-06h"  # new flows start on it
+RELEASE = "flows-2026-12-07"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
 RELEASES = (
-    RELEASE, "flows-2026-12-06g", "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
+    RELEASE, "flows-2026-12-06h", "flows-2026-12-06g", "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
     FIRST_RELEASE,
 )
 
@@ -141,6 +141,10 @@ RECOVERY_TIMED_FROM_THE_DECLINE = "recovery-timed-from-the-decline"
 # flows-2026-12-06h: a fraud team's reminder that could not go out (its day of tries ran out)
 # is noted and the refund flow ends as decided; it used to fail the flow after the fact.
 REMINDER_FAILURE_IS_NOTED = "reminder-failure-is-noted"
+# flows-2026-12-07: what a refund tells support before it pays (a stop that took after the parcel
+# was delivered; what a return leaves owed) goes out beside the payout: a mailbox outage holds up
+# the message, not the money. The flow ends only once it has gone out.
+TELLS_SUPPORT_BESIDE_THE_PAYOUT = "tells-support-beside-the-payout"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -167,6 +171,7 @@ FOLDED_INTO = {
     RECEIPT_BESIDE_THE_PROCESS: "flows-2026-12-06h",
     RECOVERY_TIMED_FROM_THE_DECLINE: "flows-2026-12-06h",
     REMINDER_FAILURE_IS_NOTED: "flows-2026-12-06h",
+    TELLS_SUPPORT_BESIDE_THE_PAYOUT: "flows-2026-12-07",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the
@@ -273,6 +278,7 @@ class Process:
         self.trail: list[str] = []
         self.correlation_id: str | None = None  # `order-{order_id}` once a command names the order
         self.cause: str | None = None  # the newest event an owner answered with
+        self.asides: list[tuple[str, asyncio.Task[Outcome]]] = []  # notices going out beside the flow
 
     # -- which code path this flow runs --------------------------------------------
     def begin(self) -> None:
@@ -375,6 +381,37 @@ class Process:
             self.cause = outcome.events[-1].event_id
         self.note(f"{command.name()} → {command.owner} → {', '.join(outcome.event_names) or 'nothing new'}")
         return outcome
+
+    def send_beside(self, command: Command, step: Step, what: str) -> None:
+        """Send a notice beside the flow: none of its steps waits for it (a mailbox outage holds
+        up the message, not the money), and its facts cause none of them. The flow ends only once
+        it has gone out (`asides_gone_out`)."""
+        self.asides.append((what, asyncio.create_task(self.send(command, step, causes_next=False))))
+
+    async def asides_gone_out(self) -> None:
+        """Notices still going out beside the flow go out before it ends, however it ends: an
+        operator's Cancel meanwhile does not stop them (what they tell has happened). One that
+        cannot go out (its owner refused it) is noted."""
+        asides, self.asides = self.asides, []
+        for what, notice in asides:
+            await self.gone_out(notice, what)
+            try:
+                notice.result()
+            except (Refused, ActivityError, asyncio.CancelledError) as failed:
+                self.note(f"{what} did not go out: {failed or type(failed).__name__}")
+
+    async def gone_out(self, notice: asyncio.Task[Outcome], what: str) -> None:
+        """Wait until a notice going out beside the flow is done, sent or failed (the caller reads
+        which). An operator's Cancel meanwhile does not stop it: it is noted, and waited for."""
+        while not notice.done():
+            try:
+                await asyncio.shield(notice)
+            except asyncio.CancelledError:
+                if notice.cancelled():
+                    return
+                self.note(f"cancel asked while {what} was still going out: it goes out first")
+            except (Refused, ActivityError):
+                return
 
     async def _execute(self, command: Command, step: Step) -> Outcome:
         summary = f"{command.name()} → {command.owner}"

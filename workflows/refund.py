@@ -14,7 +14,8 @@ Read top to bottom:
       (+ RefundOwed → NotifyTeam(support)). Done.
   Cleared or approved, with ShipmentInterceptRequested → InterceptShipment → shipping
       → ShipmentIntercepted | ShipmentInterceptFailed → RecordInterceptOutcome → billing
-      → ParcelReturned | ParcelStillInTransit
+      → ParcelReturned | ParcelStillInTransit (+ ReturnedParcelDelivered, RefundOwed →
+      NotifyTeam(support), going out beside the payout: a mailbox outage holds up no money)
   SendRefundToGateway → payments → GatewayRefundSettled | GatewayRefundDeclined
   No usable answer (retries ran out, a timeout, a refused request — payments sends nothing
       again under its key 23 h after it first left —, an operator's Cancel)
@@ -73,7 +74,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
     from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, addressed_here, from_outside, refuse_outsider
-    from workflows.process import REMINDER_FAILURE_IS_NOTED, TELLS_SUPPORT_WHAT_A_RETURN_OWES
+    from workflows.process import REMINDER_FAILURE_IS_NOTED, TELLS_SUPPORT_BESIDE_THE_PAYOUT
+    from workflows.process import TELLS_SUPPORT_WHAT_A_RETURN_OWES
 
 # -- Process concerns, all in one place ------------------------------------------
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
@@ -132,6 +134,7 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
             await self.refund(request)
         finally:
             await self.reminder_gone_out()
+            await self.asides_gone_out()
         return self.current()  # with what the reminder's end added to the trail
 
     async def refund(self, request: RefundRequest) -> RefundStatus:
@@ -204,11 +207,14 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
                 return await self.cancel(approved, rejection.reason)
 
         if intercept is not None and after_fraud:
-            stopped = await self.intercept(intercept, DECIDE)
+            # Support hears of what the stop found beside the payout: the money goes first.
+            beside = self.folded_in(TELLS_SUPPORT_BESIDE_THE_PAYOUT)
+            stopped = await self.intercept(intercept, DECIDE, tell_beside=beside)
             if self.folded_in(TELLS_SUPPORT_WHAT_A_RETURN_OWES):  # a run begun before has none
                 # The goods are back, and another refund of the order said no meanwhile: what
                 # no refund takes is owed, and support decides how it goes back.
-                await self.tell_support_if_owed(stopped, approved, "the parcel came back", "tell-support-owed-on-return")
+                await self.tell_support_if_owed(
+                    stopped, approved, "the parcel came back", "tell-support-owed-on-return", beside=beside)
         return await self.pay_out(approved)
 
     # -- people: the fraud review ---------------------------------------------------
@@ -387,22 +393,24 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
         return await self.end("cancelled", reason=reason)
 
     async def tell_support_if_owed(
-        self, settled: Outcome, approved: RefundApproved, reason: str, step: str = "tell-support-owed"
+        self, settled: Outcome, approved: RefundApproved, reason: str, step: str = "tell-support-owed",
+        beside: bool = False,
     ) -> None:
         """Billing says money is owed back (a cancelled order's, a returned parcel's) that no refund
-        takes: support decides how it goes back."""
+        takes: support decides how it goes back. `beside`: the notice goes out beside the flow."""
         if owed := settled.first(RefundOwed):
-            await self.send(
-                self.command(
-                    NotifyTeam,
-                    step,
-                    team="support",
-                    kind="refund_owed_support",
-                    subject=approved.refund_id,
-                    facts={**self.facts(approved), "owed": str(owed.amount), "reason": reason},
-                ),
-                NOTIFY,
+            notice = self.command(
+                NotifyTeam,
+                step,
+                team="support",
+                kind="refund_owed_support",
+                subject=approved.refund_id,
+                facts={**self.facts(approved), "owed": str(owed.amount), "reason": reason},
             )
+            if beside:
+                self.send_beside(notice, NOTIFY, "support's notice of what is owed")
+            else:
+                await self.send(notice, NOTIFY)
 
     async def fail(self, approved: RefundApproved, reason: str, confirmation: Event | None = None) -> RefundStatus:
         """Compensation on payments' confirmation that no money went out (billing refuses

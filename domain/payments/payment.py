@@ -158,7 +158,9 @@ class Payment(AggregateRoot):
         if command.actor.role is Role.CUSTOMER and command.actor.id != self.customer_id:
             raise NotAuthorized("not_your_order", f"order {self.id} belongs to another customer")
         self._must_be_recoverable()
-        self.card_token, self.saved_card = command.card_token, ""  # a new card: not saved yet
+        # A new card is not saved yet; the same card given again stays saved (its token is spent).
+        if command.card_token != self.card_token:
+            self.card_token, self.saved_card = command.card_token, ""
         self.record(command, PaymentMethodUpdated(order_id=self.id, card_token=command.card_token))
 
     def _must_be_recoverable(self) -> None:

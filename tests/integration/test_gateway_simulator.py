@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from adapters.settings import SIMULATOR_API_KEY
-from adapters.stripe_gateway import StripeGateway, stripe_business_id
+from adapters.stripe_gateway import CAPTURE_REQUESTS_PER_TRY, StripeGateway, stripe_business_id
 from domain.payments.gateway import (
     Accepted,
     CaptureRequest,
@@ -31,7 +31,7 @@ from domain.payments.gateway import (
     RefundRequest,
 )
 from domain.shared.money import Money
-from simulators.control import configure, one_time_token, read_calls, read_ledger, reset
+from simulators.control import configure, fail_next, one_time_token, read_calls, read_ledger, reset
 from tests.gateway_process import free_port, gateway_simulator
 
 HANG_SECONDS = 1.0
@@ -346,8 +346,10 @@ def test_an_unavailable_card_is_always_503_and_never_charged(gateway: StripeGate
 
     not_found = gateway.find_capture(request)
     assert not_found == NotFound()
-    # The simulator's search is current at once: "not found" waits only for a send still on the wire.
-    assert not_found.settles_after == gateway.on_the_wire == timedelta(seconds=4 * 5.0)  # its timeout: 5 s
+    # The simulator's search is current at once: "not found" waits only for a try still sending —
+    # its PaymentIntent goes last, after the steps that save the card, each up to `on_the_wire`.
+    assert gateway.on_the_wire == timedelta(seconds=4 * 5.0)  # its timeout: 5 s
+    assert not_found.settles_after == CAPTURE_REQUESTS_PER_TRY * gateway.on_the_wire
     assert read_ledger(base_url)["captures"] == []
 
 
@@ -610,6 +612,81 @@ def test_an_attempt_sent_again_saves_its_card_once_and_charges_once(gateway: Str
 
     assert isinstance(first, Accepted) and first == again and first.saved_card == again.saved_card
     assert len(read_ledger(base_url)["captures"]) == 1
+
+
+@pytest.mark.parametrize("failing_step", ["customers", "payment_methods", "attach", "payment_intents"])
+def test_an_attempt_that_failed_at_any_step_saves_its_card_once_and_charges_once_when_sent_again(
+        gateway: StripeGateway, base_url: str, failing_step: str):
+    request = capture_of(one_time_token(base_url))
+    fail_next(base_url, failing_step)
+    with pytest.raises(GatewayUnavailable):
+        gateway.capture(request)
+
+    answer = gateway.capture(request)  # Temporal's retry: the same attempt, the same keys
+
+    assert isinstance(answer, Accepted) and answer.saved_card.startswith("pm_")
+    customers = httpx.get(f"{base_url}/v1/customers/search", headers=AUTH,
+                          params={"query": f"metadata['attempt_id']:'{request.idempotency_key}'"}).json()["data"]
+    [customer] = customers
+    saved = httpx.get(f"{base_url}/v1/customers/{customer['id']}/payment_methods", headers=AUTH).json()["data"]
+    assert [m["id"] for m in saved] == [answer.saved_card]
+    assert [c["id"] for c in read_ledger(base_url)["captures"]] == [answer.reference]
+
+
+def test_a_key_that_cannot_make_a_customer_leaves_the_customers_token_unused(gateway: StripeGateway, base_url: str):
+    # The Customer comes first: a try that fails there has not spent the one-time token.
+    token = one_time_token(base_url)
+    fail_next(base_url, "customers")
+    with pytest.raises(GatewayUnavailable):
+        gateway.capture(capture_of(token))
+
+    assert isinstance(gateway.capture(capture_of(token)), Accepted)  # another attempt, the same token
+
+
+def test_the_card_an_attempt_saved_before_its_payment_intent_failed_pays_the_next_attempt(
+        gateway: StripeGateway, base_url: str):
+    request = capture_of(one_time_token(base_url))
+    fail_next(base_url, "payment_intents", times=10)  # the attempt never gets its PaymentIntent through
+    with pytest.raises(GatewayUnavailable):
+        gateway.capture(request)
+    fail_next(base_url, "payment_intents", times=0)
+
+    found = gateway.find_capture(request)
+    retry = gateway.capture(capture_of(found.saved_card, saved=True))
+
+    assert found == NotFound() and isinstance(retry, Accepted)
+    assert [c["id"] for c in read_ledger(base_url)["captures"]] == [retry.reference]
+
+
+def test_a_token_spent_on_a_card_never_saved_is_refused_next_time_and_nothing_is_charged(
+        gateway: StripeGateway, base_url: str):
+    # The limit the README names: the try stopped between the token's PaymentMethod and the
+    # attach, so no Customer holds the card; the next attempt's token is refused as used.
+    token = one_time_token(base_url)
+    request = capture_of(token)
+    fail_next(base_url, "attach", times=10)
+    with pytest.raises(GatewayUnavailable):
+        gateway.capture(request)
+    fail_next(base_url, "attach", times=0)
+
+    assert gateway.find_capture(request).saved_card == ""
+    with pytest.raises(GatewayRefusedRequest, match="token_already_used"):
+        gateway.capture(capture_of(token))
+    assert read_ledger(base_url)["captures"] == []
+
+
+def test_a_card_declined_as_it_was_saved_is_saved_anew_by_the_next_attempt(gateway: StripeGateway, base_url: str):
+    first = gateway.capture(capture_of("tok_chargeDeclinedInsufficientFunds"))
+    assert first == Declined("insufficient_funds") and first.saved_card.startswith("pm_")
+    unsaved = httpx.get(f"{base_url}/v1/payment_methods/{first.saved_card}", headers=AUTH).json()
+    assert unsaved["customer"] is None
+    before = len(read_calls(base_url))
+
+    assert gateway.capture(capture_of(first.saved_card, saved=True)) == Declined("insufficient_funds")
+    assert read_calls(base_url)[before:] == [
+        f"GET /v1/payment_methods/{first.saved_card}", "POST /v1/customers",
+        f"POST /v1/payment_methods/{first.saved_card}/attach"]  # declined there again: no PaymentIntent
+    assert read_ledger(base_url)["captures"] == []
 
 
 def test_an_attempt_on_a_saved_card_sends_no_steps_to_save_it_again(gateway: StripeGateway, base_url: str):

@@ -270,6 +270,13 @@ def test_a_new_card_is_charged_as_given_not_the_card_saved_before():
     assert payment.saved_card == ""
 
 
+def test_the_same_card_given_again_stays_saved_since_its_token_is_spent():
+    payment = declined_with_card_saved("pm_saved")
+    payment.update_payment_method(new_card("tok_visa"))  # the form sent again with the first card
+
+    assert payment.begin_capture(retry_cmd()).card_token == "pm_saved"
+
+
 def test_a_card_saved_by_an_answer_that_came_after_a_new_card_does_not_replace_the_new_card():
     payment = new_payment()
     first = capture_cmd()

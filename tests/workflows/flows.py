@@ -140,8 +140,10 @@ async def real_time(env: WorkflowEnvironment) -> AsyncIterator[None]:
 
 async def start_refund(
     harness, order_id: str, amount: str | None = None, by: str = "customer:c-1", refund_id: str | None = None,
-    currency: str = "EUR",
+    currency: str = "EUR", task_timeout: timedelta | None = None,
 ) -> WorkflowHandle:
+    """Start a refund flow. A short `task_timeout` lets a test hold a local activity past its
+    workflow task (a mailbox outage: the test server cannot skip time while one is retried)."""
     refund_id = refund_id or new_id("r")
     return harness.track(await harness.client.start_workflow(
         RefundWorkflow.run,
@@ -154,6 +156,7 @@ async def start_refund(
         ),
         id=f"refund-{refund_id}",
         task_queue=FLOWS_QUEUE,
+        task_timeout=task_timeout,
     ))
 
 

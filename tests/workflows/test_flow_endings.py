@@ -186,6 +186,73 @@ async def test_a_stopped_parcels_late_delivery_scan_is_recorded_and_support_is_t
     assert refunds_of(harness, order_id) == ["100.00"]  # the refund stands; support decides about the goods
 
 
+async def test_a_stop_after_delivery_pays_the_refund_while_the_mailbox_is_down_and_tells_support_once_it_is_back(
+        harness):
+    order_id, _ = await place_order(harness, amount="1500.00")
+    await ship(harness, order_id)
+    handle = await start_refund(harness, order_id, task_timeout=SHORT_TASKS)
+    await wait_for_status(handle, "under_review")
+    record_delivery_in_billing(harness, order_id, await _workflow_now(harness))  # shipping's record is late
+
+    with mailbox_down(harness):  # support's notice of the stop cannot go out
+        async with real_time(harness.env):
+            await asyncio.wait_for(handle.execute_update(RefundWorkflow.resolve_review, ReviewResolution(
+                decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST))), timeout=ANSWER_WITHIN)
+            paid_while_the_mailbox_was_down = await refunded_within(harness, order_id, seconds=30)
+        told_while_down = harness.messages("team:support")
+        still_running = (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    result = await closed_once_the_receipt_went_out(harness, handle)
+    await keep_history(handle, "refund_paid_while_support_notice_of_a_stop_was_held_up")
+
+    assert (paid_while_the_mailbox_was_down, told_while_down) == (["1500.00"], [])
+    assert still_running  # it ends only once support has been told
+    assert result.status == "completed"
+    [told] = harness.messages("team:support")
+    assert told["kind"] == "returned_parcel_delivered_support"
+
+
+async def test_a_return_that_leaves_money_owed_pays_the_refund_while_the_mailbox_is_down(harness):
+    order_id, _ = await place_order(harness, amount="2500.00")
+    await ship(harness, order_id)
+    first = await start_refund(harness, order_id, "1000.00")  # reviewed: large
+    await wait_for_status(first, "under_review")
+    rest = await start_refund(harness, order_id, task_timeout=SHORT_TASKS)  # the other 1,500.00: stops the parcel
+    await wait_for_status(rest, "under_review")
+    async with real_time(harness.env):
+        await first.execute_update(RefundWorkflow.resolve_review, ReviewResolution(
+            decision=ReviewDecision.REJECT, reviewer=ANALYST, **signed(ANALYST)))
+        await finished(harness, first)
+
+    with mailbox_down(harness):  # support's notice of what is owed cannot go out
+        async with real_time(harness.env):
+            await asyncio.wait_for(rest.execute_update(RefundWorkflow.resolve_review, ReviewResolution(
+                decision=ReviewDecision.APPROVE, reviewer=ANALYST, **signed(ANALYST))), timeout=ANSWER_WITHIN)
+            paid_while_the_mailbox_was_down = await refunded_within(harness, order_id, seconds=30)
+        told_while_down = harness.messages("team:support")
+    result = await closed_once_the_receipt_went_out(harness, rest)
+
+    assert (paid_while_the_mailbox_was_down, told_while_down) == (["1500.00"], [])
+    assert result.status == "completed"
+    [told] = [m for m in harness.messages("team:support") if m["kind"] == "refund_owed_support"]
+    assert "1000.00 EUR is still owed" in told["body"]
+
+
+def record_delivery_in_billing(harness, order_id: str, delivered_at: datetime) -> None:
+    BillingActivities(harness.uow_factory).record_delivery(RecordDelivery(
+        command_id=f"deliver-{order_id}/record-delivery", actor=Actor.system("shipping"), issued_at=delivered_at,
+        correlation_id=f"order-{order_id}", causation_id="test", order_id=order_id, delivered_at=delivered_at,
+    ))
+
+
+async def refunded_within(harness, order_id: str, seconds: float) -> list[str]:
+    """The refunds of the order's payment in the gateway's ledger, once there are any (or the time is up)."""
+    for _ in range(int(seconds * 10)):
+        if paid := refunds_of(harness, order_id):
+            return paid
+        await asyncio.sleep(0.1)
+    return refunds_of(harness, order_id)
+
+
 async def test_a_stop_that_took_after_billing_recorded_the_parcel_delivered_is_told_to_support(harness):
     order_id, _ = await place_order(harness, amount="1500.00")
     await ship(harness, order_id)
@@ -247,7 +314,8 @@ async def cancelled_by_support_until_paid_back(harness, handle, order_id: str) -
 
 
 async def closed_once_the_receipt_went_out(harness, handle):
-    """The flow's result, once its receipt's next try (its back-off grown during an outage) has sent it."""
+    """The flow's result, once its receipt's (or notice's) next try, its back-off grown during an
+    outage, has sent it."""
     async with real_time(harness.env):
         for _ in range(900):
             if (await handle.describe()).status is not WorkflowExecutionStatus.RUNNING:
