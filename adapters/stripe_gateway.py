@@ -385,7 +385,9 @@ class StripeGateway:
         key = stripe_business_id(request.idempotency_key)
         mine = [r for r in map(_plain, refunds) if (r.get("metadata") or {}).get(REFUND_ID) == key]
         if not mine:
-            return NotFound(settles_after=self.on_the_wire)  # a list is current: only a send still on its way
+            # A list is current: only a send still on its way. A refund of a capture recorded
+            # before its currency was kept reads the PaymentIntent first: two requests' time.
+            return NotFound(settles_after=2 * self.on_the_wire)
         succeeded = [r for r in mine if r["status"] == "succeeded"]
         if succeeded:
             return Accepted(succeeded[0]["id"])

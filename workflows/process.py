@@ -397,7 +397,7 @@ class Process:
             await self.gone_out(notice, what)
             try:
                 notice.result()
-            except (Refused, ActivityError, asyncio.CancelledError) as failed:
+            except (ApplicationError, ActivityError, asyncio.CancelledError) as failed:  # each is waited for
                 self.note(f"{what} did not go out: {failed or type(failed).__name__}")
 
     async def gone_out(self, notice: asyncio.Task[Outcome], what: str) -> None:
@@ -410,7 +410,7 @@ class Process:
                 if notice.cancelled():
                     return
                 self.note(f"cancel asked while {what} was still going out: it goes out first")
-            except (Refused, ActivityError):
+            except (ApplicationError, ActivityError):  # a refusal, or a local activity's own error
                 return
 
     async def _execute(self, command: Command, step: Step) -> Outcome:

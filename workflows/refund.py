@@ -133,8 +133,10 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
         try:
             await self.refund(request)
         finally:
-            await self.reminder_gone_out()
-            await self.asides_gone_out()
+            try:
+                await self.reminder_gone_out()
+            finally:
+                await self.asides_gone_out()
         return self.current()  # with what the reminder's end added to the trail
 
     async def refund(self, request: RefundRequest) -> RefundStatus:
