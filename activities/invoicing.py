@@ -9,8 +9,9 @@ from temporalio import activity
 
 from activities.handling import decide
 from domain.contracts import Outcome
-from domain.invoicing.commands import CreateInvoice
+from domain.invoicing.commands import CreateInvoice, CreditInvoice
 from domain.invoicing.invoice import Invoice
+from domain.shared.errors import NotFound
 
 
 class InvoicingActivities:
@@ -24,3 +25,14 @@ class InvoicingActivities:
             command,
             lambda uow: uow.invoices.add(Invoice.create(command, uow.invoices.for_order(command.order_id))),
         )
+
+    @activity.defn(name=CreditInvoice.activity_name())
+    def credit_invoice(self, command: CreditInvoice) -> Outcome:
+        return decide(self.uow, command, lambda uow: self._invoice_of(uow, command.order_id).credit(command))
+
+    @staticmethod
+    def _invoice_of(uow: Any, order_id: str) -> Invoice:
+        invoice = uow.invoices.for_order(order_id)
+        if invoice is None:
+            raise NotFound(code="no_invoice", message=f"order {order_id} has no invoice to credit")
+        return invoice

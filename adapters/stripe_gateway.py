@@ -58,12 +58,15 @@ with no override, to Stripe itself; switching is configuration only.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import hashlib
+import threading
+import time as clock
 
 import stripe
 
@@ -107,6 +110,10 @@ ORDER_ID, ATTEMPT_ID, REFUND_ID = "order_id", "attempt_id", "refund_id"
 # PaymentMethod from the token, the attach, the PaymentIntent): a try whose flow stopped
 # waiting may send its PaymentIntent this many requests' time on the wire after it began.
 CAPTURE_REQUESTS_PER_TRY = 4
+# The card-saving steps this process saw succeed, kept by idempotency key for a try of the same
+# attempt to skip (at most this many, and no longer than an attempt may be sent again).
+SAVED_STEPS_KEPT = 10_000
+SAVED_STEPS_KEPT_FOR = timedelta(hours=23)
 
 CAPTURE_TYPES = frozenset({"charge", "payment"})  # balance transaction types of a captured card payment
 REFUND_TYPES = frozenset({"refund", "payment_refund"})
@@ -184,6 +191,10 @@ class StripeGateway:
         self._mode = "live" if api_key.startswith(("sk_live_", "rk_live_")) else "test"
         self._declared = account_id or None  # SETTLEFLOW_STRIPE_ACCOUNT: needed by a key that may not read it
         self._account: str | None = None  # read on first use, then kept (a key speaks for one account)
+        # Stripe would replay these steps' answers under their keys; each replay is one more
+        # request that can fail and cost the whole try a back-off, so a retry here skips them.
+        self._steps_done: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._steps_lock = threading.Lock()
 
     # -- whose account ----------------------------------------------------------------
 
@@ -257,7 +268,8 @@ class StripeGateway:
         becomes a PaymentMethod, and the PaymentMethod is saved on that Customer. A look-up
         that finds no PaymentIntent for the attempt finds the card through its Customer
         (`find_capture`). Each POST has its own key derived from the attempt's, so a retry of
-        the attempt replays these steps and sends the PaymentIntent with the same parameters.
+        the attempt replays these steps (or, on this process, skips those it saw succeed: `_step`)
+        and sends the PaymentIntent with the same parameters.
 
         Stripe checks a card as it saves it: one it declines there is a decline of the attempt
         (no PaymentIntent is made, nothing moves), and names the PaymentMethod made from the
@@ -268,24 +280,38 @@ class StripeGateway:
             if method.get("customer"):
                 return _id(method["customer"]), method["id"]
         metadata = {ORDER_ID: request.reference, ATTEMPT_ID: stripe_business_id(key)}
-        customer = _ask(lambda: self._client.v1.customers.create(
-            {"description": f"settleflow order {request.reference}", "metadata": metadata},
-            {"idempotency_key": stripe_business_id(f"{key}/customer")}))
+        customer = self._step(f"{key}/customer", lambda k: self._client.v1.customers.create(
+            {"description": f"settleflow order {request.reference}", "metadata": metadata}, {"idempotency_key": k}))
         if card.startswith("pm_"):
             method = {"id": card}  # Stripe's test PaymentMethods (pm_card_visa) are saved as new ones
         else:
             try:
-                method = _plain(_ask(lambda: self._client.v1.payment_methods.create(
-                    {"type": "card", "card": {"token": card}},
-                    {"idempotency_key": stripe_business_id(f"{key}/card")})))
+                method = self._step(f"{key}/card", lambda k: self._client.v1.payment_methods.create(
+                    {"type": "card", "card": {"token": card}}, {"idempotency_key": k}))
             except stripe.CardError as declined:
                 return Declined(_decline_code(declined))
         try:
-            saved = _plain(_ask(lambda: self._client.v1.payment_methods.attach(
-                method["id"], {"customer": customer.id}, {"idempotency_key": stripe_business_id(f"{key}/save")})))
+            saved = self._step(f"{key}/save", lambda k: self._client.v1.payment_methods.attach(
+                method["id"], {"customer": customer["id"]}, {"idempotency_key": k}))
         except stripe.CardError as declined:
             return Declined(_decline_code(declined), saved_card=method["id"])
-        return customer.id, saved["id"]
+        return customer["id"], saved["id"]
+
+    def _step(self, name: str, call: Callable[[str], Any]) -> dict[str, Any]:
+        """One card-saving step under its idempotency key (derived from the attempt's): a step
+        this process saw succeed for the attempt is not sent again (Stripe would replay the same
+        answer); a decline is not kept, and is asked again (Stripe replays that too)."""
+        key, now = stripe_business_id(name), clock.monotonic()
+        with self._steps_lock:
+            kept = self._steps_done.get(key)
+            if kept is not None and now - kept[0] < SAVED_STEPS_KEPT_FOR.total_seconds():
+                return kept[1]
+        answer = _plain(_ask(lambda: call(key)))
+        with self._steps_lock:
+            self._steps_done[key] = (now, answer)
+            while len(self._steps_done) > SAVED_STEPS_KEPT:
+                self._steps_done.popitem(last=False)
+        return answer
 
     def _not_waiting_for_authentication(self, intent: dict[str, Any]) -> dict[str, Any]:
         """A PaymentIntent waiting for 3-D Secure (`requires_action`) is not a decline yet: its

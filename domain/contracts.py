@@ -52,8 +52,8 @@ from domain.fraud.commands import (  # noqa: F401
     WithdrawRefund,
 )
 from domain.fraud.events import FraudReviewOpened, RefundCleared, RefundWithdrawn, ReviewApproved, ReviewRejected
-from domain.invoicing.commands import CreateInvoice  # noqa: F401
-from domain.invoicing.events import InvoiceCreated
+from domain.invoicing.commands import CreateInvoice, CreditInvoice  # noqa: F401
+from domain.invoicing.events import InvoiceCreated, InvoiceCredited
 from domain.notifications.commands import NotifyCustomer, NotifyTeam  # noqa: F401
 from domain.notifications.events import MessageSent
 from domain.payments.commands import (  # noqa: F401
@@ -109,6 +109,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     CaptureOutcomeUnknown, GatewayRefundOutcomeUnknown, GatewayRefundNotFound, GatewayRefundNotSent,
     DiscrepancyRecorded, DiscrepancyResolved,
     InvoiceCreated,
+    InvoiceCredited,
     RefundCleared, FraudReviewOpened, ReviewApproved, ReviewRejected, RefundWithdrawn,
     OrderShipped, OrderDelivered, ShipmentIntercepted, ShipmentInterceptFailed,
     MessageSent,

@@ -209,6 +209,20 @@ class InvoiceCreatedV1(Contract):
     currency: str = Currency
 
 
+class InvoiceCreditedV1(Contract):
+    """A credit note against an order's invoice, for a refund paid out."""
+
+    owner: ClassVar[str] = "invoicing"
+    event: ClassVar[str] = "invoice_credited"
+    credit_note_number: str
+    invoice_number: str
+    order_id: str
+    customer_id: str
+    refund_id: str
+    amount: str = Amount
+    currency: str = Currency
+
+
 # -- shipping ------------------------------------------------------------------------------------------------
 class OrderShippedV1(Contract):
     owner: ClassVar[str] = "shipping"
@@ -298,7 +312,7 @@ CONTRACTS: tuple[type[Contract], ...] = (
     RefundApprovedV1, RefundRejectedV1, RefundCompletedV1, RefundFailedV1, RefundCancelledV1,
     PaymentCapturedV1, PaymentDeclinedV1, PaymentAbandonedV1, GatewayRefundSettledV1, GatewayRefundDeclinedV1,
     FraudReviewOpenedV1, FraudReviewDecidedV1,
-    InvoiceCreatedV1,
+    InvoiceCreatedV1, InvoiceCreditedV1,
     OrderShippedV1, OrderDeliveredV1, ShipmentInterceptedV1, ShipmentInterceptFailedV1,
     ParcelReturnedV1,
     GatewayRefundOutcomeUnknownV1, CaptureOutcomeUnknownV1, DiscrepancyRecordedV1, DiscrepancyResolvedV1,

@@ -119,6 +119,9 @@ TABLE: dict[type[Event], tuple[tuple[type[public.Contract], Translate], ...] | N
     # invoicing
     domain.InvoiceCreated: ((public.InvoiceCreatedV1, lambda e: public.InvoiceCreatedV1(
         invoice_number=e.invoice_number, order_id=e.order_id, customer_id=e.customer_id, **_money(e.total))),),
+    domain.InvoiceCredited: ((public.InvoiceCreditedV1, lambda e: public.InvoiceCreditedV1(
+        credit_note_number=e.credit_note_number, invoice_number=e.invoice_number, order_id=e.order_id,
+        customer_id=e.customer_id, refund_id=e.refund_id, **_money(e.amount))),),
     # shipping
     domain.OrderShipped: ((public.OrderShippedV1, lambda e: public.OrderShippedV1(
         order_id=e.order_id, tracking=e.tracking, shipped_at=e.shipped_at)),),

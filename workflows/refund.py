@@ -26,7 +26,8 @@ Read top to bottom:
       | GatewayRefundDeclined | GatewayRefundNotFound (a signal that names no such answer,
       forged or mistaken, is noted and the flow waits on).
       (Never asked the gateway → GatewayRefundNotSent.)
-  Settled → CompleteRefund → billing → NotifyCustomer. Done.
+  Settled → CompleteRefund → billing, CreditInvoice → invoicing (a credit note against the
+      order's invoice; a refusal is noted) → NotifyCustomer. Done.
   Declined, NotFound or NotSent (payments confirms no money went out) → compensation:
       FailRefund (citing that fact) → billing, WithdrawRefund → fraud, NotifyCustomer,
       NotifyTeam(support) (+ RefundOwed → NotifyTeam(support)). Done.
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
         CancelRefund,
         CompleteRefund,
+        CreditInvoice,
         ExpireFraudReview,
         FailRefund,
         Event,
@@ -74,7 +76,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import RefundRequest, RefundStatus, ReviewResolution
     from workflows.process import INVALID_REQUEST, CUSTOMER_ID, REFUSALS, Process, Refused, Step, retry_until_done
     from workflows.process import AwaitsReconciliation, REMINDER_BESIDE_REVIEW, addressed_here, from_outside, refuse_outsider
-    from workflows.process import REMINDER_FAILURE_IS_NOTED, TELLS_SUPPORT_BESIDE_THE_PAYOUT
+    from workflows.process import CREDITS_THE_INVOICE, REMINDER_FAILURE_IS_NOTED, TELLS_SUPPORT_BESIDE_THE_PAYOUT
     from workflows.process import TELLS_SUPPORT_WHAT_A_RETURN_OWES
 
 # -- Process concerns, all in one place ------------------------------------------
@@ -378,8 +380,25 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
             ),
             DECIDE,
         )
+        if self.folded_in(CREDITS_THE_INVOICE):  # a run begun before issues no credit note
+            await self.credit_the_invoice(approved)
         await self.notify_customer(approved.customer_id, "refund_completed", **self.facts(approved))
         return await self.end("completed")
+
+    async def credit_the_invoice(self, approved: RefundApproved) -> None:
+        """The money went back: invoicing issues a credit note against the order's invoice. A
+        refusal (an order invoiced before credit notes, credited beyond its invoice) is noted for
+        accounting; the refund, paid, stands."""
+        try:
+            await self.send(
+                self.command(
+                    CreditInvoice, "credit-invoice", order_id=approved.order_id, refund_id=approved.refund_id,
+                    amount=approved.amount,
+                ),
+                DECIDE,
+            )
+        except Refused as refused:
+            self.note(f"no credit note: {refused.message}")
 
     # -- compensation --------------------------------------------------------------------
     async def cancel(self, approved: RefundApproved, reason: str) -> RefundStatus:

@@ -22,3 +22,14 @@ class CreateInvoice(Command):
     lines: list[OrderLine] = Field(min_length=1)
     total: Money
     payment_reference: Id
+
+
+class CreditInvoice(Command):
+    """Credit the order's invoice for a refund paid out: one credit note per refund, however
+    often asked."""
+
+    owner: ClassVar[str] = "invoicing"
+    issued_by: ClassVar[frozenset[Role]] = frozenset({Role.SYSTEM})
+    order_id: Id
+    refund_id: Id
+    amount: Money

@@ -1,4 +1,5 @@
-"""Invoice: the bill for one captured payment (tax-free)."""
+"""Invoice: the bill for one captured payment (tax-free), and the credit notes against it
+for the refunds paid out of that payment."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import hashlib
 from datetime import datetime
 
 from domain.billing.commands import OrderLine
-from domain.invoicing.commands import CreateInvoice
-from domain.invoicing.events import InvoiceCreated
+from pydantic import BaseModel
+
+from domain.invoicing.commands import CreateInvoice, CreditInvoice
+from domain.invoicing.events import InvoiceCreated, InvoiceCredited
 from domain.shared.aggregate import AggregateRoot
 from domain.shared.errors import InvalidCommand
 from domain.shared.money import Money, total
@@ -19,6 +22,18 @@ def invoice_number(command: CreateInvoice) -> str:
     return f"INV-{digest}"
 
 
+def credit_note_number(refund_id: str) -> str:
+    # Derived from the refund, so crediting it twice can only ever name the same note.
+    return f"CN-{hashlib.sha256(refund_id.encode()).hexdigest()[:12].upper()}"
+
+
+class CreditNote(BaseModel):
+    number: str
+    refund_id: str
+    amount: Money
+    issued_at: datetime
+
+
 class Invoice(AggregateRoot):
     order_id: str
     customer_id: str
@@ -26,6 +41,32 @@ class Invoice(AggregateRoot):
     total: Money
     payment_reference: str
     issued_at: datetime
+    credit_notes: list[CreditNote] = []
+
+    @property
+    def credited(self) -> Money:
+        return total([note.amount for note in self.credit_notes], self.total.currency)
+
+    def credit(self, command: CreditInvoice) -> None:
+        """A credit note for a refund paid out. The same refund again changes nothing; the notes
+        never credit more than the invoice billed, and only in its currency."""
+        if any(note.refund_id == command.refund_id for note in self.credit_notes):
+            return
+        if command.amount.currency != self.total.currency:
+            raise InvalidCommand("currency_mismatch", f"invoice {self.id} is in {self.total.currency}, "
+                                 f"not {command.amount.currency}")
+        if not command.amount.is_positive:
+            raise InvalidCommand("amount_not_positive", f"a credit note is for a positive amount, not {command.amount}")
+        if self.credited + command.amount > self.total:
+            raise InvalidCommand("credit_exceeds_invoice", f"invoice {self.id} billed {self.total}, "
+                                 f"{self.credited} is credited already: {command.amount} more is too much")
+        note = CreditNote(number=credit_note_number(command.refund_id), refund_id=command.refund_id,
+                          amount=command.amount, issued_at=command.issued_at)
+        self.credit_notes.append(note)
+        self.record(command, InvoiceCredited(
+            credit_note_number=note.number, invoice_number=self.id, order_id=self.order_id,
+            customer_id=self.customer_id, refund_id=note.refund_id, amount=note.amount,
+        ))
 
     @classmethod
     def create(cls, command: CreateInvoice, existing: Invoice | None) -> Invoice:

@@ -615,14 +615,17 @@ def test_an_attempt_sent_again_saves_its_card_once_and_charges_once(gateway: Str
 
 
 @pytest.mark.parametrize("failing_step", ["customers", "payment_methods", "attach", "payment_intents"])
+@pytest.mark.parametrize("retried_by", ["the same worker", "another worker"])
 def test_an_attempt_that_failed_at_any_step_saves_its_card_once_and_charges_once_when_sent_again(
-        gateway: StripeGateway, base_url: str, failing_step: str):
+        gateway: StripeGateway, base_url: str, failing_step: str, retried_by: str):
     request = capture_of(one_time_token(base_url))
     fail_next(base_url, failing_step)
     with pytest.raises(GatewayUnavailable):
         gateway.capture(request)
 
-    answer = gateway.capture(request)  # Temporal's retry: the same attempt, the same keys
+    # Temporal's retry: the same attempt, the same keys (another worker replays the steps at Stripe).
+    retrying = gateway if retried_by == "the same worker" else StripeGateway(SIMULATOR_API_KEY, base_url)
+    answer = retrying.capture(request)
 
     assert isinstance(answer, Accepted) and answer.saved_card.startswith("pm_")
     customers = httpx.get(f"{base_url}/v1/customers/search", headers=AUTH,
@@ -631,6 +634,19 @@ def test_an_attempt_that_failed_at_any_step_saves_its_card_once_and_charges_once
     saved = httpx.get(f"{base_url}/v1/customers/{customer['id']}/payment_methods", headers=AUTH).json()["data"]
     assert [m["id"] for m in saved] == [answer.saved_card]
     assert [c["id"] for c in read_ledger(base_url)["captures"]] == [answer.reference]
+
+
+def test_a_retry_on_the_same_worker_sends_only_the_steps_not_yet_done(gateway: StripeGateway, base_url: str):
+    request = capture_of(one_time_token(base_url))
+    fail_next(base_url, "attach")
+    with pytest.raises(GatewayUnavailable):
+        gateway.capture(request)
+    before = len(read_calls(base_url))
+
+    assert isinstance(gateway.capture(request), Accepted)
+    [attach, intent] = read_calls(base_url)[before:]
+    assert attach.startswith("POST /v1/payment_methods/pm_") and attach.endswith("/attach")
+    assert intent == "POST /v1/payment_intents"
 
 
 def test_a_key_that_cannot_make_a_customer_leaves_the_customers_token_unused(gateway: StripeGateway, base_url: str):

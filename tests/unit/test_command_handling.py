@@ -43,7 +43,7 @@ from domain.billing.refund import RefundStatus
 from domain.contracts import Outcome
 from domain.billing.events import RefundApproved, RefundRejected
 from domain.fraud.commands import ExpireFraudReview, ResolveFraudReview, ReviewDecision, ScreenRefund
-from domain.invoicing.commands import CreateInvoice
+from domain.invoicing.commands import CreateInvoice, CreditInvoice
 from domain.notifications.commands import NotifyCustomer, NotifyTeam
 from domain.notifications.events import MessageSent
 from domain.payments.commands import (
@@ -419,6 +419,7 @@ WHO_MAY_SEND = {
     "NotifyCustomer": {S},
     "NotifyTeam": {S},
     "CreateInvoice": {S},
+    "CreditInvoice": {S},
 }
 
 
@@ -842,6 +843,25 @@ def test_an_order_is_invoiced_once_however_often_it_is_asked(service):
     second = invoicing.create_invoice(create())
     assert names(first.events) == ["InvoiceCreated"] and second.events == []
     assert len(service.db.tables["invoices"]) == 1
+
+
+def test_a_refund_is_credited_on_the_orders_invoice_once_and_an_order_never_invoiced_is_refused(service):
+    invoicing = InvoicingActivities(service.uow)
+    invoicing.create_invoice(command(
+        CreateInvoice, order_id=ORDER_ID, customer_id=CUSTOMER_ID,
+        lines=[OrderLine(description="book", amount=eur("100"))], total=eur("100"), payment_reference="ch_1",
+    ))
+
+    def credit(order_id: str = ORDER_ID) -> CreditInvoice:
+        return command(CreditInvoice, order_id=order_id, refund_id="r-1", amount=eur("40"))
+
+    first, again = invoicing.credit_invoice(credit()), invoicing.credit_invoice(credit())
+    error = refuses(lambda: invoicing.credit_invoice(credit("o-never-invoiced")))
+
+    assert names(first.events) == ["InvoiceCredited"] and again.events == []
+    [stored] = service.db.tables["invoices"].values()
+    assert [note["refund_id"] for note in stored.state["credit_notes"]] == ["r-1"]
+    assert (error.type, error.details) == ("NotFound", ("no_invoice",))
 
 
 def test_fraud_activities_screen_against_the_customers_recorded_history(service):

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from domain.billing.commands import OrderLine
-from domain.invoicing.commands import CreateInvoice
-from domain.invoicing.events import InvoiceCreated
-from domain.invoicing.invoice import Invoice, invoice_number
+from domain.invoicing.commands import CreateInvoice, CreditInvoice
+from domain.invoicing.events import InvoiceCreated, InvoiceCredited
+from domain.invoicing.invoice import Invoice, credit_note_number, invoice_number
 from domain.shared.errors import InvalidCommand
 from domain.shared.money import Money
 from tests.unit.builders import T0, command, days, eur, money
@@ -84,3 +84,60 @@ def test_lines_in_another_currency_than_the_total_are_refused():
     with pytest.raises(InvalidCommand) as refused:
         Invoice.create(create_cmd("100.00", total=money("100.00", "USD")), None)
     assert refused.value.code == "currency_mismatch"
+
+
+# == credit notes ========================================================================================
+def credit_cmd(refund_id: str = "r-1", amount: str | Money = "30.00", order_id: str = "o-1") -> CreditInvoice:
+    return command(CreditInvoice, order_id=order_id, refund_id=refund_id,
+                   amount=amount if isinstance(amount, Money) else eur(amount))
+
+
+def invoiced(*amounts: str) -> Invoice:
+    invoice = Invoice.create(create_cmd(*amounts), None)
+    invoice.clear_events()
+    return invoice
+
+
+def test_a_refund_paid_out_is_credited_on_the_invoice_with_a_credit_note():
+    invoice = invoiced("60.00", "40.00")
+
+    invoice.credit(credit_cmd("r-1", "30.00"))
+
+    [credited] = invoice.pending_events
+    assert isinstance(credited, InvoiceCredited)
+    assert (credited.invoice_number, credited.refund_id, credited.amount) == (invoice.id, "r-1", eur("30"))
+    assert credited.credit_note_number == credit_note_number("r-1") and credited.credit_note_number.startswith("CN-")
+    assert invoice.credited == eur("30")
+
+
+def test_crediting_the_same_refund_again_changes_nothing():
+    invoice = invoiced("100.00")
+    invoice.credit(credit_cmd("r-1", "30.00"))
+    invoice.clear_events()
+
+    invoice.credit(credit_cmd("r-1", "30.00"))
+
+    assert invoice.pending_events == [] and invoice.credited == eur("30") and len(invoice.credit_notes) == 1
+
+
+def test_credit_notes_never_credit_more_than_the_invoice_billed():
+    invoice = invoiced("100.00")
+    invoice.credit(credit_cmd("r-1", "70.00"))
+    invoice.clear_events()
+
+    with pytest.raises(InvalidCommand) as refused:
+        invoice.credit(credit_cmd("r-2", "30.01"))
+
+    assert refused.value.code == "credit_exceeds_invoice"
+    assert invoice.pending_events == [] and invoice.credited == eur("70")
+    invoice.credit(credit_cmd("r-2", "30.00"))  # all of what is left may still be credited
+    assert invoice.credited == eur("100")
+
+
+def test_a_credit_note_is_in_the_invoices_currency_only():
+    invoice = invoiced("100.00")
+
+    with pytest.raises(InvalidCommand) as refused:
+        invoice.credit(credit_cmd("r-1", money("10.00", "USD")))
+
+    assert refused.value.code == "currency_mismatch" and invoice.credit_notes == []

@@ -102,6 +102,10 @@ class Harness:
         with self.uow_factory() as uow:
             return uow.payments.get(order_id)
 
+    def invoice(self, order_id: str):
+        with self.uow_factory() as uow:
+            return uow.invoices.for_order(order_id)
+
     def messages(self, recipient: str | None = None) -> list[dict]:
         return self.mailbox.messages(recipient)
 

@@ -45,10 +45,13 @@ async def test_a_refunds_events_arrive_on_the_stream_with_one_correlation_id_fro
         "settleflow.billing.refund_approved.v1",
         "settleflow.payments.gateway_refund_settled.v1",
         "settleflow.billing.refund_completed.v1",
+        "settleflow.invoicing.invoice_credited.v1",  # the credit note for the money paid back
     ]
     # one business transaction: the order's payment, shipping, delivery and refund share its correlation id
     assert {e.correlationid for e in published} == {f"order-{order_id}"}
-    assert [e.causationid.split("/")[0] for e in chain] == [handle.id] * 3  # each caused by a refund command
+    assert [e.causationid.split("/")[0] for e in chain] == [handle.id] * 4  # each caused by a refund command
+    credited = next(r for r in order_chain(harness.engine, order_id) if r["event_type"] == "InvoiceCredited")
+    assert credited["command_type"] == "CreditInvoice"
 
     # every command records what caused it: completing the refund was caused by the settlement
     rows = order_chain(harness.engine, order_id)

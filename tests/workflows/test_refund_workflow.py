@@ -57,6 +57,8 @@ async def test_a_delivered_order_is_refunded_once_and_the_customer_told_once(har
     assert order.refunded.amount == Decimal("20.00")
     assert order.refundable.amount == Decimal("100.00")
     assert kinds(harness.messages("customer:c-1")) == ["payment_received", "refund_completed"]
+    [note] = harness.invoice(order_id).credit_notes  # the money went back: the invoice is credited
+    assert (note.refund_id, note.amount.amount) == (result.refund_id, Decimal("20.00"))
 
 
 async def test_no_amount_refunds_everything_still_refundable(harness):
@@ -68,6 +70,9 @@ async def test_no_amount_refunds_everything_still_refundable(harness):
     assert result.status == "completed"
     assert result.amount.amount == Decimal("100.00")
     assert harness.order(order_id).refundable.amount == Decimal("0.00")
+    invoice = harness.invoice(order_id)
+    assert [n.amount.amount for n in invoice.credit_notes] == [Decimal("20.00"), Decimal("100.00")]
+    assert invoice.credited == invoice.total  # every cent billed is credited back
 
 
 async def test_a_refund_after_the_30_day_window_is_rejected_and_no_money_moves(harness):
@@ -356,6 +361,7 @@ async def test_a_gateway_decline_fails_the_refund_and_the_amount_becomes_refunda
     assert harness.order(order_id).refundable.amount == Decimal("120.00")
     assert "refund_failed" in kinds(harness.messages("customer:c-1"))
     assert kinds(harness.messages("team:support")) == ["refund_failed_support"]
+    assert harness.invoice(order_id).credit_notes == []  # no money went back: nothing is credited
 
 
 async def test_a_gateway_down_for_a_day_is_retried_then_the_refund_fails_once_the_gateway_confirms_it_never_paid(harness):
