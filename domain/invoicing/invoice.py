@@ -18,13 +18,16 @@ from domain.shared.money import Money, total
 
 def invoice_number(command: CreateInvoice) -> str:
     # Derived from the order, so asking twice can only ever name the same invoice.
-    digest = hashlib.sha256(command.order_id.encode()).hexdigest()[:12].upper()
-    return f"INV-{digest}"
+    return _derived_number("INV", command.order_id)
 
 
 def credit_note_number(refund_id: str) -> str:
     # Derived from the refund, so crediting it twice can only ever name the same note.
-    return f"CN-{hashlib.sha256(refund_id.encode()).hexdigest()[:12].upper()}"
+    return _derived_number("CN", refund_id)
+
+
+def _derived_number(prefix: str, business_id: str) -> str:
+    return f"{prefix}-{hashlib.sha256(business_id.encode()).hexdigest()[:12].upper()}"
 
 
 class CreditNote(BaseModel):
