@@ -11,7 +11,6 @@ from activities.handling import decide
 from domain.contracts import Outcome
 from domain.invoicing.commands import CreateInvoice, CreditInvoice
 from domain.invoicing.invoice import Invoice
-from domain.shared.errors import NotFound
 
 
 class InvoicingActivities:
@@ -28,11 +27,4 @@ class InvoicingActivities:
 
     @activity.defn(name=CreditInvoice.activity_name())
     def credit_invoice(self, command: CreditInvoice) -> Outcome:
-        return decide(self.uow, command, lambda uow: self._invoice_of(uow, command.order_id).credit(command))
-
-    @staticmethod
-    def _invoice_of(uow: Any, order_id: str) -> Invoice:
-        invoice = uow.invoices.for_order(order_id)
-        if invoice is None:
-            raise NotFound(code="no_invoice", message=f"order {order_id} has no invoice to credit")
-        return invoice
+        return decide(self.uow, command, lambda uow: Invoice.credit_of(uow.invoices.for_order(command.order_id), command))

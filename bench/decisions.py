@@ -1,8 +1,8 @@
 """Activity-side CPU of a refund, in this process: `python -m bench.decisions [--n 300] [--database URL]`.
 
-Calls the six activity calls of a happy-path refund directly — RequestRefund (a customer's,
+Calls the seven activity calls of a happy-path refund directly — RequestRefund (a customer's,
 with a signed token the guard verifies), ScreenRefund, SendRefundToGateway (two transactions
-around one Stripe request), CompleteRefund, NotifyCustomer — N times on settleflow's own
+around one Stripe request), CompleteRefund, CreditInvoice, NotifyCustomer — N times on settleflow's own
 adapters (SqlUnitOfWork, the Stripe adapter against the simulator as its own process, the
 file mailbox), and prints this thread's CPU per refund and per step: the part of a refund's
 worker CPU that is settleflow's own work, with no Temporal server or SDK in it
@@ -11,7 +11,7 @@ worker CPU that is settleflow's own work, with no Temporal server or SDK in it
 It runs on a SQLite file (the baseline) and, with `--database URL`, on that database too, in
 alternating rounds of one run, and prints the ratio: what the other database's round trips
 cost each decision. A PostgreSQL database named there is dropped and created afresh. Orders
-are prepared (placed, captured, paid, shipped, delivered) before, not measured. Nothing is
+are prepared (placed, captured, paid, invoiced, shipped, delivered) before, not measured. Nothing is
 asserted.
 """
 
@@ -31,6 +31,7 @@ os.environ.setdefault("SETTLEFLOW_DEV_ISSUER_DIR", tempfile.mkdtemp(prefix="sett
 
 from activities.billing import BillingActivities  # noqa: E402
 from activities.fraud import FraudActivities  # noqa: E402
+from activities.invoicing import InvoicingActivities  # noqa: E402
 from activities.notifications import NotificationsActivities  # noqa: E402
 from activities.payments import PaymentsActivities  # noqa: E402
 from adapters.db import upgrade  # noqa: E402
@@ -46,12 +47,13 @@ from domain.billing.commands import (  # noqa: E402
 )
 from domain.contracts import GatewayRefundSettled, RefundApproved  # noqa: E402
 from domain.fraud.commands import ScreenRefund  # noqa: E402
+from domain.invoicing.commands import CreateInvoice, CreditInvoice  # noqa: E402
 from domain.notifications.commands import NotifyCustomer  # noqa: E402
 from domain.payments.commands import CapturePayment, SendRefundToGateway  # noqa: E402
 from domain.shared.actor import Actor, Role  # noqa: E402
 from domain.shared.money import Money  # noqa: E402
 
-STEPS = ("RequestRefund", "ScreenRefund", "SendRefundToGateway", "CompleteRefund", "NotifyCustomer")
+STEPS = ("RequestRefund", "ScreenRefund", "SendRefundToGateway", "CompleteRefund", "CreditInvoice", "NotifyCustomer")
 WARMUP = 20
 ROUNDS = 3  # alternating rounds per configuration; the median is printed
 AMOUNT = Money.of("120.00", "EUR")
@@ -65,6 +67,7 @@ class Owners:
         self.billing = BillingActivities(uow_factory)
         self.fraud = FraudActivities(uow_factory)
         self.payments = PaymentsActivities(uow_factory, gateway)
+        self.invoicing = InvoicingActivities(uow_factory)
         self.notifications = NotificationsActivities(uow_factory, mailbox)
 
 
@@ -81,6 +84,9 @@ def prepare_order(owners: Owners, i: int) -> tuple[str, Actor, str]:
                                             customer_id=customer.id, amount=AMOUNT, card_token="tok_visa"))
     owners.billing.mark_order_paid(command(MarkOrderPaid, f"paid-{order_id}", order_id=order_id, amount=AMOUNT,
                                            payment_reference=f"capture-{order_id}"))
+    owners.invoicing.create_invoice(command(CreateInvoice, f"invoice-{order_id}", order_id=order_id,
+                                            customer_id=customer.id, total=AMOUNT, payment_reference=f"capture-{order_id}",
+                                            lines=[OrderLine(description="goods", amount=AMOUNT)]))
     owners.billing.record_shipment(command(RecordShipment, f"ship-{order_id}", order_id=order_id, tracking="T-1",
                                            shipped_at=datetime.now(UTC)))
     owners.billing.record_delivery(command(RecordDelivery, f"deliver-{order_id}", order_id=order_id,
@@ -113,6 +119,10 @@ def refund(owners: Owners, order_id: str, customer: Actor, token: str, cpu: dict
     owners.billing.complete_refund(command(
         CompleteRefund, f"{flow}/complete", order_id=order_id, refund_id=approved.refund_id,
         gateway_reference=settled.gateway_reference))
+    marks.append(clock())
+    owners.invoicing.credit_invoice(command(
+        CreditInvoice, f"{flow}/credit-invoice", order_id=order_id, refund_id=approved.refund_id,
+        amount=approved.amount))
     marks.append(clock())
     owners.notifications.notify_customer(command(
         NotifyCustomer, f"{flow}/notify-customer", customer_id=customer.id, kind="refund_completed",
@@ -174,7 +184,7 @@ def main() -> None:
             if d.engine is not None:
                 d.engine.dispose()
 
-    print(f"\nactivity-side CPU of one happy-path refund (six transactions, one Stripe request, one message), "
+    print(f"\nactivity-side CPU of one happy-path refund (seven transactions, one Stripe request, one message), "
           f"{args.n} refunds x {ROUNDS} rounds per database (median), this thread only")
     names = list(configurations)
     print(f"  {'step':22s}" + "".join(f"{name:>14s}" for name in names))

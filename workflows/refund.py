@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         NotifyTeam,
         Outcome,
         RefundApproved,
+        RefundCompleted,
         RefundRejected,
         RequestRefund,
         ResolveFraudReview,
@@ -370,7 +371,7 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
         settled = sent.first(GatewayRefundSettled)
         assert settled is not None, "payments answers with a settlement, a decline or a confirmed not-paid"
 
-        await self.send(
+        completed = await self.send(
             self.command(
                 CompleteRefund,
                 "complete",
@@ -380,25 +381,31 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
             ),
             DECIDE,
         )
-        if self.folded_in(CREDITS_THE_INVOICE):  # a run begun before issues no credit note
-            await self.credit_the_invoice(approved)
+        paid = completed.first(RefundCompleted)
+        if paid is not None and self.folded_in(CREDITS_THE_INVOICE):  # a run begun before issues no credit note
+            await self.credit_the_invoice(approved, paid.amount)
         await self.notify_customer(approved.customer_id, "refund_completed", **self.facts(approved))
         return await self.end("completed")
 
-    async def credit_the_invoice(self, approved: RefundApproved) -> None:
-        """The money went back: invoicing issues a credit note against the order's invoice. A
-        refusal (an order invoiced before credit notes, credited beyond its invoice) is noted for
-        accounting; the refund, paid, stands."""
+    async def credit_the_invoice(self, approved: RefundApproved, paid: Money) -> None:
+        """The money went back (billing's record of what was paid): invoicing issues a credit note
+        against the order's invoice. A refusal (an order left without an invoice, a credit beyond
+        it) is noted and told to support, who issue the note by hand; the refund, paid, stands."""
         try:
             await self.send(
                 self.command(
                     CreditInvoice, "credit-invoice", order_id=approved.order_id, refund_id=approved.refund_id,
-                    amount=approved.amount,
+                    amount=paid,
                 ),
                 DECIDE,
+                causes_next=False,  # the customer's notice is the refund's, not the note's
             )
         except Refused as refused:
             self.note(f"no credit note: {refused.message}")
+            self.send_beside(self.command(
+                NotifyTeam, "tell-support-not-credited", team="support", kind="invoice_not_credited_support",
+                subject=approved.refund_id, facts={**self.facts(approved), "reason": refused.message},
+            ), NOTIFY, "support's notice of the missing credit note")
 
     # -- compensation --------------------------------------------------------------------
     async def cancel(self, approved: RefundApproved, reason: str) -> RefundStatus:

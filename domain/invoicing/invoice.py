@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from domain.invoicing.commands import CreateInvoice, CreditInvoice
 from domain.invoicing.events import InvoiceCreated, InvoiceCredited
 from domain.shared.aggregate import AggregateRoot
-from domain.shared.errors import InvalidCommand
+from domain.shared.errors import InvalidCommand, NotFound
 from domain.shared.money import Money, total
 
 
@@ -21,9 +21,10 @@ def invoice_number(command: CreateInvoice) -> str:
     return _derived_number("INV", command.order_id)
 
 
-def credit_note_number(refund_id: str) -> str:
-    # Derived from the refund, so crediting it twice can only ever name the same note.
-    return _derived_number("CN", refund_id)
+def credit_note_number(order_id: str, refund_id: str) -> str:
+    # Derived from the refund (whose id is the order's own), so crediting it twice can only ever
+    # name the same note, and two orders' refunds of one id never share a number.
+    return _derived_number("CN", f"{order_id}/{refund_id}")
 
 
 def _derived_number(prefix: str, business_id: str) -> str:
@@ -50,10 +51,21 @@ class Invoice(AggregateRoot):
     def credited(self) -> Money:
         return total([note.amount for note in self.credit_notes], self.total.currency)
 
+    @staticmethod
+    def credit_of(invoice: Invoice | None, command: CreditInvoice) -> None:
+        """Credit the order's invoice; an order never invoiced has nothing to credit (refused)."""
+        if invoice is None:
+            raise NotFound(code="no_invoice", message=f"order {command.order_id} has no invoice to credit")
+        invoice.credit(command)
+
     def credit(self, command: CreditInvoice) -> None:
-        """A credit note for a refund paid out. The same refund again changes nothing; the notes
-        never credit more than the invoice billed, and only in its currency."""
-        if any(note.refund_id == command.refund_id for note in self.credit_notes):
+        """A credit note for a refund paid out. The same refund again changes nothing (for
+        another amount it is refused: one refund, one amount); the notes never credit more than
+        the invoice billed, and only in its currency."""
+        if (noted := next((n for n in self.credit_notes if n.refund_id == command.refund_id), None)) is not None:
+            if noted.amount != command.amount:
+                raise InvalidCommand("credit_note_conflict", f"refund {command.refund_id} was credited "
+                                     f"{noted.amount} ({noted.number}), not {command.amount}")
             return
         if command.amount.currency != self.total.currency:
             raise InvalidCommand("currency_mismatch", f"invoice {self.id} is in {self.total.currency}, "
@@ -63,7 +75,7 @@ class Invoice(AggregateRoot):
         if self.credited + command.amount > self.total:
             raise InvalidCommand("credit_exceeds_invoice", f"invoice {self.id} billed {self.total}, "
                                  f"{self.credited} is credited already: {command.amount} more is too much")
-        note = CreditNote(number=credit_note_number(command.refund_id), refund_id=command.refund_id,
+        note = CreditNote(number=credit_note_number(self.order_id, command.refund_id), refund_id=command.refund_id,
                           amount=command.amount, issued_at=command.issued_at)
         self.credit_notes.append(note)
         self.record(command, InvoiceCredited(

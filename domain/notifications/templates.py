@@ -48,6 +48,11 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "{tracking} left and was not stopped: a delivery of it was already being confirmed (it reached "
         "settleflow before the shipment). Check whether the customer has the goods.",
     ),
+    "invoice_not_credited_support": (
+        "A refund has no credit note",
+        "Refund {refund_id} of {amount} for order {order_id} was paid out, but invoicing issued no credit note "
+        "against the order's invoice: {reason}. Issue one by hand for accounting.",
+    ),
     "refund_owed_support": (
         "Money owed to a customer",
         "Order {order_id} was cancelled after it was paid, or its parcel came back, and {owed} is still owed to the customer "

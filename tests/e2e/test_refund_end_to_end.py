@@ -66,7 +66,8 @@ def test_status_shows_the_trail(stack: Stack, refund: dict) -> None:
     assert status["status"] == "completed"
     assert status["execution"] == "COMPLETED"
     steps = [step.split(" → ")[0] for step in status["trail"]]
-    assert steps == ["RequestRefund", "ScreenRefund", "SendRefundToGateway", "CompleteRefund", "NotifyCustomer"]
+    assert steps == ["RequestRefund", "ScreenRefund", "SendRefundToGateway", "CompleteRefund", "CreditInvoice",
+                     "NotifyCustomer"]
     assert status["trail"][0] == "RequestRefund → billing → RefundApproved"
 
 

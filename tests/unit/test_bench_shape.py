@@ -19,14 +19,15 @@ def events_of(name: str):
     return WorkflowHistory.from_json("refund", path.read_text()).events
 
 
-def test_a_completed_refund_is_four_local_activities_around_one_regular_one():
-    assert shape_of(events_of("refund_completed")) == "LLRLL"
+def test_a_completed_refund_is_five_local_activities_around_one_regular_one():
+    # RequestRefund, ScreenRefund; SendRefundToGateway (regular); CompleteRefund, CreditInvoice, NotifyCustomer.
+    assert shape_of(events_of("refund_completed")) == "LLRLLL"
 
 
 def test_the_engine_shape_adds_the_release_marker_and_the_two_resting_status_upserts_in_history_order():
     # P: the release's patch marker (with its TemporalChangeVersion upsert); U: FlowStatus written
     # where the flow rests — `sending` (with CustomerId) before the gateway step, and its end.
-    assert engine_shape_of(events_of("refund_completed")) == "PLLURLLU"
+    assert engine_shape_of(events_of("refund_completed")) == "PLLURLLLU"
 
 
 def test_what_longer_histories_hold_beyond_the_shortest_is_counted_by_event_type():

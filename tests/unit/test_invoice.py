@@ -11,7 +11,7 @@ from domain.billing.commands import OrderLine
 from domain.invoicing.commands import CreateInvoice, CreditInvoice
 from domain.invoicing.events import InvoiceCreated, InvoiceCredited
 from domain.invoicing.invoice import Invoice, credit_note_number, invoice_number
-from domain.shared.errors import InvalidCommand
+from domain.shared.errors import InvalidCommand, NotFound
 from domain.shared.money import Money
 from tests.unit.builders import T0, command, days, eur, money
 
@@ -106,7 +106,8 @@ def test_a_refund_paid_out_is_credited_on_the_invoice_with_a_credit_note():
     [credited] = invoice.pending_events
     assert isinstance(credited, InvoiceCredited)
     assert (credited.invoice_number, credited.refund_id, credited.amount) == (invoice.id, "r-1", eur("30"))
-    assert credited.credit_note_number == credit_note_number("r-1") and credited.credit_note_number.startswith("CN-")
+    assert credited.credit_note_number == credit_note_number("o-1", "r-1") and credited.credit_note_number.startswith("CN-")
+    assert credit_note_number("o-2", "r-1") != credited.credit_note_number  # refund ids are the order's own
     assert invoice.credited == eur("30")
 
 
@@ -118,6 +119,23 @@ def test_crediting_the_same_refund_again_changes_nothing():
     invoice.credit(credit_cmd("r-1", "30.00"))
 
     assert invoice.pending_events == [] and invoice.credited == eur("30") and len(invoice.credit_notes) == 1
+
+
+def test_the_same_refund_credited_for_another_amount_is_refused():
+    invoice = invoiced("100.00")
+    invoice.credit(credit_cmd("r-1", "30.00"))
+    invoice.clear_events()
+
+    with pytest.raises(InvalidCommand) as refused:
+        invoice.credit(credit_cmd("r-1", "50.00"))
+
+    assert refused.value.code == "credit_note_conflict" and invoice.credited == eur("30")
+
+
+def test_an_order_never_invoiced_has_nothing_to_credit():
+    with pytest.raises(NotFound) as refused:
+        Invoice.credit_of(None, credit_cmd())
+    assert refused.value.code == "no_invoice"
 
 
 def test_credit_notes_never_credit_more_than_the_invoice_billed():

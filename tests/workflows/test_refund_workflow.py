@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 
@@ -59,6 +60,20 @@ async def test_a_delivered_order_is_refunded_once_and_the_customer_told_once(har
     assert kinds(harness.messages("customer:c-1")) == ["payment_received", "refund_completed"]
     [note] = harness.invoice(order_id).credit_notes  # the money went back: the invoice is credited
     assert (note.refund_id, note.amount.amount) == (result.refund_id, Decimal("20.00"))
+
+
+async def test_a_refund_of_an_order_left_without_an_invoice_is_paid_and_support_told_no_credit_note_went_out(harness):
+    order_id = await delivered_order(harness)
+    with harness.engine.begin() as conn:  # an order whose invoicing never happened (its flow ended before)
+        conn.execute(text("DELETE FROM invoices WHERE order_id = :order_id"), {"order_id": order_id})
+
+    result = await finished(harness, await start_refund(harness, order_id, "20.00"))
+
+    assert result.status == "completed" and any("no credit note" in line for line in result.trail)
+    assert [r["amount"] for r in refunds_in_ledger(harness, order_id)] == ["20.00"]
+    [told] = harness.messages("team:support")
+    assert told["kind"] == "invoice_not_credited_support" and "no invoice" in told["body"]
+    assert "refund_completed" in kinds(harness.messages("customer:c-1"))
 
 
 async def test_no_amount_refunds_everything_still_refundable(harness):
