@@ -32,7 +32,9 @@ waiting for 3-D Secure, moves none either: it makes the decline final).
 One call is one HTTP request: the SDK's own network retries are OFF
 (`max_network_retries=0`). Temporal already retries the activity with the same
 idempotency key, with the backoff and the 24 h window in the workflow's table; SDK
-retries inside an attempt would only stretch one attempt past its timeout.
+retries inside an attempt would only stretch one attempt past its timeout. The card-saving
+steps of a capture are the exception (`_step`: asked again at once, twice at most, and not
+sent again by a later try on this process once they succeeded).
 
 Stripe's answers in payments' terms:
     succeeded                                   Accepted(id)
@@ -114,6 +116,12 @@ CAPTURE_REQUESTS_PER_TRY = 4
 # attempt to skip (at most this many, and no longer than an attempt may be sent again).
 SAVED_STEPS_KEPT = 10_000
 SAVED_STEPS_KEPT_FOR = timedelta(hours=23)
+# A card-saving step Stripe could not answer (a 5xx, a dropped connection) is asked again at once,
+# twice at most, under its own key: each is idempotent and moves no money, and a try that failed
+# there would cost the whole capture its next (doubling) back-off. The PaymentIntent itself is
+# never retried here: Temporal retries the try.
+SAVING_STEP_TRIES = 3
+SAVING_STEP_PAUSE_SECONDS = 0.2
 
 CAPTURE_TYPES = frozenset({"charge", "payment"})  # balance transaction types of a captured card payment
 REFUND_TYPES = frozenset({"refund", "payment_refund"})
@@ -300,13 +308,21 @@ class StripeGateway:
     def _step(self, name: str, call: Callable[[str], Any]) -> dict[str, Any]:
         """One card-saving step under its idempotency key (derived from the attempt's): a step
         this process saw succeed for the attempt is not sent again (Stripe would replay the same
-        answer); a decline is not kept, and is asked again (Stripe replays that too)."""
+        answer); a decline is not kept, and is asked again (Stripe replays that too); no answer
+        is asked again at once (`SAVING_STEP_TRIES`)."""
         key, now = stripe_business_id(name), clock.monotonic()
         with self._steps_lock:
             kept = self._steps_done.get(key)
             if kept is not None and now - kept[0] < SAVED_STEPS_KEPT_FOR.total_seconds():
                 return kept[1]
-        answer = _plain(_ask(lambda: call(key)))
+        for tries_left in range(SAVING_STEP_TRIES - 1, -1, -1):
+            try:
+                answer = _plain(_ask(lambda: call(key)))
+                break
+            except GatewayUnavailable:
+                if not tries_left:
+                    raise
+                clock.sleep(SAVING_STEP_PAUSE_SECONDS)
         with self._steps_lock:
             self._steps_done[key] = (now, answer)
             while len(self._steps_done) > SAVED_STEPS_KEPT:

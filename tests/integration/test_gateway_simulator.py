@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from adapters.settings import SIMULATOR_API_KEY
-from adapters.stripe_gateway import CAPTURE_REQUESTS_PER_TRY, StripeGateway, stripe_business_id
+from adapters.stripe_gateway import CAPTURE_REQUESTS_PER_TRY, SAVING_STEP_TRIES, StripeGateway, stripe_business_id
 from domain.payments.gateway import (
     Accepted,
     CaptureRequest,
@@ -619,7 +619,7 @@ def test_an_attempt_sent_again_saves_its_card_once_and_charges_once(gateway: Str
 def test_an_attempt_that_failed_at_any_step_saves_its_card_once_and_charges_once_when_sent_again(
         gateway: StripeGateway, base_url: str, failing_step: str, retried_by: str):
     request = capture_of(one_time_token(base_url))
-    fail_next(base_url, failing_step)
+    fail_next(base_url, failing_step, times=1 if failing_step == "payment_intents" else SAVING_STEP_TRIES)
     with pytest.raises(GatewayUnavailable):
         gateway.capture(request)
 
@@ -636,9 +636,20 @@ def test_an_attempt_that_failed_at_any_step_saves_its_card_once_and_charges_once
     assert [c["id"] for c in read_ledger(base_url)["captures"]] == [answer.reference]
 
 
+@pytest.mark.parametrize("failing_step", ["customers", "payment_methods", "attach"])
+def test_a_card_saving_step_that_fails_now_and_then_is_asked_again_at_once_and_the_try_goes_on(
+        gateway: StripeGateway, base_url: str, failing_step: str):
+    fail_next(base_url, failing_step, times=SAVING_STEP_TRIES - 1)
+
+    answer = gateway.capture(capture_of(one_time_token(base_url)))
+
+    assert isinstance(answer, Accepted)
+    assert [c["id"] for c in read_ledger(base_url)["captures"]] == [answer.reference]
+
+
 def test_a_retry_on_the_same_worker_sends_only_the_steps_not_yet_done(gateway: StripeGateway, base_url: str):
     request = capture_of(one_time_token(base_url))
-    fail_next(base_url, "attach")
+    fail_next(base_url, "attach", times=SAVING_STEP_TRIES)
     with pytest.raises(GatewayUnavailable):
         gateway.capture(request)
     before = len(read_calls(base_url))
@@ -652,7 +663,7 @@ def test_a_retry_on_the_same_worker_sends_only_the_steps_not_yet_done(gateway: S
 def test_a_key_that_cannot_make_a_customer_leaves_the_customers_token_unused(gateway: StripeGateway, base_url: str):
     # The Customer comes first: a try that fails there has not spent the one-time token.
     token = one_time_token(base_url)
-    fail_next(base_url, "customers")
+    fail_next(base_url, "customers", times=SAVING_STEP_TRIES)
     with pytest.raises(GatewayUnavailable):
         gateway.capture(capture_of(token))
 
@@ -775,7 +786,7 @@ def test_another_day_lists_nothing(gateway: StripeGateway):
 
 def test_the_error_rate_knob_injects_503s_before_anything_runs(gateway: StripeGateway, base_url: str):
     configure(base_url, error_rate=0.5, seed=7)
-    requests = [capture_of() for _ in range(30)]
+    requests = [capture_of() for _ in range(10)]
     failures = 0
     for request in requests:
         while True:  # retry with the same key, as Temporal would
