@@ -75,6 +75,21 @@ def test_a_refund_approval_becomes_a_cloudevent_with_its_trace_and_the_amount_as
     }  # fmt: skip
 
 
+def test_a_credit_note_leaves_as_invoice_credited_with_its_numbers_and_the_amount_as_a_decimal_string():
+    event = domain.InvoiceCredited(
+        credit_note_number="CN-1", invoice_number="INV-1", order_id="o-1", customer_id="c-1", refund_id="r-1",
+        amount=Money(amount=Decimal("5000"), currency="JPY"),
+    )
+    [message] = translate(outbox_row(event, aggregate_type="invoices", aggregate_id="INV-1"))
+    envelope = CloudEvent.from_json(message.envelope.to_json())
+    assert message.subject == "settleflow.invoicing.invoice_credited"
+    assert (envelope.type, envelope.subject) == ("settleflow.invoicing.invoice_credited.v1", "INV-1")
+    assert envelope.data == {
+        "credit_note_number": "CN-1", "invoice_number": "INV-1", "order_id": "o-1", "customer_id": "c-1",
+        "refund_id": "r-1", "amount": "5000", "currency": "JPY",
+    }  # fmt: skip
+
+
 def test_a_card_token_never_leaves_settleflow():
     event = domain.PaymentMethodUpdated(order_id="o-1", card_token="tok_visa_secret")
     assert translate(outbox_row(event, aggregate_type="payments")) == []
