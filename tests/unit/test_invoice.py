@@ -92,8 +92,11 @@ def credit_cmd(refund_id: str = "r-1", amount: str | Money = "30.00", order_id: 
                    amount=amount if isinstance(amount, Money) else eur(amount))
 
 
-def invoiced(*amounts: str) -> Invoice:
+def invoiced(*amounts: str, credited: tuple[str, str] | None = None) -> Invoice:
+    """An invoice for these amounts, with one refund (id, amount) credited already if given."""
     invoice = Invoice.create(create_cmd(*amounts), None)
+    if credited:
+        invoice.credit(credit_cmd(*credited))
     invoice.clear_events()
     return invoice
 
@@ -112,9 +115,7 @@ def test_a_refund_paid_out_is_credited_on_the_invoice_with_a_credit_note():
 
 
 def test_crediting_the_same_refund_again_changes_nothing():
-    invoice = invoiced("100.00")
-    invoice.credit(credit_cmd("r-1", "30.00"))
-    invoice.clear_events()
+    invoice = invoiced("100.00", credited=("r-1", "30.00"))
 
     invoice.credit(credit_cmd("r-1", "30.00"))
 
@@ -122,9 +123,7 @@ def test_crediting_the_same_refund_again_changes_nothing():
 
 
 def test_the_same_refund_credited_for_another_amount_is_refused():
-    invoice = invoiced("100.00")
-    invoice.credit(credit_cmd("r-1", "30.00"))
-    invoice.clear_events()
+    invoice = invoiced("100.00", credited=("r-1", "30.00"))
 
     with pytest.raises(InvalidCommand) as refused:
         invoice.credit(credit_cmd("r-1", "50.00"))
@@ -139,9 +138,7 @@ def test_an_order_never_invoiced_has_nothing_to_credit():
 
 
 def test_credit_notes_never_credit_more_than_the_invoice_billed():
-    invoice = invoiced("100.00")
-    invoice.credit(credit_cmd("r-1", "70.00"))
-    invoice.clear_events()
+    invoice = invoiced("100.00", credited=("r-1", "70.00"))
 
     with pytest.raises(InvalidCommand) as refused:
         invoice.credit(credit_cmd("r-2", "30.01"))
