@@ -112,6 +112,9 @@ ORDER_ID, ATTEMPT_ID, REFUND_ID = "order_id", "attempt_id", "refund_id"
 # PaymentMethod from the token, the attach, the PaymentIntent): a try whose flow stopped
 # waiting may send its PaymentIntent this many requests' time on the wire after it began.
 CAPTURE_REQUESTS_PER_TRY = 4
+# Stripe's test PaymentMethods (pm_card_visa, ...): shortcuts, not objects one reads; saving one
+# makes a new PaymentMethod.
+STRIPE_TEST_METHODS = "pm_card_"
 # The card-saving steps this process saw succeed, kept by idempotency key for a try of the same
 # attempt to skip (at most this many, and no longer than an attempt may be sent again).
 SAVED_STEPS_KEPT = 10_000
@@ -283,7 +286,9 @@ class StripeGateway:
         (no PaymentIntent is made, nothing moves), and names the PaymentMethod made from the
         token, unsaved, which a later attempt may try to save and charge again."""
         card, key = request.card_token, request.idempotency_key
-        if request.card_saved:
+        if request.card_saved or (card.startswith("pm_") and not card.startswith(STRIPE_TEST_METHODS)):
+            # A saved card, or a PaymentMethod the customer gave that may be saved on a Customer
+            # already (a wallet's): charged with that Customer, as it cannot be saved on another.
             method = _plain(_ask(lambda: self._client.v1.payment_methods.retrieve(card)))
             if method.get("customer"):
                 return _id(method["customer"]), method["id"]

@@ -716,6 +716,21 @@ def test_a_card_declined_as_it_was_saved_is_saved_anew_by_the_next_attempt(gatew
     assert read_ledger(base_url)["captures"] == []
 
 
+def test_a_payment_method_the_customer_gave_that_is_saved_elsewhere_is_charged_with_its_own_customer(
+        gateway: StripeGateway, base_url: str):
+    # A wallet's card, saved on the customer's Customer already: it cannot be saved on another.
+    method = post(base_url, "/v1/payment_methods", {"type": "card", "card[token]": "tok_visa"}, key=_key()).json()
+    wallet = post(base_url, "/v1/customers", {}, key=_key()).json()["id"]
+    post(base_url, f"/v1/payment_methods/{method['id']}/attach", {"customer": wallet}, key=_key())
+    before = len(read_calls(base_url))
+
+    answer = gateway.capture(capture_of(method["id"]))  # given by the customer, not saved by settleflow
+
+    assert isinstance(answer, Accepted) and answer.saved_card == method["id"]
+    assert read_calls(base_url)[before:] == [f"GET /v1/payment_methods/{method['id']}", "POST /v1/payment_intents"]
+    assert httpx.get(f"{base_url}/v1/payment_intents/{answer.reference}", headers=AUTH).json()["customer"] == wallet
+
+
 def test_an_attempt_on_a_saved_card_sends_no_steps_to_save_it_again(gateway: StripeGateway, base_url: str):
     saved = gateway.capture(capture_of("tok_declined_once")).saved_card
     reset_calls = len(read_calls(base_url))
