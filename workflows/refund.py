@@ -27,7 +27,7 @@ Read top to bottom:
       forged or mistaken, is noted and the flow waits on).
       (Never asked the gateway → GatewayRefundNotSent.)
   Settled → CompleteRefund → billing, CreditInvoice → invoicing (a credit note against the
-      order's invoice; a refusal is noted) → NotifyCustomer. Done.
+      order's invoice; refused → NotifyTeam(support), beside the flow) → NotifyCustomer. Done.
   Declined, NotFound or NotSent (payments confirms no money went out) → compensation:
       FailRefund (citing that fact) → billing, WithdrawRefund → fraud, NotifyCustomer,
       NotifyTeam(support) (+ RefundOwed → NotifyTeam(support)). Done.
