@@ -1,7 +1,7 @@
 """The reconciliation owner's activities: what reconciliation reads (payments' open
 requests, the ledgers against the gateway's settlement listing, reservations whose flow is
-gone, money owed with no refund on its way, stops of a parcel nobody answered), and the
-discrepancies it records for support.
+gone, money owed with no refund on its way, stops of a parcel nobody answered, refunds paid out
+with no credit note), and the discrepancies it records for support.
 
 Reads decide nothing and change nothing. Recording a discrepancy is a decision of the
 Discrepancy owner (load → call one method → save); it never touches money.
@@ -29,7 +29,10 @@ from domain.reconciliation.discrepancy import Discrepancy
 from domain.reconciliation.owed import money_owed, owed_before
 from domain.billing.parcel_stop import StopAskedBecause
 from domain.reconciliation.queries import MoneyOwed, OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
-from domain.reconciliation.queries import UnansweredParcelStop
+from domain.reconciliation.commands import discrepancy_id
+from domain.reconciliation.discrepancy import DiscrepancyKind
+from domain.reconciliation.queries import RefundToCredit, UnansweredParcelStop
+from domain.reconciliation.uncredited import refunds_to_credit
 from domain.reconciliation.settlement import Finding, compare, ledger_entries
 from domain.reconciliation.stranded import reservations_to_check, reserved_before
 from domain.reconciliation.unanswered_stop import asked_before, unanswered_stop
@@ -42,6 +45,7 @@ FIND_STRANDED_REFUNDS = "reconciliation.FindStrandedRefunds"
 FIND_UNTOLD_ANSWERS = "reconciliation.FindUntoldAnswers"
 FIND_MONEY_OWED = "reconciliation.FindMoneyOwed"
 FIND_UNANSWERED_PARCEL_STOPS = "reconciliation.FindUnansweredParcelStops"
+FIND_REFUNDS_TO_CREDIT = "reconciliation.FindRefundsToCredit"
 # The flow that carries a stop of a parcel to shipping and its answer back to billing.
 STOP_CARRIED_BY = {StopAskedBecause.REFUND: "refund-{refund_id}", StopAskedBecause.CANCELLATION: "ship-{order_id}"}
 UNTOLD_AT_ONCE = 8  # flows asked (queried, described) at a time
@@ -226,6 +230,23 @@ class ReconciliationActivities:
         with self.uow() as uow:
             found = (money_owed(order, scan.as_of) for order in uow.orders.owing_since(owed_before(scan.as_of)))
             return [owed for owed in found if owed is not None]
+
+    @activity.defn(name=FIND_REFUNDS_TO_CREDIT)
+    def find_refunds_to_credit(self, scan: ReconciliationScan) -> list[RefundToCredit]:
+        """Refunds billing paid out that the order's invoice holds no credit note for, leaving
+        out those invoicing refused before (flagged `refund_not_credited`: support's now)."""
+        with self.uow() as uow:
+            orders = uow.orders.paid_out_beyond_their_credit_notes()
+            invoices = uow.invoices.for_orders([order.id for order in orders])
+            left_to_support = {
+                discrepancy.business_id
+                for discrepancy in uow.discrepancies.find_all(
+                    discrepancy_id(DiscrepancyKind.REFUND_NOT_CREDITED, refund.refund_id)
+                    for order in orders
+                    for refund in order.refunds_paid_out
+                ).values()
+            }
+            return [item for order in orders for item in refunds_to_credit(order, invoices.get(order.id), left_to_support)]
 
     @activity.defn(name=FIND_UNTOLD_ANSWERS)
     async def find_untold_answers(self, scan: ReconciliationScan) -> list[UntoldAnswer]:

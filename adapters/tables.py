@@ -88,6 +88,9 @@ orders = _document_table(
     # When billing asked for a stop of the parcel that has no answer yet (None: none waits):
     # reconciliation asks about stops nobody answered by it.
     Column("parcel_stop_asked_at", UtcDateTime, nullable=True, index=True),
+    # How many of its refunds billing paid out: beside `invoices.credit_notes`, reconciliation
+    # finds refunds paid out that no credit note answers without reading every order.
+    Column("refunds_paid_out", Integer, nullable=False, server_default="0", index=True),
 )
 
 payments = _document_table(
@@ -110,6 +113,7 @@ notifications = _document_table("notifications")
 invoices = _document_table(
     "invoices",
     Column("order_id", Text, nullable=False),
+    Column("credit_notes", Integer, nullable=False, server_default="0"),  # see `orders.refunds_paid_out`
     # One invoice per order: the database refuses a second one even if two
     # workers race past the owner's check.
     UniqueConstraint("order_id"),

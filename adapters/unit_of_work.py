@@ -170,6 +170,7 @@ class SqlUnitOfWork:
                 "reserved_since": getattr(o, "reserved_since", None),
                 "owed_since": getattr(o, "owed_since", None),
                 "parcel_stop_asked_at": stop.asked_at if (stop := getattr(o, "parcel_stop", None)) else None,
+                "refunds_paid_out": len(getattr(o, "refunds_paid_out", ())),
             },
             clock=clock,
         )
@@ -186,7 +187,7 @@ class SqlUnitOfWork:
         self.shipments = SqlRepository(connection, tables.shipments, types.shipments, clock=clock)
         self.notifications = SqlRepository(connection, tables.notifications, types.notifications, clock=clock)
         self.invoices = InvoiceRepository(
-            connection, tables.invoices, types.invoices, lambda i: {"order_id": i.order_id}, clock=clock
+            connection, tables.invoices, types.invoices, lambda i: {"order_id": i.order_id, "credit_notes": len(getattr(i, "credit_notes", ()))}, clock=clock
         )
         self.discrepancies = DiscrepancyRepository(
             connection, tables.discrepancies, types.discrepancies, lambda d: {"status": str(d.status)}, clock=clock

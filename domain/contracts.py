@@ -87,6 +87,7 @@ from domain.reconciliation.queries import (  # noqa: F401
     MoneyOwed,
     OpenGatewayRequest,
     ReconciliationScan,
+    RefundToCredit,
     SettlementDay,
     StrandedRefund,
     UnansweredParcelStop,

@@ -67,6 +67,7 @@ class FakeRepository(Generic[A]):
     def __init__(self, database: FakeDatabase, table_name: str) -> None:
         self.table_name = table_name
         self.kind = table_name.removesuffix("s").replace("_", " ")  # "fraud_reviews" -> "fraud review"
+        self._database = database
         self._rows = database.table(table_name)
         self._identity_map: dict[str, A] = {}
 
@@ -141,6 +142,10 @@ class FakeInvoiceRepository(FakeRepository[A]):
         found = self._where(lambda invoice: invoice.order_id == order_id)  # type: ignore[attr-defined]
         return found[0] if found else None
 
+    def for_orders(self, order_ids) -> dict[str, A]:
+        wanted = set(order_ids)
+        return {i.order_id: i for i in self._where(lambda invoice: invoice.order_id in wanted)}  # type: ignore[attr-defined]
+
 
 class FakeOrderRepository(FakeRepository[A]):
     def reserving_since(self, cutoff: datetime) -> list[A]:
@@ -151,6 +156,15 @@ class FakeOrderRepository(FakeRepository[A]):
 
     def asking_a_stop_since(self, cutoff: datetime) -> list[A]:
         return self._where(lambda o: o.parcel_stop is not None and o.parcel_stop.asked_at <= cutoff)  # type: ignore[attr-defined]
+
+    def paid_out_beyond_their_credit_notes(self) -> list[A]:
+        credit_notes = {
+            document.state["order_id"]: len(document.state.get("credit_notes", []))
+            for document in self._database.table("invoices").values()
+        }
+        return self._where(
+            lambda o: len(o.refunds_paid_out) > credit_notes.get(o.id, 0)  # type: ignore[attr-defined]
+        )
 
 
 class FakePaymentRepository(FakeRepository[A]):

@@ -208,6 +208,7 @@ class ReconciliationResult(TrailView):
     answered: int = 0  # ... that payments could decide on
     left_open: int = 0  # ... the gateway could not answer yet (asked again next run)
     discrepancies: int = 0  # new discrepancies recorded (support told once each)
+    credited: int = 0  # credit notes invoicing issued for refunds paid out without one
 
 
 class DiscrepancyResolution(Request):

@@ -37,7 +37,15 @@ Read top to bottom:
         refund never started)
         → RecordDiscrepancy(money_owed) → ... NotifyTeam(support); open until a refund takes it
         or support says how it went back (owed again later: flagged again)
-  Never: moves money, or decides for billing or payments. It describes and flags.
+    FindRefundsToCredit → refunds billing paid out that the order's invoice holds no credit note
+        for (paid before refunds credited their invoice, or by a flow that ended between
+        CompleteRefund and CreditInvoice)
+      for each: CreditInvoice(billing's paid amount) → invoicing → InvoiceCredited (one note per
+        refund, so asking again is safe)
+        refused (no invoice, a credit beyond it) → RecordDiscrepancy(refund_not_credited) → ...
+        NotifyTeam(support), who issue the note by hand; not asked again
+  Never: moves money, or decides for an owner. It describes and flags, and asks invoicing for
+  the credit notes refunds left unissued (invoicing decides).
 
 ResolveDiscrepancyWorkflow — support closes a discrepancy (`starter.py resolve-discrepancy`):
   ResolveDiscrepancy (support) → reconciliation → DiscrepancyResolved. Done.
@@ -54,8 +62,10 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError,
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
+        CreditInvoice,
         DiscrepancyRecorded,
         Finding,
+        InvoiceCredited,
         Money,
         MoneyOwed,
         NotifyTeam,
@@ -65,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         ReconcileGatewayRefund,
         ReconciliationScan,
         RecordDiscrepancy,
+        RefundToCredit,
         ResolveDiscrepancy,
         SettlementDay,
         StrandedRefund,
@@ -76,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, retry_until_done
     from workflows.process import FLAGS_UNANSWERED_PARCEL_STOPS, TELLS_WHAT_WAS_NOT_TOLD, TRACKS_MONEY_OWED
     from workflows.process import COMPARES_THE_SCHEDULED_DAY, NOTES_AN_UNREAD_STRANDED_CHECK
+    from workflows.process import CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -135,6 +147,7 @@ class ReconciliationWorkflow(Process):
         tracking_money_owed = request.daily and self.folded_in(TRACKS_MONEY_OWED)  # a run begun before has none
         flagging_unanswered_stops = request.daily and self.folded_in(FLAGS_UNANSWERED_PARCEL_STOPS)
         noting_an_unread_stranded_check = self.folded_in(NOTES_AN_UNREAD_STRANDED_CHECK)
+        crediting_refunds = request.daily and self.folded_in(CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED)
         open_requests: list[OpenGatewayRequest] = await self.read(
             "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
         )
@@ -193,6 +206,8 @@ class ReconciliationWorkflow(Process):
                 await self.flag_money_owed(now)
             if flagging_unanswered_stops:
                 await self.flag_unanswered_parcel_stops(now)
+            if crediting_refunds:
+                await self.credit_refunds_left_uncredited(now)
         self.set_status("done")
         await self.finish()
         return self.current()
@@ -261,6 +276,38 @@ class ReconciliationWorkflow(Process):
                 f"was recorded: the flow carrying it, {stop.workflow_id}, is {stop.workflow_status}. {carried}; "
                 f"or, once the parcel was dealt with another way, resolve this with a note saying how.",
             )
+
+    async def credit_refunds_left_uncredited(self, now: datetime) -> None:
+        """Refunds paid out whose invoice holds no credit note: invoicing is asked for it, for
+        billing's paid amount. One invoicing refuses is flagged for support, and not asked again."""
+        uncredited: list[RefundToCredit] | None = await self.read_or_note(
+            "reconciliation.FindRefundsToCredit", list[RefundToCredit], now
+        )
+        if uncredited is None:
+            return
+        self.note(f"{len(uncredited)} refund(s) paid out with no credit note")
+        run = workflow.info().run_id
+        for refund in uncredited:
+            try:
+                credited = await self.send(
+                    self.command(
+                        CreditInvoice, f"{run}/credit-{refund.order_id}/{refund.refund_id}", issued_at=self.began_at,
+                        order_id=refund.order_id, refund_id=refund.refund_id, amount=refund.amount,
+                    ),
+                    DECIDE,
+                    causes_next=False,
+                )
+            except Refused as refused:
+                await self.flag(
+                    "refund_not_credited", refund.order_id, refund.refund_id,
+                    f"refund {refund.refund_id} paid {refund.amount} of order {refund.order_id} back to the customer, "
+                    f"and invoicing would not credit the order's invoice for it: {_short(refused.message)}. Issue "
+                    f"the credit note by hand, then resolve this with its number.",
+                    ours=refund.amount,
+                )
+                continue
+            if credited.first(InvoiceCredited) is not None:
+                self.result.credited += 1
 
     # -- the frequent pass ---------------------------------------------------------------------
     async def tell_what_was_not_told(self, now: datetime) -> None:

@@ -306,6 +306,11 @@ class Order(AggregateRoot):
         return total([r.amount for r in self.refunds.values() if r.paid_out and r.amount], self.currency)
 
     @property
+    def refunds_paid_out(self) -> list[Refund]:
+        """The refunds whose money went back to the customer (each is credited on the invoice)."""
+        return [r for r in self.refunds.values() if r.paid_out]
+
+    @property
     def reserved(self) -> Money:
         """Approved refunds still on their way to the customer."""
         return total([r.amount for r in self.refunds.values() if r.in_flight and r.amount], self.currency)

@@ -51,6 +51,11 @@ class Invoice(AggregateRoot):
     def credited(self) -> Money:
         return total([note.amount for note in self.credit_notes], self.total.currency)
 
+    @property
+    def credited_refunds(self) -> frozenset[str]:
+        """The refunds this invoice holds a credit note for."""
+        return frozenset(note.refund_id for note in self.credit_notes)
+
     @staticmethod
     def credit_of(invoice: Invoice | None, command: CreditInvoice) -> None:
         """Credit the order's invoice; an order never invoiced has nothing to credit (refused)."""

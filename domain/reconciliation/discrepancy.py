@@ -40,6 +40,9 @@ class DiscrepancyKind(StrEnum):
     SETTLEMENTS_NOT_COMPARED = "settlements_not_compared"
     # The gateway refused to say what became of a request (e.g. a payment another account holds).
     LOOKUP_REFUSED = "lookup_refused"
+    # A refund paid out that invoicing would not credit (no invoice, a credit beyond it): the
+    # customer's books show no credit note for money that went back.
+    REFUND_NOT_CREDITED = "refund_not_credited"
 
 
 class DiscrepancyStatus(StrEnum):

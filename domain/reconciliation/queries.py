@@ -1,6 +1,7 @@
 """What reconciliation reads from the owners and the gateway, in plain messages that can
 cross Temporal: the items whose gateway answer is missing, reservations whose flow
-is gone, money owed with no refund on its way, and stops of a parcel nobody answered.
+is gone, money owed with no refund on its way, stops of a parcel nobody answered, and refunds
+paid out that no credit note answers.
 Reading decides nothing; the owners decide when the commands arrive."""
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ class UnansweredParcelStop(BaseModel):
     def resumable(self) -> bool:
         """Whether its flow can be sent on (`starter.py resume-flow`): it ended, it did not finish."""
         return self.workflow_status not in ("completed", "not found")
+
+
+class RefundToCredit(BaseModel):
+    """A refund billing paid out (for `amount`) whose order's invoice has no credit note for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    refund_id: str
+    amount: Money
 
 
 class ReconciliationScan(BaseModel):

@@ -27,6 +27,7 @@ from adapters.inspection import outbox_rows, processed_count
 from adapters.unit_of_work import AggregateTypes, SqlUnitOfWork, default_aggregate_types
 from domain.billing.commands import (
     CancelOrder,
+    CompleteRefund,
     MarkOrderPaid,
     OrderLine,
     PlaceOrder,
@@ -37,6 +38,8 @@ from domain.billing.commands import (
 from domain.billing.order import Order
 from domain.billing.refund import RefundStatus
 from domain.contracts import Outcome
+from domain.invoicing.commands import CreateInvoice, CreditInvoice
+from domain.invoicing.invoice import Invoice
 from domain.payments.payment import AttemptStatus, CaptureAttempt, GatewayRefund, Payment
 from domain.shared.actor import Actor, Role
 from domain.shared.aggregate import AggregateRoot
@@ -232,6 +235,88 @@ def test_cancelled_orders_owing_money_saved_before_owed_since_was_kept_are_found
         with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
             [owing] = uow.orders.owing_since(PLACED_AT)
             assert (owing.id, owing.owed, owing.owed_since) == ("o-owing", eur("80.00"), PLACED_AT)
+    finally:
+        engine.dispose()
+
+
+def paid_out(order_id: str, *refund_ids: str) -> Order:
+    """A delivered order of 100.00 with a refund of 10.00 paid out for each of `refund_ids`."""
+    order = delivered_order(order_id)
+    for refund_id in refund_ids:
+        order.request_refund(refund(refund_id, "10.00", order_id))
+        order.complete_refund(CompleteRefund(
+            command_id=f"refund-{refund_id}/complete", actor=SYSTEM, issued_at=PLACED_AT + timedelta(days=6),
+            correlation_id=f"refund-{refund_id}", order_id=order_id, refund_id=refund_id, gateway_reference="re_1",
+        ))
+    return order
+
+
+def invoice_of(order: Order, *credited: str) -> Invoice:
+    """`order`'s invoice, with a credit note of 10.00 for each refund id in `credited`."""
+    trace = {"actor": SYSTEM, "issued_at": PLACED_AT, "correlation_id": f"payment-{order.id}", "order_id": order.id}
+    invoice = Invoice.create(CreateInvoice(
+        command_id=f"{order.id}/invoice", customer_id=order.customer_id, lines=order.lines, total=order.total,
+        payment_reference="pay-1", **trace), None)
+    for refund_id in credited:
+        invoice.credit(CreditInvoice(command_id=f"{refund_id}/credit", refund_id=refund_id, amount=eur("10.00"), **trace))
+    return invoice
+
+
+def test_orders_with_more_refunds_paid_out_than_credit_notes_are_found_and_no_others(engine: Engine) -> None:
+    credited, uncredited = paid_out("o-credited", "r-1"), paid_out("o-uncredited", "r-2")
+    never_invoiced, half_credited = paid_out("o-never-invoiced", "r-3"), paid_out("o-half", "r-4", "r-5")
+    in_flight = delivered_order("o-in-flight")
+    in_flight.request_refund(refund("r-6", "10.00", "o-in-flight"))
+    with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+        for order in (credited, uncredited, never_invoiced, half_credited, in_flight, delivered_order("o-no-refund")):
+            uow.orders.add(order)
+        uow.invoices.add(invoice_of(credited, "r-1"))
+        uow.invoices.add(invoice_of(uncredited))
+        uow.invoices.add(invoice_of(half_credited, "r-5"))
+        uow.commit()
+
+    with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+        found = uow.orders.paid_out_beyond_their_credit_notes()
+        assert [o.id for o in found] == ["o-half", "o-never-invoiced", "o-uncredited"]
+        assert uow.orders.get("o-half") is found[0]  # tracked like any load
+        invoice = uow.invoices.for_order("o-uncredited")
+        invoice.credit(CreditInvoice(command_id="r-2/credit", actor=SYSTEM, issued_at=PLACED_AT, correlation_id="x",
+                                     order_id="o-uncredited", refund_id="r-2", amount=eur("10.00")))
+        uow.commit()
+
+    with SqlUnitOfWork(engine, default_aggregate_types()) as uow:  # its save counted the new note
+        assert [o.id for o in uow.orders.paid_out_beyond_their_credit_notes()] == ["o-half", "o-never-invoiced"]
+
+
+def test_refunds_paid_out_and_credit_notes_saved_before_they_were_counted_are_counted_after_upgrading(
+    database_url: str,
+) -> None:
+    """0010 adds both counts; rows saved before (never saved again) are counted from their
+    state, or refunds paid out before credit notes existed would never be found."""
+    upgrade(database_url, "0009_parcel_stop")
+    old, credited = paid_out("o-old", "r-1", "r-2"), paid_out("o-credited", "r-3")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:  # as the code of those days wrote them
+            for order in (old, credited):
+                connection.execute(tables.orders.insert().values(
+                    id=order.id, version=3, state=dump_state(order), updated_at=PLACED_AT, customer_id=CUSTOMER.id,
+                ))
+            for invoice in (invoice_of(old, "r-1"), invoice_of(credited, "r-3")):
+                connection.execute(tables.invoices.insert().values(
+                    id=invoice.id, version=2, state=dump_state(invoice), updated_at=PLACED_AT, order_id=invoice.order_id,
+                ))
+        upgrade(database_url)
+
+        with engine.connect() as connection:
+            counts = connection.execute(
+                select(tables.orders.c.id, tables.orders.c.refunds_paid_out).order_by(tables.orders.c.id)
+            ).all()
+            notes = connection.execute(select(tables.invoices.c.credit_notes)).scalars().all()
+        assert [tuple(row) for row in counts] == [("o-credited", 1), ("o-old", 2)]
+        assert sorted(notes) == [1, 1]
+        with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
+            assert [o.id for o in uow.orders.paid_out_beyond_their_credit_notes()] == ["o-old"]
     finally:
         engine.dispose()
 

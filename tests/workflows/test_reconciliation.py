@@ -30,7 +30,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 import starter
-from adapters import db
+from adapters import db, tables
+from adapters.repository import dump_state
 from activities.billing import BillingActivities
 from activities.payments import PaymentsActivities
 from activities.registry import OWNER_QUEUES, activities_for
@@ -41,6 +42,7 @@ from adapters.seal import SealsCommands
 from cli import reconciliation as verbs
 from devstack import temporal_cli
 from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured, RequestRefund, ReviewDecision
+from domain.invoicing.invoice import credit_note_number
 from domain.payments.gateway import GatewayUnavailable, SettlementLine
 from domain.payments.payment import AttemptStatus, GatewayRefundStatus
 from domain.shared.actor import Actor, Role
@@ -715,6 +717,59 @@ async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_un
     assert sorted(m["kind"] for m in harness.support_messages()) == [
         "discrepancy_found", "refund_owed_support",  # told once by billing, once by reconciliation
     ]
+
+
+async def paid_back_before_credit_notes(harness: ReconHarness, amount: str = "30.00") -> tuple[str, str]:
+    """A delivered order of 120.00 with a refund of `amount` paid out, and its invoice as a flow of
+    a release before credit notes left it: no credit note for that refund."""
+    order_id = await delivered(harness)
+    handle = await start_refund(harness, order_id, amount)
+    async with real_time(harness.env):
+        assert (await handle.result()).status == "completed"
+    refund_id = handle.id.removeprefix("refund-")
+    invoice = harness.invoice(order_id).model_copy(update={"credit_notes": []})
+    with harness.engine.begin() as connection:
+        connection.execute(tables.invoices.update().where(tables.invoices.c.id == invoice.id).values(
+            state=dump_state(invoice), credit_notes=0, version=invoice.version + 1,
+        ))
+    return order_id, refund_id
+
+
+async def test_a_refund_paid_out_before_refunds_credited_their_invoice_is_credited_once_by_the_daily_pass(harness):
+    order_id, refund_id = await paid_back_before_credit_notes(harness)
+
+    first = await reconcile(harness, daily=True, history="reconciliation_daily_credits_a_refund")
+    await harness.env.sleep(timedelta(days=1))
+    second = await reconcile(harness, daily=True)
+
+    [note] = harness.invoice(order_id).credit_notes
+    assert (note.refund_id, note.amount, note.number) == (
+        refund_id, Money.of("30.00", "EUR"), credit_note_number(order_id, refund_id),
+    )
+    assert (first.credited, second.credited, first.discrepancies, second.discrepancies) == (1, 0, 0, 0)
+    assert not any("CreditInvoice" in step for step in second.trail)  # nothing left to ask
+    assert harness.discrepancies() == []
+
+
+async def test_a_refund_invoicing_cannot_credit_is_flagged_for_support_once_and_not_asked_about_again(harness):
+    order_id, refund_id = await paid_back_before_credit_notes(harness)
+    with harness.engine.begin() as connection:  # the order was never invoiced
+        connection.execute(tables.invoices.delete().where(tables.invoices.c.order_id == order_id))
+
+    first = await reconcile(harness, daily=True)
+    [flag] = harness.discrepancies()
+    await support_resolves(harness, flag.id, "credit note CN-MANUAL-7 issued by hand")
+    await harness.env.sleep(timedelta(days=1))
+    second = await reconcile(harness, daily=True)
+
+    assert (flag.id, flag.order_id, flag.ours) == (
+        f"refund_not_credited:{refund_id}", order_id, Money.of("30.00", "EUR"),
+    )
+    assert f"order {order_id} has no invoice to credit" in flag.detail
+    assert (first.credited, first.discrepancies, second.discrepancies) == (0, 1, 0)
+    assert not any("CreditInvoice" in step for step in second.trail)  # support's now: not asked again
+    [told] = [m for m in harness.support_messages() if m["kind"] == "discrepancy_found"]
+    assert f"refund_not_credited:{refund_id}" in told["body"]
 
 
 async def test_a_parcel_stop_whose_refund_flow_ended_before_asking_shipping_is_flagged_naming_the_flow_to_resume(
