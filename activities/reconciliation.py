@@ -29,10 +29,8 @@ from domain.reconciliation.discrepancy import Discrepancy
 from domain.reconciliation.owed import money_owed, owed_before
 from domain.billing.parcel_stop import StopAskedBecause
 from domain.reconciliation.queries import MoneyOwed, OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
-from domain.reconciliation.commands import discrepancy_id
-from domain.reconciliation.discrepancy import DiscrepancyKind
 from domain.reconciliation.queries import RefundToCredit, UnansweredParcelStop
-from domain.reconciliation.uncredited import refunds_to_credit
+from domain.reconciliation.uncredited import CREDITS_PER_PASS, left_to_support_by, refunds_to_credit
 from domain.reconciliation.settlement import Finding, compare, ledger_entries
 from domain.reconciliation.stranded import reservations_to_check, reserved_before
 from domain.reconciliation.unanswered_stop import asked_before, unanswered_stop
@@ -233,20 +231,24 @@ class ReconciliationActivities:
 
     @activity.defn(name=FIND_REFUNDS_TO_CREDIT)
     def find_refunds_to_credit(self, scan: ReconciliationScan) -> list[RefundToCredit]:
-        """Refunds billing paid out that the order's invoice holds no credit note for, leaving
-        out those invoicing refused before (flagged `refund_not_credited`: support's now)."""
+        """Refunds billing paid out that the order's invoice holds no credit note for (at most
+        CREDITS_PER_PASS), leaving out those support already has in hand: invoicing refused
+        them before, and their flow told support or an earlier pass flagged them."""
         with self.uow() as uow:
             orders = uow.orders.paid_out_beyond_their_credit_notes()
             invoices = uow.invoices.for_orders([order.id for order in orders])
-            left_to_support = {
-                discrepancy.business_id
-                for discrepancy in uow.discrepancies.find_all(
-                    discrepancy_id(DiscrepancyKind.REFUND_NOT_CREDITED, refund.refund_id)
-                    for order in orders
-                    for refund in order.refunds_paid_out
-                ).values()
-            }
-            return [item for order in orders for item in refunds_to_credit(order, invoices.get(order.id), left_to_support)]
+            told, flagged = {}, {}
+            for order in orders:
+                for refund in order.refunds_paid_out:
+                    notice, flag = left_to_support_by(refund.refund_id)
+                    told[notice], flagged[flag] = refund.refund_id, refund.refund_id
+            left_to_support = {told[id] for id, notice in uow.notifications.find_all(told).items() if notice.sent}
+            left_to_support |= {flagged[id] for id in uow.discrepancies.find_all(flagged)}
+            found = [item for order in orders for item in refunds_to_credit(order, invoices.get(order.id), left_to_support)]
+        if len(found) > CREDITS_PER_PASS:
+            log.info("reconciliation: %d refunds paid out have no credit note; %d asked about now, the rest next pass",
+                     len(found), CREDITS_PER_PASS)
+        return found[:CREDITS_PER_PASS]
 
     @activity.defn(name=FIND_UNTOLD_ANSWERS)
     async def find_untold_answers(self, scan: ReconciliationScan) -> list[UntoldAnswer]:

@@ -24,6 +24,11 @@ def notification_id(command: NotificationsCommand) -> str:
     return f"{recipient_of(command)}/{command.kind}/{command.subject}"
 
 
+def team_notification_id(team: str, kind: str, subject: str) -> str:
+    """The id of the one message of `kind` about `subject` to `team` (whether it was sent is its own)."""
+    return f"team:{team}/{kind}/{subject}"
+
+
 class Notification(AggregateRoot):
     recipient: str
     kind: str

@@ -9,7 +9,9 @@ invoice holds no credit note for (refunds paid before credit notes existed, or b
 ended between the two steps). Each save now writes both counts; one statement compares them
 and only the orders that differ are loaded. Rows saved before are counted here from their
 state (a refund's status `completed`, the invoice's list of notes), so the refunds paid out
-before this upgrade are found by the first daily pass after it.
+before this upgrade are found by the first daily pass after it. On PostgreSQL the upgrade is one
+transaction: saves of orders and invoices wait until the counting is done (on a large database,
+run it in a quiet hour).
 
 Written by hand and kept free of application imports.
 """
@@ -28,6 +30,8 @@ down_revision: str | None = "0009_parcel_stop"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+BACKFILL_PAGE = 1000  # rows read at a time
+
 
 def upgrade() -> None:
     op.add_column("orders", sa.Column("refunds_paid_out", sa.Integer(), nullable=False, server_default="0"))
@@ -40,13 +44,20 @@ def upgrade() -> None:
 
 
 def _count(table_name: str, column: str, count: Any) -> None:
+    """Each row's count from its state, read a page at a time (by id: a long history of orders
+    is never held in memory at once); rows whose count is 0 keep the server default."""
     table = sa.table(table_name, sa.column("id", sa.Text()), sa.column("state", sa.JSON()),
                      sa.column(column, sa.Integer()))
     bind = op.get_bind()
-    for row in bind.execute(sa.select(table.c.id, table.c.state)).all():
-        state = json.loads(row.state) if isinstance(row.state, str) else row.state
-        if (found := count(state)) > 0:
-            bind.execute(sa.update(table).where(table.c.id == row.id).values({column: found}))
+    after = ""
+    while rows := bind.execute(
+        sa.select(table.c.id, table.c.state).where(table.c.id > after).order_by(table.c.id).limit(BACKFILL_PAGE)
+    ).all():
+        for row in rows:
+            state = json.loads(row.state) if isinstance(row.state, str) else row.state
+            if (found := count(state)) > 0:
+                bind.execute(sa.update(table).where(table.c.id == row.id).values({column: found}))
+        after = rows[-1].id
 
 
 def downgrade() -> None:

@@ -27,6 +27,7 @@ from adapters.inspection import outbox_rows, processed_count
 from adapters.unit_of_work import AggregateTypes, SqlUnitOfWork, default_aggregate_types
 from domain.billing.commands import (
     CancelOrder,
+    CancelRefund,
     CompleteRefund,
     MarkOrderPaid,
     OrderLine,
@@ -294,11 +295,17 @@ def test_refunds_paid_out_and_credit_notes_saved_before_they_were_counted_are_co
     """0010 adds both counts; rows saved before (never saved again) are counted from their
     state, or refunds paid out before credit notes existed would never be found."""
     upgrade(database_url, "0009_parcel_stop")
-    old, credited = paid_out("o-old", "r-1", "r-2"), paid_out("o-credited", "r-3")
+    old, credited, unpaid = paid_out("o-old", "r-1", "r-2"), paid_out("o-credited", "r-3"), paid_out("o-unpaid")
+    unpaid.request_refund(refund("r-in-flight", "10.00", "o-unpaid"))
+    unpaid.request_refund(refund("r-cancelled", "10.00", "o-unpaid"))
+    unpaid.cancel_refund(CancelRefund(
+        command_id="refund-r-cancelled/cancel", actor=SYSTEM, issued_at=PLACED_AT + timedelta(days=6),
+        correlation_id="refund-r-cancelled", order_id="o-unpaid", refund_id="r-cancelled", reason="review_rejected",
+    ))
     engine = make_engine(database_url)
     try:
         with engine.begin() as connection:  # as the code of those days wrote them
-            for order in (old, credited):
+            for order in (old, credited, unpaid):
                 connection.execute(tables.orders.insert().values(
                     id=order.id, version=3, state=dump_state(order), updated_at=PLACED_AT, customer_id=CUSTOMER.id,
                 ))
@@ -313,7 +320,7 @@ def test_refunds_paid_out_and_credit_notes_saved_before_they_were_counted_are_co
                 select(tables.orders.c.id, tables.orders.c.refunds_paid_out).order_by(tables.orders.c.id)
             ).all()
             notes = connection.execute(select(tables.invoices.c.credit_notes)).scalars().all()
-        assert [tuple(row) for row in counts] == [("o-credited", 1), ("o-old", 2)]
+        assert [tuple(row) for row in counts] == [("o-credited", 1), ("o-old", 2), ("o-unpaid", 0)]
         assert sorted(notes) == [1, 1]
         with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
             assert [o.id for o in uow.orders.paid_out_beyond_their_credit_notes()] == ["o-old"]

@@ -10,6 +10,8 @@ from domain.billing.commands import CancelRefund, CompleteRefund, RequestRefund
 from domain.billing.order import Order
 from domain.invoicing.commands import CreateInvoice, CreditInvoice
 from domain.invoicing.invoice import Invoice
+from domain.notifications.commands import NotifyTeam
+from domain.notifications.notification import Notification
 from domain.reconciliation.commands import RecordDiscrepancy, discrepancy_id
 from domain.reconciliation.queries import ReconciliationScan, RefundToCredit
 from domain.reconciliation.uncredited import refunds_to_credit
@@ -87,7 +89,8 @@ def stored(*aggregates) -> ReconciliationActivities:
     database = FakeDatabase()
     with FakeUnitOfWork(database) as uow:
         for aggregate in aggregates:
-            (uow.orders if isinstance(aggregate, Order) else uow.invoices).add(aggregate)
+            repository = {Order: uow.orders, Invoice: uow.invoices, Notification: uow.notifications}[type(aggregate)]
+            repository.add(aggregate)
         uow.commit()
     return ReconciliationActivities(lambda: FakeUnitOfWork(database), gateway=None)  # type: ignore[arg-type]
 
@@ -109,3 +112,45 @@ def test_reconciliation_finds_refunds_paid_out_without_a_credit_note_across_orde
     assert sorted((item.order_id, item.refund_id, item.amount) for item in found) == [
         ("o-never-invoiced", "r-3", eur("40.00")), ("o-uncredited", "r-2", eur("40.00")),
     ]
+
+
+def told_support_by_its_flow(order: Order, refund_id: str) -> Notification:
+    """The message a refund's flow sends support when invoicing refuses its credit note."""
+    told = command(NotifyTeam, team="support", kind="invoice_not_credited_support", subject=refund_id, facts={
+        "refund_id": refund_id, "order_id": order.id, "amount": "40.00 EUR", "reason": "no invoice"})
+    notification = Notification.new(told)
+    notification.send(told)
+    return notification
+
+
+def test_a_refund_whose_flow_told_support_invoicing_refused_it_is_left_to_support_not_flagged_again():
+    order = order_of("o-1", "100.00")
+    refund(order, "r-told", "40.00")
+    refund(order, "r-not-told", "40.00")
+    recon = stored(order, told_support_by_its_flow(order, "r-told"))
+
+    found = recon.find_refunds_to_credit(ReconciliationScan(as_of=AFTER + days(1)))
+
+    assert [item.refund_id for item in found] == ["r-not-told"]
+
+
+def test_a_pass_asks_about_at_most_its_share_of_a_long_backlog_and_the_next_pass_about_the_rest(monkeypatch):
+    monkeypatch.setattr("activities.reconciliation.CREDITS_PER_PASS", 2)
+    orders = [order_of(f"o-{n}", "100.00") for n in range(3)]
+    for n, order in enumerate(orders):
+        refund(order, f"r-{n}", "40.00")
+    recon = stored(*orders, *(invoice_of(order) for order in orders))
+
+    first = recon.find_refunds_to_credit(ReconciliationScan(as_of=AFTER + days(1)))
+    with FakeUnitOfWork(recon_database(recon)) as uow:  # invoicing credits what the pass asked for
+        for item in first:
+            uow.invoices.for_order(item.order_id).credit(command(
+                CreditInvoice, order_id=item.order_id, refund_id=item.refund_id, amount=item.amount))
+        uow.commit()
+    second = recon.find_refunds_to_credit(ReconciliationScan(as_of=AFTER + days(2)))
+
+    assert ([item.refund_id for item in first], [item.refund_id for item in second]) == (["r-0", "r-1"], ["r-2"])
+
+
+def recon_database(recon: ReconciliationActivities) -> FakeDatabase:
+    return recon.uow().database

@@ -772,6 +772,21 @@ async def test_a_refund_invoicing_cannot_credit_is_flagged_for_support_once_and_
     assert f"refund_not_credited:{refund_id}" in told["body"]
 
 
+async def test_a_refund_whose_flow_told_support_it_has_no_credit_note_is_left_to_support_by_the_daily_pass(harness):
+    order_id = await delivered(harness)
+    with harness.engine.begin() as connection:  # the order was never invoiced
+        connection.execute(tables.invoices.delete().where(tables.invoices.c.order_id == order_id))
+    handle = await start_refund(harness, order_id, "30.00")
+    async with real_time(harness.env):
+        assert (await handle.result()).status == "completed"
+
+    daily = await reconcile(harness, daily=True)
+
+    assert (daily.credited, daily.discrepancies) == (0, 0)
+    assert not any("CreditInvoice" in step for step in daily.trail)
+    assert [m["kind"] for m in harness.support_messages()] == ["invoice_not_credited_support"]  # told once, by the flow
+
+
 async def test_a_parcel_stop_whose_refund_flow_ended_before_asking_shipping_is_flagged_naming_the_flow_to_resume(
     harness,
 ):
