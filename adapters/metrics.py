@@ -18,6 +18,9 @@ Read from the database at scrape time (read-only queries, `DatabaseCollector`):
     settleflow_outbox_parked                     rows the relay can never publish (need a person)
     settleflow_reconciliation_discrepancies{status,kind}   rows of reconciliation's `discrepancies`
                                                  table (absent while that table does not exist)
+    settleflow_refunds_without_credit_note       refunds billing paid out that the order's invoice holds no
+                                                 credit note for (the daily reconciliation asks invoicing
+                                                 for them; those it refused are support's)
     settleflow_metrics_scrape_errors_total       a scrape whose queries failed (the database is down)
 """
 
@@ -35,7 +38,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import JSON, Column, Engine, MetaData, Table, Text, func, inspect, select
 
 from adapters.outbox import lag
-from adapters.tables import fraud_reviews
+from adapters.tables import fraud_reviews, invoices, orders
 from domain.payments.gateway import Declined, GatewayRefusedRequest, GatewayUnavailable
 
 log = logging.getLogger("settleflow.metrics")
@@ -120,6 +123,15 @@ _discrepancies = Table(
 )
 
 
+# Refunds paid out beyond their invoice's credit notes, summed over orders (one statement on the
+# counts each save keeps: migration 0010).
+_CREDIT_NOTES = select(invoices.c.credit_notes).where(invoices.c.order_id == orders.c.id).scalar_subquery()
+_MISSING = orders.c.refunds_paid_out - func.coalesce(_CREDIT_NOTES, 0)
+_REFUNDS_WITHOUT_CREDIT_NOTE = select(func.coalesce(func.sum(_MISSING), 0)).where(
+    orders.c.refunds_paid_out > 0, _MISSING > 0
+)
+
+
 class DatabaseCollector(Collector):
     """Business gauges read at scrape time with read-only queries."""
 
@@ -147,7 +159,11 @@ class DatabaseCollector(Collector):
             count, oldest = connection.execute(
                 select(func.count(), func.min(fraud_reviews.c.updated_at)).where(is_open)
             ).one()
-            has_discrepancies = inspect(connection).has_table("discrepancies")
+            inspector = inspect(connection)
+            has_discrepancies = inspector.has_table("discrepancies")
+            # Absent before migration 0010 (an ops server ahead of the workers' first start).
+            counts_notes = "refunds_paid_out" in {column["name"] for column in inspector.get_columns("orders")}
+            uncredited = connection.execute(_REFUNDS_WITHOUT_CREDIT_NOTE).scalar_one() if counts_notes else None
             kind = _discrepancies.c.state["kind"].as_string().label("kind")
             discrepancies = (
                 connection.execute(
@@ -167,6 +183,9 @@ class DatabaseCollector(Collector):
         yield _gauge("settleflow_outbox_unpublished", "Outbox rows not yet published", state.unpublished)
         yield _gauge("settleflow_outbox_lag_seconds", "Age of the oldest unpublished outbox row", max(age, 0.0))
         yield _gauge("settleflow_outbox_parked", "Outbox rows the relay cannot publish", state.parked)
+        if uncredited is not None:
+            yield _gauge("settleflow_refunds_without_credit_note",
+                         "Refunds paid out that no credit note answers", uncredited)  # fmt: skip
         if has_discrepancies:
             family = GaugeMetricFamily(
                 "settleflow_reconciliation_discrepancies", "Reconciliation discrepancies", labels=["status", "kind"]

@@ -1,5 +1,6 @@
 """The gauges read from the database at scrape time: the fraud queue and its oldest
-entry's age, and reconciliation's discrepancies by status and kind."""
+entry's age, reconciliation's discrepancies by status and kind, and refunds paid out that no
+credit note answers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import insert
 
 from adapters.metrics import DatabaseCollector
 from adapters.tables import discrepancies as discrepancy_table
-from adapters.tables import fraud_reviews
+from adapters.tables import fraud_reviews, invoices, orders
 
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
 
@@ -59,3 +60,18 @@ def test_discrepancies_are_counted_by_status_and_kind(engine):
         (("kind", "missing_at_gateway"), ("status", "open")): 2,
         (("kind", "amount_mismatch"), ("status", "resolved")): 1,
     }
+
+
+def test_refunds_paid_out_that_no_credit_note_answers_are_counted_across_orders(engine):
+    with engine.begin() as connection:
+        for order_id, paid_out, credit_notes in [("o-1", 2, 1), ("o-2", 1, None), ("o-3", 1, 1), ("o-4", 0, None)]:
+            connection.execute(insert(orders).values(
+                id=order_id, version=1, state={}, updated_at=NOW, customer_id="c-1", refunds_paid_out=paid_out,
+            ))  # fmt: skip
+            if credit_notes is not None:
+                connection.execute(insert(invoices).values(
+                    id=f"INV-{order_id}", version=1, state={}, updated_at=NOW, order_id=order_id,
+                    credit_notes=credit_notes,
+                ))  # fmt: skip
+
+    assert gauges(engine)[("settleflow_refunds_without_credit_note", ())] == 2  # one of o-1's, o-2's
