@@ -44,6 +44,7 @@ FIND_UNTOLD_ANSWERS = "reconciliation.FindUntoldAnswers"
 FIND_MONEY_OWED = "reconciliation.FindMoneyOwed"
 FIND_UNANSWERED_PARCEL_STOPS = "reconciliation.FindUnansweredParcelStops"
 FIND_REFUNDS_TO_CREDIT = "reconciliation.FindRefundsToCredit"
+ORDERS_PER_PAGE = 200  # orders loaded at a time while looking for refunds to credit
 # The flow that carries a stop of a parcel to shipping and its answer back to billing.
 STOP_CARRIED_BY = {StopAskedBecause.REFUND: "refund-{refund_id}", StopAskedBecause.CANCELLATION: "ship-{order_id}"}
 UNTOLD_AT_ONCE = 8  # flows asked (queried, described) at a time
@@ -231,24 +232,30 @@ class ReconciliationActivities:
 
     @activity.defn(name=FIND_REFUNDS_TO_CREDIT)
     def find_refunds_to_credit(self, scan: ReconciliationScan) -> list[RefundToCredit]:
-        """Refunds billing paid out that the order's invoice holds no credit note for (at most
-        CREDITS_PER_PASS), leaving out those support already has in hand: invoicing refused
-        them before, and their flow told support or an earlier pass flagged them."""
+        """Refunds billing paid out that the order's invoice holds no credit note for, leaving
+        out those support already has in hand (invoicing refused them: their flow told support,
+        or an earlier pass flagged them). Orders are read a page at a time, and the read stops
+        at CREDITS_PER_PASS refunds: a long backlog is worked off over several passes."""
+        found: list[RefundToCredit] = []
+        after = ""
         with self.uow() as uow:
-            orders = uow.orders.paid_out_beyond_their_credit_notes()
-            invoices = uow.invoices.for_orders([order.id for order in orders])
-            told, flagged = {}, {}
-            for order in orders:
-                for refund in order.refunds_paid_out:
-                    notice, flag = left_to_support_by(refund.refund_id)
-                    told[notice], flagged[flag] = refund.refund_id, refund.refund_id
-            left_to_support = {told[id] for id, notice in uow.notifications.find_all(told).items() if notice.sent}
-            left_to_support |= {flagged[id] for id in uow.discrepancies.find_all(flagged)}
-            found = [item for order in orders for item in refunds_to_credit(order, invoices.get(order.id), left_to_support)]
-        if len(found) > CREDITS_PER_PASS:
-            log.info("reconciliation: %d refunds paid out have no credit note; %d asked about now, the rest next pass",
-                     len(found), CREDITS_PER_PASS)
+            while len(found) < CREDITS_PER_PASS and (
+                orders := uow.orders.paid_out_beyond_their_credit_notes(after=after, limit=ORDERS_PER_PAGE)
+            ):
+                found += self._to_credit(uow, orders)
+                after = orders[-1].id
         return found[:CREDITS_PER_PASS]
+
+    @staticmethod
+    def _to_credit(uow: Any, orders: list[Any]) -> list[RefundToCredit]:
+        invoices = uow.invoices.for_orders([order.id for order in orders])
+        held_by_support: dict[str, str] = {}  # a notification or discrepancy id -> its refund
+        for order in orders:
+            for refund in order.refunds_paid_out:
+                held_by_support.update(dict.fromkeys(left_to_support_by(refund.refund_id), refund.refund_id))
+        records = [*uow.notifications.find_all(held_by_support), *uow.discrepancies.find_all(held_by_support)]
+        left_to_support = {held_by_support[id] for id in records}
+        return [item for order in orders for item in refunds_to_credit(order, invoices.get(order.id), left_to_support)]
 
     @activity.defn(name=FIND_UNTOLD_ANSWERS)
     async def find_untold_answers(self, scan: ReconciliationScan) -> list[UntoldAnswer]:

@@ -18,9 +18,10 @@ Read from the database at scrape time (read-only queries, `DatabaseCollector`):
     settleflow_outbox_parked                     rows the relay can never publish (need a person)
     settleflow_reconciliation_discrepancies{status,kind}   rows of reconciliation's `discrepancies`
                                                  table (absent while that table does not exist)
-    settleflow_refunds_without_credit_note       refunds billing paid out that the order's invoice holds no
-                                                 credit note for (the daily reconciliation asks invoicing
-                                                 for them; those it refused are support's)
+    settleflow_refunds_awaiting_credit_note      refunds billing paid out that the order's invoice holds no
+                                                 credit note for and nobody has in hand yet: the daily
+                                                 reconciliation asks invoicing for them (those invoicing
+                                                 refused are support's, and not counted)
     settleflow_metrics_scrape_errors_total       a scrape whose queries failed (the database is down)
 """
 
@@ -38,7 +39,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import JSON, Column, Engine, MetaData, Table, Text, func, inspect, select
 
 from adapters.outbox import lag
-from adapters.tables import fraud_reviews, invoices, orders
+from adapters.tables import fraud_reviews, invoices, notifications, orders
+from domain.reconciliation.uncredited import FLAGGED, TOLD_BY_ITS_FLOW
 from domain.payments.gateway import Declined, GatewayRefusedRequest, GatewayUnavailable
 
 log = logging.getLogger("settleflow.metrics")
@@ -124,11 +126,16 @@ _discrepancies = Table(
 
 
 # Refunds paid out beyond their invoice's credit notes, summed over orders (one statement on the
-# counts each save keeps: migration 0010).
+# counts each save keeps: migration 0010), less those support holds: a refund invoicing refused
+# has its flow's message to support or reconciliation's flag, never both (uncredited.py).
 _CREDIT_NOTES = select(invoices.c.credit_notes).where(invoices.c.order_id == orders.c.id).scalar_subquery()
 _MISSING = orders.c.refunds_paid_out - func.coalesce(_CREDIT_NOTES, 0)
 _REFUNDS_WITHOUT_CREDIT_NOTE = select(func.coalesce(func.sum(_MISSING), 0)).where(
     orders.c.refunds_paid_out > 0, _MISSING > 0
+)
+_HELD_BY_SUPPORT = select(
+    select(func.count()).where(notifications.c.id.like(f"team:support/{TOLD_BY_ITS_FLOW}/%")).scalar_subquery()
+    + select(func.count()).where(_discrepancies.c.id.like(f"{FLAGGED.value}:%")).scalar_subquery()
 )
 
 
@@ -161,9 +168,7 @@ class DatabaseCollector(Collector):
             ).one()
             inspector = inspect(connection)
             has_discrepancies = inspector.has_table("discrepancies")
-            # Absent before migration 0010 (an ops server ahead of the workers' first start).
-            counts_notes = "refunds_paid_out" in {column["name"] for column in inspector.get_columns("orders")}
-            uncredited = connection.execute(_REFUNDS_WITHOUT_CREDIT_NOTE).scalar_one() if counts_notes else None
+            awaiting_credit_notes = _refunds_awaiting_credit_note(connection, inspector)
             kind = _discrepancies.c.state["kind"].as_string().label("kind")
             discrepancies = (
                 connection.execute(
@@ -183,9 +188,9 @@ class DatabaseCollector(Collector):
         yield _gauge("settleflow_outbox_unpublished", "Outbox rows not yet published", state.unpublished)
         yield _gauge("settleflow_outbox_lag_seconds", "Age of the oldest unpublished outbox row", max(age, 0.0))
         yield _gauge("settleflow_outbox_parked", "Outbox rows the relay cannot publish", state.parked)
-        if uncredited is not None:
-            yield _gauge("settleflow_refunds_without_credit_note",
-                         "Refunds paid out that no credit note answers", uncredited)  # fmt: skip
+        if awaiting_credit_notes is not None:
+            yield _gauge("settleflow_refunds_awaiting_credit_note",
+                         "Refunds paid out with no credit note that nobody has in hand yet", awaiting_credit_notes)  # fmt: skip
         if has_discrepancies:
             family = GaugeMetricFamily(
                 "settleflow_reconciliation_discrepancies", "Reconciliation discrepancies", labels=["status", "kind"]
@@ -193,6 +198,19 @@ class DatabaseCollector(Collector):
             for status, kind, n in discrepancies:
                 family.add_metric([status or "", kind or ""], n)
             yield family
+
+
+def _refunds_awaiting_credit_note(connection: Any, inspector: Any) -> int | None:
+    """None before migration 0010 (an ops server ahead of the workers' first start), or when its
+    queries fail: that gauge is left out, the others still answer."""
+    try:
+        if "refunds_paid_out" not in {column["name"] for column in inspector.get_columns("orders")}:
+            return None
+        missing = connection.execute(_REFUNDS_WITHOUT_CREDIT_NOTE).scalar_one()
+        return max(0, missing - connection.execute(_HELD_BY_SUPPORT).scalar_one())
+    except Exception as trouble:  # noqa: BLE001 - one gauge's query must not cost the scrape the others
+        log.warning("metrics: refunds awaiting a credit note could not be read: %s", trouble)
+        return None
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

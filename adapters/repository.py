@@ -287,17 +287,23 @@ class OrderRepository(SqlRepository[A]):
     def changed_since(self, moment: datetime) -> list[A]:
         return self._track_all(self._select_where(self.table.c.updated_at >= moment))
 
-    def paid_out_beyond_their_credit_notes(self) -> list[A]:
+    def paid_out_beyond_their_credit_notes(self, after: str = "", limit: int | None = None) -> list[A]:
         """Orders with more refunds paid out than their invoice has credit notes (or with no
         invoice): one of their refunds lacks its note. Counts kept by each save, compared in
-        one statement; only those orders are loaded."""
+        one statement; only those orders are loaded, in id order — those after `after`, at
+        most `limit` of them (a page)."""
         orders, invoices = self.table.c, tables.invoices.c
         credit_notes = (
             select(invoices.credit_notes).where(invoices.order_id == orders.id).scalar_subquery()
         )
-        return self._track_all(
-            self._select_where(orders.refunds_paid_out > 0, orders.refunds_paid_out > func.coalesce(credit_notes, 0))
+        statement = (
+            select(orders.id, orders.version, orders.state)
+            .where(orders.refunds_paid_out > 0, orders.refunds_paid_out > func.coalesce(credit_notes, 0),
+                   orders.id > after)
+            .order_by(orders.id)
+            .limit(limit)
         )
+        return self._track_all(list(self.connection.execute(statement).all()))
 
 
 class PaymentRepository(SqlRepository[A]):

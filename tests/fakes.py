@@ -157,14 +157,15 @@ class FakeOrderRepository(FakeRepository[A]):
     def asking_a_stop_since(self, cutoff: datetime) -> list[A]:
         return self._where(lambda o: o.parcel_stop is not None and o.parcel_stop.asked_at <= cutoff)  # type: ignore[attr-defined]
 
-    def paid_out_beyond_their_credit_notes(self) -> list[A]:
+    def paid_out_beyond_their_credit_notes(self, after: str = "", limit: int | None = None) -> list[A]:
         credit_notes = {
             document.state["order_id"]: len(document.state.get("credit_notes", []))
             for document in self._database.table("invoices").values()
         }
-        return self._where(
-            lambda o: len(o.refunds_paid_out) > credit_notes.get(o.id, 0)  # type: ignore[attr-defined]
+        found = self._where(
+            lambda o: o.id > after and len(o.refunds_paid_out) > credit_notes.get(o.id, 0)  # type: ignore[attr-defined]
         )
+        return found if limit is None else found[:limit]
 
 
 class FakePaymentRepository(FakeRepository[A]):

@@ -10,8 +10,8 @@ ended between the two steps). Each save now writes both counts; one statement co
 and only the orders that differ are loaded. Rows saved before are counted here from their
 state (a refund's status `completed`, the invoice's list of notes), so the refunds paid out
 before this upgrade are found by the first daily pass after it. On PostgreSQL the upgrade is one
-transaction: saves of orders and invoices wait until the counting is done (on a large database,
-run it in a quiet hour).
+transaction holding `ADD COLUMN`'s exclusive locks: reads and saves of orders and invoices (and
+metric scrapes) wait until the counting is done — on a large database, run it in a quiet hour.
 
 Written by hand and kept free of application imports.
 """

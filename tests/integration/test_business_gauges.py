@@ -11,7 +11,7 @@ from sqlalchemy import insert
 
 from adapters.metrics import DatabaseCollector
 from adapters.tables import discrepancies as discrepancy_table
-from adapters.tables import fraud_reviews, invoices, orders
+from adapters.tables import fraud_reviews, invoices, notifications, orders
 
 NOW = datetime(2031, 3, 4, 12, 0, tzinfo=UTC)
 
@@ -62,9 +62,10 @@ def test_discrepancies_are_counted_by_status_and_kind(engine):
     }
 
 
-def test_refunds_paid_out_that_no_credit_note_answers_are_counted_across_orders(engine):
+def test_refunds_paid_out_with_no_credit_note_are_counted_less_those_support_has_in_hand(engine):
     with engine.begin() as connection:
-        for order_id, paid_out, credit_notes in [("o-1", 2, 1), ("o-2", 1, None), ("o-3", 1, 1), ("o-4", 0, None)]:
+        for order_id, paid_out, credit_notes in [("o-1", 2, 1), ("o-2", 1, None), ("o-3", 1, 1), ("o-4", 0, None),
+                                                 ("o-5", 1, None), ("o-6", 1, 0)]:  # fmt: skip
             connection.execute(insert(orders).values(
                 id=order_id, version=1, state={}, updated_at=NOW, customer_id="c-1", refunds_paid_out=paid_out,
             ))  # fmt: skip
@@ -73,5 +74,14 @@ def test_refunds_paid_out_that_no_credit_note_answers_are_counted_across_orders(
                     id=f"INV-{order_id}", version=1, state={}, updated_at=NOW, order_id=order_id,
                     credit_notes=credit_notes,
                 ))  # fmt: skip
+        # o-5's refund: invoicing refused it, and its flow told support; o-6's: reconciliation flagged it.
+        connection.execute(insert(notifications).values(
+            id="team:support/invoice_not_credited_support/r-5", version=1, state={}, updated_at=NOW,
+        ))  # fmt: skip
+        connection.execute(insert(discrepancy_table).values(
+            id="refund_not_credited:r-6", version=1, state={"kind": "refund_not_credited"}, updated_at=NOW,
+            status="resolved",
+        ))  # fmt: skip
 
-    assert gauges(engine)[("settleflow_refunds_without_credit_note", ())] == 2  # one of o-1's, o-2's
+    # missing: one of o-1's, o-2's, o-5's, o-6's; support holds o-5's and o-6's
+    assert gauges(engine)[("settleflow_refunds_awaiting_credit_note", ())] == 2

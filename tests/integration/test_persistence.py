@@ -279,6 +279,8 @@ def test_orders_with_more_refunds_paid_out_than_credit_notes_are_found_and_no_ot
     with SqlUnitOfWork(engine, default_aggregate_types()) as uow:
         found = uow.orders.paid_out_beyond_their_credit_notes()
         assert [o.id for o in found] == ["o-half", "o-never-invoiced", "o-uncredited"]
+        page = uow.orders.paid_out_beyond_their_credit_notes(after="o-half", limit=1)  # a page, in id order
+        assert [o.id for o in page] == ["o-never-invoiced"]
         assert uow.orders.get("o-half") is found[0]  # tracked like any load
         invoice = uow.invoices.for_order("o-uncredited")
         invoice.credit(CreditInvoice(command_id="r-2/credit", actor=SYSTEM, issued_at=PLACED_AT, correlation_id="x",

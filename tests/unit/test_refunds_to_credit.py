@@ -136,6 +136,7 @@ def test_a_refund_whose_flow_told_support_invoicing_refused_it_is_left_to_suppor
 
 def test_a_pass_asks_about_at_most_its_share_of_a_long_backlog_and_the_next_pass_about_the_rest(monkeypatch):
     monkeypatch.setattr("activities.reconciliation.CREDITS_PER_PASS", 2)
+    monkeypatch.setattr("activities.reconciliation.ORDERS_PER_PAGE", 1)
     orders = [order_of(f"o-{n}", "100.00") for n in range(3)]
     for n, order in enumerate(orders):
         refund(order, f"r-{n}", "40.00")
@@ -150,6 +151,22 @@ def test_a_pass_asks_about_at_most_its_share_of_a_long_backlog_and_the_next_pass
     second = recon.find_refunds_to_credit(ReconciliationScan(as_of=AFTER + days(2)))
 
     assert ([item.refund_id for item in first], [item.refund_id for item in second]) == (["r-0", "r-1"], ["r-2"])
+
+
+def test_refunds_support_holds_ahead_of_the_backlog_never_stop_a_pass_reaching_the_rest(monkeypatch):
+    monkeypatch.setattr("activities.reconciliation.CREDITS_PER_PASS", 1)
+    monkeypatch.setattr("activities.reconciliation.ORDERS_PER_PAGE", 1)
+    held = [order_of(f"o-{n}", "100.00") for n in range(3)]  # never invoiced: their flows told support
+    for n, order in enumerate(held):
+        refund(order, f"r-{n}", "40.00")
+    waiting = order_of("o-9", "100.00")
+    refund(waiting, "r-9", "40.00")
+    recon = stored(*held, waiting, invoice_of(waiting),
+                   *(told_support_by_its_flow(order, f"r-{n}") for n, order in enumerate(held)))
+
+    found = recon.find_refunds_to_credit(ReconciliationScan(as_of=AFTER + days(1)))
+
+    assert [(item.order_id, item.refund_id) for item in found] == [("o-9", "r-9")]
 
 
 def recon_database(recon: ReconciliationActivities) -> FakeDatabase:
