@@ -45,10 +45,10 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-07c"  # new flows start on it
+RELEASE = "flows-2026-12-07d"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
 RELEASES = (
-    RELEASE, "flows-2026-12-07b", "flows-2026-12-07", "flows-2026-12-06h", "flows-2026-12-06g", "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
+    RELEASE, "flows-2026-12-07c", "flows-2026-12-07b", "flows-2026-12-07", "flows-2026-12-06h", "flows-2026-12-06g", "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
     FIRST_RELEASE,
 )
 
@@ -151,6 +151,10 @@ CREDITS_THE_INVOICE = "credits-the-invoice"
 # flows-2026-12-07c: the daily reconciliation asks invoicing to credit refunds paid out with no
 # credit note (paid before flows-2026-12-07b, or by a flow that ended between the two steps).
 CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED = "credits-what-refunds-left-uncredited"
+# flows-2026-12-07d: a credit note the daily pass cannot ask for (invoicing failing, not refusing)
+# is noted after a few tries and asked again the next day; it no longer holds the pass, and the
+# passes after it, for ever.
+LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS = "leaves-a-stuck-credit-for-the-next-pass"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -180,6 +184,7 @@ FOLDED_INTO = {
     TELLS_SUPPORT_BESIDE_THE_PAYOUT: "flows-2026-12-07",
     CREDITS_THE_INVOICE: "flows-2026-12-07b",
     CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED: "flows-2026-12-07c",
+    LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS: "flows-2026-12-07d",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

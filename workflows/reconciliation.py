@@ -44,6 +44,8 @@ Read top to bottom:
         refund, so asking again is safe)
         refused (no invoice, a credit beyond it) → RecordDiscrepancy(refund_not_credited) → ...
         NotifyTeam(support), who issue the note by hand; not asked again
+        failing (not refusing) for about a quarter of an hour → noted, asked again the next day;
+        after three such, the rest wait for the next day too
   Never: moves money, or decides for an owner. It describes and flags, and asks invoicing for
   the credit notes refunds left unissued (invoicing decides).
 
@@ -87,12 +89,25 @@ with workflow.unsafe.imports_passed_through():
     from workflows.process import INVALID_REQUEST, REFUSALS, Process, Refused, Step, from_outside, retry_until_done
     from workflows.process import FLAGS_UNANSWERED_PARCEL_STOPS, TELLS_WHAT_WAS_NOT_TOLD, TRACKS_MONEY_OWED
     from workflows.process import COMPARES_THE_SCHEDULED_DAY, NOTES_AN_UNREAD_STRANDED_CHECK
-    from workflows.process import CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED
+    from workflows.process import CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED, LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
 DECIDE = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
 NOTIFY = Step(start_to_close=timedelta(seconds=30), retry=retry_until_done(), local=True)
+CREDIT = Step(
+    # Asking invoicing for a credit note a refund left unissued. Invoicing failing (not refusing:
+    # a row that will not load or save, the database away) is tried for about a quarter of an hour
+    # (waits of 2, 4 and 8 minutes, timers in the history), then noted and asked again the next
+    # day: it must not hold up the rest of the pass, nor, for ever, the passes after it.
+    start_to_close=timedelta(seconds=30),
+    retry=RetryPolicy(
+        initial_interval=timedelta(minutes=2), backoff_coefficient=2.0, maximum_attempts=4,
+        non_retryable_error_types=REFUSALS,
+    ),
+    local=True,
+)
+CREDITS_UNASKED_PER_PASS = 3  # after that many, invoicing is taken to be down: the rest wait a day
 LOOKUP = Step(
     # A look-up asks the gateway (never local). A few tries; what the gateway still cannot
     # answer is left for the next run, minutes later.
@@ -287,6 +302,8 @@ class ReconciliationWorkflow(Process):
             return
         self.note(f"{len(uncredited)} refund(s) paid out with no credit note")
         run = workflow.info().run_id
+        gives_up = self.folded_in(LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS)  # a run begun before retries for ever
+        unasked = 0
         for refund in uncredited:
             try:
                 credited = await self.send(
@@ -294,7 +311,7 @@ class ReconciliationWorkflow(Process):
                         CreditInvoice, f"{run}/credit-{refund.order_id}/{refund.refund_id}", issued_at=self.began_at,
                         order_id=refund.order_id, refund_id=refund.refund_id, amount=refund.amount,
                     ),
-                    DECIDE,
+                    CREDIT if gives_up else DECIDE,
                     causes_next=False,
                 )
             except Refused as refused:
@@ -305,6 +322,16 @@ class ReconciliationWorkflow(Process):
                     f"the credit note by hand, then resolve this with its number.",
                     ours=refund.amount,
                 )
+                continue
+            except (ActivityError, ApplicationError) as trouble:  # a local activity's error comes as it is
+                if not gives_up or is_cancelled_exception(trouble):
+                    raise
+                unasked += 1
+                self.note(f"invoicing could not be asked to credit refund {refund.refund_id} "
+                          f"({_short(trouble.cause or trouble)}): asked again next pass")
+                if unasked >= CREDITS_UNASKED_PER_PASS:
+                    self.note("invoicing is failing: the other refunds without a credit note wait for the next pass")
+                    return
                 continue
             if credited.first(InvoiceCredited) is not None:
                 self.result.credited += 1

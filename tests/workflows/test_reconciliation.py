@@ -751,6 +751,48 @@ async def test_a_refund_paid_out_before_refunds_credited_their_invoice_is_credit
     assert harness.discrepancies() == []
 
 
+async def test_a_credit_note_invoicing_fails_to_issue_is_left_for_the_next_pass_and_holds_up_no_other(harness):
+    stuck_order, stuck_refund = await paid_back_before_credit_notes(harness)
+    order_id, refund_id = await paid_back_before_credit_notes(harness)
+    with harness.engine.begin() as connection:  # the stuck order's invoice can no longer be saved
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER stuck BEFORE UPDATE ON invoices WHEN OLD.order_id = '{stuck_order}' "
+            f"BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+
+    handle = await harness.client.start_workflow(  # time skips over the retries' waits
+        ReconciliationWorkflow.run, ReconciliationRun(daily=True), id=new_id("reconciliation"), task_queue=FLOWS_QUEUE,
+    )
+    first = await handle.result()
+    with harness.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER stuck")
+    await harness.env.sleep(timedelta(days=1))
+    second = await reconcile(harness, daily=True)
+
+    assert (first.status, first.credited, first.discrepancies) == ("done", 1, 0)
+    assert any(f"credit refund {stuck_refund}" in step and "asked again next pass" in step for step in first.trail)
+    assert [n.refund_id for n in harness.invoice(order_id).credit_notes] == [refund_id]
+    assert (second.credited, [n.refund_id for n in harness.invoice(stuck_order).credit_notes]) == (1, [stuck_refund])
+    assert harness.discrepancies() == []
+
+
+async def test_once_invoicing_failed_three_credit_notes_in_a_pass_the_rest_wait_for_the_next_pass(harness):
+    for _ in range(4):
+        await paid_back_before_credit_notes(harness)
+        await harness.env.sleep(timedelta(days=8))  # fraud reviews a customer's third refund within 7 days
+    with harness.engine.begin() as connection:  # no invoice can be saved
+        connection.exec_driver_sql("CREATE TRIGGER stuck BEFORE UPDATE ON invoices BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+
+    handle = await harness.client.start_workflow(  # time skips over the retries' waits
+        ReconciliationWorkflow.run, ReconciliationRun(daily=True), id=new_id("reconciliation"), task_queue=FLOWS_QUEUE,
+    )
+    result = await handle.result()
+
+    unasked = [step for step in result.trail if "asked again next pass" in step]
+    assert (result.status, result.credited, len(unasked)) == ("done", 0, 3)
+    assert result.trail[-1] == "invoicing is failing: the other refunds without a credit note wait for the next pass"
+
+
 async def test_a_refund_invoicing_cannot_credit_is_flagged_for_support_once_and_not_asked_about_again(harness):
     order_id, refund_id = await paid_back_before_credit_notes(harness)
     with harness.engine.begin() as connection:  # the order was never invoiced
