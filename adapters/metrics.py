@@ -40,7 +40,9 @@ from sqlalchemy import JSON, Column, Engine, MetaData, Table, Text, func, inspec
 
 from adapters.outbox import lag
 from adapters.tables import fraud_reviews, invoices, notifications, orders
-from domain.reconciliation.uncredited import FLAGGED, TOLD_BY_ITS_FLOW
+from domain.notifications.notification import team_notification_id
+from domain.reconciliation.commands import discrepancy_id
+from domain.reconciliation.uncredited import FLAGGED, INVOICE_NOT_CREDITED_NOTICE
 from domain.payments.gateway import Declined, GatewayRefusedRequest, GatewayUnavailable
 
 log = logging.getLogger("settleflow.metrics")
@@ -134,8 +136,10 @@ _REFUNDS_WITHOUT_CREDIT_NOTE = select(func.coalesce(func.sum(_MISSING), 0)).wher
     orders.c.refunds_paid_out > 0, _MISSING > 0
 )
 _HELD_BY_SUPPORT = select(
-    select(func.count()).where(notifications.c.id.like(f"team:support/{TOLD_BY_ITS_FLOW}/%")).scalar_subquery()
-    + select(func.count()).where(_discrepancies.c.id.like(f"{FLAGGED.value}:%")).scalar_subquery()
+    select(func.count()).where(
+        notifications.c.id.like(team_notification_id("support", INVOICE_NOT_CREDITED_NOTICE, "%"))
+    ).scalar_subquery()
+    + select(func.count()).where(_discrepancies.c.id.like(discrepancy_id(FLAGGED, "%"))).scalar_subquery()
 )
 
 

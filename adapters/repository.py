@@ -263,7 +263,8 @@ class InvoiceRepository(SqlRepository[A]):
         """The invoices of `order_ids` by order id (an order without one is left out)."""
         wanted, found = list(dict.fromkeys(order_ids)), {}
         for start in range(0, len(wanted), FIND_ALL_CHUNK):
-            for invoice in self._track_all(self._select_where(self.table.c.order_id.in_(wanted[start:start + FIND_ALL_CHUNK]))):
+            chunk = wanted[start : start + FIND_ALL_CHUNK]
+            for invoice in self._track_all(self._select_where(self.table.c.order_id.in_(chunk))):
                 found[invoice.order_id] = invoice  # type: ignore[attr-defined]
         return found
 

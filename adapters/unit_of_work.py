@@ -187,7 +187,11 @@ class SqlUnitOfWork:
         self.shipments = SqlRepository(connection, tables.shipments, types.shipments, clock=clock)
         self.notifications = SqlRepository(connection, tables.notifications, types.notifications, clock=clock)
         self.invoices = InvoiceRepository(
-            connection, tables.invoices, types.invoices, lambda i: {"order_id": i.order_id, "credit_notes": len(getattr(i, "credit_notes", ()))}, clock=clock
+            connection,
+            tables.invoices,
+            types.invoices,
+            lambda i: {"order_id": i.order_id, "credit_notes": len(getattr(i, "credit_notes", ()))},
+            clock=clock,
         )
         self.discrepancies = DiscrepancyRepository(
             connection, tables.discrepancies, types.discrepancies, lambda d: {"status": str(d.status)}, clock=clock

@@ -93,6 +93,7 @@ from domain.reconciliation.queries import (  # noqa: F401
     UnansweredParcelStop,
 )
 from domain.reconciliation.settlement import Finding  # noqa: F401
+from domain.reconciliation.uncredited import INVOICE_NOT_CREDITED_NOTICE  # noqa: F401
 from domain.shared.actor import Actor, Role  # noqa: F401
 from domain.shared.errors import refusal_kinds
 from domain.shared.messages import Command, Event  # noqa: F401

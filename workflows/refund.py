@@ -44,6 +44,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 with workflow.unsafe.imports_passed_through():
     from domain.contracts import (
+        INVOICE_NOT_CREDITED_NOTICE,
         CancelRefund,
         CompleteRefund,
         CreditInvoice,
@@ -403,7 +404,7 @@ class RefundWorkflow(StopsTheParcel, AwaitsReconciliation, Process):
         except Refused as refused:
             self.note(f"no credit note: {refused.message}")
             self.send_beside(self.command(
-                NotifyTeam, "tell-support-not-credited", team="support", kind="invoice_not_credited_support",
+                NotifyTeam, "tell-support-not-credited", team="support", kind=INVOICE_NOT_CREDITED_NOTICE,
                 subject=approved.refund_id, facts={**self.facts(approved), "reason": refused.message},
             ), NOTIFY, "support's notice of the missing credit note")
 

@@ -18,8 +18,9 @@ from domain.reconciliation.commands import discrepancy_id
 from domain.reconciliation.discrepancy import DiscrepancyKind
 from domain.reconciliation.queries import RefundToCredit
 
-# What a refund's flow tells support when invoicing refuses its credit note (workflows/refund.py).
-TOLD_BY_ITS_FLOW = "invoice_not_credited_support"
+# The kind of message a refund's flow sends support when invoicing refuses its credit note
+# (workflows/refund.py): the record that support has it in hand.
+INVOICE_NOT_CREDITED_NOTICE = "invoice_not_credited_support"
 # What the daily pass flags when invoicing refuses the note it asked for.
 FLAGGED = DiscrepancyKind.REFUND_NOT_CREDITED
 # Refunds asked about in one pass: the first pass after credit notes came may find every refund
@@ -30,7 +31,7 @@ CREDITS_PER_PASS = 1000
 def left_to_support_by(refund_id: str) -> tuple[str, str]:
     """The record that says support has a refund's missing credit note in hand: its flow's
     message to support (a notification id), or an earlier pass's flag (a discrepancy id)."""
-    return team_notification_id("support", TOLD_BY_ITS_FLOW, refund_id), discrepancy_id(FLAGGED, refund_id)
+    return team_notification_id("support", INVOICE_NOT_CREDITED_NOTICE, refund_id), discrepancy_id(FLAGGED, refund_id)
 
 
 def refunds_to_credit(order: Order, invoice: Invoice | None, left_to_support: Collection[str]) -> list[RefundToCredit]:
