@@ -209,6 +209,8 @@ class ReconciliationResult(TrailView):
     left_open: int = 0  # ... the gateway could not answer yet (asked again next run)
     discrepancies: int = 0  # new discrepancies recorded (support told once each)
     credited: int = 0  # credit notes invoicing issued for refunds paid out without one
+    not_recorded: list[str] = []  # discrepancies that could not be recorded (the run ends failed)
+    not_told: list[str] = []  # ... recorded, support not told of them (the run ends failed)
 
 
 class DiscrepancyResolution(Request):

@@ -45,10 +45,10 @@ LOCAL_DECISIONS = "local-decisions"
 # marker and an upsert of TemporalChangeVersion in every history (4 patches were 8 of a
 # refund's 27 events). Flows recorded before a release ask each later change where they
 # reach it, and replay their own path. A new release goes first in this list.
-RELEASE = "flows-2026-12-07d"  # new flows start on it
+RELEASE = "flows-2026-12-07e"  # new flows start on it
 FIRST_RELEASE = "flows-2026-12"  # flows started on it take the changes below where they reach them
 RELEASES = (
-    RELEASE, "flows-2026-12-07c", "flows-2026-12-07b", "flows-2026-12-07", "flows-2026-12-06h", "flows-2026-12-06g", "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
+    RELEASE, "flows-2026-12-07d", "flows-2026-12-07c", "flows-2026-12-07b", "flows-2026-12-07", "flows-2026-12-06h", "flows-2026-12-06g", "flows-2026-12-06f", "flows-2026-12-06e", "flows-2026-12-06d", "flows-2026-12-06c", "flows-2026-12-06b", "flows-2026-12-06",
     FIRST_RELEASE,
 )
 
@@ -155,6 +155,10 @@ CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED = "credits-what-refunds-left-uncredited"
 # is noted after a few tries and asked again the next day; it no longer holds the pass, and the
 # passes after it, for ever.
 LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS = "leaves-a-stuck-credit-for-the-next-pass"
+# flows-2026-12-07e: a discrepancy the reconciliation cannot record (or support cannot be told
+# of) is noted after about an hour of tries; the pass goes on and ends failed, naming it. Before,
+# it was retried for ever, holding that pass and, the schedules skipping overlaps, every later one.
+NOTES_A_DISCREPANCY_IT_CANNOT_RECORD = "notes-a-discrepancy-it-cannot-record"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -185,6 +189,7 @@ FOLDED_INTO = {
     CREDITS_THE_INVOICE: "flows-2026-12-07b",
     CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED: "flows-2026-12-07c",
     LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS: "flows-2026-12-07d",
+    NOTES_A_DISCREPANCY_IT_CANNOT_RECORD: "flows-2026-12-07e",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

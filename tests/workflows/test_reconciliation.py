@@ -656,6 +656,84 @@ async def test_a_day_whose_settlements_cannot_be_read_is_flagged_and_the_strande
     assert len(harness.support_messages()) == 2
 
 
+def stray_capture(harness: ReconHarness, order_id: str, amount: str = "55.00") -> None:
+    """A capture the gateway settled on 2026-11-30 that payments never asked for."""
+    harness.gateway.moved[f"ch_{order_id}"] = SettlementLine(
+        kind="capture", business_id=f"payment-{order_id}/capture", order_id=order_id, reference=f"ch_{order_id}",
+        amount=Money.of(amount, "EUR"), settled_at=datetime(2026, 11, 30, 14, 0, tzinfo=UTC),
+    )
+
+
+async def daily_run_failing(harness: ReconHarness, day: date) -> tuple[ApplicationError, ReconciliationResult]:
+    """A daily pass whose run ends failed, and what it showed last; time skips over its steps' retries."""
+    handle = await harness.client.start_workflow(
+        ReconciliationWorkflow.run, ReconciliationRun(daily=True, settlement_day=day), id=new_id("reconciliation"),
+        task_queue=FLOWS_QUEUE,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert isinstance(failed.value.cause, ApplicationError)
+    return failed.value.cause, await handle.query("status", result_type=ReconciliationResult)
+
+
+async def test_a_discrepancy_that_will_not_save_is_noted_the_pass_goes_on_and_the_run_fails_naming_the_day(harness):
+    day = date(2026, 11, 30)
+    stray_capture(harness, "o-stuck")
+    stray_capture(harness, "o-saved")
+    _, stranded_refund = await terminated_while_sending(harness)
+    with harness.engine.begin() as connection:  # this one row can never be saved
+        connection.exec_driver_sql(
+            "CREATE TRIGGER stuck BEFORE INSERT ON discrepancies WHEN NEW.id LIKE '%o-stuck%' "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+
+    failure, _ = await daily_run_failing(harness, day)
+    with harness.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER stuck")
+    again = await reconcile(harness, daily=True, day=day)  # as support does, told by the failure
+
+    stuck = "missing_in_payments:payment-o-stuck/capture"
+    assert failure.type == "DiscrepanciesNotRecorded"
+    assert f"not recorded: {stuck}" in failure.message
+    assert "starter.py compare-settlements 2026-11-30" in failure.message
+    recorded = {d.id for d in harness.discrepancies()}
+    assert recorded == {stuck, "missing_in_payments:payment-o-saved/capture", f"flow_gone:{stranded_refund}"}
+    assert (again.status, again.discrepancies, again.not_recorded) == ("done", 1, [])
+    assert len(harness.support_messages()) == 3  # each told once
+
+
+async def test_once_two_discrepancies_could_not_be_recorded_the_rest_of_the_pass_are_not_tried(harness):
+    for order in ("o-1", "o-2", "o-3"):
+        stray_capture(harness, order)
+    with harness.engine.begin() as connection:  # no discrepancy can be saved
+        connection.exec_driver_sql(
+            "CREATE TRIGGER stuck BEFORE INSERT ON discrepancies BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+
+    failure, view = await daily_run_failing(harness, date(2026, 11, 30))
+
+    assert "3 discrepancy(ies) not recorded" in failure.message
+    assert (view.status, len(view.not_recorded)) == ("not_all_recorded", 3)
+    assert len([step for step in view.trail if "could not be recorded" in step]) == 2
+    assert len([step for step in view.trail if step.endswith("not recorded: recording is failing")]) == 1
+    assert (harness.discrepancies(), harness.support_messages()) == ([], [])
+
+
+async def test_a_discrepancy_support_cannot_be_told_of_stays_open_and_the_run_fails_naming_it(harness):
+    stray_capture(harness, "o-stray")
+    with harness.engine.begin() as connection:  # support's message can never be saved
+        connection.exec_driver_sql(
+            "CREATE TRIGGER stuck BEFORE INSERT ON notifications BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+
+    failure, view = await daily_run_failing(harness, date(2026, 11, 30))
+
+    [open_one] = harness.discrepancies()
+    assert f"recorded, support not told: {open_one.id}" in failure.message
+    assert "compare-settlements" not in failure.message  # it is recorded: nothing of the day is missing
+    assert (view.not_told, harness.support_messages()) == ([open_one.id], [])
+
+
 async def test_a_stranded_check_that_cannot_be_read_is_noted_and_the_next_daily_pass_finds_what_it_missed(
     harness, monkeypatch
 ):
