@@ -67,7 +67,7 @@ FLOW_STATUSES = frozenset({
     # waiting for the gateway's real answer (RefundWorkflow, PaymentWorkflow)
     "awaiting_reconciliation",
     # ReconciliationWorkflow, ResolveDiscrepancyWorkflow
-    "asking_gateway", "comparing_settlements", "done", "resolving", "resolved",
+    "asking_gateway", "comparing_settlements", "done", "not_all_recorded", "resolving", "resolved",
 })
 # Statuses a flow passes within one run of decisions, without waiting for anybody: the
 # status query shows them, the FlowStatus search attribute does not (Process.set_status),

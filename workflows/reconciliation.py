@@ -46,10 +46,11 @@ Read top to bottom:
         NotifyTeam(support), who issue the note by hand; not asked again
         failing (not refusing) for about a quarter of an hour → noted, asked again the next day;
         after three such, the rest wait for the next day too
-  Any RecordDiscrepancy or its NotifyTeam that cannot be saved for about an hour → noted, the
-    pass goes on; after two, the rest are noted untried; the run ends failed
-    (DiscrepanciesNotRecorded) naming each, and the day to compare again if it held one of its
-    settlement findings (the other checks find theirs again the next day)
+  Any RecordDiscrepancy (or its NotifyTeam) that cannot be saved for about an hour → noted, the
+    pass goes on; after two, the rest are noted untried; one reconciliation refuses → noted as
+    a bug. The run ends failed (DiscrepanciesNotRecorded) naming each, the day to compare again
+    if one of its settlement findings would not save, and in full what no later pass finds
+    again (a gone flow's answer); the other checks find theirs again
   Never: moves money, or decides for an owner. It describes and flags, and asks invoicing for
   the credit notes refunds left unissued (invoicing decides).
 
@@ -127,7 +128,7 @@ RECORD = Step(
     ),
     local=True,
 )
-UNRECORDED_PER_PASS = 2  # after that many, recording is taken to be down: the rest are noted untried
+SAVES_FAILED_PER_PASS = 2  # records (or messages) that would not save: then those are taken to be down
 NOT_RECORDED = "DiscrepanciesNotRecorded"  # the failure of a run that could not record them all
 LOOKUP = Step(
     # A look-up asks the gateway (never local). A few tries; what the gateway still cannot
@@ -175,6 +176,10 @@ class ReconciliationWorkflow(Process):
         self.began_at: datetime | None = None  # what this pass finds, it found as of its start
         self.records_bounded = False  # a run begun before NOTES_A_DISCREPANCY_IT_CANNOT_RECORD retries for ever
         self.day_to_compare_again: date | None = None  # a day some of whose findings were not recorded
+        self.records_failed = 0  # discrepancies that would not save (refusals are bugs, not counted)
+        self.messages_failed = 0  # support's messages that would not save
+        self.refused: list[str] = []  # discrepancies reconciliation refused to record: a bug, never recorded
+        self.found_once: list[str] = []  # unrecorded discrepancies no later pass finds again, with their detail
 
     @workflow.run
     async def run(self, request: ReconciliationRun) -> ReconciliationResult:
@@ -203,7 +208,7 @@ class ReconciliationWorkflow(Process):
             meant_at = self.scheduled_for() if self.folded_in(COMPARES_THE_SCHEDULED_DAY) else self.started_at()
             day = request.settlement_day or (meant_at - timedelta(days=1)).date()
             self.set_status("comparing_settlements")
-            unrecorded_before = len(self.result.not_recorded)
+            unsaved_before = self.unsaved()
             try:
                 findings: list[Finding] = await self.read(
                     "reconciliation.CompareSettlements", SettlementDay(day=day), list[Finding], **SETTLEMENTS
@@ -224,7 +229,7 @@ class ReconciliationWorkflow(Process):
                     finding.kind.value, finding.order_id, finding.business_id, finding.detail,
                     ours=finding.ours, gateway=finding.gateway,
                 )
-            if len(self.result.not_recorded) > unrecorded_before:  # found by comparing the day alone
+            if self.unsaved() > unsaved_before:  # found by comparing the day alone
                 self.day_to_compare_again = day
             if noting_an_unread_stranded_check:
                 stranded = await self.read_or_note("reconciliation.FindStrandedRefunds", list[StrandedRefund], now)
@@ -260,18 +265,23 @@ class ReconciliationWorkflow(Process):
 
     def what_was_left(self) -> str:
         """The failure of a pass that could not record every discrepancy, saying what becomes
-        of each: found again by the next daily pass, except a day's settlement findings."""
+        of each: the checks find theirs again the next pass; a day's settlement findings only
+        by comparing the day again; a gone flow's answer never again (its detail is given here)."""
         said = []
         if self.result.not_recorded:
             said.append(f"{len(self.result.not_recorded)} discrepancy(ies) not recorded: "
-                        f"{', '.join(self.result.not_recorded)}")
+                        f"{_some(self.result.not_recorded)}")
+        if self.refused:
+            said.append(f"of them refused, a bug to report (the trail says why): {_some(self.refused)}")
         if self.result.not_told:
-            said.append(f"recorded, support not told: {', '.join(self.result.not_told)} "
+            said.append(f"recorded, support not told: {_some(self.result.not_told)} "
                         f"(open: starter.py discrepancies)")
         if self.day_to_compare_again is not None:
             day = self.day_to_compare_again
-            said.append(f"compare {day} again once the database saves: starter.py compare-settlements {day}")
-        said.append("the next daily pass finds the others again")
+            said.append(f"compare {day} again: starter.py compare-settlements {day}")
+        if self.found_once:
+            said.append(f"found by no later pass, see to it by hand: {_some(self.found_once, ' | ')}")
+        said.append("the checks find the others again the next pass")
         return "; ".join(said)
 
     @staticmethod
@@ -444,6 +454,7 @@ class ReconciliationWorkflow(Process):
                 f"payments now records {', '.join(answer.event_names)} for {item.kind} {item.business_id} "
                 f"({item.amount}), but its flow {waiting} no longer runs to finish it ({gone.message}).",
                 ours=item.amount,
+                found_again=False,  # payments answered: no longer an open request the next pass lists
             )
             return
         self.note(f"told {waiting}: {', '.join(answer.event_names)}")
@@ -451,14 +462,14 @@ class ReconciliationWorkflow(Process):
     # -- discrepancies ------------------------------------------------------------------------------
     async def flag(
         self, kind: str, order_id: str, business_id: str, detail: str,
-        ours: Money | None = None, gateway: Money | None = None,
+        ours: Money | None = None, gateway: Money | None = None, found_again: bool = True,
     ) -> None:
         """Record a discrepancy for support; support is told once, when it is new. One that
-        cannot be recorded or told (RECORD) is noted, and the pass goes on."""
+        cannot be recorded or told (RECORD) is noted, and the pass goes on. `found_again=False`:
+        nothing finds it again once this pass is over (a gone flow's answer, recorded already)."""
         identifier = discrepancy_id(kind, business_id)
-        if self.records_bounded and len(self.result.not_recorded) >= UNRECORDED_PER_PASS:
-            self.result.not_recorded.append(identifier)
-            self.note(f"{identifier} not recorded: recording is failing")
+        if self.records_bounded and self.records_failed >= SAVES_FAILED_PER_PASS:
+            self.note_not_recorded(identifier, detail, found_again, None)
             return
         # Step ids name this run: a day compared again (`compare-settlements`, the same workflow
         # id) must be decided again, not answered from the first run's records.
@@ -479,23 +490,47 @@ class ReconciliationWorkflow(Process):
                 ),
                 RECORD if self.records_bounded else DECIDE,
             )
-        except (ActivityError, ApplicationError) as trouble:  # Refused too; a local activity's error comes as it is
+        except (ActivityError, ApplicationError) as trouble:  # a local activity's error comes as it is
             if not self.records_bounded or is_cancelled_exception(trouble):
                 raise
-            self.result.not_recorded.append(identifier)
-            self.note(f"{identifier} could not be recorded ({_short(trouble.cause or trouble)})")
+            self.note_not_recorded(identifier, detail, found_again, trouble)
             return
         found = recorded.first(DiscrepancyRecorded)
         if found is None:
             return  # known already: support was told when it was found
         self.result.discrepancies += 1
+        if self.records_bounded and self.messages_failed >= SAVES_FAILED_PER_PASS:
+            self.result.not_told.append(identifier)
+            self.note(f"support not told of {identifier}: not tried, saving messages is failing")
+            return
         try:
             await self.tell_support(identifier, kind, order_id, business_id, detail, found)
         except (ActivityError, ApplicationError) as trouble:
             if not self.records_bounded or is_cancelled_exception(trouble):
                 raise
             self.result.not_told.append(identifier)
-            self.note(f"support could not be told of {identifier} ({_short(trouble.cause or trouble)})")
+            if not isinstance(trouble, Refused):
+                self.messages_failed += 1
+            self.note(f"support not told of {identifier}: {_why(trouble)}")
+
+    def unsaved(self) -> int:
+        """Discrepancies not recorded because saving failed (not refused): asking again may record them."""
+        return len(self.result.not_recorded) - len(self.refused)
+
+    def note_not_recorded(
+        self, identifier: str, detail: str, found_again: bool, trouble: ActivityError | ApplicationError | None,
+    ) -> None:
+        """`trouble` None: not tried, saving having failed too often in this pass. A refusal (a
+        bug in what this pass sent: comparing again cannot help) is not taken for the database
+        failing."""
+        self.result.not_recorded.append(identifier)
+        if isinstance(trouble, Refused):
+            self.refused.append(identifier)
+        elif trouble is not None:
+            self.records_failed += 1
+        if not found_again:
+            self.found_once.append(f"{identifier}: {detail}")
+        self.note(f"{identifier} not recorded: {'not tried, saving is failing' if trouble is None else _why(trouble)}")
 
     async def tell_support(
         self, identifier: str, kind: str, order_id: str, business_id: str, detail: str, found: DiscrepancyRecorded,
@@ -533,6 +568,18 @@ class ReconciliationWorkflow(Process):
 
     def current(self) -> ReconciliationResult:
         return self.result.model_copy(update={"status": self.status, "trail": list(self.trail)})
+
+
+def _some(items: list[str], between: str = ", ", shown: int = 20) -> str:
+    """A list for a failure's message, cut to fit (the run's trail and result hold them all)."""
+    more = f"{between}and {len(items) - shown} more" if len(items) > shown else ""
+    return between.join(items[:shown]) + more
+
+
+def _why(trouble: ActivityError | ApplicationError) -> str:
+    if isinstance(trouble, Refused):
+        return f"refused, a bug to report ({_short(trouble.message)})"
+    return f"could not be saved ({_short(trouble.cause or trouble)})"
 
 
 def _short(reason: object) -> str:

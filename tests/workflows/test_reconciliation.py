@@ -664,10 +664,12 @@ def stray_capture(harness: ReconHarness, order_id: str, amount: str = "55.00") -
     )
 
 
-async def daily_run_failing(harness: ReconHarness, day: date) -> tuple[ApplicationError, ReconciliationResult]:
-    """A daily pass whose run ends failed, and what it showed last; time skips over its steps' retries."""
+async def daily_run_failing(
+    harness: ReconHarness, day: date | None = None, daily: bool = True,
+) -> tuple[ApplicationError, ReconciliationResult]:
+    """A pass whose run ends failed, and what it showed last; time skips over its steps' retries."""
     handle = await harness.client.start_workflow(
-        ReconciliationWorkflow.run, ReconciliationRun(daily=True, settlement_day=day), id=new_id("reconciliation"),
+        ReconciliationWorkflow.run, ReconciliationRun(daily=daily, settlement_day=day), id=new_id("reconciliation"),
         task_queue=FLOWS_QUEUE,
     )
     with pytest.raises(WorkflowFailureError) as failed:
@@ -676,62 +678,97 @@ async def daily_run_failing(harness: ReconHarness, day: date) -> tuple[Applicati
     return failed.value.cause, await handle.query("status", result_type=ReconciliationResult)
 
 
+def refuse_to_save(harness: ReconHarness, table: str, when: str = "1") -> None:
+    """Rows of `table` (matching `when`) that never save, as a broken row or a full disk would."""
+    with harness.engine.begin() as connection:
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER stuck_{table} BEFORE INSERT ON {table} WHEN {when} "
+            f"BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+
+
+def saving_again(harness: ReconHarness, table: str) -> None:
+    with harness.engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP TRIGGER stuck_{table}")
+
+
 async def test_a_discrepancy_that_will_not_save_is_noted_the_pass_goes_on_and_the_run_fails_naming_the_day(harness):
     day = date(2026, 11, 30)
     stray_capture(harness, "o-stuck")
     stray_capture(harness, "o-saved")
     _, stranded_refund = await terminated_while_sending(harness)
-    with harness.engine.begin() as connection:  # this one row can never be saved
-        connection.exec_driver_sql(
-            "CREATE TRIGGER stuck BEFORE INSERT ON discrepancies WHEN NEW.id LIKE '%o-stuck%' "
-            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
-        )
+    refuse_to_save(harness, "discrepancies", when="NEW.id LIKE '%o-stuck%'")
 
-    failure, _ = await daily_run_failing(harness, day)
-    with harness.engine.begin() as connection:
-        connection.exec_driver_sql("DROP TRIGGER stuck")
+    failure, view = await daily_run_failing(harness, day)
+    recorded_by_the_pass = {d.id for d in harness.discrepancies()}
+    saving_again(harness, "discrepancies")
     again = await reconcile(harness, daily=True, day=day)  # as support does, told by the failure
 
     stuck = "missing_in_payments:payment-o-stuck/capture"
-    assert failure.type == "DiscrepanciesNotRecorded"
-    assert f"not recorded: {stuck}" in failure.message
-    assert "starter.py compare-settlements 2026-11-30" in failure.message
-    recorded = {d.id for d in harness.discrepancies()}
-    assert recorded == {stuck, "missing_in_payments:payment-o-saved/capture", f"flow_gone:{stranded_refund}"}
+    assert (failure.type, view.status, view.not_recorded) == ("DiscrepanciesNotRecorded", "not_all_recorded", [stuck])
+    assert f"1 discrepancy(ies) not recorded: {stuck}" in failure.message
+    assert "compare 2026-11-30 again: starter.py compare-settlements 2026-11-30" in failure.message
+    assert recorded_by_the_pass == {"missing_in_payments:payment-o-saved/capture", f"flow_gone:{stranded_refund}"}
+    assert {d.id for d in harness.discrepancies()} == recorded_by_the_pass | {stuck}
     assert (again.status, again.discrepancies, again.not_recorded) == ("done", 1, [])
     assert len(harness.support_messages()) == 3  # each told once
 
 
-async def test_once_two_discrepancies_could_not_be_recorded_the_rest_of_the_pass_are_not_tried(harness):
+async def test_once_two_discrepancies_would_not_save_the_rest_of_the_pass_are_not_tried(harness):
     for order in ("o-1", "o-2", "o-3"):
         stray_capture(harness, order)
-    with harness.engine.begin() as connection:  # no discrepancy can be saved
-        connection.exec_driver_sql(
-            "CREATE TRIGGER stuck BEFORE INSERT ON discrepancies BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
-        )
+    refuse_to_save(harness, "discrepancies")  # none can be saved
 
     failure, view = await daily_run_failing(harness, date(2026, 11, 30))
 
     assert "3 discrepancy(ies) not recorded" in failure.message
+    assert "starter.py compare-settlements 2026-11-30" in failure.message
     assert (view.status, len(view.not_recorded)) == ("not_all_recorded", 3)
-    assert len([step for step in view.trail if "could not be recorded" in step]) == 2
-    assert len([step for step in view.trail if step.endswith("not recorded: recording is failing")]) == 1
+    assert len([step for step in view.trail if "not recorded: could not be saved" in step]) == 2
+    assert len([step for step in view.trail if step.endswith("not recorded: not tried, saving is failing")]) == 1
     assert (harness.discrepancies(), harness.support_messages()) == ([], [])
 
 
-async def test_a_discrepancy_support_cannot_be_told_of_stays_open_and_the_run_fails_naming_it(harness):
-    stray_capture(harness, "o-stray")
-    with harness.engine.begin() as connection:  # support's message can never be saved
-        connection.exec_driver_sql(
-            "CREATE TRIGGER stuck BEFORE INSERT ON notifications BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
-        )
+async def test_a_finding_reconciliation_refuses_to_record_is_named_as_a_bug_and_holds_up_no_other(harness):
+    too_long = "x" * 1001  # a stray charge's metadata, longer than any id settleflow keeps
+    for order in (f"{too_long}-1", f"{too_long}-2", "o-stray"):
+        stray_capture(harness, order)
 
     failure, view = await daily_run_failing(harness, date(2026, 11, 30))
 
-    [open_one] = harness.discrepancies()
-    assert f"recorded, support not told: {open_one.id}" in failure.message
-    assert "compare-settlements" not in failure.message  # it is recorded: nothing of the day is missing
-    assert (view.not_told, harness.support_messages()) == ([open_one.id], [])
+    refused = [step for step in view.trail if "not recorded: refused, a bug to report" in step]
+    assert (len(refused), len(view.not_recorded)) == (2, 2)
+    assert [d.id for d in harness.discrepancies()] == ["missing_in_payments:payment-o-stray/capture"]  # not skipped
+    assert "of them refused, a bug to report" in failure.message
+    assert "compare-settlements" not in failure.message  # comparing again would be refused again
+
+
+async def test_a_discrepancy_support_cannot_be_told_of_stays_open_and_the_run_fails_naming_it(harness):
+    for order in ("o-1", "o-2", "o-3"):
+        stray_capture(harness, order)
+    refuse_to_save(harness, "notifications")  # support's messages can never be saved
+
+    failure, view = await daily_run_failing(harness, date(2026, 11, 30))
+
+    opened = sorted(d.id for d in harness.discrepancies())
+    assert (view.status, view.not_recorded, sorted(view.not_told)) == ("not_all_recorded", [], opened)
+    assert len(opened) == 3  # each recorded, though telling support failed
+    assert len([step for step in view.trail if "not tried, saving messages is failing" in step]) == 1
+    assert "recorded, support not told: " in failure.message
+    assert "compare-settlements" not in failure.message  # recorded: nothing of the day is missing
+    assert harness.support_messages() == []
+
+
+async def test_a_gone_flows_answer_that_will_not_save_as_a_discrepancy_is_described_in_full_in_the_failure(harness):
+    order_id, refund_id, handle, _ = await refund_awaiting_reconciliation(harness, "answer_lost")
+    await handle.terminate("an operator pressed Terminate")
+    refuse_to_save(harness, "discrepancies")
+
+    failure, _ = await daily_run_failing(harness, daily=False)  # the frequent pass
+
+    assert f"found by no later pass, see to it by hand: flow_gone:{refund_id}: payments now records" in failure.message
+    assert f"refund-{refund_id} no longer runs" in failure.message
+    assert harness.payment(order_id).refunds[refund_id].status is GatewayRefundStatus.SETTLED  # payments answered
 
 
 async def test_a_stranded_check_that_cannot_be_read_is_noted_and_the_next_daily_pass_finds_what_it_missed(
