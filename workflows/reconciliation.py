@@ -16,7 +16,8 @@ Read top to bottom:
         → NotifyTeam(support). The gateway cannot say yet → asked again next run.
     FindUntoldAnswers → flows still waiting whose answer payments already holds (found by an
         earlier pass that could not tell them) → signal `gateway_answer` with payments' record
-  Daily (`daily`):
+  Daily (`daily`): the above, a FindOpenGatewayRequests that cannot be read only noted (the
+    frequent pass asks again minutes later: the day's comparison must not wait on it), then
     CompareSettlements(the day before the time the run was scheduled for, or the day asked
         for) → billing's ledger and payments' records against the gateway's listing → for each
         finding: RecordDiscrepancy → reconciliation → DiscrepancyRecorded (new, or found again
@@ -95,7 +96,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.process import FLAGS_UNANSWERED_PARCEL_STOPS, TELLS_WHAT_WAS_NOT_TOLD, TRACKS_MONEY_OWED
     from workflows.process import COMPARES_THE_SCHEDULED_DAY, NOTES_AN_UNREAD_STRANDED_CHECK
     from workflows.process import CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED, LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS
-    from workflows.process import NOTES_A_DISCREPANCY_IT_CANNOT_RECORD
+    from workflows.process import COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD, NOTES_A_DISCREPANCY_IT_CANNOT_RECORD
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -192,11 +193,19 @@ class ReconciliationWorkflow(Process):
         noting_an_unread_stranded_check = self.folded_in(NOTES_AN_UNREAD_STRANDED_CHECK)
         crediting_refunds = request.daily and self.folded_in(CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED)
         self.records_bounded = self.folded_in(NOTES_A_DISCREPANCY_IT_CANNOT_RECORD)
-        open_requests: list[OpenGatewayRequest] = await self.read(
-            "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
-        )
-        self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer")
-        for item in open_requests:
+        open_requests: list[OpenGatewayRequest] | None
+        if request.daily and self.folded_in(COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD):
+            # The daily pass's own work (the day's settlements) must not hang on this read: the
+            # frequent pass, minutes later, asks the gateway about these anyway.
+            open_requests = await self.read_or_note("reconciliation.FindOpenGatewayRequests",
+                                                    list[OpenGatewayRequest], now)
+        else:
+            open_requests = await self.read(
+                "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
+            )
+        if open_requests is not None:
+            self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer")
+        for item in open_requests or []:
             await self.reconcile(item)
         if telling_the_untold:
             await self.tell_what_was_not_told(now)  # after the pass's own answers: it holds none of them up

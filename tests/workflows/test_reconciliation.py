@@ -31,7 +31,7 @@ from temporalio.worker import Worker
 
 import starter
 from adapters import db, tables
-from adapters.repository import dump_state
+from adapters.repository import PaymentRepository, dump_state
 from activities.billing import BillingActivities
 from activities.payments import PaymentsActivities
 from activities.registry import OWNER_QUEUES, activities_for
@@ -790,6 +790,21 @@ async def test_a_stranded_check_that_cannot_be_read_is_noted_and_the_next_daily_
     assert any(line.startswith("reconciliation.FindStrandedRefunds could not be read") for line in first.trail)
     assert first.discrepancies == 0 and second.discrepancies >= 1
     assert [d.id for d in harness.discrepancies()] == [f"flow_gone:{refund_id}"]  # the money held is found
+
+
+async def test_a_daily_pass_that_cannot_list_the_open_gateway_requests_still_compares_its_day(harness, monkeypatch):
+    stray_capture(harness, "o-stray")
+
+    def database_down(self):
+        # As the read's last try fails (its five tries take half a minute of real time here).
+        raise ApplicationError("the database is unreachable", non_retryable=True)
+
+    monkeypatch.setattr(PaymentRepository, "awaiting_answers", database_down)
+    result = await reconcile(harness, daily=True, day=date(2026, 11, 30))
+
+    assert result.status == "done"
+    assert any(line.startswith("reconciliation.FindOpenGatewayRequests could not be read") for line in result.trail)
+    assert [d.id for d in harness.discrepancies()] == ["missing_in_payments:payment-o-stray/capture"]
 
 
 async def test_money_a_cancelled_order_owes_after_a_review_said_no_is_flagged_until_a_refund_takes_it(
