@@ -176,11 +176,14 @@ class ReconciliationWorkflow(Process):
         self.result = ReconciliationResult(status="started", trail=[])
         self.began_at: datetime | None = None  # what this pass finds, it found as of its start
         self.records_bounded = False  # a run begun before NOTES_A_DISCREPANCY_IT_CANNOT_RECORD retries for ever
-        self.day_to_compare_again: date | None = None  # a day some of whose findings were not recorded
+        # What could not be recorded, by what becomes of it (what_was_left):
         self.records_failed = 0  # discrepancies that would not save (refusals are bugs, not counted)
         self.messages_failed = 0  # support's messages that would not save
-        self.refused: list[str] = []  # discrepancies reconciliation refused to record: a bug, never recorded
-        self.found_once: list[str] = []  # unrecorded discrepancies no later pass finds again, with their detail
+        self.comparing_day: date | None = None  # the day whose settlement findings are being flagged
+        self.day_to_compare_again: date | None = None  # ... some of which would not save
+        self.found_later = 0  # would not save; their check finds them again on its next pass
+        self.refused: list[str] = []  # refused: a bug, refused again however often found
+        self.by_hand: list[str] = []  # found by no later pass (refused ones too): id and detail
 
     @workflow.run
     async def run(self, request: ReconciliationRun) -> ReconciliationResult:
@@ -217,7 +220,7 @@ class ReconciliationWorkflow(Process):
             meant_at = self.scheduled_for() if self.folded_in(COMPARES_THE_SCHEDULED_DAY) else self.started_at()
             day = request.settlement_day or (meant_at - timedelta(days=1)).date()
             self.set_status("comparing_settlements")
-            unsaved_before = self.unsaved()
+            self.comparing_day = day
             try:
                 findings: list[Finding] = await self.read(
                     "reconciliation.CompareSettlements", SettlementDay(day=day), list[Finding], **SETTLEMENTS
@@ -238,8 +241,7 @@ class ReconciliationWorkflow(Process):
                     finding.kind.value, finding.order_id, finding.business_id, finding.detail,
                     ours=finding.ours, gateway=finding.gateway,
                 )
-            if self.unsaved() > unsaved_before:  # found by comparing the day alone
-                self.day_to_compare_again = day
+            self.comparing_day = None
             if noting_an_unread_stranded_check:
                 stranded = await self.read_or_note("reconciliation.FindStrandedRefunds", list[StrandedRefund], now)
             else:
@@ -274,23 +276,25 @@ class ReconciliationWorkflow(Process):
 
     def what_was_left(self) -> str:
         """The failure of a pass that could not record every discrepancy, saying what becomes
-        of each: the checks find theirs again the next pass; a day's settlement findings only
-        by comparing the day again; a gone flow's answer never again (its detail is given here)."""
+        of each: a day's settlement findings are found again by comparing the day again; the
+        other checks' by their next pass; a gone flow's answer, and a refused one, by nothing
+        (each with its detail, here and in the trail); support is told by no later pass."""
         said = []
         if self.result.not_recorded:
             said.append(f"{len(self.result.not_recorded)} discrepancy(ies) not recorded: "
                         f"{_some(self.result.not_recorded)}")
         if self.refused:
             said.append(f"of them refused, a bug to report (the trail says why): {_some(self.refused)}")
-        if self.result.not_told:
-            said.append(f"recorded, support not told: {_some(self.result.not_told)} "
-                        f"(open: starter.py discrepancies)")
         if self.day_to_compare_again is not None:
             day = self.day_to_compare_again
             said.append(f"compare {day} again: starter.py compare-settlements {day}")
-        if self.found_once:
-            said.append(f"found by no later pass, see to it by hand: {_some(self.found_once, ' | ')}")
-        said.append("the checks find the others again the next pass")
+        if self.found_later:
+            said.append(f"{self.found_later} found again by their check's next pass")
+        if self.by_hand:
+            said.append(f"found by no later pass, see to it by hand: {_some(self.by_hand, ' | ')}")
+        if self.result.not_told:
+            said.append(f"recorded, support not told (no later pass tells them): {_some(self.result.not_told)} "
+                        f"(open: starter.py discrepancies)")
         return "; ".join(said)
 
     @staticmethod
@@ -522,24 +526,26 @@ class ReconciliationWorkflow(Process):
                 self.messages_failed += 1
             self.note(f"support not told of {identifier}: {_why(trouble)}")
 
-    def unsaved(self) -> int:
-        """Discrepancies not recorded because saving failed (not refused): asking again may record them."""
-        return len(self.result.not_recorded) - len(self.refused)
-
     def note_not_recorded(
         self, identifier: str, detail: str, found_again: bool, trouble: ActivityError | ApplicationError | None,
     ) -> None:
         """`trouble` None: not tried, saving having failed too often in this pass. A refusal (a
-        bug in what this pass sent: comparing again cannot help) is not taken for the database
+        bug in what this pass sent: finding it again cannot help) is not taken for the database
         failing."""
         self.result.not_recorded.append(identifier)
+        why = "not tried, saving is failing" if trouble is None else _why(trouble)
         if isinstance(trouble, Refused):
             self.refused.append(identifier)
         elif trouble is not None:
             self.records_failed += 1
-        if not found_again:
-            self.found_once.append(f"{identifier}: {detail}")
-        self.note(f"{identifier} not recorded: {'not tried, saving is failing' if trouble is None else _why(trouble)}")
+        if isinstance(trouble, Refused) or not found_again:
+            self.by_hand.append(f"{identifier}: {detail}")
+            why = f"{why}. See to it by hand: {detail}"  # the trail keeps them all
+        elif self.comparing_day is not None:
+            self.day_to_compare_again = self.comparing_day
+        else:
+            self.found_later += 1
+        self.note(f"{identifier} not recorded: {why}")
 
     async def tell_support(
         self, identifier: str, kind: str, order_id: str, business_id: str, detail: str, found: DiscrepancyRecorded,

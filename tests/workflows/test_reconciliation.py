@@ -664,7 +664,7 @@ def stray_capture(harness: ReconHarness, order_id: str, amount: str = "55.00") -
     )
 
 
-async def daily_run_failing(
+async def run_failing(
     harness: ReconHarness, day: date | None = None, daily: bool = True,
 ) -> tuple[ApplicationError, ReconciliationResult]:
     """A pass whose run ends failed, and what it showed last; time skips over its steps' retries."""
@@ -699,7 +699,7 @@ async def test_a_discrepancy_that_will_not_save_is_noted_the_pass_goes_on_and_th
     _, stranded_refund = await terminated_while_sending(harness)
     refuse_to_save(harness, "discrepancies", when="NEW.id LIKE '%o-stuck%'")
 
-    failure, view = await daily_run_failing(harness, day)
+    failure, view = await run_failing(harness, day)
     recorded_by_the_pass = {d.id for d in harness.discrepancies()}
     saving_again(harness, "discrepancies")
     again = await reconcile(harness, daily=True, day=day)  # as support does, told by the failure
@@ -719,7 +719,7 @@ async def test_once_two_discrepancies_would_not_save_the_rest_of_the_pass_are_no
         stray_capture(harness, order)
     refuse_to_save(harness, "discrepancies")  # none can be saved
 
-    failure, view = await daily_run_failing(harness, date(2026, 11, 30))
+    failure, view = await run_failing(harness, date(2026, 11, 30))
 
     assert "3 discrepancy(ies) not recorded" in failure.message
     assert "starter.py compare-settlements 2026-11-30" in failure.message
@@ -731,15 +731,16 @@ async def test_once_two_discrepancies_would_not_save_the_rest_of_the_pass_are_no
 
 async def test_a_finding_reconciliation_refuses_to_record_is_named_as_a_bug_and_holds_up_no_other(harness):
     too_long = "x" * 1001  # a stray charge's metadata, longer than any id settleflow keeps
-    for order in (f"{too_long}-1", f"{too_long}-2", "o-stray"):
+    for order in (f"{too_long}-1", f"{too_long}-2", "z-stray"):  # compared in this order (by business id)
         stray_capture(harness, order)
 
-    failure, view = await daily_run_failing(harness, date(2026, 11, 30))
+    failure, view = await run_failing(harness, date(2026, 11, 30))
 
     refused = [step for step in view.trail if "not recorded: refused, a bug to report" in step]
     assert (len(refused), len(view.not_recorded)) == (2, 2)
-    assert [d.id for d in harness.discrepancies()] == ["missing_in_payments:payment-o-stray/capture"]  # not skipped
+    assert [d.id for d in harness.discrepancies()] == ["missing_in_payments:payment-z-stray/capture"]  # not skipped
     assert "of them refused, a bug to report" in failure.message
+    assert failure.message.count("has no settled record of it") == 2  # each one's detail, to see to by hand
     assert "compare-settlements" not in failure.message  # comparing again would be refused again
 
 
@@ -748,13 +749,13 @@ async def test_a_discrepancy_support_cannot_be_told_of_stays_open_and_the_run_fa
         stray_capture(harness, order)
     refuse_to_save(harness, "notifications")  # support's messages can never be saved
 
-    failure, view = await daily_run_failing(harness, date(2026, 11, 30))
+    failure, view = await run_failing(harness, date(2026, 11, 30))
 
     opened = sorted(d.id for d in harness.discrepancies())
     assert (view.status, view.not_recorded, sorted(view.not_told)) == ("not_all_recorded", [], opened)
     assert len(opened) == 3  # each recorded, though telling support failed
     assert len([step for step in view.trail if "not tried, saving messages is failing" in step]) == 1
-    assert "recorded, support not told: " in failure.message
+    assert "recorded, support not told (no later pass tells them): " in failure.message
     assert "compare-settlements" not in failure.message  # recorded: nothing of the day is missing
     assert harness.support_messages() == []
 
@@ -764,7 +765,7 @@ async def test_a_gone_flows_answer_that_will_not_save_as_a_discrepancy_is_descri
     await handle.terminate("an operator pressed Terminate")
     refuse_to_save(harness, "discrepancies")
 
-    failure, _ = await daily_run_failing(harness, daily=False)  # the frequent pass
+    failure, _ = await run_failing(harness, daily=False)  # the frequent pass
 
     assert f"found by no later pass, see to it by hand: flow_gone:{refund_id}: payments now records" in failure.message
     assert f"refund-{refund_id} no longer runs" in failure.message
@@ -796,7 +797,7 @@ async def test_a_daily_pass_that_cannot_list_the_open_gateway_requests_still_com
     stray_capture(harness, "o-stray")
 
     def database_down(self):
-        # As the read's last try fails (its five tries take half a minute of real time here).
+        # As the read's last try would fail (non-retryable: its five tries take half a minute).
         raise ApplicationError("the database is unreachable", non_retryable=True)
 
     monkeypatch.setattr(PaymentRepository, "awaiting_answers", database_down)
