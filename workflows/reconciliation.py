@@ -196,16 +196,12 @@ class ReconciliationWorkflow(Process):
         noting_an_unread_stranded_check = self.folded_in(NOTES_AN_UNREAD_STRANDED_CHECK)
         crediting_refunds = request.daily and self.folded_in(CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED)
         self.records_bounded = self.folded_in(NOTES_A_DISCREPANCY_IT_CANNOT_RECORD)
-        open_requests: list[OpenGatewayRequest] | None
-        if request.daily and self.folded_in(COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD):
-            # The daily pass's own work (the day's settlements) must not hang on this read: the
-            # frequent pass, minutes later, asks the gateway about these anyway.
-            open_requests = await self.read_or_note("reconciliation.FindOpenGatewayRequests",
-                                                    list[OpenGatewayRequest], now)
-        else:
-            open_requests = await self.read(
-                "reconciliation.FindOpenGatewayRequests", ReconciliationScan(as_of=now), list[OpenGatewayRequest]
-            )
+        # The daily pass's own work (the day's settlements) must not hang on this read: the
+        # frequent pass, minutes later, asks the gateway about these anyway.
+        open_requests: list[OpenGatewayRequest] | None = await self.read_as_of(
+            "reconciliation.FindOpenGatewayRequests", list[OpenGatewayRequest], now,
+            noting=request.daily and self.folded_in(COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD),
+        )
         if open_requests is not None:
             self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer")
         for item in open_requests or []:
@@ -242,12 +238,9 @@ class ReconciliationWorkflow(Process):
                     ours=finding.ours, gateway=finding.gateway,
                 )
             self.comparing_day = None
-            if noting_an_unread_stranded_check:
-                stranded = await self.read_or_note("reconciliation.FindStrandedRefunds", list[StrandedRefund], now)
-            else:
-                stranded = await self.read(
-                    "reconciliation.FindStrandedRefunds", ReconciliationScan(as_of=now), list[StrandedRefund]
-                )
+            stranded = await self.read_as_of(
+                "reconciliation.FindStrandedRefunds", list[StrandedRefund], now, noting=noting_an_unread_stranded_check
+            )
             if stranded is not None:
                 self.note(f"{len(stranded)} reservation(s) whose refund flow is gone")
             for refund in stranded or []:
@@ -302,6 +295,12 @@ class ReconciliationWorkflow(Process):
         """The time the schedule started this run for (`TemporalScheduledStartTime`; a catch-up
         after an outage starts it later), else the run's start (started by hand)."""
         return workflow.info().typed_search_attributes.get(SCHEDULED_START) or Process.started_at()
+
+    async def read_as_of(self, activity: str, result_type: Any, now: datetime, noting: bool) -> Any:
+        """One of the pass's reads, as of its start: `noting`, one that fails is noted (None)."""
+        if noting:
+            return await self.read_or_note(activity, result_type, now)
+        return await self.read(activity, ReconciliationScan(as_of=now), result_type)
 
     async def read_or_note(self, activity: str, result_type: Any, now: datetime) -> Any:
         """One of the daily pass's reads, as of the pass's start; None when it fails (Temporal or
