@@ -308,9 +308,17 @@ class OrderRepository(SqlRepository[A]):
 
 
 class PaymentRepository(SqlRepository[A]):
-    def awaiting_answers(self) -> list[A]:
-        """Payments with a capture or refund still waiting for (or missing) the gateway's answer."""
-        return self._track_all(self._select_where(self.table.c.open_since.is_not(None)))
+    def awaiting_answers(self, limit: int | None = None) -> list[A]:
+        """Payments with a capture or refund still waiting for (or missing) the gateway's answer,
+        the longest waiting first; at most `limit` of them."""
+        columns = self.table.c
+        statement = (
+            select(columns.id, columns.version, columns.state)
+            .where(columns.open_since.is_not(None))
+            .order_by(columns.open_since, columns.id)
+            .limit(limit)
+        )
+        return self._track_all(list(self.connection.execute(statement).all()))
 
     def changed_since(self, moment: datetime) -> list[A]:
         return self._track_all(self._select_where(self.table.c.updated_at >= moment))

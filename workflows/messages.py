@@ -201,6 +201,9 @@ class ReconciliationRun(BaseModel):
 
     daily: bool = False
     settlement_day: date | None = None
+    # Gateway look-ups one pass makes at most (each is a few events in the run's history, which
+    # Temporal caps); more open requests than that are asked about by the passes after it.
+    lookups_per_pass: int = Field(500, ge=1, le=2000)
 
 
 class ReconciliationResult(TrailView):

@@ -163,6 +163,11 @@ NOTES_A_DISCREPANCY_IT_CANNOT_RECORD = "notes-a-discrepancy-it-cannot-record"
 # database away for half a minute at 02:00) notes it and compares the day; before, it failed
 # the run there, and that day's settlements were compared by nobody.
 COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD = "compares-though-open-requests-are-unread"
+# flows-2026-12-07e too: a pass asks the gateway about at most `lookups_per_pass` open requests
+# (a sample of them when there are more: the rest the next pass), and stops asking after three
+# in a row the gateway could not answer (it is down: the rest the next pass). Before, a backlog
+# after a gateway outage was asked in one pass: hours long, its history past Temporal's limit.
+ASKS_A_BOUNDED_NUMBER_PER_PASS = "asks-a-bounded-number-per-pass"
 FOLDED_INTO = {
     VERIFIED_GATEWAY_ANSWERS: "flows-2026-12-06",
     VERIFIED_FULFILMENT: "flows-2026-12-06",
@@ -195,6 +200,7 @@ FOLDED_INTO = {
     LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS: "flows-2026-12-07d",
     NOTES_A_DISCREPANCY_IT_CANNOT_RECORD: "flows-2026-12-07e",
     COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD: "flows-2026-12-07e",
+    ASKS_A_BOUNDED_NUMBER_PER_PASS: "flows-2026-12-07e",
 }
 
 # Errors an owner raises when a command makes no sense; retrying cannot help. Read from the

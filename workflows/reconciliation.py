@@ -4,8 +4,9 @@
 Read top to bottom:
   Every run:
     FindOpenGatewayRequests → payments' records: unknown captures and refunds, and ones
-        `sent` longer than any flow still retries them
-    for each: ReconcileGatewayRefund | ReconcileCapture → payments, which looks the gateway
+        `sent` longer than any flow still retries them (the longest waiting 2,000)
+    for each (at most `lookups_per_pass`, a sample when more; after three in a row the gateway
+        could not answer, the rest wait for the next pass): ReconcileGatewayRefund | ReconcileCapture → payments, which looks the gateway
         up by the business id and decides what the answer means:
         GatewayRefundSettled | GatewayRefundDeclined | GatewayRefundNotFound
         | PaymentCaptured | PaymentDeclined (+ PaymentAbandoned)
@@ -97,6 +98,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.process import COMPARES_THE_SCHEDULED_DAY, NOTES_AN_UNREAD_STRANDED_CHECK
     from workflows.process import CREDITS_WHAT_REFUNDS_LEFT_UNCREDITED, LEAVES_A_STUCK_CREDIT_FOR_THE_NEXT_PASS
     from workflows.process import COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD, NOTES_A_DISCREPANCY_IT_CANNOT_RECORD
+    from workflows.process import ASKS_A_BOUNDED_NUMBER_PER_PASS
 
 # -- Process concerns, all in one place ------------------------------------------
 RECONCILIATION_QUEUE = "reconciliation"
@@ -131,6 +133,7 @@ RECORD = Step(
 )
 SAVES_FAILED_PER_PASS = 2  # records (or messages) that would not save: then those are taken to be down
 NOT_RECORDED = "DiscrepanciesNotRecorded"  # the failure of a run that could not record them all
+UNREACHED_IN_A_ROW = 3  # look-ups the gateway could not answer, one after another: it is down
 LOOKUP = Step(
     # A look-up asks the gateway (never local). A few tries; what the gateway still cannot
     # answer is left for the next run, minutes later.
@@ -204,8 +207,11 @@ class ReconciliationWorkflow(Process):
         )
         if open_requests is not None:
             self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer")
-        for item in open_requests or []:
-            await self.reconcile(item)
+        if self.folded_in(ASKS_A_BOUNDED_NUMBER_PER_PASS):
+            await self.ask_about(open_requests or [], request.lookups_per_pass)
+        else:  # a run begun before asks about every one, whatever the gateway does
+            for item in open_requests or []:
+                await self.reconcile(item)
         if telling_the_untold:
             await self.tell_what_was_not_told(now)  # after the pass's own answers: it holds none of them up
 
@@ -427,7 +433,8 @@ class ReconciliationWorkflow(Process):
                 continue  # ended meanwhile: nothing left waiting
             self.note(f"told {item.workflow_id} what payments found ({item.answer.command_id}): its signal had been lost")
 
-    async def reconcile(self, item: OpenGatewayRequest) -> None:
+    async def reconcile(self, item: OpenGatewayRequest) -> bool:
+        """Ask payments to look one open request up; False when the gateway could not be reached."""
         self.result.asked += 1
         step = f"reconcile-{item.kind}-{item.business_id}"
         if item.kind == "refund":
@@ -441,7 +448,7 @@ class ReconciliationWorkflow(Process):
         except Refused as refused:
             self.result.left_open += 1
             self.note(f"payments will not reconcile {item.kind} {item.business_id} now: {refused.message}")
-            return
+            return True
         except ActivityError as trouble:
             self.result.left_open += 1
             self.note(f"the gateway could not say what became of {item.kind} {item.business_id}: {trouble.cause or trouble}")
@@ -454,7 +461,8 @@ class ReconciliationWorkflow(Process):
                     f"{_short(trouble.cause.message)}. Its money stays as it is until the gateway answers.",
                     ours=item.amount,
                 )
-            return
+                return True
+            return False
         self.result.answered += 1
         try:
             await workflow.get_external_workflow_handle(waiting).signal("gateway_answer", answer)
@@ -468,8 +476,26 @@ class ReconciliationWorkflow(Process):
                 ours=item.amount,
                 found_again=False,  # payments answered: no longer an open request the next pass lists
             )
-            return
+            return True
         self.note(f"told {waiting}: {', '.join(answer.event_names)}")
+        return True
+
+    async def ask_about(self, open_requests: list[OpenGatewayRequest], at_most: int) -> None:
+        """Look up at most `at_most` open requests — a sample of them when there are more, so
+        that ones the gateway never answers cannot keep the rest waiting —, and stop once the
+        gateway could not be reached for UNREACHED_IN_A_ROW of them: the rest, the next pass."""
+        asking = open_requests
+        if len(open_requests) > at_most:
+            asking = workflow.random().sample(open_requests, at_most)
+            self.result.left_open += len(open_requests) - at_most
+            self.note(f"asking about {at_most} of them; the other {len(open_requests) - at_most} the next passes")
+        unreached = 0
+        for asked, item in enumerate(asking, 1):
+            unreached = 0 if await self.reconcile(item) else unreached + 1
+            if unreached >= UNREACHED_IN_A_ROW and asked < len(asking):
+                self.result.left_open += len(asking) - asked
+                self.note(f"the gateway is not answering: the other {len(asking) - asked} the next pass")
+                return
 
     # -- discrepancies ------------------------------------------------------------------------------
     async def flag(

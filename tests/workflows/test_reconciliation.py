@@ -41,6 +41,7 @@ from adapters.temporal import AddressUpdates
 from adapters.seal import SealsCommands
 from cli import reconciliation as verbs
 from devstack import temporal_cli
+from domain.payments.commands import CapturePayment, SendRefundToGateway
 from domain.contracts import GatewayQuestion, GatewayRefundSettled, Outcome, PaymentCaptured, RequestRefund, ReviewDecision
 from domain.invoicing.invoice import credit_note_number
 from domain.payments.gateway import GatewayUnavailable, SettlementLine
@@ -588,6 +589,58 @@ async def support_resolves(harness: ReconHarness, discrepancy: str, note: str) -
                                   **signed("support:sam")),
             id=workflow_id, task_queue=FLOWS_QUEUE,
         )
+
+
+async def refunds_sent_and_never_answered(harness: ReconHarness, count: int) -> list[str]:
+    """Refunds payments sent whose answer was lost and that no flow waits for (started by hand,
+    as a script might): open requests for reconciliation, due a day later."""
+    payments = PaymentsActivities(harness.uow_factory, harness.gateway)
+    now = await harness.env.get_current_time()
+    refunds = []
+    for _ in range(count):
+        order_id, refund_id = new_id("o"), new_id("r-answer_lost")
+        payments.capture_payment(command(CapturePayment, issued_at=now, order_id=order_id, customer_id="c-1",
+                                         amount=Money.of("50.00", "EUR"), card_token="tok_visa"))
+        with pytest.raises(ApplicationError, match="GatewayUnavailable"):  # the money moved; its answer was lost
+            payments.send_refund_to_gateway(command(SendRefundToGateway, issued_at=now, order_id=order_id,
+                                                    refund_id=refund_id, amount=Money.of("20.00", "EUR")))
+        refunds.append(refund_id)
+    await harness.env.sleep(RETRY_WINDOW_PASSED)  # longer than any flow still sends it
+    return refunds
+
+
+async def pass_asking_at_most(harness: ReconHarness, lookups: int) -> ReconciliationResult:
+    handle = await harness.client.start_workflow(
+        ReconciliationWorkflow.run, ReconciliationRun(lookups_per_pass=lookups), id=new_id("reconciliation"),
+        task_queue=FLOWS_QUEUE,
+    )
+    return await handle.result()  # time skips over the look-ups' retries
+
+
+async def test_a_pass_asks_the_gateway_about_at_most_its_share_and_the_next_pass_asks_the_rest(harness):
+    refunds = await refunds_sent_and_never_answered(harness, 3)
+
+    first = await pass_asking_at_most(harness, 2)
+    second = await pass_asking_at_most(harness, 2)
+
+    assert (first.asked, first.answered, first.left_open) == (2, 2, 1)
+    assert "asking about 2 of them; the other 1 the next passes" in first.trail
+    assert (second.asked, second.answered, second.left_open) == (1, 1, 0)
+    assert sorted(d.business_id for d in harness.discrepancies()) == sorted(refunds)  # each found paid, its flow gone
+    assert all(harness.gateway.refunds_paid(r) == 1 for r in refunds)  # asking moved no money
+
+
+async def test_a_pass_stops_asking_once_the_gateway_could_not_answer_three_in_a_row(harness):
+    await refunds_sent_and_never_answered(harness, 5)
+    harness.gateway.reachable = False  # the gateway is down
+
+    down = await pass_asking_at_most(harness, 500)
+    harness.gateway.reachable = True
+    back = await pass_asking_at_most(harness, 500)
+
+    assert (down.asked, down.answered, down.left_open) == (3, 0, 5)
+    assert "the gateway is not answering: the other 2 the next pass" in down.trail
+    assert (back.asked, back.answered, back.left_open) == (5, 5, 0)
 
 
 # -- the daily pass ------------------------------------------------------------------------------------------
