@@ -29,6 +29,7 @@ from domain.reconciliation.discrepancy import Discrepancy
 from domain.reconciliation.owed import money_owed, owed_before
 from domain.billing.parcel_stop import StopAskedBecause
 from domain.reconciliation.queries import MoneyOwed, OpenGatewayRequest, ReconciliationScan, SettlementDay, StrandedRefund
+from domain.reconciliation.queries import OPEN_REQUESTS_PER_READ
 from domain.reconciliation.queries import RefundToCredit, UnansweredParcelStop
 from domain.reconciliation.uncredited import CREDITS_PER_PASS, left_to_support_by, refunds_to_credit
 from domain.reconciliation.settlement import Finding, compare, ledger_entries
@@ -45,10 +46,7 @@ FIND_MONEY_OWED = "reconciliation.FindMoneyOwed"
 FIND_UNANSWERED_PARCEL_STOPS = "reconciliation.FindUnansweredParcelStops"
 FIND_REFUNDS_TO_CREDIT = "reconciliation.FindRefundsToCredit"
 ORDERS_PER_PAGE = 200  # orders loaded at a time while looking for refunds to credit
-# Open gateway requests one read returns at most, the longest waiting first: a backlog after a
-# long gateway outage must not outgrow one activity result (Temporal refuses payloads over 2 MB;
-# one request is about 200 bytes). The pass asks about fewer still (ReconciliationRun).
-OPEN_REQUESTS_PER_READ = 2000
+PAYMENTS_PER_PAGE = 500  # payments loaded at a time while looking for open gateway requests
 # The flow that carries a stop of a parcel to shipping and its answer back to billing.
 STOP_CARRIED_BY = {StopAskedBecause.REFUND: "refund-{refund_id}", StopAskedBecause.CANCELLATION: "ship-{order_id}"}
 UNTOLD_AT_ONCE = 8  # flows asked (queried, described) at a time
@@ -98,14 +96,22 @@ class ReconciliationActivities:
     @activity.defn(name=READ_OPEN_REQUESTS)
     def find_open_gateway_requests(self, scan: ReconciliationScan) -> list[OpenGatewayRequest]:
         """Payments' unknown and long-sent captures and refunds (payments says which are due), the
-        longest waiting first, at most OPEN_REQUESTS_PER_READ: the rest are read by a later pass,
-        once these are answered."""
+        longest waiting first, at most OPEN_REQUESTS_PER_READ (read a page of payments at a time,
+        past ones whose requests are not due yet): the rest are read by a later pass."""
+        found: list[OpenGatewayRequest] = []
+        after = None
         with self.uow() as uow:
-            return [
-                OpenGatewayRequest(kind=kind, order_id=payment.id, business_id=business_id, status=status, amount=amount)
-                for payment in uow.payments.awaiting_answers(limit=OPEN_REQUESTS_PER_READ)
-                for kind, business_id, status, amount in payment.awaiting_reconciliation(scan.as_of)
-            ][:OPEN_REQUESTS_PER_READ]
+            while len(found) < OPEN_REQUESTS_PER_READ and (
+                payments := uow.payments.awaiting_answers(after=after, limit=PAYMENTS_PER_PAGE)
+            ):
+                found += [
+                    OpenGatewayRequest(kind=kind, order_id=payment.id, business_id=business_id, status=status,
+                                       amount=amount)
+                    for payment in payments
+                    for kind, business_id, status, amount in payment.awaiting_reconciliation(scan.as_of)
+                ]
+                after = (payments[-1].open_since, payments[-1].id)
+        return found[:OPEN_REQUESTS_PER_READ]
 
     @activity.defn(name=COMPARE_SETTLEMENTS)
     def compare_settlements(self, day: SettlementDay) -> list[Finding]:

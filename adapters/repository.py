@@ -308,9 +308,9 @@ class OrderRepository(SqlRepository[A]):
 
 
 class PaymentRepository(SqlRepository[A]):
-    def awaiting_answers(self, limit: int | None = None) -> list[A]:
+    def awaiting_answers(self, after: tuple[datetime, str] | None = None, limit: int | None = None) -> list[A]:
         """Payments with a capture or refund still waiting for (or missing) the gateway's answer,
-        the longest waiting first; at most `limit` of them."""
+        the longest waiting first (by `open_since`, then id); after `after`, at most `limit` (a page)."""
         columns = self.table.c
         statement = (
             select(columns.id, columns.version, columns.state)
@@ -318,6 +318,11 @@ class PaymentRepository(SqlRepository[A]):
             .order_by(columns.open_since, columns.id)
             .limit(limit)
         )
+        if after is not None:
+            since, payment_id = after
+            statement = statement.where(
+                (columns.open_since > since) | ((columns.open_since == since) & (columns.id > payment_id))
+            )
         return self._track_all(list(self.connection.execute(statement).all()))
 
     def changed_since(self, moment: datetime) -> list[A]:

@@ -84,6 +84,7 @@ from domain.payments.events import (
 from domain.reconciliation.commands import RecordDiscrepancy, ResolveDiscrepancy  # noqa: F401
 from domain.reconciliation.events import DiscrepancyRecorded, DiscrepancyResolved
 from domain.reconciliation.queries import (  # noqa: F401
+    OPEN_REQUESTS_PER_READ,
     MoneyOwed,
     OpenGatewayRequest,
     ReconciliationScan,

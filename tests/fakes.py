@@ -299,6 +299,7 @@ class FakeGateway:
         self.calls: dict[str, int] = {}  # business id -> money-moving requests received
         self.reachable = True  # False: look-ups and the settlement listing fail too (the gateway is down)
         self.refuses_lookups = False  # True: look-ups are refused (400), as for another account's payment
+        self.unreachable_for: set[str] = set()  # business ids whose look-ups fail as if the gateway were down
         # Whose account the key speaks for; a test swaps it to play a worker given another key.
         self.account_id = "test:acct_fake"
 
@@ -348,7 +349,7 @@ class FakeGateway:
 
     def _find(self, key: str, sent_to: str) -> LookupAnswer:
         with self._lock:
-            if not self.reachable:
+            if not self.reachable or key in self.unreachable_for:
                 raise GatewayUnavailable("the gateway is down")
             if not may_be_the_same_account(sent_to, self.account_id):  # as the Stripe adapter refuses it
                 raise GatewayRefusedRequest(f"{key} went to account {sent_to}; this key is {self.account_id}'s")

@@ -209,7 +209,7 @@ class ReconciliationRun(BaseModel):
 class ReconciliationResult(TrailView):
     asked: int = 0  # unknown or long-sent items looked up at the gateway
     answered: int = 0  # ... that payments could decide on
-    left_open: int = 0  # ... the gateway could not answer yet (asked again next run)
+    left_open: int = 0  # ... the gateway could not answer yet, or not asked this pass (asked again next run)
     discrepancies: int = 0  # new discrepancies recorded (support told once each)
     credited: int = 0  # credit notes invoicing issued for refunds paid out without one
     not_recorded: list[str] = []  # discrepancies that could not be recorded (the run ends failed)

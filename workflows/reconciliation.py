@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         Money,
         MoneyOwed,
         NotifyTeam,
+        OPEN_REQUESTS_PER_READ,
         OpenGatewayRequest,
         Outcome,
         ReconcileCapture,
@@ -133,7 +134,7 @@ RECORD = Step(
 )
 SAVES_FAILED_PER_PASS = 2  # records (or messages) that would not save: then those are taken to be down
 NOT_RECORDED = "DiscrepanciesNotRecorded"  # the failure of a run that could not record them all
-UNREACHED_IN_A_ROW = 3  # look-ups the gateway could not answer, one after another: it is down
+UNREACHED_IN_A_ROW = 3  # look-ups that failed one after another: the gateway (or payments) is down
 LOOKUP = Step(
     # A look-up asks the gateway (never local). A few tries; what the gateway still cannot
     # answer is left for the next run, minutes later.
@@ -206,7 +207,8 @@ class ReconciliationWorkflow(Process):
             noting=request.daily and self.folded_in(COMPARES_THOUGH_OPEN_REQUESTS_ARE_UNREAD),
         )
         if open_requests is not None:
-            self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer")
+            more = " (as many as one read returns: more may wait)" if len(open_requests) >= OPEN_REQUESTS_PER_READ else ""
+            self.note(f"{len(open_requests)} capture(s) and refund(s) without the gateway's answer{more}")
         if self.folded_in(ASKS_A_BOUNDED_NUMBER_PER_PASS):
             await self.ask_about(open_requests or [], request.lookups_per_pass)
         else:  # a run begun before asks about every one, whatever the gateway does
@@ -486,7 +488,11 @@ class ReconciliationWorkflow(Process):
         gateway could not be reached for UNREACHED_IN_A_ROW of them: the rest, the next pass."""
         asking = open_requests
         if len(open_requests) > at_most:
-            asking = workflow.random().sample(open_requests, at_most)
+            # A sample drawn from the run's seeded random numbers alone (`random.sample` itself
+            # may draw differently on another Python version: a replay must draw the same).
+            draw = workflow.random()
+            keys = [draw.random() for _ in open_requests]
+            asking = [open_requests[i] for i in sorted(range(len(open_requests)), key=keys.__getitem__)[:at_most]]
             self.result.left_open += len(open_requests) - at_most
             self.note(f"asking about {at_most} of them; the other {len(open_requests) - at_most} the next passes")
         unreached = 0
@@ -494,7 +500,8 @@ class ReconciliationWorkflow(Process):
             unreached = 0 if await self.reconcile(item) else unreached + 1
             if unreached >= UNREACHED_IN_A_ROW and asked < len(asking):
                 self.result.left_open += len(asking) - asked
-                self.note(f"the gateway is not answering: the other {len(asking) - asked} the next pass")
+                self.note(f"{UNREACHED_IN_A_ROW} look-ups in a row failed (the gateway, or payments, unreachable): "
+                          f"the other {len(asking) - asked} the next pass")
                 return
 
     # -- discrepancies ------------------------------------------------------------------------------

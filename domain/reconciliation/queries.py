@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict
 from domain.shared.money import Money
 
 
+# Open gateway requests one read returns at most, the longest waiting first: a backlog after a
+# long gateway outage must not outgrow one activity result (Temporal refuses payloads over 2 MB;
+# one request is about 200 bytes). A pass asks about fewer still (`ReconciliationRun`).
+OPEN_REQUESTS_PER_READ = 2000
+
+
 class OpenGatewayRequest(BaseModel):
     """A capture attempt or gateway refund whose answer payments does not have."""
 

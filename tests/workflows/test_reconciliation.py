@@ -63,7 +63,9 @@ from workflows.process import FLOWS_QUEUE, SEARCH_ATTRIBUTES
 from workflows.refund import RefundRequest, RefundWorkflow, ReviewResolution
 from workflows.registry import WORKFLOWS
 from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
+from activities import reconciliation as reconciliation_activities
 from activities.reconciliation import ReconciliationActivities
+from domain.reconciliation.queries import ReconciliationScan
 from workflows.schedules import DAILY, FREQUENT, ensure_schedules
 
 RETRY_WINDOW_PASSED = timedelta(hours=25)
@@ -593,11 +595,13 @@ async def support_resolves(harness: ReconHarness, discrepancy: str, note: str) -
 
 async def refunds_sent_and_never_answered(harness: ReconHarness, count: int) -> list[str]:
     """Refunds payments sent whose answer was lost and that no flow waits for (started by hand,
-    as a script might): open requests for reconciliation, due a day later."""
+    as a script might), a minute apart: open requests for reconciliation, due a day later, read
+    oldest first."""
     payments = PaymentsActivities(harness.uow_factory, harness.gateway)
-    now = await harness.env.get_current_time()
     refunds = []
     for _ in range(count):
+        await harness.env.sleep(timedelta(minutes=1))
+        now = await harness.env.get_current_time()
         order_id, refund_id = new_id("o"), new_id("r-answer_lost")
         payments.capture_payment(command(CapturePayment, issued_at=now, order_id=order_id, customer_id="c-1",
                                          amount=Money.of("50.00", "EUR"), card_token="tok_visa"))
@@ -639,8 +643,40 @@ async def test_a_pass_stops_asking_once_the_gateway_could_not_answer_three_in_a_
     back = await pass_asking_at_most(harness, 500)
 
     assert (down.asked, down.answered, down.left_open) == (3, 0, 5)
-    assert "the gateway is not answering: the other 2 the next pass" in down.trail
+    assert "3 look-ups in a row failed (the gateway, or payments, unreachable): the other 2 the next pass" in down.trail
     assert (back.asked, back.answered, back.left_open) == (5, 5, 0)
+
+
+async def test_a_look_up_answered_between_failures_keeps_the_pass_asking(harness):
+    first, second, answered, fourth, fifth = await refunds_sent_and_never_answered(harness, 5)
+    harness.gateway.unreachable_for = {first, second, fourth, fifth}  # asked oldest first: two fail, one answers, two fail
+
+    result = await pass_asking_at_most(harness, 500)
+
+    assert (result.asked, result.answered, result.left_open) == (5, 1, 4)
+    assert not any("in a row failed" in step for step in result.trail)
+    assert [d.business_id for d in harness.discrepancies()] == [answered]  # found paid, its flow gone
+
+
+async def test_look_ups_the_gateway_refuses_do_not_stop_the_pass(harness):
+    refunds = await refunds_sent_and_never_answered(harness, 4)
+    harness.gateway.refuses_lookups = True  # it answers, with a refusal (another account's payment?)
+
+    result = await pass_asking_at_most(harness, 500)
+
+    assert (result.asked, result.answered, result.left_open) == (4, 0, 4)
+    assert sorted(d.id for d in harness.discrepancies()) == sorted(f"lookup_refused:{r}" for r in refunds)
+
+
+async def test_a_read_of_open_requests_returns_the_longest_waiting_first_and_at_most_its_limit(harness, monkeypatch):
+    oldest, second, *_ = await refunds_sent_and_never_answered(harness, 5)  # their payments' ids in no order
+    monkeypatch.setattr(reconciliation_activities, "OPEN_REQUESTS_PER_READ", 2)
+    monkeypatch.setattr(reconciliation_activities, "PAYMENTS_PER_PAGE", 1)  # a page at a time, as past not-due ones
+    reads = ReconciliationActivities(harness.uow_factory, harness.gateway)
+
+    found = reads.find_open_gateway_requests(ReconciliationScan(as_of=await harness.env.get_current_time()))
+
+    assert [request.business_id for request in found] == [oldest, second]
 
 
 # -- the daily pass ------------------------------------------------------------------------------------------
