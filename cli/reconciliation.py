@@ -3,6 +3,7 @@ resolving one.
 
     starter.py schedule pause|unpause|trigger [--daily] [--note TEXT]
     starter.py schedule interval MINUTES          # how often the frequent pass runs
+    starter.py schedule lookups N [--daily]       # gateway look-ups a pass makes at most
     starter.py discrepancies [--all]              # open ones (all: resolved too)
     starter.py resolve-discrepancy ID --note TEXT --as support:ID
     starter.py compare-settlements DAY            # a day's settlements again (a run that failed)
@@ -34,6 +35,8 @@ from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyW
 from workflows.schedules import DAILY, FREQUENT
 
 MAX_INTERVAL_MINUTES = 24 * 60
+LOOKUPS_PER_PASS = ReconciliationRun.model_fields["lookups_per_pass"]  # its bounds are the command line's
+MAX_LOOKUPS = next(m.le for m in LOOKUPS_PER_PASS.metadata if getattr(m, "le", None) is not None)
 
 
 class UsageError(Exception):
@@ -61,8 +64,9 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser, derived_id: Any, note
     """Add the verbs, reusing starter.py's argument checkers (`derived_id`: an id settleflow made,
     e.g. `capture:payment-{order}/retry-2`, longer than any id a person gives)."""
     p = verbs.add_parser("schedule", parents=[common], help="pause, unpause, trigger or re-time reconciliation")
-    p.add_argument("action", choices=["pause", "unpause", "trigger", "interval"])
-    p.add_argument("minutes", nargs="?", type=minutes, help="with `interval`: run every MINUTES minutes")
+    p.add_argument("action", choices=["pause", "unpause", "trigger", "interval", "lookups"])
+    p.add_argument("number", nargs="?", help="with `interval`: run every NUMBER minutes; with `lookups`: "
+                   f"ask the gateway about at most NUMBER open requests a pass (1 to {MAX_LOOKUPS})")
     p.add_argument("--daily", action="store_true", help="the daily pass's schedule instead of the frequent one")
     p.add_argument("--note", default="", type=note, help="why (shown on the schedule in the UI)")
     p.set_defaults(handler=schedule)
@@ -87,10 +91,18 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser, derived_id: Any, note
 
 async def schedule(cli: Any) -> None:
     args = cli.args
-    if (args.action == "interval") != (args.minutes is not None):
-        raise UsageError("give MINUTES with `interval`, and only with it")
+    takes_number = args.action in ("interval", "lookups")
+    if takes_number != (args.number is not None):
+        raise UsageError("give NUMBER with `interval` and `lookups`, and only with them")
     if args.action == "interval" and args.daily:
         raise UsageError("the daily pass runs once a day; `interval` re-times the frequent one")
+    if args.action == "interval":
+        try:
+            args.minutes = minutes(args.number)
+        except argparse.ArgumentTypeError as bad:
+            raise UsageError(str(bad)) from None
+    if args.action == "lookups" and not (args.number.isdigit() and 1 <= int(args.number) <= MAX_LOOKUPS):
+        raise UsageError(f"the look-ups a pass makes are a whole number, 1 to {MAX_LOOKUPS}, got {args.number!r}")
     schedule_id = DAILY if args.daily else FREQUENT
     handle = (await cli.client()).get_schedule_handle(schedule_id)
     note = args.note or f"{args.action} from starter.py"
@@ -100,6 +112,19 @@ async def schedule(cli: Any) -> None:
         await handle.unpause(note=note)
     elif args.action == "trigger":
         await handle.trigger()
+    elif args.action == "lookups":
+        converter = (await cli.client()).data_converter
+
+        async def reset_lookups(update: ScheduleUpdateInput) -> ScheduleUpdate:
+            # The run the schedule starts keeps what else it asks (daily or not): only its
+            # look-ups change, from the next run on.
+            current = update.description.schedule
+            [run] = await converter.decode(list(current.action.args), [ReconciliationRun])
+            current.action.args = [run.model_copy(update={"lookups_per_pass": int(args.number)})]
+            current.state.note = note
+            return ScheduleUpdate(schedule=current)
+
+        await handle.update(reset_lookups)
     else:
         every = timedelta(minutes=args.minutes)
 

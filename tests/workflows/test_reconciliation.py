@@ -1255,6 +1255,35 @@ async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequ
     assert "reconciliation: unpause done; running" in capsys.readouterr().out
 
 
+async def test_starter_schedule_lookups_changes_only_how_many_open_requests_a_pass_asks_about(dev_server):
+    client = dev_server.client
+    await ensure_schedules(client)
+
+    class Cli:
+        def __init__(self, *words: str) -> None:
+            self.args = starter.build_parser().parse_args(["schedule", *words])
+
+        async def client(self):
+            return client
+
+        def out(self, text: str, **data) -> None:
+            pass
+
+    async def run_asked(schedule_id: str) -> ReconciliationRun:
+        action = (await client.get_schedule_handle(schedule_id).describe()).schedule.action
+        [run] = await client.data_converter.decode(list(action.args), [ReconciliationRun])
+        return run
+
+    await verbs.schedule(Cli("lookups", "200"))
+    await verbs.schedule(Cli("lookups", "1500", "--daily"))
+    for bad in (["lookups"], ["lookups", "0"], ["lookups", "2001"], ["lookups", "many"], ["pause", "5"]):
+        with pytest.raises(verbs.UsageError):
+            await verbs.schedule(Cli(*bad))
+
+    assert await run_asked(FREQUENT) == ReconciliationRun(lookups_per_pass=200)
+    assert await run_asked(DAILY) == ReconciliationRun(daily=True, lookups_per_pass=1500)
+
+
 async def test_a_daily_run_its_schedule_caught_up_late_compares_the_day_before_the_time_it_was_scheduled_for(
     dev_server, tmp_path
 ):
