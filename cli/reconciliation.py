@@ -91,9 +91,12 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser, derived_id: Any, note
 
 async def schedule(cli: Any) -> None:
     args = cli.args
-    takes_number = args.action in ("interval", "lookups")
-    if takes_number != (args.number is not None):
-        raise UsageError("give NUMBER with `interval` and `lookups`, and only with them")
+    if args.action == "interval" and args.number is None:
+        raise UsageError("give MINUTES with `interval`: how often the frequent pass runs")
+    if args.action == "lookups" and args.number is None:
+        raise UsageError("give the number of look-ups with `lookups`: how many open requests a pass asks about")
+    if args.action not in ("interval", "lookups") and args.number is not None:
+        raise UsageError(f"`{args.action}` takes no number (MINUTES goes with `interval`, look-ups with `lookups`)")
     if args.action == "interval" and args.daily:
         raise UsageError("the daily pass runs once a day; `interval` re-times the frequent one")
     if args.action == "interval":

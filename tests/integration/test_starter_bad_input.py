@@ -249,6 +249,9 @@ bad("schedule: interval without minutes", argv("schedule", {"minutes": None}), "
 for label, text in (("zero", "0"), ("a fraction", "1.5"), ("more than a day", "1441"), ("letters", "ten")):
     bad(f"schedule: interval of {label}", argv("schedule", {"minutes": text}), "minutes")
 bad("schedule: minutes with pause", argv("schedule", {"action": "pause", "minutes": "5"}), "minutes", "interval")
+bad("schedule: lookups without a number", argv("schedule", {"action": "lookups", "minutes": None}), "look-ups", "lookups")
+for label, text in (("zero", "0"), ("more than a read returns", "2001"), ("letters", "many")):
+    bad(f"schedule: lookups of {label}", argv("schedule", {"action": "lookups", "minutes": text}), "look-ups", "1 to 2000")
 bad("schedule: an unknown action", argv("schedule", {"action": "stop", "minutes": None}), "invalid choice", "stop")
 bad("schedule: a daily interval", [*argv("schedule"), "--daily"], "daily")
 bad("compare-settlements: a day that is not over", argv("compare-settlements", {"day": "2999-01-01"}), "not over yet")

@@ -1228,11 +1228,10 @@ async def test_the_schedules_exist_after_start_up_and_creating_them_again_is_har
     assert daily.schedule.spec.calendars and not daily.schedule.state.paused
 
 
-async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequent_pass(dev_server, capsys):
-    client = dev_server.client
-    await ensure_schedules(client)
+def schedule_cli(client):
+    """`starter.py schedule WORDS` as its verb sees it: starter.Cli's two members the verbs use."""
 
-    class Cli:  # starter.Cli's two members the verbs use
+    class Cli:
         def __init__(self, *words: str) -> None:
             self.args = starter.build_parser().parse_args(["schedule", *words])
 
@@ -1241,6 +1240,14 @@ async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequ
 
         def out(self, text: str, **data) -> None:
             print(text)
+
+    return Cli
+
+
+async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequent_pass(dev_server, capsys):
+    client = dev_server.client
+    await ensure_schedules(client)
+    Cli = schedule_cli(client)
 
     await verbs.schedule(Cli("pause", "--note", "gateway maintenance"))
     paused = (await client.get_schedule_handle(FREQUENT).describe()).schedule.state
@@ -1258,16 +1265,7 @@ async def test_starter_schedule_verbs_pause_unpause_trigger_and_retime_the_frequ
 async def test_starter_schedule_lookups_changes_only_how_many_open_requests_a_pass_asks_about(dev_server):
     client = dev_server.client
     await ensure_schedules(client)
-
-    class Cli:
-        def __init__(self, *words: str) -> None:
-            self.args = starter.build_parser().parse_args(["schedule", *words])
-
-        async def client(self):
-            return client
-
-        def out(self, text: str, **data) -> None:
-            pass
+    Cli = schedule_cli(client)
 
     async def run_asked(schedule_id: str) -> ReconciliationRun:
         action = (await client.get_schedule_handle(schedule_id).describe()).schedule.action
