@@ -30,13 +30,11 @@ from temporalio.client import (
 from adapters import db
 from adapters.unit_of_work import SqlUnitOfWork, default_aggregate_types
 from domain.shared.actor import Role
-from workflows.messages import DiscrepancyResolution, ReconciliationRun
+from workflows.messages import MAX_LOOKUPS_PER_PASS, DiscrepancyResolution, ReconciliationRun
 from workflows.reconciliation import ReconciliationWorkflow, ResolveDiscrepancyWorkflow
 from workflows.schedules import DAILY, FREQUENT
 
 MAX_INTERVAL_MINUTES = 24 * 60
-LOOKUPS_PER_PASS = ReconciliationRun.model_fields["lookups_per_pass"]  # its bounds are the command line's
-MAX_LOOKUPS = next(m.le for m in LOOKUPS_PER_PASS.metadata if getattr(m, "le", None) is not None)
 
 
 class UsageError(Exception):
@@ -66,7 +64,7 @@ def add_verbs(verbs: Any, common: argparse.ArgumentParser, derived_id: Any, note
     p = verbs.add_parser("schedule", parents=[common], help="pause, unpause, trigger or re-time reconciliation")
     p.add_argument("action", choices=["pause", "unpause", "trigger", "interval", "lookups"])
     p.add_argument("number", nargs="?", help="with `interval`: run every NUMBER minutes; with `lookups`: "
-                   f"ask the gateway about at most NUMBER open requests a pass (1 to {MAX_LOOKUPS})")
+                   f"ask the gateway about at most NUMBER open requests a pass (1 to {MAX_LOOKUPS_PER_PASS})")
     p.add_argument("--daily", action="store_true", help="the daily pass's schedule instead of the frequent one")
     p.add_argument("--note", default="", type=note, help="why (shown on the schedule in the UI)")
     p.set_defaults(handler=schedule)
@@ -99,13 +97,13 @@ async def schedule(cli: Any) -> None:
         raise UsageError(f"`{args.action}` takes no number (MINUTES goes with `interval`, look-ups with `lookups`)")
     if args.action == "interval" and args.daily:
         raise UsageError("the daily pass runs once a day; `interval` re-times the frequent one")
-    if args.action == "interval":
-        try:
-            args.minutes = minutes(args.number)
-        except argparse.ArgumentTypeError as bad:
-            raise UsageError(str(bad)) from None
-    if args.action == "lookups" and not (args.number.isdigit() and 1 <= int(args.number) <= MAX_LOOKUPS):
-        raise UsageError(f"the look-ups a pass makes are a whole number, 1 to {MAX_LOOKUPS}, got {args.number!r}")
+    try:
+        every = timedelta(minutes=minutes(args.number)) if args.action == "interval" else None
+    except argparse.ArgumentTypeError as bad:
+        raise UsageError(str(bad)) from None
+    if args.action == "lookups" and not (args.number.isdigit() and 1 <= int(args.number) <= MAX_LOOKUPS_PER_PASS):
+        raise UsageError(f"the look-ups a pass makes are a whole number, 1 to {MAX_LOOKUPS_PER_PASS}, "
+                         f"got {args.number!r}")
     schedule_id = DAILY if args.daily else FREQUENT
     handle = (await cli.client()).get_schedule_handle(schedule_id)
     note = args.note or f"{args.action} from starter.py"
@@ -129,7 +127,6 @@ async def schedule(cli: Any) -> None:
 
         await handle.update(reset_lookups)
     else:
-        every = timedelta(minutes=args.minutes)
 
         def retime(update: ScheduleUpdateInput) -> ScheduleUpdate:
             current = update.description.schedule

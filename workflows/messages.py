@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from domain.contracts import Actor, Money, ReviewDecision
+from domain.contracts import OPEN_REQUESTS_PER_READ, Actor, Money, ReviewDecision
 from domain.shared.actor import Role
 from domain.shared.messages import DerivedId, Id, Note, Text
 
@@ -195,6 +195,9 @@ def ask_again(step: str, attempt: int) -> str:
 
 
 # -- ReconciliationWorkflow ----------------------------------------------------------------
+MAX_LOOKUPS_PER_PASS = OPEN_REQUESTS_PER_READ  # a pass cannot ask about more than one read returns
+
+
 class ReconciliationRun(BaseModel):
     """What a scheduled run does: the frequent pass always; the daily pass (settlements and
     stranded reservations) when `daily`, for `settlement_day` (default: yesterday, UTC)."""
@@ -203,7 +206,7 @@ class ReconciliationRun(BaseModel):
     settlement_day: date | None = None
     # Gateway look-ups one pass makes at most (each is a few events in the run's history, which
     # Temporal caps); more open requests than that are asked about by the passes after it.
-    lookups_per_pass: int = Field(500, ge=1, le=2000)
+    lookups_per_pass: int = Field(500, ge=1, le=MAX_LOOKUPS_PER_PASS)
 
 
 class ReconciliationResult(TrailView):
