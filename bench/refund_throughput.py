@@ -13,6 +13,9 @@ history (local and regular activities, in order), then measures in the same run:
   4. with --workers both: the same with two worker.py and two raw workers, CPU per process;
   5. the relay's outbox lag during the refund run and its throughput on a backlog.
 
+`--server-cores X` holds the Temporal server to X cores (a cgroup CPU quota, bench/cpu_quota.py)
+and leaves the workers the rest: the regime of a cluster whose workers have cores of their own.
+
 `--database URL` runs settleflow on that database (SQLite file by default; a PostgreSQL
 database given here is dropped and created afresh). Everything is printed, nothing asserted.
 See bench/README.md.
@@ -56,6 +59,7 @@ from workflows.shipping import ConfirmDeliveryWorkflow, DeliveryRequest, Shipmen
 from bench.profile import Profiler, summarize
 from bench.raw_chain import RAW_FLOWS_QUEUE, RawChainWorkflow, beyond_the_shortest, engine_shape_of, shape_of
 from bench.relay import RelayBench
+from bench.cpu_quota import CpuQuota, QuotaUnavailable, Throttling, controller
 from adapters.identity import signed
 
 THREADS = 16  # worker.py's default --threads; the raw worker gets the same
@@ -64,6 +68,7 @@ PREP_CONCURRENCY = 40  # orders prepared at once
 AT_REST = 20  # sequential refunds / raw chains for the latency at rest
 
 SERVER_SYNC = "wal"  # set from --server-sync
+SERVER_CORES = 0.0  # set from --server-cores: 0 = the server shares the machine like every process
 ENGINE_RUN = "engine shape, 1 worker"  # not "raw chain ...": it is no part of the raw figure
 
 # Production settings every process of the stack gets (worker.py, the raw worker, relay.py,
@@ -93,6 +98,7 @@ class Run:
     # Event types the longer histories hold beyond the shortest one's (summed over those histories).
     history_extra: Counter = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process during the run
+    throttled: Throttling | None = None  # --server-cores: the server's quota periods during the run
 
     @property
     def rate(self) -> float:
@@ -107,8 +113,9 @@ class Run:
 
 
 class Bench:
-    def __init__(self, stack: Stack, client: Client, tag: str) -> None:
+    def __init__(self, stack: Stack, client: Client, tag: str, quota: CpuQuota | None = None) -> None:
         self.stack = stack
+        self.quota = quota
         self.client = client
         self.tag = tag
         self.engine = db.make_engine(stack.database_url)  # for counting rows only
@@ -195,6 +202,7 @@ class Bench:
                       profiler: Profiler | None = None, refunds: bool = False) -> Run:
         """Run the given workflow starters (all at once, or one after the other) and measure them."""
         cpu0 = cpu_by_process(self.stack)
+        held0 = self.quota.throttling() if self.quota else None
         started = time.monotonic()
         if sequential:
             done = [await start() for start in starts]
@@ -206,6 +214,9 @@ class Bench:
         seconds = time.monotonic() - started
         run = Run(label, len(starts), workers, seconds, [d[0] for d in done])
         run.cpu = cpu_delta(cpu0, cpu_by_process(self.stack))
+        if self.quota and held0:
+            held = self.quota.throttling()
+            run.throttled = Throttling(held.periods - held0.periods, held.throttled - held0.throttled)
         for _, status, _ in done:
             run.statuses[status] = run.statuses.get(status, 0) + 1
         ids = self.last_ids = [d[2] for d in done]
@@ -355,6 +366,9 @@ def report(runs: list[Run], shape: str, engine_shape: str, database: str, load_s
           f"upsert): {engine_shape}")
     if PRODUCTION_ENV:
         print(f"  production settings on: {', '.join(sorted(PRODUCTION_ENV))}")
+    if SERVER_CORES:
+        print(f"  Temporal server held to {SERVER_CORES:g} cores (cgroup CPU quota, bench/cpu_quota.py); the workers "
+              "and the rest share what is left: the regime of workers with cores of their own")
     print()
     head = f"{'run':<34}{'N':>5}{'wrk':>4}{'wall s':>8}{'per s':>8}{'p50 s':>8}{'p95 s':>8}" \
            f"{'outbox/wf':>11}{'inbox/wf':>10}{'events/wf':>15}"
@@ -377,6 +391,10 @@ def report(runs: list[Run], shape: str, engine_shape: str, database: str, load_s
     for r in runs:
         if r.statuses != {"completed": r.n}:
             print(f"  NOTE {r.label}: statuses {r.statuses}")
+    held = [r for r in runs if r.throttled is not None and "rest" not in r.label]
+    if held:
+        print("  server's quota used up (the server the limit) in this share of its 100 ms periods: "
+              + "; ".join(f"{r.label} {100 * r.throttled.share:.0f} %" for r in held))
     for r in runs:
         if r.history_extra:
             longer = sum(1 for n in r.history_per if n > min(r.history_per))
@@ -403,12 +421,16 @@ def ratio_lines(runs: list[Run]) -> list[str]:
                          f"({refund_rate:.2f} / {raw_rate:.2f} per s at N={n}; raw runs "
                          f"{', '.join(f'{r.rate:.2f}' for r in raws)}{rounds})")
             per = lambda f: 1000 * statistics.mean(f(r) / r.n for r in refunds)  # noqa: E731
+            server_raw = 1000 * statistics.mean(r.cpu_of('temporal') / r.n for r in raws)
             lines.append(f"  CPU per workflow{tag}: refund {per(lambda r: sum(r.cpu.values())):.1f} ms "
                          f"(server {per(lambda r: r.cpu_of('temporal')):.1f}, worker.py "
                          f"{per(lambda r: r.cpu_of('worker')):.1f}), raw "
                          f"{1000 * statistics.mean(sum(r.cpu.values()) / r.n for r in raws):.1f} ms (server "
-                         f"{1000 * statistics.mean(r.cpu_of('temporal') / r.n for r in raws):.1f}, raw worker "
+                         f"{server_raw:.1f}, raw worker "
                          f"{1000 * statistics.mean(r.cpu_of('raw') / r.n for r in raws):.1f})")
+            lines.append(f"  server CPU per workflow raw / refund{tag} = "
+                         f"{server_raw / per(lambda r: r.cpu_of('temporal')):.2f}   (where the server is the limit, "
+                         "the ratio approaches this: --server-cores measures it)")
     engine, refund, raws = by.get(ENGINE_RUN), by.get("refunds, 1 worker"), [
         r for r in runs if r.label.startswith("raw chain") and r.workers == 1 and "rest" not in r.label]
     if engine and refund and raws:
@@ -464,6 +486,7 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         overrides["server_sqlite_pragmas"] = ()  # the server's SQLite defaults: a disk flush per transaction
     os.environ.update(PRODUCTION_ENV)  # every child inherits it through Stack.env
     stack = Stack.private(base, **overrides)
+    quota = CpuQuota(args.server_cores, f"settleflow-bench-{os.getpid()}") if args.server_cores else None
     try:
         t_all = time.monotonic()
         stack.start_temporal()
@@ -477,12 +500,16 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         log(f"stack up: Temporal {stack.temporal_address}, database {shown}, files in {base}")
         os.environ.update(stack.env)
         client = await connect(load())  # as the starter connects: same converter (and codec, once there is one)
-        b = Bench(stack, client, f"b{uuid.uuid4().hex[:6]}")
+        b = Bench(stack, client, f"b{uuid.uuid4().hex[:6]}", quota)
 
         two = args.workers == "both"
         scale_n = args.scale_n or n
         orders = await b.prepare(WARMUP + AT_REST + args.rounds * n + ((WARMUP + scale_n) if two else 0))
         take = lambda k: [orders.pop(0) for _ in range(k)]  # noqa: E731
+        if quota:  # held from here on: preparing the orders is not measured, and runs faster unheld
+            server = next(m.process.pid for m in stack.managed if m.name == "temporal")
+            log(f"Temporal server held to {args.server_cores:g} cores from now on ({quota.hold(server)} "
+                f"process(es), cgroup {quota.version} {quota.path})")
 
         runs: list[Run] = []
         await b.refunds("warm-up", take(WARMUP), 1)
@@ -547,6 +574,8 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         b.engine.dispose()
     finally:
         stack.stop()
+        if quota:
+            quota.close()
 
 
 def main() -> None:
@@ -568,10 +597,21 @@ def main() -> None:
     parser.add_argument("--server-sync", choices=["wal", "full"], default="wal",
                         help="the dev server's own SQLite file: wal (devstack's setting, default) or full "
                              "(SQLite's defaults: the server waits on a disk flush per transaction)")
+    parser.add_argument("--server-cores", type=float, default=0.0, metavar="X",
+                        help="hold the Temporal server to X cores (a cgroup CPU quota; needs root), the workers "
+                             "sharing the rest: the regime of workers with cores of their own (default: not held)")
     args = parser.parse_args()
     if args.n < 1 or args.scale_n < 0 or args.rounds < 1:
         parser.error("--n and --rounds must be at least 1, --scale-n at least 0")
-    global SERVER_SYNC
+    if args.server_cores:
+        if not 0 < args.server_cores < (os.cpu_count() or 1):
+            parser.error(f"--server-cores must be above 0 and below this machine's {os.cpu_count()} cores")
+        try:
+            controller()
+        except QuotaUnavailable as missing:
+            parser.error(str(missing))
+    global SERVER_SYNC, SERVER_CORES
+    SERVER_CORES = args.server_cores
     SERVER_SYNC = "write-ahead log, synced at checkpoints" if args.server_sync == "wal" else "SQLite defaults (full sync)"
     base = Path(tempfile.mkdtemp(prefix="settleflow-bench-"))
     stop_on_sigterm()
