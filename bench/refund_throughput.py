@@ -267,20 +267,28 @@ FOREIGN: list[str] = []  # other stacks' processes seen when ours came up
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+COUNT_POSTGRES = False  # set when --database is a PostgreSQL server on this machine
+
+
 def cpu_by_process(stack: Stack) -> dict[str, float]:
     """CPU seconds (user + system) used so far by each process this stack started (by its
     name: temporal, worker, worker-2, raw, ...; summed over the process group), plus this
-    benchmark process itself ("client")."""
+    benchmark process itself ("client"), and with a local PostgreSQL every `postgres` process
+    of this machine ("postgres": the database server the bench was given; nothing else here
+    uses it while the bench runs)."""
     groups = {m.process.pid: m.name for m in stack.managed}
     used: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command, rest = (entry / "stat").read_text().rsplit(")", 1)
         except OSError:
             continue
+        fields = rest.split()
         name = groups.get(int(fields[2]))  # fields[2] = pgrp
+        if name is None and COUNT_POSTGRES and command.endswith("(postgres"):
+            name = "postgres"
         if name:
             used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
     own = os.times()
@@ -479,8 +487,11 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
     load_start = loadavg()
     overrides = {}
     if args.database:
-        if make_url(db.normalise_url(args.database)).get_backend_name() == "postgresql":
+        given = make_url(db.normalise_url(args.database))
+        if given.get_backend_name() == "postgresql":
             fresh_postgres(args.database)
+            global COUNT_POSTGRES
+            COUNT_POSTGRES = given.host in (None, "", "localhost", "127.0.0.1", "::1")
         overrides["database_url"] = args.database
     if args.server_sync == "full":
         overrides["server_sqlite_pragmas"] = ()  # the server's SQLite defaults: a disk flush per transaction
