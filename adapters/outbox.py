@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import Connection, Engine, String, and_, bindparam, column, func, or_, select, text, tuple_, update, values
 
 from adapters.tables import outbox
 
@@ -49,7 +49,6 @@ HELD = tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(
     )
 )
 READY = and_(PENDING, ~HELD)
-ORDER = (outbox.c.aggregate_version, outbox.c.position)
 
 # Built once and run once per batch with every row's values (executemany): a statement per
 # row cost the relay a statement build and, on PostgreSQL, a round trip per published row.
@@ -116,20 +115,30 @@ class OutboxReader:
                         self._write(connection, claimed)
 
     def _pending_rows(self, connection: Connection, limit: int, aggregates: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-        query = select(outbox).where(READY)
+        """Up to `limit` READY rows, oldest aggregate first (by its oldest pending row), each
+        aggregate's strictly by (version, position); only `aggregates`' when given.
+
+        One pass over the pending rows: a window gives each row its aggregate's oldest, where a
+        self-join on a grouped subquery made PostgreSQL group the whole backlog again for every
+        pending row when its statistics still said "nothing pending" (the usual state of an
+        outbox: a backlog after a broker outage grows faster than autovacuum analyzes). A
+        backlog of 29,000 rows drained at 140 rows/s then, each batch's read taking seconds.
+        The claimed aggregates join as a VALUES list (a hash join), not an OR of 500 pairs
+        tested against every pending row."""
+        first = func.min(outbox.c.recorded_at).over(partition_by=(outbox.c.aggregate_type, outbox.c.aggregate_id))
+        pending = select(outbox, first.label("first")).where(READY)
         if aggregates is not None:
-            query = query.where(tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(aggregates))
-        # Oldest first overall; within one aggregate strictly by (version, position).
-        first = (
-            select(outbox.c.aggregate_type, outbox.c.aggregate_id, func.min(outbox.c.recorded_at).label("first"))
-            .where(READY)
-            .group_by(outbox.c.aggregate_type, outbox.c.aggregate_id)
-            .subquery()
+            claimed = values(column("aggregate_type", String), column("aggregate_id", String), name="claimed").data(
+                aggregates)
+            pending = pending.join(claimed, and_(
+                claimed.c.aggregate_type == outbox.c.aggregate_type, claimed.c.aggregate_id == outbox.c.aggregate_id))
+        rows = pending.subquery()
+        query = (
+            select(*(rows.c[column_.name] for column_ in outbox.c))
+            .order_by(rows.c.first, rows.c.aggregate_type, rows.c.aggregate_id, rows.c.aggregate_version, rows.c.position)
+            .limit(limit)
         )
-        query = query.join(
-            first, and_(first.c.aggregate_type == outbox.c.aggregate_type, first.c.aggregate_id == outbox.c.aggregate_id)
-        ).order_by(first.c.first, outbox.c.aggregate_type, outbox.c.aggregate_id, *ORDER)
-        return interleave([dict(row._mapping) for row in connection.execute(query.limit(limit))])
+        return interleave([dict(row._mapping) for row in connection.execute(query)])
 
     def _claim_locked(self, connection: Connection, limit: int) -> list[dict[str, Any]]:
         heads = connection.execute(
