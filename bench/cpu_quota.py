@@ -15,6 +15,7 @@ Needs a writable cgroup CPU controller (root): cgroup v1's `cpu.cfs_quota_us` or
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,8 @@ class Throttling:
 
 
 class CpuQuota:
-    """A cgroup holding its processes to `cores` cores in all; removed on close."""
+    """A cgroup holding its processes to `cores` cores in all. `close()` puts each process back in
+    the group it came from and removes this one (a cgroup stays until removed, even empty)."""
 
     def __init__(self, cores: float, name: str) -> None:
         if cores <= 0:
@@ -67,6 +69,7 @@ class CpuQuota:
         self.root = root
         self.path = root / name
         self.path.mkdir()
+        self._came_from: dict[int, Path] = {}  # pid -> its group before it was held
         quota = max(1000, round(cores * PERIOD_US))
         try:
             if self.version == "v1":
@@ -79,33 +82,53 @@ class CpuQuota:
             raise
 
     def hold(self, process_group: int) -> int:
-        """Move every process of `process_group` into the group; how many were moved."""
+        """Move every process of `process_group` into the group; how many were moved. None
+        moved is an error: a run that says it held the server must have held it."""
         moved = 0
         for pid in pids_in_group(process_group):
+            came_from = self._group_of(pid)
             try:
                 (self.path / "cgroup.procs").write_text(str(pid))
-                moved += 1
-            except OSError:  # ended meanwhile
+            except ProcessLookupError:  # ended meanwhile
                 continue
+            self._came_from[pid] = came_from
+            moved += 1
+        if not moved:
+            raise QuotaUnavailable(f"no process of process group {process_group} could be moved into {self.path}")
         return moved
+
+    def _group_of(self, pid: int) -> Path:
+        """The group `pid` is in now, in this hierarchy (the root when it cannot be read)."""
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return self.root
+        for line in lines:
+            _, controllers, where = line.split(":", 2)
+            if (self.version == "v1" and "cpu" in controllers.split(",")) or (self.version == "v2" and not controllers):
+                return self.root / where.lstrip("/")
+        return self.root
 
     def throttling(self) -> Throttling:
         stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines() if line.strip())
         return Throttling(int(stat.get("nr_periods", 0)), int(stat.get("nr_throttled", 0)))
 
     def close(self) -> None:
-        """Hand whatever still runs in the group back to the root group, and remove the group."""
-        if not self.path.exists():
-            return
-        for line in (self.path / "cgroup.procs").read_text().split():
+        """Put whatever still runs in the group back where it came from, and remove the group.
+        Never raises: it runs while the bench is stopping, maybe for another error."""
+        try:
+            still = [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            still = []
+        for pid in still:
             try:
-                (self.root / "cgroup.procs").write_text(line)
+                (self._came_from.get(pid, self.root) / "cgroup.procs").write_text(str(pid))
             except OSError:
                 continue
         try:
             self.path.rmdir()
-        except OSError:
-            pass  # a process still leaving: the kernel keeps an empty group harmlessly
+        except OSError as left:
+            print(f"bench: could not remove {self.path} ({left}); remove it with rmdir", file=sys.stderr)
 
 
 def pids_in_group(process_group: int) -> list[int]:

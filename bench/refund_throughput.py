@@ -584,9 +584,11 @@ async def bench(args: argparse.Namespace, base: Path) -> None:
         log(f"whole run: {time.monotonic() - t_all:.0f} s")
         b.engine.dispose()
     finally:
-        stack.stop()
-        if quota:
-            quota.close()
+        try:
+            stack.stop()
+        finally:
+            if quota:
+                quota.close()
 
 
 def main() -> None:
@@ -615,8 +617,9 @@ def main() -> None:
     if args.n < 1 or args.scale_n < 0 or args.rounds < 1:
         parser.error("--n and --rounds must be at least 1, --scale-n at least 0")
     if args.server_cores:
-        if not 0 < args.server_cores < (os.cpu_count() or 1):
-            parser.error(f"--server-cores must be above 0 and below this machine's {os.cpu_count()} cores")
+        cores = len(os.sched_getaffinity(0))  # the cores this process may run on
+        if not 0 < args.server_cores < cores:
+            parser.error(f"--server-cores must be above 0 and below the {cores} cores this bench may use")
         try:
             controller()
         except QuotaUnavailable as missing:

@@ -15,7 +15,7 @@ from integration import contracts as c
 from integration.envelope import CONTENT_TYPE, CloudEvent
 from reporting import store
 from reporting.consumer import ReportingConsumer
-from tests.nats_fixtures import stream_settings
+from tests.nats_fixtures import made_again, stream_settings
 
 pytestmark = pytest.mark.nats
 
@@ -199,7 +199,7 @@ async def test_a_stream_recreated_under_the_same_name_is_read_from_its_start(
     assert await consume(reporting_engine, nats_server.url) == {"applied": 3}
 
     await js.delete_stream(STREAM)  # the broker's storage lost; the stream comes back empty
-    await ensure_stream(js, stream_settings(nats_server.url))
+    await made_again(lambda: ensure_stream(js, stream_settings(nats_server.url)))
     await publish(js, event(approved("r-new", "7.00"), id="e-new", subject="o-2", version=2))
 
     assert await consume(reporting_engine, nats_server.url) == {"applied": 1}
@@ -320,7 +320,7 @@ async def test_a_stream_that_deletes_unread_events_is_refused_not_read(reporting
     await js.delete_stream(STREAM)
     config = stream_settings(nats_server.url).stream_config()
     config.retention = config.retention.__class__("interest")
-    await js.add_stream(config)
+    await made_again(lambda: js.add_stream(config))
     try:
         consumer = ReportingConsumer(reporting_engine, stream_settings(nats_server.url), fetch_timeout_seconds=0.5)
         with pytest.raises(StreamMisconfigured, match="interest retention"):

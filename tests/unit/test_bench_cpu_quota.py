@@ -82,13 +82,26 @@ def test_the_throttled_share_is_the_periods_the_quota_ran_out_in(v1):
     assert Throttling(0, 0).share == 0.0
 
 
-def test_closing_hands_its_processes_back_to_the_machine(v1):
+def test_closing_hands_its_processes_back_to_where_they_came_from(v1, monkeypatch):
     quota = CpuQuota(0.5, "bench-6")
-    (quota.path / "cgroup.procs").write_text("4242\n")
+    came_from = v1 / "system.slice"
+    came_from.mkdir()
+    monkeypatch.setattr(cpu_quota, "pids_in_group", lambda group: [4242])
+    monkeypatch.setattr(CpuQuota, "_group_of", lambda self, pid: came_from)
+    quota.hold(4242)
+    assert (quota.path / "cgroup.procs").read_text() == "4242"
 
-    quota.close()  # the kernel's group folder goes with its last process; a stand-in's files stay
+    quota.close()  # a stand-in's files stay; the kernel's group goes with rmdir once empty
 
-    assert (v1 / "cgroup.procs").read_text() == "4242"
+    assert (came_from / "cgroup.procs").read_text() == "4242"
+
+
+def test_a_hold_that_moves_nothing_is_an_error_not_a_run_that_says_it_held(v1, monkeypatch):
+    quota = CpuQuota(0.5, "bench-8")
+    monkeypatch.setattr(cpu_quota, "pids_in_group", lambda group: [])
+
+    with pytest.raises(QuotaUnavailable, match="no process"):
+        quota.hold(4242)
 
 
 def test_no_quota_below_or_at_zero_cores(v1):
@@ -97,7 +110,7 @@ def test_no_quota_below_or_at_zero_cores(v1):
     assert not (v1 / "bench-7").exists()
 
 
-@pytest.mark.parametrize("cores", ["0.0001x", "-1", "64"])
+@pytest.mark.parametrize("cores", ["0.0001x", "-1", "100000"])
 def test_the_bench_refuses_a_server_share_it_cannot_give_before_starting_anything(cores):
     run = subprocess.run(
         [sys.executable, "-m", "bench.refund_throughput", "--server-cores", cores],
