@@ -50,6 +50,7 @@ HELD = tuple_(outbox.c.aggregate_type, outbox.c.aggregate_id).in_(
 )
 READY = and_(PENDING, ~HELD)
 
+
 def _rows_in_order(pending: Select[Any]) -> Select[Any]:
     """`pending` (outbox rows plus `first`, their aggregate's oldest pending row's recorded_at),
     oldest aggregate first, each aggregate's strictly by (version, position), up to :limit."""
